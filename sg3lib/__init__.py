@@ -1,0 +1,15 @@
+"""sg3lib: a notebook-first StyleGAN3 toolkit.
+
+Public API (kept small; see README.md):
+    sg3lib.load(path_or_url, device='cpu')  -> {'G', 'D', 'G_ema', 'meta'}
+    sg3lib.ops                               numerical primitives (upfirdn2d, filtered_lrelu, bias_act)
+    sg3lib.networks                          generator / discriminator modules
+    sg3lib.data, sg3lib.train, sg3lib.explore
+"""
+__version__ = "0.1.0"
+
+
+def load(path_or_url, device="cpu", **kwargs):
+    """Load an official .pkl, an sg3lib snapshot or a URL of either. See sg3lib.loader.load."""
+    from .loader import load as _load
+    return _load(path_or_url, device=device, **kwargs)

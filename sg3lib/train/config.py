@@ -1,0 +1,118 @@
+"""Training configurations: the papers' recommended presets and how options override them.
+
+A config is a plain JSON-able dict (it is stored in every snapshot). `make_config` fills it
+from a preset (stylegan3-t, stylegan3-r, stylegan2) and the user's options; `network_kwargs`
+turns it into the constructor arguments of G and D (official names, so snapshots and
+official .pkl files speak the same language).
+
+Numbers follow the papers' recommended configurations (Karras et al. 2021 table/appendix,
+StyleGAN2 2020, ADA 2020): Adam betas (0, 0.99), eps 1e-8; G lr 0.0025 (StyleGAN2: 0.002),
+D lr 0.002; lazy R1 every 16 D steps; StyleGAN2 path length every 4 G steps with weight 2,
+style mixing 0.9; StyleGAN3 blur sigma 10 fading over batch*200/32 kimg, no path length,
+no style mixing, 2 mapping layers; EMA half-life batch*10/32 kimg with ramp-up 0.05; ADA
+target 0.6, adjusted every 4 steps at a speed of 500 kimg for p to go from 0 to 1.
+"""
+PRESETS = {
+    "stylegan3-t": dict(cbase=32768, cmax=512, map=2, glr=0.0025, dlr=0.002, style_mixing=0.0,
+                        pl_weight=0.0, blur_sigma=10.0, conv_kernel=3, radial=False),
+    "stylegan3-r": dict(cbase=65536, cmax=1024, map=2, glr=0.0025, dlr=0.002, style_mixing=0.0,
+                        pl_weight=0.0, blur_sigma=10.0, conv_kernel=1, radial=True),
+    "stylegan2": dict(cbase=32768, cmax=512, map=8, glr=0.002, dlr=0.002, style_mixing=0.9,
+                      pl_weight=2.0, blur_sigma=0.0, conv_kernel=3, radial=False),
+}
+
+DEFAULTS = dict(
+    cfg="stylegan3-t", batch=32, batch_gpu=None, gamma=None, kimg=25000, tick=4, snap=50,
+    mirror=False, aug="ada", target=0.6, ada_interval=4, ada_kimg=500, p=0.0, freezed=0,
+    seed=0, precision="fp32", workers=2, mbstd_group=4, betas=(0.0, 0.99), eps=1e-8,
+    D_reg_interval=16, G_reg_interval=4, pl_batch_shrink=2, pl_decay=0.01, ema_kimg=None,
+    ema_rampup=0.05, blur_fade_kimg=None, keep_snapshots=5, deterministic=False,
+    tensorboard=False, z_dim=512, w_dim=512, conv_clamp=256, cond=False,
+)
+
+ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "map", "z_dim",
+             "w_dim", "mbstd_group", "conv_clamp", "precision", "conv_kernel", "radial")
+
+
+def default_gamma(resolution, batch):
+    """R1 weight heuristic of the ADA paper (its 'auto' config): gamma = 0.0002 * res^2 / batch."""
+    return 0.0002 * resolution ** 2 / batch
+
+
+def make_config(resolution, img_channels=3, c_dim=0, **opts):
+    """Return the full config dict: preset of `opts['cfg']`, then user options (None = default)."""
+    cfg_name = opts.get("cfg") or DEFAULTS["cfg"]
+    if cfg_name not in PRESETS:
+        raise ValueError(f"unknown --cfg {cfg_name!r}; choose one of {', '.join(PRESETS)}")
+    c = dict(DEFAULTS)
+    c.update(PRESETS[cfg_name])
+    c.update({k: v for k, v in opts.items() if v is not None})
+    c.update(cfg=cfg_name, resolution=int(resolution), img_channels=int(img_channels), c_dim=int(c_dim))
+    if resolution < 4 or resolution & (resolution - 1):
+        raise ValueError(f"image resolution {resolution} is not a power of two >= 4; "
+                         "curate the dataset to 16, 32, ..., 1024 px (sg3 curate --resolution)")
+    c["batch_gpu"] = c["batch_gpu"] or c["batch"]
+    c["mbstd_group"] = min(c["mbstd_group"], c["batch_gpu"])
+    if c["gamma"] is None:
+        c["gamma"] = default_gamma(resolution, c["batch"])
+    if c["ema_kimg"] is None:
+        c["ema_kimg"] = c["batch"] * 10 / 32
+    if c["blur_fade_kimg"] is None:
+        c["blur_fade_kimg"] = c["batch"] * 200 / 32
+    if c["aug"] not in ("ada", "noaug"):
+        raise ValueError(f"unknown --aug {c['aug']!r}; choose ada or noaug")
+    if c["precision"] not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"unknown --precision {c['precision']!r}; choose fp32, fp16 or bf16")
+    c["betas"] = list(c["betas"])
+    return c
+
+
+def check_batch(c, world_size):
+    """Validate the batch split: global batch = world_size * batch_gpu * rounds."""
+    b, bg = c["batch"], c["batch_gpu"]
+    if b % (bg * world_size):
+        raise ValueError(f"--batch {b} must be a multiple of --batch-gpu {bg} x {world_size} process(es)")
+    if bg % c["mbstd_group"]:
+        raise ValueError(f"--batch-gpu {bg} must be a multiple of the minibatch-stddev group "
+                         f"{c['mbstd_group']} (set --mbstd-group)")
+    return b // (bg * world_size)
+
+
+def network_kwargs(c):
+    """Constructor arguments (official names) of G and D for config `c`."""
+    res = c["resolution"]
+    fp16_res = 0 if c["precision"] == "fp32" else 4
+    mapping = dict(num_layers=c["map"])
+    common = dict(c_dim=c["c_dim"], img_resolution=res, img_channels=c["img_channels"],
+                  channel_base=c["cbase"], channel_max=c["cmax"], num_fp16_res=fp16_res,
+                  conv_clamp=c["conv_clamp"])
+    G = dict(z_dim=c["z_dim"], w_dim=c["w_dim"], **common, mapping_kwargs=mapping)
+    if c["cfg"].startswith("stylegan3"):
+        G_class = "training.networks_stylegan3.Generator"
+        G["magnitude_ema_beta"] = 0.5 ** (c["batch"] / (20 * 1e3))
+        if c["cfg"] == "stylegan3-r":
+            G.update(conv_kernel=1, use_radial_filters=True)
+    else:
+        G_class = "training.networks_stylegan2.Generator"
+    D = dict(architecture="resnet", **common, block_kwargs=dict(freeze_layers=0),
+             mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=c["mbstd_group"]))
+    return (G_class, G), ("training.networks_stylegan2.Discriminator", D)
+
+
+def arch_diff(old, new):
+    """List 'key: old -> new' for architecture keys that differ (total kimg etc. may change)."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in ARCH_KEYS if old.get(k) != new.get(k)]
+
+
+def lazy_ratio(interval):
+    """Lazy regularisation (StyleGAN2 sec. 3.1): lr and betas scaled by interval/(interval+1)."""
+    return 1.0 if not interval else interval / (interval + 1)
+
+
+def scaled_adam(lr, betas, interval):
+    r = lazy_ratio(interval)
+    return lr * r, tuple(b ** r for b in betas)
+
+
+__all__ = ["PRESETS", "DEFAULTS", "make_config", "network_kwargs", "arch_diff", "check_batch",
+           "default_gamma", "scaled_adam"]

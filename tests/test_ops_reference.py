@@ -1,0 +1,123 @@
+"""The reference ops against the official fixtures, and their derivatives by finite differences."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sg3lib import ops
+from sg3lib.ops.bias_act import ACTIVATIONS
+
+
+def _cases(fixtures_dir):
+    cases = json.loads((fixtures_dir / "ops.json").read_text())
+    arrays = np.load(fixtures_dir / "ops.npz")
+    return cases, arrays
+
+
+def _t(arrays, key):
+    return torch.from_numpy(arrays[key]) if key in arrays.files else None
+
+
+def _run_case(case, arrays):
+    k = case["key"]
+    x = _t(arrays, k + "_x")
+    if case["op"] == "upfirdn2d":
+        return ops.upfirdn2d(x, _t(arrays, k + "_f"), up=case["up"], down=case["down"],
+                             padding=case["padding"], flip_filter=case["flip_filter"],
+                             gain=case["gain"], impl="ref")
+    if case["op"] == "filtered_lrelu":
+        return ops.filtered_lrelu(x, _t(arrays, k + "_fu"), _t(arrays, k + "_fd"), _t(arrays, k + "_b"),
+                                  up=case["up"], down=case["down"], padding=case["padding"],
+                                  gain=case["gain"], slope=case["slope"], clamp=case["clamp"],
+                                  flip_filter=case["flip_filter"], impl="ref")
+    return ops.bias_act(x, _t(arrays, k + "_b"), act=case["act"], alpha=case["alpha"],
+                        gain=case["gain"], clamp=case["clamp"], impl="ref")
+
+
+def test_every_fixture_case_matches(fixtures_dir):
+    cases, arrays = _cases(fixtures_dir)
+    assert len(cases) >= 20
+    for case in cases:
+        y = _run_case(case, arrays)
+        ref = arrays[case["key"] + "_y"]
+        assert tuple(y.shape) == ref.shape, case["key"]
+        scale = max(1.0, float(np.abs(ref).max()))
+        err = float(np.abs(y.numpy() - ref).max())
+        assert err <= 1e-5 * scale, f"{case['key']}: max error {err:.3g} (scale {scale:.3g})"
+
+
+def _upfirdn_by_definition(x, f, up, down, padding, flip_filter, gain):
+    """upfirdn2d spelled out literally (zero-stuff, pad, full 2-D conv, subsample): a second truth."""
+    px0, px1, py0, py1 = padding
+    n, c, h, w = x.shape
+    u = torch.zeros(n, c, h * up, w * up, dtype=x.dtype)
+    u[:, :, ::up, ::up] = x
+    u = torch.nn.functional.pad(u, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    u = u[:, :, max(-py0, 0):u.shape[2] - max(-py1, 0), max(-px0, 0):u.shape[3] - max(-px1, 0)]
+    f2 = (f[:, None] * f[None, :] if f.ndim == 1 else f) * gain
+    k = f2 if flip_filter else f2.flip([0, 1])
+    y = torch.nn.functional.conv2d(u.reshape(n * c, 1, *u.shape[2:]), k[None, None].to(x.dtype))
+    return y[:, :, ::down, ::down].reshape(n, c, *y[:, :, ::down, ::down].shape[2:])
+
+
+@pytest.mark.parametrize("up,down,padding,taps,flip,sep", [
+    (1, 1, (1, 1, 1, 1), 3, False, True), (2, 1, (2, 1, 2, 1), 4, False, True),
+    (1, 2, (1, 1, 1, 1), 4, True, True), (2, 2, (5, 4, 5, 4), 12, False, True),
+    (4, 2, (-6, -9, -6, -9), 24, False, True), (2, 1, (3, 2, 1, 4), 5, True, False),
+    (3, 1, (0, -1, 2, 0), 4, False, False), (1, 2, (-1, 2, 0, 1), 6, False, False),
+])
+def test_upfirdn2d_against_definition(up, down, padding, taps, flip, sep):
+    g = torch.Generator().manual_seed(up * 10 + down + taps)
+    x = torch.randn(2, 3, 13, 11, generator=g, dtype=torch.float64)
+    f = torch.rand(taps if sep else (taps, taps - 1), generator=g, dtype=torch.float64)
+    if not sep:
+        f = torch.rand(taps, taps, generator=g, dtype=torch.float64)
+    y = ops.upfirdn2d(x, f, up=up, down=down, padding=list(padding), flip_filter=flip, gain=up * up, impl="ref")
+    ref = _upfirdn_by_definition(x, f, up, down, padding, flip, up * up)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("up,down,padding", [(1, 1, 1), (2, 1, [2, 1]), (1, 2, 1), (2, 2, [3, 2, 1, 4])])
+def test_upfirdn2d_gradcheck(up, down, padding):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    f = torch.rand(4, dtype=torch.float64, generator=g)
+    fn = lambda x: ops.upfirdn2d(x, f, up=up, down=down, padding=padding, impl="ref")
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_bias_act_gradcheck(act):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, generator=g)
+    x = (x + 0.05 * torch.sign(x)).requires_grad_(True)  # keep away from kinks at 0
+    b = torch.randn(4, dtype=torch.float64, generator=g).mul(0.01).requires_grad_(True)
+    fn = lambda x, b: ops.bias_act(x, b, act=act, clamp=0.9 if act == "lrelu" else None, impl="ref")
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+def test_filtered_lrelu_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, generator=g, requires_grad=True)
+    fu, fd = torch.rand(6, dtype=torch.float64, generator=g), torch.rand(6, dtype=torch.float64, generator=g)
+    fn = lambda x, b: ops.filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=5, clamp=2.0, impl="ref")
+    assert torch.autograd.gradcheck(fn, (x, b))
+
+
+def test_bad_arguments_are_explained():
+    x = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="padding"):
+        ops.upfirdn2d(x, torch.ones(3), padding=[1, 2, 3])
+    with pytest.raises(ValueError, match="empty"):
+        ops.upfirdn2d(x, torch.ones(9))
+    with pytest.raises(ValueError, match="unknown activation"):
+        ops.bias_act(x, act="gelu-ish")
+    with pytest.raises(ValueError, match="impl"):
+        ops.bias_act(x, impl="triton")
+    with pytest.raises(RuntimeError, match="CPU"):
+        ops.bias_act(x, impl="cuda")
