@@ -62,28 +62,45 @@ def _pad_or_crop(x, dim, before, after):
     return x
 
 
-def _upfirdn_1d(x, w, up, down, p0, p1, axis):
-    """One polyphase pass along `axis` (2 = y, 3 = x) of x [B, 1, H, W].
+def _polyphase_filters(w, up, p0):
+    """Split correlation kernel w into `up` phase filters (StyleGAN3 App. C: upsampling by zero
+    insertion then filtering equals `up` short filters at the input rate, interleaved).
 
-    w is the correlation kernel (1-D), i.e. z[m] = sum_k u[m + k] w[k] with u the zero-stuffed,
-    padded input, and the result is z[::down].
+    Output sample m = q*up + r is  sum_t x[q + j0 + t] * h[r, t].  Returns (h [up, T], j0).
     """
     k = w.numel()
-    shape = (1, 1, k, 1) if axis == 2 else (1, 1, 1, k)
-    stride = (down, 1) if axis == 2 else (1, down)
+    j0 = min(-((p0 - r) // up) for r in range(up))          # ceil((r - p0) / up), smallest
+    j1 = max((k - 1 + r - p0) // up for r in range(up))
+    j = torch.arange(j0, j1 + 1, device=w.device)
+    taps = j[None, :] * up + p0 - torch.arange(up, device=w.device)[:, None]   # [up, T] indices into w
+    valid = (taps >= 0) & (taps < k)
+    return w[taps.clamp(0, k - 1)] * valid.to(w.dtype), j0
+
+
+def _upfirdn_1d(x, w, up, down, p0, p1, axis):
+    """One pass along `axis` (2 = y, 3 = x) of x [B, 1, H, W].
+
+    w is the correlation kernel (1-D): z[m] = sum_k u[m + k] w[k] with u the zero-stuffed,
+    padded input; the result is z[::down]. Zeros are never multiplied: up > 1 runs the polyphase
+    filters as one convolution with `up` output channels, down > 1 a strided convolution.
+    """
+    k, n = w.numel(), x.shape[axis]
+    along = (lambda t: t.reshape(t.shape[0], 1, t.shape[-1], 1)) if axis == 2 else (lambda t: t.reshape(t.shape[0], 1, 1, t.shape[-1]))
     if up == 1:
         x = _pad_or_crop(x, axis, p0, p1)
-        return F.conv2d(x, w.reshape(shape), stride=stride)
-    # Transposed conv: t[q] = sum_i x[i] g[q - i*up] with g = flip(w), and z[m] = t[m + k - 1 - p0].
-    ustride = (up, 1) if axis == 2 else (1, up)
-    t = F.conv_transpose2d(x, w.flip(0).reshape(shape), stride=ustride)
-    n_in = x.shape[axis]
-    length = n_in * up + p0 + p1 - k + 1
-    start = k - 1 - p0
-    t = _pad_or_crop(t, axis, -start, start + length - t.shape[axis])
-    if down > 1:
-        t = t[:, :, ::down] if axis == 2 else t[:, :, :, ::down]
-    return t
+        return F.conv2d(x, along(w[None]), stride=(down, 1) if axis == 2 else (1, down))
+    length = n * up + p0 + p1 - k + 1                          # samples of z
+    q = -(-length // up)                                       # output samples per phase
+    h, j0 = _polyphase_filters(w, up, p0)
+    x = _pad_or_crop(x, axis, -j0, (q + j0 + h.shape[1] - 1) - n)
+    y = F.conv2d(x, along(h))                                  # [B, up, H, q] or [B, up, q, W]
+    b = y.shape[0]
+    if axis == 3:
+        y = y.permute(0, 2, 3, 1).reshape(b, 1, y.shape[2], q * up)[..., :length]
+        return y[..., ::down] if down > 1 else y
+    y = y.permute(0, 3, 2, 1).reshape(b, 1, y.shape[3], q * up)[..., :length]   # [B, 1, W, H*up]
+    y = y[..., ::down] if down > 1 else y
+    return y.transpose(2, 3)
 
 
 def _upfirdn2d_nonseparable(x, w, upx, upy, downx, downy, px0, px1, py0, py1):
