@@ -8,6 +8,8 @@ Public API (kept small; see README.md):
 """
 __version__ = "0.1.0"
 
+from .loader import LoadError  # noqa: F401  (stdlib-only import: cheap)
+
 
 def load(path_or_url, device="cpu", **kwargs):
     """Load an official .pkl, an sg3lib snapshot or a URL of either. See sg3lib.loader.load."""

@@ -1,0 +1,90 @@
+"""Training speed: sec/kimg and peak memory of sg3lib.train.train.
+
+    python benchmarks/bench_train.py --preset cpu-tiny          # recorded on the CPU machine
+    python benchmarks/bench_train.py --preset gpu               # StyleGAN3-T/-R, 256/512 px, batch 32
+
+Each case trains on a synthetic dataset (random smooth images, made in a temporary folder) for
+a warm-up tick and a measured tick; the figures are the measured tick's `sec_per_kimg` and
+`mem_peak_gb` from stats.jsonl (GPU: torch.cuda.max_memory_allocated; CPU: peak RSS).
+Prints one JSON line per case and a Markdown table.
+"""
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+PRESETS = {
+    "cpu-tiny": [dict(cfg="stylegan2", res=16, batch=8, batch_gpu=8, cbase=256, cmax=16, map=2, z_dim=16,
+                      w_dim=16, imgs=64),
+                 dict(cfg="stylegan3-t", res=16, batch=8, batch_gpu=8, cbase=128, cmax=8, map=2, z_dim=8,
+                      w_dim=8, imgs=32)],
+    "gpu": [dict(cfg=c, res=r, batch=32, batch_gpu=bg, imgs=1024)
+            for c in ("stylegan3-t", "stylegan3-r") for r in (256, 512) for bg in (16, 8)]
+           + [dict(cfg="stylegan2", res=256, batch=32, batch_gpu=16, imgs=1024)],
+}
+
+
+def make_dataset(path, n, res):
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for i in range(min(n, 256)):
+            yy, xx = np.mgrid[:res, :res] / res
+            a = np.stack([np.sin(xx * 6 + rng.rand() * 6), np.cos(yy * 5 + rng.rand() * 6), xx * yy], -1)
+            buf = io.BytesIO()
+            Image.fromarray(((a * 0.5 + 0.5) * 255).astype(np.uint8)).save(buf, format="PNG")
+            z.writestr(f"{i // 1000:05d}/img{i:08d}.png", buf.getvalue())
+
+
+def run_case(case, workdir, precision):
+    import torch
+    from sg3lib.train import train
+    data = os.path.join(workdir, f"data{case['res']}.zip")
+    if not os.path.exists(data):
+        make_dataset(data, case["imgs"], case["res"])
+    out = os.path.join(workdir, f"run-{case['cfg']}-{case['res']}-{case['batch_gpu']}")
+    tick = case["imgs"] / 1000
+    opts = {k: v for k, v in case.items() if k not in ("res", "imgs")}
+    t0 = time.time()
+    train(data, out, kimg=2 * tick, tick=tick, snap=0, workers=0 if not torch.cuda.is_available() else 2,
+          precision=precision, progress=False, keep_snapshots=1, **opts)
+    recs = [json.loads(line) for line in open(os.path.join(out, "stats.jsonl"))]
+    last = recs[-1]
+    return dict(case, sec_per_kimg=round(last["sec_per_kimg"], 2), mem_peak_gb=round(last["mem_peak_gb"], 3),
+                wall_s=round(time.time() - t0, 1), precision=precision)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    print(f"# bench_train {args.preset} on {dev}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}")
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for case in PRESETS[args.preset]:
+            r = run_case(case, work, args.precision)
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+    print("\n| cfg | res | batch | batch-gpu | sec/kimg | peak mem GB |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['sec_per_kimg']} | {r['mem_peak_gb']} |")
+
+
+if __name__ == "__main__":
+    main()

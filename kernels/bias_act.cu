@@ -1,0 +1,68 @@
+// bias_act: bias + activation + gain + clamp, and its first and second derivatives, elementwise.
+// Derivatives are written from the activations' definitions (y' and y'' in terms of s = x + b).
+#include "sg3_kernels.h"
+#include "sg3_common.cuh"
+
+namespace sg3 {
+
+struct ActOut { float y, d1, d2; };  // act(s), act'(s), act''(s)
+
+__device__ ActOut activate(int act, float s, float alpha) {
+    switch (act) {
+        case kRelu: return {s > 0.f ? s : 0.f, s > 0.f ? 1.f : 0.f, 0.f};
+        case kLrelu: return {s > 0.f ? s : s * alpha, s > 0.f ? 1.f : alpha, 0.f};
+        case kTanh: { float t = tanhf(s); float d = 1.f - t * t; return {t, d, -2.f * t * d}; }
+        case kSigmoid: {
+            float g = 1.f / (1.f + expf(-s)); float d = g * (1.f - g);
+            return {g, d, d * (1.f - 2.f * g)};
+        }
+        case kElu: {  // alpha fixed at 1, as torch.nn.functional.elu
+            if (s > 0.f) return {s, 1.f, 0.f};
+            float e = expf(s); return {e - 1.f, e, e};
+        }
+        case kSelu: {
+            const float scale = 1.0507009873554804934f, a = 1.6732632423543772848f;
+            if (s > 0.f) return {scale * s, scale, 0.f};
+            float e = expf(s); return {scale * a * (e - 1.f), scale * a * e, scale * a * e};
+        }
+        case kSoftplus: {  // torch's softplus(beta=1, threshold=20) is linear above 20
+            if (s > 20.f) return {s, 1.f, 0.f};
+            float g = 1.f / (1.f + expf(-s)); return {log1pf(expf(s)), g, g * (1.f - g)};
+        }
+        case kSwish: {
+            float g = 1.f / (1.f + expf(-s)); float d = g * (1.f - g);
+            return {s * g, g + s * d, d * (2.f + s * (1.f - 2.f * g))};
+        }
+        default: return {s, 1.f, 0.f};  // linear
+    }
+}
+
+__global__ void bias_act_kernel(BiasActArgs a) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < a.numel;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float s = load_as_float(a.x, i, a.dtype);
+        if (a.b) s += load_as_float(a.b, (i / a.b_stride) % a.b_size, a.dtype);
+        const ActOut r = activate(a.act, s, a.alpha);
+        const float y = r.y * a.gain;
+        float out;
+        if (a.mode == 0) {
+            out = (a.clamp >= 0.f) ? fminf(fmaxf(y, -a.clamp), a.clamp) : y;
+        } else {
+            // clamp passes the gradient only inside [-clamp, clamp] (as torch.clamp does).
+            const bool live = !(a.clamp >= 0.f) || (y >= -a.clamp && y <= a.clamp);
+            const float g = load_as_float(a.dy, i, a.dtype) * a.gain;
+            if (a.mode == 1) out = live ? g * r.d1 : 0.f;
+            else out = live ? g * r.d2 * load_as_float(a.ddx, i, a.dtype) : 0.f;
+        }
+        store_from_float(a.y, i, a.dtype, out);
+    }
+}
+
+cudaError_t bias_act_launch(const BiasActArgs& a, cudaStream_t stream) {
+    if (a.numel == 0) return cudaSuccess;
+    const int threads = 256;
+    bias_act_kernel<<<blocks_for(a.numel, threads), threads, 0, stream>>>(a);
+    return cudaGetLastError();
+}
+
+}  // namespace sg3

@@ -1,0 +1,135 @@
+// Torch binding for sg3lib's CUDA kernels: checks arguments, allocates outputs, launches on the
+// current CUDA stream. The autograd logic lives in sg3lib/ops/_cuda.py.
+#include <torch/extension.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "sg3_kernels.h"
+
+namespace {
+
+int dtype_code(const torch::Tensor& t) {
+    TORCH_CHECK(t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat16,
+                "sg3lib CUDA kernels support float32 and float16, got ", t.scalar_type());
+    return t.scalar_type() == torch::kFloat32 ? sg3::kFloat32 : sg3::kFloat16;
+}
+
+void check_cuda(const torch::Tensor& t, const char* name) {
+    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+void check_filter(const torch::Tensor& f, const torch::Tensor& x, const char* name) {
+    check_cuda(f, name);
+    TORCH_CHECK(f.scalar_type() == torch::kFloat32 && f.dim() == 2, name, " must be a 2-D float32 tensor");
+    TORCH_CHECK(f.device() == x.device(), name, " must be on the same device as x");
+}
+
+void check_launch(cudaError_t err, const char* op) {
+    TORCH_CHECK(err == cudaSuccess, "sg3lib ", op, " kernel launch failed: ", cudaGetErrorString(err));
+}
+
+// x [N, C, H, W]; w [fh, fw] float32 correlation kernel (flipped and scaled by the caller);
+// out_dtype 0 = float32, 1 = float16 (a separable pair of passes keeps float32 in between).
+torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor w, int64_t upx, int64_t upy, int64_t downx,
+                        int64_t downy, int64_t px0, int64_t px1, int64_t py0, int64_t py1, int64_t out_dtype) {
+    check_cuda(x, "x");
+    check_filter(w, x, "filter");
+    TORCH_CHECK(x.dim() == 4, "x must be [N, C, H, W]");
+    TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "up and down must be >= 1");
+    TORCH_CHECK(out_dtype == sg3::kFloat32 || out_dtype == sg3::kFloat16, "out_dtype must be 0 or 1");
+    const c10::cuda::CUDAGuard guard(x.device());
+    const int64_t fh = w.size(0), fw = w.size(1);
+    const int64_t oh = (x.size(2) * upy + py0 + py1 - fh) / downy + 1;
+    const int64_t ow = (x.size(3) * upx + px0 + px1 - fw) / downx + 1;
+    TORCH_CHECK(x.size(2) * upy + py0 + py1 - fh >= 0 && x.size(3) * upx + px0 + px1 - fw >= 0,
+                "upfirdn2d output would be empty");
+    auto y = torch::empty({x.size(0), x.size(1), oh, ow},
+                          x.options().dtype(out_dtype == sg3::kFloat32 ? torch::kFloat32 : torch::kFloat16));
+    sg3::UpfirdnArgs a{};
+    a.x = x.data_ptr(); a.y = y.data_ptr(); a.w = w.data_ptr<float>();
+    a.in_dtype = dtype_code(x); a.out_dtype = dtype_code(y);
+    a.planes = x.size(0) * x.size(1); a.h = (int)x.size(2); a.w_in = (int)x.size(3);
+    a.oh = (int)oh; a.ow = (int)ow; a.fh = (int)fh; a.fw = (int)fw;
+    a.upx = (int)upx; a.upy = (int)upy; a.downx = (int)downx; a.downy = (int)downy;
+    a.px0 = (int)px0; a.py0 = (int)py0;
+    check_launch(sg3::upfirdn2d_launch(a, c10::cuda::getCurrentCUDAStream()), "upfirdn2d");
+    return y;
+}
+
+// Fused forward. Returns (y, mask); mask is empty unless want_mask. An undefined y (empty list
+// entry) means the filters are too large for the fused kernel: the caller uses the unfused path.
+std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor wu, torch::Tensor wd,
+                                          torch::Tensor b, int64_t up, int64_t down, int64_t px0,
+                                          int64_t px1, int64_t py0, int64_t py1, double gain,
+                                          double slope, double clamp, bool want_mask) {
+    check_cuda(x, "x");
+    check_filter(wu, x, "fu");
+    check_filter(wd, x, "fd");
+    TORCH_CHECK(x.dim() == 4, "x must be [N, C, H, W]");
+    TORCH_CHECK(up >= 1 && down >= 1, "up and down must be >= 1");
+    const bool has_b = b.defined() && b.numel() > 0;
+    if (has_b) {
+        check_cuda(b, "b");
+        TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(1) && b.scalar_type() == x.scalar_type(),
+                    "b must be [C] with x's dtype");
+    }
+    const c10::cuda::CUDAGuard guard(x.device());
+    const int64_t th = x.size(2) * up + py0 + py1 - wu.size(0) + 1;
+    const int64_t tw = x.size(3) * up + px0 + px1 - wu.size(1) + 1;
+    TORCH_CHECK(th >= wd.size(0) && tw >= wd.size(1), "filtered_lrelu output would be empty");
+    const int64_t oh = (th - wd.size(0)) / down + 1, ow = (tw - wd.size(1)) / down + 1;
+    auto y = torch::empty({x.size(0), x.size(1), oh, ow}, x.options());
+    torch::Tensor mask;
+    if (want_mask) mask = torch::zeros({x.size(0), x.size(1), th, tw}, x.options().dtype(torch::kInt8));
+    sg3::FilteredLreluArgs a{};
+    a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr; a.y = y.data_ptr();
+    a.mask = want_mask ? mask.data_ptr<int8_t>() : nullptr;
+    a.wu = wu.data_ptr<float>(); a.wd = wd.data_ptr<float>();
+    a.dtype = dtype_code(x);
+    a.n = (int)x.size(0); a.c = (int)x.size(1); a.h = (int)x.size(2); a.w = (int)x.size(3);
+    a.th = (int)th; a.tw = (int)tw; a.oh = (int)oh; a.ow = (int)ow;
+    a.fuh = (int)wu.size(0); a.fuw = (int)wu.size(1); a.fdh = (int)wd.size(0); a.fdw = (int)wd.size(1);
+    a.up = (int)up; a.down = (int)down; a.px0 = (int)px0; a.py0 = (int)py0;
+    a.gain = (float)gain; a.slope = (float)slope; a.clamp = (float)clamp;
+    const cudaError_t err = sg3::filtered_lrelu_launch(a, c10::cuda::getCurrentCUDAStream());
+    if (err == cudaErrorInvalidConfiguration) return {torch::Tensor(), torch::Tensor()};
+    check_launch(err, "filtered_lrelu");
+    return {y, mask};
+}
+
+// mode 0: forward; 1: first derivative times dy; 2: second derivative times dy * ddx.
+torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch::Tensor ddx,
+                       int64_t dim, int64_t act, int64_t mode, double alpha, double gain, double clamp) {
+    check_cuda(x, "x");
+    const int dt = dtype_code(x);
+    const bool has_b = b.defined() && b.numel() > 0;
+    TORCH_CHECK(dim >= 0 && dim < x.dim(), "dim out of range");
+    if (has_b) {
+        check_cuda(b, "b");
+        TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(dim) && b.scalar_type() == x.scalar_type(),
+                    "b must match x's size along dim and x's dtype");
+    }
+    if (mode >= 1) { check_cuda(dy, "dy"); TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "dy must match x"); }
+    if (mode == 2) { check_cuda(ddx, "ddx"); TORCH_CHECK(ddx.sizes() == x.sizes() && ddx.scalar_type() == x.scalar_type(), "ddx must match x"); }
+    const c10::cuda::CUDAGuard guard(x.device());
+    auto y = torch::empty_like(x);
+    int64_t stride = 1;
+    for (int64_t d = dim + 1; d < x.dim(); d++) stride *= x.size(d);
+    sg3::BiasActArgs a{};
+    a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr;
+    a.dy = mode >= 1 ? dy.data_ptr() : nullptr; a.ddx = mode == 2 ? ddx.data_ptr() : nullptr;
+    a.y = y.data_ptr(); a.dtype = dt; a.act = (int)act; a.mode = (int)mode;
+    a.numel = x.numel(); a.b_stride = stride; a.b_size = has_b ? (int)b.size(0) : 1;
+    a.alpha = (float)alpha; a.gain = (float)gain; a.clamp = (float)clamp;
+    check_launch(sg3::bias_act_launch(a, c10::cuda::getCurrentCUDAStream()), "bias_act");
+    return y;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("upfirdn2d", &upfirdn2d, "upfirdn2d forward (CUDA)");
+    m.def("filtered_lrelu", &filtered_lrelu, "fused filtered_lrelu forward (CUDA)");
+    m.def("bias_act", &bias_act, "bias_act and its derivatives (CUDA)");
+}

@@ -1,0 +1,26 @@
+// Small device helpers shared by the kernels: float16 <-> float32 loads and stores.
+#pragma once
+#include <cuda_fp16.h>
+#include <cstdint>
+
+namespace sg3 {
+
+__device__ __forceinline__ float load_as_float(const void* p, int64_t i, int dtype) {
+    return dtype == 0 ? static_cast<const float*>(p)[i] : __half2float(static_cast<const __half*>(p)[i]);
+}
+
+__device__ __forceinline__ void store_from_float(void* p, int64_t i, int dtype, float v) {
+    if (dtype == 0) static_cast<float*>(p)[i] = v;
+    else static_cast<__half*>(p)[i] = __float2half_rn(v);
+}
+
+// Floor division and non-negative modulo for possibly negative numerators (b > 0).
+__device__ __forceinline__ int floor_div(int a, int b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
+__device__ __forceinline__ int pos_mod(int a, int b) { int r = a % b; return r < 0 ? r + b : r; }
+
+inline int blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {
+    int64_t b = (n + threads - 1) / threads;
+    return static_cast<int>(b < 1 ? 1 : (b > cap ? cap : b));
+}
+
+}  // namespace sg3

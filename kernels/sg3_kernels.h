@@ -1,0 +1,52 @@
+// Launchers shared by the CUDA sources (*.cu) and the torch binding (sg3_binding.cpp).
+// Plain pointers and sizes only, so the .cu files need no torch headers and compile fast.
+// Every launcher returns the launch's cudaError_t; dtype codes: 0 = float32, 1 = float16.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime_api.h>
+
+namespace sg3 {
+
+enum DType : int { kFloat32 = 0, kFloat16 = 1 };
+
+// upfirdn2d on planes x[P, H, W] (P = N*C) with a correlation kernel w[fh, fw] (float32, already
+// flipped and scaled by the gain): y[p, oy, ox] = sum_{ky,kx} w[ky, kx] * u[oy*dy + ky - py0, ox*dx + kx - px0],
+// where u is x upsampled by inserting zeros (u[i*up] = x[i]). y has shape [P, OH, OW].
+struct UpfirdnArgs {
+    const void* x; void* y; const float* w;
+    int in_dtype, out_dtype;
+    int64_t planes; int h, w_in, oh, ow;
+    int fh, fw, upx, upy, downx, downy, px0, py0;
+};
+cudaError_t upfirdn2d_launch(const UpfirdnArgs& a, cudaStream_t stream);
+
+// Fused filtered_lrelu forward on x[N, C, H, W]: bias -> upsample with wu (correlation kernel
+// [fuh, fuw], gain folded in) and padding (px0, py0) -> leaky ReLU * gain -> clamp -> downsample
+// with wd [fdh, fdw]. The intermediate has size [th, tw]; y is [N, C, oh, ow]. If mask is not null
+// it receives, per intermediate sample, 1 (positive), 2 (negative) or 0 (clamped): the backward pass
+// multiplies the incoming gradient by gain, gain*slope or 0.
+struct FilteredLreluArgs {
+    const void* x; const void* b; void* y; int8_t* mask;
+    const float* wu; const float* wd;
+    int dtype;
+    int n, c, h, w, th, tw, oh, ow;
+    int fuh, fuw, fdh, fdw, up, down, px0, py0;
+    float gain, slope, clamp;  // clamp < 0: none
+};
+// Returns cudaErrorInvalidConfiguration (before launching anything) when the intermediate tile
+// for one output would not fit in shared memory; the caller then runs the unfused path.
+cudaError_t filtered_lrelu_launch(const FilteredLreluArgs& a, cudaStream_t stream);
+
+// bias_act, elementwise over x (numel elements) with bias b[b_size] along a dimension whose
+// stride (in elements) is b_stride. mode 0: y = clamp(act(x + b) * gain);
+// mode 1: y = dy * gain * act'(x + b) (0 where clamped);  mode 2: y = dy * ddx * gain * act''(x + b) (0 where clamped).
+enum Act : int { kLinear = 0, kRelu, kLrelu, kTanh, kSigmoid, kElu, kSelu, kSoftplus, kSwish };
+struct BiasActArgs {
+    const void* x; const void* b; const void* dy; const void* ddx; void* y;
+    int dtype, act, mode;
+    int64_t numel, b_stride; int b_size;
+    float alpha, gain, clamp;  // clamp < 0: none
+};
+cudaError_t bias_act_launch(const BiasActArgs& a, cudaStream_t stream);
+
+}  // namespace sg3

@@ -1,0 +1,238 @@
+"""sg3lib's own snapshot format: save atomically, find the latest complete one, load safely.
+
+A snapshot is a plain dict written with `torch.save` and readable with
+`torch.load(path, weights_only=True)` (no pickled classes, so loading runs no code):
+
+    {'format': 'sg3lib-snapshot', 'version': 1,
+     'networks': {'G': {'official_class': str, 'init_kwargs': dict, 'state_dict': dict}, 'D': ..., 'G_ema': ...},
+     'meta': {'arch': str, 'kimg': float, ...},          # JSON-able
+     'training_state': {...}}                            # tensors, numbers, strings, lists, dicts
+
+Naming: `snapshot-NNNNNNNNN.pt`, where NNNNNNNNN is the number of real images shown so far
+(the image counter, i.e. kimg * 1000), zero-padded to 9 digits: `snapshot-000400000.pt` is at
+400 kimg. `snapshot_name(nimg)` makes it; `find_latest` sorts by that number. A save first writes
+`.snapshot-NNNNNNNNN.pt.tmp-XXXX` in the same folder, fsyncs it and renames it into place, so a
+killed run leaves at most a hidden temporary file, which `find_latest` removes.
+"""
+import collections
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .loader import LoadError
+
+FORMAT = "sg3lib-snapshot"
+VERSION = 1
+PATTERN = "snapshot-*.pt"
+_COUNTER = re.compile(r"(\d+)\D*$")  # the last run of digits in a name
+_LEAF_TYPES = (torch.Tensor, int, float, bool, complex, str, bytes, type(None), torch.dtype, torch.device)
+
+
+def snapshot_name(nimg):
+    """'snapshot-000400000.pt' for 400,000 images shown (400 kimg)."""
+    return f"snapshot-{int(nimg):09d}.pt"
+
+
+def snapshot_from_networks(networks, meta=None, training_state=None):
+    """Build the snapshot dict from {'G': module, 'D': module, 'G_ema': module} (None entries skipped).
+
+    Each module needs `.official_class` and `.init_kwargs` (every sg3lib network has them);
+    state dicts are detached copies on the CPU, so training can go on while the dict is saved.
+    """
+    nets = {}
+    for name, module in networks.items():
+        if module is None:
+            continue
+        for attr in ("official_class", "init_kwargs"):
+            if not hasattr(module, attr):
+                raise ValueError(f"network {name!r} ({type(module).__name__}) has no .{attr}; "
+                                 "build it with sg3lib.networks.build_network")
+        nets[name] = {"official_class": str(module.official_class),
+                      "init_kwargs": json.loads(json.dumps(module.init_kwargs)),
+                      "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}}
+    return {"format": FORMAT, "version": VERSION, "networks": nets,
+            "meta": dict(meta or {}), "training_state": dict(training_state or {})}
+
+
+def _check_loadable(x, where):
+    """Refuse, before writing, anything that torch.load(weights_only=True) would refuse later."""
+    if type(x) in (dict, collections.OrderedDict):
+        for k, v in x.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"snapshot key {where}[{k!r}] must be a str or int")
+            _check_loadable(v, f"{where}[{k!r}]")
+    elif type(x) in (list, tuple, set, torch.Size):
+        for i, v in enumerate(x):
+            _check_loadable(v, f"{where}[{i}]")
+    elif not isinstance(x, _LEAF_TYPES):
+        raise ValueError(f"snapshot entry {where} is a {type(x).__name__}; use tensors, numbers, strings, "
+                         "lists and plain dicts (e.g. torch.from_numpy for numpy arrays, dict(...) for dict "
+                         "subclasses) so that "
+                         "torch.load(weights_only=True) can read it")
+
+
+def _validate(snapshot, source):
+    """Raise LoadError unless `snapshot` has the documented structure."""
+    if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT:
+        keys = sorted(map(str, snapshot))[:8] if isinstance(snapshot, dict) else type(snapshot).__name__
+        raise LoadError(f"{source}: a PyTorch file, but not an sg3lib snapshot (found {keys}; expected "
+                        f"format={FORMAT!r}). For a bare state dict, build the network with "
+                        "sg3lib.networks.build_network and call load_state_dict.")
+    if not isinstance(snapshot.get("version"), int) or snapshot["version"] > VERSION:
+        raise LoadError(f"{source}: snapshot version {snapshot.get('version')!r} is newer than this sg3lib "
+                        f"reads ({VERSION}); upgrade sg3lib")
+    nets = snapshot.get("networks")
+    if not isinstance(nets, dict) or not nets:
+        raise LoadError(f"{source}: the snapshot holds no networks")
+    for name, net in nets.items():
+        if not isinstance(net, dict) or not isinstance(net.get("official_class"), str) \
+                or not isinstance(net.get("init_kwargs"), dict) or not isinstance(net.get("state_dict"), dict):
+            raise LoadError(f"{source}: network {name!r} lacks official_class / init_kwargs / state_dict")
+    for key in ("meta", "training_state"):
+        if not isinstance(snapshot.get(key, {}), dict):
+            raise LoadError(f"{source}: {key!r} must be a dict")
+    return snapshot
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows; the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_snapshot(path, snapshot):
+    """Write `snapshot` to `path` atomically: temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    _validate(snapshot, path)
+    try:
+        json.dumps(snapshot.get("meta", {}))
+    except TypeError as e:
+        raise ValueError(f"snapshot meta must be JSON-able (numbers, strings, lists, dicts): {e}") from None
+    _check_loadable(snapshot, "snapshot")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(snapshot, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_snapshot(path, map_location="cpu"):
+    """torch.load(weights_only=True) and validate; raises LoadError naming the file and problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise LoadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise LoadError(f"{path}: the file is empty (0 bytes): an interrupted save or copy?")
+    if _looks_zip(path) and not zipfile.is_zipfile(path):
+        raise LoadError(f"{path}: the file is truncated (its ZIP directory is missing): an interrupted "
+                        "save, download or copy. Use an earlier snapshot or copy it again.")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if not any(n.endswith("data.pkl") for n in z.namelist()):
+                raise LoadError(f"{path}: a ZIP archive, but not a PyTorch file (a dataset? datasets go to "
+                                "`sg3 train`); expected an sg3lib snapshot .pt or an official .pkl")
+    try:
+        snapshot = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            raise LoadError(f"{path}: a PyTorch file holding pickled Python objects, which sg3lib does not "
+                            "load (it could run code). Only sg3lib snapshots and official .pkl files are "
+                            f"read. ({msg})") from None
+        raise LoadError(f"{path}: not a readable PyTorch file, truncated or corrupt ({msg})") from None
+    return _validate(snapshot, path)
+
+
+def _looks_zip(path):
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _counter(path):
+    m = _COUNTER.search(Path(path).stem)
+    return int(m.group(1)) if m else -1
+
+
+def _complete(path):
+    """A finished torch zip file has its central directory at the end; a cut-off one does not."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _scan(folder, pattern, clean, stale_s):
+    """(complete snapshots sorted by counter, removed temporaries, skipped incomplete files)."""
+    folder = Path(folder)
+    removed, skipped = [], []
+    now = time.time()
+    for tmp in sorted(folder.glob(f".{pattern}.tmp-*")):
+        if clean and now - tmp.stat().st_mtime > stale_s:  # younger ones may be a save in progress
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    good = []
+    for p in folder.glob(pattern):
+        if p.is_file():
+            (good if _complete(p) else skipped).append(p)
+    if removed or skipped:
+        warnings.warn(f"{folder}: removed {len(removed)} leftover temporary file(s) from interrupted saves"
+                      f"{' ' + str([p.name for p in removed]) if removed else ''}; skipped {len(skipped)} "
+                      f"incomplete snapshot(s){' ' + str([p.name for p in skipped]) if skipped else ''}")
+    return sorted(good, key=lambda p: (_counter(p), p.name)), removed, skipped
+
+
+def find_latest(folder, pattern=PATTERN, clean=True, stale_s=60.0):
+    """Path of the newest complete snapshot in `folder` (highest image counter), or None.
+
+    Leftover temporary files from a killed save (`.snapshot-*.pt.tmp-*` untouched for `stale_s`
+    seconds) are deleted when `clean`; snapshot-named files that are cut off are skipped (and
+    kept, in case they matter to someone). Both are counted in a warning.
+    """
+    if not Path(folder).is_dir():
+        return None
+    good, _, _ = _scan(folder, pattern, clean, stale_s)
+    return good[-1] if good else None
+
+
+def prune(folder, keep_last=5, keep_every_kimg=None, pattern=PATTERN):
+    """Delete old complete snapshots; returns the deleted paths.
+
+    Keeps the `keep_last` newest and, if `keep_every_kimg` is set, the first snapshot in each
+    interval of that many kimg (so a long run keeps e.g. one snapshot per 1000 kimg).
+    """
+    good, _, _ = _scan(folder, pattern, clean=False, stale_s=0)
+    keep = set(good[-keep_last:]) if keep_last > 0 else set()
+    if keep_every_kimg:
+        seen = set()
+        for p in good:
+            bucket = _counter(p) // int(round(keep_every_kimg * 1000))
+            if bucket not in seen:
+                seen.add(bucket)
+                keep.add(p)
+    deleted = [p for p in good if p not in keep]
+    for p in deleted:
+        p.unlink(missing_ok=True)
+    return deleted

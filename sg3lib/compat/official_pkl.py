@@ -1,0 +1,467 @@
+"""Official StyleGAN2-ADA / StyleGAN3 snapshot pickles, read and written without their code.
+
+An official snapshot (`network-snapshot-001000.pkl`) is a pickled dict with keys `G`, `D`,
+`G_ema`, `augment_pipe` and `training_set_kwargs`. Each network is pickled as a call to
+`torch_utils.persistence._reconstruct_persistent_obj(meta)` with
+`meta = {type: 'class', version: 6, module_src: <python source>, class_name: <str>, state: <the module's __dict__>}`;
+`state` holds `_parameters`, `_buffers`, `_modules` (sub-modules pickled the same way) and the
+constructor arguments `_init_args` / `_init_kwargs` (a `dnnlib.util.EasyDict`).
+
+Reading: `_RestrictedUnpickler.find_class` resolves only the names in `_allowed_globals()`
+(tensor/storage rebuilding, OrderedDict, numpy arrays and scalars, EasyDict, and the persistence
+hook mapped to `PersistentObject`, which only stores `meta`). Anything else, e.g. a reduce to
+`os.system`, raises `UnsafePickleError` before it can be called. `module_src` is kept as text
+and never executed; the caller rebuilds sg3lib modules from `state`.
+
+Writing: `write_official_pkl` produces the same byte format from sg3lib modules (or from plain
+state dicts), for tests and for users exporting back. The official code *executes* `module_src`
+when it loads such a file, so a pickle meant for it must embed the official source
+(`module_src=` a dict `{'training.networks_stylegan3': text, 'training.networks_stylegan2': text}`
+read from an official checkout); by default a short comment stands in and only sg3lib can load it.
+"""
+import _compat_pickle
+import collections
+import io
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..loader import LoadError
+
+SG3_CLASS = "training.networks_stylegan3.Generator"
+SG2_CLASS = "training.networks_stylegan2.Generator"
+D_CLASS = "training.networks_stylegan2.Discriminator"
+NETWORK_KEYS = ("G", "D", "G_ema")
+PERSISTENCE_VERSION = 6  # the `version` field official snapshots carry
+
+# Positional order of the official constructors, used only if a pickle has `_init_args`.
+_POSITIONAL = {
+    "Generator": ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"),
+    "Discriminator": ("c_dim", "img_resolution", "img_channels"),
+}
+
+
+class UnsafePickleError(LoadError):
+    """The pickle asks for a callable outside the allow-list; nothing from it was run."""
+
+
+class EasyDict(dict):
+    """Stands in for `dnnlib.util.EasyDict`: a dict whose keys are also attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __delattr__(self, name):
+        del self[name]
+
+
+class PersistentObject:
+    """What an official `persistent_class` object becomes: its pickled `meta`, inert.
+
+    `class_name`, `module_src` (text, never executed) and `state` (the module's `__dict__`:
+    `_parameters`, `_buffers`, `_modules`, `_init_args`, `_init_kwargs`, plain attributes).
+    """
+
+    def __init__(self, meta):
+        if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
+            raise LoadError("a torch_utils.persistence object without the expected "
+                            "{type: 'class', class_name, module_src, state} fields")
+        self.meta = meta
+
+    class_name = property(lambda self: self.meta.get("class_name"))
+    module_src = property(lambda self: self.meta.get("module_src") or "")
+    state = property(lambda self: self.meta["state"])
+
+    def __repr__(self):
+        return f"PersistentObject({self.class_name!r})"
+
+
+def _load_storage_from_bytes(b):
+    """Safe replacement for `torch.storage._load_from_bytes` (a legacy torch.save of one storage)."""
+    try:
+        return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+    except Exception as e:
+        if "weights" in str(e).lower() and "only" in str(e).lower():
+            raise UnsafePickleError("refused to load: an embedded tensor storage holds pickled objects other "
+                                    "than plain tensor data. Nothing from the file was executed.") from None
+        raise LoadError(f"an embedded tensor storage could not be read ({type(e).__name__}: {e}); "
+                        "the file is corrupt") from None
+
+
+def _numpy_global(name):
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    return getattr(core.multiarray, name)
+
+
+def _allowed_globals():
+    allowed = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "complex"): complex,
+        ("builtins", "bytearray"): bytearray,
+        ("_codecs", "encode"): __import__("codecs").encode,  # bytes under pickle protocol 2
+        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
+        ("torch", "Size"): torch.Size,
+        ("torch", "device"): torch.device,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("dnnlib.util", "EasyDict"): EasyDict,
+        ("dnnlib", "EasyDict"): EasyDict,
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentObject,
+    }
+    if hasattr(torch._utils, "_rebuild_parameter_with_state"):
+        allowed[("torch._utils", "_rebuild_parameter_with_state")] = torch._utils._rebuild_parameter_with_state
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = _numpy_global("_reconstruct")
+        allowed[(mod, "scalar")] = _numpy_global("scalar")
+    for name in dir(torch):
+        if isinstance(getattr(torch, name, None), torch.dtype):
+            allowed[("torch", name)] = getattr(torch, name)
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    _allowed = None
+
+    def __init__(self, file, source):
+        super().__init__(file)
+        self.source = source
+        if _RestrictedUnpickler._allowed is None:
+            _RestrictedUnpickler._allowed = _allowed_globals()
+
+    def find_class(self, module, name):
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol <= 2 spells builtins '__builtin__'
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        obj = self._allowed.get((module, name))
+        if obj is None:
+            raise UnsafePickleError(
+                f"{self.source}: refused to load: the pickle asks for '{module}.{name}', which is not "
+                "on sg3lib's allow-list (tensors, plain data and the StyleGAN persistence format). "
+                "Nothing from the file was executed. If you trust it and it is not an official "
+                "StyleGAN snapshot, convert it to a state dict with its own code first.")
+        return obj
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(f"{self.source}: refused to load: unexpected persistent id in the pickle "
+                                "(official StyleGAN snapshots have none). Nothing was executed.")
+
+
+def unpickle_restricted(file, source="<pickle>"):
+    """pickle.load with the allow-list; `source` names the file in errors."""
+    return _RestrictedUnpickler(file, source).load()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+def _plain(x):
+    """EasyDicts, tuples and numpy scalars -> JSON-able dicts, lists and numbers."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def official_class_of(obj, source="<pickle>"):
+    """'training.networks_stylegan3.Generator' etc. for a PersistentObject, from its state.
+
+    The state is the reliable signal (an SG3 synthesis network has an `input` sub-module, SG2's
+    has `b4`...); the embedded source is only searched as text when the state is ambiguous.
+    """
+    if obj.class_name == "Discriminator":
+        return D_CLASS
+    if obj.class_name == "Generator":
+        synthesis = obj.state.get("_modules", {}).get("synthesis")
+        if isinstance(synthesis, PersistentObject):
+            sub = synthesis.state.get("_modules", {})
+            if "input" in sub:
+                return SG3_CLASS
+            if "b4" in sub:
+                return SG2_CLASS
+        if "class SynthesisInput" in obj.module_src:
+            return SG3_CLASS
+        if "class SynthesisBlock" in obj.module_src:
+            return SG2_CLASS
+    raise LoadError(f"{source}: holds a network of class {obj.class_name!r} that sg3lib does not know; "
+                    "supported: StyleGAN3 / StyleGAN2(-ADA) Generator and Discriminator")
+
+
+def flatten_state(obj, prefix="", source="<pickle>"):
+    """Walk _parameters, _buffers and _modules into a flat state dict (names as in state_dict())."""
+    state, out = obj.state, collections.OrderedDict()
+    skip = set(state.get("_non_persistent_buffers_set") or ())
+    for group in ("_parameters", "_buffers"):
+        for name, value in (state.get(group) or {}).items():
+            if value is None or (group == "_buffers" and name in skip):
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise LoadError(f"{source}: {prefix}{name} in {group} is a {type(value).__name__}, not a tensor")
+            out[prefix + name] = value.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, PersistentObject):
+            raise LoadError(f"{source}: sub-module {prefix}{name} is a {type(child).__name__}, "
+                            "not a StyleGAN persistent module")
+        out.update(flatten_state(child, f"{prefix}{name}.", source))
+    return out
+
+
+def init_kwargs_of(obj, source="<pickle>"):
+    """The constructor kwargs from `_init_args` + `_init_kwargs`, as a plain dict."""
+    kwargs = _plain(obj.state.get("_init_kwargs") or {})
+    args = list(obj.state.get("_init_args") or ())
+    if args:
+        names = _POSITIONAL.get(obj.class_name, ())
+        if len(args) > len(names):
+            raise LoadError(f"{source}: {obj.class_name} has {len(args)} positional constructor "
+                            "arguments; sg3lib cannot map them to names")
+        kwargs.update(zip(names, _plain(args)))
+    return kwargs
+
+
+def read_official_pkl(path):
+    """Read an official snapshot into plain data; nothing embedded is executed.
+
+    Returns {'networks': {name: {'official_class', 'init_kwargs', 'state_dict', 'class_name',
+    'persistence_version'}}, 'training_set_kwargs': dict or None, 'ignored': [keys]}.
+    Raises LoadError (UnsafePickleError for a refused global) naming the file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = unpickle_restricted(f, source=path)
+    except LoadError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from None
+    except (EOFError, pickle.UnpicklingError) as e:
+        raise LoadError(f"{path}: the pickle ends early or is corrupt ({e}): the file is truncated "
+                        "(an interrupted download or copy?). Download or copy it again.") from None
+    except Exception as e:  # e.g. a storage blob that torch cannot parse
+        raise LoadError(f"{path}: could not be read as an official StyleGAN pickle: "
+                        f"{type(e).__name__}: {e}") from None
+    if isinstance(data, PersistentObject):  # someone pickled a bare network
+        data = {"G_ema" if data.class_name == "Generator" else "D": data}
+    if not isinstance(data, dict) or not any(isinstance(data.get(k), PersistentObject) for k in NETWORK_KEYS):
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise LoadError(f"{path}: a Python pickle, but not a StyleGAN snapshot (found {found}; "
+                        "expected a dict with G, D and/or G_ema networks)")
+    networks = {}
+    for key in NETWORK_KEYS:
+        obj = data.get(key)
+        if obj is None:
+            continue
+        if not isinstance(obj, PersistentObject):
+            raise LoadError(f"{path}: entry {key!r} is a {type(obj).__name__}, not a StyleGAN network")
+        version = obj.meta.get("version")
+        if version != PERSISTENCE_VERSION:
+            warnings.warn(f"{path}: {key} uses persistence format version {version!r} "
+                          f"(sg3lib knows {PERSISTENCE_VERSION}); reading it anyway")
+        networks[key] = {
+            "official_class": official_class_of(obj, path),
+            "init_kwargs": init_kwargs_of(obj, path),
+            "state_dict": flatten_state(obj, source=path),
+            "class_name": obj.class_name,
+            "persistence_version": version,
+        }
+    tsk = data.get("training_set_kwargs")
+    ignored = sorted(str(k) for k in data if k not in NETWORK_KEYS + ("training_set_kwargs",))
+    return {"networks": networks,
+            "training_set_kwargs": _plain(tsk) if isinstance(tsk, dict) else None,
+            "ignored": ignored}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+class _Global:
+    """A global name written into the pickle; its module need not be importable here."""
+
+    def __init__(self, module, name, local):
+        self.module, self.name, self.local = module, name, local
+
+    def __reduce__(self):
+        return self.name  # routes pickling to save_global below
+
+    def __call__(self, *args, **kwargs):  # what the name means to sg3lib (pickle wants a callable)
+        return self.local(*args, **kwargs)
+
+
+_PERSISTENCE = _Global("torch_utils.persistence", "_reconstruct_persistent_obj", PersistentObject)
+_EASYDICT = _Global("dnnlib.util", "EasyDict", EasyDict)
+
+
+class _OfficialPickler(pickle._Pickler):
+    """Pure-Python pickler that writes PersistentObject/EasyDict under the official names."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, PersistentObject):
+            return _PERSISTENCE, (obj.meta,)
+        if isinstance(obj, EasyDict):
+            return _EASYDICT, (), None, None, iter(obj.items())
+        return NotImplemented
+
+    def save_global(self, obj, name=None):
+        if not isinstance(obj, _Global):
+            return super().save_global(obj, name)
+        if self.proto >= 4:
+            self.save(obj.module)
+            self.save(obj.name)
+            self.write(pickle.STACK_GLOBAL)
+        else:
+            self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("utf-8"))
+        self.memoize(obj)
+
+
+def dump_official(obj, file, protocol=4):
+    """Pickle `obj` (a dict holding PersistentObjects, EasyDicts, tensors) into a binary file."""
+    _OfficialPickler(file, protocol=protocol).dump(obj)
+
+
+def _default_src(official_class):
+    module = official_class.rsplit(".", 1)[0]
+    return (f"# {module.replace('.', '/')}.py\n# Written by sg3lib: the official source is not included. "
+            "Pass module_src= to embed it so that the official code can load this file.\n")
+
+
+def _module_state(init_kwargs):
+    return {"training": False, "_parameters": collections.OrderedDict(), "_buffers": collections.OrderedDict(),
+            "_non_persistent_buffers_set": set(), "_modules": collections.OrderedDict(),
+            "_init_args": (), "_init_kwargs": EasyDict(_to_easy(init_kwargs or {}))}
+
+
+def _to_easy(x):
+    if isinstance(x, dict):
+        return EasyDict({k: _to_easy(v) for k, v in x.items()})
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_easy(v) for v in x)
+    return x
+
+
+def _param(t):
+    return torch.nn.Parameter(t.detach().cpu().clone(), requires_grad=False)
+
+
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _is_plain(v):
+    if isinstance(v, (list, tuple)):
+        return all(_is_plain(x) for x in v)
+    return isinstance(v, _PLAIN)
+
+
+def persistent_from_module(module, module_src=None, official_class=None):
+    """Wrap an sg3lib module tree as official persistent objects (state copied to CPU)."""
+    official_class = official_class or getattr(module, "official_class", None)
+    if module_src is None or isinstance(module_src, dict):
+        key = official_class.rsplit(".", 1)[0] if official_class else None
+        module_src = (module_src or {}).get(key) or _default_src(official_class or "training.networks.Module")
+
+    def wrap(m, top):
+        state = _module_state(getattr(m, "init_kwargs", {}) if top else {})
+        state["training"] = bool(m.training)
+        for k, v in vars(m).items():  # plain attributes (z_dim, num_ws, ...) as the official state has
+            if not k.startswith("_") and k not in ("training", "init_kwargs", "official_class") and _is_plain(v):
+                state[k] = v
+        for name, p in m._parameters.items():
+            state["_parameters"][name] = None if p is None else _param(p)
+        for name, b in m._buffers.items():
+            state["_buffers"][name] = None if b is None else b.detach().cpu().clone()
+        state["_non_persistent_buffers_set"] = set(m._non_persistent_buffers_set)
+        for name, child in m._modules.items():
+            state["_modules"][name] = None if child is None else wrap(child, False)
+        return PersistentObject({"type": "class", "version": PERSISTENCE_VERSION, "module_src": module_src,
+                                 "class_name": type(m).__name__, "state": state})
+
+    return wrap(module, True)
+
+
+def persistent_from_state_dict(official_class, init_kwargs, state_dict, buffer_names=(), module_src=None):
+    """Official persistent objects from a flat state dict, without any sg3lib module.
+
+    Dotted names become nested sub-modules; names whose last part is in `buffer_names` go to
+    `_buffers`, the rest to `_parameters`. Sub-module class names are not known here and are
+    written as 'Module' (official loaders look them up in module_src; sg3lib ignores them).
+    """
+    module_src = module_src or _default_src(official_class)
+
+    def node(class_name, kwargs):
+        return PersistentObject({"type": "class", "version": PERSISTENCE_VERSION, "module_src": module_src,
+                                 "class_name": class_name, "state": _module_state(kwargs)})
+
+    root = node(official_class.rsplit(".", 1)[1], init_kwargs)
+    for full, value in state_dict.items():
+        *path, leaf = full.split(".")
+        obj = root
+        for part in path:
+            mods = obj.state["_modules"]
+            if part not in mods:
+                mods[part] = node("Module", {})
+            obj = mods[part]
+        value = torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
+        if leaf in buffer_names:
+            obj.state["_buffers"][leaf] = value.detach().cpu().clone()
+        else:
+            obj.state["_parameters"][leaf] = _param(value)
+    return root
+
+
+def write_official_pkl(path, networks, training_set_kwargs=None, augment_pipe=None, module_src=None,
+                       protocol=4):
+    """Write an official-format snapshot pickle atomically (temporary name, then rename).
+
+    networks: {'G': module or PersistentObject, 'D': ..., 'G_ema': ...} (missing ones are None).
+    module_src: None, or {'training.networks_stylegan3': text, 'training.networks_stylegan2': text}
+    with the official source, needed only if the official code is to load the file.
+    """
+    data = {}
+    for key in NETWORK_KEYS:
+        net = networks.get(key)
+        data[key] = net if net is None or isinstance(net, PersistentObject) else persistent_from_module(net, module_src)
+    data["augment_pipe"] = augment_pipe
+    data["training_set_kwargs"] = None if training_set_kwargs is None else _to_easy(dict(training_set_kwargs))
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            dump_official(data, f, protocol=protocol)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+_KIMG_RE = re.compile(r"(\d+)\.pkl$")
+
+
+def kimg_from_name(path):
+    """Official names end in the kimg counter: network-snapshot-001000.pkl -> 1000.0 (else None)."""
+    m = _KIMG_RE.search(Path(str(path)).name)
+    return float(m.group(1)) if m and "snapshot" in Path(str(path)).name else None

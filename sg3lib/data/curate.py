@@ -1,0 +1,376 @@
+"""`curate()` / `sg3 curate`: a messy folder (or zip) of images -> a clean training dataset.
+
+Pipeline: list files in a fixed order -> worker processes decode, convert, filter, square,
+resize and PNG-encode each image (sg3lib.data.images) -> the main process keeps the input
+order, drops exact and near duplicates (sg3lib.data.dedupe), writes accepted images into
+the dataset as they arrive (sg3lib.data.writer.DatasetWriter: temporary name, renamed
+when complete) and logs every file under one reason (sg3lib.data.report).
+Memory stays bounded: at most a small window of images is in flight, and the duplicate
+indexes hold only hashes.
+"""
+import argparse
+import collections
+import io
+import os
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from PIL import Image, ImageColor
+
+from . import images as im
+from .writer import DatasetWriter
+from .dedupe import ExactIndex, NearIndex
+from .report import Report
+
+
+class CurateError(ValueError):
+    """Bad arguments or paths; the message names the path and what to do."""
+
+
+DEFAULTS = dict(
+    channels=3,            # 3 (RGB) or 1 (grayscale)
+    square="crop",         # crop | pad | reflect | none (non-square images are then rejected)
+    background="white",    # colour under transparent pixels
+    pad_color=None,        # colour of square='pad' borders; None = background
+    labels=None,           # None | 'folders' (class = first sub-folder under src)
+    min_size=32,           # reject when the shorter side is below this (px); None = off
+    min_bytes=100,         # reject files smaller than this (bytes); zero-byte files always are
+    max_aspect=2.0,        # reject when long/short side ratio exceeds this; None = off
+    max_upscale=2.0,       # reject when the squared image must be enlarged more than this; None = off
+    min_colors=8,          # reject images with fewer distinct colours (blank / flat); None = off
+    reject_grayscale=False,  # with channels=3, reject images without colour
+    dedupe=True,           # exact duplicates (hash of decoded pixels)
+    near_dup_threshold=4,  # perceptual-hash Hamming distance counted as a near duplicate; None = off
+    max_pixels=im.DEFAULT_MAX_PIXELS,  # decompression-bomb limit (pixels in the header)
+    fast_jpeg=True,        # decode big JPEGs at a reduced DCT scale >= 2x the target
+    png_compress_level=0,  # 0 like the official tool (fast to read); 9 for small files
+    max_images=None,       # stop after this many accepted images
+)
+
+
+def _settings(resolution, options):
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise CurateError(f"unknown curate option(s): {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(DEFAULTS)}")
+    s = dict(DEFAULTS, **options)
+    if not isinstance(resolution, int) or resolution < 4 or resolution & (resolution - 1):
+        raise CurateError(f"resolution must be a power of two >= 4 (StyleGAN's synthesis network doubles "
+                          f"the image size at every stage), got {resolution!r}; e.g. 64, 128, 256, 512 or 1024")
+    if s["channels"] not in (1, 3):
+        raise CurateError(f"channels must be 1 or 3, got {s['channels']!r}")
+    if s["square"] not in ("crop", "pad", "reflect", "none"):
+        raise CurateError(f"square must be crop, pad, reflect or none, got {s['square']!r}")
+    if s["labels"] not in (None, "folders"):
+        raise CurateError(f"labels must be None or 'folders', got {s['labels']!r}")
+    s["pad_color"] = s["background"] if s["pad_color"] is None else s["pad_color"]
+    for key in ("background", "pad_color"):
+        c = s[key]
+        try:
+            s[key] = tuple(ImageColor.getrgb(c))[:3] if isinstance(c, str) else tuple(int(v) for v in c)[:3]
+            assert len(s[key]) == 3
+        except (ValueError, TypeError, AssertionError):
+            raise CurateError(f"{key} must be a colour name, '#rrggbb' or an (r, g, b) tuple, got {c!r}")
+    s["resolution"] = resolution
+    return s
+
+
+# -- input listing (streamed, deterministic order) -----------------------------------------
+
+def _walk(root):
+    """Relative posix paths of every file under root, sorted per directory (no full list kept)."""
+    def rec(d, rel):
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            r = f"{rel}{e.name}"
+            if e.is_dir(follow_symlinks=False):
+                yield from rec(e.path, r + "/")
+            elif e.is_file():
+                yield r
+    yield from rec(root, "")
+
+
+def _list_source(src):
+    """(count, iterator factory, class names) for a folder or a zip."""
+    if src.is_dir():
+        count, classes = 0, set()
+        for r in _walk(src):
+            count += 1
+            if "/" in r:
+                classes.add(r.split("/", 1)[0])
+        return count, (lambda: _walk(src)), sorted(classes)
+    with zipfile.ZipFile(src) as z:
+        names = sorted(n for n in z.namelist() if not n.endswith("/"))
+    classes = sorted({n.split("/", 1)[0] for n in names if "/" in n})
+    return len(names), (lambda: iter(names)), classes
+
+
+# -- per-image work (runs in worker processes) ---------------------------------------------
+
+_W = {}  # worker state: settings and an open zip handle (one per process)
+
+
+def _init_worker(src, settings):
+    _W.clear()
+    _W.update(src=src, s=settings, zip=None)
+
+
+def _read(rel):
+    src = _W["src"]
+    if src.is_dir():
+        with open(src / rel, "rb") as f:
+            return f.read()
+    if _W["zip"] is None:
+        _W["zip"] = zipfile.ZipFile(src)
+    return _W["zip"].read(rel)
+
+
+def _process(rel):
+    """One file -> dict(status='ok', png, pixel_hash, phash, size, notes) or a rejection."""
+    s, notes = _W["s"], []
+    ext = os.path.splitext(rel)[1].lower()
+    try:
+        if ext not in im.IMAGE_EXTS:
+            raise im.Reject("not_an_image_extension", f"extension {ext or '(none)'!r} is not an image type")
+        data = _read(rel)
+        if len(data) == 0:
+            raise im.Reject("empty_file", "0 bytes")
+        if s["min_bytes"] and len(data) < s["min_bytes"]:
+            raise im.Reject("file_too_small", f"{len(data)} bytes < min_bytes={s['min_bytes']}")
+        R = s["resolution"]
+        img, orig = im.decode(data, s["max_pixels"], (2 * R, 2 * R) if s["fast_jpeg"] else None)
+        del data
+        img = im.to_rgb_or_l(img, s["channels"], s["background"], notes)
+        return _filter_and_pack(img, s, notes)
+    except im.Reject as r:
+        return dict(status=r.reason, detail=r.detail, notes=notes, thumb=getattr(r, "thumb", None))
+    except Exception as e:  # never crash on one odd file: report it
+        return dict(status="error", detail=f"{type(e).__name__}: {e}", notes=notes, thumb=None)
+
+
+def _filter_and_pack(img, s, notes):
+    R, (w, h) = s["resolution"], img.size
+    try:
+        if s["min_size"] and min(w, h) < s["min_size"]:
+            raise im.Reject("too_small", f"{w}x{h}, shorter side < min_size={s['min_size']}")
+        if s["max_aspect"] and max(w, h) / min(w, h) > s["max_aspect"]:
+            raise im.Reject("aspect_ratio", f"{w}x{h}, ratio {max(w, h) / min(w, h):.2f} > max_aspect={s['max_aspect']}")
+        if s["min_colors"]:
+            n = im.count_colors(img)
+            if n < s["min_colors"]:
+                raise im.Reject("monochrome", f"{n} distinct colour(s) < min_colors={s['min_colors']}")
+        if s["reject_grayscale"] and s["channels"] == 3 and im.is_grayscale(img):
+            raise im.Reject("grayscale", "no colour in a colour dataset")
+        digest = im.pixel_hash(img) if s["dedupe"] else None
+        img = im.square(img, s["square"], s["pad_color"])
+        if s["max_upscale"] and R / img.size[0] > s["max_upscale"]:
+            raise im.Reject("upscale", f"{img.size[0]} px -> {R} px is x{R / img.size[0]:.2f} > max_upscale={s['max_upscale']}")
+    except im.Reject as r:
+        r.thumb = _thumb_bytes(img)
+        raise
+    img = im.resize(img, R)
+    ph = im.phash(img) if s["near_dup_threshold"] is not None else None
+    return dict(status="ok", png=im.png_bytes(img, s["png_compress_level"]), pixel_hash=digest,
+                phash=ph, size=[w, h], notes=notes)
+
+
+def _thumb_bytes(img):
+    t = im.thumbnail(img)
+    buf = io.BytesIO()
+    t.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _process_chunk(rels):
+    return [_process(r) for r in rels]
+
+
+def _results(src, settings, names, workers, chunk):
+    """Yield (rel, result) in input order; at most ~2 chunks per worker are in flight."""
+    def chunks():
+        buf = []
+        for r in names:
+            buf.append(r)
+            if len(buf) == chunk:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    if workers <= 0:
+        _init_worker(src, settings)
+        for c in chunks():
+            yield from zip(c, _process_chunk(c))
+        return
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(src, settings)) as ex:
+        pending = collections.deque()
+        it = chunks()
+        for c in it:
+            pending.append((c, ex.submit(_process_chunk, c)))
+            if len(pending) >= 2 * workers:
+                c0, fut = pending.popleft()
+                yield from zip(c0, fut.result())
+        while pending:
+            c0, fut = pending.popleft()
+            yield from zip(c0, fut.result())
+
+
+# -- the public function ------------------------------------------------------------------
+
+def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False, progress=True, **options):
+    """Curate the images under `src` (folder tree or .zip) into the dataset `dest`.
+
+    dest ending in .zip -> the official dataset zip (uncompressed PNGs, ZIP_STORED,
+    `00000/img00000000.png`, dataset.json); otherwise a folder of the same layout.
+    Options (see DEFAULTS): channels, square, background, pad_color, labels='folders', min_size,
+    min_bytes, max_aspect, max_upscale, min_colors, reject_grayscale, dedupe,
+    near_dup_threshold, max_pixels, fast_jpeg, png_compress_level, max_images.
+    The report (curation_report.json + contact sheets) goes to `report_dir`
+    (default: `<dest without .zip>_report/`). Returns the report summary dict.
+    """
+    s = _settings(resolution, options)
+    src, dest = Path(src).expanduser(), Path(dest).expanduser()
+    if not src.exists():
+        raise CurateError(f"source not found: {src} (give a folder of images or a .zip)")
+    if not src.is_dir() and not zipfile.is_zipfile(src):
+        raise CurateError(f"source {src} is neither a folder nor a zip file")
+    if dest.exists() and not overwrite:
+        raise CurateError(f"destination already exists: {dest}; choose another name or pass overwrite=True (--overwrite)")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CurateError(f"cannot create the destination folder {parent}: {e.strerror}")
+    if not os.access(parent, os.W_OK):
+        raise CurateError(f"destination folder is not writable: {parent}; choose a folder you can write to")
+    report_dir = Path(report_dir) if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
+    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+    chunk = max(1, min(16, (256 * 256 * 16) // (resolution * resolution)))
+
+    total, names, classes = _list_source(src)
+    class_index = {c: i for i, c in enumerate(classes)}
+    t0 = time.time()
+    report = Report(report_dir)
+    exact, near = ExactIndex(), (NearIndex(s["near_dup_threshold"]) if s["near_dup_threshold"] is not None else None)
+    kept = []  # dataset name per accepted id, only to say what a duplicate duplicates
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=f"curating {src.name}", unit="img", disable=not progress)
+    try:
+        with DatasetWriter(dest, overwrite=overwrite) as writer:
+            for rel, r in _results(src, s, names(), workers, chunk):
+                bar.update(1)
+                _handle(rel, r, s, writer, report, exact, near, kept, class_index)
+            accepted = writer.count
+            if accepted:
+                writer.close(class_names=classes if s["labels"] == "folders" else None)
+            else:
+                writer.abort()
+    except BaseException:
+        report.abort()
+        raise
+    finally:
+        bar.close()
+    header = dict(src=str(src), dest=str(dest), resolution=resolution, total=total,
+                  accepted=report.counts.get("accepted", 0), rejected=total - report.counts.get("accepted", 0),
+                  classes=classes if s["labels"] == "folders" else None,
+                  settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
+                  workers=workers, seconds=round(time.time() - t0, 2))
+    summary = report.finish(header)
+    if not accepted:
+        raise CurateError(f"no image of {src} was accepted, so {dest} was not written; counts per reason: "
+                          f"{summary['counts']}; see {summary['report_json']}")
+    return summary
+
+
+def _handle(rel, r, s, writer, report, exact, near, kept, class_index):
+    """Main-process decisions for one worker result: duplicates, labels, writing, report."""
+    entry = dict(path=rel)
+    status = r["status"]
+    if status == "ok" and s["max_images"] is not None and writer.count >= s["max_images"]:
+        status, r["detail"] = "over_max_images", f"max_images={s['max_images']} reached"
+    label = None
+    if status == "ok" and s["labels"] == "folders":
+        if "/" not in rel:
+            status, r["detail"] = "no_label", "file is not inside a class sub-folder (labels='folders')"
+        else:
+            label = class_index[rel.split("/", 1)[0]]
+    ident = len(kept)
+    if status == "ok" and r["pixel_hash"] is not None:
+        first = exact.check_add(r["pixel_hash"], ident)
+        if first is not None:
+            status, r["detail"] = "duplicate", f"same pixels as {kept[first]}"
+    if status == "ok" and near is not None:
+        hit = near.check_add(r["phash"], ident)
+        if hit is not None:
+            status, r["detail"] = "near_duplicate", f"perceptual hash within {hit[1]} bit(s) of {kept[hit[0]]}"
+    if status == "ok":
+        name = writer.add(r["png"], label)
+        kept.append(f"{rel} ({name})")
+        report.add("accepted", dict(entry, name=name, label=label, size=r["size"]),
+                   thumb=lambda: Image.open(io.BytesIO(r["png"])), notes=r["notes"])
+        return
+    if "png" in r:
+        thumb = lambda: Image.open(io.BytesIO(r["png"]))
+    else:
+        thumb = (lambda: Image.open(io.BytesIO(r["thumb"]))) if r.get("thumb") else None
+    report.add(status, dict(entry, detail=r.get("detail", "")), thumb=thumb, notes=r.get("notes", ()))
+
+
+# -- command line -------------------------------------------------------------------------
+
+def add_curate_arguments(p):
+    p.add_argument("src", help="folder of images (searched recursively) or a .zip")
+    p.add_argument("dest", help="output: NAME.zip (official dataset zip) or a folder")
+    p.add_argument("--resolution", type=int, required=True, help="output size in px, a power of two")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    p.add_argument("--square", choices=("crop", "pad", "reflect", "none"), default="crop")
+    p.add_argument("--background", default="white", help="colour under transparent pixels")
+    p.add_argument("--pad-color", default=None, help="colour of --square pad borders (default: --background)")
+    p.add_argument("--labels", choices=("folders",), default=None, help="class labels from sub-folder names")
+    p.add_argument("--min-size", type=int, default=DEFAULTS["min_size"], help="px; 0 = off")
+    p.add_argument("--min-bytes", type=int, default=DEFAULTS["min_bytes"], help="0 = off")
+    p.add_argument("--max-aspect", type=float, default=DEFAULTS["max_aspect"], help="0 = off")
+    p.add_argument("--max-upscale", type=float, default=DEFAULTS["max_upscale"], help="0 = off")
+    p.add_argument("--min-colors", type=int, default=DEFAULTS["min_colors"], help="0 = off")
+    p.add_argument("--reject-grayscale", action="store_true")
+    p.add_argument("--no-dedupe", action="store_true", help="keep exact duplicates")
+    p.add_argument("--near-dup", type=int, default=DEFAULTS["near_dup_threshold"],
+                   help="perceptual-hash Hamming threshold; -1 = off")
+    p.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"])
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--png-compress-level", type=int, default=0, choices=range(10))
+    p.add_argument("--workers", type=int, default=None, help="processes (default min(4, cpus)); 0 = in-process")
+    p.add_argument("--report-dir", default=None)
+    p.add_argument("--overwrite", action="store_true")
+
+
+def run_curate(args):
+    opts = dict(channels=args.channels, square=args.square, background=args.background, pad_color=args.pad_color,
+                labels=args.labels,
+                min_size=args.min_size or None, min_bytes=args.min_bytes, max_aspect=args.max_aspect or None,
+                max_upscale=args.max_upscale or None, min_colors=args.min_colors or None,
+                reject_grayscale=args.reject_grayscale, dedupe=not args.no_dedupe,
+                near_dup_threshold=None if args.near_dup < 0 else args.near_dup, max_pixels=args.max_pixels,
+                max_images=args.max_images, png_compress_level=args.png_compress_level)
+    try:
+        rep = curate(args.src, args.dest, args.resolution, workers=args.workers, report_dir=args.report_dir,
+                     overwrite=args.overwrite, **opts)
+    except (CurateError, FileExistsError) as e:
+        print(f"sg3 curate: error: {e}")
+        return 2
+    print(f"{rep['accepted']} of {rep['total']} images written to {rep['dest']} in {rep['seconds']} s")
+    for reason, n in rep["counts"].items():
+        if reason != "accepted":
+            print(f"  rejected {n:6d}  {reason}")
+    print(f"report: {rep['report_json']}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    ap = argparse.ArgumentParser(prog="python -m sg3lib.data.curate")
+    add_curate_arguments(ap)
+    sys.exit(run_curate(ap.parse_args()))

@@ -1,0 +1,235 @@
+"""The official StyleGAN dataset format: reading it (ImageDataset; writing is in writer.py).
+
+Format (a fact shared with the official dataset tool, so zips go both ways): a ZIP of
+uncompressed PNGs (or a folder of them), all the same size and channel count, named
+`00000/img00000000.png` (1000 per folder), plus an optional `dataset.json`
+`{"labels": [["00000/img00000000.png", 3], ...]}` with integer class labels (or null).
+We add `"class_names"` (index -> sub-folder name); other readers ignore the extra key.
+"""
+import json
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .images import IMAGE_EXTS
+from .writer import DatasetWriter, image_name  # noqa: F401 (re-exported: the format's two halves)
+
+try:
+    import torch
+    _Base = torch.utils.data.Dataset
+except ImportError:  # reading data does not need torch
+    torch, _Base = None, object
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as one uniform set of images; the message says why."""
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (3, palette, handled apart)
+
+
+def _header_shape(head, fname, open_full):
+    """(channels, height, width) from a file's first bytes; PNG parsed directly (fast),
+    anything else through Pillow's header reader."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        w, h, depth, ctype = struct.unpack(">IIBB", head[16:26])
+        if ctype in _PNG_CHANNELS:
+            return _PNG_CHANNELS[ctype], h, w
+    with open_full() as f:
+        img = Image.open(f)
+        c = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3, "1": 1, "I;16": 1, "I": 1}.get(img.mode, len(img.getbands()))
+        return c, img.size[1], img.size[0]
+
+
+class ImageDataset(_Base):
+    """Images of a dataset zip or folder (official format) as uint8 CHW arrays + labels.
+
+    ImageDataset(path, resolution=None, use_labels=False, xflip=False, check=True,
+                 as_tensor=False)
+    dataset[i] -> (image uint8 [C,H,W], label float32 [label_dim]); with xflip the length
+    doubles and the second half is mirrored. `check=True` reads every image's header once
+    and raises DatasetError naming the first file whose size/channels differ.
+    Picklable: the zip is opened lazily in each process (DataLoader workers).
+    """
+
+    def __init__(self, path, resolution=None, use_labels=False, xflip=False, check=True, as_tensor=False):
+        self.path = str(path)
+        self._use_labels, self._xflip, self._as_tensor = bool(use_labels), bool(xflip), bool(as_tensor)
+        self._zip, self._zip_pid = None, None
+        if os.path.isdir(self.path):
+            self._type = "dir"
+            root = Path(self.path)
+            names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+        elif zipfile.is_zipfile(self.path):
+            self._type = "zip"
+            names = [n for n in self._get_zip().namelist() if not n.endswith("/")]
+        elif not os.path.exists(self.path):
+            raise DatasetError(f"dataset not found: {self.path} (expected a .zip or a folder)")
+        else:
+            raise DatasetError(f"{self.path} is neither a folder nor a zip file")
+        self._names = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        if not self._names:
+            raise DatasetError(f"no images (png/jpg/webp/bmp/tiff/gif) found in {self.path}")
+        self._raw_labels, self._class_names = self._load_labels(set(names))
+        self._shape = self._check_shapes(check)
+        if resolution is not None and (self._shape[1] != resolution or self._shape[2] != resolution):
+            raise DatasetError(f"{self.path}: images are {self._shape[2]}x{self._shape[1]}, "
+                               f"but resolution={resolution} was asked for")
+
+    # -- file access -------------------------------------------------------------------
+    def _get_zip(self):
+        if self._zip is None or self._zip_pid != os.getpid():  # one handle per process
+            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip
+
+    def _open(self, name):
+        if self._type == "dir":
+            return open(os.path.join(self.path, name), "rb")
+        return self._get_zip().open(name, "r")
+
+    def __getstate__(self):
+        return dict(self.__dict__, _zip=None, _zip_pid=None)
+
+    def close(self):
+        if self._zip is not None:
+            self._zip.close()
+        self._zip = None
+
+    # -- labels and shapes ----------------------------------------------------------------
+    def _load_labels(self, all_names):
+        if "dataset.json" not in all_names:
+            return None, None
+        with self._open("dataset.json") as f:
+            try:
+                meta = json.load(f)
+            except ValueError as e:
+                raise DatasetError(f"{self.path}: dataset.json is not valid JSON ({e})")
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        if labels is None:
+            return None, None
+        table = dict((str(k), v) for k, v in labels)
+        missing = [n for n in self._names if n not in table]
+        if missing:
+            raise DatasetError(f"{self.path}: dataset.json has no label for {missing[0]} "
+                               f"({len(missing)} images unlabelled)")
+        raw = np.array([table[n] for n in self._names])
+        if raw.ndim == 1:
+            if not np.issubdtype(raw.dtype, np.integer) or (raw < 0).any():
+                raise DatasetError(f"{self.path}: labels in dataset.json must be class indices >= 0")
+            raw = raw.astype(np.int64)
+        else:
+            raw = raw.astype(np.float32)
+        return raw, meta.get("class_names")
+
+    def _check_shapes(self, check):
+        names = self._names if check else self._names[:1]
+        it = names
+        if len(names) > 5000:
+            from tqdm.auto import tqdm
+            it = tqdm(names, desc=f"checking {os.path.basename(self.path)}", unit="img")
+        first = None
+        for n in it:
+            with self._open(n) as f:
+                head = f.read(32)
+            shape = _header_shape(head, n, lambda n=n: self._open(n))
+            if first is None:
+                first = (n, shape)
+            elif shape != first[1]:
+                c, h, w = shape
+                fc, fh, fw = first[1]
+                raise DatasetError(
+                    f"{self.path}: image {n} is {w}x{h} with {c} channel(s), but {first[0]} "
+                    f"(and all before it) is {fw}x{fh} with {fc}; every image of a dataset must have the "
+                    f"same size and channels (re-run `sg3 curate` to make it uniform)")
+        return first[1]
+
+    # -- torch Dataset ------------------------------------------------------------------
+    def __len__(self):
+        return len(self._names) * (2 if self._xflip else 1)
+
+    def load_image(self, raw_idx):
+        """uint8 [C,H,W] numpy array of image number raw_idx (no flip)."""
+        name = self._names[raw_idx]
+        with self._open(name) as f:
+            img = Image.open(f)
+            if img.mode == "P":
+                img = img.convert("RGB")
+            a = np.asarray(img)
+        a = a[:, :, None] if a.ndim == 2 else a
+        if a.dtype != np.uint8:
+            raise DatasetError(f"{self.path}: image {name} has {a.dtype} pixels; expected 8-bit")
+        a = a.transpose(2, 0, 1)
+        if a.shape != self._shape:
+            raise DatasetError(f"{self.path}: image {name} has shape {a.shape}, expected {self._shape}")
+        return a
+
+    def get_label(self, idx):
+        raw_idx = idx % len(self._names)
+        if not self._use_labels or self._raw_labels is None:
+            return np.zeros([0], dtype=np.float32)
+        if self._raw_labels.dtype == np.int64:
+            onehot = np.zeros([self.label_dim], dtype=np.float32)
+            onehot[self._raw_labels[raw_idx]] = 1
+            return onehot
+        return self._raw_labels[raw_idx].copy()
+
+    def __getitem__(self, idx):
+        if idx < 0:
+            idx += len(self)
+        if not 0 <= idx < len(self):
+            raise IndexError(idx)
+        raw_idx = idx % len(self._names)
+        img = self.load_image(raw_idx)
+        if idx >= len(self._names):
+            img = img[:, :, ::-1]
+        img, label = np.ascontiguousarray(img), self.get_label(idx)
+        if self._as_tensor:
+            return torch.from_numpy(img), torch.from_numpy(label)
+        return img, label
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def name(self):
+        return os.path.splitext(os.path.basename(self.path.rstrip("/\\")))[0]
+
+    @property
+    def image_shape(self):
+        return list(self._shape)
+
+    @property
+    def num_channels(self):
+        return self._shape[0]
+
+    @property
+    def resolution(self):
+        if self._shape[1] != self._shape[2]:
+            raise DatasetError(f"{self.path}: images are {self._shape[2]}x{self._shape[1]}, not square")
+        return self._shape[1]
+
+    @property
+    def has_labels(self):
+        return self._raw_labels is not None
+
+    @property
+    def label_dim(self):
+        if not self._use_labels or self._raw_labels is None:
+            return 0
+        if self._raw_labels.dtype == np.int64:
+            return int(max(self._raw_labels.max() + 1, len(self._class_names or [])))
+        return int(self._raw_labels.shape[1])
+
+    @property
+    def label_shape(self):
+        return [self.label_dim]
+
+    @property
+    def class_names(self):
+        return self._class_names
+
+    @property
+    def image_names(self):
+        return list(self._names)

@@ -1,0 +1,256 @@
+"""Decode one image file fully and turn it into a clean square uint8 image.
+
+Every function here works on one image and raises `Reject(reason, detail)` when the image
+cannot or should not be used; curate.py counts those, it never crashes on them.
+Order of work (each step explained where it happens): check bytes -> identify format ->
+refuse decompression bombs from the header -> full decode -> EXIF orientation -> ICC to
+sRGB -> mode conversion (16-bit, CMYK, palette, alpha over background) -> filters ->
+square -> Lanczos resize.
+"""
+import hashlib
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, ImageOps
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF"}
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own bomb limit (about 0.25 GiB of RGBA)
+
+
+class Reject(Exception):
+    """An image that is not used, with the report bucket it goes to and a human detail."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def check_png_crc(data):
+    """Verify every PNG chunk checksum (Pillow skips the CRC of IDAT chunks)."""
+    pos = 8
+    while pos + 12 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise Reject("corrupt", f"PNG chunk {ctype!r} runs past the end of the file (truncated)")
+        crc = struct.unpack(">I", data[end - 4:end])[0]
+        if zlib.crc32(data[pos + 4:end - 4]) & 0xFFFFFFFF != crc:
+            raise Reject("corrupt", f"PNG chunk {ctype.decode('latin-1')} has a bad CRC checksum")
+        if ctype == b"IEND":
+            return
+        pos = end
+    raise Reject("corrupt", "PNG file ends without an IEND chunk (truncated)")
+
+
+def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
+    """Fully decode `data` (bytes) to a loaded PIL image (frame 0 for animations).
+
+    `draft_size` lets JPEG decode at a reduced DCT scale that still covers that size
+    (the whole stream is still decoded, so truncation is still caught). Returns
+    (image, original_size), original_size being the file's own (w, h) before any draft.
+    """
+    if len(data) == 0:
+        raise Reject("empty_file", "0 bytes")
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # the caller allowed bigger images than Pillow's default
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise Reject("decompression_bomb", str(e))
+        except Image.UnidentifiedImageError:
+            raise Reject("not_an_image", "not a format Pillow can identify")
+        except Exception as e:  # bad header checksums etc.
+            raise Reject("corrupt", f"{type(e).__name__}: {e}")
+        if img.format not in FORMATS:
+            raise Reject("unsupported_format", f"format {img.format} is not one of png/jpeg/webp/bmp/tiff/gif")
+        w, h = img.size
+        # Refuse from the header, before allocating: a tiny file can claim gigapixels.
+        if w * h > max_pixels:
+            raise Reject("decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
+        if img.format == "PNG":
+            check_png_crc(data)
+        if draft_size is not None and img.format == "JPEG" and img.mode in ("RGB", "L"):
+            img.draft(img.mode, draft_size)
+        lenient = ImageFile.LOAD_TRUNCATED_IMAGES  # a caller may have set it; a full check needs it off
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            img.load()  # the full decode: truncated data and bad zlib/JPEG streams raise here
+        except Exception as e:
+            raise Reject("corrupt", f"{type(e).__name__}: {e}")
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+    if img.size[0] < 1 or img.size[1] < 1:
+        raise Reject("corrupt", f"image has size {img.size}")
+    return img, (w, h)
+
+
+_SRGB = None
+_TRANSFORMS = {}  # per-process cache: building a colour transform costs ~ms
+
+
+def _to_srgb(img, notes):
+    """Convert an embedded ICC profile's colours to sRGB (skipped when it already is sRGB)."""
+    global _SRGB
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        return img
+    try:
+        key = (hashlib.blake2b(icc, digest_size=16).digest(), img.mode)
+        if key not in _TRANSFORMS:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            desc = (ImageCms.getProfileDescription(src) or "").strip()
+            if desc.lower().startswith("srgb") and img.mode in ("RGB", "RGBA"):
+                _TRANSFORMS[key] = None
+            else:
+                _SRGB = _SRGB or ImageCms.createProfile("sRGB")
+                in_mode = {"LA": "L"}.get(img.mode, img.mode)
+                out_mode = "RGBA" if in_mode == "RGBA" else "RGB"
+                _TRANSFORMS[key] = (ImageCms.buildTransform(src, _SRGB, in_mode, out_mode), in_mode)
+            if len(_TRANSFORMS) > 64:
+                _TRANSFORMS.pop(next(iter(_TRANSFORMS)))
+        if _TRANSFORMS[key] is None:
+            return img
+        transform, in_mode = _TRANSFORMS[key]
+        alpha = img.getchannel("A") if img.mode == "LA" else None
+        out = ImageCms.applyTransform(img.convert(in_mode) if alpha is not None else img, transform)
+        if alpha is not None:
+            out.putalpha(alpha)
+        notes.append("icc_converted")
+        return out
+    except Exception:  # a broken profile: keep the pixels as they are, but say so
+        notes.append("icc_ignored")
+        return img
+
+
+def _high_bit_depth_to_8(img):
+    """16-bit and float modes to 8-bit by scaling (Pillow's convert('L') would clip at 255)."""
+    a = np.asarray(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+        a = (a.astype(np.float64) / 257.0).round()
+    elif img.mode == "F" and a.max(initial=0) <= 1.0:
+        a = a.astype(np.float64) * 255.0
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def _has_alpha(img):
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def to_rgb_or_l(img, channels=3, background=(255, 255, 255), notes=None):
+    """Any decoded image to mode 'RGB' (channels=3) or 'L' (channels=1), alpha composited
+    over `background`; EXIF orientation and ICC profiles applied first."""
+    notes = [] if notes is None else notes
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:
+        notes.append("exif_ignored")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = _high_bit_depth_to_8(img)
+    if img.mode == "1":
+        img = img.convert("L")
+    img = _to_srgb(img, notes)
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        img = Image.alpha_composite(bg, rgba).convert("RGB")
+        notes.append("alpha_composited")
+    if channels == 1:
+        return img if img.mode == "L" else img.convert("RGB").convert("L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def pixel_hash(img):
+    """Exact-duplicate key: a hash of the decoded pixels (not of the file bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{img.mode}{img.size}".encode())
+    h.update(img.tobytes())
+    return h.digest()
+
+
+def count_colors(img, side=128):
+    """Distinct colours of a nearest-neighbour thumbnail (nearest keeps the real colours)."""
+    small = img if max(img.size) <= side else img.resize(
+        (min(side, img.size[0]), min(side, img.size[1])), Image.NEAREST)
+    a = np.asarray(small.convert("RGB"), dtype=np.uint32)
+    packed = (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
+    return int(np.unique(packed).size)
+
+
+def is_grayscale(img, tol=8):
+    """True when no pixel has a colour (channel spread) larger than `tol` of 255."""
+    if img.mode == "L":
+        return True
+    a = np.asarray(img.convert("RGB").resize((64, 64), Image.BILINEAR), dtype=np.int16)
+    return int((a.max(-1) - a.min(-1)).max()) <= tol
+
+
+def square(img, mode="crop", pad_color=(255, 255, 255)):
+    """Make the image square: 'crop' (centre), 'pad' (colour), 'reflect' (mirror the edges)."""
+    w, h = img.size
+    if w == h:
+        return img
+    if mode == "none":
+        raise Reject("not_square", f"{w}x{h} and squaring is 'none'")
+    if mode == "crop":
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        return img.crop((left, top, left + s, top + s))
+    s = max(w, h)
+    if mode == "pad":
+        color = tuple(pad_color)
+        if img.mode == "L":  # the colour's luma, as convert('L') would give
+            color = Image.new("RGB", (1, 1), color).convert("L").getpixel((0, 0))
+        out = Image.new(img.mode, (s, s), color)
+        out.paste(img, ((s - w) // 2, (s - h) // 2))
+        return out
+    if mode == "reflect":
+        a = np.asarray(img)
+        py, px = s - h, s - w
+        pad = [(py // 2, py - py // 2), (px // 2, px - px // 2)] + [(0, 0)] * (a.ndim - 2)
+        return Image.fromarray(np.pad(a, pad, mode="symmetric"))
+    raise ValueError(f"unknown squaring mode {mode!r}; use crop, pad, reflect or none")
+
+
+def resize(img, resolution):
+    """Exact resize to resolution x resolution with Lanczos (reducing_gap keeps big
+    downscales fast: a box reduction first, then Lanczos over the last factor of 3)."""
+    if img.size == (resolution, resolution):
+        return img
+    return img.resize((resolution, resolution), Image.LANCZOS, reducing_gap=3.0)
+
+
+_DCT = None
+
+
+def phash(img):
+    """64-bit perceptual hash: sign of the 8x8 lowest DCT frequencies of a 32x32 gray
+    thumbnail against their median (robust to re-encoding and mild resizing)."""
+    global _DCT
+    if _DCT is None:
+        n = np.arange(32)
+        _DCT = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / 64)  # DCT-II basis rows
+    g = np.asarray(img.convert("L").resize((32, 32), Image.BOX), dtype=np.float64)
+    low = (_DCT @ g @ _DCT.T)[:8, :8].ravel()
+    bits = low > np.median(low[1:])
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def png_bytes(img, compress_level=0):
+    """Encode like the official dataset tool: PNG with zlib level 0 (fast to read in training)."""
+    buf = io.BytesIO()
+    img.info = {}  # no stale ICC profile/text chunks: the pixels are plain sRGB now
+    img.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def thumbnail(img, side=64):
+    """A small RGB copy for contact sheets."""
+    t = img.convert("RGB")
+    t.thumbnail((side, side), Image.BILINEAR)
+    return t

@@ -1,0 +1,156 @@
+"""`rank()` / `sg3 rank`: score every image of a dataset with a trained discriminator.
+
+A low D score marks an image that looks least like the rest of the data (or that the
+network finds hard): a cheap way to find leftovers of a bad scrape. D's minibatch-stddev
+layer (StyleGAN2, Sec. 4 of the ProGAN paper) makes each score depend on the other images
+of its group, so every image is scored in `passes` differently shuffled minibatches and
+the scores are averaged; the spread across passes is reported too.
+
+Outputs (in out_dir): `rank.csv` (rank, name, score, std, label; best first),
+`rank_top.png` and `rank_bottom.png` contact sheets; with drop_bottom > 0, a copy of the
+dataset without the lowest-scoring fraction (written through DatasetWriter: temporary
+name, renamed when complete).
+"""
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .dataset import ImageDataset
+from .report import _atomic_save, contact_sheet
+from .writer import DatasetWriter
+
+
+def _discriminator(network, device):
+    if isinstance(network, torch.nn.Module):
+        return network.to(device)
+    if isinstance(network, dict):
+        nets = network
+    else:
+        from ..loader import load
+        nets = load(network, device=device)
+    if "D" not in nets:
+        raise ValueError(f"{network if not isinstance(network, dict) else 'the network dict'} has no "
+                         f"discriminator 'D' (it holds {', '.join(k for k in nets if k != 'meta')}); ranking "
+                         "needs a training snapshot or an official pkl with D")
+    return nets["D"]
+
+
+def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=None, device=None,
+         seed=0, progress=True):
+    """Score the images of `data` (path or ImageDataset) with D of `network` (path, URL,
+    sg3lib.load() dict or module). Returns a dict: names, scores (mean), stds, csv path,
+    sheets, and dest (the filtered copy) when drop_bottom (a fraction 0..1) is > 0."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    D = _discriminator(network, device).eval().requires_grad_(False)
+    ds = data if isinstance(data, ImageDataset) else ImageDataset(data, use_labels=D.c_dim > 0)
+    if (ds.num_channels, ds.resolution) != (D.img_channels, D.img_resolution):
+        raise ValueError(f"{ds.path}: images are {ds.resolution}px with {ds.num_channels} channel(s), but the "
+                         f"discriminator expects {D.img_resolution}px with {D.img_channels}")
+    if D.c_dim and ds.label_dim != D.c_dim:
+        raise ValueError(f"the discriminator is conditional (c_dim={D.c_dim}) but {ds.path} has "
+                         f"label_dim={ds.label_dim}; curate it with labels='folders' (or pick another network)")
+    if not 0 <= drop_bottom < 1:
+        raise ValueError(f"drop_bottom is a fraction in [0, 1), got {drop_bottom}")
+    n = len(ds.image_names)
+    group = getattr(getattr(getattr(D, "b4", None), "mbstd", None), "group_size", 1) or 1
+    batch = max(group, batch_size - batch_size % group)
+    total, sq, count = np.zeros(n), np.zeros(n), np.zeros(n)
+    rng = np.random.default_rng(seed)
+    from tqdm.auto import tqdm
+    steps = passes * -(-n // batch)
+    with tqdm(total=steps, desc=f"ranking {ds.name}", unit="batch", disable=not progress) as bar:
+        for _ in range(passes):
+            order = rng.permutation(n)
+            pad = -len(order) % batch  # fill the last batch with other images; their extra scores are not counted
+            order = np.concatenate([order, rng.choice(n, pad, replace=pad > n)]) if pad else order
+            real = np.arange(len(order)) < n
+            for s in range(0, len(order), batch):
+                idx = order[s:s + batch]
+                imgs = torch.from_numpy(np.stack([ds.load_image(i) for i in idx])).to(device)
+                imgs = imgs.float() / 127.5 - 1  # [0, 255] -> [-1, 1], as in training
+                c = torch.from_numpy(np.stack([ds.get_label(i) for i in idx])).to(device) if D.c_dim else None
+                logits = D(imgs, c).float().flatten().cpu().numpy().astype(np.float64)
+                keep = real[s:s + batch]
+                np.add.at(total, idx[keep], logits[keep])
+                np.add.at(sq, idx[keep], logits[keep] ** 2)
+                np.add.at(count, idx[keep], 1)
+                bar.update(1)
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean ** 2, 0))
+    order = np.argsort(-mean, kind="stable")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "rank.csv"
+    tmp = csv_path.with_name(".rank.csv.partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "name", "score", "std", "label"])
+        for r, i in enumerate(order):
+            lab = ds._raw_labels[i] if ds.has_labels and ds._raw_labels.ndim == 1 else ""
+            w.writerow([r + 1, ds.image_names[i], f"{mean[i]:.6f}", f"{std[i]:.6f}", lab])
+    os.replace(tmp, csv_path)
+    sheets = {}
+    for which, idxs in (("top", order[:32]), ("bottom", order[::-1][:32])):
+        tiles = [(_thumb(ds, i), f"{mean[i]:.2f}") for i in idxs]
+        sheets[which] = out_dir / f"rank_{which}.png"
+        _atomic_save(contact_sheet(tiles, 64, f"{which} {len(idxs)} by D score"), sheets[which])
+    result = dict(names=[ds.image_names[i] for i in order], scores=mean[order], stds=std[order],
+                  csv=str(csv_path), sheets={k: str(v) for k, v in sheets.items()}, dest=None)
+    if drop_bottom > 0:
+        dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
+        drop = set(order[len(order) - int(round(drop_bottom * n)):].tolist())
+        labels = ds._raw_labels if ds.has_labels else None
+        with DatasetWriter(dest, overwrite=True) as wr:
+            for i in range(n):
+                if i in drop:
+                    continue
+                with ds._open(ds.image_names[i]) as f:
+                    data_bytes = f.read()
+                if not ds.image_names[i].lower().endswith(".png"):
+                    data_bytes = _to_png(data_bytes)
+                wr.add(data_bytes, None if labels is None else labels[i].tolist())
+            wr.close(class_names=ds.class_names)
+        result.update(dest=str(dest), dropped=sorted(ds.image_names[i] for i in drop))
+    return result
+
+
+def _thumb(ds, i):
+    a = ds.load_image(i).transpose(1, 2, 0)
+    return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a[:, :, :3])
+
+
+def _to_png(b):
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(b)).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
+def add_rank_arguments(p):
+    p.add_argument("--network", required=True, help="snapshot .pt or official .pkl (path or URL) holding D")
+    p.add_argument("--data", required=True, help="dataset zip or folder (official format)")
+    p.add_argument("--out", default=None, help="output folder (default: <data>_rank/)")
+    p.add_argument("--passes", type=int, default=4, help="shuffled passes averaged per image")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--drop-bottom", type=float, default=0.0, help="percent: write a copy without the bottom X%%")
+    p.add_argument("--dest", default=None, help="where the filtered copy goes (.zip or folder)")
+    p.add_argument("--device", default=None)
+
+
+def run_rank(args):
+    out = args.out or str(Path(args.data).with_suffix("")) + "_rank"
+    try:
+        res = rank(args.network, args.data, out, passes=args.passes, batch_size=args.batch,
+                   drop_bottom=args.drop_bottom / 100.0, dest=args.dest, device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"sg3 rank: error: {e}")
+        return 2
+    print(f"ranked {len(res['names'])} images -> {res['csv']}")
+    print(f"  best {res['names'][0]} ({res['scores'][0]:.3f}), worst {res['names'][-1]} ({res['scores'][-1]:.3f})")
+    if res["dest"]:
+        print(f"  copy without the bottom {args.drop_bottom:g}% ({len(res['dropped'])} images): {res['dest']}")
+    return 0

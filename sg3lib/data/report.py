@@ -1,0 +1,124 @@
+"""The curation report: per-reason file lists streamed to disk, contact sheets, JSON.
+
+Per-file entries go to one JSON-lines file per reason while curation runs (so memory does
+not grow with the number of images); `Report.finish()` joins them into
+`curation_report.json`, written to a temporary name and renamed into place.
+"""
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+
+class Report:
+    def __init__(self, out_dir, max_tiles=64, tile=64, seed=0):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(dir=self.out_dir, prefix=".report-", suffix=".partial"))
+        self._files = {}
+        self.counts, self.notes = {}, {}
+        self.max_tiles, self.tile = max_tiles, tile
+        self._tiles = {}  # reason -> [(thumbnail or None, caption)]
+        self._accepted_seen = 0
+        self._rng = random.Random(seed)
+
+    def add(self, reason, entry, thumb=None, notes=()):
+        """Record one file under `reason` ('accepted' or a rejection). `thumb` is a PIL
+        image, or a callable returning one (only called when the sheet still needs tiles)."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        for n in notes:
+            self.notes[n] = self.notes.get(n, 0) + 1
+        f = self._files.get(reason)
+        if f is None:
+            f = self._files[reason] = open(self._tmp / f"{reason}.jsonl", "w", encoding="utf-8")
+        f.write(json.dumps(entry) + "\n")
+        caption = os.path.basename(entry["path"])
+        tiles = self._tiles.setdefault(reason, [])
+        if reason == "accepted":  # a uniform sample of accepted images (reservoir sampling)
+            self._accepted_seen += 1
+            if len(tiles) < self.max_tiles:
+                tiles.append((_call(thumb, self.tile), caption))
+            else:
+                j = self._rng.randrange(self._accepted_seen)
+                if j < self.max_tiles:
+                    tiles[j] = (_call(thumb, self.tile), caption)
+        elif len(tiles) < self.max_tiles:  # rejected: the first ones, in input order
+            tiles.append((_call(thumb, self.tile), caption))
+
+    def finish(self, header):
+        """Write contact sheets and curation_report.json; returns the report dict (without
+        the per-file lists, which are in the JSON file)."""
+        sheets = {}
+        for reason, tiles in sorted(self._tiles.items()):
+            name = "accepted_sample.png" if reason == "accepted" else f"rejected_{reason}.png"
+            title = f"{reason}: {self.counts.get(reason, 0)} image(s)" + (
+                f", {len(tiles)} shown" if len(tiles) < self.counts.get(reason, 0) else "")
+            _atomic_save(contact_sheet(tiles, self.tile, title), self.out_dir / name)
+            sheets[reason] = name
+        for f in self._files.values():
+            f.close()
+        summary = dict(header, counts=dict(sorted(self.counts.items())),
+                       notes=dict(sorted(self.notes.items())), contact_sheets=sheets)
+        path = self.out_dir / "curation_report.json"
+        tmp = path.with_name(f".{path.name}.partial")
+        with open(tmp, "w", encoding="utf-8") as out:
+            body = json.dumps(summary, indent=1)
+            out.write(body[:-2] + ',\n "files": {')  # stream the per-reason lists in
+            for i, reason in enumerate(sorted(self._files)):
+                out.write(("," if i else "") + f"\n  {json.dumps(reason)}: [")
+                with open(self._tmp / f"{reason}.jsonl", encoding="utf-8") as lines:
+                    for k, line in enumerate(lines):
+                        out.write(("," if k else "") + "\n   " + line.rstrip("\n"))
+                out.write("\n  ]")
+            out.write("\n }\n}\n")
+        os.replace(tmp, path)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        return dict(summary, report_dir=str(self.out_dir), report_json=str(path))
+
+    def abort(self):
+        for f in self._files.values():
+            f.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _call(thumb, side):
+    t = thumb() if callable(thumb) else thumb
+    if t is None:
+        return None
+    t = t.convert("RGB")
+    t.thumbnail((side, side), Image.BILINEAR)
+    return t
+
+
+def contact_sheet(tiles, tile=64, title="", cols=8):
+    """A grid of (thumbnail or None, caption) tiles; None draws a crossed grey box
+    (a file that could not be decoded)."""
+    font = ImageFont.load_default()
+    cap_h, title_h = 12, 16
+    cols = max(1, min(cols, len(tiles)))
+    rows = max(1, (len(tiles) + cols - 1) // cols)
+    cell_w, cell_h = tile + 4, tile + cap_h + 4
+    sheet = Image.new("RGB", (max(cols * cell_w, 240), title_h + rows * cell_h), (40, 40, 40))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 2), title, fill=(255, 255, 255), font=font)
+    for i, (img, caption) in enumerate(tiles):
+        x, y = (i % cols) * cell_w + 2, title_h + (i // cols) * cell_h + 2
+        if img is None:
+            draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=(90, 90, 90))
+            draw.line([x, y, x + tile - 1, y + tile - 1], fill=(200, 60, 60), width=2)
+            draw.line([x, y + tile - 1, x + tile - 1, y], fill=(200, 60, 60), width=2)
+        else:
+            sheet.paste(img, (x + (tile - img.size[0]) // 2, y + (tile - img.size[1]) // 2))
+        cap = caption if len(caption) <= 11 else caption[:5] + "~" + caption[-5:]
+        draw.text((x, y + tile + 1), cap, fill=(220, 220, 220), font=font)
+    return sheet
+
+
+def _atomic_save(img, path):
+    tmp = path.with_name(f".{path.name}.partial")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)

@@ -1,0 +1,93 @@
+"""Writing the official StyleGAN dataset format (see dataset.py for the format itself).
+
+Kept apart from dataset.py so that curation does not import torch.
+"""
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+def image_name(index):
+    """Name of image number `index` inside a dataset, as the official tool names it."""
+    return f"{index // 1000:05d}/img{index:08d}.png"
+
+
+class DatasetWriter:
+    """Write the official format to a temporary name; `close()` renames it into place.
+
+    Used as a context manager: an exception (or a killed process) leaves no file under
+    the destination name; after an exception the temporary file is removed as well.
+    """
+
+    def __init__(self, dest, overwrite=False):
+        self.dest = Path(dest)
+        self.kind = "zip" if self.dest.suffix.lower() == ".zip" else "dir"
+        if self.dest.exists() and not overwrite:
+            raise FileExistsError(f"destination already exists: {self.dest} (pass overwrite=True / --overwrite)")
+        parent = self.dest.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{self.dest.name}."
+        if self.kind == "zip":
+            fd, tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".partial")
+            os.close(fd)
+            self.tmp = Path(tmp)
+            self._zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
+        else:
+            self.tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".partial"))
+        self.count, self.labels = 0, []
+
+    def add(self, png, label=None):
+        """Append one encoded PNG; returns its name inside the dataset."""
+        name = image_name(self.count)
+        if self.kind == "zip":
+            self._zip.writestr(name, png)
+        else:
+            p = self.tmp / name
+            p.parent.mkdir(exist_ok=True)
+            p.write_bytes(png)
+        self.labels.append(label)
+        self.count += 1
+        return name
+
+    def close(self, class_names=None):
+        labels = None
+        if any(x is not None for x in self.labels):
+            labels = [[image_name(i), x] for i, x in enumerate(self.labels)]
+        meta = json.dumps({"labels": labels, "class_names": class_names}).encode()
+        if self.kind == "zip":
+            self._zip.writestr("dataset.json", meta)
+            self._zip.close()
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.dest)
+        else:
+            (self.tmp / "dataset.json").write_bytes(meta)
+            old = None
+            if self.dest.exists():  # a folder cannot be replaced in one step: move the old aside
+                old = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
+                os.replace(self.dest, old)
+            os.replace(self.tmp, self.dest)
+            if old is not None:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        return self.dest
+
+    def abort(self):
+        if self.kind == "zip":
+            try:
+                self._zip.close()
+            except Exception:
+                pass
+            self.tmp.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False

@@ -1,0 +1,334 @@
+"""Latents: seeds, class labels, truncation, interpolation and paths through latent space.
+
+Conventions match the official tools so that a seed shows the same image here and there:
+z = np.random.RandomState(seed).randn(z_dim); truncation w' = w_centre + psi * (w - w_centre)
+on the first `cutoff` layers (StyleGAN2 paper, sec. "truncation trick"; StyleGAN 2019 eq. 3).
+
+Paths return ws of shape [frames, num_ws, w_dim], ready for `generate.synthesize`.
+Periodic paths (walks, loops) are functions of a phase t in [0, 1): frame i sits at t = i/n,
+so frame n (t = 1) is frame 0 again and a looped video has no seam.
+"""
+import math
+import weakref
+
+import numpy as np
+import torch
+
+__all__ = [
+    "seed_to_z", "seeds_to_z", "parse_seeds", "class_labels", "class_center", "map_z", "truncate",
+    "lerp", "slerp", "interpolate", "layer_ranges", "layer_range", "smooth_wrap",
+    "keyframe_path", "random_walk", "circular_loop", "style_mix_walk", "make_transform",
+    "transform_sweep", "is_stylegan3",
+]
+
+
+# ----------------------------------------------------------------------------- seeds and labels
+
+def seed_to_z(seed, z_dim):
+    """The official tools' latent for a seed: RandomState(seed).randn(z_dim), float64 numpy."""
+    if not 0 <= int(seed) < 2 ** 32:
+        raise ValueError(f"seed {seed} is out of range: seeds are integers in [0, 2**32)")
+    return np.random.RandomState(int(seed)).randn(z_dim)
+
+
+def seeds_to_z(seeds, z_dim, device="cpu"):
+    """Stack the latents of several seeds into a float32 tensor [len(seeds), z_dim]."""
+    z = np.stack([seed_to_z(s, z_dim) for s in seeds]) if len(seeds) else np.zeros([0, z_dim])
+    return torch.from_numpy(z).to(device=device, dtype=torch.float32)
+
+
+def parse_seeds(text):
+    """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]; lists pass through. Ranges include both ends."""
+    if isinstance(text, (list, tuple, range)):
+        return [int(s) for s in text]
+    seeds = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise ValueError(f"cannot read seeds {text!r}: write them like '0-3,7,10'") from None
+    return seeds
+
+
+def class_labels(G, class_idx, n=1, device=None):
+    """One-hot labels [n, c_dim] (an empty [n, 0] tensor for unconditional networks)."""
+    device = device or _device(G)
+    c = torch.zeros([n, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx not in (None, 0):
+            raise ValueError(f"class_idx={class_idx} given but this network is unconditional (c_dim=0)")
+        return c
+    if class_idx is None:
+        raise ValueError(f"this network is conditional (c_dim={G.c_dim}): pass class_idx in 0..{G.c_dim - 1}")
+    if not 0 <= int(class_idx) < G.c_dim:
+        raise ValueError(f"class_idx={class_idx} is out of range: this network has classes 0..{G.c_dim - 1}")
+    c[:, int(class_idx)] = 1
+    return c
+
+
+def _device(G):
+    for t in G.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- truncation
+
+_centres = weakref.WeakKeyDictionary()  # G -> {(class_idx, n, seed): w centre}; freed with G
+
+
+@torch.no_grad()
+def class_center(G, class_idx, n=1000, seed=0):
+    """Mean mapping output for one class over n random z: the truncation centre for that class.
+
+    The official w_avg is one centre for all classes, so psi -> 0 pulls every class to the same
+    image; truncating towards the class's own mean keeps the class (cached per network)."""
+    key = (int(class_idx), int(n), int(seed))
+    cache = _centres.setdefault(G, {})
+    if key not in cache:
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn([n, G.z_dim], generator=gen).to(_device(G))
+        c = class_labels(G, class_idx, n)
+        ws = torch.cat([G.mapping(z[i:i + 256], c[i:i + 256], truncation_psi=1) for i in range(0, n, 256)])
+        cache[key] = ws.mean(dim=0)  # [num_ws, w_dim]
+    return cache[key]
+
+
+def truncate(ws, centre, psi=1.0, cutoff=None):
+    """w' = centre + psi * (w - centre) on layers [0, cutoff) (all layers when cutoff is None)."""
+    if psi == 1:
+        return ws
+    ws = ws.clone()
+    cutoff = ws.shape[1] if cutoff is None else int(cutoff)
+    c = centre if centre.ndim == 1 else centre[:cutoff]  # one centre, or one per layer
+    ws[:, :cutoff] = c + psi * (ws[:, :cutoff] - c)
+    return ws
+
+
+@torch.no_grad()
+def map_z(G, z, class_idx=None, psi=1.0, cutoff=None, centre="global"):
+    """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards `centre`:
+    'global' (the network's w_avg, exactly as the official mapping does), 'class' (the class's own
+    mean, see class_center) or a tensor [w_dim] / [num_ws, w_dim]."""
+    z = torch.as_tensor(z, dtype=torch.float32).to(_device(G))
+    c = class_labels(G, class_idx, len(z))
+    ws = G.mapping(z, c, truncation_psi=1)
+    if psi == 1:
+        return ws
+    if isinstance(centre, str):
+        if centre == "global":
+            centre = G.mapping.w_avg
+        elif centre == "class":
+            centre = class_center(G, class_idx) if G.c_dim else G.mapping.w_avg
+        else:
+            raise ValueError(f"centre={centre!r}: use 'global', 'class' or a tensor")
+    return truncate(ws, centre.to(ws.device), psi, cutoff)
+
+
+# ----------------------------------------------------------------------------- interpolation
+
+def lerp(a, b, t):
+    """Straight line a + t (b - a); t is a float or a tensor broadcast against a's batch."""
+    t = _as_t(t, a)
+    return a + t * (b - a)
+
+
+def slerp(a, b, t, eps=1e-7):
+    """Spherical interpolation along the last dimension (Shoemake 1985): follows the great
+    circle between a and b, so equal-norm endpoints keep that norm all the way. Norms that
+    differ are interpolated linearly. Falls back to lerp for (anti)parallel vectors."""
+    t = _as_t(t, a)
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    ua, ub = a / na.clamp_min(eps), b / nb.clamp_min(eps)
+    cos = (ua * ub).sum(-1, keepdim=True).clamp(-1, 1)
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    safe = so.abs() > 1e-4
+    so_ = torch.where(safe, so, torch.ones_like(so))
+    u = torch.where(safe, (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so_, lerp(ua, ub, t))
+    return u * lerp(na, nb, t)
+
+
+def _as_t(t, a):
+    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
+    while t.ndim < a.ndim:
+        t = t[..., None]
+    return t
+
+
+def interpolate(a, b, t, method="slerp"):
+    """lerp or slerp by name."""
+    if method not in ("lerp", "slerp"):
+        raise ValueError(f"method={method!r}: use 'lerp' or 'slerp'")
+    return lerp(a, b, t) if method == "lerp" else slerp(a, b, t)
+
+
+def _ease(t, easing):
+    if easing == "linear":
+        return t
+    if easing == "smooth":  # smoothstep: zero velocity at each key frame
+        return t * t * (3 - 2 * t)
+    raise ValueError(f"easing={easing!r}: use 'linear' or 'smooth'")
+
+
+# ----------------------------------------------------------------------------- layer ranges
+
+def layer_ranges(num_ws):
+    """Coarse / middle / fine ws ranges as [lo, hi) pairs. For 18 ws (1024 px StyleGAN2) these
+    are the papers' 0-3, 4-7, 8-17; other depths keep the same proportions (2/9 and 4/9)."""
+    a = max(1, min(num_ws - 2, math.ceil(num_ws * 2 / 9)))
+    b = max(a + 1, min(num_ws - 1, math.ceil(num_ws * 4 / 9)))
+    return {"coarse": (0, a), "middle": (a, b), "fine": (b, num_ws)}
+
+
+def layer_range(layers, num_ws):
+    """'coarse' | 'middle' | 'fine' | 'coarse+middle' | (lo, hi) | 'lo-hi' (inclusive) -> (lo, hi)."""
+    if isinstance(layers, str):
+        named = layer_ranges(num_ws)
+        if all(p in named for p in layers.split("+")):
+            parts = [named[p] for p in layers.split("+")]
+            return min(p[0] for p in parts), max(p[1] for p in parts)
+        try:
+            lo, hi = layers.split("-")
+            layers = (int(lo), int(hi) + 1)
+        except ValueError:
+            raise ValueError(f"layers={layers!r}: use coarse, middle, fine, 'lo-hi' or (lo, hi)") from None
+    lo, hi = int(layers[0]), int(layers[1])
+    if not 0 <= lo < hi <= num_ws:
+        raise ValueError(f"layer range {lo}..{hi - 1} is outside this network's 0..{num_ws - 1}")
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- paths
+
+@torch.no_grad()
+def keyframe_path(G, seeds, n_frames, method="slerp", space="z", loop=True, easing="smooth",
+                  class_idx=None, psi=1.0, cutoff=None, centre="global", endpoint=False):
+    """n_frames ws passing through each seed's image in turn, evenly timed.
+    space='z' interpolates the latents then maps (truncating every frame); space='w' maps the
+    seeds then interpolates ws. loop=True returns to the first seed and is periodic (frame i at
+    phase i/n; endpoint=True adds frame n, which is the first seed again); loop=False ends
+    exactly on the last seed."""
+    if len(seeds) < 2:
+        raise ValueError("a key-frame path needs at least two seeds")
+    if space not in ("z", "w"):
+        raise ValueError(f"space={space!r}: use 'z' or 'w'")
+    keys = list(seeds) + ([seeds[0]] if loop else [])
+    k = len(keys) - 1  # segments
+    count = n_frames + 1 if (loop and endpoint) else n_frames
+    s = torch.arange(count, dtype=torch.float64) * k / (n_frames if loop else max(1, n_frames - 1))
+    seg = s.floor().long().clamp(max=k - 1)
+    t = _ease((s - seg).float(), easing)
+    z = seeds_to_z(keys, G.z_dim, _device(G))
+    keys_ = map_z(G, z, class_idx, psi, cutoff, centre) if space == "w" else z
+    path = interpolate(keys_[seg], keys_[seg + 1], t.to(keys_.device), method)
+    return map_z(G, path, class_idx, psi, cutoff, centre) if space == "z" else path
+
+
+def smooth_wrap(x, sigma):
+    """Gaussian smoothing along axis 0 that wraps around (circular convolution, via FFT), so the
+    result is periodic with no seam. Rescaled so white noise of unit variance stays unit variance."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    if sigma <= 0:
+        return x.copy()
+    d = np.minimum(np.arange(n), n - np.arange(n))  # circular distance to index 0
+    g = np.exp(-0.5 * (d / sigma) ** 2)
+    g /= g.sum()
+    shape = [n] + [1] * (x.ndim - 1)
+    y = np.fft.ifft(np.fft.fft(x, axis=0) * np.fft.fft(g).reshape(shape), axis=0).real
+    return y / np.sqrt((g ** 2).sum())
+
+
+def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, class_idx=None, psi=1.0,
+                cutoff=None, centre="global"):
+    """A seamless random loop: white noise over n_frames smoothed by a wrapping Gaussian of width
+    sigma frames (default n_frames/8). space='z' smooths z (marginally N(0, I), like a seed);
+    space='w' smooths around the truncation centre in W. endpoint=True appends frame n, computed
+    from the periodic path (it equals frame 0)."""
+    sigma = n_frames / 8 if sigma is None else sigma
+    rnd = np.random.RandomState(seed)
+    if space not in ("z", "w"):
+        raise ValueError(f"space={space!r}: use 'z' or 'w'")
+    z = smooth_wrap(rnd.randn(n_frames, G.z_dim), sigma)
+    idx = np.arange(n_frames + 1 if endpoint else n_frames) % n_frames  # phase i/n; i = n wraps to 0
+    z = torch.from_numpy(z[idx]).float()
+    if space == "z":
+        return map_z(G, z, class_idx, psi, cutoff, centre)
+    # W: smooth the mapped noise, which keeps each frame near the distribution of real ws.
+    w = map_z(G, torch.from_numpy(rnd.randn(n_frames, G.z_dim)).float(), class_idx, psi, cutoff, centre).cpu().numpy()
+    mean = w.mean(0, keepdims=True)
+    w = mean + smooth_wrap(w - mean, sigma)  # smooth_wrap keeps the samples' spread
+    return torch.from_numpy(w[idx]).float().to(_device(G))
+
+
+def circular_loop(G, n_frames, seeds=(0, 1), endpoint=False, class_idx=None, psi=1.0, cutoff=None,
+                  centre="global"):
+    """z(t) = cos(2 pi t) z_a + sin(2 pi t) z_b for t = i / n_frames: a great loop through z_a
+    (t = 0). Each z is exactly N(0, I) distributed because cos^2 + sin^2 = 1."""
+    za, zb = seeds_to_z(list(seeds)[:2], G.z_dim)
+    n = n_frames + 1 if endpoint else n_frames
+    t = torch.arange(n, dtype=torch.float64) / n_frames * (2 * math.pi)
+    z = torch.cos(t)[:, None] * za.double() + torch.sin(t)[:, None] * zb.double()
+    return map_z(G, z.float(), class_idx, psi, cutoff, centre)
+
+
+def style_mix_walk(G, base_seed, n_frames, layers="fine", walk="loop", seed=0, endpoint=False,
+                   class_idx=None, psi=1.0, cutoff=None, centre="global", **walk_kwargs):
+    """Hold the base seed's ws on all layers except `layers`, which follow a periodic walk:
+    layers='fine' keeps pose and shape and animates colour and texture; 'coarse' the opposite."""
+    lo, hi = layer_range(layers, G.num_ws)
+    if walk == "loop":
+        moving = circular_loop(G, n_frames, seeds=(seed, seed + 1), endpoint=endpoint, class_idx=class_idx,
+                               psi=psi, cutoff=cutoff, centre=centre)
+    elif walk == "random":
+        moving = random_walk(G, n_frames, seed=seed, endpoint=endpoint, class_idx=class_idx, psi=psi,
+                             cutoff=cutoff, centre=centre, **walk_kwargs)
+    else:
+        raise ValueError(f"walk={walk!r}: use 'loop' or 'random'")
+    base = map_z(G, seeds_to_z([base_seed], G.z_dim), class_idx, psi, cutoff, centre)
+    ws = base.repeat(len(moving), 1, 1)
+    ws[:, lo:hi] = moving[:, lo:hi]
+    return ws
+
+
+# ----------------------------------------------------------------------------- StyleGAN3 transforms
+
+def is_stylegan3(G):
+    """True when G.synthesis has the Fourier-feature input with a user transform (StyleGAN3)."""
+    return hasattr(getattr(G.synthesis, "input", None), "transform")
+
+
+def make_transform(translate=(0.0, 0.0), angle=0.0):
+    """The 3x3 matrix for synthesis.input.transform that shows the image moved by `translate`
+    (in image widths: (0.25, 0) moves the content a quarter width right, +y moves it down)
+    and rotated by `angle` degrees.
+    The input layer samples its features through this matrix, so it holds the inverse of the
+    rotation + translation we want to see (as the official visualizer does)."""
+    a = math.radians(angle)
+    m = np.array([[math.cos(a), math.sin(a), translate[0]],
+                  [-math.sin(a), math.cos(a), translate[1]],
+                  [0.0, 0.0, 1.0]])
+    return torch.from_numpy(np.linalg.inv(m)).float()
+
+
+def transform_sweep(n_frames, kind="translate", amount=None, endpoint=False):
+    """Transforms [n, 3, 3] for a periodic sweep: 'translate' moves along a circle of radius
+    `amount` (default 0.25 image widths), 'rotate' turns a full `amount` degrees (default 360)."""
+    n = n_frames + 1 if endpoint else n_frames
+    t = np.arange(n) / n_frames
+    if kind == "translate":
+        r = 0.25 if amount is None else amount
+        return torch.stack([make_transform((r * math.cos(2 * math.pi * s) - r, r * math.sin(2 * math.pi * s)), 0)
+                            for s in t])
+    if kind == "rotate":
+        deg = 360.0 if amount is None else amount
+        return torch.stack([make_transform((0, 0), deg * s) for s in t])
+    raise ValueError(f"kind={kind!r}: use 'translate' or 'rotate'")

@@ -1,0 +1,236 @@
+"""Slider widgets (ipywidgets) for looking inside a generator in Jupyter or Colab.
+
+    from sg3lib.explore.widgets import LatentExplorer, Interpolator, StyleMixer
+    LatentExplorer(G)          # the last expression of a cell displays it
+
+Rendering never blocks the kernel: slider events only record that a new state is wanted; one
+worker thread per widget renders the latest state after a short debounce, so a burst of slider
+events costs one render and stale states are dropped. The caption under the image names the
+values that image was rendered with. For scripts and tests: `.render_sync()` renders the
+current state in the calling thread, `.wait()` blocks until the worker has caught up.
+"""
+import html
+import io
+import threading
+import time
+
+import ipywidgets as W
+import numpy as np
+import torch
+from PIL import Image
+
+from . import latents as L
+from .generate import synthesize
+
+__all__ = ["LatentExplorer", "Interpolator", "StyleMixer"]
+
+_SEED_MAX = 100_000  # slider range; any seed in [0, 2**32) can be typed into the read-out
+
+
+class _LiveView:
+    """Controls + image + caption, rendered by a worker thread. Subclasses define render(state)."""
+
+    def __init__(self, G, controls, display_size=256, debounce=0.01):
+        self.G, self.controls, self.display_size, self.debounce = G, controls, display_size, debounce
+        self.image = W.Image(format="png")
+        # shown at its own pixel size (a VBox would stretch it to the page width), never wider than the page
+        self.image.layout = W.Layout(align_self="flex-start", max_width="100%", height="auto", object_fit="contain")
+        self.caption = W.HTML()
+        self.widget = W.VBox([W.VBox(list(controls.values())), self.image, self.caption])
+        self.renders = 0            # images shown so far (tests and benchmarks read these)
+        self.last_render_s = None   # time of the last render itself
+        self.last_latency_s = None  # from the newest request to its image being shown
+        self._cond = threading.Condition()
+        self._wanted = self._done = 0
+        self._t_wanted = time.perf_counter()
+        self._closed = False
+        for w in controls.values():
+            w.observe(self._on_change, names="value")
+        self._thread = threading.Thread(target=self._work, daemon=True, name=type(self).__name__)
+        self._thread.start()
+        self.request()
+
+    # ---- state and requests
+    def state(self):
+        """The current control values, as a dict."""
+        return {k: w.value for k, w in self.controls.items()}
+
+    def _on_change(self, change):
+        self.request()
+
+    def request(self):
+        """Ask for a render of the current state; returns at once."""
+        with self._cond:
+            self._wanted += 1
+            self._t_wanted = time.perf_counter()
+            self._cond.notify_all()
+
+    def _work(self):
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._wanted != self._done)
+                if self._closed:
+                    return
+            time.sleep(self.debounce)  # let a burst of slider events settle, then take the newest
+            with self._cond:
+                version, t0 = self._wanted, self._t_wanted
+            try:
+                self._show(self.state())
+            except Exception as e:  # show the problem where the user looks, keep the thread alive
+                self.caption.value = f"<span style='color:#b00'>render failed: {html.escape(repr(e))}</span>"
+            with self._cond:
+                self.last_latency_s = time.perf_counter() - t0
+                self._done = version
+                self._cond.notify_all()
+
+    def wait(self, timeout=30.0):
+        """Block until the newest requested state is shown; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done == self._wanted, timeout)
+
+    def render_sync(self):
+        """Render and show the current state in this thread; returns the PIL image."""
+        return self._show(self.state())
+
+    def close(self):
+        """Stop the worker thread and close the widgets."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.widget.close()
+
+    # ---- display
+    def _show(self, state):
+        t = time.perf_counter()
+        img = Image.fromarray(self.render(state))
+        if max(img.size) < self.display_size:  # small models: enlarge with visible pixels
+            k = self.display_size // max(img.size)
+            img = img.resize((img.width * k, img.height * k), Image.NEAREST)
+        buf = io.BytesIO()
+        img.save(buf, format="png", compress_level=1)
+        self.last_render_s = time.perf_counter() - t
+        if self.image.width != str(img.width):
+            self.image.width = str(img.width)
+        self.image.value = buf.getvalue()
+        self.caption.value = f"<code>{html.escape(self.describe(state))}</code>"
+        self.renders += 1
+        return img
+
+    def describe(self, state):
+        return " | ".join(f"{k} {_fmt(v)}" for k, v in state.items())
+
+    def render(self, state):
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def display(self):
+        from IPython.display import display
+        display(self.widget)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, tuple):
+        return "-".join(map(str, v))
+    return str(v)
+
+
+def _seed(desc, value):
+    return W.IntSlider(value=value, min=0, max=_SEED_MAX, description=desc, continuous_update=True)
+
+
+def _psi(value=0.7):
+    return W.FloatSlider(value=value, min=-1.0, max=2.0, step=0.05, description="psi", continuous_update=True)
+
+
+def _class_controls(G):
+    if not G.c_dim:
+        return {}
+    return {"class": W.Dropdown(options=list(range(G.c_dim)), value=0, description="class"),
+            "centre": W.Dropdown(options=["global", "class"], value="class", description="psi centre")}
+
+
+def _map(G, seeds, s, cutoff=None):
+    z = L.seeds_to_z(seeds, G.z_dim)
+    return L.map_z(G, z, s.get("class"), s["psi"], cutoff, s.get("centre", "global"))
+
+
+class LatentExplorer(_LiveView):
+    """One image from a seed: psi, truncation cutoff, class (conditional nets), noise mode, and
+    for StyleGAN3 translate x/y and rotate (through synthesis.input.transform)."""
+
+    def __init__(self, G, seed=0, psi=0.7, display_size=256, debounce=0.01):
+        c = {"seed": _seed("seed", seed), "psi": _psi(psi),
+             "cutoff": W.IntSlider(value=G.num_ws, min=1, max=G.num_ws, description="cutoff"),
+             **_class_controls(G),
+             "noise": W.Dropdown(options=["const", "random", "none"], value="const", description="noise")}
+        if L.is_stylegan3(G):
+            c["x"] = W.FloatSlider(value=0.0, min=-1.0, max=1.0, step=0.01, description="translate x")
+            c["y"] = W.FloatSlider(value=0.0, min=-1.0, max=1.0, step=0.01, description="translate y")
+            c["rotate"] = W.FloatSlider(value=0.0, min=-180.0, max=180.0, step=1.0, description="rotate")
+        super().__init__(G, c, display_size, debounce)
+
+    def render(self, s):
+        cutoff = None if s["cutoff"] >= self.G.num_ws else s["cutoff"]
+        ws = _map(self.G, [s["seed"]], s, cutoff)
+        tf = L.make_transform((s["x"], s["y"]), s["rotate"]) if "rotate" in s else None
+        return synthesize(self.G, ws, s["noise"], transforms=tf)[0]
+
+
+class Interpolator(_LiveView):
+    """Between two seeds: t in [0, 1], lerp or slerp, in Z (then map) or in W."""
+
+    def __init__(self, G, seed_a=0, seed_b=1, psi=0.7, display_size=256, debounce=0.01):
+        c = {"seed_a": _seed("seed A", seed_a), "seed_b": _seed("seed B", seed_b),
+             "t": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="t"),
+             "method": W.ToggleButtons(options=["slerp", "lerp"], value="slerp", description="method"),
+             "space": W.ToggleButtons(options=["z", "w"], value="z", description="space"),
+             "psi": _psi(psi), **_class_controls(G)}
+        super().__init__(G, c, display_size, debounce)
+
+    def render(self, s):
+        G = self.G
+        if s["space"] == "z":
+            za, zb = L.seeds_to_z([s["seed_a"], s["seed_b"]], G.z_dim)
+            z = L.interpolate(za[None], zb[None], s["t"], s["method"])
+            ws = L.map_z(G, z, s.get("class"), s["psi"], None, s.get("centre", "global"))
+        else:
+            wa, wb = _map(G, [s["seed_a"], s["seed_b"]], s)
+            ws = L.interpolate(wa[None], wb[None], s["t"], s["method"])
+        return synthesize(G, ws, "const")[0]
+
+
+class StyleMixer(_LiveView):
+    """Base seed | style seed | mix: the mix takes the base's ws and the style seed's ws on the
+    chosen layer range (presets coarse / middle / fine set the range slider)."""
+
+    def __init__(self, G, base_seed=0, style_seed=1, layers="coarse", psi=0.7, display_size=256, debounce=0.01):
+        lo, hi = L.layer_range(layers, G.num_ws)
+        self._presets = {k: (a, b - 1) for k, (a, b) in L.layer_ranges(G.num_ws).items()}
+        c = {"base": _seed("base seed", base_seed), "style": _seed("style seed", style_seed),
+             "preset": W.Dropdown(options=list(self._presets) + ["custom"],
+                                  value=layers if layers in self._presets else "custom", description="preset"),
+             "layers": W.IntRangeSlider(value=(lo, hi - 1), min=0, max=G.num_ws - 1, description="ws layers"),
+             "psi": _psi(psi), **_class_controls(G)}
+        c["preset"].observe(self._on_preset, names="value")
+        c["layers"].observe(self._on_layers, names="value")
+        super().__init__(G, c, display_size * 3, debounce)
+
+    def _on_preset(self, change):
+        if change["new"] in self._presets:
+            self.controls["layers"].value = self._presets[change["new"]]
+
+    def _on_layers(self, change):  # a hand-picked range is no longer the preset
+        if self._presets.get(self.controls["preset"].value) != tuple(change["new"]):
+            self.controls["preset"].value = "custom"
+
+    def render(self, s):
+        lo, hi = s["layers"]
+        wb, ws_ = _map(self.G, [s["base"], s["style"]], s)
+        mix = wb.clone()
+        mix[lo:hi + 1] = ws_[lo:hi + 1]
+        imgs = synthesize(self.G, torch.stack([wb, ws_, mix]), "const", batch_size=3)
+        return np.concatenate(list(imgs), axis=1)

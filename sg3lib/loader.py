@@ -1,0 +1,280 @@
+"""`sg3lib.load`: networks from an official .pkl, an sg3lib snapshot, or an http(s) URL of either.
+
+    nets = sg3lib.load('network-snapshot-001000.pkl')      # or 'https://.../stylegan3-t-ffhq.pkl'
+    G = nets['G_ema']; print(nets['meta']['arch'], nets['meta']['kimg'])
+
+Nothing in a file is executed: official pickles go through a restricted unpickler
+(`sg3lib.compat.official_pkl`), sg3lib snapshots through `torch.load(weights_only=True)`
+(`sg3lib.checkpoint`). Every failure is a `LoadError` (a ValueError) naming the file and the
+problem. Also the `sg3 info PATH` command (`add_info_arguments`, `run_info`).
+"""
+import hashlib
+import http.client
+import json
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+
+class LoadError(ValueError):
+    """A network file (or URL) could not be loaded; the message names it and says why."""
+
+
+NETWORK_KEYS = ("G", "D", "G_ema")
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_HTML_ADVICE = ("The server sent a web page instead of the file (a login, quota, error or "
+                "'cannot scan for viruses' page; Google Drive does this for large or private files). "
+                "Use a direct download link (Drive: share as 'Anyone with the link' and download with "
+                "gdown, or download in a browser) and pass the local path.")
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs
+
+def cache_dir():
+    """Download cache: $SG3LIB_CACHE, else ~/.cache/sg3lib/downloads."""
+    return Path(os.environ.get("SG3LIB_CACHE") or Path.home() / ".cache" / "sg3lib" / "downloads")
+
+
+def _is_url(x):
+    return isinstance(x, str) and re.match(r"^https?://", x, re.I) is not None
+
+
+def _looks_html(head):
+    head = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def download(url, progress=True):
+    """Download `url` once into the cache (temporary name, then rename); returns the local Path."""
+    from tqdm.auto import tqdm
+
+    folder = cache_dir()
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(urllib.parse.urlparse(url).path).name)[-80:] or "download"
+    dest = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}"
+    if dest.is_file() and dest.stat().st_size > 0:
+        return dest
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=folder)
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "sg3lib"})
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(req, timeout=60) as resp:
+            ctype = resp.headers.get("Content-Type", "")
+            if "text/html" in ctype.lower():
+                raise LoadError(f"{url}: got an HTML page (Content-Type {ctype}), not a network file. {_HTML_ADVICE}")
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            done = 0
+            with tqdm(total=total, unit="B", unit_scale=True, desc=base, disable=not progress) as bar:
+                while True:
+                    try:
+                        chunk = resp.read(1 << 20)
+                    except http.client.IncompleteRead as e:
+                        chunk, done = e.partial, done + len(e.partial)
+                        break
+                    if not chunk:
+                        break
+                    if done == 0 and _looks_html(chunk[:256]):
+                        raise LoadError(f"{url}: the download is an HTML page, not a network file. {_HTML_ADVICE}")
+                    f.write(chunk)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and done < total:
+                raise LoadError(f"{url}: the download was cut off ({done:,} of {total:,} bytes). "
+                                "Check the connection and free disk space, then try again.")
+            if done == 0:
+                raise LoadError(f"{url}: the server sent an empty file")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as e:
+        raise LoadError(f"{url}: the server answered HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise LoadError(f"{url}: could not download ({e.reason}); check the address and the connection") from None
+    except (http.client.HTTPException, OSError) as e:
+        raise LoadError(f"{url}: the download failed ({type(e).__name__}: {e}); try again") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+def sniff(path):
+    """'pickle', 'torch-zip' or 'torch-legacy' from the first bytes; LoadError for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise LoadError(f"{path}: is a folder; pass a .pkl or .pt file (sg3lib.checkpoint.find_latest "
+                        "finds the newest snapshot in a folder)")
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise LoadError(f"{path}: the file is empty (0 bytes): a failed download or copy? Get it again.")
+    if _looks_html(head):
+        raise LoadError(f"{path}: is an HTML web page, not a network file. {_HTML_ADVICE}")
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
+        raise LoadError(f"{path}: is an image, not a network file")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "torch-zip"
+    if head.startswith(_LEGACY_TORCH_MAGIC):
+        return "torch-legacy"
+    if head[:1] == b"\x80":
+        return "pickle"
+    raise LoadError(f"{path}: not a network file sg3lib knows (it starts with {head[:16]!r}); expected "
+                    "an official StyleGAN .pkl or an sg3lib snapshot .pt")
+
+
+def arch_of(official_class, init_kwargs):
+    """'stylegan3-t', 'stylegan3-r', 'stylegan2' or 'discriminator'."""
+    if official_class.endswith("Discriminator"):
+        return "discriminator"
+    if "stylegan3" in official_class:
+        radial = init_kwargs.get("use_radial_filters") or init_kwargs.get("conv_kernel") == 1
+        return "stylegan3-r" if radial else "stylegan3-t"
+    return "stylegan2"
+
+
+def build(spec, source="<file>", device="cpu"):
+    """An sg3lib module from {'official_class', 'init_kwargs', 'state_dict'} (strict load)."""
+    from .networks import build_network
+
+    try:
+        module = build_network(spec["official_class"], dict(spec["init_kwargs"]))
+    except Exception as e:
+        raise LoadError(f"{source}: cannot build {spec['official_class']} from its constructor arguments "
+                        f"{spec['init_kwargs']}: {type(e).__name__}: {e}") from None
+    state = spec["state_dict"]
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        raise LoadError(f"{source}: the weights do not fit {spec['official_class']}: "
+                        f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                        f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+                        f"shape mismatch {shapes[:5]}")
+    module.load_state_dict(state, strict=True)
+    return module.to(device).eval()
+
+
+def load(path_or_url, device="cpu", progress=True):
+    """Load the networks of an official .pkl, an sg3lib snapshot, or an http(s) URL of either.
+
+    Returns {'G', 'D', 'G_ema' (whichever the file holds; modules in eval mode, G_ema with
+    requires_grad False), 'meta': {'arch', 'format', 'kimg' (None if unknown), 'init_kwargs' (the
+    generator's constructor kwargs), 'config' (a training run's config if the snapshot has one,
+    else init_kwargs), 'networks' ({name: {'official_class', 'init_kwargs'}}), 'source', ...}}.
+    Official pickles also give 'training_set_kwargs' and 'ignored' (e.g. augment_pipe) in meta;
+    URLs give 'local_path' (the cached copy). Raises LoadError naming the file and the problem.
+    """
+    source = str(path_or_url)
+    if not _is_url(source):
+        return _load_file(Path(path_or_url).expanduser(), source, device)
+    path = download(source, progress=progress)
+    try:
+        out = _load_file(path, source, device)
+    except LoadError as e:
+        raise type(e)(f"{e} (downloaded from {source}; delete that cached file to download again)") from None
+    out["meta"]["local_path"] = str(path)
+    return out
+
+
+def _load_file(path, source, device):
+    kind = sniff(path)
+    if kind == "pickle":
+        from .compat.official_pkl import kimg_from_name, read_official_pkl
+
+        data = read_official_pkl(path)
+        specs = data["networks"]
+        meta = {"format": "official-pkl", "kimg": kimg_from_name(source),
+                "training_set_kwargs": data["training_set_kwargs"], "ignored": data["ignored"]}
+    else:
+        from .checkpoint import load_snapshot
+
+        snap = load_snapshot(path)
+        specs = snap["networks"]
+        meta = dict(snap.get("meta") or {})
+        m = re.match(r"^snapshot-(\d+)\.pt$", Path(source).name)  # the name counts images
+        meta.setdefault("kimg", int(m.group(1)) / 1000 if m else None)
+        meta["format"] = "sg3lib-snapshot"
+        meta["has_training_state"] = bool(snap.get("training_state"))
+    out = {}
+    for name, spec in specs.items():
+        out[name] = build(spec, source, device)
+    if "G_ema" in out:
+        out["G_ema"].requires_grad_(False)
+    gen = next((specs[k] for k in ("G_ema", "G") if k in specs), None)
+    meta["networks"] = {k: {"official_class": s["official_class"], "init_kwargs": s["init_kwargs"]}
+                        for k, s in specs.items()}
+    meta["init_kwargs"] = gen["init_kwargs"] if gen else specs.get("D", {}).get("init_kwargs")
+    meta.setdefault("config", meta["init_kwargs"])  # a training run's own config is kept
+    meta.setdefault("arch", arch_of(gen["official_class"], gen["init_kwargs"]) if gen else "discriminator")
+    meta["source"] = source
+    out["meta"] = meta
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# sg3 info
+
+def describe(nets):
+    """A JSON-able summary of what `load` returned (what `sg3 info` prints)."""
+    meta = nets["meta"]
+    gen = nets.get("G_ema") if nets.get("G_ema") is not None else nets.get("G")
+    info = {"source": meta.get("source"), "format": meta.get("format"), "arch": meta.get("arch"),
+            "kimg": meta.get("kimg")}
+    ref = gen if gen is not None else nets.get("D")
+    for attr in ("img_resolution", "img_channels", "z_dim", "w_dim", "c_dim", "num_ws"):
+        value = getattr(ref, attr, None) if ref is not None else None
+        info[attr] = value if value is not None else (meta.get("init_kwargs") or {}).get(attr)
+    cfg = meta.get("init_kwargs") or {}
+    info["channel_base"], info["channel_max"] = cfg.get("channel_base"), cfg.get("channel_max")
+    info["networks"] = {
+        k: {"official_class": getattr(m, "official_class", meta["networks"].get(k, {}).get("official_class")),
+            "parameters": sum(p.numel() for p in m.parameters()),
+            "buffers": sum(b.numel() for b in m.buffers())}
+        for k, m in nets.items() if k in NETWORK_KEYS}
+    if meta.get("training_set_kwargs"):
+        info["training_set_kwargs"] = meta["training_set_kwargs"]
+    return info
+
+
+def add_info_arguments(parser):
+    parser.add_argument("path", help="official .pkl, sg3lib snapshot .pt, or an http(s) URL of either")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run_info(args):
+    try:
+        info = describe(load(args.path))
+    except LoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    dims = ", ".join(f"{k} {info[k]}" for k in ("z_dim", "w_dim", "c_dim", "num_ws") if info[k] is not None)
+    res, ch = info["img_resolution"], info["img_channels"]
+    lines = [f"file          {info['source']}",
+             f"format        {info['format']}",
+             f"architecture  {info['arch']}",
+             f"kimg          {format(info['kimg'], 'g') if info['kimg'] is not None else 'unknown'}",
+             f"resolution    {res}x{res}, {ch} channel{'s' if ch != 1 else ''}",
+             f"channels      base {info['channel_base']}, max {info['channel_max']}",
+             f"dims          {dims}"]
+    for k, n in info["networks"].items():
+        lines.append(f"{k:<6}        {n['parameters']:>12,} parameters  {n['buffers']:>10,} buffer values  "
+                     f"{n['official_class']}")
+    if "training_set_kwargs" in info:
+        lines.append(f"training set  {json.dumps(info['training_set_kwargs'])}")
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,576 @@
+"""CUDA path of sg3lib.ops: builds kernels/ on first use and wraps them in autograd Functions.
+
+Build: torch.utils.cpp_extension + ninja, in a subprocess with a time limit, into a per-user cache
+`~/.cache/sg3lib/kernels/<key>` (or $SG3LIB_CACHE/kernels/<key>). The key hashes the kernel sources,
+the torch and CUDA versions, the Python version and the GPU architecture, so a change of any of them
+builds afresh and nothing stale is ever loaded. A file lock serialises builds of one key across
+processes; a lock left by a dead process (same host) or older than the build time limit is broken
+with a warning, and waiting for a live one is bounded. Anything that goes wrong (no GPU, CPU build
+of torch, no nvcc, no ninja, a failed or timed-out build, a held lock) gives one warning naming the
+cause, and the ops fall back to the reference path. `report()` says which path each op takes.
+
+Environment: SG3LIB_CUDA=0 disables the kernels; CUDA_HOME picks the toolkit (its bin/nvcc);
+SG3LIB_CACHE moves the cache; SG3LIB_BUILD_TIMEOUT (seconds, default 900) bounds a build.
+
+Autograd (Karras et al. 2020/2021 need first derivatives everywhere and second derivatives of
+upfirdn2d and bias_act for the R1 penalty):
+- upfirdn2d's gradient is an upfirdn2d of the incoming gradient with the flipped filter, up and down
+  swapped and adjusted padding, so its backward re-uses the same Function: any order works.
+- bias_act's backward is a second Function (x -> dy * act'(x + b)) whose own backward uses act''.
+- filtered_lrelu keeps a 1-byte code per intermediate sample (positive / negative / clamped) from
+  the fused forward; the backward is two transposed upfirdn2d passes around that mask (first order).
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+OPS = ("upfirdn2d", "filtered_lrelu", "bias_act")
+ACTS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6,
+        "softplus": 7, "swish": 8}
+_KERNEL_SOURCES = ("upfirdn2d.cu", "filtered_lrelu.cu", "bias_act.cu", "sg3_binding.cpp")
+_KERNEL_HEADERS = ("sg3_kernels.h", "sg3_common.cuh")
+_F32, _F16 = 0, 1
+_KERNEL_DTYPES = (torch.float32, torch.float16)
+
+# ---------------------------------------------------------------------------------------------
+# Finding, building and loading the extension.
+
+
+def kernel_dir():
+    """The folder with the CUDA sources: sg3lib/kernels when installed as a package data folder,
+    else the repository's kernels/ next to sg3lib/."""
+    here = Path(__file__).resolve().parent
+    for d in (here.parent / "kernels", here.parents[1] / "kernels"):
+        if all((d / n).is_file() for n in _KERNEL_SOURCES):
+            return d
+    return None
+
+
+def cache_root():
+    base = os.environ.get("SG3LIB_CACHE")
+    if not base:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sg3lib"
+    return Path(base) / "kernels"
+
+
+def find_nvcc():
+    """(path to nvcc or None, explanation). Honours CUDA_HOME / CUDA_PATH as torch does."""
+    from torch.utils import cpp_extension
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or cpp_extension.CUDA_HOME
+    if not home and Path("/usr/local/cuda/bin/nvcc").exists():
+        home = "/usr/local/cuda"
+    if not home and shutil.which("nvcc"):
+        home = str(Path(shutil.which("nvcc")).resolve().parents[1])
+    if not home:
+        return None, "nvcc not found (no CUDA toolkit on PATH and CUDA_HOME unset)"
+    nvcc = Path(home) / "bin" / "nvcc"
+    if not os.access(nvcc, os.X_OK):
+        return None, f"nvcc not found at {nvcc} (CUDA_HOME={home})"
+    return str(nvcc), f"nvcc at {nvcc}"
+
+
+def _toolchain_problem():
+    """Why the kernels cannot be built on this machine, or None. Cheap: runs no compiler."""
+    if os.environ.get("SG3LIB_CUDA", "1") == "0":
+        return "disabled by SG3LIB_CUDA=0"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible to torch"
+    if not torch.version.cuda:
+        return f"torch {torch.__version__} is a CPU-only build"
+    if kernel_dir() is None:
+        return "kernel sources (kernels/*.cu) not found next to the sg3lib package"
+    nvcc, why = find_nvcc()
+    if nvcc is None:
+        return why + f"; install the CUDA toolkit {torch.version.cuda} or set CUDA_HOME"
+    from torch.utils import cpp_extension
+    if not cpp_extension.is_ninja_available():
+        return "ninja not found; `pip install ninja`"
+    return None
+
+
+def build_key():
+    """Hash of everything that makes a build different: sources, versions, GPU architecture."""
+    h = hashlib.sha256()
+    kdir = kernel_dir()
+    for name in sorted(_KERNEL_SOURCES + _KERNEL_HEADERS):
+        h.update(name.encode())
+        h.update((kdir / name).read_bytes())
+    major, minor = torch.cuda.get_device_capability()
+    nvcc, _ = find_nvcc()
+    for part in (torch.__version__, torch.version.cuda, f"sm_{major}{minor}", nvcc,
+                 f"py{sys.version_info[0]}.{sys.version_info[1]}", " ".join(_flags()["cuda"])):
+        h.update(str(part).encode())
+    return h.hexdigest()[:16]
+
+
+def _flags():
+    return {"cxx": ["-O3"], "cuda": ["-O3", "--expt-relaxed-constexpr"]}
+
+
+def _build_timeout():
+    return float(os.environ.get("SG3LIB_BUILD_TIMEOUT", "900"))
+
+
+class FileLock:
+    """Exclusive lock file holding {pid, host, time}, with bounded waiting.
+
+    A lock whose process is gone (same host) or that is older than `stale_s` is broken with a
+    warning; waiting for a live lock longer than `timeout_s` raises TimeoutError (never hangs).
+    """
+
+    def __init__(self, path, timeout_s, stale_s, poll_s=0.5):
+        self.path, self.timeout_s, self.stale_s, self.poll_s = Path(path), timeout_s, stale_s, poll_s
+
+    def _holder(self):
+        try:
+            info = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            info = {}
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            age = 0.0
+        return info, age
+
+    def _is_dead(self, info):
+        if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+            return False
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def acquire(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                info, age = self._holder()
+                if self._is_dead(info) or age > self.stale_s:
+                    why = "its process is gone" if self._is_dead(info) else f"it is {age:.0f} s old"
+                    warnings.warn(f"sg3lib: breaking stale kernel build lock {self.path} ({why}; "
+                                  f"holder {info or 'unknown'})", stacklevel=3)
+                    try:  # rename first: of two processes breaking the same lock only one succeeds
+                        tmp = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
+                        os.rename(self.path, tmp)
+                        os.remove(tmp)
+                    except OSError:
+                        pass
+                    continue
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"kernel build lock {self.path} held by {info or 'unknown'} for "
+                                       f"{age:.0f} s; delete it if no build is running")
+                time.sleep(self.poll_s)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, fh)
+            return self
+
+    def release(self):
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _first_error_line(text):
+    """The line of a build log that says what went wrong: the first compiler error, else the
+    Python exception that ended the build, else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:
+        if re.search(r"(^|[\s:)])(fatal )?error( [A-Z]*\d+)?\s?:|nvcc fatal", ln, re.IGNORECASE):
+            return ln[:300]
+    for ln in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln):
+            return ln[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _load_kwargs(name, build_dir):
+    kdir = kernel_dir()
+    return dict(name=name, sources=[str(kdir / n) for n in _KERNEL_SOURCES],
+                extra_include_paths=[str(kdir)], build_directory=str(build_dir),
+                extra_cflags=_flags()["cxx"], extra_cuda_cflags=_flags()["cuda"])
+
+
+def _build_and_load():
+    """Build (in a subprocess, time-limited) and import the extension. Raises on failure."""
+    from torch.utils import cpp_extension
+    key = build_key()
+    build_dir = cache_root() / key
+    build_dir.mkdir(parents=True, exist_ok=True)
+    name = f"sg3lib_kernels_{key}"
+    kwargs = _load_kwargs(name, build_dir)
+    major, minor = torch.cuda.get_device_capability()
+    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}")
+    timeout = _build_timeout()
+    with FileLock(cache_root() / f"{key}.lock", timeout_s=timeout + 120, stale_s=timeout + 60):
+        torch_lock = build_dir / "lock"  # torch's own baton: stale whenever we hold our lock
+        if torch_lock.exists():
+            torch_lock.unlink()
+        script = ("import json, sys\nfrom torch.utils import cpp_extension\n"
+                  "cpp_extension.load(verbose=True, **json.loads(sys.argv[1]))\n")
+        try:
+            proc = subprocess.run([sys.executable, "-c", script, json.dumps(kwargs)], env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"build timed out after {timeout:.0f} s (SG3LIB_BUILD_TIMEOUT); "
+                               f"build folder {build_dir}")
+        if proc.returncode != 0:
+            (build_dir / "build_error.log").write_text(proc.stdout + proc.stderr)
+            raise RuntimeError(f"build failed: {_first_error_line(proc.stdout + proc.stderr)} "
+                               f"(full log: {build_dir / 'build_error.log'})")
+        old = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        os.environ["TORCH_CUDA_ARCH_LIST"] = env["TORCH_CUDA_ARCH_LIST"]
+        try:  # already built: ninja finds nothing to do and this only imports
+            module = cpp_extension.load(verbose=False, **kwargs)
+        finally:
+            if old is None:
+                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+            else:
+                os.environ["TORCH_CUDA_ARCH_LIST"] = old
+    return module, f"sm_{major}{minor}, {build_dir}"
+
+
+class _State:
+    lock = threading.Lock()
+    done = False
+    ok = False
+    reason = "not checked yet"
+    module = None
+    warned = False
+
+
+def available(warn=True):
+    """(True, detail) when the kernels are built and loaded, else (False, reason). Never raises;
+    the first call may build (minutes, bounded by SG3LIB_BUILD_TIMEOUT); later calls are free."""
+    with _State.lock:
+        if not _State.done:
+            try:
+                problem = _toolchain_problem()
+                if problem is None:
+                    _State.module, _State.reason = _build_and_load()
+                    _State.ok = True
+                else:
+                    _State.reason = problem
+            except Exception as e:  # any failure means: use the reference path
+                _State.ok, _State.module = False, None
+                _State.reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if isinstance(e, TimeoutError):
+                    _State.reason = "lock held: " + _State.reason
+            _State.done = True
+        if warn and not _State.ok and not _State.warned and _State.reason != "disabled by SG3LIB_CUDA=0":
+            _State.warned = True
+            warnings.warn(f"sg3lib: CUDA kernels unavailable ({_State.reason}); the ops use the "
+                          "pure-PyTorch reference path instead (correct, slower). "
+                          "sg3lib.ops.report() shows the details.", stacklevel=3)
+        return _State.ok, _State.reason
+
+
+def _reset():
+    """Forget the cached result (tests)."""
+    with _State.lock:
+        _State.done, _State.ok, _State.reason, _State.module, _State.warned = (
+            False, False, "not checked yet", None, False)
+
+
+def report():
+    """One line per op: which path it takes for CUDA tensors here, and why."""
+    ok, reason = available(warn=False)
+    notes = {
+        "upfirdn2d": "polyphase kernel, separable filters as two passes",
+        "filtered_lrelu": "fused kernel; unfused CUDA passes when filters exceed shared memory",
+        "bias_act": "elementwise kernel with first and second derivatives",
+    }
+    if ok:
+        return "\n".join(f"{op}: cuda kernel ({notes[op]}; {reason}); float64/bfloat16 and CPU "
+                         f"tensors use the reference" for op in OPS)
+    return "\n".join(f"{op}: reference ({reason})" for op in OPS)
+
+
+def _ext():
+    ok, reason = available()
+    if not ok:
+        raise RuntimeError(f"sg3lib CUDA kernels unavailable: {reason}")
+    return _State.module
+
+
+# ---------------------------------------------------------------------------------------------
+# upfirdn2d
+
+
+def _fsize(f):
+    """(fw, fh) of a filter; None is the 1x1 identity."""
+    if f is None:
+        return 1, 1
+    return (f.shape[-1], f.shape[0]) if f.ndim == 2 else (f.shape[0], f.shape[0])
+
+
+def _corr_passes(f, flip_filter, gain, device):
+    """Correlation kernels (float32, 2-D) to run: one for a 2-D filter, [1, k] then [k, 1] for a
+    1-D (separable) one. Flipping here makes the kernels plain correlations."""
+    if f is None:
+        f = torch.ones([1, 1])
+    f = f.to(device=device, dtype=torch.float32)
+    if f.ndim not in (1, 2):
+        raise ValueError(f"filter must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
+    f = f * (gain ** (f.ndim / 2))
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    if f.ndim == 2:
+        return [f.contiguous()]
+    return [f.reshape(1, -1).contiguous(), f.reshape(-1, 1).contiguous()]
+
+
+def _upfirdn2d_raw(x, f, up, down, padding, flip_filter, gain, out_dtype=None):
+    """Forward kernels only (no autograd). up/down (x, y); padding (x0, x1, y0, y1)."""
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
+    out_code = _F16 if (out_dtype or x.dtype) == torch.float16 else _F32
+    ext = _ext()
+    x = x.contiguous()
+    passes = _corr_passes(f, flip_filter, gain, x.device)
+    if len(passes) == 1:
+        return ext.upfirdn2d(x, passes[0], upx, upy, downx, downy, px0, px1, py0, py1, out_code)
+    t = ext.upfirdn2d(x, passes[0], upx, 1, downx, 1, px0, px1, 0, 0, _F32)
+    return ext.upfirdn2d(t, passes[1], 1, upy, 1, downy, 0, 0, py0, py1, out_code)
+
+
+def _transpose_padding(in_size, out_size, fsize, up, down, p0):
+    """Padding (p0', p1') of the upfirdn2d that computes the gradient (up and down swapped, filter
+    flipped): it must map the out_size gradient back onto exactly in_size samples."""
+    return fsize - p0 - 1, in_size * up - out_size * down + p0 - up + 1
+
+
+class _Upfirdn2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain):
+        y = _upfirdn2d_raw(x, f, up, down, padding, flip_filter, gain)
+        ctx.save_for_backward(f)
+        ctx.args = (up, down, padding, flip_filter, gain, x.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain, shape = ctx.args
+        dx = None
+        if ctx.needs_input_grad[0]:
+            fw, fh = _fsize(f)
+            gx = _transpose_padding(shape[3], dy.shape[3], fw, upx, downx, px0)
+            gy = _transpose_padding(shape[2], dy.shape[2], fh, upy, downy, py0)
+            dx = _Upfirdn2d.apply(dy, f, (downx, downy), (upx, upy), (gx[0], gx[1], gy[0], gy[1]),
+                                  not flip_filter, gain)
+        return dx, None, None, None, None, None, None
+
+
+def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
+    """CUDA upfirdn2d; see sg3lib/ops/upfirdn2d.py for the definition. No gradient for f."""
+    if x.dtype not in _KERNEL_DTYPES:
+        from .upfirdn2d import upfirdn2d_ref
+        return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {tuple(x.shape)}")
+    fw, fh = _fsize(f)
+    if x.shape[2] * up[1] + padding[2] + padding[3] < fh or x.shape[3] * up[0] + padding[0] + padding[1] < fw:
+        raise ValueError(f"upfirdn2d output would be empty: input {tuple(x.shape[2:])}, up {up}, "
+                         f"down {down}, padding {padding}, filter {fh}x{fw}")
+    if f is None:
+        f = torch.ones([1, 1], device=x.device)
+    return _Upfirdn2d.apply(x, f, tuple(up), tuple(down), tuple(padding), bool(flip_filter), float(gain))
+
+
+# ---------------------------------------------------------------------------------------------
+# filtered_lrelu
+
+
+def _as_2d(f, device):
+    """Filter as one 2-D float32 tensor (a separable 1-D filter becomes its outer product)."""
+    if f is None:
+        return torch.ones([1, 1], device=device)
+    f = f.to(device=device, dtype=torch.float32)
+    return f[:, None] * f[None, :] if f.ndim == 1 else f
+
+
+def _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter):
+    """Same result from separate CUDA passes (float32 intermediate); for filters too large for the
+    fused kernel's shared memory. Returns (y, mask) with the fused kernel's mask codes."""
+    xb = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    t = _upfirdn2d_raw(xb, fu, (up, up), (1, 1), padding, flip_filter, up ** 2, out_dtype=torch.float32)
+    pos = t > 0
+    v = torch.where(pos, t, t * slope) * gain
+    mask = torch.where(pos, 1, 2).to(torch.int8)
+    if clamp is not None:
+        mask[(v > clamp) | (v < -clamp)] = 0
+        v = v.clamp(-clamp, clamp)
+    y = _upfirdn2d_raw(v, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, 1.0, out_dtype=x.dtype)
+    return y, mask
+
+
+class _FilteredLrelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+        x = x.contiguous()
+        want_mask = ctx.needs_input_grad[0] or ctx.needs_input_grad[3]
+        # Correlation kernels for the fused pass: flip unless flip_filter; up**2 is the up gain.
+        wu = _as_2d(fu, x.device) * (up ** 2)
+        wd = _as_2d(fd, x.device)
+        if not flip_filter:
+            wu, wd = wu.flip([0, 1]), wd.flip([0, 1])
+        bb = b.to(x.dtype).contiguous() if b is not None else torch.empty([0], device=x.device, dtype=x.dtype)
+        px0, px1, py0, py1 = padding
+        y, mask = _ext().filtered_lrelu(x, wu.contiguous(), wd.contiguous(), bb, up, down, px0, px1,
+                                        py0, py1, gain, slope, -1.0 if clamp is None else clamp, want_mask)
+        if y is None:  # filters too large for shared memory
+            y, mask = _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter)
+        ctx.save_for_backward(fu, fd, mask if want_mask else None)
+        ctx.args = (up, down, padding, gain, slope, flip_filter, x.shape, x.dtype,
+                    None if b is None else b.dtype)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        fu, fd, mask = ctx.saved_tensors
+        up, down, (px0, px1, py0, py1), gain, slope, flip_filter, shape, xdtype, bdtype = ctx.args
+        th, tw = mask.shape[2], mask.shape[3]
+        # Through the downsampling pass (its transpose), at the intermediate resolution.
+        fdw, fdh = _fsize(fd)
+        gx = _transpose_padding(tw, dy.shape[3], fdw, 1, down, 0)
+        gy = _transpose_padding(th, dy.shape[2], fdh, 1, down, 0)
+        dt = _upfirdn2d_raw(dy.float(), fd, (down, down), (1, 1), (gx[0], gx[1], gy[0], gy[1]),
+                            not flip_filter, 1.0, out_dtype=torch.float32)
+        # Through leaky ReLU * gain and the clamp: the mask holds the slope of each sample.
+        dt = torch.where(mask == 1, dt * gain, torch.where(mask == 2, dt * (gain * slope), torch.zeros_like(dt)))
+        # Through the upsampling pass (its transpose) back to the input resolution.
+        fuw, fuh = _fsize(fu)
+        gx = _transpose_padding(shape[3], tw, fuw, up, 1, px0)
+        gy = _transpose_padding(shape[2], th, fuh, up, 1, py0)
+        dxb = _upfirdn2d_raw(dt, fu, (1, 1), (up, up), (gx[0], gx[1], gy[0], gy[1]), not flip_filter,
+                             up ** 2, out_dtype=torch.float32)
+        dx = dxb.to(xdtype) if ctx.needs_input_grad[0] else None
+        db = dxb.sum([0, 2, 3]).to(bdtype) if ctx.needs_input_grad[3] else None
+        return dx, None, None, db, None, None, None, None, None, None, None
+
+
+def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    """CUDA filtered_lrelu (fused forward); see sg3lib/ops/filtered_lrelu.py. No gradient for fu/fd;
+    first derivatives only (the official op has no double backward either)."""
+    if x.dtype not in _KERNEL_DTYPES:
+        from .filtered_lrelu import filtered_lrelu_ref
+        return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+    if x.ndim != 4:
+        raise ValueError(f"filtered_lrelu expects x of shape [N, C, H, W], got {tuple(x.shape)}")
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[1]):
+        raise ValueError(f"bias of shape {tuple(b.shape)} does not match the {x.shape[1]} channels of x")
+    for name, f in (("fu", fu), ("fd", fd)):
+        if f is not None and f.ndim not in (1, 2):
+            raise ValueError(f"{name} must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
+    fuw, fuh = _fsize(fu)
+    fdw, fdh = _fsize(fd)
+    th = x.shape[2] * up + padding[2] + padding[3] - fuh + 1
+    tw = x.shape[3] * up + padding[0] + padding[1] - fuw + 1
+    if th < fdh or tw < fdw:
+        raise ValueError(f"filtered_lrelu output would be empty: input {tuple(x.shape[2:])}, up {up}, "
+                         f"down {down}, padding {padding}, fu {fuh}x{fuw}, fd {fdh}x{fdw}")
+    return _FilteredLrelu.apply(x, fu, fd, b, int(up), int(down), tuple(padding), float(gain),
+                                float(slope), None if clamp is None else float(clamp), bool(flip_filter))
+
+
+# ---------------------------------------------------------------------------------------------
+# bias_act
+
+
+def _empty(x):
+    return torch.empty([0], device=x.device, dtype=x.dtype)
+
+
+def _prep_b(b, x):
+    return _empty(x) if b is None else b.to(x.dtype).contiguous()
+
+
+def _sum_but(t, dim):
+    return t.sum([d for d in range(t.ndim) if d != dim])
+
+
+class _BiasAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, dim, act, alpha, gain, clamp):
+        xc = x.contiguous()
+        y = _ext().bias_act(xc, _prep_b(b, xc), _empty(xc), _empty(xc), dim, ACTS[act], 0, alpha, gain,
+                            -1.0 if clamp is None else clamp)
+        ctx.save_for_backward(x, b)  # the inputs themselves, so double backward reaches them
+        ctx.args = (dim, act, alpha, gain, clamp)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, b = ctx.saved_tensors
+        dim = ctx.args[0]
+        dx = _BiasActGrad.apply(dy, x, b, *ctx.args)
+        db = _sum_but(dx, dim).to(b.dtype) if b is not None and ctx.needs_input_grad[1] else None
+        return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None, None
+
+
+class _BiasActGrad(torch.autograd.Function):
+    """dx = dy * gain * act'(x + b) (0 where clamped); differentiable once more (R1)."""
+
+    @staticmethod
+    def forward(ctx, dy, x, b, dim, act, alpha, gain, clamp):
+        xc = x.contiguous()
+        dx = _ext().bias_act(xc, _prep_b(b, xc), dy.contiguous().to(xc.dtype), _empty(xc), dim, ACTS[act],
+                             1, alpha, gain, -1.0 if clamp is None else clamp)
+        ctx.save_for_backward(dy, x, b)
+        ctx.args = (dim, act, alpha, gain, clamp)
+        return dx
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ddx):
+        dy, x, b = ctx.saved_tensors
+        dim, act, alpha, gain, clamp = ctx.args
+        xc = x.contiguous()
+        ddx = ddx.contiguous().to(xc.dtype)
+        d_dy = d_x = d_b = None
+        bc, c = _prep_b(b, xc), -1.0 if clamp is None else clamp
+        if ctx.needs_input_grad[0]:  # dx is linear in dy: d(dx)/d(dy) . ddx = ddx * gain * act'
+            d_dy = _ext().bias_act(xc, bc, ddx, _empty(xc), dim, ACTS[act], 1, alpha, gain, c).to(dy.dtype)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # dy * ddx * gain * act''
+            d_x = _ext().bias_act(xc, bc, dy.contiguous().to(xc.dtype), ddx, dim, ACTS[act], 2, alpha, gain, c)
+            if b is not None and ctx.needs_input_grad[2]:
+                d_b = _sum_but(d_x, dim).to(b.dtype)
+        return (d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None)
+
+
+def bias_act(x, b, dim, act, alpha, gain, clamp):
+    """CUDA bias_act; alpha, gain resolved floats, clamp float or None. Twice differentiable."""
+    if x.dtype not in _KERNEL_DTYPES:
+        from .bias_act import bias_act_ref
+        return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+    if act not in ACTS:
+        raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(ACTS)}")
+    dim = dim % x.ndim
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+        raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
+    return _BiasAct.apply(x, b, dim, act, float(alpha), float(gain), None if clamp is None else float(clamp))

@@ -1,0 +1,200 @@
+"""ADA: adaptive discriminator augmentation (Karras et al. 2020, "Training GANs with limited data").
+
+Every image shown to D (real or fake) passes through the same random, differentiable pipeline;
+each transform is applied with probability p. D then never sees un-augmented images and cannot
+learn the augmentations as part of the data distribution, as long as p stays below ~0.8
+(paper sec. 2). p is tuned during training towards a target of the overfitting heuristic
+r_t = E[sign(D(real))] (paper eq. 1 and sec. 3): see `AdaController`.
+
+The pipeline here is 'bgc' of the paper (its recommended one):
+  pixel blitting: x-flip, 90-degree rotations, integer translation;
+  geometric: isotropic scale, pre-rotation, anisotropic scale, post-rotation, fractional
+             translation (rotations use p_rot = 1 - sqrt(1 - p) so that some rotation
+             happens with probability p);
+  colour: brightness, contrast, luma flip, hue rotation, saturation.
+All geometric steps are composed into one affine matrix per image and applied with a single
+bilinear resampling with reflect padding (integer steps land exactly on pixels). The sampler is
+written with gather() and constant weights, so it is linear in the image and differentiable
+twice: lazy R1 takes the gradient of D(augment(real)) with respect to the real image.
+(The paper resamples through a wavelet-filtered 2x upsample to avoid aliasing; plain bilinear
+is a deliberate simplification.)
+
+Randomness: `draw(n, generator)` makes every random number one image needs, for a whole
+global batch at once; `augment(x, p, rnd)` takes a row slice of it. The result is therefore
+the same however the batch is split into rounds or processes.
+"""
+import math
+
+import torch
+
+_U_KEYS = ("xflip", "xflip_bit", "rot90", "rot90_k", "itrans", "itx", "ity", "iso", "prerot",
+           "prerot_a", "aniso", "postrot", "postrot_a", "ftrans", "bright", "contrast", "lumaflip",
+           "lumaflip_bit", "hue", "hue_a", "sat")
+_N_KEYS = ("iso_s", "aniso_s", "ftx", "fty", "bright_b", "contrast_c", "sat_s")
+
+
+def draw(n, generator=None):
+    """All random numbers for `n` images: dict of float32 CPU tensors of shape [n]."""
+    u = torch.rand([n, len(_U_KEYS)], generator=generator)
+    g = torch.randn([n, len(_N_KEYS)], generator=generator)
+    out = {k: u[:, i] for i, k in enumerate(_U_KEYS)}
+    out.update({k: g[:, i] for i, k in enumerate(_N_KEYS)})
+    return out
+
+
+def slice_rnd(rnd, start, stop):
+    return {k: v[start:stop] for k, v in rnd.items()}
+
+
+def _mat(rows, n):
+    """Stack per-image 3x3 matrices from nested lists of [n] tensors or scalars."""
+    return torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.float32).expand(n)
+                                     for v in r], -1) for r in rows], -2)
+
+
+def _rotation(a):
+    c, s, z, o = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
+    return _mat([[c, -s, z], [s, c, z], [z, z, o]], a.numel())
+
+
+def _scale(sx, sy):
+    z, o = torch.zeros_like(sx), torch.ones_like(sx)
+    return _mat([[sx, z, z], [z, sy, z], [z, z, o]], sx.numel())
+
+
+def _translate(tx, ty):
+    z, o = torch.zeros_like(tx), torch.ones_like(tx)
+    return _mat([[o, z, tx], [z, o, ty], [z, z, o]], tx.numel())
+
+
+def geometric_matrix(rnd, p, size):
+    """Per-image 3x3 matrix mapping output pixel coordinates (centred) to input coordinates."""
+    n = rnd["xflip"].numel()
+    on = lambda key, prob=p: (rnd[key] < prob).float()  # noqa: E731  (gate of one transform)
+    p_rot = 1 - math.sqrt(max(1 - p, 0.0))
+    M = torch.eye(3).expand(n, 3, 3)
+    flip = 1 - 2 * on("xflip") * (rnd["xflip_bit"] < 0.5).float()
+    M = M @ _scale(flip, torch.ones(n))
+    M = M @ _rotation(on("rot90") * torch.floor(rnd["rot90_k"] * 4) * (math.pi / 2))
+    t = on("itrans")
+    M = M @ _translate(torch.round((rnd["itx"] * 0.25 - 0.125) * size) * t,
+                       torch.round((rnd["ity"] * 0.25 - 0.125) * size) * t)
+    s = torch.exp2(rnd["iso_s"] * 0.2 * on("iso"))
+    M = M @ _scale(s, s)
+    M = M @ _rotation((rnd["prerot_a"] * 2 - 1) * math.pi * on("prerot", p_rot))
+    s = torch.exp2(rnd["aniso_s"] * 0.2 * on("aniso"))
+    M = M @ _scale(s, 1 / s)
+    M = M @ _rotation((rnd["postrot_a"] * 2 - 1) * math.pi * on("postrot", p_rot))
+    t = on("ftrans")
+    M = M @ _translate(rnd["ftx"] * 0.125 * size * t, rnd["fty"] * 0.125 * size * t)
+    return M
+
+
+def _reflect(i, n):
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    i = torch.remainder(i, period)
+    return torch.where(i > n - 1, period - i, i)
+
+
+def resample(x, M):
+    """Bilinear resampling of x [N,C,H,W] at M @ (output pixel), reflect padding. Twice differentiable."""
+    N, C, H, W = x.shape
+    dev = x.device
+    ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float32),
+                            torch.arange(W, device=dev, dtype=torch.float32), indexing="ij")
+    cx, cy = (W - 1) / 2, (H - 1) / 2
+    pts = torch.stack([xs.flatten() - cx, ys.flatten() - cy, torch.ones(H * W, device=dev)])
+    src = M.to(dev) @ pts  # [N, 3, HW]
+    sx, sy = src[:, 0] + cx, src[:, 1] + cy
+    x0, y0 = torch.floor(sx), torch.floor(sy)
+    wx, wy = (sx - x0).unsqueeze(1).to(x.dtype), (sy - y0).unsqueeze(1).to(x.dtype)
+    flat = x.reshape(N, C, H * W)
+
+    def tap(iy, ix):
+        idx = (_reflect(iy, H) * W + _reflect(ix, W)).long().unsqueeze(1).expand(N, C, H * W)
+        return flat.gather(2, idx)
+
+    out = (tap(y0, x0) * (1 - wx) * (1 - wy) + tap(y0, x0 + 1) * wx * (1 - wy)
+           + tap(y0 + 1, x0) * (1 - wx) * wy + tap(y0 + 1, x0 + 1) * wx * wy)
+    return out.reshape(N, C, H, W)
+
+
+def colour_matrix(rnd, p):
+    """Per-image 4x4 matrix acting on homogeneous RGB (ADA appendix: colour transformations)."""
+    n = rnd["bright"].numel()
+    on = lambda key: (rnd[key] < p).float()  # noqa: E731
+    I4 = torch.eye(4).expand(n, 4, 4)
+    v = torch.tensor([1, 1, 1, 0], dtype=torch.float32) / math.sqrt(3)  # luma axis
+    vv = torch.outer(v, v).expand(n, 4, 4)
+    b = rnd["bright_b"] * 0.2 * on("bright")
+    B = I4.clone()
+    B[:, :3, 3] = b.unsqueeze(1)
+    c = torch.exp2(rnd["contrast_c"] * 0.5 * on("contrast"))
+    Cm = torch.diag_embed(torch.stack([c, c, c, torch.ones(n)], -1))
+    flip = on("lumaflip") * (rnd["lumaflip_bit"] < 0.5).float()
+    L = I4 - 2 * vv * flip.view(n, 1, 1)
+    theta = (rnd["hue_a"] * 2 - 1) * math.pi * on("hue")
+    # Rotation about the luma axis (Rodrigues): cos I + sin [v]x + (1 - cos) v v^T on RGB.
+    k = torch.zeros(4, 4)
+    k[0, 1], k[0, 2], k[1, 0], k[1, 2], k[2, 0], k[2, 1] = -v[2], v[1], v[2], -v[0], -v[1], v[0]
+    ct, st = torch.cos(theta).view(n, 1, 1), torch.sin(theta).view(n, 1, 1)
+    I3 = torch.diag(torch.tensor([1.0, 1, 1, 0]))
+    Hm = ct * I3 + st * k + (1 - ct) * vv
+    Hm = Hm + torch.diag(torch.tensor([0.0, 0, 0, 1]))
+    s = torch.exp2(rnd["sat_s"] * 1.0 * on("sat")).view(n, 1, 1)
+    S = vv + (I4 - vv) * s
+    S[:, 3, 3] = 1
+    return S @ Hm @ L @ Cm @ B
+
+
+def augment(x, p, rnd):
+    """Augment images x [N,C,H,W] in [-1,1] with probability p per transform; rnd from draw()."""
+    if p <= 0:
+        return x
+    N, C, H, W = x.shape
+    x = resample(x, geometric_matrix(rnd, p, W))
+    if C == 3:
+        M = colour_matrix(rnd, p).to(x.device, x.dtype)
+        x = torch.einsum("nij,njhw->nihw", M[:, :3, :3], x) + M[:, :3, 3].reshape(N, 3, 1, 1)
+    else:  # grayscale: brightness and contrast only
+        on = lambda key: (rnd[key] < p).float().to(x.device, x.dtype).view(N, 1, 1, 1)  # noqa: E731
+        x = x + rnd["bright_b"].to(x).view(N, 1, 1, 1) * 0.2 * on("bright")
+        x = x * torch.exp2(rnd["contrast_c"].to(x).view(N, 1, 1, 1) * 0.5 * on("contrast"))
+    return x
+
+
+class AdaController:
+    """Adjusts p towards the target of r_t = E[sign(D(real))] (ADA sec. 3).
+
+    Every `interval` steps: p += sign(r_t - target) * (images seen) / (speed_kimg * 1000),
+    so p can go from 0 to 1 in `speed_kimg` thousand images. The running sums are part of the
+    training state so that a resumed run adjusts p exactly as an uninterrupted one.
+    """
+
+    def __init__(self, p=0.0, target=0.6, interval=4, speed_kimg=500, enabled=True):
+        self.p, self.target, self.interval, self.speed = float(p), target, interval, speed_kimg
+        self.enabled = enabled
+        self.sign_sum, self.count = 0.0, 0.0
+        self.rt = None
+
+    def accumulate(self, real_logits_sign_sum, n):
+        self.sign_sum += float(real_logits_sign_sum)
+        self.count += float(n)
+
+    def update(self, step, batch):
+        """Call after step `step` (0-based) with global batch size; returns the new p."""
+        if not self.enabled or (step + 1) % self.interval or self.count == 0:
+            return self.p
+        self.rt = self.sign_sum / self.count
+        adjust = math.copysign(1.0, self.rt - self.target) * batch * self.interval / (self.speed * 1000)
+        self.p = min(max(self.p + adjust, 0.0), 1.0)
+        self.sign_sum, self.count = 0.0, 0.0
+        return self.p
+
+    def state_dict(self):
+        return {"p": self.p, "sign_sum": self.sign_sum, "count": self.count}
+
+    def load_state_dict(self, s):
+        self.p, self.sign_sum, self.count = float(s["p"]), float(s["sign_sum"]), float(s["count"])

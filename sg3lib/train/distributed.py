@@ -1,0 +1,73 @@
+"""Multi-process training with PyTorch's own engine (torchrun): NCCL on GPUs, gloo on CPU.
+
+Each process (rank) takes an equal slice of the global batch; gradients are summed with one
+all_reduce per optimizer step (losses are already scaled by 1/global batch, so the sum is the
+global mean). Only rank 0 writes files.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init(device=None):
+    """Join the process group started by torchrun (if any). Returns (rank, world_size, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def world_size():
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_sum(t):
+    """Sum `t` over ranks (in place where possible); returns the summed tensor."""
+    if world_size() > 1:
+        if dist.get_backend() == "nccl" and t.device.type != "cuda":
+            u = t.cuda()
+            dist.all_reduce(u, op=dist.ReduceOp.SUM)
+            t.copy_(u.cpu())
+        else:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_module(module):
+    """Make every rank start from rank 0's parameters and buffers."""
+    if world_size() > 1:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def barrier():
+    if world_size() > 1:
+        dist.barrier()
+
+
+def cleanup():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def average_buffers(module):
+    """Average floating-point buffers over ranks (running statistics such as w_avg and
+    StyleGAN3's magnitude EMA are updated from each rank's own images)."""
+    if world_size() > 1:
+        bufs = [b for b in module.buffers() if b.is_floating_point()]
+        if bufs:
+            flat = torch.cat([b.detach().flatten().float() for b in bufs])
+            all_reduce_sum(flat)
+            flat /= world_size()
+            i = 0
+            for b in bufs:
+                b.copy_(flat[i:i + b.numel()].view_as(b))
+                i += b.numel()

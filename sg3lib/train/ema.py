@@ -1,0 +1,22 @@
+"""Exponential moving average of the generator's weights (Karras et al. 2018/2020).
+
+The half-life is `ema_kimg` thousand images; during the first part of training it is shortened
+to `ema_rampup * images seen` so that the average is not dominated by the random initial weights.
+"""
+import torch
+
+
+def ema_beta(cur_nimg, batch, ema_kimg, ema_rampup=None):
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    return 0.5 ** (batch / max(ema_nimg, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(G_ema, G, beta):
+    """G_ema <- beta * G_ema + (1 - beta) * G; buffers (w_avg, magnitude EMA, filters) are copied."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b.detach())

@@ -1,0 +1,625 @@
+"""The training loop: `train(data, outdir, ...)`, called by notebooks and by `sg3 train`.
+
+Exact resume. Nothing in a step depends on the process's history except what a snapshot holds:
+- the data order is a pure function of (seed, epoch): global image number g is item
+  perm(seed, g // N)[g % N] of the dataset, and step s reads images [s*B, (s+1)*B);
+- a step's random numbers come from generators seeded with (seed, step, phase);
+- the state that evolves (weights, Adam moments, G_ema, ADA p and its running sums, the
+  path-length mean, counters, tick start) is saved in every snapshot.
+So a run stopped after a snapshot and resumed with `resume='latest'` computes the same
+weights as one that never stopped (bit for bit in deterministic mode on the same machine).
+The global RNG states (torch, cuda, numpy, python) are saved and restored as well, for code
+that uses them (e.g. StyleGAN2's noise inputs draw from torch's global generator, which is
+re-seeded from (seed, step, phase, round) before each round).
+"""
+import copy
+import glob
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from . import augment as aug
+from . import config as config_mod
+from . import distributed as dist_mod
+from .ema import ema_beta, update_ema
+from .loss import Phases
+from .stats import StatsWriter, truncate_after
+
+PHASE_IDS = {"Gmain": 1, "Greg": 2, "Dmain": 3, "Dreg": 4, "data": 5, "grid": 6}
+
+
+class TrainError(RuntimeError):
+    """A problem the user can fix (bad dataset, outdir, resume config); the message says how."""
+
+
+# ----------------------------------------------------------------------------------------
+# Randomness and data order
+
+
+def derive_seed(*parts):
+    """A 63-bit seed from integers (seed, step, phase, ...), stable across runs and machines."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32)
+               .astype(np.uint64).dot(np.array([1 << 32, 1], dtype=np.uint64)) & ((1 << 63) - 1))
+
+
+def generator(*parts):
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def epoch_order(seed, epoch, n):
+    return torch.randperm(n, generator=generator(seed, PHASE_IDS["data"], epoch))
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """Infinite stream of dataset indices for one rank, from global image `start` on.
+
+    Global images [s*B, (s+1)*B) form step s; rank r takes the r-th of `world` equal slices.
+    """
+
+    def __init__(self, n, seed, batch, rank, world, start):
+        self.n, self.seed, self.batch, self.rank, self.world, self.start = n, seed, batch, rank, world, start
+
+    def __iter__(self):
+        per_rank = self.batch // self.world
+        g = self.start
+        epoch, order = None, None
+        while True:
+            for j in range(g + self.rank * per_rank, g + (self.rank + 1) * per_rank):
+                if j // self.n != epoch:
+                    epoch = j // self.n
+                    order = epoch_order(self.seed, epoch, self.n)
+                yield int(order[j % self.n])
+            g += self.batch
+
+
+def draw_step(cfg, step, phase, n, z_dim, labels, device):
+    """Every per-image random number of one phase of one step, for the whole global batch."""
+    gen = generator(cfg["seed"], step, PHASE_IDS[phase])
+    r = {"z": torch.randn([n, z_dim], generator=gen), "z2": torch.randn([n, z_dim], generator=gen),
+         "mix_u": torch.rand([n], generator=gen), "cut_u": torch.rand([n], generator=gen),
+         "aug": aug.draw(n, gen), "aug_real": aug.draw(n, gen)}
+    if labels is not None and len(labels):
+        idx = torch.randint(len(labels), [n], generator=gen)
+        r["c"] = labels[idx]
+    else:
+        r["c"] = torch.zeros([n, 0])
+    return r
+
+
+def slice_step(r, a, b, device):
+    out = {}
+    for k, v in r.items():
+        out[k] = aug.slice_rnd(v, a, b) if isinstance(v, dict) else v[a:b].to(device)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# RNG state as tensors/lists (loadable with torch.load(weights_only=True))
+
+
+def rng_state():
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    s = {"torch": torch.get_rng_state(),
+         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+         "python": {"version": int(py_state[0]), "state": list(py_state[1]),
+                    "gauss": py_state[2] if py_state[2] is None else float(py_state[2])}}
+    if torch.cuda.is_available():
+        s["cuda"] = list(torch.cuda.get_rng_state_all())
+    return s
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"]), p["gauss"]))
+    if "cuda" in s and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+# ----------------------------------------------------------------------------------------
+# Setup helpers
+
+
+def _check_outdir(outdir):
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        probe = os.path.join(outdir, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise TrainError(f"cannot write to the output folder {outdir}: {e.strerror or e}. "
+                         "Choose a folder you can write to (--outdir).") from None
+
+
+def _open_dataset(data, mirror, cond):
+    from ..data import ImageDataset
+    from ..data.dataset import DatasetError
+    try:
+        ds = ImageDataset(data, use_labels=cond, xflip=mirror)
+        res = ds.resolution
+    except DatasetError as e:
+        raise TrainError(f"bad dataset: {e}") from None
+    if res < 4 or res & (res - 1):
+        raise TrainError(f"dataset {data}: image resolution {res} is not a power of two; "
+                         "curate it to 16, 32, ..., 1024 px (sg3 curate --resolution)")
+    return ds
+
+
+def _labels(ds):
+    if ds.label_dim == 0:
+        return None
+    return torch.from_numpy(np.stack([ds.get_label(i) for i in range(len(ds.image_names))]))
+
+
+def _build(cfg, device):
+    from ..networks import build_network, set_bf16
+    (gc, gk), (dc, dk) = config_mod.network_kwargs(cfg)
+    torch.manual_seed(derive_seed(cfg["seed"], 0, 0))  # initial weights depend on the seed only
+    G, D = build_network(gc, gk), build_network(dc, dk)
+    if cfg["precision"] == "bf16":
+        set_bf16(G, True)
+        set_bf16(D, True)
+    G, D = G.to(device).train().requires_grad_(False), D.to(device).train().requires_grad_(False)
+    return G, D, copy.deepcopy(G).eval()
+
+
+def _frozen_params(D, n):
+    """Names of D's parameters in its first n layers (fromrgb, conv0, conv1, skip of the highest
+    resolution first), as the official --freezed counts them: those are not trained."""
+    frozen = set()
+    for bname, block in D.named_children():
+        first = getattr(block, "first_layer_idx", None)
+        if first is None:
+            continue
+        layers = [l for l in ("fromrgb", "conv0", "conv1", "skip") if hasattr(block, l)]
+        for i, lname in enumerate(layers):
+            if first + i < n:
+                frozen.update(f"{bname}.{lname}.{p}" for p, _ in getattr(block, lname).named_parameters())
+    return frozen
+
+
+def _arch_of(G):
+    """Architecture options (cfg, cbase, cmax, map, z_dim, w_dim) of a loaded generator."""
+    k = dict(getattr(G, "init_kwargs", {}) or {})
+    cls = str(getattr(G, "official_class", ""))
+    arch = {"cfg": "stylegan2" if "stylegan2" in cls else
+            ("stylegan3-r" if k.get("conv_kernel") == 1 or k.get("use_radial_filters") else "stylegan3-t")}
+    for ours, theirs in (("cbase", "channel_base"), ("cmax", "channel_max"), ("z_dim", "z_dim"),
+                         ("w_dim", "w_dim")):
+        if theirs in k:
+            arch[ours] = k[theirs]
+    if (k.get("mapping_kwargs") or {}).get("num_layers") is not None:
+        arch["map"] = k["mapping_kwargs"]["num_layers"]
+    return arch
+
+
+def _load_weights(module, state, what, source):
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or shape:
+        lines = ([f"missing {k}" for k in missing[:10]] + [f"unexpected {k}" for k in extra[:10]]
+                 + [f"shape {s}" for s in shape[:10]])
+        raise TrainError(f"{source}: {what} does not fit this architecture:\n  " + "\n  ".join(lines)
+                         + "\nUse the same --cfg/--cbase/--cmax/--map and resolution as the source.")
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(state[k].to(v.device, v.dtype))
+
+
+# ----------------------------------------------------------------------------------------
+# Snapshots
+
+
+def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
+    from .. import checkpoint as ck
+    path = os.path.join(run_dir, ck.snapshot_name(state["cur_nimg"]))
+    meta = {"config": cfg, "kimg": state["cur_nimg"] / 1000, "dataset": cfg.get("data")}
+    snap = ck.snapshot_from_networks({"G": G, "D": D, "G_ema": G_ema}, meta, state)
+    try:
+        ck.save_snapshot(path, snap)
+    except OSError as e:
+        raise TrainError(f"could not write snapshot {path}: {e.strerror or e}. The previous snapshot "
+                         "is kept; free disk space and resume with --resume latest.") from e
+    if keep:
+        ck.prune(run_dir, keep, keep_every_kimg=cfg.get("keep_every_kimg"))
+    return path
+
+
+def _find_latest(run_dir):
+    from .. import checkpoint as ck
+    # Partial files of a killed write. A run folder has one writer (this run), so any temporary
+    # file seen when it starts is dead, however young.
+    partial = glob.glob(os.path.join(run_dir, ".snapshot-*.pt.tmp-*"))
+    for tmp in partial:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:  # another rank removed it first
+            pass
+    if partial:
+        print(f"removed {len(partial)} partial snapshot file(s) of an interrupted save: "
+              + ", ".join(os.path.basename(t) for t in partial))
+    return ck.find_latest(run_dir)
+
+
+def _load_resume(src, device):
+    """(kind, payload) for --resume: ('snapshot', snap) or ('networks', {'G','D','G_ema'})."""
+    from .. import checkpoint as ck
+    s = str(src)
+    if os.path.exists(s) and not s.endswith(".pkl"):
+        try:
+            return "snapshot", ck.load_snapshot(s)
+        except Exception as e:  # not our format: let sg3lib.load try (official .pkl etc.)
+            first_error = e
+    else:
+        first_error = None
+    from .. import load
+    try:
+        return "networks", load(s, device="cpu")
+    except Exception as e:
+        raise TrainError(f"cannot resume from {s}: {e}" + (f" (as a snapshot: {first_error})"
+                                                            if first_error else "")) from None
+
+
+def _snap_state_dict(snap, name):
+    """The state dict of network `name` in a loaded snapshot."""
+    net = snap["networks"][name] if "networks" in snap else snap[name]
+    return net["state_dict"] if isinstance(net, dict) and "state_dict" in net else net
+
+
+def _snap_training_state(snap):
+    return snap.get("training_state") or snap.get("state")
+
+
+def _snap_config(snap):
+    meta = snap.get("meta") or {}
+    return meta.get("config") or snap.get("config")
+
+
+# ----------------------------------------------------------------------------------------
+# Fakes grid
+
+
+@torch.no_grad()
+def save_grid(G_ema, cfg, labels, path, device):
+    from PIL import Image
+    res = cfg["resolution"]
+    cols, rows = (8, 4) if res <= 256 else (4, 2)
+    gen = generator(cfg["seed"], 0, PHASE_IDS["grid"])
+    z = torch.randn([cols * rows, G_ema.z_dim], generator=gen)
+    c = labels[torch.arange(cols * rows) % len(labels)] if labels is not None else torch.zeros([cols * rows, 0])
+    imgs = []
+    for i in range(0, cols * rows, 8):
+        imgs.append(G_ema(z[i:i + 8].to(device), c[i:i + 8].to(device), noise_mode="const").float().cpu())
+    img = (torch.cat(imgs) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    C = img.shape[1]
+    img = img.reshape(rows, cols, C, res, res).permute(0, 3, 1, 4, 2).reshape(rows * res, cols * res, C)
+    tmp = path + ".tmp.png"
+    Image.fromarray(img.numpy()[:, :, 0] if C == 1 else img.numpy()).save(tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+
+
+def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callback=None,
+          **opts):
+    """Train a GAN on the dataset `data` (official zip or folder), writing to run folder `outdir`.
+
+    Options (None = the preset's default; see sg3lib.train.config): batch, batch_gpu, gamma,
+    kimg, tick (kimg per tick), snap (ticks per snapshot), mirror, aug ('ada'|'noaug'), target,
+    freezed, cbase, cmax, map, glr, dlr, seed, precision ('fp32'|'fp16'|'bf16'), workers,
+    keep_snapshots, deterministic, mbstd_group, tensorboard, cond.
+    resume: None, 'latest' (newest complete snapshot in outdir; starts fresh if there is none),
+    a snapshot path (same dataset: continue exactly; other dataset: new run from its weights),
+    or an official .pkl / URL (new run from its weights).
+    callback(event, info): called with ('tick', stats record) and ('snapshot', {'path', 'grid'}).
+    Returns {'run_dir', 'snapshot' (last written, or None), 'cur_nimg', 'step', 'ada_p',
+    'G', 'D', 'G_ema' (the trained modules)}.
+    Multi-process: launched with torchrun, each process calls train(); only rank 0 writes.
+    """
+    from tqdm.auto import tqdm
+    rank, world, device = dist_mod.init(device)
+    outdir = os.path.abspath(str(outdir))
+    data = os.path.abspath(str(data))
+    if rank == 0:
+        _check_outdir(outdir)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if opts.get("deterministic"):
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    # Resume source.
+    resume_kind, payload, prev_cfg = None, None, None
+    if resume == "latest":
+        latest = _find_latest(outdir)
+        if latest:
+            resume_kind, payload = _load_resume(latest, device)
+            if rank == 0:
+                print(f"resuming from {latest}")
+        elif rank == 0:
+            print(f"no snapshot in {outdir} yet: starting a new run")
+    elif resume:
+        resume_kind, payload = _load_resume(resume, device)
+    if resume_kind == "snapshot":
+        prev_cfg = _snap_config(payload)
+        if prev_cfg and prev_cfg.get("data") != data and resume != "latest":
+            resume_kind = "transfer"  # another run's snapshot on another dataset: weights only
+
+    # Dataset and config (a continued run takes its stored config; explicit options override;
+    # transfer learning takes the source's architecture unless options say otherwise).
+    base = dict(prev_cfg) if resume_kind == "snapshot" and prev_cfg else {}
+    if resume_kind == "transfer" and prev_cfg:
+        base = {k: prev_cfg[k] for k in config_mod.ARCH_KEYS if k in prev_cfg and k != "freezed"}
+    elif resume_kind == "networks" and payload.get("G") is not None:
+        base = _arch_of(payload["G"])
+    user = dict(opts, cfg=cfg)
+    mirror = user.get("mirror") if user.get("mirror") is not None else base.get("mirror", False)
+    cond = user.get("cond") if user.get("cond") is not None else base.get("cond", False)
+    ds = _open_dataset(data, mirror, cond)
+    base.update({k: v for k, v in user.items() if v is not None})
+    base["data"] = data
+    for k in ("resolution", "img_channels", "c_dim"):
+        base.pop(k, None)
+    try:
+        c = config_mod.make_config(ds.resolution, ds.num_channels, ds.label_dim, **base)
+        rounds = config_mod.check_batch(c, world)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    if resume_kind == "snapshot" and prev_cfg:
+        diff = config_mod.arch_diff(prev_cfg, c)
+        if diff:
+            raise TrainError(f"cannot continue {outdir} with a different architecture:\n  "
+                             + "\n  ".join(diff) + "\nUse the original settings, or start a new "
+                             "run in another --outdir with --resume pointing at this snapshot.")
+
+    # Networks, optimizers, state.
+    G, D, G_ema = _build(c, device)
+    labels = _labels(ds)
+    state = {"cur_nimg": 0, "cur_tick": 0, "step": 0, "tick_start_nimg": 0}
+    ada = aug.AdaController(c["p"], c["target"], c["ada_interval"], c["ada_kimg"], c["aug"] == "ada")
+    if resume_kind in ("snapshot", "transfer"):
+        for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+            _load_weights(net, _snap_state_dict(payload, name), name, resume)
+    elif resume_kind == "networks":
+        for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+            if payload.get(name) is None:
+                raise TrainError(f"{resume} holds no {name}; transfer learning needs G, D and G_ema")
+            _load_weights(net, payload[name].state_dict(), name, resume)
+    dist_mod.broadcast_module(G)
+    dist_mod.broadcast_module(D)
+    dist_mod.broadcast_module(G_ema)
+
+    frozen = _frozen_params(D, c["freezed"])
+    G_interval = c["G_reg_interval"] if c["pl_weight"] > 0 else None
+    D_interval = c["D_reg_interval"] if c["gamma"] > 0 else None
+    lr, betas = config_mod.scaled_adam(c["glr"], c["betas"], G_interval)
+    opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=c["eps"])
+    lr, betas = config_mod.scaled_adam(c["dlr"], c["betas"], D_interval)
+    opt_D = torch.optim.Adam([p for n, p in D.named_parameters() if n not in frozen], lr=lr, betas=betas,
+                             eps=c["eps"])
+    phases = Phases(G, D, c, device)
+    if resume_kind == "snapshot":
+        ts = _snap_training_state(payload)
+        for k in state:
+            state[k] = int(ts[k])
+        opt_G.load_state_dict(ts["opt_G"])
+        opt_D.load_state_dict(ts["opt_D"])
+        ada.load_state_dict(ts["ada"])
+        phases.pl_mean.copy_(ts["pl_mean"])
+        set_rng_state(ts["rng"])
+
+    # Data stream from the current image on.
+    sampler = StreamSampler(len(ds), c["seed"], c["batch"], rank, world, state["cur_nimg"])
+    loader = iter(torch.utils.data.DataLoader(ds, batch_size=c["batch_gpu"], sampler=sampler,
+                                              num_workers=c["workers"], pin_memory=device.type == "cuda",
+                                              persistent_workers=c["workers"] > 0))
+
+    run = _Run(c, rank, world, rounds, device, G, D, G_ema, opt_G, opt_D, phases, ada, labels, frozen,
+               G_interval, D_interval)
+    writer = StatsWriter(outdir, c["tensorboard"]) if rank == 0 else None
+    total = int(math.ceil(c["kimg"] * 1000))
+    last_snap = None
+    if rank == 0:
+        truncate_after(outdir, state["cur_nimg"] / 1000)
+        if state["cur_nimg"] == 0:
+            save_grid(G_ema, c, labels, os.path.join(outdir, "fakes-init.png"), device)
+    bar = tqdm(total=total, initial=min(state["cur_nimg"], total), unit="img", desc="training",
+               disable=not progress or rank != 0)
+    t_tick = time.time()
+    tick_imgs = 0
+    while state["cur_nimg"] < total:
+        run.step(state, loader)
+        bar.update(c["batch"])
+        tick_imgs += c["batch"]
+        done = state["cur_nimg"] >= total
+        if not done and state["cur_nimg"] < state["tick_start_nimg"] + c["tick"] * 1000:
+            continue
+        # End of a tick: stats, maybe a snapshot.
+        state["cur_tick"] += 1
+        state["tick_start_nimg"] = state["cur_nimg"]
+        dt = time.time() - t_tick
+        rec = run.tick_stats(state, dt, tick_imgs)
+        t_tick, tick_imgs = time.time(), 0
+        snap_now = done or (c["snap"] and state["cur_tick"] % c["snap"] == 0)
+        if rank == 0:
+            writer.write(rec)
+            bar.set_postfix(loss_G=rec.get("loss_G"), loss_D=rec.get("loss_D"), p=rec["ada_p"])
+            if callback:
+                callback("tick", rec)
+        if snap_now and rank == 0:
+            ts = dict(state, opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), ada=ada.state_dict(),
+                      pl_mean=phases.pl_mean.detach().cpu().clone(), rng=rng_state(),
+                      data={"seed": c["seed"], "position": state["cur_nimg"],
+                            "epoch": state["cur_nimg"] // len(ds), "dataset_len": len(ds)})
+            last_snap = _save_snapshot(outdir, G, D, G_ema, c, ts, c["keep_snapshots"])
+            grid = os.path.join(outdir, f"fakes-{state['cur_nimg']:09d}.png")
+            save_grid(G_ema, c, labels, grid, device)
+            if callback:
+                callback("snapshot", {"path": last_snap, "grid": grid})
+        dist_mod.barrier()
+    bar.close()
+    if writer:
+        writer.close()
+    if opts.get("deterministic") and not was_deterministic:
+        torch.use_deterministic_algorithms(False)
+    return {"run_dir": outdir, "snapshot": last_snap, "cur_nimg": state["cur_nimg"], "step": state["step"],
+            "ada_p": ada.p, "G": G, "D": D, "G_ema": G_ema}
+
+
+class _Run:
+    """One training step (all phases, all rounds) and the tick's running statistics."""
+
+    def __init__(self, c, rank, world, rounds, device, G, D, G_ema, opt_G, opt_D, phases, ada, labels,
+                 frozen, G_interval, D_interval):
+        self.__dict__.update(locals())
+        del self.__dict__["self"]
+        self.sums = {}
+        self.counts = {}
+
+    def _add(self, stats, n):
+        # Kept as device tensors until the tick ends: no host sync per round.
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
+            self.counts[k] = self.counts.get(k, 0) + n
+
+    def _rounds(self, n_global):
+        """(global start, stop) of this rank's rounds for a phase batch of n_global images."""
+        per_rank = n_global // self.world
+        per_round = per_rank // self.rounds
+        base = self.rank * per_rank
+        return [(base + i * per_round, base + (i + 1) * per_round) for i in range(self.rounds)]
+
+    def _seed_global(self, step, phase, start):
+        torch.manual_seed(derive_seed(self.c["seed"], step, PHASE_IDS[phase], start + 1))
+
+    def _opt_step(self, module, opt):
+        params = [p for n, p in module.named_parameters() if p.grad is not None]
+        if params:
+            flat = torch.cat([p.grad.flatten() for p in params])
+            dist_mod.all_reduce_sum(flat)
+            torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
+            i = 0
+            for p in params:
+                p.grad.copy_(flat[i:i + p.numel()].view_as(p))
+                i += p.numel()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def _train_mode(self, module):
+        self.G.requires_grad_(module is self.G)
+        self.D.requires_grad_(module is self.D)
+        if module is self.D:
+            for n, p in self.D.named_parameters():
+                if n in self.frozen:
+                    p.requires_grad_(False)
+
+    def step(self, state, loader):
+        c, dev, step, B = self.c, self.device, state["step"], self.c["batch"]
+        cur = state["cur_nimg"]
+        sigma = max(1 - cur / (c["blur_fade_kimg"] * 1e3), 0) * c["blur_sigma"] if c["blur_fade_kimg"] > 0 else 0
+        p = self.ada.p
+        # This rank's real images, one batch_gpu chunk per round.
+        reals = []
+        for _ in range(self.rounds):
+            img, lab = next(loader)
+            reals.append((img.to(dev).to(torch.float32) / 127.5 - 1, lab.to(dev).to(torch.float32)))
+        z_dim = self.G.z_dim
+
+        # G main.
+        self._train_mode(self.G)
+        r = draw_step(c, step, "Gmain", B, z_dim, self.labels, dev)
+        for a, b in self._rounds(B):
+            self._seed_global(step, "Gmain", a)
+            loss, st = self.phases.G_main(slice_step(r, a, b, dev), sigma, p)
+            (loss / B).backward()
+            self._add(st, b - a)
+        self._opt_step(self.G, self.opt_G)
+
+        # G path length (lazy).
+        if self.G_interval and step % self.G_interval == 0:
+            k = self.world * self.rounds  # every round of every rank gets the same share
+            nb = max(B // c["pl_batch_shrink"] // k * k, k)
+            r = draw_step(c, step, "Greg", nb, z_dim, self.labels, dev)
+            pl_len = torch.zeros([], device=dev)
+            for a, b in self._rounds(nb):
+                self._seed_global(step, "Greg", a)
+                noise_gen = generator(c["seed"], step, PHASE_IDS["Greg"], a + 1)
+                res = c["resolution"]
+                pl_noise = torch.randn([b - a, c["img_channels"], res, res], generator=noise_gen)
+                loss, st = self.phases.G_pl(slice_step(r, a, b, dev), self.G_interval, pl_noise.to(dev))
+                (loss / nb).backward()
+                pl_len = pl_len + st.pop("_pl_len")
+                self._add(st, b - a)
+            self._opt_step(self.G, self.opt_G)
+            self.phases.update_pl_mean(pl_len, nb // self.world)
+
+        # D main.
+        self._train_mode(self.D)
+        r = draw_step(c, step, "Dmain", B, z_dim, self.labels, dev)
+        self._seed_global(step, "Dmain", -1)
+        self.phases.update_stats(r, min(c["stats_batch"], B))
+        sign = torch.zeros(2, device=dev)  # ADA: sum of sign(D(real)), count (exact in float32)
+        for (a, b), (real, real_c) in zip(self._rounds(B), reals):
+            self._seed_global(step, "Dmain", a)
+            loss, st = self.phases.D_main(slice_step(r, a, b, dev), real, real_c, sigma, p)
+            (loss / B).backward()
+            self._add(st, b - a)
+            sign[0] += st["real_sign"].float()
+            sign[1] += b - a
+        self._opt_step(self.D, self.opt_D)
+        sign = dist_mod.all_reduce_sum(sign)
+        self.ada.accumulate(sign[0].item(), sign[1].item())
+
+        # D R1 (lazy).
+        if self.D_interval and step % self.D_interval == 0:
+            r = draw_step(c, step, "Dreg", B, z_dim, self.labels, dev)
+            for (a, b), (real, real_c) in zip(self._rounds(B), reals):
+                self._seed_global(step, "Dreg", a)
+                loss, st = self.phases.D_r1(slice_step(r, a, b, dev), real, real_c, sigma, p, self.D_interval)
+                (loss / B).backward()
+                self._add(st, b - a)
+            self._opt_step(self.D, self.opt_D)
+
+        # EMA, counters, ADA.
+        dist_mod.average_buffers(self.G)
+        update_ema(self.G_ema, self.G, ema_beta(cur, B, c["ema_kimg"], c["ema_rampup"]))
+        state["cur_nimg"] += B
+        state["step"] += 1
+        self.ada.update(step, B)
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(False)
+
+    def tick_stats(self, state, dt, n_imgs):
+        rec = {"kimg": state["cur_nimg"] / 1000, "tick": state["cur_tick"], "step": state["step"]}
+        for k, v in self.sums.items():
+            if not k.startswith("_") and k not in ("real_sign",):
+                rec[k] = float(v) / max(self.counts[k], 1)
+        rec["ada_p"] = self.ada.p
+        if self.ada.rt is not None:
+            rec["ada_rt"] = self.ada.rt
+        rec["sec_per_tick"] = dt
+        rec["sec_per_kimg"] = dt / max(n_imgs / 1000, 1e-9)
+        if self.device.type == "cuda":
+            rec["mem_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            import resource
+            rec["mem_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+        rec["time"] = time.time()
+        self.sums, self.counts = {}, {}
+        return rec

@@ -1,0 +1,151 @@
+"""Losses of StyleGAN2/3 training, one function per phase.
+
+- Non-saturating logistic loss (Goodfellow et al. 2014; StyleGAN2 sec. 2):
+  G minimises softplus(-D(G(z))); D minimises softplus(D(G(z))) + softplus(-D(x)).
+- R1 (Mescheder et al. 2018), lazy (StyleGAN2 sec. 3.1): every `D_reg_interval` steps,
+  gamma/2 * ||grad_x D(x)||^2, multiplied by the interval.
+- Path-length regularisation (StyleGAN2 eq. 4), lazy every `G_reg_interval` steps:
+  (||J_w^T y||_2 - a)^2 with y ~ N(0, I)/sqrt(H*W) and a the running mean of the lengths.
+- Style mixing (StyleGAN 2019 sec. 3.1): a fraction of the images take the ws of a second
+  latent from a random layer on.
+- StyleGAN3 blur (Karras et al. 2021, appendix "training configurations"): real and fake
+  images are blurred with a Gaussian whose sigma fades from 10 px to 0 over the first kimg.
+
+Split invariance (exact gradient accumulation and multi-process equality). Every random
+number that belongs to an image (z, the second z of style mixing, the mixing cutoff, the
+fake's label, the augmentation parameters) is drawn once per step for the whole global batch
+and then sliced, so a sample gets the same numbers whichever round or process handles it.
+Each loss is summed over its slice and divided by the global batch, so summing gradients
+over rounds and processes gives the gradient of the global mean. Minibatch standard deviation
+in D is the one cross-sample coupling: D groups the samples of its input strided
+(sample i with i + N/G, ...); `mbstd_order` reorders each round so that the groups are always
+consecutive runs of G samples of the global batch, independent of how it is split (this needs
+the group size to divide batch-gpu; config.check_batch enforces it).
+Running statistics are updated once per step from the whole step, not per round: G's w_avg
+and StyleGAN3's magnitude EMA by one extra no-grad forward of the first `stats_batch` (4)
+images of the step's batch (`update_stats`), and the path-length mean from the lengths of all
+rounds and ranks (`update_pl_mean`). What stays split-dependent: StyleGAN2's per-pixel noise
+inputs, drawn by the network from torch's global generator, which is seeded per round from
+(seed, step, phase, first image of the round); the same split (batch-gpu and round layout)
+gives the same noise, a different split gives different (equally distributed) noise.
+"""
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import augment as aug
+
+
+def mbstd_order(n, group):
+    """Permutation `perm` so that D(x[perm]) groups consecutive samples: returns (perm, inverse)."""
+    g = min(group, n)
+    i = torch.arange(n)
+    pos = (i % g) * (n // g) + i // g  # position of sample i in D's input
+    perm = torch.empty_like(pos)
+    perm[pos] = i
+    return perm, pos
+
+
+def blur(img, sigma):
+    """Separable Gaussian blur with zero padding (StyleGAN3's blur of D's inputs)."""
+    if sigma <= 0:
+        return img
+    r = int(math.ceil(sigma * 3))
+    t = torch.arange(-r, r + 1, device=img.device, dtype=img.dtype)
+    f = torch.exp(-0.5 * (t / sigma) ** 2)
+    f = f / f.sum()
+    C = img.shape[1]
+    img = F.conv2d(img, f.view(1, 1, 1, -1).repeat(C, 1, 1, 1), padding=(0, r), groups=C)
+    return F.conv2d(img, f.view(1, 1, -1, 1).repeat(C, 1, 1, 1), padding=(r, 0), groups=C)
+
+
+def _accepts(fn, name):
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class Phases:
+    """Runs G and D for the losses of one round (a slice of the global batch)."""
+
+    def __init__(self, G, D, cfg, device):
+        self.G, self.D, self.cfg, self.device = G, D, cfg, device
+        self.pl_mean = torch.zeros([], device=device)
+        self.map_ema = _accepts(G.mapping.forward, "update_emas")
+        self.syn_ema = _accepts(G.synthesis.forward, "update_emas")
+
+    # --- networks -------------------------------------------------------------------------
+    def run_G(self, z, c, z2, mix_u, cut_u, update_emas=False):
+        kw = dict(update_emas=update_emas) if self.map_ema else {}
+        ws = self.G.mapping(z, c, **kw)
+        prob = self.cfg["style_mixing"]
+        if prob > 0:
+            num_ws = ws.shape[1]
+            cutoff = (1 + torch.floor(cut_u * (num_ws - 1))).long().to(ws.device)  # in [1, num_ws)
+            cutoff = torch.where(mix_u.to(ws.device) < prob, cutoff, torch.full_like(cutoff, num_ws))
+            ws2 = self.G.mapping(z2, c, **dict(kw, update_emas=False) if kw else {})
+            layer = torch.arange(num_ws, device=ws.device)
+            ws = torch.where((layer[None, :] >= cutoff[:, None])[:, :, None], ws2, ws)
+        kw = dict(update_emas=update_emas) if self.syn_ema else {}
+        img = self.G.synthesis(ws, **kw)
+        return img, ws
+
+    def run_D(self, img, c, sigma, p, rnd):
+        img = blur(img, sigma)
+        img = aug.augment(img, p, rnd)
+        perm, pos = mbstd_order(img.shape[0], self.cfg["mbstd_group"])
+        logits = self.D(img[perm], c[perm] if c is not None and c.numel() else c)
+        return logits[pos]
+
+    # --- phases: each returns (loss to backward, stats dict of detached sums) --------------
+    def G_main(self, r, sigma, p):
+        img, _ = self.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"])
+        logits = self.run_D(img, r["c"], sigma, p, r["aug"])
+        loss = F.softplus(-logits).sum()
+        return loss, {"loss_G": loss.detach()}
+
+    def G_pl(self, r, gain, pl_noise):
+        img, ws = self.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"])
+        H, W = img.shape[2:]
+        noise = pl_noise.to(img) / math.sqrt(H * W)
+        grads, = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grads.square().sum(2).mean(1).sqrt()
+        # The penalty uses the running mean a of previous steps; the caller updates a once per
+        # step from all rounds and ranks (`update_pl_mean`), so the result does not depend on
+        # how the batch is split.
+        penalty = (lengths - self.pl_mean).square()
+        loss = penalty.sum() * self.cfg["pl_weight"] * gain
+        return loss, {"pl_penalty": penalty.detach().sum(), "_pl_len": lengths.detach().sum()}
+
+    def update_pl_mean(self, lengths_sum, count):
+        from .distributed import all_reduce_sum
+        t = all_reduce_sum(torch.stack([lengths_sum.float(), torch.tensor(float(count), device=self.device)]))
+        self.pl_mean.copy_(self.pl_mean.lerp(t[0] / t[1], self.cfg["pl_decay"]))
+
+    @torch.no_grad()
+    def update_stats(self, r, n):
+        """Update G's running statistics (w_avg, StyleGAN3's magnitude EMA) from the first n
+        images of the step's global batch, once per step: the same on every rank and for every
+        batch split (updating them per round would make the result depend on batch-gpu)."""
+        self.run_G(r["z"][:n].to(self.device), r["c"][:n].to(self.device), r["z2"][:n].to(self.device),
+                   r["mix_u"][:n], r["cut_u"][:n], update_emas=True)
+
+    def D_main(self, r, real, real_c, sigma, p):
+        with torch.no_grad():
+            fake, _ = self.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"])
+        fake_logits = self.run_D(fake, r["c"], sigma, p, r["aug"])
+        real_logits = self.run_D(real, real_c, sigma, p, r["aug_real"])
+        loss = F.softplus(fake_logits).sum() + F.softplus(-real_logits).sum()
+        return loss, {"loss_D": loss.detach(), "real_sign": real_logits.detach().sign().sum(),
+                      "real_score": real_logits.detach().sum(), "fake_score": fake_logits.detach().sum()}
+
+    def D_r1(self, r, real, real_c, sigma, p, gain):
+        real = real.detach().requires_grad_(True)
+        logits = self.run_D(real, real_c, sigma, p, r["aug_real"])
+        grads, = torch.autograd.grad(logits.sum(), real, create_graph=True)
+        penalty = grads.square().sum([1, 2, 3])
+        loss = penalty.sum() * (self.cfg["gamma"] / 2) * gain
+        return loss, {"r1_penalty": penalty.detach().sum()}

@@ -1,0 +1,142 @@
+"""sg3lib's own snapshots: weights_only round trip, atomic save, find_latest, prune, clear errors."""
+import copy
+import json
+import os
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import sg3lib
+from sg3lib import checkpoint as ck
+from sg3lib.loader import LoadError
+from sg3lib.networks import build_network
+
+
+def net(fixtures_dir, name):
+    meta = json.loads((fixtures_dir / f"{name}.json").read_text())
+    npz = np.load(fixtures_dir / f"{name}.npz")
+    m = build_network(meta["official_class"], meta["init_kwargs"])
+    m.load_state_dict({k[len("state/"):]: torch.from_numpy(npz[k]) for k in npz.files if k.startswith("state/")})
+    return m.eval(), npz
+
+
+def small_snapshot(fixtures_dir, nimg=4000):
+    D, _ = net(fixtures_dir, "d_64")
+    return ck.snapshot_from_networks({"D": D}, meta={"arch": "stylegan2", "kimg": nimg / 1000},
+                                     training_state={"cur_nimg": nimg})
+
+
+def test_round_trip_weights_only_identical_outputs(tmp_path, fixtures_dir):
+    G, gnpz = net(fixtures_dir, "sg2_64")
+    D, dnpz = net(fixtures_dir, "d_64")
+    opt = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    x = torch.from_numpy(dnpz["in_img"][:4])  # 4 images: one minibatch-stddev group, less CPU time
+    D(x, None).sum().backward()
+    opt.step()
+    random.seed(7)
+    state = {"cur_nimg": 12000, "cur_tick": 3, "augment_p": 0.125, "D_opt": opt.state_dict(),
+             "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1])}
+    snap = ck.snapshot_from_networks({"G": G, "D": D, "G_ema": copy.deepcopy(G)},
+                                     meta={"arch": "stylegan2", "kimg": 12.0, "config": {"batch": 4}}, training_state=state)
+    path = ck.save_snapshot(tmp_path / ck.snapshot_name(12000), snap)
+    assert path.name == "snapshot-000012000.pt"
+    raw = torch.load(path, weights_only=True)  # plain data only: no code can run
+    assert raw["format"] == "sg3lib-snapshot" and raw["version"] == 1 and raw["meta"]["config"] == {"batch": 4}
+    assert raw["training_state"]["cur_nimg"] == 12000
+    assert torch.equal(raw["training_state"]["torch_rng"], torch.get_rng_state())
+    opt2 = torch.optim.Adam(D.parameters(), lr=1e-3)
+    opt2.load_state_dict(raw["training_state"]["D_opt"])  # the optimizer resumes exactly
+    for a, b in zip(opt.state.values(), opt2.state.values()):
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    nets = sg3lib.load(path)
+    assert nets["meta"]["kimg"] == 12.0 and nets["meta"]["arch"] == "stylegan2"
+    assert nets["meta"]["format"] == "sg3lib-snapshot" and nets["meta"]["has_training_state"]
+    assert nets["meta"]["config"] == {"batch": 4} and nets["meta"]["init_kwargs"]["z_dim"] == 64
+    z = torch.from_numpy(gnpz["in_z"][:1])
+    with torch.no_grad():
+        assert torch.equal(nets["G_ema"](z, None, noise_mode="const"), G(z, None, noise_mode="const"))
+        assert torch.equal(nets["D"](x, None), D(x, None))
+    assert not any(p.requires_grad for p in nets["G_ema"].parameters())
+
+
+def test_save_is_atomic(tmp_path, fixtures_dir, monkeypatch):
+    path = tmp_path / ck.snapshot_name(4000)
+    ck.save_snapshot(path, small_snapshot(fixtures_dir, 4000))
+    before = path.read_bytes()
+
+    def dies_midway(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 half a snapshot")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_snapshot(path, small_snapshot(fixtures_dir, 4000))
+    assert path.read_bytes() == before  # the complete file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left behind
+
+
+def test_save_refuses_what_weights_only_cannot_load(tmp_path, fixtures_dir):
+    snap = small_snapshot(fixtures_dir)
+    snap["training_state"]["numpy_rng"] = np.random.RandomState(0).get_state()
+    with pytest.raises(ValueError, match="numpy_rng"):
+        ck.save_snapshot(tmp_path / "s.pt", snap)
+    snap = small_snapshot(fixtures_dir)
+    snap["meta"]["when"] = object()
+    with pytest.raises(ValueError, match="JSON"):
+        ck.save_snapshot(tmp_path / "s.pt", snap)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_find_latest_skips_and_cleans_partial_files(tmp_path, fixtures_dir):
+    snap = small_snapshot(fixtures_dir)
+    for nimg in (4000, 12000, 8000):
+        ck.save_snapshot(tmp_path / ck.snapshot_name(nimg), snap)
+    full = (tmp_path / ck.snapshot_name(12000)).read_bytes()
+    cut = tmp_path / ck.snapshot_name(16000)  # e.g. a copy that stopped early
+    cut.write_bytes(full[: len(full) // 2])
+    stale = tmp_path / f".{ck.snapshot_name(20000)}.tmp-abc123"  # a save killed midway
+    stale.write_bytes(full[:1000])
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / f".{ck.snapshot_name(24000)}.tmp-def456"  # a save possibly still running
+    fresh.write_bytes(full[:1000])
+    with pytest.warns(UserWarning, match=r"removed 1 leftover temporary.*skipped 1 incomplete"):
+        latest = ck.find_latest(tmp_path)
+    assert latest == tmp_path / ck.snapshot_name(12000)
+    assert not stale.exists() and fresh.exists() and cut.exists()
+    assert ck.load_snapshot(latest)["training_state"]["cur_nimg"] == 4000
+    with pytest.raises(LoadError, match="truncated") as e:
+        ck.load_snapshot(cut)
+    assert str(cut) in str(e.value)
+    assert ck.find_latest(tmp_path / "nothing-here") is None
+
+
+def test_prune(tmp_path, fixtures_dir):
+    snap = small_snapshot(fixtures_dir)
+    for kimg in range(0, 1400, 200):  # 0, 200, ..., 1200 kimg
+        ck.save_snapshot(tmp_path / ck.snapshot_name(kimg * 1000), snap)
+    deleted = ck.prune(tmp_path, keep_last=2, keep_every_kimg=500)
+    left = sorted(ck._counter(p) // 1000 for p in tmp_path.glob(ck.PATTERN))
+    # first of each 500-kimg interval (0, 600, 1000) plus the two newest (1000, 1200)
+    assert left == [0, 600, 1000, 1200]
+    assert len(deleted) == 3
+
+
+def test_load_snapshot_errors(tmp_path, fixtures_dir):
+    snap = small_snapshot(fixtures_dir)
+    newer = dict(snap, version=99)
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(LoadError, match="newer"):
+        ck.load_snapshot(tmp_path / "newer.pt")
+    bad = dict(snap, networks={"G": {"official_class": "x"}})
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(LoadError, match="lacks official_class"):
+        ck.load_snapshot(tmp_path / "bad.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(LoadError, match="empty"):
+        ck.load_snapshot(tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match="has no .official_class"):
+        ck.snapshot_from_networks({"G": torch.nn.Linear(2, 2)})

@@ -1,0 +1,460 @@
+"""Curation of a messy folder that the tests build: every odd file lands in its bucket."""
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sg3lib.data import CurateError, ImageDataset, curate
+from sg3lib.data.writer import DatasetWriter
+
+BG = (10, 200, 30)  # a background colour no test picture uses, to see compositing
+
+
+def picture(seed, w, h):
+    """A structured picture (gradient + coloured blocks): many colours, unique low frequencies."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    a = np.stack([x * 255, y * 255, (1 - x) * 128 + 64], -1)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, w * 3 // 4), rng.integers(0, h * 3 // 4)
+        a[y0:y0 + h // 3, x0:x0 + w // 3] = rng.integers(0, 256, 3)
+    return Image.fromarray(a.clip(0, 255).astype(np.uint8))
+
+
+def enc(img, fmt, **kw):
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def linear_rgb_icc():
+    """A minimal ICC v2 RGB profile: sRGB primaries (D50) with a linear (gamma 1.0) curve."""
+    def s15(v):
+        return struct.pack(">i", int(round(v * 65536)))
+
+    def xyz(*v):
+        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+    desc_txt = b"linear test RGB\0"
+    desc = (b"desc\0\0\0\0" + struct.pack(">I", len(desc_txt)) + desc_txt + b"\0" * 8 + b"\0\0\0" + b"\0" * 67)
+    curv = b"curv\0\0\0\0" + struct.pack(">IH", 1, 256) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
+            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv)]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 24 + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def png_bomb(side=12000):
+    """A valid 1-bit PNG that claims side x side pixels (144 Mpx) in a few kB."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    row = b"\0" * (1 + (side + 7) // 8)
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def break_idat_crc(png):
+    i = png.index(b"IDAT")
+    length = struct.unpack(">I", png[i - 4:i])[0]
+    crc_at = i + 4 + length
+    return png[:crc_at] + bytes([png[crc_at] ^ 0xFF]) + png[crc_at + 1:]
+
+
+# Expected bucket of every file of the messy folder (resolution 64, max_upscale 1.5).
+EXPECTED = {
+    "ok_rgb.png": "accepted", "ok_crop.jpg": "accepted", "formats/ok.webp": "accepted",
+    "formats/ok.bmp": "accepted", "formats/ok.tiff": "accepted", "formats/anim.gif": "accepted",
+    "deep/er/nested.png": "accepted", "cmyk.jpg": "accepted", "gray16.png": "accepted",
+    "palette_t.png": "accepted", "gray.png": "accepted", "exif_rot.jpg": "accepted",
+    "icc_linear.png": "accepted", "rgba.png": "accepted",
+    "zero.png": "empty_file", "truncated.jpg": "corrupt", "bad_crc.png": "corrupt",
+    "text.jpg": "not_an_image", "notes.txt": "not_an_image_extension", "bomb.png": "decompression_bomb",
+    "tiny.png": "too_small", "small_upscale.png": "upscale", "zz_dup_of_ok_rgb.bmp": "duplicate",
+    "zz_near_ok_crop.jpg": "near_duplicate", "mono.png": "monochrome", "wide.png": "aspect_ratio",
+    "tiny_bytes.gif": "file_too_small",
+}
+
+
+def build_messy(root):
+    """Write the messy folder; returns {relpath: extra info for checks}."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "formats").mkdir()
+    (root / "deep" / "er").mkdir(parents=True)
+    w = lambda name, data: (root / name).write_bytes(data)
+    ok = picture(1, 96, 96)
+    w("ok_rgb.png", enc(ok, "PNG"))
+    w("zz_dup_of_ok_rgb.bmp", enc(ok, "BMP"))  # same pixels, another file format
+    crop = picture(2, 120, 100)
+    w("ok_crop.jpg", enc(crop, "JPEG", quality=95))
+    w("zz_near_ok_crop.jpg", enc(crop.resize((114, 95), Image.LANCZOS), "JPEG", quality=80))
+    w("formats/ok.webp", enc(picture(3, 80, 80), "WEBP", quality=90))
+    w("formats/ok.bmp", enc(picture(4, 80, 80), "BMP"))
+    w("formats/ok.tiff", enc(picture(5, 80, 80), "TIFF"))
+    f0, f1 = picture(6, 80, 80), picture(7, 80, 80)
+    w("formats/anim.gif", enc(f0, "GIF", save_all=True, append_images=[f1], duration=100))
+    w("deep/er/nested.png", enc(picture(8, 70, 70), "PNG"))
+    w("cmyk.jpg", enc(picture(9, 90, 90).convert("CMYK"), "JPEG", quality=95))
+    g = (np.mgrid[0:80, 0:80][1] * 800).astype(np.uint16)  # up to 63200: clipping would give 255 everywhere
+    w("gray16.png", enc(Image.fromarray(g), "PNG"))
+    pal = picture(10, 80, 80).convert("P", palette=Image.ADAPTIVE, colors=64)
+    pa = np.array(pal)
+    pa[:, :20] = 63  # left columns -> the transparent index
+    pal = Image.frombytes("P", (80, 80), pa.tobytes())
+    pal.putpalette(picture(10, 80, 80).convert("P", palette=Image.ADAPTIVE, colors=64).getpalette())
+    w("palette_t.png", enc(pal, "PNG", transparency=63))
+    w("gray.png", enc(picture(11, 80, 80).convert("L"), "PNG"))
+    # Upright: red top half, blue bottom half (+ a green ramp for colours); stored rotated,
+    # with EXIF orientation 6 ("rotate 90 CW to display").
+    up = np.zeros((96, 96, 3), np.uint8)
+    up[:48, :, 0] = 230
+    up[48:, :, 2] = 230
+    up[:, :, 1] = np.arange(96)[None, :] * 2
+    stored = Image.fromarray(up).transpose(Image.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    w("exif_rot.jpg", enc(stored, "JPEG", quality=95, exif=exif.tobytes()))
+    lin = np.zeros((64, 64, 3), np.uint8)
+    lin[:, :32] = 128  # linear 0.5 -> sRGB ~188
+    lin[:, 32:] = np.asarray(picture(12, 32, 64))
+    w("icc_linear.png", enc(Image.fromarray(lin), "PNG", icc_profile=linear_rgb_icc()))
+    rgba = np.dstack([np.asarray(picture(13, 80, 80)), np.full((80, 80), 255, np.uint8)])
+    rgba[:, :30, 3] = 0  # left part fully transparent
+    w("rgba.png", enc(Image.fromarray(rgba), "PNG"))
+    w("zero.png", b"")
+    jpg = enc(picture(14, 90, 90), "JPEG", quality=95)
+    w("truncated.jpg", jpg[: len(jpg) // 2])
+    w("bad_crc.png", break_idat_crc(enc(picture(15, 80, 80), "PNG")))
+    w("text.jpg", b"this is not a picture, just text pretending to be one.\n" * 6)
+    w("notes.txt", b"some notes\n")
+    w("bomb.png", png_bomb())
+    w("tiny.png", enc(picture(16, 16, 16), "PNG"))
+    w("small_upscale.png", enc(picture(17, 40, 40), "PNG"))
+    w("mono.png", enc(Image.new("RGB", (90, 90), (120, 40, 200)), "PNG"))
+    w("wide.png", enc(picture(18, 300, 60), "PNG"))
+    w("tiny_bytes.gif", enc(Image.new("P", (1, 1)), "GIF"))
+    assert sorted(str(p.relative_to(root).as_posix()) for p in root.rglob("*") if p.is_file()) == sorted(EXPECTED)
+    return dict(ok=ok, f0=f0)
+
+
+OPTS = dict(max_upscale=1.5, background=BG)
+
+
+@pytest.fixture(scope="module")
+def messy_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("messy")
+    info = build_messy(tmp / "raw")
+    t0 = time.time()
+    rep = curate(tmp / "raw", tmp / "out" / "clean.zip", 64, workers=2, progress=False, **OPTS)
+    rep["_elapsed"] = time.time() - t0
+    return tmp, rep, info
+
+
+def _report_files(rep):
+    with open(rep["report_json"]) as f:
+        full = json.load(f)
+    return full, {e["path"]: reason for reason, entries in full["files"].items() for e in entries}
+
+
+def test_every_file_lands_in_its_bucket(messy_run):
+    tmp, rep, _ = messy_run
+    full, where = _report_files(rep)
+    assert where == EXPECTED  # every input file is listed exactly once, in the right bucket
+    assert sum(full["counts"].values()) == full["total"] == len(EXPECTED)
+    assert full["accepted"] == sum(v == "accepted" for v in EXPECTED.values())
+    near = next(e for e in full["files"]["near_duplicate"])
+    assert "ok_crop.jpg" in near["detail"]
+    assert "ok_rgb.png" in next(e for e in full["files"]["duplicate"])["detail"]
+    # contact sheets: one per rejection reason and a sample of accepted ones, all readable PNGs
+    sheets = full["contact_sheets"]
+    assert set(sheets) == set(full["counts"])
+    for name in sheets.values():
+        with Image.open(os.path.join(rep["report_dir"], name)) as im:
+            assert im.size[0] >= 64 and im.size[1] >= 64
+    assert full["notes"].get("icc_converted", 0) >= 1 and full["notes"].get("alpha_composited", 0) >= 2
+
+
+def _accepted(rep):
+    full, _ = _report_files(rep)
+    return {e["path"]: e["name"] for e in full["files"]["accepted"]}
+
+
+def test_zip_is_official_format_and_uniform(messy_run):
+    tmp, rep, _ = messy_run
+    dest = tmp / "out" / "clean.zip"
+    with zipfile.ZipFile(dest) as z:
+        infos = z.infolist()
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in infos)
+        names = sorted(i.filename for i in infos)
+        assert names[-1] == "dataset.json"
+        assert names[:-1] == [f"00000/img{i:08d}.png" for i in range(rep["accepted"])]
+        meta = json.loads(z.read("dataset.json"))
+        assert meta["labels"] is None
+        for n in names[:-1]:
+            with Image.open(io.BytesIO(z.read(n))) as im:
+                assert im.format == "PNG" and im.mode == "RGB" and im.size == (64, 64)
+                assert "icc_profile" not in im.info  # pixels are sRGB; no stale profile travels along
+    ds = ImageDataset(dest, resolution=64)
+    assert len(ds) == rep["accepted"] and ds.num_channels == 3 and ds.resolution == 64
+    img, label = ds[0]
+    assert img.dtype == np.uint8 and img.shape == (3, 64, 64) and label.shape == (0,)
+    assert not any(p.name.endswith(".partial") for p in (tmp / "out").rglob("*"))
+
+
+def test_conversions_are_right(messy_run):
+    tmp, rep, info = messy_run
+    ds = ImageDataset(tmp / "out" / "clean.zip")
+    acc = _accepted(rep)
+    get = lambda rel: ds.load_image(ds.image_names.index(acc[rel])).transpose(1, 2, 0).astype(int)
+    # EXIF orientation applied: red on top, blue at the bottom (the stored file is rotated).
+    a = get("exif_rot.jpg")
+    assert a[:24, :, 0].mean() > 180 and a[:24, :, 2].mean() < 60
+    assert a[-24:, :, 2].mean() > 180 and a[-24:, :, 0].mean() < 60
+    # Alpha composited over the chosen background (left 30 of 80 px transparent -> 24 of 64).
+    a = get("rgba.png")
+    assert np.abs(a[:, 2:20] - np.array(BG)).max() <= 2
+    a = get("palette_t.png")
+    assert np.abs(a[:, 2:14] - np.array(BG)).max() <= 2
+    # 16-bit grayscale scaled (not clipped): a ramp from 0 to ~246, equal channels.
+    a = get("gray16.png")
+    assert a[:, :4].mean() < 20 and a[:, -4:].mean() > 200 and (a[..., 0] == a[..., 2]).all()
+    assert np.all(np.diff(a[32, :, 0]) >= -2)
+    # Grayscale input becomes 3 equal channels.
+    a = get("gray.png")
+    assert (a[..., 0] == a[..., 1]).all() and a.std() > 10
+    # ICC: linear-light 128 converted to sRGB is ~188 (ignoring the profile would leave 128).
+    a = get("icc_linear.png")
+    assert abs(a[:, 4:28].mean() - 188) < 4
+    # CMYK converted back to RGB colours close to the original picture.
+    ref = np.asarray(picture(9, 90, 90).crop((0, 0, 90, 90)).resize((64, 64), Image.LANCZOS)).astype(int)
+    assert np.abs(get("cmyk.jpg") - ref).mean() < 12
+    # GIF: the first frame.
+    f0 = np.asarray(info["f0"].resize((64, 64), Image.LANCZOS)).astype(int)
+    assert np.abs(get("formats/anim.gif") - f0).mean() < 12
+
+
+def test_in_process_matches_workers_and_zip_input(messy_run, tmp_path):
+    tmp, rep, _ = messy_run
+    src_zip = tmp_path / "raw.zip"
+    with zipfile.ZipFile(src_zip, "w") as z:
+        for p in sorted((tmp / "raw").rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(tmp / "raw").as_posix())
+    rep2 = curate(src_zip, tmp_path / "out", 64, workers=0, progress=False, **OPTS)  # folder output
+    assert rep2["counts"] == rep["counts"]
+    with zipfile.ZipFile(tmp / "out" / "clean.zip") as z:  # same bytes, same order
+        for name in _accepted(rep2).values():
+            assert (tmp_path / "out" / name).read_bytes() == z.read(name)
+    assert len(ImageDataset(tmp_path / "out")) == rep["accepted"]
+
+
+def test_options_square_pad_channels_and_filters_off(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "wide.png").write_bytes(enc(picture(1, 96, 64), "PNG"))
+    (raw / "mono.png").write_bytes(enc(Image.new("RGB", (64, 64), (5, 5, 5)), "PNG"))
+    rep = curate(raw, tmp_path / "d.zip", 32, channels=1, square="pad", background=(255, 0, 0),
+                 min_colors=None, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 2}
+    ds = ImageDataset(tmp_path / "d.zip")
+    assert ds.num_channels == 1
+    a = ds.load_image(ds.image_names.index(_accepted(rep)["wide.png"]))[0]
+    assert a.shape == (32, 32)
+    assert abs(int(a[0:3].mean()) - 76) <= 3  # pad rows are the background's luma (red -> 76)
+    # reflect: the padded border mirrors the picture (64x32 -> 64x64, no resize needed)
+    (raw / "wide.png").write_bytes(enc(picture(2, 64, 32), "PNG"))
+    rep = curate(raw, tmp_path / "r.zip", 64, square="reflect", workers=0, progress=False)
+    a = ImageDataset(tmp_path / "r.zip").load_image(0)
+    assert (a[:, 15] == a[:, 16]).all() and (a[:, 0] == a[:, 31]).all() and (a[:, 47] == a[:, 48]).all()
+    assert not (a[:, 16] == a[:, 17]).all()
+    # square='none' rejects the non-square one; nothing accepted -> an error, no dataset, a report
+    with pytest.raises(CurateError, match="no image .* was accepted"):
+        curate(raw, tmp_path / "n.zip", 32, square="none", workers=0, progress=False)
+    assert not (tmp_path / "n.zip").exists()
+    with open(tmp_path / "n_report" / "curation_report.json") as f:
+        assert json.load(f)["counts"] == {"not_square": 1, "monochrome": 1}
+
+
+def test_labels_from_folders_round_trip(tmp_path):
+    raw = tmp_path / "raw"
+    seeds = {"dogs": [30, 31], "cats": [20, 21, 22]}
+    for cls, ss in seeds.items():
+        (raw / cls).mkdir(parents=True)
+        for s in ss:
+            (raw / cls / f"{s}.png").write_bytes(enc(picture(s, 64, 64), "PNG"))
+    (raw / "loose.png").write_bytes(enc(picture(40, 64, 64), "PNG"))
+    rep = curate(raw, tmp_path / "l.zip", 32, labels="folders", workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 5, "no_label": 1} and rep["classes"] == ["cats", "dogs"]
+    ds = ImageDataset(tmp_path / "l.zip", use_labels=True)
+    assert ds.has_labels and ds.label_dim == 2 and ds.class_names == ["cats", "dogs"]
+    for src, name in _accepted(rep).items():
+        img, onehot = ds[ds.image_names.index(name)]
+        want = 0 if src.startswith("cats/") else 1
+        assert onehot.tolist() == [float(i == want) for i in range(2)]
+        # the stored pixels are the source picture's
+        ref = np.asarray(picture(int(src.split("/")[1][:2]), 64, 64).resize((32, 32), Image.LANCZOS))
+        assert np.abs(img.transpose(1, 2, 0).astype(int) - ref).max() <= 1
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(CurateError, match="source not found: .*nowhere"):
+        curate(tmp_path / "nowhere", tmp_path / "o.zip", 64)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    with pytest.raises(CurateError, match="power of two"):
+        curate(tmp_path / "raw", tmp_path / "o.zip", 100)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CurateError, match="afile"):
+        curate(tmp_path / "raw", tmp_path / "afile" / "o.zip", 64)
+    (tmp_path / "exists.zip").write_bytes(b"old")
+    with pytest.raises(CurateError, match="already exists"):
+        curate(tmp_path / "raw", tmp_path / "exists.zip", 64)
+    assert (tmp_path / "exists.zip").read_bytes() == b"old"
+
+
+def test_exception_mid_write_leaves_nothing(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s in range(5):
+        (raw / f"{s}.png").write_bytes(enc(picture(s, 64, 64), "PNG"))
+    calls = []
+    real_add = DatasetWriter.add
+
+    def failing_add(self, png, label=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated interrupt")
+        return real_add(self, png, label)
+    monkeypatch.setattr(DatasetWriter, "add", failing_add)
+    with pytest.raises(KeyboardInterrupt):
+        curate(raw, tmp_path / "out" / "d.zip", 32, workers=0, progress=False)
+    assert list((tmp_path / "out").iterdir()) == [] or all(p.is_dir() for p in (tmp_path / "out").iterdir())
+    assert not (tmp_path / "out" / "d.zip").exists()
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "out").rglob("*"))
+
+
+KILL_SCRIPT = r"""
+import sys, time
+from sg3lib.data.writer import DatasetWriter
+from sg3lib.data import curate
+real = DatasetWriter.add
+def slow_add(self, png, label=None):
+    name = real(self, png, label)
+    self._zip.fp.flush()
+    time.sleep(0.3)
+    return name
+DatasetWriter.add = slow_add
+curate(sys.argv[1], sys.argv[2], 32, workers=0, progress=False)
+"""
+
+
+def test_killed_run_leaves_no_partial_zip_under_dest(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s in range(12):
+        (raw / f"{s}.png").write_bytes(enc(picture(s, 64, 64), "PNG"))
+    out = tmp_path / "out"
+    dest = out / "d.zip"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(raw), str(dest)],
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    deadline = time.time() + 30
+    partial = []
+    while time.time() < deadline and proc.poll() is None:
+        partial = [p for p in out.glob(".d.zip.*.partial")] if out.exists() else []
+        if partial and partial[0].stat().st_size > 2000:  # a few images are in
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the curate run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial and partial[0].exists()  # it was killed mid-write...
+    assert not dest.exists()  # ...and nothing sits under the destination name
+
+
+def test_streaming_reads_input_lazily(tmp_path):
+    """The worker pipeline pulls file names as it goes (memory does not grow with the count)."""
+    from sg3lib.data.curate import _results, _settings
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s in range(3):
+        (raw / f"{s}.png").write_bytes(enc(picture(s, 40, 40), "PNG"))
+    pulled = []
+
+    def names():
+        for i in range(1000):
+            pulled.append(i)
+            yield f"{i % 3}.png"
+    it = _results(raw, _settings(32, {}), names(), workers=1, chunk=4)
+    first = next(it)
+    assert first[0] == "0.png" and first[1]["status"] == "ok"
+    assert len(pulled) <= 4 * 3  # at most ~2 chunks per worker in flight, not all 1000 names
+    it.close()
+
+
+def test_command_line(tmp_path, capsys):
+    from sg3lib.cli import main
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s in range(3):
+        (raw / f"{s}.png").write_bytes(enc(picture(s, 64, 64), "PNG"))
+    (raw / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 200)
+    assert main(["curate", str(raw), str(tmp_path / "o.zip"), "--resolution", "32", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 4 images written" in out and "not_an_image" in out
+    assert len(ImageDataset(tmp_path / "o.zip", resolution=32)) == 3
+    assert main(["curate", str(raw), str(tmp_path / "p.zip"), "--resolution", "48"]) == 2
+    assert "power of two" in capsys.readouterr().out
+
+
+def test_truncated_is_caught_even_if_pillow_was_told_to_be_lenient(tmp_path, monkeypatch):
+    from PIL import ImageFile
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as some notebooks do
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    jpg = enc(picture(1, 90, 90), "JPEG", quality=95)
+    (raw / "t.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (raw / "ok.jpg").write_bytes(jpg)
+    rep = curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 1, "corrupt": 1}
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
+
+
+def test_reject_grayscale_option(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "color.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    (raw / "gray.png").write_bytes(enc(picture(2, 64, 64).convert("L"), "PNG"))
+    (raw / "gray_rgb.jpg").write_bytes(enc(picture(3, 64, 64).convert("L").convert("RGB"), "JPEG"))
+    rep = curate(raw, tmp_path / "o.zip", 32, reject_grayscale=True, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 1, "grayscale": 2}
+
+
+def test_demo_script_names_the_apt_command_when_the_font_is_missing(monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_demo", os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "data", "build_demo.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "FONT_PATHS", ["/nonexistent/NotoColorEmoji.ttf"])
+    monkeypatch.delenv("SG3_EMOJI_FONT", raising=False)
+    with pytest.raises(SystemExit, match="apt-get install -y fonts-noto-color-emoji"):
+        mod.find_font()

@@ -1,0 +1,161 @@
+"""ImageDataset reads the official format (zip or folder) and refuses non-uniform data clearly."""
+import io
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sg3lib.data import DatasetError, ImageDataset
+
+
+def png(a):
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
+def pictures(n, size=8, channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (size, size, channels) if channels > 1 else (size, size)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+
+
+def official_zip(path, imgs, labels):
+    """A zip laid out the way the official dataset tool writes it."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        names = []
+        for i, a in enumerate(imgs):
+            name = f"{i // 1000:05d}/img{i:08d}.png"
+            z.writestr(name, png(a))
+            names.append(name)
+        z.writestr("dataset.json", json.dumps({"labels": None if labels is None else
+                                               [[n, l] for n, l in zip(names, labels)]}))
+    return path
+
+
+def test_official_zip_with_labels_and_xflip(tmp_path):
+    imgs = pictures(5)
+    ds = ImageDataset(official_zip(tmp_path / "ds.zip", imgs, [0, 2, 1, 2, 0]), use_labels=True, xflip=True)
+    assert len(ds) == 10 and ds.resolution == 8 and ds.num_channels == 3 and ds.name == "ds"
+    assert ds.has_labels and ds.label_dim == 3 and ds.label_shape == [3] and ds.image_shape == [3, 8, 8]
+    img, label = ds[1]
+    assert img.dtype == np.uint8 and img.shape == (3, 8, 8)
+    assert (img == imgs[1].transpose(2, 0, 1)).all()
+    assert label.tolist() == [0, 0, 1] and label.dtype == np.float32
+    flipped, label2 = ds[6]  # second half: mirrored copies of the first half
+    assert (flipped == imgs[1].transpose(2, 0, 1)[:, :, ::-1]).all() and label2.tolist() == [0, 0, 1]
+    no_labels = ImageDataset(tmp_path / "ds.zip")
+    assert no_labels.label_dim == 0 and no_labels[0][1].shape == (0,)
+    t, lt = ImageDataset(tmp_path / "ds.zip", as_tensor=True, use_labels=True)[3]
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and lt.tolist() == [0, 0, 1]
+
+
+def test_folder_grayscale_and_null_labels(tmp_path):
+    imgs = pictures(3, size=16, channels=1)
+    for i, a in enumerate(imgs):
+        (tmp_path / "00000").mkdir(exist_ok=True)
+        (tmp_path / "00000" / f"img{i:08d}.png").write_bytes(png(a))
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": None}))
+    ds = ImageDataset(tmp_path, resolution=16, use_labels=True)
+    assert len(ds) == 3 and ds.num_channels == 1 and not ds.has_labels and ds.label_dim == 0
+    assert (ds[2][0][0] == imgs[2]).all()
+
+
+def test_odd_file_is_named(tmp_path):
+    imgs = pictures(4)
+    imgs[2] = pictures(1, size=16)[0]
+    with pytest.raises(DatasetError, match=r"img00000002\.png is 16x16 with 3 channel\(s\), but .*img00000000\.png"):
+        ImageDataset(official_zip(tmp_path / "a.zip", imgs, None))
+    imgs = pictures(4)
+    imgs[3] = pictures(1, channels=1)[0]
+    with pytest.raises(DatasetError, match=r"img00000003\.png is 8x8 with 1 channel"):
+        ImageDataset(official_zip(tmp_path / "b.zip", imgs, None))
+    with pytest.raises(DatasetError, match="resolution=64"):
+        ImageDataset(official_zip(tmp_path / "c.zip", pictures(2), None), resolution=64)
+    with pytest.raises(DatasetError, match="not found: .*missing.zip"):
+        ImageDataset(tmp_path / "missing.zip")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        ImageDataset(tmp_path / "empty")
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as z:
+        z.writestr("00000/img00000000.png", png(pictures(1)[0]))
+        z.writestr("00000/img00000001.png", png(pictures(1)[0]))
+        z.writestr("dataset.json", json.dumps({"labels": [["00000/img00000000.png", 1]]}))
+    with pytest.raises(DatasetError, match="no label for 00000/img00000001.png"):
+        ImageDataset(tmp_path / "d.zip", use_labels=True)
+
+
+def test_pickle_and_dataloader_workers(tmp_path):
+    imgs = pictures(6)
+    ds = ImageDataset(official_zip(tmp_path / "ds.zip", imgs, [0, 1, 0, 1, 0, 1]), use_labels=True)
+    ds[0]  # opens the zip in this process; pickling must still work
+    clone = pickle.loads(pickle.dumps(ds))
+    assert (clone[4][0] == ds[4][0]).all()
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, shuffle=False)
+    batches = list(loader)
+    got = torch.cat([b[0] for b in batches]).numpy()
+    assert got.shape == (6, 3, 8, 8) and (got == np.stack([a.transpose(2, 0, 1) for a in imgs])).all()
+    assert torch.cat([b[1] for b in batches])[:, 1].tolist() == [0, 1, 0, 1, 0, 1]
+
+
+# -- discriminator ranking (sg3lib.data.rank) ---------------------------------------------------
+
+def tiny_d(c_dim=0, mbstd=True):
+    from sg3lib.networks import build_network
+    torch.manual_seed(0)
+    epi = {} if mbstd else {"mbstd_num_channels": 0}
+    return build_network("training.networks_stylegan2.Discriminator",
+                         dict(c_dim=c_dim, img_resolution=8, img_channels=3, channel_base=64, channel_max=16,
+                              num_fp16_res=0, epilogue_kwargs=epi)).eval()
+
+
+def test_rank_scores_sort_and_drop_bottom(tmp_path):
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    imgs = pictures(8, seed=3)
+    labels = [0, 1, 0, 1, 0, 1, 0, 1]
+    ds_path = official_zip(tmp_path / "ds.zip", imgs, labels)
+    D = tiny_d(mbstd=False)  # without minibatch std, a score is D of the image alone
+    res = rank(D, ds_path, tmp_path / "r", passes=2, batch_size=3, drop_bottom=0.25, progress=False)
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack([a.transpose(2, 0, 1) for a in imgs])).float() / 127.5 - 1
+        direct = D(x).flatten().numpy()
+    names = [f"00000/img{i:08d}.png" for i in range(8)]
+    want = [names[i] for i in np.argsort(-direct, kind="stable")]
+    assert res["names"] == want
+    assert np.allclose(res["scores"], np.sort(direct)[::-1], atol=1e-5) and np.allclose(res["stds"], 0, atol=1e-4)
+    rows = (tmp_path / "r" / "rank.csv").read_text().splitlines()
+    assert rows[0] == "rank,name,score,std,label" and [r.split(",")[1] for r in rows[1:]] == want
+    assert (tmp_path / "r" / "rank_top.png").exists() and (tmp_path / "r" / "rank_bottom.png").exists()
+    kept = ImageDataset(res["dest"], use_labels=True)
+    assert len(kept) == 6 and sorted(res["dropped"]) == sorted(want[-2:])
+    kept_src = [n for n in names if n not in res["dropped"]]
+    for j, src in enumerate(kept_src):  # same pixels and labels, in the original order
+        img, onehot = kept[j]
+        i = names.index(src)
+        assert (img == imgs[i].transpose(2, 0, 1)).all() and onehot.argmax() == labels[i]
+
+
+def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.cli import main
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(10, seed=4), [i % 2 for i in range(10)])
+    snap = save_snapshot(tmp_path / "snapshot-000001000.pt", snapshot_from_networks({"D": tiny_d(c_dim=2)}))
+    assert main(["rank", "--network", str(snap), "--data", str(ds_path), "--out", str(tmp_path / "r"),
+                 "--passes", "3", "--batch", "4", "--drop-bottom", "20"]) == 0
+    assert "ranked 10 images" in capsys.readouterr().out
+    rows = [r.split(",") for r in (tmp_path / "r" / "rank.csv").read_text().splitlines()[1:]]
+    assert sorted(r[1] for r in rows) == [f"00000/img{i:08d}.png" for i in range(10)]
+    scores = [float(r[2]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert any(float(r[3]) > 0 for r in rows)  # minibatch std: scores move with their companions
+    assert len(ImageDataset(tmp_path / "r" / "ds-top80.zip")) == 8
+    # an unconditional dataset for a conditional D: a clear error, not a traceback
+    plain = official_zip(tmp_path / "plain.zip", pictures(4), None)
+    assert main(["rank", "--network", str(snap), "--data", str(plain), "--out", str(tmp_path / "r2")]) == 2
+    assert "conditional" in capsys.readouterr().out

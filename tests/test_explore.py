@@ -1,0 +1,222 @@
+"""sg3lib.explore: seeds, truncation, interpolation, paths and grids on tiny real networks."""
+import numpy as np
+import pytest
+import torch
+
+from sg3lib import explore as X
+from test_explore_helpers import make_G
+
+
+@pytest.fixture(scope="module")
+def G():
+    return make_G()
+
+
+# ----------------------------------------------------------------------------- seeds and truncation
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 2 ** 32 - 1])
+def test_seed_gives_the_official_z(seed):
+    expected = np.random.RandomState(seed).randn(512)
+    assert np.array_equal(X.seed_to_z(seed, 512), expected)
+    z = X.seeds_to_z([seed, 7], 512)
+    assert torch.equal(z[0], torch.from_numpy(expected).float())
+    assert torch.equal(z[1], torch.from_numpy(np.random.RandomState(7).randn(512)).float())
+
+
+def test_seed_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        X.seed_to_z(2 ** 32, 4)
+
+
+def test_parse_seeds():
+    assert X.parse_seeds("0-3,7, 10") == [0, 1, 2, 3, 7, 10]
+    assert X.parse_seeds([5, 6]) == [5, 6]
+    with pytest.raises(ValueError, match="0-3,7,10"):
+        X.parse_seeds("a-b")
+
+
+def test_generate_is_the_official_forward_for_a_seed(G):
+    z = torch.from_numpy(np.random.RandomState(3).randn(G.z_dim)).float()[None]
+    ref = X.to_uint8(G(z, torch.zeros(1, 0), truncation_psi=0.6, noise_mode="const"))
+    out = X.generate_arrays(G, [3], psi=0.6, progress=False)
+    assert np.array_equal(out, ref)
+    pil = X.generate(G, [3, 4], psi=0.6, progress=False)
+    assert pil[0].size == (16, 16) and np.array_equal(np.asarray(pil[0]), ref[0])
+
+
+@pytest.mark.parametrize("psi,cutoff", [(0.7, None), (0.5, 4), (-0.5, 2)])
+def test_map_z_truncation_matches_the_mapping_network(G, psi, cutoff):
+    z = X.seeds_to_z([0, 1, 2], G.z_dim)
+    ref = G.mapping(z, torch.zeros(3, 0), truncation_psi=psi, truncation_cutoff=cutoff)
+    torch.testing.assert_close(X.map_z(G, z, psi=psi, cutoff=cutoff), ref, rtol=1e-5, atol=1e-6)
+    untruncated = X.map_z(G, z)
+    if cutoff is not None:  # layers past the cutoff keep their own ws
+        assert torch.equal(X.map_z(G, z, psi=psi, cutoff=cutoff)[:, cutoff:], untruncated[:, cutoff:])
+
+
+def test_class_centre_truncation():
+    Gc = make_G(c_dim=3)
+    z = X.seeds_to_z([0, 1], Gc.z_dim)
+    centre = X.class_center(Gc, 2, n=500)
+    c = torch.zeros(500, 3)
+    c[:, 2] = 1
+    mean = Gc.mapping(torch.randn(500, Gc.z_dim, generator=torch.Generator().manual_seed(0)), c).mean(0)
+    torch.testing.assert_close(centre, mean, rtol=1e-5, atol=1e-5)
+    ws0 = X.map_z(Gc, z, class_idx=2, psi=0.0, centre="class")
+    assert torch.allclose(ws0[0], ws0[1]) and torch.allclose(ws0[0], X.class_center(Gc, 2))
+    other = X.map_z(Gc, z, class_idx=0, psi=0.0, centre="class")
+    assert not torch.allclose(other, ws0)  # each class keeps its own centre
+    with pytest.raises(ValueError, match="conditional"):
+        X.map_z(Gc, z)
+    with pytest.raises(ValueError, match="0..2"):
+        X.class_labels(Gc, 5)
+
+
+# ----------------------------------------------------------------------------- interpolation
+
+def test_slerp_endpoints_and_norms():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 512, generator=g), torch.randn(5, 512, generator=g)
+    b = b / b.norm(dim=-1, keepdim=True) * a.norm(dim=-1, keepdim=True)  # equal norms
+    torch.testing.assert_close(X.slerp(a, b, 0.0), a)
+    torch.testing.assert_close(X.slerp(a, b, 1.0), b, rtol=1e-5, atol=1e-5)
+    for t in (0.1, 0.5, 0.77):
+        torch.testing.assert_close(X.slerp(a, b, t).norm(dim=-1), a.norm(dim=-1), rtol=1e-5, atol=1e-4)
+    # lerp cuts through the inside of the sphere: its midpoint is shorter (what slerp avoids)
+    assert (X.lerp(a, b, 0.5).norm(dim=-1) < 0.9 * a.norm(dim=-1)).all()
+    # per-sample t, and ws-shaped inputs [N, num_ws, w_dim]
+    t = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    out = X.slerp(a, b, t)
+    torch.testing.assert_close(out[0], a[0]) and torch.testing.assert_close(out[-1], b[-1], rtol=1e-5, atol=1e-5)
+    w = torch.randn(2, 6, 8, generator=g)
+    assert X.slerp(w[:1], w[1:], 0.3).shape == (1, 6, 8)
+    # parallel inputs fall back to lerp instead of dividing by zero
+    assert torch.isfinite(X.slerp(a, 2 * a, 0.5)).all()
+    torch.testing.assert_close(X.slerp(a, 2 * a, 0.5), 1.5 * a)
+
+
+def test_keyframe_path_passes_through_the_seeds(G):
+    seeds = [3, 5, 9]
+    keys = X.map_z(G, X.seeds_to_z(seeds, G.z_dim), psi=0.7)
+    for space in ("z", "w"):
+        open_path = X.keyframe_path(G, seeds, 9, space=space, loop=False, psi=0.7)
+        assert open_path.shape == (9, G.num_ws, G.w_dim)
+        torch.testing.assert_close(open_path[0], keys[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(open_path[4], keys[1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(open_path[8], keys[2], rtol=1e-5, atol=1e-5)
+        loop = X.keyframe_path(G, seeds, 12, space=space, psi=0.7, endpoint=True)
+        assert len(loop) == 13
+        torch.testing.assert_close(loop[4], keys[1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(loop[12], loop[0], rtol=1e-5, atol=1e-5)
+
+
+def test_loops_close(G):
+    """Frame n of each periodic path (computed at phase 1, not copied) equals frame 0."""
+    n = 10
+    for ws in (X.circular_loop(G, n, seeds=(1, 2), endpoint=True, psi=0.8),
+               X.random_walk(G, n, seed=3, endpoint=True),
+               X.random_walk(G, n, seed=3, space="w", endpoint=True),
+               X.style_mix_walk(G, 4, n, layers="fine", endpoint=True)):
+        assert ws.shape == (n + 1, G.num_ws, G.w_dim)
+        torch.testing.assert_close(ws[n], ws[0], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(ws[n // 2], ws[0])  # the path does move
+    imgs = X.synthesize(G, X.circular_loop(G, n, seeds=(1, 2), endpoint=True))
+    assert np.abs(imgs[n].astype(int) - imgs[0]).max() <= 1 and np.abs(imgs[n // 2].astype(int) - imgs[0]).max() > 10
+    tf = X.transform_sweep(n, "rotate", endpoint=True)
+    torch.testing.assert_close(tf[n], tf[0], rtol=1e-5, atol=1e-5)
+
+
+def test_circular_loop_starts_at_its_seed_and_stays_gaussian(G):
+    ws = X.circular_loop(G, 8, seeds=(5, 6))
+    torch.testing.assert_close(ws[0], X.map_z(G, X.seeds_to_z([5], G.z_dim))[0], rtol=1e-5, atol=1e-5)
+
+
+def test_smooth_wrap_is_seamless():
+    x = np.random.RandomState(0).randn(200, 64)
+    y = X.smooth_wrap(x, sigma=10)
+    steps = np.linalg.norm(np.diff(y, axis=0), axis=1)
+    wrap = np.linalg.norm(y[0] - y[-1])
+    assert wrap < 2 * steps.max()  # the seam is an ordinary step ...
+    assert steps.max() < 0.5 * np.linalg.norm(np.diff(x, axis=0), axis=1).mean()  # ... of a smooth path
+    assert 0.8 < y.std() < 1.2  # rescaled: still unit variance like a seed's z
+    # zero-padded (non-wrapping) smoothing has a visible jump at the seam; ours does not
+    assert np.allclose(X.smooth_wrap(np.roll(x, 7, axis=0), 10), np.roll(y, 7, axis=0))
+
+
+def test_style_mix_walk_moves_only_its_layers(G):
+    lo, hi = X.layer_range("fine", G.num_ws)
+    ws = X.style_mix_walk(G, 4, 6, layers="fine")
+    base = X.map_z(G, X.seeds_to_z([4], G.z_dim))[0]
+    assert torch.equal(ws[:, :lo], base[None, :lo].expand(6, -1, -1))
+    assert not torch.allclose(ws[1, lo:hi], ws[3, lo:hi])
+
+
+def test_layer_ranges():
+    assert X.layer_ranges(18) == {"coarse": (0, 4), "middle": (4, 8), "fine": (8, 18)}
+    r = X.layer_ranges(16)
+    assert r["coarse"][0] == 0 and r["fine"][1] == 16 and r["coarse"][1] == r["middle"][0]
+    assert X.layer_range("coarse+middle", 18) == (0, 8)
+    assert X.layer_range("2-5", 18) == (2, 6)
+    with pytest.raises(ValueError, match="0..17"):
+        X.layer_range((3, 30), 18)
+
+
+def test_translate_and_rotate_use_the_input_transform(G):
+    base = X.generate_arrays(G, [0], progress=False)
+    before = G.synthesis.input.transform.clone()
+    moved = X.generate_arrays(G, [0], transform=X.make_transform((0.5, 0), 0), progress=False)
+    turned = X.generate_arrays(G, [0], transform=X.make_transform((0, 0), 90), progress=False)
+    assert np.abs(moved.astype(int) - base).mean() > 1 and np.abs(turned.astype(int) - base).mean() > 1
+    assert torch.equal(G.synthesis.input.transform, before)  # restored afterwards
+    # the buffer holds the inverse of rotate+translate (official visualizer convention)
+    m = X.make_transform((0.25, -0.1), 30)
+    a = np.radians(30)
+    fwd = np.array([[np.cos(a), np.sin(a), 0.25], [-np.sin(a), np.cos(a), -0.1], [0, 0, 1]])
+    np.testing.assert_allclose(m.numpy() @ fwd, np.eye(3), atol=1e-6)
+    with pytest.raises(ValueError, match="StyleGAN3"):
+        X.generate_arrays(make_G("sg2"), [1], transform=m, progress=False)
+
+
+# ----------------------------------------------------------------------------- grids
+
+def test_psi_grid_layout_and_columns(G):
+    seeds, psis = [0, 1, 2], [1.0, 0.5, 0.0]
+    plain = X.psi_grid(G, seeds, psis, labels=False, progress=False)
+    assert plain.size == (len(psis) * 16, len(seeds) * 16)  # (width, height)
+    a = np.asarray(plain).astype(int)
+    cell = lambda r, c: a[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]  # noqa: E731
+    assert np.abs(cell(0, 0) - cell(0, 2)).mean() > 1     # psi=1 differs from psi=0
+    assert np.abs(cell(0, 0) - cell(1, 0)).mean() > 1     # seeds differ at psi=1 ...
+    assert np.abs(cell(0, 2) - cell(1, 2)).max() <= 1     # ... and meet at psi=0 (all at w_avg)
+    ref = X.generate_arrays(G, [1], psi=0.5, progress=False)[0]
+    assert np.array_equal(cell(1, 1), ref)                # row = seed, column = psi
+    labelled = X.psi_grid(G, seeds, psis, progress=False)
+    W_, H_ = labelled.size
+    left, top = W_ - 3 * 16, H_ - 3 * 16
+    assert left > 0 and top > 0                           # label bands on the left and on top
+    assert np.array_equal(np.asarray(labelled)[top:, left:], np.asarray(plain))
+    assert np.asarray(labelled)[:top, left:].min() < 128  # some text was drawn in the band
+
+
+def test_style_mix_grid(G):
+    rows, cols = [0, 1], [2, 3, 4]
+    img = np.asarray(X.style_mix_grid(G, rows, cols, layers=(0, G.num_ws), labels=False, progress=False)).astype(int)
+    assert img.shape == (3 * 16, 4 * 16, 3)
+    cell = lambda r, c: img[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]  # noqa: E731
+    # all layers from the column seed: the mixed cell is the column seed's image
+    assert np.abs(cell(1, 2) - cell(0, 2)).max() <= 1
+    assert np.abs(cell(2, 3) - cell(0, 3)).max() <= 1
+    coarse = np.asarray(X.style_mix_grid(G, rows, cols, layers="coarse", labels=False, progress=False)).astype(int)
+    c2 = lambda r, c: coarse[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]  # noqa: E731
+    assert np.abs(c2(1, 1) - c2(1, 0)).mean() > 0.5 and np.abs(c2(1, 1) - c2(0, 1)).mean() > 0.5
+    assert np.array_equal(c2(1, 0), X.generate_arrays(G, [0], progress=False)[0])  # row seed image
+
+
+def test_translate_moves_the_content_by_image_widths():
+    """StyleGAN3-T is translation equivariant: translate (0.25, 0) shifts a 32 px image 8 px right."""
+    G32 = make_G(resolution=32)
+    a = X.generate_arrays(G32, [1], progress=False)[0].astype(int)
+    right = X.generate_arrays(G32, [1], transform=X.make_transform((0.25, 0), 0), progress=False)[0].astype(int)
+    down = X.generate_arrays(G32, [1], transform=X.make_transform((0, 0.25), 0), progress=False)[0].astype(int)
+    assert np.abs(right[:, 8:] - a[:, :-8]).mean() < 1 < np.abs(right - a).mean()
+    assert np.abs(down[8:] - a[:-8]).mean() < 1 < np.abs(down - a).mean()

@@ -1,0 +1,382 @@
+"""sg3lib.load: official-format pickles (built here), refusal of unsafe pickles, bad files, URLs, `sg3 info`."""
+import http.server
+import io
+import json
+import os
+import pickle
+import pickletools
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sg3lib
+from sg3lib.cli import main as sg3_main
+from sg3lib.compat import official_pkl as op
+from sg3lib.loader import LoadError, load
+from sg3lib.networks import build_network
+
+# Names the official networks register as buffers (the rest are parameters).
+BUFFERS = {"w_avg", "magnitude_ema", "up_filter", "down_filter", "freqs", "phases", "transform",
+           "resample_filter", "noise_const"}
+
+
+def fixture(fixtures_dir, name):
+    meta = json.loads((fixtures_dir / f"{name}.json").read_text())
+    npz = np.load(fixtures_dir / f"{name}.npz")
+    state = {k[len("state/"):]: torch.from_numpy(npz[k]) for k in npz.files if k.startswith("state/")}
+    return meta, state, npz
+
+
+def persistent(fixtures_dir, name, module_src=None):
+    meta, state, _ = fixture(fixtures_dir, name)
+    obj = op.persistent_from_state_dict(meta["official_class"], meta["init_kwargs"], state, BUFFERS, module_src)
+    # Plain attributes of the kinds official module states carry (numpy sizes/rates, hook dicts).
+    obj.state.update(sampling_rate=np.float64(16.0), size=np.asarray([36, 36]), _forward_hooks=OrderedDict(),
+                     layer_names=["L0_36_64"], _non_persistent_buffers_set=set())
+    return obj
+
+
+def official_pkl(tmp_path, fixtures_dir, g=None, d=None, filename="network-snapshot-000120.pkl", module_src=None):
+    nets = {"G": persistent(fixtures_dir, g, module_src) if g else None,
+            "G_ema": persistent(fixtures_dir, g, module_src) if g else None,
+            "D": persistent(fixtures_dir, d, module_src) if d else None}
+    tsk = {"class_name": "training.dataset.ImageFolderDataset", "path": "/data/ffhq.zip", "use_labels": False,
+           "max_size": 70000, "xflip": True, "resolution": 64, "random_seed": 0}
+    return op.write_official_pkl(tmp_path / filename, nets, training_set_kwargs=tsk)
+
+
+def globals_in(path):
+    """(module, name) pairs a pickle refers to, read with pickletools (nothing executed)."""
+    out, strings = set(), []
+    for opcode, arg, _ in pickletools.genops(Path(path).read_bytes()):
+        if opcode.name == "GLOBAL":
+            out.add(tuple(arg.split(" ", 1)))
+        elif opcode.name == "STACK_GLOBAL":
+            out.add((strings[-2], strings[-1]))
+        if isinstance(arg, str):
+            strings.append(arg)
+    return out
+
+
+def test_official_pkl_sg3t_outputs_match_fixture(tmp_path, fixtures_dir):
+    marker = tmp_path / "module_src_ran"
+    src = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\nclass SynthesisInput: pass\n"
+    path = official_pkl(tmp_path, fixtures_dir, g="sg3t_64", d="d_64", module_src=src)
+    # The bytes use the official names, and the embedded source is present but never run.
+    names = globals_in(path)
+    assert ("torch_utils.persistence", "_reconstruct_persistent_obj") in names
+    assert ("dnnlib.util", "EasyDict") in names
+    assert not any(m.startswith("sg3lib") for m, _ in names)
+    nets = sg3lib.load(path)
+    assert not marker.exists()
+    assert set(nets) == {"G", "D", "G_ema", "meta"}
+    meta = nets["meta"]
+    assert meta["arch"] == "stylegan3-t" and meta["format"] == "official-pkl" and meta["kimg"] == 120.0
+    assert meta["ignored"] == ["augment_pipe"]
+    assert meta["training_set_kwargs"]["path"] == "/data/ffhq.zip"
+    json.dumps(meta)  # JSON-able
+    G = nets["G_ema"]
+    assert not G.training and not any(p.requires_grad for p in G.parameters())
+    _, _, npz = fixture(fixtures_dir, "sg3t_64")
+    with torch.no_grad():
+        ws = G.mapping(torch.from_numpy(npz["in_z"]), None, truncation_psi=1)
+        img = G.synthesis(torch.from_numpy(npz["out_ws"][:1]), noise_mode="const")  # one sample: CPU time
+    np.testing.assert_allclose(ws.numpy(), npz["out_ws"], atol=1e-4)
+    np.testing.assert_allclose(img.numpy(), npz["out_img_const"][:1], atol=1e-4)
+    _, _, dnpz = fixture(fixtures_dir, "d_64")
+    with torch.no_grad():
+        logits = nets["D"](torch.from_numpy(dnpz["in_img"]), None)
+    np.testing.assert_allclose(logits.numpy(), dnpz["out_logits"], atol=1e-4)
+
+
+@pytest.mark.parametrize("name,arch", [("sg3r_64", "stylegan3-r"), ("sg2_64", "stylegan2"),
+                                       ("sg3t_256_cond", "stylegan3-t")])
+def test_official_pkl_arch_and_mapping(tmp_path, fixtures_dir, name, arch):
+    path = official_pkl(tmp_path, fixtures_dir, g=name)  # default module_src: a comment only
+    nets = load(path)
+    assert nets["meta"]["arch"] == arch and "D" not in nets
+    meta, state, npz = fixture(fixtures_dir, name)
+    G = nets["G_ema"]
+    assert G.num_ws == meta["num_ws"] and nets["meta"]["init_kwargs"]["z_dim"] == meta["init_kwargs"]["z_dim"]
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    c = torch.from_numpy(npz["in_c"]) if "in_c" in npz.files else None
+    with torch.no_grad():
+        ws = G.mapping(torch.from_numpy(npz["in_z"]), c, truncation_psi=0.5)
+    np.testing.assert_allclose(ws.numpy(), npz["out_ws_psi0.5"], atol=1e-4)
+
+
+def test_official_pkl_sg2_image(tmp_path, fixtures_dir):
+    nets = load(official_pkl(tmp_path, fixtures_dir, g="sg2_64"))
+    _, _, npz = fixture(fixtures_dir, "sg2_64")
+    with torch.no_grad():
+        img = nets["G_ema"].synthesis(torch.from_numpy(npz["out_ws"][1:2]), noise_mode="const")
+    np.testing.assert_allclose(img.numpy(), npz["out_img_const"][1:2], atol=1e-4)
+
+
+def test_export_from_modules_protocol2_and_positional_args(tmp_path, fixtures_dir):
+    meta, state, _ = fixture(fixtures_dir, "d_64_cond")
+    D = build_network(meta["official_class"], meta["init_kwargs"])
+    D.load_state_dict(state)
+    obj = op.persistent_from_module(D)
+    kw = dict(obj.state["_init_kwargs"])
+    # Official pickles may carry the leading constructor arguments positionally.
+    obj.state["_init_args"] = (kw.pop("c_dim"), kw.pop("img_resolution"), kw.pop("img_channels"))
+    obj.state["_init_kwargs"] = op.EasyDict(kw)
+    path = op.write_official_pkl(tmp_path / "d.pkl", {"D": obj}, protocol=2)
+    assert Path(path).read_bytes()[:2] == b"\x80\x02"
+    nets = load(path)
+    assert nets["meta"]["networks"]["D"]["init_kwargs"]["c_dim"] == meta["init_kwargs"]["c_dim"]
+    for k, v in D.state_dict().items():
+        assert torch.equal(nets["D"].state_dict()[k], v), k
+
+
+STOCK_WRITER = """
+import json, pickle, sys
+import numpy as np, torch
+from torch_utils.persistence import Persistent
+from dnnlib.util import EasyDict
+from sg3lib.networks import build_network
+
+def net(name):
+    meta = json.load(open(f"{sys.argv[1]}/{name}.json"))
+    npz = np.load(f"{sys.argv[1]}/{name}.npz")
+    m = build_network(meta["official_class"], meta["init_kwargs"])
+    m.load_state_dict({k[6:]: torch.from_numpy(npz[k]) for k in npz.files if k.startswith("state/")})
+    for sub in m.modules():  # every module pickles through the persistence hook, as officially
+        sub.__class__ = type(type(sub).__name__, (Persistent, type(sub)), {})
+    m._init_args, m._init_kwargs = (), EasyDict(meta["init_kwargs"])
+    return m
+
+data = dict(G=net("sg2_64"), D=net("d_64"), G_ema=net("sg2_64"), augment_pipe=None,
+            training_set_kwargs=EasyDict(path="a.zip", use_labels=False))
+with open(sys.argv[2], "wb") as f:
+    pickle.dump(data, f)  # the stock C pickler
+"""
+
+
+def test_stock_pickler_with_official_module_names(tmp_path, fixtures_dir):
+    # Stand-ins named like the official modules; they exist only in the writing process.
+    (tmp_path / "torch_utils").mkdir()
+    (tmp_path / "dnnlib").mkdir()
+    (tmp_path / "torch_utils" / "__init__.py").write_text("")
+    (tmp_path / "torch_utils" / "persistence.py").write_text(
+        "def _reconstruct_persistent_obj(meta):\n    raise RuntimeError('not here')\n"
+        "class Persistent:\n    def __reduce__(self):\n"
+        "        meta = dict(type='class', version=6, module_src='class SynthesisBlock: pass',\n"
+        "                    class_name=type(self).__name__, state=dict(self.__dict__))\n"
+        "        return _reconstruct_persistent_obj, (meta,)\n")
+    (tmp_path / "dnnlib" / "__init__.py").write_text("")
+    (tmp_path / "dnnlib" / "util.py").write_text("class EasyDict(dict):\n    pass\n")
+    out = tmp_path / "network-snapshot-000008.pkl"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(Path(sg3lib.__file__).parents[1])]),
+               OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-c", STOCK_WRITER, str(fixtures_dir), str(out)], check=True, env=env)
+    nets = load(out)
+    assert nets["meta"]["arch"] == "stylegan2" and nets["meta"]["kimg"] == 8.0
+    assert nets["meta"]["training_set_kwargs"] == {"path": "a.zip", "use_labels": False}
+    _, state, _ = fixture(fixtures_dir, "sg2_64")
+    for k, v in nets["G_ema"].state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert set(nets["D"].state_dict()) == set(fixture(fixtures_dir, "d_64")[1])
+
+
+def _write(path, obj):
+    path.write_bytes(pickle.dumps(obj))
+    return path
+
+
+class _System:
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return os.system, (self.cmd,)
+
+
+class _Eval:
+    def __init__(self, code):
+        self.code = code
+
+    def __reduce__(self):
+        return eval, (self.code,)
+
+
+def test_malicious_pickles_are_refused(tmp_path, fixtures_dir):
+    marker = tmp_path / "pwned"
+    cases = {
+        "top.pkl": {"G": _System(f"touch {marker}")},
+        "eval.pkl": [_Eval(f"open({str(marker)!r}, 'w')")],
+    }
+    # Hidden inside an otherwise valid network: in _init_kwargs of the D.
+    d = persistent(fixtures_dir, "d_64")
+    d.state["_init_kwargs"]["architecture"] = _System(f"touch {marker}")
+    cases["nested.pkl"] = d
+    for name, obj in cases.items():
+        path = tmp_path / name
+        if isinstance(obj, op.PersistentObject):
+            op.write_official_pkl(path, {"D": obj})
+        else:
+            _write(path, obj)
+        with pytest.raises(op.UnsafePickleError) as e:
+            load(path)
+        assert isinstance(e.value, LoadError) and isinstance(e.value, ValueError)
+        assert str(path) in str(e.value) and "allow-list" in str(e.value)
+        assert ("system" in str(e.value)) or ("eval" in str(e.value))
+        assert not marker.exists()
+
+
+def test_malicious_storage_blob_is_refused(tmp_path):
+    # A tensor storage blob is itself a (legacy) torch pickle; it is read with weights_only.
+    marker = tmp_path / "pwned"
+    blob = io.BytesIO()
+    torch.save(_System(f"touch {marker}"), blob, _use_new_zipfile_serialization=False)
+
+    class Blob:
+        def __reduce__(self):
+            return torch.storage._load_from_bytes, (blob.getvalue(),)
+
+    path = _write(tmp_path / "blob.pkl", {"G_ema": Blob()})
+    with pytest.raises(op.UnsafePickleError, match="refused"):
+        load(path)
+    assert not marker.exists()
+
+
+def test_bad_files_give_clear_errors(tmp_path, fixtures_dir):
+    good = official_pkl(tmp_path, fixtures_dir, d="d_64")
+    data = good.read_bytes()
+    files = {
+        "empty.pkl": (b"", "empty"),
+        "cut.pkl": (data[: len(data) // 2], "truncated"),
+        "page.pkl": (b"<!DOCTYPE html><html><body>Google Drive - Virus scan warning</body></html>", "HTML"),
+        "image.pkl": (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image"),
+        "noise.bin": (b"GIF89a" + bytes(range(200)), "not a network file"),
+    }
+    for name, (content, expect) in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(LoadError, match=expect) as e:
+            load(path)
+        assert str(path) in str(e.value)
+    plain = _write(tmp_path / "list.pkl", [1, 2, 3])
+    with pytest.raises(LoadError, match="not a StyleGAN snapshot"):
+        load(plain)
+    with pytest.raises(LoadError, match="no such file"):
+        load(tmp_path / "missing.pkl")
+
+
+def test_wrong_kind_torch_files(tmp_path):
+    state = tmp_path / "state.pt"
+    torch.save({"weight": torch.zeros(3)}, state)
+    with pytest.raises(LoadError, match="not an sg3lib snapshot") as e:
+        load(state)
+    assert str(state) in str(e.value)
+    module = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), module)  # a pickled class: weights_only refuses
+    with pytest.raises(LoadError, match="pickled Python objects"):
+        load(module)
+    import zipfile
+    ds = tmp_path / "dataset.zip"
+    with zipfile.ZipFile(ds, "w") as z:
+        z.writestr("00000/img00000000.png", b"\x89PNG")
+    with pytest.raises(LoadError, match="not a PyTorch file"):
+        load(ds)
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs against a local server
+
+class _Server:
+    def __init__(self, routes):
+        self.routes, self.hits = routes, {}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                if self.path not in server.routes:
+                    self.send_error(404)
+                    return
+                body, ctype, length = server.routes[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(length if length is not None else len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path, fixtures_dir, monkeypatch):
+    monkeypatch.setenv("SG3LIB_CACHE", str(tmp_path / "cache"))
+    body = official_pkl(tmp_path, fixtures_dir, d="d_64", filename="network-snapshot-000040.pkl").read_bytes()
+    s = _Server({
+        "/network-snapshot-000040.pkl": (body, "application/octet-stream", None),
+        "/page.pkl": (b"<html><body>Sign in</body></html>", "text/html; charset=utf-8", None),
+        "/sneaky.pkl": (b"\n<!DOCTYPE html><html>quota exceeded</html>", "application/octet-stream", None),
+        "/cut.pkl": (body[:1000], "application/octet-stream", len(body)),
+    })
+    yield s
+    s.close()
+
+
+def test_url_download_and_cache(server, tmp_path, fixtures_dir):
+    url = server.url + "/network-snapshot-000040.pkl"
+    a = load(url, progress=False)
+    assert a["meta"]["kimg"] == 40.0 and a["meta"]["source"] == url
+    cached = Path(a["meta"]["local_path"])
+    assert cached.parent == tmp_path / "cache" and cached.is_file()
+    b = load(url, progress=False)
+    assert server.hits["/network-snapshot-000040.pkl"] == 1  # the second load used the cache
+    for k, v in a["D"].state_dict().items():
+        assert torch.equal(b["D"].state_dict()[k], v)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]  # no temporaries left
+
+
+@pytest.mark.parametrize("route,expect", [("/page.pkl", "HTML"), ("/sneaky.pkl", "HTML"),
+                                          ("/cut.pkl", "cut off"), ("/nothing.pkl", "HTTP 404")])
+def test_url_errors(server, tmp_path, route, expect):
+    url = server.url + route
+    with pytest.raises(LoadError, match=expect) as e:
+        load(url, progress=False)
+    assert url in str(e.value)
+    cache = tmp_path / "cache"
+    assert not cache.exists() or list(cache.iterdir()) == []  # nothing half-written is kept
+
+
+# ---------------------------------------------------------------------------------------------
+# sg3 info
+
+def test_sg3_info(tmp_path, fixtures_dir, capsys):
+    path = official_pkl(tmp_path, fixtures_dir, g="sg3t_64", d="d_64")
+    assert sg3_main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    meta, _, _ = fixture(fixtures_dir, "sg3t_64")
+    G = build_network(meta["official_class"], meta["init_kwargs"])
+    n_params = sum(p.numel() for p in G.parameters())
+    assert "stylegan3-t" in out and "64x64, 3 channels" in out and "kimg          120\n" in out
+    assert f"num_ws {meta['num_ws']}" in out and f"{n_params:,} parameters" in out
+    assert sg3_main(["info", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["networks"]["G_ema"]["parameters"] == n_params and info["z_dim"] == 64
+    assert set(info["networks"]) == {"G", "D", "G_ema"}
+    bad = tmp_path / "empty.pkl"
+    bad.write_bytes(b"")
+    assert sg3_main(["info", str(bad)]) == 1
+    assert "empty" in capsys.readouterr().err

@@ -1,0 +1,359 @@
+"""sg3lib.networks against the official networks' fixtures: names, shapes, filters, geometry, outputs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sg3lib.networks import (SUPPORTED_CLASSES, Discriminator, StyleGAN2Generator, StyleGAN3Generator,
+                             build_network)
+
+GENERATORS = ["sg3t_64", "sg3r_64", "sg3t_256_cond", "sg2_64"]
+SG3 = ["sg3t_64", "sg3r_64", "sg3t_256_cond"]
+DISCRIMINATORS = ["d_64", "d_64_cond"]
+ATOL = 1e-4
+
+
+def _load(fixtures_dir, name):
+    meta = json.loads((fixtures_dir / f"{name}.json").read_text())
+    arrays = np.load(fixtures_dir / f"{name}.npz")
+    return meta, {k: arrays[k] for k in arrays.files}
+
+
+def _state(arrays):
+    return {k[len("state/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("state/")}
+
+
+def _close(out, ref, what):
+    ref = torch.from_numpy(np.asarray(ref))
+    assert out.shape == ref.shape, f"{what}: shape {list(out.shape)} != {list(ref.shape)}"
+    assert out.dtype == torch.float32, f"{what}: dtype {out.dtype}"
+    tol = ATOL * max(1.0, ref.abs().max().item())
+    err = (out - ref).abs().max().item()
+    assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
+
+
+_NETS = {}
+
+
+def _net(fixtures_dir, name):
+    """Built from the json init_kwargs and loaded strictly from the npz state (cached per worker)."""
+    if name not in _NETS:
+        meta, arrays = _load(fixtures_dir, name)
+        net = build_network(meta["official_class"], meta["init_kwargs"])
+        net.load_state_dict(_state(arrays), strict=True)
+        _NETS[name] = (net.eval().requires_grad_(False), meta, arrays)
+    return _NETS[name]
+
+
+# ---------------------------------------------------------------- structure
+
+
+@pytest.mark.parametrize("name", GENERATORS + DISCRIMINATORS)
+def test_state_dict_names_and_shapes_match_exactly(fixtures_dir, name):
+    meta, arrays = _load(fixtures_dir, name)
+    net = build_network(meta["official_class"], meta["init_kwargs"])
+    ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in _state(arrays).items()}
+    assert sorted(set(theirs) - set(ours)) == [] and sorted(set(ours) - set(theirs)) == []
+    assert ours == theirs
+    net.load_state_dict(_state(arrays), strict=True)  # raises on any mismatch
+    assert net.official_class == meta["official_class"]
+    assert json.loads(json.dumps(net.init_kwargs)) == net.init_kwargs
+    rebuilt = build_network(net.official_class, net.init_kwargs)
+    assert {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == ours
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_designed_filters_equal_fixture_buffers(fixtures_dir, name):
+    """Filters come from the constructor arguments alone (fresh module, no state loaded)."""
+    meta, arrays = _load(fixtures_dir, name)
+    net = build_network(meta["official_class"], meta["init_kwargs"])
+    ref = _state(arrays)
+    checked = 0
+    for k, v in net.state_dict().items():
+        if k.endswith("filter"):
+            assert v.shape == ref[k].shape, k
+            assert torch.allclose(v, ref[k], rtol=0, atol=1e-6), f"{k}: max err {(v - ref[k]).abs().max():.3g}"
+            checked += 1
+    assert checked >= (28 if name in SG3 else 10)
+
+
+@pytest.mark.parametrize("name", DISCRIMINATORS)
+def test_discriminator_filters_equal_fixture_buffers(fixtures_dir, name):
+    meta, arrays = _load(fixtures_dir, name)
+    net = build_network(meta["official_class"], meta["init_kwargs"])
+    ref = _state(arrays)
+    for k, v in net.state_dict().items():
+        if k.endswith("resample_filter"):
+            assert torch.equal(v, ref[k]), k
+
+
+@pytest.mark.parametrize("name", SG3)
+def test_layer_geometry_matches_synthesis_facts(fixtures_dir, name):
+    meta, _ = _load(fixtures_dir, name)
+    facts = meta["synthesis_facts"]
+    syn = build_network(meta["official_class"], meta["init_kwargs"]).synthesis
+    inp = syn.input
+    assert inp.channels == facts["input"]["channels"]
+    assert list(inp.size) == facts["input"]["size"]
+    assert inp.sampling_rate == facts["input"]["sampling_rate"]
+    assert inp.bandwidth == pytest.approx(facts["input"]["bandwidth"])
+    assert syn.num_ws == facts["num_ws"] == meta["num_ws"]
+    assert syn.margin_size == facts["margin_size"] and syn.output_scale == facts["output_scale"]
+    assert syn.layer_names == [f["name"] for f in facts["layers"]]
+    for f in facts["layers"]:
+        layer = getattr(syn, f["name"])
+        for key, want in f.items():
+            if key == "name":
+                continue
+            got = getattr(layer, key)
+            if key.endswith("_size"):
+                got = [int(v) for v in got]
+            if isinstance(want, float):
+                assert got == pytest.approx(want, rel=1e-12), f"{f['name']}.{key}"
+            else:
+                assert got == want, f"{f['name']}.{key}: {got!r} != {want!r}"
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _c(arrays):
+    return torch.from_numpy(arrays["in_c"]) if "in_c" in arrays else None
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.parametrize("key", ["out_ws", "out_ws_psi0.5", "out_ws_psi0.7_cutoff4"])
+def test_mapping_matches(fixtures_dir, name, key):
+    G, meta, arrays = _net(fixtures_dir, name)
+    psi, cutoff = {"out_ws": (1, None), "out_ws_psi0.5": (0.5, None), "out_ws_psi0.7_cutoff4": (0.7, 4)}[key]
+    ws = G.mapping(torch.from_numpy(arrays["in_z"]), _c(arrays), truncation_psi=psi, truncation_cutoff=cutoff)
+    assert G.num_ws == meta["num_ws"]
+    _close(ws, arrays[key], f"{name} {key}")
+
+
+def _mixed(ws):
+    out = ws.clone()
+    out[:, 3:] = ws[[1, 2, 0], 3:]
+    return out
+
+
+def _synth_case(G, arrays, key):
+    ws = torch.from_numpy(arrays["out_ws"])
+    if key == "out_img_const":
+        return G.synthesis(ws, noise_mode="const")
+    if key == "out_img_psi0.5_const":
+        return G.synthesis(torch.from_numpy(arrays["out_ws_psi0.5"]), noise_mode="const")
+    if key == "out_img_mixed_const":
+        return G.synthesis(_mixed(ws), noise_mode="const")
+    if key == "out_img_none":
+        return G.synthesis(ws, noise_mode="none")
+    assert key == "out_img_transformed_const"
+    transform = G.synthesis.input.transform
+    saved = transform.clone()
+    try:
+        transform.copy_(torch.from_numpy(arrays["in_transform"]))
+        return G.synthesis(ws, noise_mode="const")
+    finally:
+        transform.copy_(saved)
+
+
+SYNTH_CASES = [(n, "out_img_const") for n in GENERATORS]
+for _n in GENERATORS:
+    for _k in ["out_img_psi0.5_const", "out_img_mixed_const"] + (
+            ["out_img_transformed_const"] if _n in SG3 else ["out_img_none"]):
+        # config R's radial filters are the slowest on the CPU: its extra cases are marked slow
+        SYNTH_CASES.append(pytest.param(_n, _k, marks=[pytest.mark.slow] if _n == "sg3r_64" else []))
+
+
+@pytest.mark.parametrize("name,key", SYNTH_CASES)
+def test_synthesis_matches(fixtures_dir, name, key):
+    G, _, arrays = _net(fixtures_dir, name)
+    _close(_synth_case(G, arrays, key), arrays[key], f"{name} {key}")
+
+
+@pytest.mark.parametrize("name", ["sg3t_256_cond", "sg2_64"])
+def test_generator_end_to_end_matches(fixtures_dir, name):
+    """G(z, c, truncation_psi=0.5) chains mapping and synthesis: the psi 0.5 image."""
+    G, meta, arrays = _net(fixtures_dir, name)
+    img = G(torch.from_numpy(arrays["in_z"]), _c(arrays), truncation_psi=0.5, noise_mode="const")
+    _close(img, arrays["out_img_psi0.5_const"], f"{name} G(z, c, psi=0.5)")
+    assert (G.img_resolution, G.img_channels, G.z_dim, G.c_dim) == (
+        meta["init_kwargs"]["img_resolution"], 3, meta["init_kwargs"]["z_dim"], meta["init_kwargs"]["c_dim"])
+
+
+@pytest.mark.parametrize("name", DISCRIMINATORS)
+def test_discriminator_logits_match(fixtures_dir, name):
+    D, _, arrays = _net(fixtures_dir, name)
+    logits = D(torch.from_numpy(arrays["in_img"]), _c(arrays))
+    _close(logits, arrays["out_logits"], f"{name} logits")
+
+
+# ---------------------------------------------------------------- behaviour
+
+
+def test_build_network_rejects_unknown_class_and_accepts_short_names():
+    with pytest.raises(ValueError, match="networks_stylegan2.Generator") as e:
+        build_network("training.networks_stylegan1.Generator", {})
+    assert "stylegan1" in str(e.value)
+    kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    assert isinstance(build_network("stylegan2.Generator", kwargs), StyleGAN2Generator)
+    assert isinstance(build_network("networks_stylegan3.Generator", kwargs), StyleGAN3Generator)
+    d = build_network("stylegan2.Discriminator", dict(c_dim=0, img_resolution=16, img_channels=3,
+                                                     channel_base=128, channel_max=8))
+    assert isinstance(d, Discriminator)
+    assert set(SUPPORTED_CLASSES) == {"training.networks_stylegan3.Generator",
+                                      "training.networks_stylegan2.Generator",
+                                      "training.networks_stylegan2.Discriminator"}
+
+
+def test_official_training_kwargs_are_accepted():
+    """Constructor kwargs as the official training config writes them (incl. inference-irrelevant ones)."""
+    G = build_network("training.networks_stylegan3.Generator", dict(
+        z_dim=8, c_dim=2, w_dim=8, img_resolution=16, img_channels=3, channel_base=256, channel_max=8,
+        magnitude_ema_beta=0.999, conv_kernel=1, use_radial_filters=True, num_fp16_res=4, conv_clamp=256,
+        mapping_kwargs={"num_layers": 2}))
+    assert G.synthesis.L0_36_8.down_filter.ndim == 2  # radial
+    G2 = build_network("training.networks_stylegan2.Generator", dict(
+        z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128, channel_max=8,
+        fused_modconv_default="inference_only", architecture="skip", resample_filter=[1, 3, 3, 1],
+        num_fp16_res=4, conv_clamp=256, mapping_kwargs={"num_layers": 2}))
+    assert G2.num_ws == 6
+
+
+def test_noise_modes_of_stylegan2():
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8, mapping_kwargs={"num_layers": 2})
+    with torch.no_grad():
+        for m in G.modules():
+            if hasattr(m, "noise_strength"):
+                m.noise_strength.fill_(0.5)
+        ws = G.mapping(torch.randn([2, 8]), None)
+        a, b = G.synthesis(ws, noise_mode="random"), G.synthesis(ws, noise_mode="random")
+        c, d = G.synthesis(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const")
+        n = G.synthesis(ws, noise_mode="none")
+    assert not torch.allclose(a, b) and torch.equal(c, d) and not torch.allclose(c, n)
+    with pytest.raises(ValueError, match="noise_mode"):
+        G.synthesis(ws, noise_mode="fixed")
+
+
+def test_truncation_psi0_gives_w_avg_and_update_emas_moves_it():
+    torch.manual_seed(0)
+    G = StyleGAN3Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8)
+    z = torch.randn([4, 8])
+    G.mapping.w_avg.normal_()
+    ws = G.mapping(z, None, truncation_psi=0)
+    assert torch.allclose(ws, G.mapping.w_avg.expand_as(ws))
+    ws = G.mapping(z, None, truncation_psi=0, truncation_cutoff=2)
+    full = G.mapping(z, None)
+    assert torch.allclose(ws[:, :2], G.mapping.w_avg.expand(4, 2, 8)) and torch.equal(ws[:, 2:], full[:, 2:])
+    assert not torch.allclose(full[:, :2], ws[:, :2])
+    before = G.mapping.w_avg.clone()
+    mags = [getattr(G.synthesis, n).magnitude_ema.clone() for n in G.synthesis.layer_names]
+    G(z, None, update_emas=True)
+    assert not torch.equal(before, G.mapping.w_avg)
+    assert all(not torch.equal(m, getattr(G.synthesis, n).magnitude_ema)
+               for m, n in zip(mags, G.synthesis.layer_names))
+
+
+def test_bad_shapes_give_clear_errors():
+    G = StyleGAN3Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8)
+    with pytest.raises(ValueError, match=r"c is required"):
+        G.mapping(torch.randn([2, 8]), None)
+    with pytest.raises(ValueError, match=r"z must have shape \[N, 8\]"):
+        G.mapping(torch.randn([2, 7]), torch.zeros([2, 3]))
+    with pytest.raises(ValueError, match=r"ws must have shape \[N, 16, 8\]"):
+        G.synthesis(torch.zeros([2, 15, 8]))
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    with pytest.raises(ValueError, match="divisible"):
+        D(torch.zeros([6, 3, 16, 16]))
+
+
+def test_bf16_mode_runs_reduced_layers_in_bfloat16_and_stays_close(fixtures_dir):
+    meta, arrays = _load(fixtures_dir, "sg3t_256_cond")
+    G = build_network(meta["official_class"], meta["init_kwargs"])
+    G.load_state_dict(_state(arrays))
+    G.eval().requires_grad_(False).set_bf16(True)
+    seen = []
+    hooks = [getattr(G.synthesis, n).register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+             for n in G.synthesis.layer_names]
+    img = G.synthesis(torch.from_numpy(arrays["out_ws"][:1]), noise_mode="const")
+    for h in hooks:
+        h.remove()
+    fp16_layers = [getattr(G.synthesis, n).use_fp16 for n in G.synthesis.layer_names]
+    assert seen == [torch.bfloat16 if f else torch.float32 for f in fp16_layers] and any(fp16_layers)
+    assert img.dtype == torch.float32
+    ref = torch.from_numpy(arrays["out_img_const"][:1])
+    rel = ((img - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.1, rel  # bfloat16 has 8 mantissa bits: close, but not equal
+    G.set_bf16(False)
+    _close(G.synthesis(torch.from_numpy(arrays["out_ws"][:1]), noise_mode="const"), ref, "after bf16 off")
+
+
+def _tiny(arch):
+    torch.manual_seed(0)
+    kw = dict(z_dim=8, c_dim=2, w_dim=8, img_resolution=16, img_channels=3, channel_base=128, channel_max=8,
+              mapping_kwargs={"num_layers": 2})
+    G = StyleGAN3Generator(**kw) if arch == "sg3" else StyleGAN2Generator(**kw)
+    D = Discriminator(c_dim=2, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    return G, D
+
+
+@pytest.mark.parametrize("arch", ["sg3", "sg2"])
+def test_gradients_reach_every_parameter_including_r1_double_backward(arch):
+    G, D = _tiny(arch)
+    z, c = torch.randn([4, 8]), torch.eye(2)[[0, 1, 0, 1]]
+    img = G(z, c, noise_mode="random")
+    D(img, c).sum().backward()
+    for name, p in list(G.named_parameters()) + list(D.named_parameters()):
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert any(p.grad.abs().sum() > 0 for p in G.parameters())
+    real = torch.randn([4, 3, 16, 16], requires_grad=True)
+    (g,) = torch.autograd.grad(D(real, c).sum(), real, create_graph=True)
+    D.zero_grad()
+    g.square().sum().backward()  # R1 penalty: needs second derivatives through D
+    assert D.b16.conv0.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["sg3", "sg2"])
+def test_bf16_mode_on_cpu_for_generators_and_discriminator(arch):
+    G, D = _tiny(arch)
+    G.eval()
+    z, c = torch.randn([4, 8]), torch.eye(2)[[0, 1, 0, 1]]
+    with torch.no_grad():
+        ref_img, ref_logits = G(z, c, noise_mode="const"), D(torch.randn([4, 3, 16, 16]).clamp(-1, 1), c)
+        G.set_bf16(True)
+        D.set_bf16(True)
+        torch.manual_seed(1)
+        img, logits = G(z, c, noise_mode="const"), D(torch.randn([4, 3, 16, 16]).clamp(-1, 1), c)
+    assert img.dtype == logits.dtype == torch.float32
+    assert not torch.equal(img, ref_img)  # it really ran in reduced precision
+    assert ((img - ref_img).norm() / ref_img.norm()).item() < 0.1
+    assert torch.isfinite(logits).all() and logits.shape == ref_logits.shape
+
+
+def test_stylegan2_ada_class_name_and_nested_synthesis_kwargs():
+    G = build_network("training.networks.Generator", dict(
+        z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 128, "channel_max": 8, "num_fp16_res": 4, "conv_clamp": 256}))
+    assert isinstance(G, StyleGAN2Generator) and G.synthesis.b16.conv1.weight.shape == (8, 8, 3, 3)
+    assert G.synthesis.b4.conv1.conv_clamp == 256
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["sg3t_64", "sg2_64"])
+def test_fp16_on_cuda_stays_close_to_the_fp32_reference(fixtures_dir, name):
+    meta, arrays = _load(fixtures_dir, name)
+    G = build_network(meta["official_class"], meta["init_kwargs"])
+    G.load_state_dict(_state(arrays))
+    G = G.eval().requires_grad_(False).cuda()
+    ws = torch.from_numpy(arrays["out_ws"]).cuda()
+    ref = torch.from_numpy(arrays["out_img_const"])
+    _close(G.synthesis(ws, noise_mode="const", force_fp32=True).cpu(), ref, f"{name} cuda fp32")
+    img = G.synthesis(ws, noise_mode="const").cpu()
+    assert img.dtype == torch.float32
+    assert ((img - ref).norm() / ref.norm()).item() < 0.05

@@ -1,0 +1,615 @@
+"""The CUDA path of sg3lib.ops, checked three ways.
+
+1. Loader (CPU): without a GPU, or with a broken toolchain, `available()` says why, warns once and
+   never hangs; the build lock breaks stale locks and bounds waiting.
+2. Kernel logic and autograd wiring (CPU): `EmulatedExt` is a line-by-line Python port of the
+   kernels in kernels/*.cu (same loops, same index arithmetic, same tiling and mask codes). Plugged
+   in place of the compiled extension, it runs the real autograd Functions of _cuda.py, whose
+   forward, backward and double backward must match the reference ops.
+3. GPU (marked `gpu`, skipped without one): the compiled kernels against the reference, fp32 and
+   fp16, forward, backward and double backward, for odd sizes and every up/down/padding
+   combination of the StyleGAN2/3 layers (the SG3 schedule comes from the reference fixtures).
+"""
+import json
+import math
+import os
+import time
+
+import pytest
+import torch
+
+from sg3lib.ops import _cuda
+from sg3lib.ops.bias_act import bias_act_ref
+from sg3lib.ops.filtered_lrelu import filtered_lrelu_ref
+from sg3lib.ops.upfirdn2d import parse_padding, parse_scaling, upfirdn2d_ref
+
+ACTS = ["linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"]
+
+
+def assert_close(a, b, tol, what=""):
+    """Max abs difference relative to the reference's scale (at least 1)."""
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
+    scale = max(float(b.detach().abs().max()), 1.0) if b.numel() else 1.0
+    err = float((a.detach().float() - b.detach().float()).abs().max()) / scale if b.numel() else 0.0
+    assert err <= tol, f"{what}: max error {err:.3g} > {tol:g} (scale {scale:.3g})"
+
+
+# =============================================================================================
+# 1. Loader
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch, tmp_path):
+    monkeypatch.setenv("SG3LIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SG3LIB_CUDA", raising=False)
+    _cuda._reset()
+    yield
+    _cuda._reset()
+
+
+def _pretend_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")
+
+
+def test_no_gpu_falls_back_with_reason(fresh_loader, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match="no CUDA GPU"):
+        ok, reason = _cuda.available()
+    assert not ok and "no CUDA GPU" in reason
+    lines = _cuda.report().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["upfirdn2d", "filtered_lrelu", "bias_act"]
+    assert all("reference (no CUDA GPU" in ln for ln in lines)
+    assert time.monotonic() - start < 5
+
+
+def test_disabled_by_env(fresh_loader, monkeypatch):
+    monkeypatch.setenv("SG3LIB_CUDA", "0")
+    _pretend_gpu(monkeypatch)
+    assert _cuda.available() == (False, "disabled by SG3LIB_CUDA=0")
+
+
+def test_missing_nvcc_warns_once_and_falls_back(fresh_loader, monkeypatch, tmp_path):
+    _pretend_gpu(monkeypatch)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "no-such-cuda"))
+    with pytest.warns(UserWarning, match="nvcc not found") as record:
+        ok, reason = _cuda.available()
+    assert not ok and str(tmp_path / "no-such-cuda") in reason
+    assert len([w for w in record if "sg3lib" in str(w.message)]) == 1
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second call must not warn again
+        assert _cuda.available() == (False, reason)
+    assert "nvcc not found" in _cuda.report()
+    with pytest.raises(RuntimeError, match="nvcc not found"):
+        _cuda._ext()
+
+
+def test_first_error_line_picks_the_cause():
+    log = ("[1/4] c++ -c sg3_binding.cpp\nFAILED: upfirdn2d.cuda.o\n"
+           "kernels/upfirdn2d.cu(12): error: identifier \"foo\" is undefined\n"
+           "ninja: build stopped: subcommand failed.\nRuntimeError: Error building extension 'x'\n")
+    assert _cuda._first_error_line(log) == 'kernels/upfirdn2d.cu(12): error: identifier "foo" is undefined'
+    tb = "Traceback (most recent call last):\n  raise OSError('CUDA_HOME')\nOSError: CUDA_HOME is not set\n"
+    assert _cuda._first_error_line(tb) == "OSError: CUDA_HOME is not set"
+    assert _cuda._first_error_line("nvcc fatal   : Unsupported gpu architecture 'compute_200'").startswith("nvcc fatal")
+
+
+def test_failed_build_reports_first_error_line(fresh_loader, monkeypatch, tmp_path):
+    """A toolchain that cannot build (a failing nvcc; on a CPU-only torch the build already stops
+    at torch's CUDA checks): the build subprocess fails, and the reason quotes the error."""
+    _pretend_gpu(monkeypatch)
+    from torch.utils import cpp_extension
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
+    home = tmp_path / "fake-cuda"
+    (home / "bin").mkdir(parents=True)
+    nvcc = home / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'fake.cu(1): error: this toolchain is broken' >&2\nexit 1\n")
+    nvcc.chmod(0o755)
+    monkeypatch.setenv("CUDA_HOME", str(home))
+    monkeypatch.setenv("SG3LIB_BUILD_TIMEOUT", "120")
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match="build failed"):
+        ok, reason = _cuda.available()
+    assert not ok and reason.startswith("build failed: ") and "error" in reason.lower()
+    assert time.monotonic() - start < 120
+    logs = list((tmp_path / "cache").rglob("build_error.log"))
+    assert len(logs) == 1 and logs[0].read_text().strip()
+    assert not list((tmp_path / "cache").glob("*.lock")), "the build lock must be released"
+
+
+def test_build_key_tracks_sources(monkeypatch, tmp_path):
+    _pretend_gpu(monkeypatch)
+    src = _cuda.kernel_dir()
+    copy = tmp_path / "kernels"
+    copy.mkdir()
+    for p in src.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    monkeypatch.setattr(_cuda, "kernel_dir", lambda: copy)
+    k1 = _cuda.build_key()
+    assert k1 == _cuda.build_key()
+    (copy / "bias_act.cu").write_text((copy / "bias_act.cu").read_text() + "\n// changed\n")
+    assert _cuda.build_key() != k1
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))
+    assert len({k1, _cuda.build_key()}) == 2
+
+
+def test_lock_breaks_dead_holder(tmp_path):
+    lock = tmp_path / "k.lock"
+    lock.write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": __import__("socket").gethostname(), "time": 0}))
+    with pytest.warns(UserWarning, match="stale"):
+        with _cuda.FileLock(lock, timeout_s=5, stale_s=3600):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_lock_breaks_old_lock(tmp_path):
+    lock = tmp_path / "k.lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "another-host", "time": 0}))
+    os.utime(lock, (time.time() - 100, time.time() - 100))
+    with pytest.warns(UserWarning, match="100 s old|stale"):
+        with _cuda.FileLock(lock, timeout_s=5, stale_s=50):
+            pass
+
+
+def test_lock_held_by_live_process_times_out(tmp_path):
+    lock = tmp_path / "k.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname(), "time": 0}))
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="held by"):
+        _cuda.FileLock(lock, timeout_s=0.6, stale_s=3600, poll_s=0.1).acquire()
+    assert 0.5 < time.monotonic() - start < 5
+    assert lock.exists(), "a live holder's lock must be left alone"
+
+
+def test_lock_held_makes_available_fall_back(fresh_loader, monkeypatch, tmp_path):
+    _pretend_gpu(monkeypatch)
+    from torch.utils import cpp_extension
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
+    monkeypatch.setattr(_cuda, "find_nvcc", lambda: ("/bin/true", "nvcc at /bin/true"))
+    real_lock = _cuda.FileLock
+    monkeypatch.setattr(_cuda, "FileLock", lambda path, timeout_s, stale_s: real_lock(path, 0.3, 3600, 0.1))
+    key = _cuda.build_key()
+    root = tmp_path / "cache" / "kernels"
+    root.mkdir(parents=True)
+    (root / f"{key}.lock").write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname()}))
+    with pytest.warns(UserWarning, match="lock held"):
+        ok, reason = _cuda.available()
+    assert not ok and reason.startswith("lock held:")
+
+
+# =============================================================================================
+# 2. Kernel logic, ported to Python, driving the real autograd Functions
+
+
+def _port_activate(act, s, alpha):
+    """Port of activate() in kernels/bias_act.cu: (act(s), act'(s), act''(s))."""
+    one, zero = torch.ones_like(s), torch.zeros_like(s)
+    pos = s > 0
+    if act == "relu":
+        return torch.where(pos, s, zero), torch.where(pos, one, zero), zero
+    if act == "lrelu":
+        return torch.where(pos, s, s * alpha), torch.where(pos, one, one * alpha), zero
+    if act == "tanh":
+        t = torch.tanh(s)
+        d = 1 - t * t
+        return t, d, -2 * t * d
+    if act == "sigmoid":
+        g = 1 / (1 + torch.exp(-s))
+        d = g * (1 - g)
+        return g, d, d * (1 - 2 * g)
+    if act == "elu":
+        e = torch.exp(s)
+        return torch.where(pos, s, e - 1), torch.where(pos, one, e), torch.where(pos, zero, e)
+    if act == "selu":
+        scale, a = 1.0507009873554804934, 1.6732632423543772848
+        e = torch.exp(s)
+        return (torch.where(pos, scale * s, scale * a * (e - 1)), torch.where(pos, one * scale, scale * a * e),
+                torch.where(pos, zero, scale * a * e))
+    if act == "softplus":
+        big = s > 20
+        g = 1 / (1 + torch.exp(-s))
+        return (torch.where(big, s, torch.log1p(torch.exp(s))), torch.where(big, one, g),
+                torch.where(big, zero, g * (1 - g)))
+    if act == "swish":
+        g = 1 / (1 + torch.exp(-s))
+        d = g * (1 - g)
+        return s * g, g + s * d, d * (2 + s * (1 - 2 * g))
+    return s, one, zero
+
+
+class EmulatedExt:
+    """The compiled extension's three functions, ported from kernels/*.cu to Python (CPU)."""
+
+    def __init__(self, max_shared=48 * 1024, tile=4):
+        self.max_shared, self.tile = max_shared, tile  # small tile: several tiles per plane
+
+    @staticmethod
+    def _dtype(code):
+        return torch.float32 if code == 0 else torch.float16
+
+    def upfirdn2d(self, x, w, upx, upy, downx, downy, px0, px1, py0, py1, out_code):
+        n, c, h, wi = x.shape
+        fh, fw = w.shape
+        oh = (h * upy + py0 + py1 - fh) // downy + 1
+        ow = (wi * upx + px0 + px1 - fw) // downx + 1
+        xf = x.float().reshape(n * c, h, wi)
+        y = torch.zeros(n * c, oh, ow)
+        for oy in range(oh):
+            uy0 = oy * downy - py0
+            for ox in range(ow):
+                ux0 = ox * downx - px0
+                acc = torch.zeros(n * c)
+                for ky in range((-uy0) % upy, fh, upy):
+                    iy = (uy0 + ky) // upy
+                    if iy < 0:
+                        continue
+                    if iy >= h:
+                        break
+                    for kx in range((-ux0) % upx, fw, upx):
+                        ix = (ux0 + kx) // upx
+                        if ix < 0:
+                            continue
+                        if ix >= wi:
+                            break
+                        acc = acc + w[ky, kx] * xf[:, iy, ix]
+                y[:, oy, ox] = acc
+        return y.reshape(n, c, oh, ow).to(self._dtype(out_code))
+
+    def filtered_lrelu(self, x, wu, wd, b, up, down, px0, px1, py0, py1, gain, slope, clamp, want_mask):
+        n, c, h, w = x.shape
+        fuh, fuw = wu.shape
+        fdh, fdw = wd.shape
+        th, tw = h * up + py0 + py1 - fuh + 1, w * up + px0 + px1 - fuw + 1
+        oh, ow = (th - fdh) // down + 1, (tw - fdw) // down + 1
+        tile = self.tile
+        nbytes = lambda t: ((t - 1) * down + fdh) * ((t - 1) * down + fdw) * 4  # noqa: E731
+        while tile > 1 and nbytes(tile) > self.max_shared:
+            tile //= 2
+        if nbytes(tile) > self.max_shared:
+            return [None, None]
+        planes = n * c
+        xf = x.float().reshape(planes, h, w)
+        bias = b.float().repeat(n) if b.numel() else torch.zeros(planes)
+        y = torch.zeros(planes, oh, ow)
+        mask = torch.zeros(planes, th, tw, dtype=torch.int8) if want_mask else None
+        tih, tiw = (tile - 1) * down + fdh, (tile - 1) * down + fdw
+        tiles_x, tiles_y = -(-ow // tile), -(-oh // tile)
+        for blk in range(tiles_x * tiles_y):
+            oy0, ox0 = (blk // tiles_x) * tile, (blk % tiles_x) * tile
+            qy0, qx0 = oy0 * down, ox0 * down
+            s = torch.zeros(planes, tih * tiw)
+            for t in range(tih * tiw):
+                qy, qx = qy0 + t // tiw, qx0 + t % tiw
+                uy0, ux0 = qy - py0, qx - px0
+                v = torch.zeros(planes)
+                for jy in range((-uy0) % up, fuh, up):
+                    iy = (uy0 + jy) // up
+                    if iy < 0:
+                        continue
+                    if iy >= h:
+                        break
+                    for jx in range((-ux0) % up, fuw, up):
+                        ix = (ux0 + jx) // up
+                        if ix < 0:
+                            continue
+                        if ix >= w:
+                            break
+                        v = v + wu[jy, jx] * (xf[:, iy, ix] + bias)
+                code = torch.where(v > 0, 1, 2).to(torch.int8)
+                v = torch.where(v > 0, v, v * slope) * gain
+                if clamp >= 0:
+                    out = (v > clamp) | (v < -clamp)
+                    v = v.clamp(-clamp, clamp)
+                    code[out] = 0
+                s[:, t] = v
+                if want_mask and qy < th and qx < tw:
+                    mask[:, qy, qx] = code
+            for t in range(tile * tile):
+                ty, tx = t // tile, t % tile
+                oy, ox = oy0 + ty, ox0 + tx
+                if oy >= oh or ox >= ow:
+                    continue
+                acc = torch.zeros(planes)
+                for ky in range(fdh):
+                    for kx in range(fdw):
+                        acc = acc + wd[ky, kx] * s[:, (ty * down + ky) * tiw + tx * down + kx]
+                y[:, oy, ox] = acc
+        y = y.reshape(n, c, oh, ow).to(x.dtype)
+        return [y, mask.reshape(n, c, th, tw) if want_mask else torch.empty(0)]
+
+    def bias_act(self, x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
+        name = ACTS[act]
+        s = x.float()
+        if b.numel():
+            shape = [1] * x.ndim
+            shape[dim] = -1
+            s = s + b.float().reshape(shape)
+        r, d1, d2 = _port_activate(name, s, alpha)
+        yv = r * gain
+        if mode == 0:
+            out = yv.clamp(-clamp, clamp) if clamp >= 0 else yv
+        else:
+            live = (yv >= -clamp) & (yv <= clamp) if clamp >= 0 else torch.ones_like(yv, dtype=torch.bool)
+            g = dy.float() * gain
+            out = torch.where(live, g * d1 if mode == 1 else g * d2 * ddx.float(), torch.zeros_like(g))
+        return out.to(x.dtype)
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    ext = EmulatedExt()
+    _cuda._reset()
+    monkeypatch.setattr(_cuda._State, "done", True)
+    monkeypatch.setattr(_cuda._State, "ok", True)
+    monkeypatch.setattr(_cuda._State, "module", ext)
+    yield ext
+    _cuda._reset()
+
+
+def _call_upfirdn(impl, x, f, up, down, padding, flip, gain):
+    if impl == "ref":
+        return upfirdn2d_ref(x, f, up, down, padding, flip, gain)
+    return _cuda.upfirdn2d(x, f, parse_scaling(up), parse_scaling(down), parse_padding(padding), flip, gain)
+
+
+UPFIRDN_EMU_CASES = [  # (size hw, filter shape, up, down, padding, flip, gain)
+    ((5, 6), (4,), 2, 1, [2, 1], False, 4.0),             # SG2 upsample
+    ((6, 5), (4,), 1, 2, [1, 1], False, 1.0),             # SG2 downsample
+    ((5, 5), (3, 4), [2, 1], [1, 2], [1, 2, 0, 3], True, 2.0),  # 2-D, mixed factors
+    ((6, 7), (6,), 4, 2, [-1, -2, 3, -1], False, 16.0),   # SG3-like up 4, crop
+    ((4, 5), None, 3, 1, 2, False, 9.0),                  # identity filter
+]
+
+
+@pytest.mark.parametrize("case", UPFIRDN_EMU_CASES, ids=lambda c: f"{c[2]}-{c[3]}-{c[4]}")
+def test_emulated_upfirdn2d_matches_reference(emulated, case):
+    (h, w), fshape, up, down, padding, flip, gain = case
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, h, w, requires_grad=True)
+    f = torch.rand(fshape) + 0.1 if fshape else None
+    ys = [_call_upfirdn(impl, x, f, up, down, padding, flip, gain) for impl in ("emu", "ref")]
+    assert_close(ys[0], ys[1], 1e-5, "forward")
+    dy = torch.randn_like(ys[1])
+    gs = [torch.autograd.grad(y, x, dy, create_graph=True)[0] for y in ys]
+    assert_close(gs[0], gs[1], 1e-5, "backward")
+    v = torch.randn_like(x)  # second order: d/d(dy) of <dx, v> (the op is linear, so only dy path)
+    dy.requires_grad_(True)
+    gs = [torch.autograd.grad(y, x, dy, create_graph=True)[0] for y in
+          [_call_upfirdn(impl, x, f, up, down, padding, flip, gain) for impl in ("emu", "ref")]]
+    hh = [torch.autograd.grad((g * v).sum(), dy)[0] for g in gs]
+    assert_close(hh[0], hh[1], 1e-5, "double backward")
+
+
+FLRELU_EMU_CASES = [  # (size hw, fu, fd, up, down, padding, gain, slope, clamp, flip, bias)
+    ((4, 5), (6,), (6,), 2, 2, [3, 2, 3, 2], math.sqrt(2), 0.2, None, False, True),
+    ((5, 4), (8,), (4,), 4, 2, [-1, -2, -1, -2], math.sqrt(2), 0.2, 0.4, False, True),
+    ((4, 4), (6,), (4, 4), 2, 2, [2, 3, 1, 2], 1.3, 0.1, 0.7, True, True),  # radial-style 2-D fd
+    ((3, 5), None, None, 1, 1, 0, 1.0, 1.0, 1.5, False, True),  # torgb: no filters, slope 1
+    ((5, 5), (4,), None, 2, 1, [1, 1, 2, 1], math.sqrt(2), 0.2, None, False, False),
+]
+
+
+def _call_flrelu(impl, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip):
+    if impl == "ref":
+        return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip)
+    return _cuda.filtered_lrelu(x, fu, fd, b, up, down, parse_padding(padding), gain, slope, clamp, flip)
+
+
+@pytest.mark.parametrize("unfused", [False, True], ids=["fused", "unfused"])
+@pytest.mark.parametrize("case", FLRELU_EMU_CASES, ids=lambda c: f"{c[3]}-{c[4]}-{c[5]}")
+def test_emulated_filtered_lrelu_matches_reference(emulated, case, unfused):
+    (h, w), fus, fds, up, down, padding, gain, slope, clamp, flip, has_b = case
+    if unfused:
+        emulated.max_shared = 4  # nothing fits: the unfused CUDA passes run instead
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, h, w, requires_grad=True)
+    b = torch.randn(3, requires_grad=True) if has_b else None
+    fu = torch.rand(fus) + 0.1 if fus else None
+    fd = torch.rand(fds) + 0.1 if fds else None
+    ys = [_call_flrelu(i, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip) for i in ("emu", "ref")]
+    assert_close(ys[0], ys[1], 1e-5, "forward")
+    dy = torch.randn_like(ys[1])
+    inputs = [x] + ([b] if has_b else [])
+    gs = [torch.autograd.grad(y, inputs, dy) for y in ys]
+    for g0, g1 in zip(*gs):
+        assert_close(g0, g1, 1e-5, "backward")
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_emulated_bias_act_matches_reference(emulated, act):
+    torch.manual_seed(2)
+    alpha, gain = (0.2 if act == "lrelu" else 0.0), (math.sqrt(2) if act in ("relu", "lrelu", "swish") else 1.0)
+    for clamp, dim, shape in ((None, 1, (2, 3, 4, 5)), (0.8, 1, (3, 5)), (None, 2, (2, 3, 6))):
+        x = (torch.randn(shape) * 2).requires_grad_(True)
+        b = torch.randn(shape[dim], requires_grad=True)
+        ys = [bias_act_ref(x, b, dim, act, alpha, gain, clamp), _cuda.bias_act(x, b, dim, act, alpha, gain, clamp)]
+        assert_close(ys[1], ys[0], 1e-5, f"{act} forward")
+        dy = torch.randn_like(ys[0], requires_grad=True)
+        gs = [torch.autograd.grad(y, [x, b], dy, create_graph=True) for y in ys]
+        for g0, g1 in zip(*gs):
+            assert_close(g1, g0, 1e-5, f"{act} backward")
+        # Second order, as in R1: differentiate <dx, v> w.r.t. x, b and dy.
+        v = torch.randn_like(x)
+        hs = [torch.autograd.grad((g[0] * v).sum(), [x, b, dy], allow_unused=True) for g in gs]
+        for h0, h1, name in zip(*hs, ("x", "b", "dy")):
+            h0 = torch.zeros_like(h1) if h0 is None else h0
+            h1 = torch.zeros_like(h0) if h1 is None else h1
+            assert_close(h1, h0, 1e-4, f"{act} double backward wrt {name}")
+
+
+# =============================================================================================
+# 3. The compiled kernels on a GPU
+
+
+def _sg3_layer_cases():
+    """Unique filtered_lrelu geometries of the reference SG3-T and SG3-R networks."""
+    root = os.environ.get("SG3_FIXTURES") or os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                                          "fixtures", "reference")
+    cases = set()
+    for name in ("sg3t_64", "sg3r_64", "sg3t_256_cond"):
+        path = os.path.join(root, f"{name}.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as fh:
+            for ly in json.load(fh)["synthesis_facts"]["layers"]:
+                cases.add((ly["in_size"][0], ly["up_factor"], ly["up_taps"], ly["down_factor"], ly["down_taps"],
+                           ly["down_radial"], tuple(ly["padding"]), ly["is_torgb"]))
+    return sorted(cases)
+
+
+SG3_CASES = _sg3_layer_cases() or [(36, 2, 12, 2, 12, False, (9, 8, 9, 8), False)]
+
+
+def _gpu():
+    return torch.device("cuda")
+
+
+def _tol(dtype):
+    return 1e-4 if dtype == torch.float32 else 2e-2
+
+
+@pytest.mark.gpu
+def test_gpu_impl_none_picks_cuda():
+    from sg3lib import ops
+    ok, reason = _cuda.available()
+    assert ok, f"CUDA kernels failed to build on a GPU machine: {reason}\n{_cuda.report()}"
+    assert "cuda kernel" in ops.report()
+    x = torch.randn(1, 2, 8, 8, device=_gpu(), requires_grad=True)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=_gpu()) / 8
+    assert "Upfirdn2d" in ops.upfirdn2d(x, f, up=2, padding=[2, 1], gain=4).grad_fn.name()
+    assert "FilteredLrelu" in ops.filtered_lrelu(x, f, f, up=2, down=2, padding=3).grad_fn.name()
+    assert "BiasAct" in ops.bias_act(x, act="lrelu").grad_fn.name()
+    assert "BiasAct" not in ops.bias_act(x.cpu(), act="lrelu").grad_fn.name()  # CPU: reference
+
+
+def _gpu_upfirdn_cases():
+    sg2 = [  # StyleGAN2 resampling: [1,3,3,1] filters around strided / transposed convolutions
+        ((4,), 2, 1, [2, 1], 4.0), ((4,), 1, 2, [1, 1], 1.0), ((4,), 1, 1, [1, 1], 4.0),
+        ((4,), 1, 1, [2, 2], 1.0), ((4,), 1, 2, [2, 2], 1.0), ((4,), 2, 1, [1, 1], 4.0),
+    ]
+    sg3 = [((12,), 2, 1, [9, 8], 4.0), ((12,), 1, 2, [0, 0], 1.0), ((24,), 4, 1, [-6, -9], 16.0),
+           ((12, 12), 1, 2, [0, 0], 1.0)]
+    misc = [((3, 5), [2, 1], [1, 3], [1, 2, 0, -1], 2.0), (None, 3, 1, 2, 9.0), ((5,), 1, 1, [-1, 2], 1.0)]
+    return sg2 + sg3 + misc
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("flip", [False, True], ids=["conv", "corr"])
+@pytest.mark.parametrize("case", _gpu_upfirdn_cases(), ids=lambda c: f"f{c[0]}-u{c[1]}-d{c[2]}-p{c[3]}")
+def test_gpu_upfirdn2d(case, flip, dtype):
+    from sg3lib import ops
+    fshape, up, down, padding, gain = case
+    torch.manual_seed(3)
+    x = torch.randn(3, 5, 37, 29, device=_gpu(), dtype=dtype, requires_grad=True)  # odd sizes
+    f = (torch.rand(fshape, device=_gpu()) + 0.1) if fshape else None
+    y_ref = ops.upfirdn2d(x.float(), f, up, down, padding, flip, gain, impl="ref")
+    y = ops.upfirdn2d(x, f, up, down, padding, flip, gain, impl="cuda")
+    assert y.dtype == dtype
+    assert_close(y, y_ref, _tol(dtype), "forward")
+    dy = torch.randn_like(y_ref).to(dtype).requires_grad_(True)
+    g_ref = torch.autograd.grad(y_ref, x, dy.float(), create_graph=True)[0]
+    g = torch.autograd.grad(y, x, dy, create_graph=True)[0]
+    assert_close(g, g_ref, _tol(dtype), "backward")
+    v = torch.randn_like(g_ref)
+    h_ref = torch.autograd.grad((g_ref * v).sum(), dy)[0]
+    h = torch.autograd.grad((g.float() * v).sum(), dy)[0]
+    assert_close(h, h_ref, _tol(dtype), "double backward")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", SG3_CASES, ids=lambda c: f"s{c[0]}-u{c[1]}x{c[2]}-d{c[3]}x{c[4]}"
+                         f"{'r' if c[5] else ''}-p{list(c[6])}{'-rgb' if c[7] else ''}")
+def test_gpu_filtered_lrelu_sg3_layers(case, dtype):
+    from sg3lib import ops
+    size, up, up_taps, down, down_taps, radial, padding, torgb = case
+    torch.manual_seed(4)
+    x = (torch.randn(2, 7, size, size, device=_gpu(), dtype=dtype) * 3).requires_grad_(True)
+    b = torch.randn(7, device=_gpu(), requires_grad=True)
+    fu = (torch.rand(up_taps, device=_gpu()) + 0.1) / up_taps if up_taps > 1 else None
+    if down_taps <= 1:
+        fd = None
+    else:
+        fd = torch.rand([down_taps, down_taps] if radial else [down_taps], device=_gpu()) + 0.1
+        fd = fd / fd.sum()
+    gain, slope, clamp = (1.0, 1.0, 256.0) if torgb else (math.sqrt(2), 0.2, 4.0)
+    kw = dict(fu=fu, fd=fd, b=b, up=up, down=down, padding=list(padding), gain=gain, slope=slope, clamp=clamp)
+    y_ref = ops.filtered_lrelu(x.float(), impl="ref", **kw)
+    y = ops.filtered_lrelu(x, impl="cuda", **kw)
+    assert y.dtype == dtype
+    assert_close(y, y_ref, _tol(dtype), "forward")
+    dy = torch.randn_like(y_ref)
+    g_ref = torch.autograd.grad(y_ref, [x, b], dy)
+    g = torch.autograd.grad(y, [x, b], dy.to(dtype))
+    assert_close(g[0], g_ref[0], _tol(dtype), "dx")
+    assert_close(g[1], g_ref[1], _tol(dtype) * 10, "db")  # a sum over many samples
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_gpu_filtered_lrelu_misc(dtype):
+    """Odd sizes, 2-D fu, flip_filter, no bias, clamp None, large filters (unfused path)."""
+    from sg3lib import ops
+    torch.manual_seed(5)
+    cases = [
+        dict(fu=torch.rand(5, 7), fd=torch.rand(3, 4), up=2, down=1, padding=[1, 2, 3, 0], flip_filter=True),
+        dict(fu=torch.rand(6), fd=torch.rand(6), up=2, down=2, padding=[5, 4, 3, 5], clamp=None),
+        dict(fu=torch.rand(8), fd=None, up=4, down=1, padding=[-2, -3, 1, 2], clamp=1.0),
+        dict(fu=torch.rand(120), fd=torch.rand(120), up=2, down=2, padding=120),  # too big: unfused
+    ]
+    for kw in cases:
+        kw = {k: (v.to(_gpu()) / v.sum() if torch.is_tensor(v) else v) for k, v in kw.items()}
+        x = torch.randn(2, 3, 23, 17, device=_gpu(), dtype=dtype, requires_grad=True)
+        y_ref = ops.filtered_lrelu(x.float(), impl="ref", **kw)
+        y = ops.filtered_lrelu(x, impl="cuda", **kw)
+        assert_close(y, y_ref, _tol(dtype), f"forward {kw.get('padding')}")
+        dy = torch.randn_like(y_ref)
+        assert_close(torch.autograd.grad(y, x, dy.to(dtype))[0], torch.autograd.grad(y_ref, x, dy)[0],
+                     _tol(dtype), f"backward {kw.get('padding')}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("act", ACTS)
+def test_gpu_bias_act(act, dtype):
+    from sg3lib import ops
+    torch.manual_seed(6)
+    for clamp, dim, shape in ((None, 1, (3, 17, 9, 7)), (1.5, 1, (5, 33)), (256.0, 2, (2, 3, 11))):
+        x = (torch.randn(shape, device=_gpu(), dtype=dtype) * 2).requires_grad_(True)
+        b = torch.randn(shape[dim], device=_gpu(), requires_grad=True)
+        y_ref = ops.bias_act(x.float(), b, dim, act, clamp=clamp, impl="ref")
+        y = ops.bias_act(x, b, dim, act, clamp=clamp, impl="cuda")
+        assert y.dtype == dtype
+        assert_close(y, y_ref, _tol(dtype), f"{act} forward")
+        dy = torch.randn_like(y_ref).requires_grad_(True)
+        g_ref = torch.autograd.grad(y_ref, [x, b], dy, create_graph=True)
+        g = torch.autograd.grad(y, [x, b], dy.to(dtype), create_graph=True)
+        assert_close(g[0], g_ref[0], _tol(dtype), f"{act} dx")
+        assert_close(g[1], g_ref[1], _tol(dtype) * 10, f"{act} db")
+        v = torch.randn_like(y_ref)
+        h_ref = torch.autograd.grad((g_ref[0] * v).sum(), [x, b, dy], allow_unused=True)
+        h = torch.autograd.grad((g[0].float() * v).sum(), [x, b, dy], allow_unused=True)
+        for a, r, name in zip(h, h_ref, ("x", "b", "dy")):
+            r = torch.zeros_like(a) if r is None else r
+            a = torch.zeros_like(r) if a is None else a
+            assert_close(a, r, _tol(dtype) * 10, f"{act} double backward wrt {name}")
+
+
+@pytest.mark.gpu
+def test_gpu_r1_style_double_backward():
+    """R1 = |dD/dx|^2 through upfirdn2d + bias_act; its gradient w.r.t. the bias matches the reference."""
+    from sg3lib import ops
+    torch.manual_seed(7)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=_gpu()) / 8
+    b = torch.randn(4, device=_gpu(), requires_grad=True)
+    x = torch.randn(2, 4, 16, 16, device=_gpu(), requires_grad=True)
+    grads = []
+    for impl in ("ref", "cuda"):
+        y = ops.bias_act(ops.upfirdn2d(x, f, down=2, padding=1, impl=impl), b, act="lrelu", impl=impl)
+        (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        grads.append(torch.autograd.grad(gx.square().sum(), b)[0])
+    assert_close(grads[1], grads[0], 1e-4, "R1 gradient wrt bias")

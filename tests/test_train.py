@@ -1,0 +1,297 @@
+"""Training: exact resume, crash safety, snapshot format, bad input, transfer learning.
+
+Tiny networks on 16 px images, deterministic mode, a few steps each (seconds on a CPU)."""
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sg3lib.train import TrainError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# StyleGAN2 at 16 px with 16 channels: ~1 s per step on one core.
+TINY = dict(cfg="stylegan2", batch=8, batch_gpu=4, tick=0.016, snap=1, cbase=256, cmax=16, map=2,
+            z_dim=16, w_dim=16, workers=0, deterministic=True, gamma=1.0, p=0.2, ada_interval=3,
+            ada_kimg=0.1, D_reg_interval=4, G_reg_interval=2, progress=False)
+
+
+def make_zip(path, n=16, res=16, sizes=None, seed=0):
+    """A dataset zip in the official format: PNGs named 00000/img00000000.png."""
+    from PIL import Image
+    rng = np.random.RandomState(seed)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for i in range(n):
+            r = sizes[i] if sizes else res
+            yy, xx = np.mgrid[:r, :r] / r
+            a = np.stack([np.sin(xx * 6 + rng.rand() * 6), np.cos(yy * 5 + rng.rand() * 6), xx * yy], -1)
+            buf = io.BytesIO()
+            Image.fromarray(((a * 0.5 + 0.5) * 255).astype(np.uint8)).save(buf, format="PNG")
+            z.writestr(f"{i // 1000:05d}/img{i:08d}.png", buf.getvalue())
+    return str(path)
+
+
+def snaps(run_dir):
+    return sorted(p.name for p in Path(run_dir).glob("snapshot-*.pt"))
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_state(a, b, exact=True, atol=0.0):
+    """Recursive equality of nested dicts/lists of tensors and numbers."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), set(a) ^ set(b)
+        for k in a:
+            assert_same_state(a[k], b[k], exact, atol)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y, exact, atol)
+    elif isinstance(a, torch.Tensor):
+        if exact:
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=atol)
+    else:
+        assert a == b or (exact is False and abs(a - b) <= atol), (a, b)
+
+
+def test_resume_is_exact(tmp_path):
+    """6 steps straight == 3 steps, stop, resume latest (only kimg changed), 3 more: bit-identical."""
+    import json
+    data = make_zip(tmp_path / "d.zip")
+    a, b = tmp_path / "a", tmp_path / "b"
+    # 1 step per tick, snapshot every 3 steps; ADA updates every 2 steps, so the snapshot after
+    # step 3 holds a half-accumulated r_t sum that the resumed run must continue.
+    opts = dict(TINY, tick=0.008, snap=3, ada_interval=2)
+    train(data, a, kimg=0.048, **opts)
+    train(data, b, kimg=0.024, **opts)
+    assert snaps(b) == ["snapshot-000000024.pt"]
+    assert load(b / "snapshot-000000024.pt")["training_state"]["ada"]["count"] == 8  # mid-interval
+    out = train(data, b, resume="latest", kimg=0.048, **opts)
+    assert out["cur_nimg"] == 48 and out["step"] == 6
+    sa, sb = load(a / "snapshot-000000048.pt"), load(b / "snapshot-000000048.pt")
+    assert_same_state(sa["networks"], sb["networks"])
+    ta, tb = sa["training_state"], sb["training_state"]
+    for key in ("opt_G", "opt_D", "ada", "pl_mean", "cur_nimg", "cur_tick", "step", "data"):
+        assert_same_state(ta[key], tb[key])
+    assert len(ta["opt_D"]["state"]) > 0 and ta["step"] == 6
+    # Training happened: weights moved from the first snapshot's.
+    s3 = load(a / "snapshot-000000024.pt")["networks"]["G"]["state_dict"]
+    assert not all(torch.equal(v, s3[k]) for k, v in sa["networks"]["G"]["state_dict"].items())
+    assert (a / "fakes-init.png").is_file() and (a / "fakes-000000048.png").is_file()
+    # stats.jsonl: one line per tick in both runs, same values; ADA moved p (the check is not vacuous).
+    ra = [json.loads(line) for line in open(a / "stats.jsonl")]
+    rb = [json.loads(line) for line in open(b / "stats.jsonl")]
+    assert [r["kimg"] for r in ra] == [r["kimg"] for r in rb] == [0.008, 0.016, 0.024, 0.032, 0.04, 0.048]
+    assert [r["ada_p"] for r in ra] == [r["ada_p"] for r in rb]
+    assert len({r["ada_p"] for r in ra}) > 1
+    assert [r["loss_D"] for r in ra] == [r["loss_D"] for r in rb]
+
+
+def test_snapshot_loads_weights_only(tmp_path):
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.016, keep_snapshots=1, **TINY)
+    (path,) = list((tmp_path / "r").glob("snapshot-*.pt"))
+    s = torch.load(path, weights_only=True)  # raises on any pickled class
+    assert set(s["networks"]) == {"G", "D", "G_ema"}
+    ts = s["training_state"]
+    assert ts["cur_nimg"] == 16 and ts["step"] == 2 and ts["cur_tick"] == 1
+    assert set(ts["rng"]) >= {"torch", "numpy", "python"}
+    assert ts["data"]["seed"] == 0 and ts["data"]["position"] == 16
+    assert isinstance(ts["opt_G"]["state"][0]["exp_avg"], torch.Tensor)
+    assert s["meta"]["config"]["cfg"] == "stylegan2" and s["meta"]["config"]["cmax"] == 16
+
+
+def test_keep_last_snapshots(tmp_path):
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.024, keep_snapshots=2, **dict(TINY, tick=0.008))
+    assert snaps(tmp_path / "r") == ["snapshot-000000016.pt", "snapshot-000000024.pt"]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, time, torch
+    torch.set_num_threads(1)
+    real_replace = os.replace
+    def slow_replace(src, dst, *a, **k):
+        # Test hook (this process only): stop between writing the temporary file of the second
+        # snapshot and renaming it, so that the parent can SIGKILL us mid-save.
+        if os.path.basename(str(dst)) == 'snapshot-000000032.pt':
+            open(sys.argv[3], 'w').close()
+            time.sleep(600)
+        return real_replace(src, dst, *a, **k)
+    os.replace = slow_replace
+    sys.path.insert(0, sys.argv[4])
+    from test_train import TINY
+    from sg3lib.train import train
+    train(sys.argv[1], sys.argv[2], kimg=0.064, **TINY)
+""")
+
+
+def test_sigkill_during_snapshot_write_resumes_from_previous(tmp_path, capsys):
+    data = make_zip(tmp_path / "d.zip")
+    run, marker = tmp_path / "run", tmp_path / "writing"
+    script = tmp_path / "kill_me.py"
+    script.write_text(KILL_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(script), data, str(run), str(marker), str(ROOT / "tests")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    t0 = time.time()
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail("training subprocess ended early:\n" + proc.stdout.read().decode())
+        assert time.time() - t0 < 300, "training subprocess never reached the second snapshot"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = list(run.glob(".snapshot-000000032.pt.tmp-*"))
+    assert len(partial) == 1 and partial[0].stat().st_size > 0  # a half-finished save on disk
+    assert snaps(run) == ["snapshot-000000016.pt"]
+    out = train(data, run, resume="latest", kimg=0.032, **TINY)
+    printed = capsys.readouterr().out
+    assert "resuming from" in printed and "snapshot-000000016.pt" in printed
+    assert not list(run.glob(".snapshot-*.tmp-*")), "partial file was not removed"
+    assert out["cur_nimg"] == 32 and snaps(run) == ["snapshot-000000016.pt", "snapshot-000000032.pt"]
+    # ... and continues exactly: equal to a run that was never killed.
+    train(data, tmp_path / "straight", kimg=0.032, **TINY)
+    a, b = load(run / "snapshot-000000032.pt"), load(tmp_path / "straight" / "snapshot-000000032.pt")
+    assert_same_state(a["networks"], b["networks"])
+    assert_same_state(a["training_state"]["opt_D"], b["training_state"]["opt_D"])
+
+
+def test_disk_full_during_snapshot_keeps_previous(tmp_path, monkeypatch):
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "run"
+    train(data, run, kimg=0.016, **TINY)
+    before = (run / "snapshot-000000016.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 partial data")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(TrainError, match="No space left on device.*previous snapshot is kept"):
+        train(data, run, resume="latest", kimg=0.032, **TINY)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert snaps(run) == ["snapshot-000000016.pt"]
+    assert (run / "snapshot-000000016.pt").read_bytes() == before
+    assert not list(run.glob(".snapshot-*"))
+
+
+def test_changed_architecture_on_resume_is_a_clear_error(tmp_path):
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.016, **TINY)
+    opts = dict(TINY, cmax=8, map=3)
+    with pytest.raises(TrainError) as e:
+        train(data, tmp_path / "r", resume="latest", kimg=0.032, **opts)
+    msg = str(e.value)
+    assert "cmax: 16 -> 8" in msg and "map: 2 -> 3" in msg and "different architecture" in msg
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    mixed = make_zip(tmp_path / "mixed.zip", n=4, sizes=[16, 16, 32, 16])
+    with pytest.raises(TrainError, match=r"00000/img00000002.png is 32x32"):
+        train(mixed, tmp_path / "r1", kimg=0.008, **TINY)
+    odd = make_zip(tmp_path / "odd.zip", n=4, res=24)
+    with pytest.raises(TrainError, match="resolution 24 is not a power of two"):
+        train(odd, tmp_path / "r2", kimg=0.008, **TINY)
+    good = make_zip(tmp_path / "d.zip", n=4)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(TrainError, match="cannot write to the output folder"):
+        train(good, blocker / "run", kimg=0.008, **TINY)
+    with pytest.raises(TrainError, match="batch-gpu 4 must be a multiple of the minibatch-stddev group 3"):
+        train(good, tmp_path / "r3", kimg=0.008, **dict(TINY, mbstd_group=3))
+    with pytest.raises(TrainError, match="dataset not found"):
+        train(tmp_path / "nope.zip", tmp_path / "r4", kimg=0.008, **TINY)
+
+
+def test_transfer_learning_from_other_run_and_freezed(tmp_path):
+    d1, d2 = make_zip(tmp_path / "d1.zip", seed=1), make_zip(tmp_path / "d2.zip", seed=2)
+    train(d1, tmp_path / "src", kimg=0.016, **TINY)
+    src = load(tmp_path / "src" / "snapshot-000000016.pt")
+    # Other dataset: a new run from the weights (counters at 0). With lr 0 the weights stay those loaded.
+    out = train(d2, tmp_path / "dst", resume=str(tmp_path / "src" / "snapshot-000000016.pt"), kimg=0.008,
+                **dict(TINY, glr=0.0, dlr=0.0))
+    assert out["cur_nimg"] == 8 and out["step"] == 1
+    dst = load(tmp_path / "dst" / "snapshot-000000008.pt")
+    g0, g1 = src["networks"]["G"]["state_dict"], dst["networks"]["G"]["state_dict"]
+    params = [k for k in g0 if not k.endswith("w_avg")]  # w_avg is a running mean, not trained
+    assert len(params) > 10 and all(torch.equal(g0[k], g1[k]) for k in params)
+    assert dst["training_state"]["cur_tick"] == 1
+    # An official .pkl (written from the source run's networks) works the same way.
+    import sg3lib
+    from sg3lib.compat.official_pkl import write_official_pkl
+    nets = sg3lib.load(str(tmp_path / "src" / "snapshot-000000016.pt"))
+    pkl = write_official_pkl(tmp_path / "network-snapshot-000016.pkl", {k: nets[k] for k in ("G", "D", "G_ema")})
+    # The architecture (cfg, cbase, cmax, map, z_dim, w_dim) comes from the .pkl itself.
+    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    out = train(d2, tmp_path / "frompkl", resume=str(pkl), kimg=0.008, **dict(bare, glr=0.0, dlr=0.0))
+    assert out["cur_nimg"] == 8
+    g2 = load(tmp_path / "frompkl" / "snapshot-000000008.pt")["networks"]["G"]["state_dict"]
+    assert all(torch.equal(g0[k], g2[k]) for k in params)
+    # --freezed 2: fromrgb and conv0 of the 16 px block keep their weights, the rest of D trains.
+    train(d2, tmp_path / "frz", resume=str(tmp_path / "src" / "snapshot-000000016.pt"), kimg=0.008,
+          **dict(TINY, freezed=2))
+    frz = load(tmp_path / "frz" / "snapshot-000000008.pt")["networks"]["D"]["state_dict"]
+    d0 = src["networks"]["D"]["state_dict"]
+    for k in d0:
+        same = torch.equal(d0[k], frz[k])
+        if k.startswith(("b16.fromrgb.", "b16.conv0.")):
+            assert same, k
+        elif k.startswith("b16.conv1.weight"):
+            assert not same, k
+
+
+def test_cli_train_and_error_exit(tmp_path, capsys):
+    from sg3lib.cli import main
+    data = make_zip(tmp_path / "d.zip", n=8)
+    args = ["train", "--data", data, "--outdir", str(tmp_path / "r"), "--cfg", "stylegan2", "--batch", "8",
+            "--batch-gpu", "4", "--kimg", "0.008", "--tick", "0.008", "--cbase", "256", "--cmax", "16",
+            "--map", "2", "--z-dim", "16", "--w-dim", "16", "--workers", "0", "--gamma", "1",
+            "--aug", "noaug", "--mirror", "true", "--seed", "3", "--no-progress", "--deterministic"]
+    assert main(args) == 0
+    s = load(tmp_path / "r" / "snapshot-000000008.pt")
+    assert s["meta"]["config"]["seed"] == 3 and s["meta"]["config"]["mirror"] is True
+    assert main(args[:-4] + ["--batch-gpu", "3"]) == 2
+    assert "must be a multiple" in capsys.readouterr().err
+    # Continuing needs only --data, --outdir, --resume latest and the new length: the rest is stored.
+    assert main(["train", "--data", data, "--outdir", str(tmp_path / "r"), "--resume", "latest",
+                 "--kimg", "0.016", "--no-progress"]) == 0
+    s2 = load(tmp_path / "r" / "snapshot-000000016.pt")
+    assert s2["training_state"]["step"] == 2
+    assert {k: s2["meta"]["config"][k] for k in ("cfg", "cmax", "seed", "mirror", "aug")} == \
+        {"cfg": "stylegan2", "cmax": 16, "seed": 3, "mirror": True, "aug": "noaug"}
+
+
+def test_conditional_training(tmp_path):
+    """--cond: labels from dataset.json; G and D get c_dim = number of classes."""
+    import json
+    data = make_zip(tmp_path / "d.zip", n=8)
+    with zipfile.ZipFile(data, "a") as z:
+        z.writestr("dataset.json", json.dumps({"labels": [[f"00000/img{i:08d}.png", i % 3] for i in range(8)]}))
+    out = train(data, tmp_path / "r", kimg=0.008, cond=True, **TINY)
+    s = load(tmp_path / "r" / "snapshot-000000008.pt")
+    assert s["networks"]["G"]["init_kwargs"]["c_dim"] == 3 and s["networks"]["D"]["init_kwargs"]["c_dim"] == 3
+    assert out["G"].c_dim == 3 and (tmp_path / "r" / "fakes-000000008.png").is_file()
+
+
+def test_data_loader_workers_do_not_change_the_result(tmp_path):
+    """The data order is a function of (seed, image number): 2 loader processes == none."""
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "w0", kimg=0.016, **dict(TINY, workers=0))
+    train(data, tmp_path / "w2", kimg=0.016, **dict(TINY, workers=2))
+    a, b = load(tmp_path / "w0" / "snapshot-000000016.pt"), load(tmp_path / "w2" / "snapshot-000000016.pt")
+    assert_same_state(a["networks"], b["networks"])

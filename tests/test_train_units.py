@@ -1,0 +1,121 @@
+"""Unit checks of the training pieces: ADA augmentation, its controller, mbstd ordering, EMA, config."""
+
+import pytest
+import torch
+
+from sg3lib.train import augment as aug
+from sg3lib.train import config as C
+from sg3lib.train.ema import ema_beta
+from sg3lib.train.loss import blur, mbstd_order
+
+
+def _img(n=4, c=3, r=16):
+    return torch.randn(n, c, r, r, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+
+
+def _rnd(n, **gates):
+    """Random numbers with every transform switched off except those in `gates` (value = param)."""
+    r = aug.draw(n, torch.Generator().manual_seed(1))
+    r = {k: torch.ones(n) if k in aug._U_KEYS and not k.endswith(("_bit", "_k", "_a")) and k not in
+         ("itx", "ity") else v for k, v in r.items()}
+    for k, v in gates.items():
+        r[k] = torch.full([n], float(v))
+    return r
+
+
+def test_p_zero_is_identity_and_draws_split_invariant():
+    x = _img(8)
+    r = aug.draw(8, torch.Generator().manual_seed(3))
+    assert torch.equal(aug.augment(x, 0.0, r), x)
+    y = aug.augment(x, 0.6, r)
+    assert not torch.allclose(y, x)
+    y2 = aug.augment(x[2:6], 0.6, aug.slice_rnd(r, 2, 6))
+    torch.testing.assert_close(y[2:6], y2)  # an image's augmentation does not depend on its batch
+
+
+def test_pixel_blitting_is_exact():
+    x = _img()
+    flip = aug.augment(x, 0.5, _rnd(4, xflip=0.0, xflip_bit=0.0))
+    torch.testing.assert_close(flip, x.flip(3), rtol=0, atol=1e-6)
+    rot = aug.augment(x, 0.5, _rnd(4, rot90=0.0, rot90_k=0.3))  # k = 1: a quarter turn
+    assert any(torch.allclose(rot, torch.rot90(x, k, dims=(2, 3)), atol=1e-5) for k in (1, 3))
+    # Integer translation by 2 px (0.125 * 16): output pixel x shows input pixel x + 2, and the
+    # border is filled by reflection (x = 16 -> 14, x = 17 -> 13).
+    sh = aug.augment(x, 0.5, _rnd(4, itrans=0.0, itx=1.0, ity=0.5))
+    torch.testing.assert_close(sh[..., 0:14], x[..., 2:16], atol=1e-6, rtol=0)
+    torch.testing.assert_close(sh[..., 14], x[..., 14], atol=1e-6, rtol=0)
+    torch.testing.assert_close(sh[..., 15], x[..., 13], atol=1e-6, rtol=0)
+
+
+def test_colour_transforms():
+    grey = torch.full([2, 3, 4, 4], 0.3)
+    hue = aug.augment(grey, 0.5, _rnd(2, hue=0.0, hue_a=0.8))
+    torch.testing.assert_close(hue, grey, atol=1e-6, rtol=0)  # hue rotation keeps the grey axis
+    x = _img(2)
+    hue = aug.augment(x, 0.5, _rnd(2, hue=0.0, hue_a=0.8))
+    assert not torch.allclose(hue, x, atol=1e-3)
+    torch.testing.assert_close(hue.mean(1), x.mean(1), atol=1e-5, rtol=0)  # luma kept
+    b = aug.augment(x, 0.5, _rnd(2, bright=0.0))
+    d = b - x
+    assert torch.allclose(d, d.flatten(1)[:, :1, None, None].expand_as(d), atol=1e-6)
+    assert d.abs().max() > 0
+    g = aug.augment(_img(2, c=1), 0.5, _rnd(2, contrast=0.0))  # grayscale images work
+    assert g.shape == (2, 1, 16, 16)
+
+
+def test_augment_twice_differentiable():
+    """Lazy R1 differentiates D(augment(x)) with respect to x, then differentiates that again."""
+    x = _img(2).double().requires_grad_(True)
+    r = aug.draw(2, torch.Generator().manual_seed(5))
+    w = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    y = (aug.augment(x, 0.8, r).square() * w).sum()
+    g, = torch.autograd.grad(y, x, create_graph=True)
+    g.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_ada_controller():
+    ada = aug.AdaController(p=0.0, target=0.6, interval=4, speed_kimg=500)
+    ada.accumulate(8.0, 8)  # r_t = 1 > target: overfitting, raise p
+    assert ada.update(2, 32) == 0.0  # not an update step
+    assert ada.update(3, 32) == pytest.approx(32 * 4 / 500000)
+    ada.accumulate(-8.0, 8)  # r_t = -1 < target: lower p, never below 0
+    for s in range(3):
+        ada.update(s, 32)
+    assert ada.update(7, 32) == 0.0
+    state = ada.state_dict()
+    ada2 = aug.AdaController()
+    ada2.load_state_dict(state)
+    assert ada2.state_dict() == state
+
+
+def test_mbstd_order_groups_consecutive_samples():
+    for n, g in ((8, 4), (8, 2), (4, 4), (2, 4), (6, 2)):
+        perm, pos = mbstd_order(n, g)
+        gg = min(g, n)
+        # D groups input position j with j + n/gg, ...: those positions hold consecutive samples.
+        for j in range(n // gg):
+            members = sorted(int(perm[j + m * (n // gg)]) for m in range(gg))
+            assert members == list(range(members[0], members[0] + gg))
+        assert torch.equal(perm[pos], torch.arange(n))
+
+
+def test_blur_and_ema_and_config():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1
+    y = blur(x, 1.0)
+    assert y.sum().item() == pytest.approx(1.0, abs=1e-5) and y[0, 0, 4, 4] < 0.2
+    assert torch.equal(blur(x, 0.0), x)
+    assert ema_beta(0, 32, 10, 0.05) == 0.0  # ramp-up: G_ema starts as a copy of G
+    assert ema_beta(10 ** 7, 32, 10, 0.05) == pytest.approx(0.5 ** (32 / 10000))
+    c = C.make_config(256, cfg="stylegan3-r", batch=32)
+    assert (c["cbase"], c["cmax"], c["map"], c["conv_kernel"], c["radial"]) == (65536, 1024, 2, 1, True)
+    assert c["gamma"] == pytest.approx(0.0002 * 256 ** 2 / 32) and c["ema_kimg"] == 10
+    (gcls, gk), (dcls, dk) = C.network_kwargs(c)
+    assert gcls.endswith("stylegan3.Generator") and gk["use_radial_filters"] and gk["conv_kernel"] == 1
+    assert dk["epilogue_kwargs"]["mbstd_group_size"] == 4
+    c2 = C.make_config(64, cfg="stylegan2", batch=16, gamma=5)
+    assert (c2["map"], c2["style_mixing"], c2["pl_weight"], c2["gamma"]) == (8, 0.9, 2.0, 5)
+    with pytest.raises(ValueError, match="not a power of two"):
+        C.make_config(48)
+    assert C.scaled_adam(0.002, (0.0, 0.99), 16) == (0.002 * 16 / 17, (0.0, 0.99 ** (16 / 17)))

@@ -1,0 +1,119 @@
+"""ipywidgets explorers: construct, move a control programmatically, the shown image changes."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sg3lib import explore as X
+from sg3lib.explore.widgets import Interpolator, LatentExplorer, StyleMixer
+from test_explore_helpers import make_G
+
+
+@pytest.fixture(scope="module")
+def G():
+    return make_G()
+
+
+def shown(view):
+    return np.asarray(Image.open(io.BytesIO(view.image.value))).astype(int)
+
+
+@pytest.mark.parametrize("cls,control,value", [(LatentExplorer, "seed", 7), (LatentExplorer, "psi", -0.5),
+                                               (LatentExplorer, "rotate", 90.0), (Interpolator, "t", 0.0),
+                                               (StyleMixer, "style", 9)])
+def test_moving_a_control_changes_the_image(G, cls, control, value):
+    view = cls(G, display_size=64)
+    try:
+        assert view.wait(60) and view.renders == 1
+        before = shown(view)
+        assert before.shape[0] == 64  # 16 px enlarged to the display size
+        view.controls[control].value = value
+        assert view.wait(60) and view.renders == 2
+        after = shown(view)
+        assert after.shape == before.shape and np.abs(after - before).mean() > 1
+        expected = f"{control} {value:.2f}" if isinstance(value, float) else f"{control} {value}"
+        assert expected in view.caption.value  # the caption names the values shown
+    finally:
+        view.close()
+
+
+def test_latent_explorer_shows_the_seed_image(G):
+    view = LatentExplorer(G, seed=3, psi=0.5, display_size=16)
+    try:
+        img = np.asarray(view.render_sync())
+        assert np.array_equal(img, X.generate_arrays(G, [3], psi=0.5, progress=False)[0])
+        assert "seed 3" in view.caption.value and "psi 0.50" in view.caption.value
+        view.controls["x"].value = 0.5  # translate: StyleGAN3's input transform
+        assert not np.array_equal(np.asarray(view.render_sync()), img)
+        assert np.array_equal(np.asarray(view.render_sync()), np.asarray(view.render_sync()))
+    finally:
+        view.close()
+
+
+def test_interpolator_endpoints_are_the_seeds(G):
+    view = Interpolator(G, seed_a=2, seed_b=6, psi=1.0, display_size=16)
+    try:
+        for t, seed in ((0.0, 2), (1.0, 6)):
+            for space in ("z", "w"):
+                view.controls["t"].value, view.controls["space"].value = t, space
+                ref = X.generate_arrays(G, [seed], progress=False)[0].astype(int)
+                assert np.abs(np.asarray(view.render_sync()).astype(int) - ref).max() <= 1
+    finally:
+        view.close()
+
+
+def test_style_mixer_presets_set_the_layer_range(G):
+    view = StyleMixer(G, display_size=16)
+    try:
+        view.controls["preset"].value = "fine"
+        lo, hi = X.layer_ranges(G.num_ws)["fine"]
+        assert view.controls["layers"].value == (lo, hi - 1)
+        img = np.asarray(view.render_sync())
+        assert img.shape == (16, 48, 3)  # base | style | mix
+        view.controls["layers"].value = (0, 0)  # a hand-picked range
+        assert view.controls["preset"].value == "custom"
+    finally:
+        view.close()
+
+
+def test_bursts_are_debounced_and_the_last_state_wins(G):
+    view = LatentExplorer(G, display_size=16, debounce=0.2)
+    try:
+        view.wait(60)
+        start = view.renders
+        for s in range(1, 11):  # ten quick slider events
+            view.controls["seed"].value = s
+        assert view.wait(60)
+        assert view.renders - start < 10  # stale states were dropped
+        assert "seed 10 " in view.caption.value
+        assert np.array_equal(shown(view), X.generate_arrays(G, [10], psi=0.7, progress=False)[0])
+    finally:
+        view.close()
+
+
+def test_conditional_and_stylegan2_controls():
+    Gc = make_G(c_dim=3)
+    view = LatentExplorer(Gc, display_size=16)
+    try:
+        assert "class" in view.controls and view.wait(60)
+        view.controls["class"].value = 2
+        assert view.wait(60) and "class 2" in view.caption.value
+    finally:
+        view.close()
+    view = LatentExplorer(make_G("sg2"), display_size=16)
+    try:
+        assert "rotate" not in view.controls and view.wait(60) and view.renders == 1
+    finally:
+        view.close()
+
+
+def test_render_errors_show_in_the_caption(G):
+    view = LatentExplorer(G, display_size=16)
+    try:
+        view.wait(60)
+        view.controls["noise"].options = ["const", "bogus"]
+        view.controls["noise"].value = "bogus"
+        assert view.wait(60) and "render failed" in view.caption.value and "noise_mode" in view.caption.value
+    finally:
+        view.close()
