@@ -39,14 +39,14 @@ def _train(dataset, run_dir, kimg, on_gpu):
     return train(dataset, run_dir, resume="latest", kimg=kimg, **small)
 
 
-def _explore(snapshot, out):
+def _explore(snapshot, out, seconds):
     from sg3lib.explore import interpolation_video, psi_grid, style_mix_grid
     from sg3lib.explore.generate import load_generator
     G = load_generator(snapshot)
     psi_path, mix_path, video_path = out / "psi_grid.png", out / "style_mixing.png", out / "interpolation.mp4"
     psi_grid(G, seeds=range(4), psis=(1.0, 0.7, 0.5, 0.0)).save(psi_path)
     style_mix_grid(G, row_seeds=range(3), col_seeds=range(10, 14), layers="coarse").save(mix_path)
-    interpolation_video(G, video_path, kind="keyframes", seeds=(0, 1, 2, 3), grid=4, fps=15, duration=4)
+    interpolation_video(G, video_path, kind="keyframes", seeds=(0, 1, 2, 3), grid=4, fps=15, duration=seconds)
     return psi_path, mix_path, video_path
 
 
@@ -54,8 +54,9 @@ def main(argv=None):
     on_gpu = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="out/demo", help="where everything is written (default: out/demo)")
-    ap.add_argument("--kimg", type=float, default=20.0 if on_gpu else 0.4,
-                    help="thousands of real images shown to D (default: 0.4 on a CPU, 20 on a GPU)")
+    ap.add_argument("--kimg", type=float, default=20.0 if on_gpu else 0.096,
+                    help="thousands of real images shown to D (default: 0.096 on a CPU, about 3 minutes on 2 cores; 20 on a GPU)")
+    ap.add_argument("--video-seconds", type=float, default=4.0, help="length of the mp4 (default 4)")
     ap.add_argument("--resolution", type=int, default=32, help="dataset resolution (default 32)")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -63,7 +64,7 @@ def main(argv=None):
     t0 = time.time()
     dataset = _build_dataset(out, args.resolution)
     result = _train(dataset, out / "run", args.kimg, on_gpu)
-    paths = _explore(result["snapshot"], out)
+    paths = _explore(result["snapshot"], out, args.video_seconds)
     _say(f"done in {time.time() - t0:.0f} s. Look at:")
     for p in (*paths, result["snapshot"], Path(result["run_dir"]) / "stats.jsonl"):
         print(f"    {p}")
