@@ -1,0 +1,84 @@
+"""Images/s of full-width generators (official configs), appended to benchmarks/RESULTS.md.
+
+CPU (recorded by the foundation/networks issue):
+    python benchmarks/bench_generate.py --res 64 256 --batch 4
+GPU (the GPU issue):
+    python benchmarks/bench_generate.py --device cuda --res 256 512 1024 --batch 8 32 --precision fp32 fp16 bf16 --arch sg3t sg3r sg2
+"""
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from sg3lib.networks import build_network
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+ARCHS = {  # official full-width configurations
+    "sg3t": ("training.networks_stylegan3.Generator", dict(channel_base=32768, channel_max=512, mapping_kwargs=dict(num_layers=2))),
+    "sg3r": ("training.networks_stylegan3.Generator", dict(channel_base=65536, channel_max=1024, conv_kernel=1,
+                                                           use_radial_filters=True, mapping_kwargs=dict(num_layers=2))),
+    "sg2": ("training.networks_stylegan2.Generator", dict(channel_base=32768, channel_max=512, mapping_kwargs=dict(num_layers=8))),
+}
+
+
+def machine(device):
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        return f"{p.name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+@torch.no_grad()
+def images_per_second(arch, res, batch, precision, device, iters):
+    cls, kw = ARCHS[arch]
+    G = build_network(cls, dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3, **kw)).eval().to(device)
+    if precision == "bf16":
+        G.set_bf16(True)
+    force_fp32 = precision == "fp32"
+    z = torch.randn(batch, 512, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    G(z, None, noise_mode="const", force_fp32=force_fp32)  # warm-up (kernel build, allocator)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        G(z, None, noise_mode="const", force_fp32=force_fp32)
+    sync()
+    return batch * iters / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--arch", nargs="+", default=["sg3t"], choices=sorted(ARCHS))
+    ap.add_argument("--res", nargs="+", type=int, default=[64, 256])
+    ap.add_argument("--batch", nargs="+", type=int, default=[4])
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--iters", type=int, default=1)
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    rows = []
+    for arch in a.arch:
+        for res in a.res:
+            for batch in a.batch:
+                for prec in a.precision:
+                    ips = images_per_second(arch, res, batch, prec, a.device, a.iters)
+                    rows.append(f"| {arch} | {res} | {batch} | {prec} | {ips:.3f} | {batch / ips:.2f} |")
+                    print(rows[-1], flush=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (f"\n## Generation, {stamp}, {a.device}\n\n- machine: {machine(a.device)}\n"
+            f"- command: `python benchmarks/bench_generate.py {' '.join(os.sys.argv[1:])}`\n\n"
+            "| arch | res | batch | precision | images/s | s per batch |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+    if not a.no_write:
+        tmp = RESULTS.with_name(RESULTS.name + ".tmp")
+        tmp.write_text((RESULTS.read_text() if RESULTS.exists() else "# sg3lib benchmarks\n") + text)
+        os.replace(tmp, RESULTS)
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
