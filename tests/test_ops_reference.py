@@ -79,6 +79,20 @@ def test_upfirdn2d_against_definition(up, down, padding, taps, flip, sep):
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("up,down,padding,taps", [
+    (2, 1, (9, 8, 9, 8), 12), (1, 2, (40, -7, 3, 50), 4), (4, 2, (-6, -9, 70, -20), 24), (2, 2, (5, 4, 5, 4), 12),
+])
+def test_upfirdn2d_banded_blocks_against_definition(up, down, padding, taps):
+    """Big enough that each pass splits into several band blocks, some of which see only padding."""
+    g = torch.Generator().manual_seed(taps + up)
+    x = torch.randn(1, 2, 97, 75, generator=g, dtype=torch.float64)
+    f = torch.rand(taps, generator=g, dtype=torch.float64)
+    y = ops.upfirdn2d(x, f, up=up, down=down, padding=list(padding), gain=up * up, impl="ref")
+    ref = _upfirdn_by_definition(x, f, up, down, padding, False, up * up)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("up,down,padding", [(1, 1, 1), (2, 1, [2, 1]), (1, 2, 1), (2, 2, [3, 2, 1, 4])])
 def test_upfirdn2d_gradcheck(up, down, padding):
     g = torch.Generator().manual_seed(0)

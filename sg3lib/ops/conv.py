@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops as _ops  # the dispatching upfirdn2d (reference or CUDA)
+from .winograd import conv3x3_winograd, winograd_applicable
 
 __all__ = ["conv2d_resample", "modulated_conv2d"]
 
@@ -46,6 +47,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0):
             return F.conv2d(x, w)
         x = _ops.upfirdn2d(x, f, padding=[p0, p1, p0, p1])
         return F.conv2d(x, w, stride=down)
+    if winograd_applicable(x, w):
+        return conv3x3_winograd(x, w, padding)
     return F.conv2d(x, w, padding=padding)
 
 

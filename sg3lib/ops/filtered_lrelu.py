@@ -18,8 +18,23 @@ import torch
 def filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2),
                        slope=0.2, clamp=None, flip_filter=False):
     x = add_bias(x, b)
+    n, c, h, w = x.shape
+    # Channels are independent: run them in groups whose upsampled maps fit in a CPU cache
+    # (~4 MB), so the up -> lrelu -> down chain does not stream large intermediates to memory.
+    per_plane = max(1, (h * up + 16) * (w * up + 16))
+    group = max(1, min(c, (1 << 20) // per_plane))
+    parts = [_one_group(xg, fu, fd, up, down, padding, gain, slope, clamp, flip_filter)
+             for xg in x.reshape(1, n * c, h, w).split(group, dim=1)]
+    y = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    return y.reshape(n, c, y.shape[2], y.shape[3])
+
+
+def _one_group(x, fu, fd, up, down, padding, gain, slope, clamp, flip_filter):
     x = upfirdn2d_ref(x, fu, up=up, padding=padding, flip_filter=flip_filter, gain=up ** 2)
-    x = torch.nn.functional.leaky_relu(x, slope) * gain
+    # clamp(lrelu(x) * gain, +-clamp) = gain * clamp(lrelu(x), +-clamp / gain): the gain rides on
+    # the downsampling pass, which saves a full pass over the largest map.
+    inplace = not (torch.is_grad_enabled() and x.requires_grad)
+    x = torch.nn.functional.leaky_relu(x, slope, inplace=inplace)
     if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return upfirdn2d_ref(x, fd, down=down, flip_filter=flip_filter)
+        x = x.clamp_(-clamp / gain, clamp / gain) if inplace else x.clamp(-clamp / gain, clamp / gain)
+    return upfirdn2d_ref(x, fd, down=down, flip_filter=flip_filter, gain=gain)

@@ -6,9 +6,11 @@ Upsampling inserts up-1 zeros after each sample; negative padding crops. The fil
 convolution (flipped) unless flip_filter=True. A 1-D filter is separable (applied along x then y,
 each pass scaled by sqrt(gain)); a 2-D filter `f[y, x]` is not.
 
-The reference path never multiplies by the inserted zeros: upsampling is a transposed
-convolution with stride `up` (polyphase), downsampling a strided convolution, so CPU users pay
-only for the samples they keep. Built from torch convolutions, it supports any order of autograd.
+The reference path is the definition written as linear algebra: a separable pass along one axis
+is a banded matrix A with A[m, j] = w[p0 + j*up - m*down] (see resampling_matrix), applied block
+by block so that only the band is multiplied and inserted zeros never are; 2-D (non-separable)
+filters use a strided transposed convolution. Built from torch matmuls and convolutions, it
+supports any order of autograd and is also the fast CPU path.
 """
 import torch
 import torch.nn.functional as F
@@ -70,45 +72,68 @@ def _conv(x, w, stride=1):
     return y.reshape(b, w.shape[0], y.shape[2], y.shape[3])
 
 
-def _polyphase_filters(w, up, p0):
-    """Split correlation kernel w into `up` phase filters (StyleGAN3 App. C: upsampling by zero
-    insertion then filtering equals `up` short filters at the input rate, interleaved).
-
-    Output sample m = q*up + r is  sum_t x[q + j0 + t] * h[r, t].  Returns (h [up, T], j0).
-    """
+def resampling_matrix(n, w, up=1, down=1, p0=0, p1=0):
+    """The 1-D upfirdn as a matrix A [n_out, n], y = A @ x, read off the definition: with u the
+    zero-stuffed, padded input (u[p0 + j*up] = x[j]) and z[i] = sum_k u[i + k] w[k] the
+    correlation with kernel w, y[m] = z[m*down], so A[m, j] = w[p0 + j*up - m*down] (0 outside w)."""
     k = w.numel()
-    j0 = min(-((p0 - r) // up) for r in range(up))          # ceil((r - p0) / up), smallest
-    j1 = max((k - 1 + r - p0) // up for r in range(up))
-    j = torch.arange(j0, j1 + 1, device=w.device)
-    taps = j[None, :] * up + p0 - torch.arange(up, device=w.device)[:, None]   # [up, T] indices into w
-    valid = (taps >= 0) & (taps < k)
-    return w[taps.clamp(0, k - 1)] * valid.to(w.dtype), j0
+    n_out = (n * up + p0 + p1 - k) // down + 1
+    taps = p0 + torch.arange(n, device=w.device) * up - torch.arange(n_out, device=w.device)[:, None] * down
+    inside = (taps >= 0) & (taps < k)
+    return w[taps.clamp(0, k - 1)] * inside.to(w.dtype)
+
+
+def _band_blocks(n, n_out, k, up, down, p0, block):
+    """Split A's rows into blocks of `block` outputs; yield (o0, o1, i0, i1): the input columns
+    [i0, i1) that those rows touch (A is banded: output m reads about k/up inputs around m*down/up)."""
+    for o0 in range(0, n_out, block):
+        o1 = min(o0 + block, n_out)
+        i0 = max(0, -(-(o0 * down - p0) // up))                   # ceil((o0*down - p0) / up)
+        i1 = min(n, ((o1 - 1) * down - p0 + k - 1) // up + 1)
+        yield o0, o1, i0, max(i0, i1)
+
+
+def _band_plan(n, w, up, down, p0, p1):
+    """The row blocks of resampling_matrix and their band sub-matrices: [(o0, o1, i0, i1, A_block)].
+    Cached (filtered_lrelu runs the same plan on every group of channels) unless w needs a grad."""
+    if w.requires_grad:
+        return _make_plan(n, w, up, down, p0, p1)
+    key = (n, tuple(w.tolist()), w.dtype, str(w.device), up, down, p0, p1)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        plan = _PLANS[key] = _make_plan(n, w, up, down, p0, p1)
+    return plan
+
+
+_PLANS = {}
+
+
+def _make_plan(n, w, up, down, p0, p1):
+    a = resampling_matrix(n, w, up, down, p0, p1)
+    block = 16 * up if a.shape[0] > 24 * up else a.shape[0]
+    return [(o0, o1, i0, i1, a[o0:o1, i0:i1].contiguous())
+            for o0, o1, i0, i1 in _band_blocks(n, a.shape[0], w.numel(), up, down, p0, block)]
 
 
 def _upfirdn_1d(x, w, up, down, p0, p1, axis):
-    """One pass along `axis` (2 = y, 3 = x) of x [B, 1, H, W].
+    """One separable pass along `axis` (1 = y, 2 = x) of planes x [P, H, W].
 
-    w is the correlation kernel (1-D): z[m] = sum_k u[m + k] w[k] with u the zero-stuffed,
-    padded input; the result is z[::down]. Zeros are never multiplied: up > 1 runs the polyphase
-    filters as one convolution with `up` output channels, down > 1 a strided convolution.
-    """
-    k, n = w.numel(), x.shape[axis]
-    along = (lambda t: t.reshape(t.shape[0], 1, t.shape[-1], 1)) if axis == 2 else (lambda t: t.reshape(t.shape[0], 1, 1, t.shape[-1]))
-    if up == 1:
-        x = _pad_or_crop(x, axis, p0, p1)
-        return _conv(x, along(w[None]), stride=(down, 1) if axis == 2 else (1, down))
-    length = n * up + p0 + p1 - k + 1                          # samples of z
-    q = -(-length // up)                                       # output samples per phase
-    h, j0 = _polyphase_filters(w, up, p0)
-    x = _pad_or_crop(x, axis, -j0, (q + j0 + h.shape[1] - 1) - n)
-    y = _conv(x, along(h))                                      # [B, up, H, q] or [B, up, q, W]
-    b = y.shape[0]
-    if axis == 3:
-        y = y.permute(0, 2, 3, 1).reshape(b, 1, y.shape[2], q * up)[..., :length]
-        return y[..., ::down] if down > 1 else y
-    y = y.permute(0, 3, 2, 1).reshape(b, 1, y.shape[3], q * up)[..., :length]   # [B, 1, W, H*up]
-    y = y[..., ::down] if down > 1 else y
-    return y.transpose(2, 3)
+    A banded matrix product, split into row blocks so that only the band is multiplied: each
+    block is one GEMM on a view of x, which on a CPU runs far faster than a 1-D depthwise
+    convolution of the same samples (and multiplies no inserted zeros)."""
+    parts = []
+    for o0, o1, i0, i1, a in _band_plan(x.shape[axis], w, up, down, p0, p1):
+        if i1 == i0:  # rows that only see padding
+            shape = list(x.shape)
+            shape[axis] = o1 - o0
+            parts.append(x.new_zeros(shape))
+        elif axis == 2:
+            parts.append(x[:, :, i0:i1] @ a.t())
+        else:
+            parts.append(a @ x[:, i0:i1])
+    return torch.cat(parts, axis) if len(parts) > 1 else parts[0]
 
 
 def _upfirdn2d_nonseparable(x, w, upx, upy, downx, downy, px0, px1, py0, py1):
@@ -144,10 +169,10 @@ def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
                          f"padding {padding}, filter {fh}x{fw}")
     f = f.to(x.dtype) * (gain ** (f.ndim / 2))
     w_corr = f if flip_filter else f.flip(list(range(f.ndim)))
-    y = x.reshape(n * c, 1, h, w)  # one filter for every channel: fold channels into the batch
     if f.ndim == 1:
-        y = _upfirdn_1d(y, w_corr, upx, downx, px0, px1, axis=3)
-        y = _upfirdn_1d(y, w_corr, upy, downy, py0, py1, axis=2)
-    else:
-        y = _upfirdn2d_nonseparable(y, w_corr, upx, upy, downx, downy, px0, px1, py0, py1)
+        y = x.reshape(n * c, h, w)  # one filter for every channel: a batch of planes
+        y = _upfirdn_1d(y, w_corr, upx, downx, px0, px1, axis=2)
+        y = _upfirdn_1d(y, w_corr, upy, downy, py0, py1, axis=1)
+        return y.reshape(n, c, y.shape[1], y.shape[2])
+    y = _upfirdn2d_nonseparable(x.reshape(n * c, 1, h, w), w_corr, upx, upy, downx, downy, px0, px1, py0, py1)
     return y.reshape(n, c, y.shape[2], y.shape[3])
