@@ -3,6 +3,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sg3lib import explore as X
@@ -75,6 +76,31 @@ def test_style_mixer_presets_set_the_layer_range(G):
         assert view.controls["preset"].value == "custom"
     finally:
         view.close()
+
+
+def test_style_mixer_renders_only_what_changed_and_shows_the_right_mix(G, monkeypatch):
+    from sg3lib.explore import widgets
+    batches = []
+    real = widgets.synthesize
+    monkeypatch.setattr(widgets, "synthesize", lambda G, ws, *a, **k: batches.append(len(ws)) or real(G, ws, *a, **k))
+    view = StyleMixer(G, base_seed=3, style_seed=4, display_size=16)
+    try:
+        view.wait()
+        view.controls["layers"].value = (2, 5)
+        view.wait()
+        view.controls["base"].value = 11
+        view.wait()
+        assert batches[-2:] == [1, 2]          # range moved: the mix only; base seed: base and mix
+        n = len(batches)
+        img = np.asarray(view.render_sync())   # same state again: all three from the cache
+        assert len(batches) == n
+    finally:
+        view.close()
+    wb, ws_ = X.map_z(G, X.seeds_to_z([11, 4], G.z_dim), None, 0.7)
+    mix = wb.clone()
+    mix[2:6] = ws_[2:6]
+    ref = real(G, torch.stack([wb, ws_, mix]), "const")
+    assert np.abs(img.astype(int) - np.concatenate(list(ref), axis=1).astype(int)).max() <= 1
 
 
 def test_bursts_are_debounced_and_the_last_state_wins(G):

@@ -27,11 +27,11 @@ def test_float32_error_is_close_to_direct_convolution():
 
 
 def test_used_only_where_it_is_exact_enough_and_worth_it():
-    x, k = torch.randn(1, 128, 8, 8), torch.randn(128, 128, 3, 3)
+    x, k = torch.randn(1, 256, 8, 8), torch.randn(256, 256, 3, 3)
     with torch.no_grad():
         assert winograd_applicable(x, k)
         assert not winograd_applicable(x, k[:, :, :1, :1])               # 1x1
-        assert not winograd_applicable(x[:, :8], k[:8, :8])              # few channels: direct is as fast
+        assert not winograd_applicable(x[:, :128], k[:128, :128])        # fewer channels: direct is as fast
         assert not winograd_applicable(x.half(), k.half())               # reduced precision
         assert not winograd_applicable(x, k, stride=2)
     assert not winograd_applicable(x.requires_grad_(), k)                # training keeps torch's conv
@@ -39,7 +39,7 @@ def test_used_only_where_it_is_exact_enough_and_worth_it():
 
 def test_wide_generator_gives_the_same_image_with_and_without_it(monkeypatch):
     G = StyleGAN3Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3,
-                           channel_base=4096, channel_max=128).eval()
+                           channel_base=8192, channel_max=256).eval()
     calls = []
     real = winograd.conv3x3_winograd
     monkeypatch.setattr("sg3lib.ops.conv.conv3x3_winograd", lambda *a: calls.append(1) or real(*a))

@@ -217,6 +217,7 @@ class StyleMixer(_LiveView):
              "psi": _psi(psi), **_class_controls(G)}
         c["preset"].observe(self._on_preset, names="value")
         c["layers"].observe(self._on_layers, names="value")
+        self._cache = {}  # ws bytes -> image, see _images
         super().__init__(G, c, display_size * 3, debounce)
 
     def _on_preset(self, change):
@@ -232,5 +233,19 @@ class StyleMixer(_LiveView):
         wb, ws_ = _map(self.G, [s["base"], s["style"]], s)
         mix = wb.clone()
         mix[lo:hi + 1] = ws_[lo:hi + 1]
-        imgs = synthesize(self.G, torch.stack([wb, ws_, mix]), "const", batch_size=3)
-        return np.concatenate(list(imgs), axis=1)
+        return np.concatenate(self._images([wb, ws_, mix]), axis=1)
+
+    def _images(self, ws_list):
+        """Images for ws, remembering recent ones: moving the layer range re-renders only the
+        mix, and changing one seed renders that seed's image and the mix, not all three."""
+        keys = [w.numpy().tobytes() for w in ws_list]
+        cache = self._cache
+        todo = [i for i, k in enumerate(keys) if k not in cache and k not in keys[:i]]
+        if todo:
+            for i, img in zip(todo, synthesize(self.G, torch.stack([ws_list[i] for i in todo]), "const")):
+                cache[keys[i]] = img
+        for k in keys:  # most recently used last
+            cache[k] = cache.pop(k)
+        for k in list(cache)[:-8]:
+            del cache[k]
+        return [cache[k] for k in keys]

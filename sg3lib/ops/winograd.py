@@ -39,9 +39,11 @@ def _kron(m, dtype, device):
 
 
 def winograd_applicable(x, w, stride=1, groups=1):
-    """Worth it and exact enough: CPU, float32/64, 3x3 kernel, stride 1, many channels, no grad."""
+    """Worth it and exact enough: CPU, float32/64, 3x3 kernel, stride 1, no grad, and enough
+    channels that the GEMMs outweigh the memory-bound tile transforms (measured: 512x512 at 148 px
+    2.0x faster than torch's conv, 256x181 at 276 px 1.1x, 181x128 at 276 px 0.95x)."""
     return (not x.is_cuda and x.dtype in (torch.float32, torch.float64) and w.shape[-2:] == (3, 3)
-            and stride == 1 and groups == 1 and w.shape[0] * w.shape[1] >= 128 * 128
+            and stride == 1 and groups == 1 and w.shape[0] * w.shape[1] >= 200 * 200
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
 
 
