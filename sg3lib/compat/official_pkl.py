@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..loader import LoadError
+from ..networks.layers import jsonable
 
 SG3_CLASS = "training.networks_stylegan3.Generator"
 SG2_CLASS = "training.networks_stylegan2.Generator"
@@ -171,19 +172,6 @@ def unpickle_restricted(file, source="<pickle>"):
 # ---------------------------------------------------------------------------------------------
 # Reading
 
-def _plain(x):
-    """EasyDicts, tuples and numpy scalars -> JSON-able dicts, lists and numbers."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x
-
-
 def official_class_of(obj, source="<pickle>"):
     """'training.networks_stylegan3.Generator' etc. for a PersistentObject, from its state.
 
@@ -231,14 +219,14 @@ def flatten_state(obj, prefix="", source="<pickle>"):
 
 def init_kwargs_of(obj, source="<pickle>"):
     """The constructor kwargs from `_init_args` + `_init_kwargs`, as a plain dict."""
-    kwargs = _plain(obj.state.get("_init_kwargs") or {})
+    kwargs = jsonable(obj.state.get("_init_kwargs") or {})
     args = list(obj.state.get("_init_args") or ())
     if args:
         names = _POSITIONAL.get(obj.class_name, ())
         if len(args) > len(names):
             raise LoadError(f"{source}: {obj.class_name} has {len(args)} positional constructor "
                             "arguments; sg3lib cannot map them to names")
-        kwargs.update(zip(names, _plain(args)))
+        kwargs.update(zip(names, jsonable(args)))
     return kwargs
 
 
@@ -290,7 +278,7 @@ def read_official_pkl(path):
     tsk = data.get("training_set_kwargs")
     ignored = sorted(str(k) for k in data if k not in NETWORK_KEYS + ("training_set_kwargs",))
     return {"networks": networks,
-            "training_set_kwargs": _plain(tsk) if isinstance(tsk, dict) else None,
+            "training_set_kwargs": jsonable(tsk) if isinstance(tsk, dict) else None,
             "ignored": ignored}
 
 
@@ -368,9 +356,9 @@ def _param(t):
 _PLAIN = (int, float, bool, str, type(None))
 
 
-def _is_plain(v):
+def _isjsonable(v):
     if isinstance(v, (list, tuple)):
-        return all(_is_plain(x) for x in v)
+        return all(_isjsonable(x) for x in v)
     return isinstance(v, _PLAIN)
 
 
@@ -385,7 +373,7 @@ def persistent_from_module(module, module_src=None, official_class=None):
         state = _module_state(getattr(m, "init_kwargs", {}) if top else {})
         state["training"] = bool(m.training)
         for k, v in vars(m).items():  # plain attributes (z_dim, num_ws, ...) as the official state has
-            if not k.startswith("_") and k not in ("training", "init_kwargs", "official_class") and _is_plain(v):
+            if not k.startswith("_") and k not in ("training", "init_kwargs", "official_class") and _isjsonable(v):
                 state[k] = v
         for name, p in m._parameters.items():
             state["_parameters"][name] = None if p is None else _param(p)

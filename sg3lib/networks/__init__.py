@@ -16,7 +16,8 @@ from .discriminator import Discriminator
 from .layers import FullyConnectedLayer, MappingNetwork
 from .stylegan2 import Generator as StyleGAN2Generator
 from .stylegan3 import Generator as StyleGAN3Generator
-from .stylegan3 import layer_schedule, set_bf16
+from .layers import set_bf16
+from .stylegan3 import layer_schedule
 
 __all__ = ["build_network", "StyleGAN3Generator", "StyleGAN2Generator", "Discriminator",
            "MappingNetwork", "FullyConnectedLayer", "layer_schedule", "set_bf16", "SUPPORTED_CLASSES"]

@@ -7,8 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork, compute_dtype
-from .stylegan3 import _plain, set_bf16
+from .layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork, compute_dtype, jsonable, set_bf16
 
 
 class DiscriminatorBlock(nn.Module):
@@ -111,7 +110,7 @@ class Discriminator(nn.Module):
         super().__init__()
         block_kwargs, mapping_kwargs, epilogue_kwargs = (dict(k or {}) for k in (block_kwargs, mapping_kwargs,
                                                                                  epilogue_kwargs))
-        self.init_kwargs = _plain(dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
+        self.init_kwargs = jsonable(dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
                                        architecture=architecture, channel_base=channel_base, channel_max=channel_max,
                                        num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, cmap_dim=cmap_dim,
                                        block_kwargs=block_kwargs, mapping_kwargs=mapping_kwargs,

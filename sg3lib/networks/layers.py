@@ -150,3 +150,60 @@ def _check_shape(t, shape, name):
     if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
         want = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
         raise ValueError(f"{name} must have shape {want}, got {list(t.shape)}")
+
+
+class GeneratorBase(nn.Module):
+    """G(z, c) = synthesis(mapping(z, c)) with the official constructor: (z_dim, c_dim, w_dim,
+    img_resolution, img_channels, mapping_kwargs, **synthesis_kwargs). Subclasses name their
+    synthesis network and their mapping network's default depth."""
+
+    synthesis_class = None
+    mapping_layers = 8
+
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None,
+                 **synthesis_kwargs):
+        super().__init__()
+        mapping_kwargs = dict(mapping_kwargs or {})
+        # StyleGAN2-ADA pickles nest these as synthesis_kwargs={...}; StyleGAN3's pass them flat.
+        synthesis_kwargs = {**dict(synthesis_kwargs.pop("synthesis_kwargs", None) or {}), **synthesis_kwargs}
+        self.init_kwargs = jsonable(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                         img_channels=img_channels, mapping_kwargs=mapping_kwargs, **synthesis_kwargs))
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = self.synthesis_class(w_dim=w_dim, img_resolution=img_resolution,
+                                              img_channels=img_channels, **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        mapping_kwargs.setdefault("num_layers", self.mapping_layers)
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+
+    def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+
+    def set_bf16(self, enabled=True):
+        """Run the num_fp16_res highest-resolution layers in bfloat16 (any device) instead of
+        float16-on-CUDA / float32-on-CPU. Returns self."""
+        return set_bf16(self, enabled)
+
+
+def set_bf16(module, enabled=True):
+    """Switch every layer of `module` that has a reduced-precision mode to bfloat16 (or back)."""
+    for m in module.modules():
+        if hasattr(m, "bf16"):
+            m.bf16 = bool(enabled)
+    return module
+
+
+def jsonable(obj):
+    """A JSON-able deep copy: dict subclasses (EasyDict) become dicts, tuples lists, numpy
+    scalars and arrays numbers and lists."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj

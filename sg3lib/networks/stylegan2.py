@@ -11,8 +11,7 @@ from torch import nn
 from .. import ops
 from ..filters import setup_filter
 from ..ops.conv import modulated_conv2d
-from .layers import FullyConnectedLayer, MappingNetwork, compute_dtype
-from .stylegan3 import _plain, set_bf16
+from .layers import FullyConnectedLayer, GeneratorBase, compute_dtype
 
 
 def upsample2d(x, f, up=2):
@@ -154,30 +153,9 @@ class SynthesisNetwork(nn.Module):
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, img_channels={self.img_channels}"
 
 
-class Generator(nn.Module):
+class Generator(GeneratorBase):
     """StyleGAN2 generator with the official constructor (training.networks_stylegan2.Generator)."""
 
     official_class = "training.networks_stylegan2.Generator"
-
-    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None, **synthesis_kwargs):
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
-        # StyleGAN2-ADA pickles nest these as synthesis_kwargs={...}; StyleGAN3's pass them flat.
-        synthesis_kwargs = {**dict(synthesis_kwargs.pop("synthesis_kwargs", None) or {}), **synthesis_kwargs}
-        self.init_kwargs = _plain(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                       img_channels=img_channels, mapping_kwargs=mapping_kwargs, **synthesis_kwargs))
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
-
-    def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
-
-    def set_bf16(self, enabled=True):
-        """Run the num_fp16_res highest-resolution blocks in bfloat16 (any device). Returns self."""
-        return set_bf16(self, enabled)
+    synthesis_class = SynthesisNetwork
+    mapping_layers = 8

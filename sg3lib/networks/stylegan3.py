@@ -16,7 +16,7 @@ from torch import nn
 from .. import ops
 from ..filters import design_lowpass_filter
 from ..ops.conv import modulated_conv2d
-from .layers import FullyConnectedLayer, MappingNetwork, compute_dtype
+from .layers import FullyConnectedLayer, GeneratorBase, compute_dtype
 
 
 def layer_schedule(img_resolution, img_channels, channel_base=32768, channel_max=512, num_layers=14,
@@ -229,53 +229,11 @@ class SynthesisNetwork(nn.Module):
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, img_channels={self.img_channels}"
 
 
-class Generator(nn.Module):
+class Generator(GeneratorBase):
     """StyleGAN3 generator: G(z, c) = synthesis(mapping(z, c)). Constructor arguments as the
     official training.networks_stylegan3.Generator (mapping_kwargs, then synthesis/layer kwargs
     such as channel_base, conv_kernel=1 and use_radial_filters=True for config R)."""
 
     official_class = "training.networks_stylegan3.Generator"
-
-    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None,
-                 **synthesis_kwargs):
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
-        # StyleGAN2-ADA pickles nest these as synthesis_kwargs={...}; StyleGAN3's pass them flat.
-        synthesis_kwargs = {**dict(synthesis_kwargs.pop("synthesis_kwargs", None) or {}), **synthesis_kwargs}
-        self.init_kwargs = _plain(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                       img_channels=img_channels, mapping_kwargs=mapping_kwargs, **synthesis_kwargs))
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution,
-                                          img_channels=img_channels, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        mapping_kwargs.setdefault("num_layers", 2)
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
-
-    def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
-
-    def set_bf16(self, enabled=True):
-        """Run the num_fp16_res highest-resolution layers in bfloat16 (any device) instead of
-        float16-on-CUDA / float32-on-CPU. Returns self."""
-        return set_bf16(self, enabled)
-
-
-def set_bf16(module, enabled=True):
-    for m in module.modules():
-        if hasattr(m, "bf16"):
-            m.bf16 = bool(enabled)
-    return module
-
-
-def _plain(obj):
-    """A JSON-able deep copy (dict subclasses such as EasyDict become dicts, numpy scalars numbers)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+    synthesis_class = SynthesisNetwork
+    mapping_layers = 2

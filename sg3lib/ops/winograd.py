@@ -32,10 +32,13 @@ _AT = [[1, 1, 1, 1, 1, 0],
        [0, 1, -1, 8, -8, 1]]
 
 
-def _kron(m, dtype, device):
+def _kron(m):
     """(M (x) M): applies M on both sides of a flattened tile, M t M^T, as one matrix product."""
     m = torch.tensor(m, dtype=torch.float64)
-    return torch.kron(m, m).to(dtype=dtype, device=device)
+    return torch.kron(m, m)
+
+
+_KB, _KG, _KA = _kron(_BT), _kron(_G), _kron(_AT)  # [36, 36], [36, 9], [16, 36]
 
 
 def winograd_applicable(x, w, stride=1, groups=1):
@@ -57,9 +60,9 @@ def conv3x3_winograd(x, w, padding=0):
     xp = F.pad(x, [padding, 4 * tw + 2 - wd - padding, padding, 4 * th + 2 - h - padding])
     tiles = xp.unfold(2, 6, 4).unfold(3, 6, 4)                       # [N, C, th, tw, 6, 6]
     tiles = tiles.permute(4, 5, 0, 2, 3, 1).reshape(36, n * th * tw * c)
-    v = _kron(_BT, x.dtype, x.device) @ tiles                        # B^T d B, [36, N*T*C]
-    u = torch.einsum("ak,ock->aco", _kron(_G, x.dtype, x.device), w.reshape(o, c, 9).to(x.dtype))
+    v = _KB.to(x) @ tiles                                            # B^T d B, [36, N*T*C]
+    u = torch.einsum("ak,ock->aco", _KG.to(x), w.reshape(o, c, 9).to(x.dtype))
     m = torch.bmm(v.view(36, n * th * tw, c), u)                     # [36, N*T, O]
-    y = _kron(_AT, x.dtype, x.device) @ m.view(36, -1)               # A^T m A, [16, N*T*O]
+    y = _KA.to(x) @ m.view(36, -1)                                   # A^T m A, [16, N*T*O]
     y = y.view(4, 4, n, th, tw, o).permute(2, 5, 3, 0, 4, 1).reshape(n, o, 4 * th, 4 * tw)
     return y[:, :, :ho, :wo]
