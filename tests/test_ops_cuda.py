@@ -2,10 +2,11 @@
 
 1. Loader (CPU): without a GPU, or with a broken toolchain, `available()` says why, warns once and
    never hangs; the build lock breaks stale locks and bounds waiting.
-2. Kernel logic and autograd wiring (CPU): `EmulatedExt` is a line-by-line Python port of the
-   kernels in kernels/*.cu (same loops, same index arithmetic, same tiling and mask codes). Plugged
-   in place of the compiled extension, it runs the real autograd Functions of _cuda.py, whose
-   forward, backward and double backward must match the reference ops.
+2. Kernel logic and autograd wiring (CPU): the kernels in kernels/*.cu themselves, compiled with g++
+   for the CPU simulator in tests/cudasim (blocks of fibers, real shared memory and barriers, NaN
+   guards for out-of-bounds reads, checked guards for out-of-bounds writes, threads run in both
+   orders for races). Plugged in place of the compiled extension, they run the real autograd
+   Functions of _cuda.py, whose forward, backward and double backward must match the reference ops.
 3. GPU (marked `gpu`, skipped without one): the compiled kernels against the reference, fp32 and
    fp16, forward, backward and double backward, for odd sizes and every up/down/padding
    combination of the StyleGAN2/3 layers (the SG3 schedule comes from the reference fixtures).
@@ -181,166 +182,23 @@ def test_lock_held_makes_available_fall_back(fresh_loader, monkeypatch, tmp_path
 
 
 # =============================================================================================
-# 2. Kernel logic, ported to Python, driving the real autograd Functions
+# 2. The real kernels/*.cu, compiled for the CPU (tests/cudasim), driving the autograd Functions
 
 
-def _port_activate(act, s, alpha):
-    """Port of activate() in kernels/bias_act.cu: (act(s), act'(s), act''(s))."""
-    one, zero = torch.ones_like(s), torch.zeros_like(s)
-    pos = s > 0
-    if act == "relu":
-        return torch.where(pos, s, zero), torch.where(pos, one, zero), zero
-    if act == "lrelu":
-        return torch.where(pos, s, s * alpha), torch.where(pos, one, one * alpha), zero
-    if act == "tanh":
-        t = torch.tanh(s)
-        d = 1 - t * t
-        return t, d, -2 * t * d
-    if act == "sigmoid":
-        g = 1 / (1 + torch.exp(-s))
-        d = g * (1 - g)
-        return g, d, d * (1 - 2 * g)
-    if act == "elu":
-        e = torch.exp(s)
-        return torch.where(pos, s, e - 1), torch.where(pos, one, e), torch.where(pos, zero, e)
-    if act == "selu":
-        scale, a = 1.0507009873554804934, 1.6732632423543772848
-        e = torch.exp(s)
-        return (torch.where(pos, scale * s, scale * a * (e - 1)), torch.where(pos, one * scale, scale * a * e),
-                torch.where(pos, zero, scale * a * e))
-    if act == "softplus":
-        big = s > 20
-        g = 1 / (1 + torch.exp(-s))
-        return (torch.where(big, s, torch.log1p(torch.exp(s))), torch.where(big, one, g),
-                torch.where(big, zero, g * (1 - g)))
-    if act == "swish":
-        g = 1 / (1 + torch.exp(-s))
-        d = g * (1 - g)
-        return s * g, g + s * d, d * (2 + s * (1 - 2 * g))
-    return s, one, zero
+def _simulator():
+    import cudasim
+    if cudasim.compiler() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no C++ compiler: CI must run the kernels in the CPU simulator (install g++)")
+        pytest.skip("no C++ compiler for the CUDA simulator")
+    return cudasim
 
 
-class EmulatedExt:
-    """The compiled extension's three functions, ported from kernels/*.cu to Python (CPU)."""
-
-    def __init__(self, max_shared=48 * 1024, tile=4):
-        self.max_shared, self.tile = max_shared, tile  # small tile: several tiles per plane
-
-    @staticmethod
-    def _dtype(code):
-        return torch.float32 if code == 0 else torch.float16
-
-    def upfirdn2d(self, x, w, upx, upy, downx, downy, px0, px1, py0, py1, out_code):
-        n, c, h, wi = x.shape
-        fh, fw = w.shape
-        oh = (h * upy + py0 + py1 - fh) // downy + 1
-        ow = (wi * upx + px0 + px1 - fw) // downx + 1
-        xf = x.float().reshape(n * c, h, wi)
-        y = torch.zeros(n * c, oh, ow)
-        for oy in range(oh):
-            uy0 = oy * downy - py0
-            for ox in range(ow):
-                ux0 = ox * downx - px0
-                acc = torch.zeros(n * c)
-                for ky in range((-uy0) % upy, fh, upy):
-                    iy = (uy0 + ky) // upy
-                    if iy < 0:
-                        continue
-                    if iy >= h:
-                        break
-                    for kx in range((-ux0) % upx, fw, upx):
-                        ix = (ux0 + kx) // upx
-                        if ix < 0:
-                            continue
-                        if ix >= wi:
-                            break
-                        acc = acc + w[ky, kx] * xf[:, iy, ix]
-                y[:, oy, ox] = acc
-        return y.reshape(n, c, oh, ow).to(self._dtype(out_code))
-
-    def filtered_lrelu(self, x, wu, wd, b, up, down, px0, px1, py0, py1, gain, slope, clamp, want_mask):
-        n, c, h, w = x.shape
-        fuh, fuw = wu.shape
-        fdh, fdw = wd.shape
-        th, tw = h * up + py0 + py1 - fuh + 1, w * up + px0 + px1 - fuw + 1
-        oh, ow = (th - fdh) // down + 1, (tw - fdw) // down + 1
-        tile = self.tile
-        nbytes = lambda t: ((t - 1) * down + fdh) * ((t - 1) * down + fdw) * 4  # noqa: E731
-        while tile > 1 and nbytes(tile) > self.max_shared:
-            tile //= 2
-        if nbytes(tile) > self.max_shared:
-            return [None, None]
-        planes = n * c
-        xf = x.float().reshape(planes, h, w)
-        bias = b.float().repeat(n) if b.numel() else torch.zeros(planes)
-        y = torch.zeros(planes, oh, ow)
-        mask = torch.zeros(planes, th, tw, dtype=torch.int8) if want_mask else None
-        tih, tiw = (tile - 1) * down + fdh, (tile - 1) * down + fdw
-        tiles_x, tiles_y = -(-ow // tile), -(-oh // tile)
-        for blk in range(tiles_x * tiles_y):
-            oy0, ox0 = (blk // tiles_x) * tile, (blk % tiles_x) * tile
-            qy0, qx0 = oy0 * down, ox0 * down
-            s = torch.zeros(planes, tih * tiw)
-            for t in range(tih * tiw):
-                qy, qx = qy0 + t // tiw, qx0 + t % tiw
-                uy0, ux0 = qy - py0, qx - px0
-                v = torch.zeros(planes)
-                for jy in range((-uy0) % up, fuh, up):
-                    iy = (uy0 + jy) // up
-                    if iy < 0:
-                        continue
-                    if iy >= h:
-                        break
-                    for jx in range((-ux0) % up, fuw, up):
-                        ix = (ux0 + jx) // up
-                        if ix < 0:
-                            continue
-                        if ix >= w:
-                            break
-                        v = v + wu[jy, jx] * (xf[:, iy, ix] + bias)
-                code = torch.where(v > 0, 1, 2).to(torch.int8)
-                v = torch.where(v > 0, v, v * slope) * gain
-                if clamp >= 0:
-                    out = (v > clamp) | (v < -clamp)
-                    v = v.clamp(-clamp, clamp)
-                    code[out] = 0
-                s[:, t] = v
-                if want_mask and qy < th and qx < tw:
-                    mask[:, qy, qx] = code
-            for t in range(tile * tile):
-                ty, tx = t // tile, t % tile
-                oy, ox = oy0 + ty, ox0 + tx
-                if oy >= oh or ox >= ow:
-                    continue
-                acc = torch.zeros(planes)
-                for ky in range(fdh):
-                    for kx in range(fdw):
-                        acc = acc + wd[ky, kx] * s[:, (ty * down + ky) * tiw + tx * down + kx]
-                y[:, oy, ox] = acc
-        y = y.reshape(n, c, oh, ow).to(x.dtype)
-        return [y, mask.reshape(n, c, th, tw) if want_mask else torch.empty(0)]
-
-    def bias_act(self, x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
-        name = ACTS[act]
-        s = x.float()
-        if b.numel():
-            shape = [1] * x.ndim
-            shape[dim] = -1
-            s = s + b.float().reshape(shape)
-        r, d1, d2 = _port_activate(name, s, alpha)
-        yv = r * gain
-        if mode == 0:
-            out = yv.clamp(-clamp, clamp) if clamp >= 0 else yv
-        else:
-            live = (yv >= -clamp) & (yv <= clamp) if clamp >= 0 else torch.ones_like(yv, dtype=torch.bool)
-            g = dy.float() * gain
-            out = torch.where(live, g * d1 if mode == 1 else g * d2 * ddx.float(), torch.zeros_like(g))
-        return out.to(x.dtype)
-
-
-@pytest.fixture
-def emulated(monkeypatch):
-    ext = EmulatedExt()
+@pytest.fixture(params=[False, True], ids=["fwd-order", "rev-order"])
+def simulated(request, monkeypatch):
+    """The compiled-for-CPU kernels in place of the CUDA extension; each test runs twice, with the
+    threads of every block in ascending and in descending order (a shared-memory race would show)."""
+    ext = _simulator().SimulatedExt(reverse=request.param)
     _cuda._reset()
     monkeypatch.setattr(_cuda._State, "done", True)
     monkeypatch.setattr(_cuda._State, "ok", True)
@@ -355,7 +213,28 @@ def _call_upfirdn(impl, x, f, up, down, padding, flip, gain):
     return _cuda.upfirdn2d(x, f, parse_scaling(up), parse_scaling(down), parse_padding(padding), flip, gain)
 
 
-UPFIRDN_EMU_CASES = [  # (size hw, filter shape, up, down, padding, flip, gain)
+def test_simulated_kernels_are_order_independent():
+    """Each block's threads run in ascending, then descending order: bit-identical outputs, so no
+    thread reads shared memory another thread writes between the same two barriers (a race)."""
+    sim = _simulator()
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 37, 41, generator=g)
+    b = torch.randn(3, generator=g)
+    wu = torch.rand(12, 12, generator=g)
+    wd = torch.rand(12, 12, generator=g)
+    outs = []
+    for reverse in (False, True):
+        ext = sim.SimulatedExt(reverse=reverse)
+        y, mask = ext.filtered_lrelu(x, wu, wd, b, 2, 2, 9, 8, 9, 8, 1.4, 0.2, 2.0, True)
+        up = ext.upfirdn2d(x, wu, 2, 2, 1, 1, 5, 6, 5, 6, 0)
+        act = ext.bias_act(x, b, torch.empty(0), torch.empty(0), 1, 8, 0, 0.0, 1.0, -1.0)
+        outs.append((y, mask, up, act))
+    for a, r in zip(*outs):
+        assert torch.equal(a, r)
+    assert (outs[0][1] == 0).any() and (outs[0][1] == 2).any()  # the mask saw clamped and negative samples
+
+
+UPFIRDN_SIM_CASES = [  # (size hw, filter shape, up, down, padding, flip, gain)
     ((5, 6), (4,), 2, 1, [2, 1], False, 4.0),             # SG2 upsample
     ((6, 5), (4,), 1, 2, [1, 1], False, 1.0),             # SG2 downsample
     ((5, 5), (3, 4), [2, 1], [1, 2], [1, 2, 0, 3], True, 2.0),  # 2-D, mixed factors
@@ -364,13 +243,13 @@ UPFIRDN_EMU_CASES = [  # (size hw, filter shape, up, down, padding, flip, gain)
 ]
 
 
-@pytest.mark.parametrize("case", UPFIRDN_EMU_CASES, ids=lambda c: f"{c[2]}-{c[3]}-{c[4]}")
-def test_emulated_upfirdn2d_matches_reference(emulated, case):
+@pytest.mark.parametrize("case", UPFIRDN_SIM_CASES, ids=lambda c: f"{c[2]}-{c[3]}-{c[4]}")
+def test_simulated_upfirdn2d_matches_reference(simulated, case):
     (h, w), fshape, up, down, padding, flip, gain = case
     torch.manual_seed(0)
     x = torch.randn(2, 2, h, w, requires_grad=True)
     f = torch.rand(fshape) + 0.1 if fshape else None
-    ys = [_call_upfirdn(impl, x, f, up, down, padding, flip, gain) for impl in ("emu", "ref")]
+    ys = [_call_upfirdn(impl, x, f, up, down, padding, flip, gain) for impl in ("sim", "ref")]
     assert_close(ys[0], ys[1], 1e-5, "forward")
     dy = torch.randn_like(ys[1])
     gs = [torch.autograd.grad(y, x, dy, create_graph=True)[0] for y in ys]
@@ -378,12 +257,12 @@ def test_emulated_upfirdn2d_matches_reference(emulated, case):
     v = torch.randn_like(x)  # second order: d/d(dy) of <dx, v> (the op is linear, so only dy path)
     dy.requires_grad_(True)
     gs = [torch.autograd.grad(y, x, dy, create_graph=True)[0] for y in
-          [_call_upfirdn(impl, x, f, up, down, padding, flip, gain) for impl in ("emu", "ref")]]
+          [_call_upfirdn(impl, x, f, up, down, padding, flip, gain) for impl in ("sim", "ref")]]
     hh = [torch.autograd.grad((g * v).sum(), dy)[0] for g in gs]
     assert_close(hh[0], hh[1], 1e-5, "double backward")
 
 
-FLRELU_EMU_CASES = [  # (size hw, fu, fd, up, down, padding, gain, slope, clamp, flip, bias)
+FLRELU_SIM_CASES = [  # (size hw, fu, fd, up, down, padding, gain, slope, clamp, flip, bias)
     ((4, 5), (6,), (6,), 2, 2, [3, 2, 3, 2], math.sqrt(2), 0.2, None, False, True),
     ((5, 4), (8,), (4,), 4, 2, [-1, -2, -1, -2], math.sqrt(2), 0.2, 0.4, False, True),
     ((4, 4), (6,), (4, 4), 2, 2, [2, 3, 1, 2], 1.3, 0.1, 0.7, True, True),  # radial-style 2-D fd
@@ -399,17 +278,17 @@ def _call_flrelu(impl, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip
 
 
 @pytest.mark.parametrize("unfused", [False, True], ids=["fused", "unfused"])
-@pytest.mark.parametrize("case", FLRELU_EMU_CASES, ids=lambda c: f"{c[3]}-{c[4]}-{c[5]}")
-def test_emulated_filtered_lrelu_matches_reference(emulated, case, unfused):
+@pytest.mark.parametrize("case", FLRELU_SIM_CASES, ids=lambda c: f"{c[3]}-{c[4]}-{c[5]}")
+def test_simulated_filtered_lrelu_matches_reference(simulated, case, unfused):
     (h, w), fus, fds, up, down, padding, gain, slope, clamp, flip, has_b = case
     if unfused:
-        emulated.max_shared = 4  # nothing fits: the unfused CUDA passes run instead
+        simulated.force_unfused = True  # as if nothing fit: the unfused CUDA passes run instead
     torch.manual_seed(1)
     x = torch.randn(2, 3, h, w, requires_grad=True)
     b = torch.randn(3, requires_grad=True) if has_b else None
     fu = torch.rand(fus) + 0.1 if fus else None
     fd = torch.rand(fds) + 0.1 if fds else None
-    ys = [_call_flrelu(i, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip) for i in ("emu", "ref")]
+    ys = [_call_flrelu(i, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip) for i in ("sim", "ref")]
     assert_close(ys[0], ys[1], 1e-5, "forward")
     dy = torch.randn_like(ys[1])
     inputs = [x] + ([b] if has_b else [])
@@ -419,7 +298,7 @@ def test_emulated_filtered_lrelu_matches_reference(emulated, case, unfused):
 
 
 @pytest.mark.parametrize("act", ACTS)
-def test_emulated_bias_act_matches_reference(emulated, act):
+def test_simulated_bias_act_matches_reference(simulated, act):
     torch.manual_seed(2)
     alpha, gain = (0.2 if act == "lrelu" else 0.0), (math.sqrt(2) if act in ("relu", "lrelu", "swish") else 1.0)
     for clamp, dim, shape in ((None, 1, (2, 3, 4, 5)), (0.8, 1, (3, 5)), (None, 2, (2, 3, 6))):
@@ -441,7 +320,8 @@ def test_emulated_bias_act_matches_reference(emulated, act):
 
 
 # =============================================================================================
-# 3. The compiled kernels on a GPU
+# 3. The kernels against the reference for every StyleGAN2/3 layer configuration: compiled for the
+#    GPU (marked `gpu`), and the same tests in the CPU simulator (`sim`, fewer channels)
 
 
 def _sg3_layer_cases():
@@ -461,6 +341,29 @@ def _sg3_layer_cases():
 
 
 SG3_CASES = _sg3_layer_cases() or [(36, 2, 12, 2, 12, False, (9, 8, 9, 8), False)]
+
+
+class Backend:
+    def __init__(self, name, device, n, c):
+        self.name, self.device, self.n, self.c = name, torch.device(device), n, c
+
+
+@pytest.fixture(params=[pytest.param("gpu", marks=pytest.mark.gpu), "sim"])
+def dev(request, monkeypatch):
+    """Where impl='cuda' runs: the GPU, or the CPU simulator (ops dispatch patched to reach it)."""
+    if request.param == "gpu":
+        yield Backend("gpu", "cuda", 2, 7)
+        return
+    from sg3lib import ops
+    ext = _simulator().SimulatedExt()
+    _cuda._reset()
+    monkeypatch.setattr(_cuda._State, "done", True)
+    monkeypatch.setattr(_cuda._State, "ok", True)
+    monkeypatch.setattr(_cuda._State, "module", ext)
+    monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None if impl == "ref" else _cuda)
+    yield Backend("sim", "cpu", 1, 2)
+    assert ext.calls, "the simulated kernels were never called"
+    _cuda._reset()
 
 
 def _gpu():
@@ -496,16 +399,15 @@ def _gpu_upfirdn_cases():
     return sg2 + sg3 + misc
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("flip", [False, True], ids=["conv", "corr"])
 @pytest.mark.parametrize("case", _gpu_upfirdn_cases(), ids=lambda c: f"f{c[0]}-u{c[1]}-d{c[2]}-p{c[3]}")
-def test_gpu_upfirdn2d(case, flip, dtype):
+def test_kernel_upfirdn2d(dev, case, flip, dtype):
     from sg3lib import ops
     fshape, up, down, padding, gain = case
     torch.manual_seed(3)
-    x = torch.randn(3, 5, 37, 29, device=_gpu(), dtype=dtype, requires_grad=True)  # odd sizes
-    f = (torch.rand(fshape, device=_gpu()) + 0.1) if fshape else None
+    x = torch.randn(dev.n, dev.c, 37, 29, device=dev.device, dtype=dtype, requires_grad=True)  # odd sizes
+    f = (torch.rand(fshape, device=dev.device) + 0.1) if fshape else None
     y_ref = ops.upfirdn2d(x.float(), f, up, down, padding, flip, gain, impl="ref")
     y = ops.upfirdn2d(x, f, up, down, padding, flip, gain, impl="cuda")
     assert y.dtype == dtype
@@ -520,21 +422,20 @@ def test_gpu_upfirdn2d(case, flip, dtype):
     assert_close(h, h_ref, _tol(dtype), "double backward")
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("case", SG3_CASES, ids=lambda c: f"s{c[0]}-u{c[1]}x{c[2]}-d{c[3]}x{c[4]}"
                          f"{'r' if c[5] else ''}-p{list(c[6])}{'-rgb' if c[7] else ''}")
-def test_gpu_filtered_lrelu_sg3_layers(case, dtype):
+def test_kernel_filtered_lrelu_sg3_layers(dev, case, dtype):
     from sg3lib import ops
     size, up, up_taps, down, down_taps, radial, padding, torgb = case
     torch.manual_seed(4)
-    x = (torch.randn(2, 7, size, size, device=_gpu(), dtype=dtype) * 3).requires_grad_(True)
-    b = torch.randn(7, device=_gpu(), requires_grad=True)
-    fu = (torch.rand(up_taps, device=_gpu()) + 0.1) / up_taps if up_taps > 1 else None
+    x = (torch.randn(dev.n, dev.c, size, size, device=dev.device, dtype=dtype) * 3).requires_grad_(True)
+    b = torch.randn(dev.c, device=dev.device, requires_grad=True)
+    fu = (torch.rand(up_taps, device=dev.device) + 0.1) / up_taps if up_taps > 1 else None
     if down_taps <= 1:
         fd = None
     else:
-        fd = torch.rand([down_taps, down_taps] if radial else [down_taps], device=_gpu()) + 0.1
+        fd = torch.rand([down_taps, down_taps] if radial else [down_taps], device=dev.device) + 0.1
         fd = fd / fd.sum()
     gain, slope, clamp = (1.0, 1.0, 256.0) if torgb else (math.sqrt(2), 0.2, 4.0)
     kw = dict(fu=fu, fd=fd, b=b, up=up, down=down, padding=list(padding), gain=gain, slope=slope, clamp=clamp)
@@ -549,9 +450,8 @@ def test_gpu_filtered_lrelu_sg3_layers(case, dtype):
     assert_close(g[1], g_ref[1], _tol(dtype) * 10, "db")  # a sum over many samples
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_gpu_filtered_lrelu_misc(dtype):
+def test_kernel_filtered_lrelu_misc(dev, dtype):
     """Odd sizes, 2-D fu, flip_filter, no bias, clamp None, large filters (unfused path)."""
     from sg3lib import ops
     torch.manual_seed(5)
@@ -562,8 +462,8 @@ def test_gpu_filtered_lrelu_misc(dtype):
         dict(fu=torch.rand(120), fd=torch.rand(120), up=2, down=2, padding=120),  # too big: unfused
     ]
     for kw in cases:
-        kw = {k: (v.to(_gpu()) / v.sum() if torch.is_tensor(v) else v) for k, v in kw.items()}
-        x = torch.randn(2, 3, 23, 17, device=_gpu(), dtype=dtype, requires_grad=True)
+        kw = {k: (v.to(dev.device) / v.sum() if torch.is_tensor(v) else v) for k, v in kw.items()}
+        x = torch.randn(dev.n, 3, 23, 17, device=dev.device, dtype=dtype, requires_grad=True)
         y_ref = ops.filtered_lrelu(x.float(), impl="ref", **kw)
         y = ops.filtered_lrelu(x, impl="cuda", **kw)
         assert_close(y, y_ref, _tol(dtype), f"forward {kw.get('padding')}")
@@ -572,15 +472,14 @@ def test_gpu_filtered_lrelu_misc(dtype):
                      _tol(dtype), f"backward {kw.get('padding')}")
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("act", ACTS)
-def test_gpu_bias_act(act, dtype):
+def test_kernel_bias_act(dev, act, dtype):
     from sg3lib import ops
     torch.manual_seed(6)
     for clamp, dim, shape in ((None, 1, (3, 17, 9, 7)), (1.5, 1, (5, 33)), (256.0, 2, (2, 3, 11))):
-        x = (torch.randn(shape, device=_gpu(), dtype=dtype) * 2).requires_grad_(True)
-        b = torch.randn(shape[dim], device=_gpu(), requires_grad=True)
+        x = (torch.randn(shape, device=dev.device, dtype=dtype) * 2).requires_grad_(True)
+        b = torch.randn(shape[dim], device=dev.device, requires_grad=True)
         y_ref = ops.bias_act(x.float(), b, dim, act, clamp=clamp, impl="ref")
         y = ops.bias_act(x, b, dim, act, clamp=clamp, impl="cuda")
         assert y.dtype == dtype
@@ -599,14 +498,13 @@ def test_gpu_bias_act(act, dtype):
             assert_close(a, r, _tol(dtype) * 10, f"{act} double backward wrt {name}")
 
 
-@pytest.mark.gpu
-def test_gpu_r1_style_double_backward():
+def test_kernel_r1_style_double_backward(dev):
     """R1 = |dD/dx|^2 through upfirdn2d + bias_act; its gradient w.r.t. the bias matches the reference."""
     from sg3lib import ops
     torch.manual_seed(7)
-    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=_gpu()) / 8
-    b = torch.randn(4, device=_gpu(), requires_grad=True)
-    x = torch.randn(2, 4, 16, 16, device=_gpu(), requires_grad=True)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=dev.device) / 8
+    b = torch.randn(4, device=dev.device, requires_grad=True)
+    x = torch.randn(2, 4, 16, 16, device=dev.device, requires_grad=True)
     grads = []
     for impl in ("ref", "cuda"):
         y = ops.bias_act(ops.upfirdn2d(x, f, down=2, padding=1, impl=impl), b, act="lrelu", impl=impl)

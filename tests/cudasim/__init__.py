@@ -1,0 +1,281 @@
+"""The CUDA kernels in kernels/*.cu, compiled for the CPU and run by a small simulator (sim.cpp).
+
+Tests the real kernel sources, not a port: the same index arithmetic, tiling, shared memory and
+barriers, on a machine without a GPU. Each .cu file is compiled with g++ after two textual
+rewrites (`kernel<<<grid, block, shmem, stream>>>(args)` becomes a call to the simulator's launch,
+`extern __shared__ T s[]` a pointer to the block's simulated shared memory), with stand-ins for
+cuda_runtime_api.h and cuda_fp16.h (include/). The launchers declared in kernels/sg3_kernels.h
+and their argument structs are read from that header, so the ctypes side follows it by itself.
+
+`SimulatedExt` mirrors kernels/sg3_binding.cpp (shapes, argument checks, output allocation) on CPU
+tensors and can stand in for the compiled extension in sg3lib.ops._cuda. On every call it adds
+what compute-sanitizer's memcheck would see on a GPU: inputs are copied into buffers with NaN
+guard bands (an out-of-bounds read poisons the output), outputs start as NaN (an unwritten output
+stays NaN) inside sentinel guard bands (checked after the call: out-of-bounds writes).
+`reverse=True` runs each block's threads in the opposite order (see sim.cpp: races).
+"""
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+KERNELS = HERE.parents[1] / "kernels"
+_GUARD = 64  # elements of guard band on each side of every buffer
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def compiler():
+    return shutil.which("g++") or shutil.which("c++")
+
+
+def _rewrite(source, name):
+    """CUDA launch and shared-memory syntax -> calls into the simulator (see the module docstring)."""
+    launch = re.compile(r"([A-Za-z_]\w*)\s*<<<(.+?)>>>\s*\((.*?)\)\s*;", re.S)
+    out = launch.sub(lambda m: f"cudasim::launch([&] {{ {m[1]}({m[3]}); }}, {m[2]});", source)
+    out = re.sub(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*\[\s*\]\s*;",
+                 r"\1* \2 = static_cast<\1*>(cudasim::dynamic_shared());", out)
+    if "__shared__" in out or "<<<" in out:
+        raise NotImplementedError(f"{name}: the CPU simulator supports only dynamic shared memory "
+                                  "(extern __shared__ T s[]) and <<<...>>> launches on one line")
+    for intrinsic in ("__shfl", "__ballot", "__any_sync", "__all_sync", "atomic", "__syncwarp"):
+        if intrinsic in out:
+            raise NotImplementedError(f"{name}: the CPU simulator does not support {intrinsic}")
+    return out
+
+
+def launchers(header):
+    """[(launcher name, argument struct name)] declared in a kernels header."""
+    return re.findall(r"cudaError_t\s+(\w+_launch)\s*\(\s*const\s+(\w+)\s*&", header)
+
+
+def _api_source(header_name, header):
+    lines = [f'#include "{header_name}"', "#include <cstddef>"]
+    for fn, st in launchers(header):
+        lines.append(f'extern "C" int cudasim_{fn}(const sg3::{st}* a) {{ return sg3::{fn}(*a, nullptr); }}')
+        lines.append(f'extern "C" size_t cudasim_sizeof_{st}() {{ return sizeof(sg3::{st}); }}')
+    return "\n".join(lines) + "\n"
+
+
+def build(sources=None, header=None, cache=None):
+    """Compile kernel sources (default kernels/*.cu) with the simulator into a shared library; returns
+    its path. Cached by content hash; concurrent builders (xdist workers) rename atomically."""
+    sources = sorted(KERNELS.glob("*.cu")) if sources is None else [Path(s) for s in sources]
+    header = Path(header or KERNELS / "sg3_kernels.h")
+    cxx = compiler()
+    if cxx is None:
+        raise FileNotFoundError("no C++ compiler (g++) for the CUDA simulator")
+    inc_dirs = [HERE / "include", header.parent, KERNELS]
+    h = hashlib.sha256(cxx.encode())
+    for p in [*sources, header, HERE / "sim.cpp", Path(__file__), *sorted((HERE / "include").iterdir()),
+              *sorted(KERNELS.glob("*.h")), *sorted(KERNELS.glob("*.cuh"))]:
+        h.update(p.name.encode() + p.read_bytes())
+    cache = Path(cache or os.environ.get("SG3LIB_CACHE") or Path(tempfile.gettempdir()) / "sg3lib-cudasim")
+    lib = cache / f"cudasim-{h.hexdigest()[:16]}.so"
+    if lib.exists():
+        return lib
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        tmp = Path(tmp)
+        units = [HERE / "sim.cpp"]
+        for src in sources:
+            unit = tmp / (src.stem + ".cpp")
+            unit.write_text(_rewrite(src.read_text(), src.name))
+            units.append(unit)
+        (tmp / "api.cpp").write_text(_api_source(header.name, header.read_text()))
+        units.append(tmp / "api.cpp")
+        out = tmp / "lib.so"
+        cmd = [cxx, "-std=c++20", "-O2", "-g", "-shared", "-fPIC", "-include", "cudasim.h",
+               *[f"-I{d}" for d in inc_dirs], *map(str, units), "-o", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building the CUDA simulator failed:\n{' '.join(cmd)}\n{proc.stderr[-4000:]}")
+        os.replace(out, lib)
+    return lib
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument structs, read from the header
+
+_CTYPES = {"int": ctypes.c_int, "int64_t": ctypes.c_int64, "float": ctypes.c_float, "double": ctypes.c_double,
+           "bool": ctypes.c_bool, "size_t": ctypes.c_size_t}
+
+
+def struct_fields(header, name):
+    """ctypes fields of `struct name { ... };` in the header: scalars of _CTYPES and pointers."""
+    text = re.sub(r"//[^\n]*", "", header)
+    m = re.search(r"struct\s+" + name + r"\s*\{(.*?)\};", text, re.S)
+    if m is None:
+        raise ValueError(f"struct {name} not found in the kernels header")
+    fields = []
+    for decl in filter(None, (d.strip() for d in m[1].split(";"))):
+        dm = re.fullmatch(r"((?:const\s+)?\w+)\s*(\*?)\s*(.*)", decl, re.S)
+        base, star, names = dm[1], dm[2], dm[3]
+        for nm in (n.strip() for n in names.split(",")):
+            ptr = star or nm.startswith("*")
+            nm = nm.lstrip("*").strip()
+            if ptr:
+                fields.append((nm, ctypes.c_void_p))
+            elif base in _CTYPES:
+                fields.append((nm, _CTYPES[base]))
+            else:
+                raise ValueError(f"struct {name}: field type {base!r} of {nm} is not supported")
+    return fields
+
+
+class Kernels:
+    """The compiled launchers: kernels.<launcher>(**fields) fills the struct and launches."""
+
+    def __init__(self, lib_path, header=None):
+        self.lib = ctypes.CDLL(str(lib_path))
+        text = Path(header or KERNELS / "sg3_kernels.h").read_text()
+        self.structs = {}
+        for fn, st in launchers(text):
+            cls = type(st, (ctypes.Structure,), {"_fields_": struct_fields(text, st)})
+            size = getattr(self.lib, f"cudasim_sizeof_{st}")
+            size.restype = ctypes.c_size_t
+            if size() != ctypes.sizeof(cls):
+                raise RuntimeError(f"struct {st}: ctypes layout {ctypes.sizeof(cls)} B != C++ {size()} B")
+            self.structs[fn] = cls
+        self.lib.cudasim_message.restype = ctypes.c_char_p
+
+    def __call__(self, launcher, reverse=False, **fields):
+        args = self.structs[launcher](**fields)
+        self.lib.cudasim_clear()
+        self.lib.cudasim_set_reverse(int(reverse))
+        err = getattr(self.lib, f"cudasim_{launcher}")(ctypes.byref(args))
+        return err, self.lib.cudasim_message().decode()
+
+
+_LOADED = {}
+
+
+def load(**build_kw):
+    path = build(**build_kw)
+    if path not in _LOADED:
+        _LOADED[path] = Kernels(path, build_kw.get("header"))
+    return _LOADED[path]
+
+
+# ---------------------------------------------------------------------------------------------
+# Guarded buffers
+
+
+class Guarded:
+    """A flat CPU buffer with guard bands; .t is the tensor view the kernel sees."""
+
+    def __init__(self, shape, dtype, fill, guard_value):
+        n = 1
+        for s in shape:
+            n *= s
+        self.buf = torch.full([n + 2 * _GUARD], guard_value, dtype=dtype)
+        self.guard_value = guard_value
+        self.t = self.buf[_GUARD:_GUARD + n].view(shape)
+        if fill is not None:
+            self.t.fill_(fill)
+
+    @classmethod
+    def copy_of(cls, x):
+        """Input with NaN guards: an out-of-bounds read shows in the result."""
+        g = cls(x.shape, x.dtype, None, float("nan"))
+        g.t.copy_(x)
+        return g
+
+    def ptr(self):
+        return self.t.data_ptr() if self.t.numel() else None
+
+    def check(self, what):
+        lo, hi = self.buf[:_GUARD], self.buf[-_GUARD:]
+        if not bool((lo == self.guard_value).all() and (hi == self.guard_value).all()):
+            raise RuntimeError(f"CUDA simulator: {what} written out of bounds")
+
+
+_SENTINEL = -12345.0  # output guards: a value a kernel is unlikely to write
+
+
+class SimulatedExt:
+    """kernels/sg3_binding.cpp on CPU tensors, running the simulated kernels. `calls` counts launches."""
+
+    def __init__(self, kernels=None, reverse=False):
+        self.k = kernels or load()
+        self.reverse = reverse
+        self.force_unfused = False  # answer filtered_lrelu as the binding does when the filters are too large
+        self.calls = {}
+
+    def _launch(self, launcher, outputs, **fields):
+        self.calls[launcher] = self.calls.get(launcher, 0) + 1
+        err, msg = self.k(launcher, reverse=self.reverse, **fields)
+        for name, g in outputs.items():
+            g.check(f"{launcher} output {name}")
+        return err, msg
+
+    @staticmethod
+    def _code(t):
+        if t.dtype not in (torch.float32, torch.float16):
+            raise RuntimeError(f"sg3lib CUDA kernels support float32 and float16, got {t.dtype}")
+        return 0 if t.dtype == torch.float32 else 1
+
+    def upfirdn2d(self, x, w, upx, upy, downx, downy, px0, px1, py0, py1, out_dtype):
+        assert x.dim() == 4 and w.dtype == torch.float32 and w.dim() == 2
+        fh, fw = w.shape
+        oh = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
+        ow = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
+        gx, gw = Guarded.copy_of(x.contiguous()), Guarded.copy_of(w.contiguous())
+        y = Guarded([x.shape[0], x.shape[1], oh, ow], torch.float32 if out_dtype == 0 else torch.float16,
+                    float("nan"), _SENTINEL)
+        err, msg = self._launch("upfirdn2d_launch", {"y": y}, x=gx.ptr(), y=y.ptr(), w=gw.ptr(),
+                                in_dtype=self._code(x), out_dtype=out_dtype, planes=x.shape[0] * x.shape[1],
+                                h=x.shape[2], w_in=x.shape[3], oh=oh, ow=ow, fh=fh, fw=fw, upx=upx, upy=upy,
+                                downx=downx, downy=downy, px0=px0, py0=py0)
+        if err:
+            raise RuntimeError(f"sg3lib upfirdn2d kernel launch failed: {msg}")
+        return y.t.clone()
+
+    def filtered_lrelu(self, x, wu, wd, b, up, down, px0, px1, py0, py1, gain, slope, clamp, want_mask):
+        if self.force_unfused:
+            return [None, None]
+        n, c, h, w = x.shape
+        th = h * up + py0 + py1 - wu.shape[0] + 1
+        tw = w * up + px0 + px1 - wu.shape[1] + 1
+        assert th >= wd.shape[0] and tw >= wd.shape[1]
+        oh, ow = (th - wd.shape[0]) // down + 1, (tw - wd.shape[1]) // down + 1
+        gx, gwu, gwd = (Guarded.copy_of(t.contiguous()) for t in (x, wu, wd))
+        gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
+        y = Guarded([n, c, oh, ow], x.dtype, float("nan"), _SENTINEL)
+        mask = Guarded([n, c, th, tw], torch.int8, 0, -99) if want_mask else None
+        outputs = {"y": y, **({"mask": mask} if mask else {})}
+        err, msg = self._launch("filtered_lrelu_launch", outputs, x=gx.ptr(), b=gb.ptr() if gb else None,
+                                y=y.ptr(), mask=mask.ptr() if mask else None, wu=gwu.ptr(), wd=gwd.ptr(),
+                                dtype=self._code(x), n=n, c=c, h=h, w=w, th=th, tw=tw, oh=oh, ow=ow,
+                                fuh=wu.shape[0], fuw=wu.shape[1], fdh=wd.shape[0], fdw=wd.shape[1], up=up,
+                                down=down, px0=px0, py0=py0, gain=gain, slope=slope, clamp=clamp)
+        if err == 9:  # cudaErrorInvalidConfiguration: too large for the fused kernel
+            return [None, None]
+        if err:
+            raise RuntimeError(f"sg3lib filtered_lrelu kernel launch failed: {msg}")
+        return [y.t.clone(), mask.t.clone() if mask else torch.empty(0)]
+
+    def bias_act(self, x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
+        stride = 1
+        for d in range(dim + 1, x.dim()):
+            stride *= x.shape[d]
+        gx = Guarded.copy_of(x.contiguous())
+        gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
+        gdy = Guarded.copy_of(dy.contiguous()) if mode >= 1 else None
+        gddx = Guarded.copy_of(ddx.contiguous()) if mode == 2 else None
+        y = Guarded(list(x.shape), x.dtype, float("nan"), _SENTINEL)
+        err, msg = self._launch("bias_act_launch", {"y": y}, x=gx.ptr(), b=gb.ptr() if gb else None,
+                                dy=gdy.ptr() if gdy else None, ddx=gddx.ptr() if gddx else None, y=y.ptr(),
+                                dtype=self._code(x), act=act, mode=mode, numel=x.numel(), b_stride=stride,
+                                b_size=b.shape[0] if b.numel() else 1, alpha=alpha, gain=gain, clamp=clamp)
+        if err:
+            raise RuntimeError(f"sg3lib bias_act kernel launch failed: {msg}")
+        return y.t.clone()
