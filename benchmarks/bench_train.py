@@ -2,13 +2,16 @@
 
     python benchmarks/bench_train.py --preset cpu-tiny          # recorded on the CPU machine
     python benchmarks/bench_train.py --preset gpu               # StyleGAN3-T/-R, 256/512 px, batch 32
+    python benchmarks/bench_train.py --preset gpu --res 256     # only the 256 px cases
 
 Each case trains on a synthetic dataset (random smooth images, made in a temporary folder) for
 a warm-up tick and a measured tick; the figures are the measured tick's `sec_per_kimg` and
 `mem_peak_gb` from stats.jsonl (GPU: torch.cuda.max_memory_allocated; CPU: peak RSS).
-Prints one JSON line per case and a Markdown table.
+Prints one JSON line per case and a Markdown table, which is appended to benchmarks/RESULTS.md
+unless --no-write.
 """
 import argparse
+import datetime
 import io
 import json
 import os
@@ -68,6 +71,9 @@ def main():
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--res", type=int, nargs="+", default=None, help="only the preset's cases at these resolutions")
+    p.add_argument("--cfg", nargs="+", default=None, help="only these configs (e.g. stylegan3-t)")
+    p.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     args = p.parse_args()
     import torch
     if args.threads:
@@ -75,15 +81,32 @@ def main():
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     print(f"# bench_train {args.preset} on {dev}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}")
+    cases = [c for c in PRESETS[args.preset] if (args.res is None or c["res"] in args.res)
+             and (args.cfg is None or c["cfg"] in args.cfg)]
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for case in PRESETS[args.preset]:
+        for case in cases:
             r = run_case(case, work, args.precision)
             print(json.dumps(r), flush=True)
             rows.append(r)
-    print("\n| cfg | res | batch | batch-gpu | sec/kimg | peak mem GB |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['sec_per_kimg']} | {r['mem_peak_gb']} |")
+    table = "| cfg | res | batch | batch-gpu | precision | sec/kimg | peak mem GB |\n|---|---|---|---|---|---|---|\n"
+    table += "\n".join(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['precision']} | "
+                       f"{r['sec_per_kimg']} | {r['mem_peak_gb']} |" for r in rows)
+    print("\n" + table)
+    if not args.no_write and rows:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
+        section = (f"\n## Training, {stamp}\n\n- machine: {dev}, torch {torch.__version__}{cuda}\n"
+                   f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`\n"
+                   "- figures of the second (measured) tick; peak memory from torch.cuda.max_memory_allocated "
+                   "(GPU) or peak RSS (CPU)\n\n" + table + "\n")
+        results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+        with open(results) as fh:
+            text = fh.read()
+        with open(results + ".tmp", "w") as fh:
+            fh.write(text + section)
+        os.replace(results + ".tmp", results)
+        print(f"appended to {results}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Issue 7 on a GPU machine, one stage per call (each fits a 10-minute call); a session has about
+# 30 minutes of GPU time, so take the stages in this order and carry on in a later session.
+#
+#   here (no GPU), once:  bash benchmarks/gpu_session.sh wheels     # ipywidgets & co. into .whl/,
+#                                                                   # the reference fixtures into .fixtures/
+#   on the GPU machine:   bash benchmarks/gpu_session.sh check      # kernel build, GPU tests, compute-sanitizer
+#                         bash benchmarks/gpu_session.sh train256   # SG3-T/-R and SG2 at 256 px, batch 32
+#                         bash benchmarks/gpu_session.sh generate   # images/s and widget latency
+#                         bash benchmarks/gpu_session.sh ops        # ms per call, reference vs CUDA
+#                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px
+#
+# With the device tool: run(command="bash benchmarks/gpu_session.sh check", carry=[".whl", ".fixtures"])
+# (../shared does not travel to the GPU machine; both folders are git-ignored, ~30 MB together).
+# Everything a stage prints goes to $OUT/<stage>.log, and benchmarks/RESULTS.md (with the new
+# sections appended) to $OUT/RESULTS.md: copy the new sections into the repository's RESULTS.md.
+set -uo pipefail
+stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512}
+cd "$(dirname "$0")/.."
+
+if [ "$stage" = wheels ]; then  # not on the GPU machine: it has no package index
+    for d in /.whl/ /.fixtures/; do grep -qx "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
+    rm -rf .fixtures && cp -r "${SG3_FIXTURES:-../shared/fixtures/reference}" .fixtures
+    PY=${PYTHON:-.venv/bin/python}
+    $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+        asttokens comm decorator executing ipython ipython_pygments_lexers ipywidgets jedi jupyterlab_widgets \
+        matplotlib-inline parso pexpect prompt_toolkit ptyprocess pure_eval stack-data traitlets wcwidth \
+        widgetsnbextension
+    du -sh .whl .fixtures
+    exit 0
+fi
+
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SG3LIB_CACHE=/tmp/sg3lib-cache
+[ -d .fixtures ] && export SG3_FIXTURES="$PWD/.fixtures"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+log="$OUT/$stage.log"
+trap 'cp benchmarks/RESULTS.md "$OUT/RESULTS.md"' EXIT
+{
+    date -u +"%Y-%m-%d %H:%M UTC"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+    python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
+    t0=$SECONDS
+    python3 -c "from sg3lib.ops import _cuda; print('kernels:', _cuda.available()); print(_cuda.report())"
+    echo "kernel build: $((SECONDS - t0)) s"
+} 2>&1 | tee "$log"
+
+case "$stage" in
+check)
+    # 1. the compiled kernels against the reference (fwd, bwd, 2nd order, fp32/fp16, every layer geometry)
+    python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py 2>&1 | tee -a "$log"
+    # 2. fp32 network outputs on the GPU against the CPU reference (issue 7: within 1e-3)
+    python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_networks.py 2>&1 | tee -a "$log"
+    # 3. compute-sanitizer: memory errors (memcheck), shared-memory races (racecheck), barriers (synccheck),
+    #    uninitialised reads (initcheck), on the kernel tests that cover every kernel and geometry class
+    sel="kernel_upfirdn2d and gpu and fp32 and conv or kernel_filtered_lrelu_misc and gpu or kernel_bias_act and gpu and fp16 or sg3_layers and gpu and s36"
+    for tool in memcheck racecheck synccheck initcheck; do
+        echo "== compute-sanitizer --tool $tool" | tee -a "$log"
+        timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 99 --kernel-name kns=sg3 \
+            python3 -m pytest -q -x -p no:cacheprovider tests/test_ops_cuda.py -k "$sel" 2>&1 | tail -25 | tee -a "$log"
+        echo "exit ${PIPESTATUS[0]}" | tee -a "$log"
+    done
+    ;;
+train256)
+    python3 benchmarks/bench_train.py --preset gpu --res 256 2>&1 | tee -a "$log"
+    ;;
+generate)
+    python3 benchmarks/bench_generate.py --device cuda --arch sg3t sg3r sg2 --res 256 512 1024 --batch 8 32 \
+        --precision fp32 fp16 bf16 --iters 5 2>&1 | tee -a "$log"
+    python3 benchmarks/bench_widgets.py --official-1024 --device cuda 2>&1 | tee -a "$log"
+    ;;
+ops)
+    python3 benchmarks/bench_ops.py --device cuda 2>&1 | tee -a "$log"
+    ;;
+train512)
+    python3 benchmarks/bench_train.py --preset gpu --res 512 2>&1 | tee -a "$log"
+    ;;
+*)
+    echo "unknown stage $stage" >&2
+    exit 2
+    ;;
+esac
