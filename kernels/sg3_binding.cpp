@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <tuple>
+
 #include "sg3_kernels.h"
 
 namespace {
@@ -57,45 +59,59 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor w, int64_t upx, int64_t u
     return y;
 }
 
-// Fused forward. Returns (y, mask); mask is empty unless want_mask. An undefined y (empty list
-// entry) means the filters are too large for the fused kernel: the caller uses the unfused path.
-std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor wu, torch::Tensor wd,
-                                          torch::Tensor b, int64_t up, int64_t down, int64_t px0,
-                                          int64_t px1, int64_t py0, int64_t py1, double gain,
-                                          double slope, double clamp, bool want_mask) {
+// Fused filtered_lrelu, either direction (see sg3_kernels.h; the caller computes the geometry).
+// w1/w2: float32, [f_h * f_w] taps (2-D, row-major) or [f_w + f_h] (separable: x-taps, then y-taps).
+// Forward: x [N, C, h, w], b [C] or empty; returns (y [N, C, oh, ow] in x's dtype, mask int8
+// [N, C, th, tw] or empty). Backward: x is dy, mask the forward's; returns (dx float32, empty).
+// An undefined y means the working set is too large for shared memory: the caller runs unfused passes.
+std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, torch::Tensor w2, torch::Tensor b,
+                                          torch::Tensor mask, int64_t f1h, int64_t f1w, bool sep1, int64_t f2h,
+                                          int64_t f2w, bool sep2, int64_t up, int64_t down, int64_t p1x,
+                                          int64_t p1y, int64_t p2x, int64_t p2y, int64_t th, int64_t tw,
+                                          int64_t oh, int64_t ow, double gain, double slope, double clamp,
+                                          bool backward, bool want_mask) {
     check_cuda(x, "x");
-    check_filter(wu, x, "fu");
-    check_filter(wd, x, "fd");
     TORCH_CHECK(x.dim() == 4, "x must be [N, C, H, W]");
+    for (auto [w, fh, fw, sep, name] : {std::tuple{&w1, f1h, f1w, sep1, "w1"}, std::tuple{&w2, f2h, f2w, sep2, "w2"}}) {
+        check_cuda(*w, name);
+        TORCH_CHECK(w->scalar_type() == torch::kFloat32 && w->device() == x.device(), name,
+                    " must be float32 on x's device");
+        TORCH_CHECK(fh >= 1 && fw >= 1 && w->numel() == (sep ? fh + fw : fh * fw), name, " has ", w->numel(),
+                    " taps, expected ", sep ? fh + fw : fh * fw);
+    }
     TORCH_CHECK(up >= 1 && down >= 1, "up and down must be >= 1");
+    TORCH_CHECK(th >= 1 && tw >= 1 && oh >= 1 && ow >= 1, "filtered_lrelu output would be empty");
     const bool has_b = b.defined() && b.numel() > 0;
     if (has_b) {
+        TORCH_CHECK(!backward, "the backward pass takes no bias");
         check_cuda(b, "b");
         TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(1) && b.scalar_type() == x.scalar_type(),
                     "b must be [C] with x's dtype");
     }
+    if (backward) {
+        check_cuda(mask, "mask");
+        TORCH_CHECK(mask.scalar_type() == torch::kInt8 && mask.dim() == 4 && mask.size(0) == x.size(0) &&
+                    mask.size(1) == x.size(1) && mask.size(2) == th && mask.size(3) == tw,
+                    "mask must be int8 [N, C, th, tw]");
+    }
     const c10::cuda::CUDAGuard guard(x.device());
-    const int64_t th = x.size(2) * up + py0 + py1 - wu.size(0) + 1;
-    const int64_t tw = x.size(3) * up + px0 + px1 - wu.size(1) + 1;
-    TORCH_CHECK(th >= wd.size(0) && tw >= wd.size(1), "filtered_lrelu output would be empty");
-    const int64_t oh = (th - wd.size(0)) / down + 1, ow = (tw - wd.size(1)) / down + 1;
-    auto y = torch::empty({x.size(0), x.size(1), oh, ow}, x.options());
-    torch::Tensor mask;
-    if (want_mask) mask = torch::zeros({x.size(0), x.size(1), th, tw}, x.options().dtype(torch::kInt8));
+    auto y = torch::empty({x.size(0), x.size(1), oh, ow}, x.options().dtype(backward ? torch::kFloat32 : x.scalar_type()));
+    torch::Tensor code;
+    if (!backward && want_mask) code = torch::zeros({x.size(0), x.size(1), th, tw}, x.options().dtype(torch::kInt8));
     sg3::FilteredLreluArgs a{};
     a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr; a.y = y.data_ptr();
-    a.mask = want_mask ? mask.data_ptr<int8_t>() : nullptr;
-    a.wu = wu.data_ptr<float>(); a.wd = wd.data_ptr<float>();
-    a.dtype = dtype_code(x);
+    a.mask = backward ? mask.data_ptr<int8_t>() : (want_mask ? code.data_ptr<int8_t>() : nullptr);
+    a.w1 = w1.data_ptr<float>(); a.w2 = w2.data_ptr<float>();
+    a.in_dtype = dtype_code(x); a.out_dtype = dtype_code(y); a.backward = backward ? 1 : 0;
     a.n = (int)x.size(0); a.c = (int)x.size(1); a.h = (int)x.size(2); a.w = (int)x.size(3);
     a.th = (int)th; a.tw = (int)tw; a.oh = (int)oh; a.ow = (int)ow;
-    a.fuh = (int)wu.size(0); a.fuw = (int)wu.size(1); a.fdh = (int)wd.size(0); a.fdw = (int)wd.size(1);
-    a.up = (int)up; a.down = (int)down; a.px0 = (int)px0; a.py0 = (int)py0;
+    a.f1h = (int)f1h; a.f1w = (int)f1w; a.f2h = (int)f2h; a.f2w = (int)f2w; a.sep1 = sep1; a.sep2 = sep2;
+    a.up = (int)up; a.down = (int)down; a.p1x = (int)p1x; a.p1y = (int)p1y; a.p2x = (int)p2x; a.p2y = (int)p2y;
     a.gain = (float)gain; a.slope = (float)slope; a.clamp = (float)clamp;
     const cudaError_t err = sg3::filtered_lrelu_launch(a, c10::cuda::getCurrentCUDAStream());
     if (err == cudaErrorInvalidConfiguration) return {torch::Tensor(), torch::Tensor()};
     check_launch(err, "filtered_lrelu");
-    return {y, mask};
+    return {y, code.defined() ? code : torch::empty({0}, x.options().dtype(torch::kInt8))};
 }
 
 // mode 0: forward; 1: first derivative times dy; 2: second derivative times dy * ddx.
@@ -130,6 +146,6 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("upfirdn2d", &upfirdn2d, "upfirdn2d forward (CUDA)");
-    m.def("filtered_lrelu", &filtered_lrelu, "fused filtered_lrelu forward (CUDA)");
+    m.def("filtered_lrelu", &filtered_lrelu, "fused filtered_lrelu, forward or backward (CUDA)");
     m.def("bias_act", &bias_act, "bias_act and its derivatives (CUDA)");
 }

@@ -20,21 +20,26 @@ struct UpfirdnArgs {
 };
 cudaError_t upfirdn2d_launch(const UpfirdnArgs& a, cudaStream_t stream);
 
-// Fused filtered_lrelu forward on x[N, C, H, W]: bias -> upsample with wu (correlation kernel
-// [fuh, fuw], gain folded in) and padding (px0, py0) -> leaky ReLU * gain -> clamp -> downsample
-// with wd [fdh, fdw]. The intermediate has size [th, tw]; y is [N, C, oh, ow]. If mask is not null
-// it receives, per intermediate sample, 1 (positive), 2 (negative) or 0 (clamped): the backward pass
-// multiplies the incoming gradient by gain, gain*slope or 0.
+// Fused filtered_lrelu on planes [N*C, h, w] -> [N*C, oh, ow], one direction per launch:
+// stage 1 upsamples by `up` with correlation kernel w1 (zero-insertion, padding p1x/p1y on the
+// upsampled grid) onto the intermediate grid, of which [0, th) x [0, tw) are the real samples;
+// stage 2 correlates the intermediate (zero-padded by p2x/p2y) with w2 and keeps every `down`-th sample.
+// Forward (backward = 0): x + b (b per channel, may be null) -> stage 1 -> leaky ReLU * gain -> clamp
+// -> stage 2; if mask is not null it receives per intermediate sample 1 (positive), 2 (negative) or
+// 0 (clamped). Backward (backward = 1): x is dy, b null; the pointwise step multiplies by gain,
+// gain * slope or 0 as mask says (0 outside the real samples). A filter w is separable (sep = 1:
+// w holds the fw x-taps then the fh y-taps) or 2-D (w is [fh, fw]). in_dtype/out_dtype as above.
 struct FilteredLreluArgs {
     const void* x; const void* b; void* y; int8_t* mask;
-    const float* wu; const float* wd;
-    int dtype;
+    const float* w1; const float* w2;
+    int in_dtype, out_dtype, backward;
     int n, c, h, w, th, tw, oh, ow;
-    int fuh, fuw, fdh, fdw, up, down, px0, py0;
+    int f1h, f1w, f2h, f2w, sep1, sep2;
+    int up, down, p1x, p1y, p2x, p2y;
     float gain, slope, clamp;  // clamp < 0: none
 };
-// Returns cudaErrorInvalidConfiguration (before launching anything) when the intermediate tile
-// for one output would not fit in shared memory; the caller then runs the unfused path.
+// Returns cudaErrorInvalidConfiguration (before launching anything) when one output's working set
+// would not fit in shared memory; the caller then runs the unfused path.
 cudaError_t filtered_lrelu_launch(const FilteredLreluArgs& a, cudaStream_t stream);
 
 // bias_act, elementwise over x (numel elements) with bias b[b_size] along a dimension whose

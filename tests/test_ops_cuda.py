@@ -213,25 +213,39 @@ def _call_upfirdn(impl, x, f, up, down, padding, flip, gain):
     return _cuda.upfirdn2d(x, f, parse_scaling(up), parse_scaling(down), parse_padding(padding), flip, gain)
 
 
-def test_simulated_kernels_are_order_independent():
-    """Each block's threads run in ascending, then descending order: bit-identical outputs, so no
-    thread reads shared memory another thread writes between the same two barriers (a race)."""
+@pytest.mark.parametrize("radial", [False, True], ids=["separable", "2d"])
+def test_simulated_kernels_are_order_independent(monkeypatch, radial):
+    """Each block's threads run in ascending, then descending order: bit-identical outputs, forward
+    and backward, so no thread reads shared memory another thread writes between the same two
+    barriers (a race)."""
     sim = _simulator()
     g = torch.Generator().manual_seed(8)
-    x = torch.randn(2, 3, 37, 41, generator=g)
-    b = torch.randn(3, generator=g)
-    wu = torch.rand(12, 12, generator=g)
-    wd = torch.rand(12, 12, generator=g)
+    x = torch.randn(2, 3, 37, 41, generator=g, requires_grad=True)
+    b = torch.randn(3, generator=g, requires_grad=True)
+    fu = torch.rand(12, generator=g)
+    fd = torch.rand([12, 12] if radial else [12], generator=g)
+    fu, fd = fu / fu.sum(), fd / fd.sum()
+    dy = None
     outs = []
     for reverse in (False, True):
-        ext = sim.SimulatedExt(reverse=reverse)
-        y, mask = ext.filtered_lrelu(x, wu, wd, b, 2, 2, 9, 8, 9, 8, 1.4, 0.2, 2.0, True)
-        up = ext.upfirdn2d(x, wu, 2, 2, 1, 1, 5, 6, 5, 6, 0)
-        act = ext.bias_act(x, b, torch.empty(0), torch.empty(0), 1, 8, 0, 0.0, 1.0, -1.0)
-        outs.append((y, mask, up, act))
+        _cuda._reset()
+        monkeypatch.setattr(_cuda._State, "done", True)
+        monkeypatch.setattr(_cuda._State, "ok", True)
+        monkeypatch.setattr(_cuda._State, "module", sim.SimulatedExt(reverse=reverse))
+        y = _cuda.filtered_lrelu(x, fu, fd, b, 2, 2, (9, 8, 9, 8), 1.4, 0.2, 2.0, False)
+        dy = torch.randn(y.shape, generator=g) if dy is None else dy
+        gx, gb = torch.autograd.grad(y, [x, b], dy)
+        up = _cuda.upfirdn2d(x.detach(), fu, (2, 2), (1, 1), (5, 6, 5, 6), False, 4.0)
+        act = _cuda.bias_act(x.detach(), b.detach(), 1, "swish", 0.0, 1.0, None)
+        outs.append((y, gx, gb, up, act))
+    _cuda._reset()
     for a, r in zip(*outs):
         assert torch.equal(a, r)
-    assert (outs[0][1] == 0).any() and (outs[0][1] == 2).any()  # the mask saw clamped and negative samples
+    ref = filtered_lrelu_ref(x, fu, fd, b, 2, 2, [9, 8, 9, 8], 1.4, 0.2, 2.0, False)
+    assert_close(outs[0][0], ref, 1e-5, "forward")
+    assert_close(outs[0][1], torch.autograd.grad(ref, x, dy)[0], 1e-5, "backward")
+    unclamped = filtered_lrelu_ref(x, fu, fd, b, 2, 2, [9, 8, 9, 8], 1.4, 0.2, None, False)
+    assert not torch.allclose(ref, unclamped)  # the clamp, and so the mask's third code, was exercised
 
 
 UPFIRDN_SIM_CASES = [  # (size hw, filter shape, up, down, padding, flip, gain)

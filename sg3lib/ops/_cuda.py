@@ -18,10 +18,12 @@ upfirdn2d and bias_act for the R1 penalty):
   swapped and adjusted padding, so its backward re-uses the same Function: any order works.
 - bias_act's backward is a second Function (x -> dy * act'(x + b)) whose own backward uses act''.
 - filtered_lrelu keeps a 1-byte code per intermediate sample (positive / negative / clamped) from
-  the fused forward; the backward is two transposed upfirdn2d passes around that mask (first order).
+  the fused forward; the backward is the same fused kernel run on the transpose (dy up by `down`
+  with fd flipped, times the recorded slope, fu flipped and down by `up`): first order only.
 """
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -405,12 +407,18 @@ def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
 # filtered_lrelu
 
 
-def _as_2d(f, device):
-    """Filter as one 2-D float32 tensor (a separable 1-D filter becomes its outer product)."""
+def _fused_taps(f, gain, flip, device):
+    """A filter as the fused kernel takes it: (taps, fh, fw, separable). Separable (1-D f): the x-taps
+    then the y-taps, each scaled by sqrt(gain); 2-D: [fh, fw] row-major scaled by gain. `flip`
+    reverses the taps, which turns the convolution filter into the correlation kernel."""
     if f is None:
-        return torch.ones([1, 1], device=device)
+        f = torch.ones([1])
     f = f.to(device=device, dtype=torch.float32)
-    return f[:, None] * f[None, :] if f.ndim == 1 else f
+    if f.ndim == 1:
+        t = (f * math.sqrt(gain)).flip(0) if flip else f * math.sqrt(gain)
+        return torch.cat([t, t]).contiguous(), f.shape[0], f.shape[0], True
+    t = (f * gain).flip([0, 1]) if flip else f * gain
+    return t.contiguous().reshape(-1), f.shape[0], f.shape[1], False
 
 
 def _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter):
@@ -428,20 +436,37 @@ def _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp,
     return y, mask
 
 
+def _filtered_lrelu_grad_unfused(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter, shape):
+    """dx (float32) from separate CUDA passes, as _filtered_lrelu_unfused computes y."""
+    px0, px1, py0, py1 = padding
+    th, tw = mask.shape[2], mask.shape[3]
+    fdw, fdh = _fsize(fd)
+    gx = _transpose_padding(tw, dy.shape[3], fdw, 1, down, 0)
+    gy = _transpose_padding(th, dy.shape[2], fdh, 1, down, 0)
+    dt = _upfirdn2d_raw(dy.float(), fd, (down, down), (1, 1), (gx[0], gx[1], gy[0], gy[1]),
+                        not flip_filter, 1.0, out_dtype=torch.float32)
+    dt = torch.where(mask == 1, dt * gain, torch.where(mask == 2, dt * (gain * slope), torch.zeros_like(dt)))
+    fuw, fuh = _fsize(fu)
+    gx = _transpose_padding(shape[3], tw, fuw, up, 1, px0)
+    gy = _transpose_padding(shape[2], th, fuh, up, 1, py0)
+    return _upfirdn2d_raw(dt, fu, (1, 1), (up, up), (gx[0], gx[1], gy[0], gy[1]), not flip_filter,
+                          up ** 2, out_dtype=torch.float32)
+
+
 class _FilteredLrelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
         x = x.contiguous()
         want_mask = ctx.needs_input_grad[0] or ctx.needs_input_grad[3]
-        # Correlation kernels for the fused pass: flip unless flip_filter; up**2 is the up gain.
-        wu = _as_2d(fu, x.device) * (up ** 2)
-        wd = _as_2d(fd, x.device)
-        if not flip_filter:
-            wu, wd = wu.flip([0, 1]), wd.flip([0, 1])
-        bb = b.to(x.dtype).contiguous() if b is not None else torch.empty([0], device=x.device, dtype=x.dtype)
         px0, px1, py0, py1 = padding
-        y, mask = _ext().filtered_lrelu(x, wu.contiguous(), wd.contiguous(), bb, up, down, px0, px1,
-                                        py0, py1, gain, slope, -1.0 if clamp is None else clamp, want_mask)
+        w1, f1h, f1w, sep1 = _fused_taps(fu, up ** 2, not flip_filter, x.device)
+        w2, f2h, f2w, sep2 = _fused_taps(fd, 1.0, not flip_filter, x.device)
+        th, tw = x.shape[2] * up + py0 + py1 - f1h + 1, x.shape[3] * up + px0 + px1 - f1w + 1
+        oh, ow = (th - f2h) // down + 1, (tw - f2w) // down + 1
+        bb = b.to(x.dtype).contiguous() if b is not None else torch.empty([0], device=x.device, dtype=x.dtype)
+        y, mask = _ext().filtered_lrelu(x, w1, w2, bb, torch.empty([0], device=x.device, dtype=torch.int8),
+                                        f1h, f1w, sep1, f2h, f2w, sep2, up, down, px0, py0, 0, 0, th, tw, oh, ow,
+                                        gain, slope, -1.0 if clamp is None else clamp, False, want_mask)
         if y is None:  # filters too large for shared memory
             y, mask = _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter)
         ctx.save_for_backward(fu, fd, mask if want_mask else None)
@@ -452,23 +477,22 @@ class _FilteredLrelu(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
+        """The transpose in one fused pass: dy up by `down` with flipped fd, times the slope the mask
+        recorded, fu flipped and down by `up` (the paddings of the transposed upfirdn2d passes)."""
         fu, fd, mask = ctx.saved_tensors
-        up, down, (px0, px1, py0, py1), gain, slope, flip_filter, shape, xdtype, bdtype = ctx.args
+        up, down, padding, gain, slope, flip_filter, shape, xdtype, bdtype = ctx.args
         th, tw = mask.shape[2], mask.shape[3]
-        # Through the downsampling pass (its transpose), at the intermediate resolution.
-        fdw, fdh = _fsize(fd)
-        gx = _transpose_padding(tw, dy.shape[3], fdw, 1, down, 0)
-        gy = _transpose_padding(th, dy.shape[2], fdh, 1, down, 0)
-        dt = _upfirdn2d_raw(dy.float(), fd, (down, down), (1, 1), (gx[0], gx[1], gy[0], gy[1]),
-                            not flip_filter, 1.0, out_dtype=torch.float32)
-        # Through leaky ReLU * gain and the clamp: the mask holds the slope of each sample.
-        dt = torch.where(mask == 1, dt * gain, torch.where(mask == 2, dt * (gain * slope), torch.zeros_like(dt)))
-        # Through the upsampling pass (its transpose) back to the input resolution.
-        fuw, fuh = _fsize(fu)
-        gx = _transpose_padding(shape[3], tw, fuw, up, 1, px0)
-        gy = _transpose_padding(shape[2], th, fuh, up, 1, py0)
-        dxb = _upfirdn2d_raw(dt, fu, (1, 1), (up, up), (gx[0], gx[1], gy[0], gy[1]), not flip_filter,
-                             up ** 2, out_dtype=torch.float32)
+        w1, f1h, f1w, sep1 = _fused_taps(fd, 1.0, flip_filter, dy.device)
+        w2, f2h, f2w, sep2 = _fused_taps(fu, up ** 2, flip_filter, dy.device)
+        dy = dy.contiguous()
+        if dy.dtype not in _KERNEL_DTYPES:
+            dy = dy.float()
+        empty = torch.empty([0], device=dy.device, dtype=dy.dtype)
+        dxb, _ = _ext().filtered_lrelu(dy, w1, w2, empty, mask, f1h, f1w, sep1, f2h, f2w, sep2, down, up,
+                                       f1w - 1, f1h - 1, f2w - padding[0] - 1, f2h - padding[2] - 1, th, tw,
+                                       shape[2], shape[3], gain, slope, -1.0, True, False)
+        if dxb is None:
+            dxb = _filtered_lrelu_grad_unfused(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter, shape)
         dx = dxb.to(xdtype) if ctx.needs_input_grad[0] else None
         db = dxb.sum([0, 2, 3]).to(bdtype) if ctx.needs_input_grad[3] else None
         return dx, None, None, db, None, None, None, None, None, None, None

@@ -239,29 +239,41 @@ class SimulatedExt:
             raise RuntimeError(f"sg3lib upfirdn2d kernel launch failed: {msg}")
         return y.t.clone()
 
-    def filtered_lrelu(self, x, wu, wd, b, up, down, px0, px1, py0, py1, gain, slope, clamp, want_mask):
+    def filtered_lrelu(self, x, w1, w2, b, mask, f1h, f1w, sep1, f2h, f2w, sep2, up, down, p1x, p1y, p2x, p2y,
+                       th, tw, oh, ow, gain, slope, clamp, backward, want_mask):
         if self.force_unfused:
             return [None, None]
         n, c, h, w = x.shape
-        th = h * up + py0 + py1 - wu.shape[0] + 1
-        tw = w * up + px0 + px1 - wu.shape[1] + 1
-        assert th >= wd.shape[0] and tw >= wd.shape[1]
-        oh, ow = (th - wd.shape[0]) // down + 1, (tw - wd.shape[1]) // down + 1
-        gx, gwu, gwd = (Guarded.copy_of(t.contiguous()) for t in (x, wu, wd))
+        for t, fh, fw, sep in ((w1, f1h, f1w, sep1), (w2, f2h, f2w, sep2)):
+            assert t.dtype == torch.float32 and t.numel() == (fh + fw if sep else fh * fw)
+        assert th >= 1 and tw >= 1 and oh >= 1 and ow >= 1
+        if backward:
+            assert not b.numel() and mask.dtype == torch.int8 and tuple(mask.shape) == (n, c, th, tw)
+        gx, gw1, gw2 = (Guarded.copy_of(t.contiguous()) for t in (x, w1, w2))
         gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
-        y = Guarded([n, c, oh, ow], x.dtype, float("nan"), _SENTINEL)
-        mask = Guarded([n, c, th, tw], torch.int8, 0, -99) if want_mask else None
-        outputs = {"y": y, **({"mask": mask} if mask else {})}
+        y = Guarded([n, c, oh, ow], torch.float32 if backward else x.dtype, float("nan"), _SENTINEL)
+        if backward:
+            # int8 has no NaN: an out-of-bounds read of the mask (guard 77, read as slope 0) would not
+            # show in dx; only writes to it are caught. The kernel gates reads by [0, th) x [0, tw).
+            code = Guarded([n, c, th, tw], torch.int8, None, 77)
+            code.t.copy_(mask)
+        else:
+            code = Guarded([n, c, th, tw], torch.int8, 0, -99) if want_mask else None
+        outputs = {"y": y, **({"mask": code} if code is not None and not backward else {})}
         err, msg = self._launch("filtered_lrelu_launch", outputs, x=gx.ptr(), b=gb.ptr() if gb else None,
-                                y=y.ptr(), mask=mask.ptr() if mask else None, wu=gwu.ptr(), wd=gwd.ptr(),
-                                dtype=self._code(x), n=n, c=c, h=h, w=w, th=th, tw=tw, oh=oh, ow=ow,
-                                fuh=wu.shape[0], fuw=wu.shape[1], fdh=wd.shape[0], fdw=wd.shape[1], up=up,
-                                down=down, px0=px0, py0=py0, gain=gain, slope=slope, clamp=clamp)
+                                y=y.ptr(), mask=code.ptr() if code is not None else None, w1=gw1.ptr(),
+                                w2=gw2.ptr(), in_dtype=self._code(x), out_dtype=self._code(y.t),
+                                backward=int(backward), n=n, c=c, h=h, w=w, th=th, tw=tw, oh=oh, ow=ow, f1h=f1h,
+                                f1w=f1w, f2h=f2h, f2w=f2w, sep1=int(sep1), sep2=int(sep2), up=up, down=down,
+                                p1x=p1x, p1y=p1y, p2x=p2x, p2y=p2y, gain=gain, slope=slope, clamp=clamp)
         if err == 9:  # cudaErrorInvalidConfiguration: too large for the fused kernel
             return [None, None]
         if err:
             raise RuntimeError(f"sg3lib filtered_lrelu kernel launch failed: {msg}")
-        return [y.t.clone(), mask.t.clone() if mask else torch.empty(0)]
+        if backward:
+            code.check("filtered_lrelu mask (read-only in the backward pass)")
+            return [y.t.clone(), torch.empty(0, dtype=torch.int8)]
+        return [y.t.clone(), code.t.clone() if code is not None else torch.empty(0, dtype=torch.int8)]
 
     def bias_act(self, x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
         stride = 1
