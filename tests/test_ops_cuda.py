@@ -194,16 +194,20 @@ def _simulator():
     return cudasim
 
 
-@pytest.fixture(params=[False, True], ids=["fwd-order", "rev-order"])
-def simulated(request, monkeypatch):
-    """The compiled-for-CPU kernels in place of the CUDA extension; each test runs twice, with the
-    threads of every block in ascending and in descending order (a shared-memory race would show)."""
-    ext = _simulator().SimulatedExt(reverse=request.param)
+def _install(monkeypatch, ext):
+    """`ext` in place of the compiled CUDA extension, for sg3lib.ops._cuda."""
     _cuda._reset()
     monkeypatch.setattr(_cuda._State, "done", True)
     monkeypatch.setattr(_cuda._State, "ok", True)
     monkeypatch.setattr(_cuda._State, "module", ext)
-    yield ext
+    return ext
+
+
+@pytest.fixture(params=[False, True], ids=["fwd-order", "rev-order"])
+def simulated(request, monkeypatch):
+    """The compiled-for-CPU kernels in place of the CUDA extension; each test runs twice, with the
+    threads of every block in ascending and in descending order (a shared-memory race would show)."""
+    yield _install(monkeypatch, _simulator().SimulatedExt(reverse=request.param))
     _cuda._reset()
 
 
@@ -228,10 +232,7 @@ def test_simulated_kernels_are_order_independent(monkeypatch, radial):
     dy = None
     outs = []
     for reverse in (False, True):
-        _cuda._reset()
-        monkeypatch.setattr(_cuda._State, "done", True)
-        monkeypatch.setattr(_cuda._State, "ok", True)
-        monkeypatch.setattr(_cuda._State, "module", sim.SimulatedExt(reverse=reverse))
+        _install(monkeypatch, sim.SimulatedExt(reverse=reverse))
         y = _cuda.filtered_lrelu(x, fu, fd, b, 2, 2, (9, 8, 9, 8), 1.4, 0.2, 2.0, False)
         dy = torch.randn(y.shape, generator=g) if dy is None else dy
         gx, gb = torch.autograd.grad(y, [x, b], dy)
@@ -369,11 +370,7 @@ def dev(request, monkeypatch):
         yield Backend("gpu", "cuda", 2, 7)
         return
     from sg3lib import ops
-    ext = _simulator().SimulatedExt()
-    _cuda._reset()
-    monkeypatch.setattr(_cuda._State, "done", True)
-    monkeypatch.setattr(_cuda._State, "ok", True)
-    monkeypatch.setattr(_cuda._State, "module", ext)
+    ext = _install(monkeypatch, _simulator().SimulatedExt())
     monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None if impl == "ref" else _cuda)
     yield Backend("sim", "cpu", 1, 2)
     assert ext.calls, "the simulated kernels were never called"
