@@ -8,33 +8,19 @@ GPU (the GPU issue):
 import argparse
 import datetime
 import os
-import platform
 import time
-from pathlib import Path
 
 import torch
 
+from results import append_results, machine_line  # benchmarks/results.py
 from sg3lib.networks import build_network
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 ARCHS = {  # official full-width configurations
     "sg3t": ("training.networks_stylegan3.Generator", dict(channel_base=32768, channel_max=512, mapping_kwargs=dict(num_layers=2))),
     "sg3r": ("training.networks_stylegan3.Generator", dict(channel_base=65536, channel_max=1024, conv_kernel=1,
                                                            use_radial_filters=True, mapping_kwargs=dict(num_layers=2))),
     "sg2": ("training.networks_stylegan2.Generator", dict(channel_base=32768, channel_max=512, mapping_kwargs=dict(num_layers=8))),
 }
-
-
-def machine(device):
-    if device == "cuda":
-        p = torch.cuda.get_device_properties(0)
-        return f"{p.name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 @torch.no_grad()
@@ -74,15 +60,12 @@ def main():
                     rows.append(f"| {arch} | {res} | {batch} | {prec} | {ips:.3f} | {batch / ips:.2f} |")
                     print(rows[-1], flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"\n## Generation, {stamp}, {a.device}\n\n- machine: {machine(a.device)}\n"
+    text = (f"\n## Generation, {stamp}, {a.device}\n\n- machine: {machine_line(a.device)}\n"
             f"- command: `python benchmarks/bench_generate.py {' '.join(os.sys.argv[1:])}`\n\n"
             "| arch | res | batch | precision | images/s | s per batch |\n|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")
     if not a.no_write:
-        tmp = RESULTS.with_name(RESULTS.name + ".tmp")
-        tmp.write_text((RESULTS.read_text() if RESULTS.exists() else "# sg3lib benchmarks\n") + text)
-        os.replace(tmp, RESULTS)
-        print(f"appended to {RESULTS}")
+        append_results(text)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,9 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results import append_results, machine_line  # noqa: E402  (benchmarks/results.py)
 from sg3lib import ops  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def layer_cases(res, batch):
@@ -97,34 +94,6 @@ def bench_one(make, impl, device, dtype, warmup, iters):
     return fwd, bwd
 
 
-def machine_line(device):
-    torch_line = f"torch {torch.__version__}, CUDA {torch.version.cuda}"
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        try:
-            drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
-        except (OSError, IndexError, subprocess.SubprocessError):
-            drv = "unknown"
-        return f"{name}, driver {drv}, {torch_line}"
-    cpu = platform.processor() or "CPU"
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                cpu = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads, {torch_line}"
-
-
-def append_results(text):
-    old = RESULTS.read_text() if RESULTS.exists() else "# sg3lib op benchmarks\n"
-    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
-    tmp.write_text(old.rstrip("\n") + "\n\n" + text)
-    os.replace(tmp, RESULTS)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -186,7 +155,6 @@ def main(argv=None):
     print(section)
     if not args.no_write:
         append_results(section)
-        print(f"appended to {RESULTS}")
     return 0
 
 

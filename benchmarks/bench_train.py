@@ -94,19 +94,14 @@ def main():
                        f"{r['sec_per_kimg']} | {r['mem_peak_gb']} |" for r in rows)
     print("\n" + table)
     if not args.no_write and rows:
+        from results import append_results, machine_line  # benchmarks/results.py
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
-        section = (f"\n## Training, {stamp}\n\n- machine: {dev}, torch {torch.__version__}{cuda}\n"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        section = (f"\n## Training, {stamp}\n\n- machine: {machine_line(device)}\n"
                    f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`\n"
                    "- figures of the second (measured) tick; peak memory from torch.cuda.max_memory_allocated "
                    "(GPU) or peak RSS (CPU)\n\n" + table + "\n")
-        results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-        with open(results) as fh:
-            text = fh.read()
-        with open(results + ".tmp", "w") as fh:
-            fh.write(text + section)
-        os.replace(results + ".tmp", results)
-        print(f"appended to {results}")
+        append_results(section)
 
 
 if __name__ == "__main__":

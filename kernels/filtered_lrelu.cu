@@ -29,9 +29,10 @@ struct Layout {
         tiw = (t - 1) * a.down + a.f2w;
         inh = (tih + a.f1h - 2) / a.up + 1;
         inw = (tiw + a.f1w - 2) / a.up + 1;
-        w1n = a.sep1 ? a.f1h + a.f1w : a.f1h * a.f1w;
-        w2n = a.sep2 ? a.f2h + a.f2w : a.f2h * a.f2w;
-        const int region0 = inh * inw > (a.sep2 ? t * tiw : 0) ? inh * inw : t * tiw;
+        w1n = a.sep1 ? a.f1w : a.f1h * a.f1w;
+        w2n = a.sep2 ? a.f2w : a.f2h * a.f2w;
+        const int g = a.sep2 ? t * tiw : 0;  // stage 2's vertical pass, which reuses the input's space
+        const int region0 = inh * inw > g ? inh * inw : g;
         o_w2 = w1n;
         o_in = o_w2 + w2n;
         o_h = o_in + region0;
@@ -40,8 +41,6 @@ struct Layout {
     }
     __host__ __device__ size_t bytes() const { return (size_t)total * sizeof(float); }
 };
-
-__device__ __forceinline__ int ceil_div(int a, int b) { return -floor_div(-a, b); }
 
 __global__ void filtered_lrelu_kernel(FilteredLreluArgs a, int tile, int tiles_x) {
     extern __shared__ float smem[];
@@ -73,8 +72,8 @@ __global__ void filtered_lrelu_kernel(FilteredLreluArgs a, int tile, int tiles_x
 
         // 2) Stage 1: upsample by `up` (polyphase: only taps on real samples) into the intermediate tile.
         if (a.sep1) {
-            const float* wx = w1;
-            const float* wy = w1 + a.f1w;
+            const float* wx = w1;  // a separable filter: the same taps along x and y
+            const float* wy = w1;
             for (int i = threadIdx.x; i < L.inh * L.tiw; i += blockDim.x) {  // along x
                 const int r = i / L.tiw, c = i % L.tiw;
                 const int ux = qx0 + c - a.p1x;
@@ -132,7 +131,7 @@ __global__ void filtered_lrelu_kernel(FilteredLreluArgs a, int tile, int tiles_x
         const int64_t yplane = p * a.oh * a.ow;
         if (a.sep2) {
             const float* wx = w2;
-            const float* wy = w2 + a.f2w;
+            const float* wy = w2;
             float* g = in;  // [tile, tiw]; the staged input is no longer needed
             for (int i = threadIdx.x; i < tile * L.tiw; i += blockDim.x) {  // along y
                 const int r = i / L.tiw, c = i % L.tiw;

@@ -60,7 +60,7 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor w, int64_t upx, int64_t u
 }
 
 // Fused filtered_lrelu, either direction (see sg3_kernels.h; the caller computes the geometry).
-// w1/w2: float32, [f_h * f_w] taps (2-D, row-major) or [f_w + f_h] (separable: x-taps, then y-taps).
+// w1/w2: float32, [f_h * f_w] taps (2-D, row-major) or [f_w] (separable, f_h == f_w: along x and y).
 // Forward: x [N, C, h, w], b [C] or empty; returns (y [N, C, oh, ow] in x's dtype, mask int8
 // [N, C, th, tw] or empty). Backward: x is dy, mask the forward's; returns (dx float32, empty).
 // An undefined y means the working set is too large for shared memory: the caller runs unfused passes.
@@ -76,8 +76,9 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, tor
         check_cuda(*w, name);
         TORCH_CHECK(w->scalar_type() == torch::kFloat32 && w->device() == x.device(), name,
                     " must be float32 on x's device");
-        TORCH_CHECK(fh >= 1 && fw >= 1 && w->numel() == (sep ? fh + fw : fh * fw), name, " has ", w->numel(),
-                    " taps, expected ", sep ? fh + fw : fh * fw);
+        TORCH_CHECK(fh >= 1 && fw >= 1 && (!sep || fh == fw), name, ": bad filter size ", fh, "x", fw);
+        TORCH_CHECK(w->numel() == (sep ? fw : fh * fw), name, " has ", w->numel(), " taps, expected ",
+                    sep ? fw : fh * fw);
     }
     TORCH_CHECK(up >= 1 && down >= 1, "up and down must be >= 1");
     TORCH_CHECK(th >= 1 && tw >= 1 && oh >= 1 && ow >= 1, "filtered_lrelu output would be empty");

@@ -14,9 +14,10 @@ __device__ __forceinline__ void store_from_float(void* p, int64_t i, int dtype, 
     else static_cast<__half*>(p)[i] = __float2half_rn(v);
 }
 
-// Floor division and non-negative modulo for possibly negative numerators (b > 0).
+// Floor and ceiling division and non-negative modulo for possibly negative numerators (b > 0).
 __device__ __forceinline__ int floor_div(int a, int b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
 __device__ __forceinline__ int pos_mod(int a, int b) { int r = a % b; return r < 0 ? r + b : r; }
+__device__ __forceinline__ int ceil_div(int a, int b) { return -floor_div(-a, b); }
 
 inline int blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {
     int64_t b = (n + threads - 1) / threads;

