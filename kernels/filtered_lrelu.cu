@@ -1,8 +1,8 @@
 // filtered_lrelu, fused, forward and backward (StyleGAN3 sec. 3.2 and its transpose).
 //
 // Both directions are "upsample with FIR -> pointwise -> FIR and downsample" on one plane:
-//   forward:  x  -(up, fu)->   bias, leaky ReLU * gain, clamp (writes a 1-byte code)  -(fd, down)-> y
-//   backward: dy -(down, fd')-> times gain, gain * slope or 0 (reads the code)          -(fu', up)-> dx
+//   forward:  x  -(up, fu)->   bias, leaky ReLU * gain, clamp (writes a 2-bit code) -(fd, down)-> y
+//   backward: dy -(down, fd')-> times gain, gain * slope or 0 (reads the code)      -(fu', up)-> dx
 // where fd', fu' are the flipped filters and the paddings those of the transposed passes. Each block
 // owns a square tile of outputs of one plane. It stages the input samples the tile needs in shared
 // memory (bias added, zeros outside the image), computes the intermediate tile there (separable
@@ -106,24 +106,43 @@ __global__ void filtered_lrelu_kernel(FilteredLreluArgs a, int tile, int tiles_x
         __syncthreads();
 
         // 3) Pointwise, on the intermediate samples [0, th) x [0, tw); outside them the backward's are 0.
-        for (int i = threadIdx.x; i < L.tih * L.tiw; i += blockDim.x) {
-            const int qy = qy0 + i / L.tiw, qx = qx0 + i % L.tiw;
-            const bool valid = qy >= 0 && qy < a.th && qx >= 0 && qx < a.tw;
-            const int64_t m = (p * a.th + qy) * a.tw + qx;
-            float v = tt[i];
-            if (a.backward) {
-                const int code = valid ? a.mask[m] : 0;
-                v *= code == 1 ? a.gain : (code == 2 ? a.gain * a.slope : 0.f);
-            } else {
-                int8_t code = v > 0.f ? 1 : 2;
-                v = (v > 0.f ? v : v * a.slope) * a.gain;
-                if (a.clamp >= 0.f && (v > a.clamp || v < -a.clamp)) {
-                    v = fminf(fmaxf(v, -a.clamp), a.clamp);
-                    code = 0;
+        //    The mask holds 2 bits per sample, a byte per 4 neighbours along x: each thread takes one
+        //    byte's samples, and the forward writes the byte only if this tile holds all of its samples
+        //    that reach an output (those at qx < mw); the launcher makes sure some tile does.
+        const int gx0 = floor_div(qx0, 4), ngx = floor_div(qx0 + L.tiw - 1, 4) - gx0 + 1;
+        const int tw4 = (a.tw + 3) / 4;
+        const int reach = (a.ow - 1) * a.down - a.p2x + a.f2w;  // samples past it reach no output
+        const int mw = reach < a.tw ? reach : a.tw;
+        for (int i = threadIdx.x; i < L.tih * ngx; i += blockDim.x) {
+            const int r = i / ngx, gx = gx0 + i % ngx, qy = qy0 + r;
+            const int64_t row = (p * a.th + qy) * tw4;
+            const bool valid_row = qy >= 0 && qy < a.th;
+            int byte = 0;
+            bool whole = true;
+            for (int k = 0; k < 4; k++) {
+                const int qx = gx * 4 + k, col = qx - qx0;
+                if (col < 0 || col >= L.tiw) {
+                    whole = whole && (qx < 0 || qx >= mw);
+                    continue;
                 }
-                if (a.mask && valid) a.mask[m] = code;  // overlapping tiles write equal values
+                const bool valid = valid_row && qx >= 0 && qx < a.tw;
+                float v = tt[r * L.tiw + col];
+                if (a.backward) {
+                    const int code = valid ? (a.mask[row + gx] >> (2 * k)) & 3 : 0;
+                    v *= code == 1 ? a.gain : (code == 2 ? a.gain * a.slope : 0.f);
+                } else {
+                    int code = v > 0.f ? 1 : 2;
+                    v = (v > 0.f ? v : v * a.slope) * a.gain;
+                    if (a.clamp >= 0.f && (v > a.clamp || v < -a.clamp)) {
+                        v = fminf(fmaxf(v, -a.clamp), a.clamp);
+                        code = 0;
+                    }
+                    if (valid) byte |= code << (2 * k);
+                }
+                tt[r * L.tiw + col] = v;
             }
-            tt[i] = v;
+            if (!a.backward && a.mask && valid_row && gx >= 0 && gx < tw4 && whole)
+                a.mask[row + gx] = (uint8_t)byte;  // overlapping tiles write equal bytes
         }
         __syncthreads();
 
@@ -176,6 +195,11 @@ cudaError_t filtered_lrelu_launch(const FilteredLreluArgs& a, cudaStream_t strea
     const int side = a.oh > a.ow ? a.oh : a.ow;
     while (tile > 8 && tile / 2 >= side) tile /= 2;  // no larger than the image needs
     if (Layout(a, tile).bytes() > kMaxShared) return cudaErrorInvalidConfiguration;
+    // Every mask byte whose samples reach an output must lie whole in some tile: true when neighbouring
+    // tiles overlap by 3 samples or more, or all start on a multiple of 4 and abut or overlap.
+    const bool overlap = a.f2w - a.down >= 3;
+    const bool aligned = a.f2w >= a.down && (tile * a.down) % 4 == 0 && a.p2x % 4 == 0;
+    if (a.mask && !a.backward && !overlap && !aligned) return cudaErrorInvalidConfiguration;
     const int tiles_x = (a.ow + tile - 1) / tile, tiles_y = (a.oh + tile - 1) / tile;
     const dim3 grid(tiles_x * tiles_y, (unsigned)(planes < 65535 ? planes : 65535));
     filtered_lrelu_kernel<<<grid, kThreads, Layout(a, tile).bytes(), stream>>>(a, tile, tiles_x);

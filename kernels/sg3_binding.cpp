@@ -61,8 +61,8 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor w, int64_t upx, int64_t u
 
 // Fused filtered_lrelu, either direction (see sg3_kernels.h; the caller computes the geometry).
 // w1/w2: float32, [f_h * f_w] taps (2-D, row-major) or [f_w] (separable, f_h == f_w: along x and y).
-// Forward: x [N, C, h, w], b [C] or empty; returns (y [N, C, oh, ow] in x's dtype, mask int8
-// [N, C, th, tw] or empty). Backward: x is dy, mask the forward's; returns (dx float32, empty).
+// Forward: x [N, C, h, w], b [C] or empty; returns (y [N, C, oh, ow] in x's dtype, mask uint8
+// [N, C, th, ceil(tw / 4)], 2 bits per sample, or empty). Backward: x is dy, mask the forward's; returns (dx float32, empty).
 // An undefined y means the working set is too large for shared memory: the caller runs unfused passes.
 std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, torch::Tensor w2, torch::Tensor b,
                                           torch::Tensor mask, int64_t f1h, int64_t f1w, bool sep1, int64_t f2h,
@@ -91,17 +91,17 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, tor
     }
     if (backward) {
         check_cuda(mask, "mask");
-        TORCH_CHECK(mask.scalar_type() == torch::kInt8 && mask.dim() == 4 && mask.size(0) == x.size(0) &&
-                    mask.size(1) == x.size(1) && mask.size(2) == th && mask.size(3) == tw,
-                    "mask must be int8 [N, C, th, tw]");
+        TORCH_CHECK(mask.scalar_type() == torch::kUInt8 && mask.dim() == 4 && mask.size(0) == x.size(0) &&
+                    mask.size(1) == x.size(1) && mask.size(2) == th && mask.size(3) == (tw + 3) / 4,
+                    "mask must be uint8 [N, C, th, ceil(tw / 4)]");
     }
     const c10::cuda::CUDAGuard guard(x.device());
     auto y = torch::empty({x.size(0), x.size(1), oh, ow}, x.options().dtype(backward ? torch::kFloat32 : x.scalar_type()));
     torch::Tensor code;
-    if (!backward && want_mask) code = torch::zeros({x.size(0), x.size(1), th, tw}, x.options().dtype(torch::kInt8));
+    if (!backward && want_mask) code = torch::zeros({x.size(0), x.size(1), th, (tw + 3) / 4}, x.options().dtype(torch::kUInt8));
     sg3::FilteredLreluArgs a{};
     a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr; a.y = y.data_ptr();
-    a.mask = backward ? mask.data_ptr<int8_t>() : (want_mask ? code.data_ptr<int8_t>() : nullptr);
+    a.mask = backward ? mask.data_ptr<uint8_t>() : (want_mask ? code.data_ptr<uint8_t>() : nullptr);
     a.w1 = w1.data_ptr<float>(); a.w2 = w2.data_ptr<float>();
     a.in_dtype = dtype_code(x); a.out_dtype = dtype_code(y); a.backward = backward ? 1 : 0;
     a.n = (int)x.size(0); a.c = (int)x.size(1); a.h = (int)x.size(2); a.w = (int)x.size(3);
@@ -112,7 +112,7 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, tor
     const cudaError_t err = sg3::filtered_lrelu_launch(a, c10::cuda::getCurrentCUDAStream());
     if (err == cudaErrorInvalidConfiguration) return {torch::Tensor(), torch::Tensor()};
     check_launch(err, "filtered_lrelu");
-    return {y, code.defined() ? code : torch::empty({0}, x.options().dtype(torch::kInt8))};
+    return {y, code.defined() ? code : torch::empty({0}, x.options().dtype(torch::kUInt8))};
 }
 
 // mode 0: forward; 1: first derivative times dy; 2: second derivative times dy * ddx.

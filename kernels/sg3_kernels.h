@@ -25,12 +25,14 @@ cudaError_t upfirdn2d_launch(const UpfirdnArgs& a, cudaStream_t stream);
 // upsampled grid) onto the intermediate grid, of which [0, th) x [0, tw) are the real samples;
 // stage 2 correlates the intermediate (zero-padded by p2x/p2y) with w2 and keeps every `down`-th sample.
 // Forward (backward = 0): x + b (b per channel, may be null) -> stage 1 -> leaky ReLU * gain -> clamp
-// -> stage 2; if mask is not null it receives per intermediate sample 1 (positive), 2 (negative) or
-// 0 (clamped). Backward (backward = 1): x is dy, b null; the pointwise step multiplies by gain,
-// gain * slope or 0 as mask says (0 outside the real samples). A filter w is separable (sep = 1:
+// -> stage 2; if mask is not null it receives per intermediate sample a 2-bit code, 1 (positive),
+// 2 (negative) or 0 (clamped), four samples per byte along x: sample (qy, qx) of plane p is bits
+// 2*(qx%4)..+1 of mask[(p*th + qy)*ceil(tw/4) + qx/4]; bytes it does not write keep their value (the
+// caller zeroes the mask). Backward (backward = 1): x is dy, b null; the pointwise step multiplies
+// by gain, gain * slope or 0 as mask says (0 outside the real samples). A filter w is separable (sep = 1:
 // w holds fw = fh taps, applied along x and then y) or 2-D (w is [fh, fw]). in_dtype/out_dtype as above.
 struct FilteredLreluArgs {
-    const void* x; const void* b; void* y; int8_t* mask;
+    const void* x; const void* b; void* y; uint8_t* mask;
     const float* w1; const float* w2;
     int in_dtype, out_dtype, backward;
     int n, c, h, w, th, tw, oh, ow;
@@ -39,7 +41,8 @@ struct FilteredLreluArgs {
     float gain, slope, clamp;  // clamp < 0: none
 };
 // Returns cudaErrorInvalidConfiguration (before launching anything) when one output's working set
-// would not fit in shared memory; the caller then runs the unfused path.
+// would not fit in shared memory, or the tiles could not write the mask in whole bytes; the caller
+// then runs the unfused path.
 cudaError_t filtered_lrelu_launch(const FilteredLreluArgs& a, cudaStream_t stream);
 
 // bias_act, elementwise over x (numel elements) with bias b[b_size] along a dimension whose

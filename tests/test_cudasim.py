@@ -1,8 +1,8 @@
 """The CPU simulator for the CUDA kernels (tests/cudasim) catches the bugs it claims to catch.
 
 A toy kernel with a switch for each bug: a missing __syncthreads (race), an out-of-bounds shared
-memory write, a barrier only some threads reach, an out-of-bounds global read and write, and an
-output left unwritten. The simulated kernels/*.cu are tested against the reference in
+memory write, a barrier only some threads reach, an out-of-bounds global read and write, an
+output left unwritten, and blocks writing different values to one output. The simulated kernels/*.cu are tested against the reference in
 test_ops_cuda.py; this file makes sure a clean result there means something.
 """
 import os
@@ -33,6 +33,7 @@ __global__ void toy_kernel(ToyArgs a) {
     if (a.bug == 2 && t == 0) s[blockDim.x] = 1.f;                   // 2: past the end of s
     const float v = s[(t + 1) % blockDim.x];
     if (i < a.n && !(a.bug == 5 && i == a.n - 1)) a.y[a.bug == 6 ? i + 1 : i] = v;  // 5, 6
+    if (a.bug == 7 && t == 0) a.y[0] = (float)blockIdx.x;            // 7: blocks race on y[0]
 }
 cudaError_t toy_launch(const ToyArgs& a, cudaStream_t stream) {
     const int threads = 64;
@@ -82,6 +83,11 @@ def test_missing_barrier_is_a_race(toy):
     ys = [toy(1, reverse)[2].t for reverse in (False, True)]
     assert not torch.equal(ys[0].nan_to_num(-1), ys[1].nan_to_num(-1))  # what the race test compares
     assert ys[0].isnan().any()  # ascending order: neighbours read poisoned (unwritten) shared memory
+
+
+def test_blocks_writing_one_word_is_a_race(toy):
+    ys = [toy(7, reverse)[2].t for reverse in (False, True)]
+    assert ys[0][0] != ys[1][0] and torch.equal(ys[0][1:], ys[1][1:])  # blocks run in both orders
 
 
 def test_shared_out_of_bounds_write(toy):

@@ -312,6 +312,54 @@ def test_simulated_filtered_lrelu_matches_reference(simulated, case, unfused):
         assert_close(g0, g1, 1e-5, "backward")
 
 
+def test_mask_packing_round_trips():
+    codes = torch.randint(0, 3, (2, 3, 5, 11), dtype=torch.uint8)
+    packed = _cuda._pack_codes(codes)
+    assert packed.dtype == torch.uint8 and tuple(packed.shape) == (2, 3, 5, 3)
+    assert int(packed[0, 0, 0, 0]) == sum(int(codes[0, 0, 0, k]) << (2 * k) for k in range(4))
+    assert torch.equal(_cuda._unpack_codes(packed, 11), codes)
+
+
+# Several tiles along x (the kernel's tiles are up to 32 outputs wide), so mask bytes straddle tiles.
+# (size hw, fu, fd, up, down, padding): SG3-style 12-tap filters with ow = 64 = two full tiles and
+# tw = 139 (the last intermediate sample reaches no output, and shares a byte with two that do);
+# and a ToRGB-style layer without filters (tiles abut, no overlap).
+MASK_TILE_CASES = [((8, 70), (12,), (12,), 2, 2, [5, 5, 5, 5]),
+                   ((3, 75), None, None, 1, 1, [0, 0, 0, 0])]
+
+
+@pytest.mark.parametrize("case", MASK_TILE_CASES, ids=["sg3", "torgb"])
+def test_simulated_mask_bytes_across_tiles(simulated, case):
+    """The fused forward writes the 2-bit mask a byte (4 samples) at a time, only from a tile holding
+    all of the byte's samples that reach an output: the gradient must match the reference, and the
+    mask must equal the unfused path's on every sample that reaches an output."""
+    (h, w), fus, fds, up, down, padding = case
+    torch.manual_seed(3)
+    x = (torch.randn(1, 2, h, w) * 2).requires_grad_(True)
+    fu = torch.rand(fus) + 0.1 if fus else None
+    fd = torch.rand(fds) + 0.1 if fds else None
+    args = (up, down, padding, 1.4, 0.2, 1.0, False)
+    ys = [_call_flrelu(i, x, fu, fd, None, *args) for i in ("sim", "ref")]
+    assert ys[0].shape[3] > 32, "the case must span several tiles"
+    assert_close(ys[0], ys[1], 1e-5, "forward")
+    dy = torch.randn_like(ys[1])
+    assert_close(torch.autograd.grad(ys[0], x, dy)[0], torch.autograd.grad(ys[1], x, dy)[0], 1e-5, "backward")
+
+    pad = parse_padding(padding)
+    w1, f1h, f1w, sep1 = _cuda._fused_taps(fu, up ** 2, True, x.device)
+    w2, f2h, f2w, sep2 = _cuda._fused_taps(fd, 1.0, True, x.device)
+    th, tw = h * up + pad[2] + pad[3] - f1h + 1, w * up + pad[0] + pad[1] - f1w + 1
+    oh, ow = (th - f2h) // down + 1, (tw - f2w) // down + 1
+    _, fused = simulated.filtered_lrelu(x.detach(), w1, w2, torch.empty(0), torch.empty(0, dtype=torch.uint8),
+                                        f1h, f1w, sep1, f2h, f2w, sep2, up, down, pad[0], pad[2], 0, 0,
+                                        th, tw, oh, ow, *args[3:6], False, True)
+    _, unfused = _cuda._filtered_lrelu_unfused(x.detach(), None, fu, fd, up, down, pad, *args[3:])
+    reach_y, reach_x = (oh - 1) * down + f2h, (ow - 1) * down + f2w
+    codes = [_cuda._unpack_codes(m, tw)[:, :, :reach_y, :reach_x] for m in (fused, unfused)]
+    assert torch.equal(codes[0], codes[1])
+    assert set(codes[1].unique().tolist()) == {0, 1, 2}  # all three codes exercised
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_simulated_bias_act_matches_reference(simulated, act):
     torch.manual_seed(2)

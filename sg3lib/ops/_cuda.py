@@ -421,31 +421,45 @@ def _fused_taps(f, gain, flip, device):
     return t.contiguous().reshape(-1), f.shape[0], f.shape[1], False
 
 
+def _pack_codes(codes):
+    """Mask codes [N, C, th, tw] (0 clamped, 1 positive, 2 negative) -> uint8 [N, C, th, ceil(tw/4)],
+    2 bits per sample, sample qx in bits 2*(qx % 4) of byte qx // 4: the fused kernel's layout."""
+    c = torch.nn.functional.pad(codes.to(torch.uint8), (0, -codes.shape[3] % 4))
+    c = c.reshape(*c.shape[:3], -1, 4)
+    return c[..., 0] | (c[..., 1] << 2) | (c[..., 2] << 4) | (c[..., 3] << 6)
+
+
+def _unpack_codes(mask, tw):
+    """The inverse of _pack_codes: uint8 codes [N, C, th, tw]."""
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=mask.device)
+    return ((mask.unsqueeze(-1) >> shifts) & 3).flatten(3)[..., :tw]
+
+
 def _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter):
     """Same result from separate CUDA passes (float32 intermediate); for filters too large for the
-    fused kernel's shared memory. Returns (y, mask) with the fused kernel's mask codes."""
+    fused kernel's shared memory. Returns (y, mask) with the fused kernel's packed mask."""
     xb = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
     t = _upfirdn2d_raw(xb, fu, (up, up), (1, 1), padding, flip_filter, up ** 2, out_dtype=torch.float32)
     pos = t > 0
     v = torch.where(pos, t, t * slope) * gain
-    mask = torch.where(pos, 1, 2).to(torch.int8)
+    codes = torch.where(pos, 1, 2).to(torch.uint8)
     if clamp is not None:
-        mask[(v > clamp) | (v < -clamp)] = 0
+        codes[(v > clamp) | (v < -clamp)] = 0
         v = v.clamp(-clamp, clamp)
     y = _upfirdn2d_raw(v, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, 1.0, out_dtype=x.dtype)
-    return y, mask
+    return y, _pack_codes(codes)
 
 
-def _filtered_lrelu_grad_unfused(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter, shape):
+def _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, slope, flip_filter, shape):
     """dx (float32) from separate CUDA passes, as _filtered_lrelu_unfused computes y."""
     px0, px1, py0, py1 = padding
-    th, tw = mask.shape[2], mask.shape[3]
+    th, codes = mask.shape[2], _unpack_codes(mask, tw)
     fdw, fdh = _fsize(fd)
     gx = _transpose_padding(tw, dy.shape[3], fdw, 1, down, 0)
     gy = _transpose_padding(th, dy.shape[2], fdh, 1, down, 0)
     dt = _upfirdn2d_raw(dy.float(), fd, (down, down), (1, 1), (gx[0], gx[1], gy[0], gy[1]),
                         not flip_filter, 1.0, out_dtype=torch.float32)
-    dt = torch.where(mask == 1, dt * gain, torch.where(mask == 2, dt * (gain * slope), torch.zeros_like(dt)))
+    dt = torch.where(codes == 1, dt * gain, torch.where(codes == 2, dt * (gain * slope), torch.zeros_like(dt)))
     fuw, fuh = _fsize(fu)
     gx = _transpose_padding(shape[3], tw, fuw, up, 1, px0)
     gy = _transpose_padding(shape[2], th, fuh, up, 1, py0)
@@ -464,14 +478,14 @@ class _FilteredLrelu(torch.autograd.Function):
         th, tw = x.shape[2] * up + py0 + py1 - f1h + 1, x.shape[3] * up + px0 + px1 - f1w + 1
         oh, ow = (th - f2h) // down + 1, (tw - f2w) // down + 1
         bb = b.to(x.dtype).contiguous() if b is not None else torch.empty([0], device=x.device, dtype=x.dtype)
-        y, mask = _ext().filtered_lrelu(x, w1, w2, bb, torch.empty([0], device=x.device, dtype=torch.int8),
+        y, mask = _ext().filtered_lrelu(x, w1, w2, bb, torch.empty([0], device=x.device, dtype=torch.uint8),
                                         f1h, f1w, sep1, f2h, f2w, sep2, up, down, px0, py0, 0, 0, th, tw, oh, ow,
                                         gain, slope, -1.0 if clamp is None else clamp, False, want_mask)
-        if y is None:  # filters too large for shared memory
+        if y is None:  # filters too large for shared memory (or tiles too small for whole mask bytes)
             y, mask = _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter)
         ctx.save_for_backward(fu, fd, mask if want_mask else None)
         ctx.args = (up, down, padding, gain, slope, flip_filter, x.shape, x.dtype,
-                    None if b is None else b.dtype)
+                    None if b is None else b.dtype, tw)
         return y
 
     @staticmethod
@@ -480,8 +494,8 @@ class _FilteredLrelu(torch.autograd.Function):
         """The transpose in one fused pass: dy up by `down` with flipped fd, times the slope the mask
         recorded, fu flipped and down by `up` (the paddings of the transposed upfirdn2d passes)."""
         fu, fd, mask = ctx.saved_tensors
-        up, down, padding, gain, slope, flip_filter, shape, xdtype, bdtype = ctx.args
-        th, tw = mask.shape[2], mask.shape[3]
+        up, down, padding, gain, slope, flip_filter, shape, xdtype, bdtype, tw = ctx.args
+        th = mask.shape[2]
         w1, f1h, f1w, sep1 = _fused_taps(fd, 1.0, flip_filter, dy.device)
         w2, f2h, f2w, sep2 = _fused_taps(fu, up ** 2, flip_filter, dy.device)
         dy = dy.contiguous()
@@ -492,7 +506,7 @@ class _FilteredLrelu(torch.autograd.Function):
                                        f1w - 1, f1h - 1, f2w - padding[0] - 1, f2h - padding[2] - 1, th, tw,
                                        shape[2], shape[3], gain, slope, -1.0, True, False)
         if dxb is None:
-            dxb = _filtered_lrelu_grad_unfused(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter, shape)
+            dxb = _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, slope, flip_filter, shape)
         dx = dxb.to(xdtype) if ctx.needs_input_grad[0] else None
         db = dxb.sum([0, 2, 3]).to(bdtype) if ctx.needs_input_grad[3] else None
         return dx, None, None, db, None, None, None, None, None, None, None

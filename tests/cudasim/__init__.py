@@ -12,7 +12,7 @@ tensors and can stand in for the compiled extension in sg3lib.ops._cuda. On ever
 what compute-sanitizer's memcheck would see on a GPU: inputs are copied into buffers with NaN
 guard bands (an out-of-bounds read poisons the output), outputs start as NaN (an unwritten output
 stays NaN) inside sentinel guard bands (checked after the call: out-of-bounds writes).
-`reverse=True` runs each block's threads in the opposite order (see sim.cpp: races).
+`reverse=True` runs the blocks, and each block's threads, in the opposite order (see sim.cpp: races).
 """
 import ctypes
 import hashlib
@@ -245,21 +245,22 @@ class SimulatedExt:
         if self.force_unfused:
             return [None, None]
         n, c, h, w = x.shape
+        tw4 = (tw + 3) // 4  # the mask: 2 bits per sample, 4 samples per byte
         for t, fh, fw, sep in ((w1, f1h, f1w, sep1), (w2, f2h, f2w, sep2)):
             assert t.dtype == torch.float32 and (not sep or fh == fw) and t.numel() == (fw if sep else fh * fw)
         assert th >= 1 and tw >= 1 and oh >= 1 and ow >= 1
         if backward:
-            assert not b.numel() and mask.dtype == torch.int8 and tuple(mask.shape) == (n, c, th, tw)
+            assert not b.numel() and mask.dtype == torch.uint8 and tuple(mask.shape) == (n, c, th, tw4)
         gx, gw1, gw2 = (Guarded.copy_of(t.contiguous()) for t in (x, w1, w2))
         gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
         y = Guarded([n, c, oh, ow], torch.float32 if backward else x.dtype, float("nan"), _SENTINEL)
         if backward:
-            # int8 has no NaN: an out-of-bounds read of the mask (guard 77, read as slope 0) would not
-            # show in dx; only writes to it are caught. The kernel gates reads by [0, th) x [0, tw).
-            code = Guarded([n, c, th, tw], torch.int8, None, 77)
+            # A byte has no NaN: an out-of-bounds read of the mask (guard 0xff, code 3, read as slope 0)
+            # would not show in dx; only writes to it are caught. The kernel gates reads by [0, th) x [0, tw).
+            code = Guarded([n, c, th, tw4], torch.uint8, None, 0xff)
             code.t.copy_(mask)
-        else:
-            code = Guarded([n, c, th, tw], torch.int8, 0, -99) if want_mask else None
+        else:  # guard 0xff: four codes 3, which the kernel never writes
+            code = Guarded([n, c, th, tw4], torch.uint8, 0, 0xff) if want_mask else None
         outputs = {"y": y, **({"mask": code} if code is not None else {})}  # the backward only reads it
         err, msg = self._launch("filtered_lrelu_launch", outputs, x=gx.ptr(), b=gb.ptr() if gb else None,
                                 y=y.ptr(), mask=code.ptr() if code is not None else None, w1=gw1.ptr(),
@@ -272,8 +273,8 @@ class SimulatedExt:
         if err:
             raise RuntimeError(f"sg3lib filtered_lrelu kernel launch failed: {msg}")
         if backward:
-            return [y.t.clone(), torch.empty(0, dtype=torch.int8)]
-        return [y.t.clone(), code.t.clone() if code is not None else torch.empty(0, dtype=torch.int8)]
+            return [y.t.clone(), torch.empty(0, dtype=torch.uint8)]
+        return [y.t.clone(), code.t.clone() if code is not None else torch.empty(0, dtype=torch.uint8)]
 
     def bias_act(self, x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
         stride = 1

@@ -5,8 +5,9 @@
 // - barrier divergence: some threads of a block wait at __syncthreads while others have exited;
 // - shared memory: filled with NaN bytes before each block (a read of an unwritten word poisons
 //   the result), with guard bands around it checked after each block (out-of-bounds writes);
-// - races: threads run in ascending or, on request, descending order between barriers, so a
-//   result that depends on the order (a shared-memory race) differs between the two runs.
+// - races: threads run in ascending or, on request, descending order between barriers, and blocks
+//   in ascending or descending order, so a result that depends on the order (a shared-memory race,
+//   or blocks writing different values to the same global word) differs between the two runs.
 #include <ucontext.h>
 
 #include <cstdio>
@@ -140,12 +141,13 @@ cudaError_t launch(const std::function<void()>& kernel, dim3 grid, dim3 block, s
     body = &kernel;
     block_dim = block;
     grid_dim = grid;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                block_idx = {x, y, z};
-                if (!run_block(static_cast<unsigned>(nthreads))) return last_error;
-            }
+    const unsigned long long nblocks = 1ULL * grid.x * grid.y * grid.z;
+    for (unsigned long long k = 0; k < nblocks; k++) {
+        const unsigned long long i = reverse_order ? nblocks - 1 - k : k;
+        block_idx = {static_cast<unsigned>(i % grid.x), static_cast<unsigned>(i / grid.x % grid.y),
+                     static_cast<unsigned>(i / grid.x / grid.y)};
+        if (!run_block(static_cast<unsigned>(nthreads))) return last_error;
+    }
     return cudaSuccess;
 }
 
