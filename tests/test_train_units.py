@@ -5,7 +5,7 @@ import torch
 
 from sg3lib.train import augment as aug
 from sg3lib.train import config as C
-from sg3lib.train.ema import ema_beta
+from sg3lib.train.ema import ema_beta, update_ema
 from sg3lib.train.loss import blur, mbstd_order
 
 
@@ -79,11 +79,14 @@ def test_ada_controller():
     ada.accumulate(8.0, 8)  # r_t = 1 > target: overfitting, raise p
     assert ada.update(2, 32) == 0.0  # not an update step
     assert ada.update(3, 32) == pytest.approx(32 * 4 / 500000)
-    ada.accumulate(-8.0, 8)  # r_t = -1 < target: lower p, never below 0
+    ada.accumulate(torch.tensor(-6.0), 6)  # sums stay tensors (on the GPU) until an update reads them
+    ada.accumulate(torch.tensor(-2.0), 2)  # r_t = -1 < target: lower p, never below 0
     for s in range(3):
         ada.update(s, 32)
-    assert ada.update(7, 32) == 0.0
+    assert ada.update(7, 32) == 0.0 and ada.rt == -1.0
+    ada.accumulate(torch.tensor(3.0), 4)
     state = ada.state_dict()
+    assert state["sign_sum"] == 3.0 and isinstance(state["sign_sum"], float)
     ada2 = aug.AdaController()
     ada2.load_state_dict(state)
     assert ada2.state_dict() == state
@@ -119,3 +122,20 @@ def test_blur_and_ema_and_config():
     with pytest.raises(ValueError, match="not a power of two"):
         C.make_config(48)
     assert C.scaled_adam(0.002, (0.0, 0.99), 16) == (0.002 * 16 / 17, (0.0, 0.99 ** (16 / 17)))
+
+
+def test_update_ema_averages_parameters_and_copies_buffers():
+    torch.manual_seed(0)
+    G, G_ema = torch.nn.BatchNorm1d(5), torch.nn.BatchNorm1d(5)
+    for m in (G, G_ema):
+        torch.nn.init.normal_(m.weight)
+        torch.nn.init.normal_(m.bias)
+    G.running_mean.normal_()
+    before = [p.detach().clone() for p in G_ema.parameters()]
+    update_ema(G_ema, G, 0.9)
+    for e, old, p in zip(G_ema.parameters(), before, G.parameters()):
+        torch.testing.assert_close(e, 0.9 * old + 0.1 * p.detach())
+    assert torch.equal(G_ema.running_mean, G.running_mean)
+    update_ema(G_ema, G, 0.0)  # beta 0 (the ramp-up's start): a copy
+    for e, p in zip(G_ema.parameters(), G.parameters()):
+        torch.testing.assert_close(e, p.detach())

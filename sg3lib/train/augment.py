@@ -180,21 +180,23 @@ class AdaController:
         self.rt = None
 
     def accumulate(self, real_logits_sign_sum, n):
-        self.sign_sum += float(real_logits_sign_sum)
+        """Add one step's sum of sign(D(real)) (a number, or a tensor left on its device: no host
+        sync until update() reads it, every `interval` steps) over n images."""
+        self.sign_sum = self.sign_sum + real_logits_sign_sum
         self.count += float(n)
 
     def update(self, step, batch):
         """Call after step `step` (0-based) with global batch size; returns the new p."""
         if not self.enabled or (step + 1) % self.interval or self.count == 0:
             return self.p
-        self.rt = self.sign_sum / self.count
+        self.rt = float(self.sign_sum) / self.count  # sums of +-1: exact in float32 up to 2**24
         adjust = math.copysign(1.0, self.rt - self.target) * batch * self.interval / (self.speed * 1000)
         self.p = min(max(self.p + adjust, 0.0), 1.0)
         self.sign_sum, self.count = 0.0, 0.0
         return self.p
 
     def state_dict(self):
-        return {"p": self.p, "sign_sum": self.sign_sum, "count": self.count}
+        return {"p": self.p, "sign_sum": float(self.sign_sum), "count": self.count}
 
     def load_state_dict(self, s):
         self.p, self.sign_sum, self.count = float(s["p"]), float(s["sign_sum"]), float(s["count"])

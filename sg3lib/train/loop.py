@@ -537,7 +537,9 @@ class _Run:
         reals = []
         for _ in range(self.rounds):
             img, lab = next(loader)
-            reals.append((img.to(dev).to(torch.float32) / 127.5 - 1, lab.to(dev).to(torch.float32)))
+            # Pinned batches copy asynchronously: the host queues the step instead of waiting.
+            img, lab = img.to(dev, non_blocking=True), lab.to(dev, non_blocking=True)
+            reals.append((img.to(torch.float32) / 127.5 - 1, lab.to(torch.float32)))
         z_dim = self.G.z_dim
 
         # G main.
@@ -573,17 +575,15 @@ class _Run:
         r = draw_step(c, step, "Dmain", B, z_dim, self.labels, dev)
         self._seed_global(step, "Dmain", -1)
         self.phases.update_stats(r, min(c["stats_batch"], B))
-        sign = torch.zeros(2, device=dev)  # ADA: sum of sign(D(real)), count (exact in float32)
+        sign = torch.zeros([], device=dev)  # ADA: sum of sign(D(real)) over the global batch
         for (a, b), (real, real_c) in zip(self._rounds(B), reals):
             self._seed_global(step, "Dmain", a)
             loss, st = self.phases.D_main(slice_step(r, a, b, dev), real, real_c, sigma, p)
             (loss / B).backward()
             self._add(st, b - a)
-            sign[0] += st["real_sign"].float()
-            sign[1] += b - a
+            sign += st["real_sign"].float()
         self._opt_step(self.D, self.opt_D)
-        sign = dist_mod.all_reduce_sum(sign)
-        self.ada.accumulate(sign[0].item(), sign[1].item())
+        self.ada.accumulate(dist_mod.all_reduce_sum(sign), B)  # stays on the device: no sync per step
 
         # D R1 (lazy).
         if self.D_interval and step % self.D_interval == 0:
