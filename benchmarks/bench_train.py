@@ -2,7 +2,8 @@
 
     python benchmarks/bench_train.py --preset cpu-tiny          # recorded on the CPU machine
     python benchmarks/bench_train.py --preset gpu               # StyleGAN3-T/-R, 256/512 px, batch 32
-    python benchmarks/bench_train.py --preset gpu --res 256     # only the 256 px cases
+    python benchmarks/bench_train.py --preset gpu --res 256 --precision fp16 fp32
+    python benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --sync-debug   # host syncs
 
 Each case trains on a synthetic dataset (random smooth images, made in a temporary folder) for
 a warm-up tick and a measured tick; the figures are the measured tick's `sec_per_kimg` and
@@ -11,6 +12,8 @@ Prints one JSON line per case and a Markdown table, which is appended to benchma
 unless --no-write.
 """
 import argparse
+import collections
+import contextlib
 import datetime
 import io
 import json
@@ -19,6 +22,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 
 import numpy as np
@@ -48,34 +52,55 @@ def make_dataset(path, n, res):
             z.writestr(f"{i // 1000:05d}/img{i:08d}.png", buf.getvalue())
 
 
-def run_case(case, workdir, precision):
+def run_case(case, workdir, precision, sync_debug=False):
     import torch
     from sg3lib.train import train
+    if sync_debug:  # a short run (16 steps at batch 32) that counts host syncs instead of timing
+        case = dict(case, imgs=256)
     data = os.path.join(workdir, f"data{case['res']}.zip")
     if not os.path.exists(data):
         make_dataset(data, case["imgs"], case["res"])
-    out = os.path.join(workdir, f"run-{case['cfg']}-{case['res']}-{case['batch_gpu']}")
+    out = os.path.join(workdir, f"run-{case['cfg']}-{case['res']}-{case['batch_gpu']}-{precision}")
     tick = case["imgs"] / 1000
     opts = {k: v for k, v in case.items() if k not in ("res", "imgs")}
     t0 = time.time()
-    train(data, out, kimg=2 * tick, tick=tick, snap=0, workers=0 if not torch.cuda.is_available() else 2,
-          precision=precision, progress=False, keep_snapshots=1, **opts)
+    caught = []
+    with contextlib.ExitStack() as stack:
+        if sync_debug:
+            caught = stack.enter_context(warnings.catch_warnings(record=True))
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            stack.callback(torch.cuda.set_sync_debug_mode, 0)
+        train(data, out, kimg=2 * tick, tick=tick, snap=0, workers=0 if not torch.cuda.is_available() else 2,
+              precision=precision, progress=False, keep_snapshots=1, **opts)
     recs = [json.loads(line) for line in open(os.path.join(out, "stats.jsonl"))]
     last = recs[-1]
-    return dict(case, sec_per_kimg=round(last["sec_per_kimg"], 2), mem_peak_gb=round(last["mem_peak_gb"], 3),
-                wall_s=round(time.time() - t0, 1), precision=precision)
+    result = dict(case, sec_per_kimg=round(last["sec_per_kimg"], 2), mem_peak_gb=round(last["mem_peak_gb"], 3),
+                  wall_s=round(time.time() - t0, 1), precision=precision)
+    if sync_debug:
+        syncs = collections.Counter(f"{os.path.relpath(w.filename)}:{w.lineno}" for w in caught
+                                    if "synchroniz" in str(w.message))
+        result["host_syncs"] = dict(syncs.most_common())
+        result["steps"] = int(2 * tick * 1000 // case["batch"])
+    return result
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"],
+                   help="fp16/bf16: the 4 highest resolutions in reduced precision, as the official default")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--res", type=int, nargs="+", default=None, help="only the preset's cases at these resolutions")
     p.add_argument("--cfg", nargs="+", default=None, help="only these configs (e.g. stylegan3-t)")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument("--sync-debug", action="store_true",
+                   help="GPU: count host syncs per source line in a short run (torch.cuda.set_sync_debug_mode); "
+                        "prints only")
     args = p.parse_args()
     import torch
+    if args.sync_debug and not torch.cuda.is_available():
+        p.error("--sync-debug counts CUDA host syncs: it needs a GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
@@ -86,9 +111,12 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for case in cases:
-            r = run_case(case, work, args.precision)
-            print(json.dumps(r), flush=True)
-            rows.append(r)
+            for precision in args.precision:
+                r = run_case(case, work, precision, args.sync_debug)
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+    if args.sync_debug:
+        return
     table = "| cfg | res | batch | batch-gpu | precision | sec/kimg | peak mem GB |\n|---|---|---|---|---|---|---|\n"
     table += "\n".join(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['precision']} | "
                        f"{r['sec_per_kimg']} | {r['mem_peak_gb']} |" for r in rows)

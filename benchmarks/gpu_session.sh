@@ -5,17 +5,19 @@
 #   here (no GPU), once:  bash benchmarks/gpu_session.sh wheels     # ipywidgets & co. into .whl/,
 #                                                                   # the reference fixtures into .fixtures/
 #   on the GPU machine:   bash benchmarks/gpu_session.sh check      # kernel build, GPU tests, compute-sanitizer
-#                         bash benchmarks/gpu_session.sh train256   # SG3-T/-R and SG2 at 256 px, batch 32
+#                         bash benchmarks/gpu_session.sh train256   # SG3-T/-R and SG2 at 256 px, batch 32, fp16
+#                                                                   # (the official default), + host syncs
 #                         bash benchmarks/gpu_session.sh generate   # images/s and widget latency
 #                         bash benchmarks/gpu_session.sh ops        # ms per call, reference vs CUDA
-#                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px
+#                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px, fp16
+#                         bash benchmarks/gpu_session.sh train-fp32 # SG3-T 256 px in fp32
 #
 # With the device tool: run(command="bash benchmarks/gpu_session.sh check", carry=[".whl", ".fixtures"])
 # (../shared does not travel to the GPU machine; both folders are git-ignored, ~30 MB together).
 # Everything a stage prints goes to $OUT/<stage>.log, and benchmarks/RESULTS.md (with the new
 # sections appended) to $OUT/RESULTS.md: copy the new sections into the repository's RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512}
+stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512|train-fp32}
 cd "$(dirname "$0")/.."
 
 if [ "$stage" = wheels ]; then  # not on the GPU machine: it has no package index
@@ -67,7 +69,13 @@ check)
     done
     ;;
 train256)
-    python3 benchmarks/bench_train.py --preset gpu --res 256 2>&1 | tee -a "$log"
+    # host syncs per source line over 16 steps (the loop should sync only per tick and ADA interval)
+    python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --precision fp16 --sync-debug \
+        2>&1 | tail -3 | tee -a "$log"
+    python3 benchmarks/bench_train.py --preset gpu --res 256 --precision fp16 2>&1 | tee -a "$log"
+    ;;
+train-fp32)
+    python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --precision fp32 2>&1 | tee -a "$log"
     ;;
 generate)
     python3 benchmarks/bench_generate.py --device cuda --arch sg3t sg3r sg2 --res 256 512 1024 --batch 8 32 \
@@ -78,7 +86,7 @@ ops)
     python3 benchmarks/bench_ops.py --device cuda 2>&1 | tee -a "$log"
     ;;
 train512)
-    python3 benchmarks/bench_train.py --preset gpu --res 512 2>&1 | tee -a "$log"
+    python3 benchmarks/bench_train.py --preset gpu --res 512 --precision fp16 2>&1 | tee -a "$log"
     ;;
 *)
     echo "unknown stage $stage" >&2
