@@ -135,3 +135,28 @@ def test_bad_arguments_are_explained():
         ops.bias_act(x, impl="triton")
     with pytest.raises(RuntimeError, match="CPU"):
         ops.bias_act(x, impl="cuda")
+
+
+@pytest.mark.parametrize("up,k,demodulate", [(1, 3, True), (1, 1, False), (2, 3, True)])
+def test_modulated_conv_grouped_equals_batched(up, k, demodulate):
+    """The grouped form (per-sample weights, used on the GPU in training) is the batched form's
+    function: outputs, first derivatives and the second derivatives path-length regularisation takes
+    (to float32 rounding: both compute the weights in float32)."""
+    from sg3lib.ops.conv import modulated_conv2d
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 4, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    gain = torch.rand(3, 4, generator=g, dtype=torch.float64) + 0.5
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64) if up > 1 else None
+    outs = [modulated_conv2d(x, weight, styles, demodulate=demodulate, padding=k // 2, up=up, resample_filter=f,
+                             input_gain=gain, grouped=grouped) for grouped in (False, True)]
+    assert outs[0].shape == (3, 5, 6 * up, 6 * up)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    dy = torch.randn(outs[0].shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad(y, [x, weight, styles], dy, create_graph=True) for y in outs]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    second = [torch.autograd.grad(gr[0].square().sum(), [weight, styles]) for gr in grads]
+    for a, b in zip(*second):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
