@@ -47,7 +47,7 @@ class ShapeOnlyKernels:
     @staticmethod
     def filtered_lrelu(x, w1, w2, b, mask, f1h, f1w, sep1, f2h, f2w, sep2, up, down, p1x, p1y, p2x, p2y,
                        th, tw, oh, ow, gain, slope, clamp, backward, want_mask):
-        y = x.new_empty([x.shape[0], x.shape[1], oh, ow], dtype=torch.float32 if backward else x.dtype)
+        y = x.new_empty([x.shape[0], x.shape[1], oh, ow])
         shape = [x.shape[0], x.shape[1], th, (tw + 3) // 4] if want_mask and not backward else [0]
         return [y, x.new_empty(shape, dtype=torch.uint8)]
 

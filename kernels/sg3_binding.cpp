@@ -62,7 +62,8 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor w, int64_t upx, int64_t u
 // Fused filtered_lrelu, either direction (see sg3_kernels.h; the caller computes the geometry).
 // w1/w2: float32, [f_h * f_w] taps (2-D, row-major) or [f_w] (separable, f_h == f_w: along x and y).
 // Forward: x [N, C, h, w], b [C] or empty; returns (y [N, C, oh, ow] in x's dtype, mask uint8
-// [N, C, th, ceil(tw / 4)], 2 bits per sample, or empty). Backward: x is dy, mask the forward's; returns (dx float32, empty).
+// [N, C, th, ceil(tw / 4)], 2 bits per sample, or empty). Backward: x is dy, mask the forward's;
+// returns (dx in dy's dtype, empty): float16 layers get float16 gradients, as from the unfused ops.
 // An undefined y means the working set is too large for shared memory: the caller runs unfused passes.
 std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, torch::Tensor w2, torch::Tensor b,
                                           torch::Tensor mask, int64_t f1h, int64_t f1w, bool sep1, int64_t f2h,
@@ -96,9 +97,10 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, tor
                     "mask must be uint8 [N, C, th, ceil(tw / 4)]");
     }
     const c10::cuda::CUDAGuard guard(x.device());
-    auto y = torch::empty({x.size(0), x.size(1), oh, ow}, x.options().dtype(backward ? torch::kFloat32 : x.scalar_type()));
+    auto y = torch::empty({x.size(0), x.size(1), oh, ow}, x.options());
     torch::Tensor code;
-    if (!backward && want_mask) code = torch::zeros({x.size(0), x.size(1), th, (tw + 3) / 4}, x.options().dtype(torch::kUInt8));
+    if (!backward && want_mask)
+        code = torch::zeros({x.size(0), x.size(1), th, (tw + 3) / 4}, x.options().dtype(torch::kUInt8));
     sg3::FilteredLreluArgs a{};
     a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr; a.y = y.data_ptr();
     a.mask = backward ? mask.data_ptr<uint8_t>() : (want_mask ? code.data_ptr<uint8_t>() : nullptr);

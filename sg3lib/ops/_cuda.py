@@ -508,7 +508,7 @@ class _FilteredLrelu(torch.autograd.Function):
         if dxb is None:
             dxb = _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, slope, flip_filter, shape)
         dx = dxb.to(xdtype) if ctx.needs_input_grad[0] else None
-        db = dxb.sum([0, 2, 3]).to(bdtype) if ctx.needs_input_grad[3] else None
+        db = dxb.sum([0, 2, 3], dtype=torch.float32).to(bdtype) if ctx.needs_input_grad[3] else None
         return dx, None, None, db, None, None, None, None, None, None, None
 
 

@@ -253,7 +253,7 @@ class SimulatedExt:
             assert not b.numel() and mask.dtype == torch.uint8 and tuple(mask.shape) == (n, c, th, tw4)
         gx, gw1, gw2 = (Guarded.copy_of(t.contiguous()) for t in (x, w1, w2))
         gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
-        y = Guarded([n, c, oh, ow], torch.float32 if backward else x.dtype, float("nan"), _SENTINEL)
+        y = Guarded([n, c, oh, ow], x.dtype, float("nan"), _SENTINEL)
         if backward:
             # A byte has no NaN: an out-of-bounds read of the mask (guard 0xff, code 3, read as slope 0)
             # would not show in dx; only writes to it are caught. The kernel gates reads by [0, th) x [0, tw).
