@@ -16,14 +16,15 @@ __device__ ActOut activate(int act, float s, float alpha) {
             float g = 1.f / (1.f + expf(-s)); float d = g * (1.f - g);
             return {g, d, d * (1.f - 2.f * g)};
         }
+        // elu/selu at s = 0, as torch: the negative side's first derivative, the positive side's second
         case kElu: {  // alpha fixed at 1, as torch.nn.functional.elu
             if (s > 0.f) return {s, 1.f, 0.f};
-            float e = expf(s); return {e - 1.f, e, e};
+            float e = expf(s); return {e - 1.f, e, s < 0.f ? e : 0.f};
         }
         case kSelu: {
             const float scale = 1.0507009873554804934f, a = 1.6732632423543772848f;
             if (s > 0.f) return {scale * s, scale, 0.f};
-            float e = expf(s); return {scale * a * (e - 1.f), scale * a * e, scale * a * e};
+            float e = expf(s); return {scale * a * (e - 1.f), scale * a * e, s < 0.f ? scale * a * e : 0.f};
         }
         case kSoftplus: {  // torch's softplus(beta=1, threshold=20) is linear above 20
             if (s > 20.f) return {s, 1.f, 0.f};

@@ -11,9 +11,18 @@
 namespace {
 
 int dtype_code(const torch::Tensor& t) {
-    TORCH_CHECK(t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat16,
-                "sg3lib CUDA kernels support float32 and float16, got ", t.scalar_type());
-    return t.scalar_type() == torch::kFloat32 ? sg3::kFloat32 : sg3::kFloat16;
+    switch (t.scalar_type()) {
+        case torch::kFloat32: return sg3::kFloat32;
+        case torch::kFloat16: return sg3::kFloat16;
+        case torch::kBFloat16: return sg3::kBFloat16;
+        default: TORCH_CHECK(false, "sg3lib CUDA kernels support float32, float16 and bfloat16, got ", t.scalar_type());
+    }
+    return -1;
+}
+
+torch::ScalarType scalar_type(int64_t code) {
+    TORCH_CHECK(code >= sg3::kFloat32 && code <= sg3::kBFloat16, "dtype code must be 0, 1 or 2, got ", code);
+    return code == sg3::kFloat32 ? torch::kFloat32 : (code == sg3::kFloat16 ? torch::kFloat16 : torch::kBFloat16);
 }
 
 void check_cuda(const torch::Tensor& t, const char* name) {
@@ -32,22 +41,20 @@ void check_launch(cudaError_t err, const char* op) {
 }
 
 // x [N, C, H, W]; w [fh, fw] float32 correlation kernel (flipped and scaled by the caller);
-// out_dtype 0 = float32, 1 = float16 (a separable pair of passes keeps float32 in between).
+// out_dtype 0 = float32, 1 = float16, 2 = bfloat16 (a separable pair of passes keeps float32 in between).
 torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor w, int64_t upx, int64_t upy, int64_t downx,
                         int64_t downy, int64_t px0, int64_t px1, int64_t py0, int64_t py1, int64_t out_dtype) {
     check_cuda(x, "x");
     check_filter(w, x, "filter");
     TORCH_CHECK(x.dim() == 4, "x must be [N, C, H, W]");
     TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "up and down must be >= 1");
-    TORCH_CHECK(out_dtype == sg3::kFloat32 || out_dtype == sg3::kFloat16, "out_dtype must be 0 or 1");
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t fh = w.size(0), fw = w.size(1);
     const int64_t oh = (x.size(2) * upy + py0 + py1 - fh) / downy + 1;
     const int64_t ow = (x.size(3) * upx + px0 + px1 - fw) / downx + 1;
     TORCH_CHECK(x.size(2) * upy + py0 + py1 - fh >= 0 && x.size(3) * upx + px0 + px1 - fw >= 0,
                 "upfirdn2d output would be empty");
-    auto y = torch::empty({x.size(0), x.size(1), oh, ow},
-                          x.options().dtype(out_dtype == sg3::kFloat32 ? torch::kFloat32 : torch::kFloat16));
+    auto y = torch::empty({x.size(0), x.size(1), oh, ow}, x.options().dtype(scalar_type(out_dtype)));
     sg3::UpfirdnArgs a{};
     a.x = x.data_ptr(); a.y = y.data_ptr(); a.w = w.data_ptr<float>();
     a.in_dtype = dtype_code(x); a.out_dtype = dtype_code(y);

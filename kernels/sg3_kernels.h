@@ -1,13 +1,13 @@
 // Launchers shared by the CUDA sources (*.cu) and the torch binding (sg3_binding.cpp).
 // Plain pointers and sizes only, so the .cu files need no torch headers and compile fast.
-// Every launcher returns the launch's cudaError_t; dtype codes: 0 = float32, 1 = float16.
+// Every launcher returns the launch's cudaError_t; dtype codes: 0 = float32, 1 = float16, 2 = bfloat16.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime_api.h>
 
 namespace sg3 {
 
-enum DType : int { kFloat32 = 0, kFloat16 = 1 };
+enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // upfirdn2d on planes x[P, H, W] (P = N*C) with a correlation kernel w[fh, fw] (float32, already
 // flipped and scaled by the gain): y[p, oy, ox] = sum_{ky,kx} w[ky, kx] * u[oy*dy + ky - py0, ox*dx + kx - px0],

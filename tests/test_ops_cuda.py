@@ -382,6 +382,20 @@ def test_simulated_bias_act_matches_reference(simulated, act):
             assert_close(h1, h0, 1e-4, f"{act} double backward wrt {name}")
 
 
+@pytest.mark.parametrize("act", ["relu", "lrelu", "elu", "selu", "softplus", "swish"])
+def test_simulated_bias_act_derivatives_at_the_kink(simulated, act):
+    """At x + b = 0 exactly (common in bfloat16) the kernel takes torch's side of each derivative:
+    elu/selu use the negative side's first derivative and the positive side's second."""
+    x = torch.tensor([[-1.0, 0.0, 0.0, 1.0]], requires_grad=True)
+    b = torch.zeros(4, requires_grad=True)
+    alpha = 0.2 if act == "lrelu" else 0.0
+    outs = [f(x, b, 1, act, alpha, 1.0, None) for f in (bias_act_ref, _cuda.bias_act)]
+    firsts = [torch.autograd.grad(y.sum(), x, create_graph=True)[0] for y in outs]
+    seconds = [torch.autograd.grad(g.sum(), x)[0] for g in firsts]
+    assert torch.allclose(firsts[1], firsts[0]), (firsts[1], firsts[0])
+    assert torch.allclose(seconds[1], seconds[0]), (seconds[1], seconds[0])
+
+
 # =============================================================================================
 # 3. The kernels against the reference for every StyleGAN2/3 layer configuration: compiled for the
 #    GPU (marked `gpu`), and the same tests in the CPU simulator (`sim`, fewer channels)
@@ -430,7 +444,7 @@ def _gpu():
 
 
 def _tol(dtype):
-    return 1e-4 if dtype == torch.float32 else 2e-2
+    return {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}[dtype]
 
 
 @pytest.mark.gpu
@@ -458,7 +472,7 @@ def _gpu_upfirdn_cases():
     return sg2 + sg3 + misc
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("flip", [False, True], ids=["conv", "corr"])
 @pytest.mark.parametrize("case", _gpu_upfirdn_cases(), ids=lambda c: f"f{c[0]}-u{c[1]}-d{c[2]}-p{c[3]}")
 def test_kernel_upfirdn2d(dev, case, flip, dtype):
@@ -481,7 +495,7 @@ def test_kernel_upfirdn2d(dev, case, flip, dtype):
     assert_close(h, h_ref, _tol(dtype), "double backward")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("case", SG3_CASES, ids=lambda c: f"s{c[0]}-u{c[1]}x{c[2]}-d{c[3]}x{c[4]}"
                          f"{'r' if c[5] else ''}-p{list(c[6])}{'-rgb' if c[7] else ''}")
 def test_kernel_filtered_lrelu_sg3_layers(dev, case, dtype):
@@ -509,7 +523,7 @@ def test_kernel_filtered_lrelu_sg3_layers(dev, case, dtype):
     assert_close(g[1], g_ref[1], _tol(dtype) * 10, "db")  # a sum over many samples
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 def test_kernel_filtered_lrelu_misc(dev, dtype):
     """Odd sizes, 2-D fu, flip_filter, no bias, clamp None, large filters (unfused path)."""
     from sg3lib import ops
@@ -531,7 +545,7 @@ def test_kernel_filtered_lrelu_misc(dev, dtype):
                      _tol(dtype), f"backward {kw.get('padding')}")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("act", ACTS)
 def test_kernel_bias_act(dev, act, dtype):
     from sg3lib import ops
@@ -539,7 +553,9 @@ def test_kernel_bias_act(dev, act, dtype):
     for clamp, dim, shape in ((None, 1, (3, 17, 9, 7)), (1.5, 1, (5, 33)), (256.0, 2, (2, 3, 11))):
         x = (torch.randn(shape, device=dev.device, dtype=dtype) * 2).requires_grad_(True)
         b = torch.randn(shape[dim], device=dev.device, requires_grad=True)
-        y_ref = ops.bias_act(x.float(), b, dim, act, clamp=clamp, impl="ref")
+        # the kernel adds the bias in x's dtype: so does the reference (a kink at x + b = 0 would
+        # otherwise flip for rounding's sake)
+        y_ref = ops.bias_act(x.float(), b.to(dtype).float(), dim, act, clamp=clamp, impl="ref")
         y = ops.bias_act(x, b, dim, act, clamp=clamp, impl="cuda")
         assert y.dtype == dtype
         assert_close(y, y_ref, _tol(dtype), f"{act} forward")

@@ -42,8 +42,9 @@ ACTS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "
         "softplus": 7, "swish": 8}
 _KERNEL_SOURCES = ("upfirdn2d.cu", "filtered_lrelu.cu", "bias_act.cu", "sg3_binding.cpp")
 _KERNEL_HEADERS = ("sg3_kernels.h", "sg3_common.cuh")
-_F32, _F16 = 0, 1
-_KERNEL_DTYPES = (torch.float32, torch.float16)
+_F32 = 0
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # kernels/sg3_kernels.h
+_KERNEL_DTYPES = tuple(_DTYPE_CODES)
 
 # ---------------------------------------------------------------------------------------------
 # Finding, building and loading the extension.
@@ -307,7 +308,7 @@ def report():
         "bias_act": "elementwise kernel with first and second derivatives",
     }
     if ok:
-        return "\n".join(f"{op}: cuda kernel ({notes[op]}; {reason}); float64/bfloat16 and CPU "
+        return "\n".join(f"{op}: cuda kernel ({notes[op]}; {reason}); float64 and CPU "
                          f"tensors use the reference" for op in OPS)
     return "\n".join(f"{op}: reference ({reason})" for op in OPS)
 
@@ -349,7 +350,7 @@ def _corr_passes(f, flip_filter, gain, device):
 def _upfirdn2d_raw(x, f, up, down, padding, flip_filter, gain, out_dtype=None):
     """Forward kernels only (no autograd). up/down (x, y); padding (x0, x1, y0, y1)."""
     (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
-    out_code = _F16 if (out_dtype or x.dtype) == torch.float16 else _F32
+    out_code = _DTYPE_CODES.get(out_dtype or x.dtype, _F32)
     ext = _ext()
     x = x.contiguous()
     passes = _corr_passes(f, flip_filter, gain, x.device)

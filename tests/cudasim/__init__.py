@@ -218,11 +218,13 @@ class SimulatedExt:
             g.check(f"{launcher} output {name}")
         return err, msg
 
-    @staticmethod
-    def _code(t):
-        if t.dtype not in (torch.float32, torch.float16):
-            raise RuntimeError(f"sg3lib CUDA kernels support float32 and float16, got {t.dtype}")
-        return 0 if t.dtype == torch.float32 else 1
+    _DTYPES = [torch.float32, torch.float16, torch.bfloat16]  # the kernels' dtype codes 0, 1, 2
+
+    @classmethod
+    def _code(cls, t):
+        if t.dtype not in cls._DTYPES:
+            raise RuntimeError(f"sg3lib CUDA kernels support float32, float16 and bfloat16, got {t.dtype}")
+        return cls._DTYPES.index(t.dtype)
 
     def upfirdn2d(self, x, w, upx, upy, downx, downy, px0, px1, py0, py1, out_dtype):
         assert x.dim() == 4 and w.dtype == torch.float32 and w.dim() == 2
@@ -230,7 +232,7 @@ class SimulatedExt:
         oh = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
         ow = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
         gx, gw = Guarded.copy_of(x.contiguous()), Guarded.copy_of(w.contiguous())
-        y = Guarded([x.shape[0], x.shape[1], oh, ow], torch.float32 if out_dtype == 0 else torch.float16,
+        y = Guarded([x.shape[0], x.shape[1], oh, ow], self._DTYPES[out_dtype],
                     float("nan"), _SENTINEL)
         err, msg = self._launch("upfirdn2d_launch", {"y": y}, x=gx.ptr(), y=y.ptr(), w=gw.ptr(),
                                 in_dtype=self._code(x), out_dtype=out_dtype, planes=x.shape[0] * x.shape[1],
