@@ -23,6 +23,7 @@ import datetime
 import os
 import sys
 import traceback
+from unittest import mock
 
 import torch
 
@@ -39,10 +40,11 @@ class ShapeOnlyKernels:
 
     @staticmethod
     def upfirdn2d(x, w, upx, upy, downx, downy, px0, px1, py0, py1, out_dtype):
+        from sg3lib.ops._cuda import _DTYPE_CODES
         fh, fw = w.shape
         oh = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
         ow = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
-        return x.new_empty([x.shape[0], x.shape[1], oh, ow], dtype=torch.float32 if out_dtype == 0 else torch.float16)
+        return x.new_empty([x.shape[0], x.shape[1], oh, ow], dtype=list(_DTYPE_CODES)[out_dtype])
 
     @staticmethod
     def filtered_lrelu(x, w1, w2, b, mask, f1h, f1w, sep1, f2h, f2w, sep2, up, down, p1x, p1y, p2x, p2y,
@@ -62,22 +64,18 @@ def meta_gpu():
     from sg3lib import ops
     from sg3lib.networks import discriminator, layers, stylegan2, stylegan3
     from sg3lib.ops import _cuda
-    saved = (ops._use_cuda, _cuda._State.done, _cuda._State.ok, _cuda._State.module,
-             [(m, m.compute_dtype) for m in (layers, stylegan3, stylegan2, discriminator)])
 
     def gpu_dtype(use_fp16, x, force_fp32=False, bf16=False):
         return torch.float32 if force_fp32 or not use_fp16 else (torch.bfloat16 if bf16 else torch.float16)
 
-    ops._use_cuda = lambda x, impl: _cuda
-    _cuda._State.done, _cuda._State.ok, _cuda._State.module = True, True, ShapeOnlyKernels()
-    for m, _ in saved[4]:
-        m.compute_dtype = gpu_dtype
-    try:
+    with contextlib.ExitStack() as stack:
+        patch = lambda obj, name, value: stack.enter_context(mock.patch.object(obj, name, value))  # noqa: E731
+        patch(ops, "_use_cuda", lambda x, impl: _cuda)
+        for name, value in (("done", True), ("ok", True), ("module", ShapeOnlyKernels())):
+            patch(_cuda._State, name, value)
+        for module in (layers, stylegan3, stylegan2, discriminator):  # each imported compute_dtype by name
+            patch(module, "compute_dtype", gpu_dtype)
         yield
-    finally:
-        ops._use_cuda, _cuda._State.done, _cuda._State.ok, _cuda._State.module = saved[:4]
-        for m, fn in saved[4]:
-            m.compute_dtype = fn
 
 
 class SavedTensors:
