@@ -1,6 +1,8 @@
 """The reference ops against the official fixtures, and their derivatives by finite differences."""
 import json
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +162,81 @@ def test_modulated_conv_grouped_equals_batched(up, k, demodulate):
     second = [torch.autograd.grad(gr[0].square().sum(), [weight, styles]) for gr in grads]
     for a, b in zip(*second):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def _saved_shapes(fn):
+    """Shapes of the tensors autograd keeps for the backward while fn() runs, and fn()'s result."""
+    shapes = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return shapes, out
+
+
+def test_modulated_conv_grouped_keeps_factors_not_per_sample_weights():
+    """Training on a GPU keeps the [N, O, I] factors for the backward, not [N * O, I, k, k] weights."""
+    from sg3lib.ops.conv import modulated_conv2d
+    x = torch.randn(4, 6, 8, 8, requires_grad=True)
+    weight = torch.randn(5, 6, 3, 3, requires_grad=True)
+    styles = torch.randn(4, 6, requires_grad=True)
+    for grouped in (True, False):
+        shapes, y = _saved_shapes(lambda: modulated_conv2d(x, weight, styles, padding=1, grouped=grouped))
+        assert ((4 * 5, 6, 3, 3) in shapes) is False
+        assert (tuple(x.shape) in shapes) is True
+        y.square().sum().backward()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("up", [1, 2])
+def test_modulated_conv_grouped_on_cuda_matches_the_cpu(up, dtype):
+    """The training form on a GPU (grouped, cuDNN, per-sample weights formed again in the backward)
+    against the batched form on the CPU in float64: output and gradients, relative to their scale
+    (cuDNN may take TF32 for float32)."""
+    from sg3lib.ops.conv import modulated_conv2d
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 32, 16, 16, generator=g, dtype=torch.float64)
+    weight = torch.randn(24, 32, 3, 3, generator=g, dtype=torch.float64)
+    styles = torch.randn(4, 32, generator=g, dtype=torch.float64)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+    dy = torch.randn(4, 24, 16 * up, 16 * up, generator=g, dtype=torch.float64)
+
+    def run(device, dtype, grouped):
+        leaves = [t.to(device).requires_grad_(True) for t in (x.to(dtype), weight.float(), styles.float())]
+        y = modulated_conv2d(leaves[0], leaves[1], leaves[2], padding=1, up=up, resample_filter=f.to(device),
+                             grouped=grouped)
+        return [y] + list(torch.autograd.grad(y, leaves, dy.to(device, y.dtype)))
+
+    ref = run("cpu", torch.float64, False)
+    for got, want in zip(run("cuda", dtype, None), ref):
+        scale = float(want.abs().max())
+        assert float((got.double().cpu() - want.double()).abs().max()) <= 2e-2 * scale
+
+
+@pytest.mark.parametrize("up,down,k,groups", [(1, 1, 3, 1), (1, 2, 3, 1), (1, 2, 1, 1), (2, 1, 3, 2), (1, 1, 3, 3)])
+def test_conv_with_frozen_weight_keeps_only_the_weight(up, down, k, groups):
+    """A convolution whose weight takes no gradient (the frozen discriminator while the generator
+    trains) keeps no input-sized tensor, and its input gradients, first and second (R1 style), are
+    those of the ordinary convolution."""
+    from sg3lib.ops.conv import conv2d_resample
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 6, 9, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4 * groups, 6 // groups, k, k, generator=g, dtype=torch.float64)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64) / 8 if up > 1 or down > 1 else None
+    z = torch.sin(x)
+    run = lambda w: conv2d_resample(z, w, f=f, up=up, down=down, padding=k // 2, groups=groups)  # noqa: E731
+    frozen_shapes, y_frozen = _saved_shapes(lambda: run(w))
+    trained_shapes, y = _saved_shapes(lambda: run(w.clone().requires_grad_(True)))
+    # the same tensors but the convolution's input (batch 2, 6 channels; after the blur when downsampling)
+    assert not Counter(frozen_shapes) - Counter(trained_shapes)
+    extra = list((Counter(trained_shapes) - Counter(frozen_shapes)).elements())
+    assert len(extra) == 1 and extra[0][:2] == (2, 6)
+    torch.testing.assert_close(y_frozen, y)
+    # y.square(): the incoming gradient depends on x, so the second derivative goes through the backward
+    dx = [torch.autograd.grad(out.square().sum(), x, create_graph=True)[0] for out in (y_frozen, y)]
+    torch.testing.assert_close(dx[0], dx[1])
+    ddx = [torch.autograd.grad(d.square().sum(), x, retain_graph=True)[0] for d in dx]
+    torch.testing.assert_close(ddx[0], ddx[1])

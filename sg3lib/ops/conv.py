@@ -8,11 +8,17 @@ modulated_conv2d: weight modulation and demodulation (StyleGAN2 eq. 1-3),
     w'_ijk = s_i w_ijk,   w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps).
 Two forms of the same function: scale-input / shared convolution / scale-output (ordinary batched
 convolutions, fast on the CPU and for inference), and the per-sample weights w'' as one grouped
-convolution, which autograd makes keep only the layer's input for the backward instead of three
-activations (benchmarks/bench_memory.py, StyleGAN3-T 256 px, batch 16: 8.0 -> 4.0 GiB with the weights).
+convolution, which keeps only the layer's input for the backward instead of three activations.
+
+Two autograd Functions keep less for the backward than torch's convolution, which keeps its input and
+weight whatever takes a gradient: the grouped modulated convolution keeps its [N, O, I] factors and
+forms the per-sample weights again in the backward, and a convolution whose weight takes no gradient
+(the frozen discriminator while the generator trains) keeps only the weight. benchmarks/bench_memory.py,
+StyleGAN3-T 256 px, batch 16, generator phase: 12.0 GiB batched -> 6.0 GiB.
 """
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 
 from .. import ops as _ops  # the dispatching upfirdn2d (reference or CUDA)
 from .winograd import conv3x3_winograd, winograd_applicable
@@ -24,6 +30,76 @@ def _fsize(f):
     if f is None:
         return 1
     return f.shape[-1]
+
+
+def _conv_input_grad(dy, w, x_shape, stride, padding, groups, transposed):
+    """d(conv)/dx . dy: a differentiable op (double backward works through it) that needs x's shape only."""
+    x_like = dy.new_empty(1).expand(x_shape)  # as torch.nn.grad.conv2d_input does
+    return torch.ops.aten.convolution_backward(dy, x_like, w, None, _pair(stride), _pair(padding), (1, 1),
+                                               transposed, (0, 0), groups, (True, False, False))[0]
+
+
+class _FrozenWeightConv(torch.autograd.Function):
+    """A convolution whose weight takes no gradient; the backward keeps the weight, not the input
+    (the discriminator's conv inputs in the generator phase: 1.1 GiB at StyleGAN3-T 256 px, batch 16)."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, groups, transposed):
+        ctx.save_for_backward(w)
+        ctx.conf = (x.shape, stride, padding, groups, transposed)
+        conv = F.conv_transpose2d if transposed else F.conv2d
+        return conv(x, w, stride=stride, padding=padding, groups=groups)
+
+    @staticmethod
+    def backward(ctx, dy):
+        w, = ctx.saved_tensors
+        return _conv_input_grad(dy, w, *ctx.conf), None, None, None, None, None
+
+
+def _conv(x, w, stride=1, padding=0, groups=1, transposed=False):
+    """F.conv2d, or F.conv_transpose2d; through _FrozenWeightConv where only x takes a gradient."""
+    if torch.is_grad_enabled() and x.requires_grad and not w.requires_grad:
+        return _FrozenWeightConv.apply(x, w, stride, padding, groups, transposed)
+    conv = F.conv_transpose2d if transposed else F.conv2d
+    return conv(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def _per_sample_weights(w, factor, dtype):
+    """w [O, I, k, k] times factor [N, O, I] -> [N * O, I, k, k] in dtype (sample n is group n)."""
+    n, o, i = factor.shape
+    return (w.unsqueeze(0) * factor.reshape(n, o, i, 1, 1)).reshape(n * o, i, *w.shape[2:]).to(dtype)
+
+
+class _GroupedModConv(torch.autograd.Function):
+    """Each sample n convolved with its own weights w * factor[n], all N as one grouped convolution.
+    The backward keeps x, w and the factors and forms the per-sample weights again (autograd's own
+    would keep them: 0.9 GiB at StyleGAN3-T 256 px, batch 16). Its ops are differentiable, so
+    double backward (path length regularization) goes through it."""
+
+    @staticmethod
+    def forward(ctx, x, w, factor, padding):
+        ctx.save_for_backward(x, w, factor)
+        ctx.padding = padding
+        n, i = x.shape[:2]
+        y = F.conv2d(x.reshape(1, n * i, *x.shape[2:]), _per_sample_weights(w, factor, x.dtype),
+                     padding=padding, groups=n)
+        return y.reshape(n, -1, *y.shape[2:])
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, factor = ctx.saved_tensors
+        need_x, need_w, need_f = ctx.needs_input_grad[:3]
+        n, o, i = factor.shape
+        xg = x.reshape(1, n * i, *x.shape[2:])
+        dx, dws, _ = torch.ops.aten.convolution_backward(
+            dy.reshape(1, n * o, *dy.shape[2:]).to(x.dtype), xg, _per_sample_weights(w, factor, x.dtype), None,
+            (1, 1), _pair(ctx.padding), (1, 1), False, (0, 0), n, (need_x, need_w or need_f, False))
+        dw = dfactor = None
+        if need_w or need_f:
+            dws = dws.float().reshape(n, o, i, *w.shape[2:])
+            dw = torch.einsum("noikl,noi->oikl", dws, factor.float()).to(w.dtype) if need_w else None
+            dfactor = torch.einsum("noikl,oikl->noi", dws, w.float()).to(factor.dtype) if need_f else None
+        return (dx.reshape(x.shape) if need_x else None), dw, dfactor, None
 
 
 def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
@@ -41,19 +117,19 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
         p1 = padding + (fw - up) // 2 - (k - up)
         o, i = w.shape[0] // groups, w.shape[1]  # conv_transpose2d wants [groups * I, O, kh, kw]
         wt = w.reshape(groups, o, i, k, k).transpose(1, 2).reshape(groups * i, o, k, k)
-        x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
+        x = _conv(x, wt, stride=up, groups=groups, transposed=True)
         return _ops.upfirdn2d(x, f, padding=[p0, p1, p0, p1], gain=up * up)
     if down > 1:
         p0 = padding + (fw - down + 1) // 2
         p1 = padding + (fw - down) // 2
         if k == 1:  # 1x1: downsample first, then the (cheap) conv on fewer pixels
             x = _ops.upfirdn2d(x, f, down=down, padding=[p0, p1, p0, p1])
-            return F.conv2d(x, w, groups=groups)
+            return _conv(x, w, groups=groups)
         x = _ops.upfirdn2d(x, f, padding=[p0, p1, p0, p1])
-        return F.conv2d(x, w, stride=down, groups=groups)
+        return _conv(x, w, stride=down, groups=groups)
     if winograd_applicable(x, w, groups=groups):
         return conv3x3_winograd(x, w, padding)
-    return F.conv2d(x, w, padding=padding, groups=groups)
+    return _conv(x, w, padding=padding, groups=groups)
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, resample_filter=None,
@@ -84,14 +160,15 @@ def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, resamp
         grouped = x.device.type != "cpu" and torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or styles.requires_grad)
     if grouped:  # w''[n] = s_n * w * d_n, sample n's channels as group n
-        k = weight.shape[-1]
-        # One product with the [N, O, I] factors: autograd then keeps those, not a float32 copy of
-        # the per-sample weights (1.5 GiB for StyleGAN3-T 256 px at batch 16).
+        # The [N, O, I] factors, not the per-sample weights, are what the backward keeps.
         factor = scale_in.reshape(n, 1, i) * (dcoefs.reshape(n, o, 1) if demodulate else 1)
-        w = w32.unsqueeze(0) * factor.reshape(n, -1, i, 1, 1)
-        x = conv2d_resample(x.reshape(1, n * i, *x.shape[2:]), w.reshape(n * o, i, k, k).to(x.dtype),
-                            f=resample_filter, up=up, padding=padding, groups=n)
-        x = x.reshape(n, o, *x.shape[2:])
+        factor = factor.expand(n, o, i)
+        if up == 1:
+            x = _GroupedModConv.apply(x, w32, factor, padding)
+        else:  # StyleGAN2's upsampling layers: a transposed grouped conv and a blur
+            x = conv2d_resample(x.reshape(1, n * i, *x.shape[2:]), _per_sample_weights(w32, factor, x.dtype),
+                                f=resample_filter, up=up, padding=padding, groups=n)
+            x = x.reshape(n, o, *x.shape[2:])
     else:
         x = x * scale_in.to(x.dtype).reshape(n, i, 1, 1)
         x = conv2d_resample(x, w32.to(x.dtype), f=resample_filter, up=up, padding=padding)
