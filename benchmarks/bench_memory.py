@@ -11,10 +11,12 @@ so each op saves exactly what it saves on a GPU (the filtered_lrelu mask at 2 bi
 A saved_tensors_hooks pair counts every tensor autograd keeps (once per storage; parameters apart),
 grouped by the sg3lib source lines that saved it.
 
-Measured this way: activations saved by autograd. A GPU's peak also holds the weights, their
-gradients and Adam's moments (listed), the gradients in flight during the backward, and the CUDA
-caching allocator's slack; bench_train.py measures that peak on a GPU. Not modelled: ADA
-augmentation (p = 0 here, as at the start of training).
+A TorchDispatchMode follows every tensor each phase makes, forward and backward (the gradients in
+flight, the backward's temporaries, the parameters' new gradients), until its storage is freed: the
+phase's peak. Added to what lives across phases (weights, Adam's moments, G_ema), the largest phase
+peak estimates torch.cuda.max_memory_allocated() for the training step, the figure bench_train.py
+measures on a GPU (and the official code reports). Not modelled: cuDNN's workspaces, the caching
+allocator's slack (reserved, not allocated), ADA augmentation (p = 0 here, as at the start of training).
 """
 import argparse
 import collections
@@ -23,15 +25,19 @@ import datetime
 import os
 import sys
 import traceback
+import weakref
 from unittest import mock
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 GIB = 2 ** 30
 CASES = [(cfg, res, bg) for cfg in ("stylegan3-t", "stylegan3-r") for res in (256, 512) for bg in (16, 8)] + \
         [("stylegan2", 256, 16)]
+PHASES = ["G main", "G pl", "D main", "D R1"]
 
 
 class ShapeOnlyKernels:
@@ -79,19 +85,24 @@ def meta_gpu():
 
 
 class SavedTensors:
-    """Counts what autograd saves inside the `with` block, once per storage, parameters apart."""
+    """Counts what autograd saves inside the `with` block, once per storage, parameters apart.
+    `seen`: (bytes, sg3lib source, dtype) per storage. A storage is told apart from a later one at the
+    same address by following its life (phases with a double backward free saved tensors early)."""
 
     def __init__(self, params):
         self.params = {p.untyped_storage()._cdata for p in params}
-        self.seen = {}
+        self.seen, self.alive = [], set()
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
 
     def _pack(self, t):
-        key = t.untyped_storage()._cdata
-        if key not in self.params and key not in self.seen:
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key not in self.params and key not in self.alive:
             frames = [f for f in traceback.extract_stack()[:-1] if "/sg3lib/" in f.filename]
             where = " < ".join(f"{f.filename.split('/sg3lib/')[1]}:{f.lineno}" for f in frames[::-1][:2])
-            self.seen[key] = (t.untyped_storage().nbytes(), where or "(outside sg3lib)", t.dtype)
+            self.seen.append((storage.nbytes(), where or "(outside sg3lib)", t.dtype))
+            self.alive.add(key)
+            weakref.finalize(storage, self.alive.discard, key)
         return t
 
     def __enter__(self):
@@ -103,17 +114,41 @@ class SavedTensors:
 
     @property
     def total(self):
-        return sum(n for n, _, _ in self.seen.values())
+        return sum(n for n, _, _ in self.seen)
 
     def by_source(self):
         c = collections.Counter()
-        for n, where, _ in self.seen.values():
+        for n, where, _ in self.seen:
             c[where] += n
         return c
 
 
+class PeakMemory(TorchDispatchMode):
+    """Bytes of the storages made inside the `with` block that are alive at once: now and the peak.
+    Each storage is counted when an op first returns it and let go when it is freed."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.now, self.peak = {}, 0, 0
+
+    def _free(self, key):
+        self.now -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.live:
+                storage = t.untyped_storage()
+                self.live[storage._cdata] = storage.nbytes()
+                self.now += storage.nbytes()
+                self.peak = max(self.peak, self.now)
+                weakref.finalize(storage, self._free, storage._cdata)
+        return out
+
+
 def profile(cfg, res, batch_gpu, precision="fp16"):
-    """{phase: SavedTensors} for one round of batch_gpu images, and the bytes of weights + grads + Adam."""
+    """({phase: SavedTensors}, {phase: peak bytes}, bytes held across phases, (G, D parameter counts))
+    for one round of batch_gpu images; each phase runs forward and backward as the training loop does."""
     from sg3lib.networks import build_network
     from sg3lib.train.config import make_config, network_kwargs
     from sg3lib.train.loop import draw_step, slice_step
@@ -121,26 +156,35 @@ def profile(cfg, res, batch_gpu, precision="fp16"):
     c = make_config(res, cfg=cfg, batch=batch_gpu, precision=precision)
     (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
     dev = torch.device("meta")
-    out = {}
+    saved, peaks = {}, {}
     with meta_gpu():
         G, D = build_network(g_class, g_kwargs).to(dev), build_network(d_class, d_kwargs).to(dev)
         params = list(G.parameters()) + list(D.parameters())
         phases = Phases(G, D, c, dev)
-        r = slice_step(draw_step(c, 0, "Gmain", batch_gpu, G.z_dim, None, dev), 0, batch_gpu, dev)
         real = torch.empty([batch_gpu, 3, res, res], device=dev)
         real_c = torch.empty([batch_gpu, 0], device=dev)
         sigma = c["blur_sigma"]  # the start of training: StyleGAN3 blurs D's inputs
-        G.requires_grad_(True), D.requires_grad_(False)
-        with SavedTensors(params) as out["G main"]:
-            phases.G_main(r, sigma, 0.0)
-        G.requires_grad_(False), D.requires_grad_(True)
-        with SavedTensors(params) as out["D main"]:
-            phases.D_main(r, real, real_c, sigma, 0.0)
-        with SavedTensors(params) as out["D R1"]:
-            phases.D_r1(r, real, real_c, sigma, 0.0, c["D_reg_interval"])
+        pl_batch = max(batch_gpu // c["pl_batch_shrink"], 1)
+        runs = [("G main", G, lambda r: phases.G_main(r, sigma, 0.0), "Gmain", batch_gpu)]
+        if c["pl_weight"] > 0:
+            noise = torch.empty([pl_batch, 3, res, res], device=dev)
+            runs.append(("G pl", G, lambda r: phases.G_pl(r, c["G_reg_interval"], noise), "Greg", pl_batch))
+        runs += [("D main", D, lambda r: phases.D_main(r, real, real_c, sigma, 0.0), "Dmain", batch_gpu),
+                 ("D R1", D, lambda r: phases.D_r1(r, real, real_c, sigma, 0.0, c["D_reg_interval"]), "Dreg",
+                  batch_gpu)]
+        for name, trained, run, phase_id, n in runs:
+            G.requires_grad_(trained is G), D.requires_grad_(trained is D)
+            r = slice_step(draw_step(c, 0, phase_id, n, G.z_dim, None, dev), 0, n, dev)
+            with PeakMemory() as peak:
+                with SavedTensors(params) as saved[name]:
+                    loss, _ = run(r)
+                loss.backward()
+                del loss
+                G.zero_grad(set_to_none=True), D.zero_grad(set_to_none=True)  # as the optimizer step does
+            peaks[name] = peak.peak
     n_g, n_d = sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters())
-    # float32 weights, gradients and two Adam moments; G_ema: one more copy of G
-    return out, (n_g * 16 + n_d * 16 + n_g * 4), (n_g, n_d)
+    # float32 weights and two Adam moments; G_ema: one more copy of G (gradients: in the phase peaks)
+    return saved, peaks, (n_g + n_d) * 12 + n_g * 4, (n_g, n_d)
 
 
 def main():
@@ -156,22 +200,25 @@ def main():
              and (args.res is None or res in args.res) and (args.batch_gpu is None or bg in args.batch_gpu)]
     if args.cfg and args.res and args.batch_gpu:  # an explicit case outside the preset list
         cases = cases or [(args.cfg[0], args.res[0], args.batch_gpu[0])]
-    rows = ["| config | res | batch-gpu | G main | D main | D R1 | of which filtered_lrelu masks "
-            "| weights, grads, Adam, G_ema |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| config | res | batch-gpu | G main | G pl | D main | D R1 | of which filtered_lrelu masks "
+            "| weights, Adam, G_ema | step peak (est.) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, res, bg in cases:
-        phases, fixed, _ = profile(cfg, res, bg, args.precision)
-        masks = sum(n for n, _, dtype in phases["G main"].seen.values() if dtype == torch.uint8)
-        rows.append(f"| {cfg} | {res} | {bg} | " + " | ".join(f"{p.total / GIB:.2f} GiB" for p in phases.values())
-                    + f" | {masks / GIB:.2f} GiB | {fixed / GIB:.2f} GiB |")
+        saved, peaks, fixed, _ = profile(cfg, res, bg, args.precision)
+        masks = sum(n for n, _, dtype in saved["G main"].seen if dtype == torch.uint8)
+        cells = [f"{saved[p].total / GIB:.2f} / {peaks[p] / GIB:.2f}" if p in saved else "-" for p in PHASES]
+        rows.append(f"| {cfg} | {res} | {bg} | " + " | ".join(cells) + f" | {masks / GIB:.2f} GiB "
+                    f"| {fixed / GIB:.2f} GiB | {(fixed + max(peaks.values())) / GIB:.2f} GiB |")
         print(rows[-1], flush=True)
-        for name, p in phases.items() if args.top else ():
-            print(f"  {name}: the {args.top} largest sources")
+        for name, p in saved.items() if args.top else ():
+            print(f"  {name}: the {args.top} largest sources of saved tensors")
             for where, n in p.by_source().most_common(args.top):
                 print(f"    {n / GIB:6.2f} GiB  {where}")
-    text = (f"## Training memory: activations saved by autograd, per phase (meta device) "
-            f"({datetime.date.today()})\n\n"
+    text = (f"## Training memory per phase, meta device ({datetime.date.today()})\n\n"
             f"Command: `{' '.join(['python benchmarks/bench_memory.py', *sys.argv[1:]])}` "
             f"(precision {args.precision}; see the script's docstring for what is and is not counted)\n\n"
+            "Per phase, GiB: saved by autograd for the backward / the phase's peak (saved tensors, the "
+            "backward's gradients and temporaries, the new parameter gradients). Step peak: the largest "
+            "phase peak plus the weights, Adam moments and G_ema.\n\n"
             + "\n".join(rows) + "\n")
     if args.no_write:
         print("\n" + text)

@@ -16,7 +16,7 @@ def test_saved_masks_match_the_layer_geometry():
     """The filtered_lrelu masks G main keeps are batch x channels x th x ceil(tw / 4) bytes per layer,
     th and tw from each layer's own sizes, padding and filter taps; and the other phases save too."""
     batch = 4
-    phases, fixed, (n_g, n_d) = bench_memory.profile("stylegan3-t", 32, batch)
+    phases, peaks, fixed, (n_g, n_d) = bench_memory.profile("stylegan3-t", 32, batch)
     (g_class, g_kwargs), _ = network_kwargs(make_config(32, cfg="stylegan3-t", precision="fp16"))
     G = build_network(g_class, g_kwargs)
     expected = 0
@@ -25,9 +25,36 @@ def test_saved_masks_match_the_layer_geometry():
         conv_out = int(layer.in_size[0]) + layer.conv_kernel - 1
         side = conv_out * layer.up_factor + layer.padding[0] + layer.padding[1] - layer.up_taps + 1
         expected += batch * layer.out_channels * side * math.ceil(side / 4)
-    masks = sum(n for n, _, dtype in phases["G main"].seen.values() if dtype == torch.uint8)
+    masks = sum(n for n, _, dtype in phases["G main"].seen if dtype == torch.uint8)
     assert masks == expected
     assert all(p.total > 0 for p in phases.values())
-    assert n_g == sum(p.numel() for p in G.parameters()) and fixed > 16 * n_g
+    assert n_g == sum(p.numel() for p in G.parameters()) and fixed == 12 * (n_g + n_d) + 4 * n_g
+    # a phase's peak holds at least what it saved; R1's backward goes through a double-backward graph
+    assert set(peaks) == set(phases) == {"G main", "D main", "D R1"}  # no path length phase in SG3
+    assert all(peaks[name] >= phases[name].total for name in peaks)
+    assert peaks["D R1"] > phases["D R1"].total
     # reduced precision where StyleGAN marks it: some saved tensors are float16
-    assert any(dtype == torch.float16 for _, _, dtype in phases["G main"].seen.values())
+    assert any(dtype == torch.float16 for _, _, dtype in phases["G main"].seen)
+
+
+def test_peak_memory_follows_storages_until_freed():
+    """On the meta device: a temporary counts until freed, views share their storage, and the peak of
+    a forward and backward is what was alive at once."""
+    mb = 1000 * 1000
+    x = torch.empty(mb // 4, device="meta", requires_grad=True)  # made outside: not counted
+    with bench_memory.PeakMemory() as m:
+        y = (x * 2).sin()  # x * 2 is kept for sin's backward; y is alive: 2 MB
+        assert (m.now, m.peak) == (2 * mb, 2 * mb)
+        view = y[:10]  # a view: no new storage
+        assert m.now == 2 * mb
+        y.sum().backward()  # dy (4 bytes), cos(x * 2) * dy (1 MB) alive with the 2 MB kept, then x.grad
+        del y, view
+    assert m.peak >= 3 * mb
+    assert m.now == x.grad.untyped_storage().nbytes() == mb  # only x.grad is left
+
+
+def test_stylegan2_profiles_the_path_length_phase_too():
+    """StyleGAN2 trains with path length regularization: its double-backward phase is measured too."""
+    phases, peaks, _, _ = bench_memory.profile("stylegan2", 32, 4)
+    assert set(peaks) == {"G main", "G pl", "D main", "D R1"}
+    assert peaks["G pl"] > phases["G pl"].total > 0
