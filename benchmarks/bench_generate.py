@@ -4,6 +4,10 @@ CPU (recorded by the foundation/networks issue):
     python benchmarks/bench_generate.py --res 64 256 --batch 4
 GPU (the GPU issue):
     python benchmarks/bench_generate.py --device cuda --res 256 512 1024 --batch 8 32 --precision fp32 fp16 bf16 --arch sg3t sg3r sg2
+    python benchmarks/bench_generate.py --device cuda --res 1024 --batch 32 --precision fp16 --compile reduce-overhead
+
+--compile MODE runs G under torch.compile (the kernels are custom ops: one graph, no breaks);
+reduce-overhead adds CUDA graphs. The first calls compile (minutes); they are not timed.
 """
 import argparse
 import datetime
@@ -24,7 +28,7 @@ ARCHS = {  # official full-width configurations
 
 
 @torch.no_grad()
-def images_per_second(arch, res, batch, precision, device, iters):
+def images_per_second(arch, res, batch, precision, device, iters, compile_mode=None):
     cls, kw = ARCHS[arch]
     G = build_network(cls, dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3, **kw)).eval().to(device)
     if precision == "bf16":
@@ -32,7 +36,11 @@ def images_per_second(arch, res, batch, precision, device, iters):
     force_fp32 = precision == "fp32"
     z = torch.randn(batch, 512, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    G(z, None, noise_mode="const", force_fp32=force_fp32)  # warm-up (kernel build, allocator)
+    if compile_mode:
+        torch._dynamo.reset()
+        G = torch.compile(G, mode=compile_mode, fullgraph=device == "cuda")  # the CPU reference ops break graphs
+    for _ in range(3 if compile_mode else 1):  # warm-up: kernel build, allocator, compilation, graph capture
+        G(z, None, noise_mode="const", force_fp32=force_fp32)
     sync()
     t0 = time.perf_counter()
     for _ in range(iters):
@@ -49,6 +57,8 @@ def main():
     ap.add_argument("--batch", nargs="+", type=int, default=[4])
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--iters", type=int, default=1)
+    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                    help="run G under torch.compile with this mode")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     rows = []
@@ -56,13 +66,14 @@ def main():
         for res in a.res:
             for batch in a.batch:
                 for prec in a.precision:
-                    ips = images_per_second(arch, res, batch, prec, a.device, a.iters)
-                    rows.append(f"| {arch} | {res} | {batch} | {prec} | {ips:.3f} | {batch / ips:.2f} |")
+                    ips = images_per_second(arch, res, batch, prec, a.device, a.iters, a.compile)
+                    rows.append(f"| {arch} | {res} | {batch} | {prec} | {a.compile or 'eager'} | {ips:.3f} "
+                                f"| {batch / ips:.2f} |")
                     print(rows[-1], flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"\n## Generation, {stamp}, {a.device}\n\n- machine: {machine_line(a.device)}\n"
             f"- command: `python benchmarks/bench_generate.py {' '.join(os.sys.argv[1:])}`\n\n"
-            "| arch | res | batch | precision | images/s | s per batch |\n|---|---|---|---|---|---|\n"
+            "| arch | res | batch | precision | torch.compile | images/s | s per batch |\n|---|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")
     if not a.no_write:
         append_results(text)

@@ -6,10 +6,11 @@
 The phases of sg3lib.train (G main, D main, R1) run on PyTorch's `meta` device: real shapes and
 dtypes, no data, so a 512 px batch of 16 takes seconds on a laptop. The layers StyleGAN marks for
 reduced precision run in float16 (`--precision fp16`, the official default), and the CUDA kernels'
-autograd Functions of sg3lib/ops/_cuda.py run with a shape-only stand-in for the compiled kernels,
-so each op saves exactly what it saves on a GPU (the filtered_lrelu mask at 2 bits per sample, ...).
-A saved_tensors_hooks pair counts every tensor autograd keeps (once per storage; parameters apart),
-grouped by the sg3lib source lines that saved it.
+autograd Functions of sg3lib/ops/_cuda.py run around the kernels' fake implementations (the custom
+ops' output shapes, which meta tensors dispatch to), so each op saves exactly what it saves on a GPU
+(the filtered_lrelu mask at 2 bits per sample, ...). A saved_tensors_hooks pair counts every tensor
+autograd keeps (once per storage; parameters apart), grouped by the sg3lib source lines that saved
+it.
 
 A TorchDispatchMode follows every tensor each phase makes, forward and backward (the gradients in
 flight, the backward's temporaries, the parameters' new gradients), until its storage is freed: the
@@ -40,33 +41,10 @@ CASES = [(cfg, res, bg) for cfg in ("stylegan3-t", "stylegan3-r") for res in (25
 PHASES = ["G main", "G pl", "D main", "D R1"]
 
 
-class ShapeOnlyKernels:
-    """Stands in for the compiled extension (kernels/sg3_binding.cpp): outputs of the right shape,
-    dtype and device, no computation."""
-
-    @staticmethod
-    def upfirdn2d(x, w, upx, upy, downx, downy, px0, px1, py0, py1, out_dtype):
-        from sg3lib.ops._cuda import _DTYPE_CODES
-        fh, fw = w.shape
-        oh = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
-        ow = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
-        return x.new_empty([x.shape[0], x.shape[1], oh, ow], dtype=list(_DTYPE_CODES)[out_dtype])
-
-    @staticmethod
-    def filtered_lrelu(x, w1, w2, b, mask, f1h, f1w, sep1, f2h, f2w, sep2, up, down, p1x, p1y, p2x, p2y,
-                       th, tw, oh, ow, gain, slope, clamp, backward, want_mask):
-        y = x.new_empty([x.shape[0], x.shape[1], oh, ow])
-        shape = [x.shape[0], x.shape[1], th, (tw + 3) // 4] if want_mask and not backward else [0]
-        return [y, x.new_empty(shape, dtype=torch.uint8)]
-
-    @staticmethod
-    def bias_act(x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
-        return torch.empty_like(x)
-
-
 @contextlib.contextmanager
 def meta_gpu():
-    """sg3lib on the meta device as it runs on a GPU: CUDA ops (shape-only kernels), float16 layers."""
+    """sg3lib on the meta device as it runs on a GPU: the CUDA path's autograd Functions around the
+kernels' fake implementations (output shapes only), float16 layers."""
     from sg3lib import ops
     from sg3lib.networks import discriminator, layers, stylegan2, stylegan3
     from sg3lib.ops import _cuda
@@ -76,9 +54,7 @@ def meta_gpu():
 
     with contextlib.ExitStack() as stack:
         patch = lambda obj, name, value: stack.enter_context(mock.patch.object(obj, name, value))  # noqa: E731
-        patch(ops, "_use_cuda", lambda x, impl: _cuda)
-        for name, value in (("done", True), ("ok", True), ("module", ShapeOnlyKernels())):
-            patch(_cuda._State, name, value)
+        patch(ops, "_use_cuda", lambda x, impl: _cuda)  # the kernels' fake implementations run on meta
         for module in (layers, stylegan3, stylegan2, discriminator):  # each imported compute_dtype by name
             patch(module, "compute_dtype", gpu_dtype)
         yield

@@ -11,13 +11,14 @@
 #                         bash benchmarks/gpu_session.sh ops        # ms per call, reference vs CUDA
 #                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px, fp16
 #                         bash benchmarks/gpu_session.sh train-fp32 # SG3-T 256 px in fp32
+#                         bash benchmarks/gpu_session.sh compiled   # generation under torch.compile
 #
 # With the device tool: run(command="bash benchmarks/gpu_session.sh check", carry=[".whl", ".fixtures"])
 # (../shared does not travel to the GPU machine; both folders are git-ignored, ~30 MB together).
 # Everything a stage prints goes to $OUT/<stage>.log, and benchmarks/RESULTS.md (with the new
 # sections appended) to $OUT/RESULTS.md: copy the new sections into the repository's RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512|train-fp32}
+stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512|train-fp32|compiled}
 cd "$(dirname "$0")/.."
 
 if [ "$stage" = wheels ]; then  # not on the GPU machine: it has no package index
@@ -84,6 +85,12 @@ generate)
     ;;
 ops)
     python3 benchmarks/bench_ops.py --device cuda 2>&1 | tee -a "$log"
+    ;;
+compiled)  # the 1024 px target case and 256 px, eager beside them for the same session's comparison
+    for mode in "" "--compile default" "--compile reduce-overhead"; do
+        python3 benchmarks/bench_generate.py --device cuda --arch sg3t --res 256 1024 --batch 32 --precision fp16 \
+            --iters 5 $mode 2>&1 | tee -a "$log"
+    done
     ;;
 train512)
     python3 benchmarks/bench_train.py --preset gpu --res 512 --precision fp16 2>&1 | tee -a "$log"

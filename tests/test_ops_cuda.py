@@ -217,6 +217,32 @@ def _call_upfirdn(impl, x, f, up, down, padding, flip, gain):
     return _cuda.upfirdn2d(x, f, parse_scaling(up), parse_scaling(down), parse_padding(padding), flip, gain)
 
 
+def test_cuda_ops_compile_into_one_graph(monkeypatch):
+    """The kernels are custom ops: torch.compile traces the autograd Functions around them into one
+    graph (fullgraph: no break), forward and backward, and gives the eager results."""
+    _install(monkeypatch, _simulator().SimulatedExt())
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 13, 11, generator=g, requires_grad=True)
+    b = torch.randn(3, generator=g, requires_grad=True)
+    fu, fd = torch.rand(6, generator=g), torch.rand([4, 4], generator=g)
+    fu, fd = fu / fu.sum(), fd / fd.sum()
+
+    def net(x, b):
+        t = _cuda.bias_act(x, b, 1, "lrelu", 0.2, math.sqrt(2), 4.0)
+        t = _cuda.upfirdn2d(t, fu, (2, 2), (1, 1), (2, 3, 2, 3), False, 4.0)
+        return _cuda.filtered_lrelu(t, fu, fd, b, 2, 2, (4, 3, 4, 3), math.sqrt(2), 0.2, 2.0, False)
+
+    torch._dynamo.reset()
+    results = []
+    for fn in (net, torch.compile(net, fullgraph=True, backend="aot_eager")):
+        y = fn(x, b)
+        results.append((y, *torch.autograd.grad(y.square().sum(), [x, b])))
+    torch._dynamo.reset()
+    _cuda._reset()
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("radial", [False, True], ids=["separable", "2d"])
 def test_simulated_kernels_are_order_independent(monkeypatch, radial):
     """Each block's threads run in ascending, then descending order: bit-identical outputs, forward

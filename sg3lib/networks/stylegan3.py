@@ -56,7 +56,7 @@ class SynthesisInput(nn.Module):
     def __init__(self, w_dim, channels, size, sampling_rate, bandwidth):
         super().__init__()
         self.w_dim, self.channels = w_dim, channels
-        self.size = np.broadcast_to(np.asarray(size), [2])
+        self.size = [int(s) for s in np.broadcast_to(np.asarray(size), [2])]
         self.sampling_rate, self.bandwidth = sampling_rate, bandwidth
         # Frequencies: random directions, radii drawn so that their density falls off smoothly.
         freqs = torch.randn([channels, 2])
@@ -86,10 +86,11 @@ class SynthesisInput(nn.Module):
         # Fade out frequencies that the transform pushed towards Nyquist (no aliasing).
         amps = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
         # Sample positions: pixel centres of a size[0] x size[1] grid, spaced 1/sampling_rate.
+        width, height = self.size  # Python ints (shapes stay static under torch.compile)
         theta = torch.eye(2, 3, device=w.device)
-        theta[0, 0] = 0.5 * self.size[0] / self.sampling_rate
-        theta[1, 1] = 0.5 * self.size[1] / self.sampling_rate
-        grid = F.affine_grid(theta.unsqueeze(0), [1, 1, int(self.size[1]), int(self.size[0])], align_corners=False)
+        theta[0, 0] = 0.5 * width / self.sampling_rate
+        theta[1, 1] = 0.5 * height / self.sampling_rate
+        grid = F.affine_grid(theta.unsqueeze(0), [1, 1, height, width], align_corners=False)
         x = (grid.unsqueeze(3) @ freqs.permute(0, 2, 1).unsqueeze(1).unsqueeze(2)).squeeze(3)  # [N, H, W, C]
         x = torch.sin((x + phases.unsqueeze(1).unsqueeze(2)) * (2 * math.pi))
         x = x * amps.unsqueeze(1).unsqueeze(2)

@@ -17,9 +17,14 @@ upfirdn2d and bias_act for the R1 penalty):
 - upfirdn2d's gradient is an upfirdn2d of the incoming gradient with the flipped filter, up and down
   swapped and adjusted padding, so its backward re-uses the same Function: any order works.
 - bias_act's backward is a second Function (x -> dy * act'(x + b)) whose own backward uses act''.
-- filtered_lrelu keeps a 1-byte code per intermediate sample (positive / negative / clamped) from
+- filtered_lrelu keeps a 2-bit code per intermediate sample (positive / negative / clamped) from
   the fused forward; the backward is the same fused kernel run on the transpose (dy up by `down`
   with fd flipped, times the recorded slope, fu flipped and down by `up`): first order only.
+
+The kernels are torch custom ops (sg3lib::upfirdn2d_pass, ::filtered_lrelu_fwd, ::filtered_lrelu_bwd,
+::bias_act), each with a fake implementation that gives its outputs' shapes: torch.compile keeps each
+as one opaque node (and CUDA graphs can capture it), and on the meta device the fakes run
+(benchmarks/bench_memory.py). Only these ops call the compiled extension.
 """
 import hashlib
 import json
@@ -34,8 +39,10 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
+from torch import Tensor
 
 OPS = ("upfirdn2d", "filtered_lrelu", "bias_act")
 ACTS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6,
@@ -269,6 +276,8 @@ class _State:
 def available(warn=True):
     """(True, detail) when the kernels are built and loaded, else (False, reason). Never raises;
     the first call may build (minutes, bounded by SG3LIB_BUILD_TIMEOUT); later calls are free."""
+    if _State.done and (_State.ok or _State.warned or not warn):
+        return _State.ok, _State.reason  # decided: no lock, which torch.compile could not trace
     with _State.lock:
         if not _State.done:
             try:
@@ -321,6 +330,86 @@ def _ext():
 
 
 # ---------------------------------------------------------------------------------------------
+# The kernels as custom ops (see the module docstring).
+
+
+@torch.library.custom_op("sg3lib::upfirdn2d_pass", mutates_args=())
+def _upfirdn2d_pass(x: Tensor, f: Tensor, upx: int, upy: int, downx: int, downy: int, px0: int, px1: int,
+                    py0: int, py1: int, out_dtype: int) -> Tensor:
+    """One correlation pass with the 2-D float32 kernel f; out_dtype a _DTYPE_CODES value."""
+    return _ext().upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, out_dtype)
+
+
+@_upfirdn2d_pass.register_fake
+def _(x, f, upx, upy, downx, downy, px0, px1, py0, py1, out_dtype):
+    fh, fw = f.shape
+    oh = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
+    ow = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
+    return x.new_empty([x.shape[0], x.shape[1], oh, ow], dtype=_KERNEL_DTYPES[out_dtype])
+
+
+@torch.library.custom_op("sg3lib::filtered_lrelu_fwd", mutates_args=())
+def _filtered_lrelu_fwd(x: Tensor, fu: Optional[Tensor], fd: Optional[Tensor], b: Optional[Tensor], up: int,
+                        down: int, padding: list[int], gain: float, slope: float, clamp: Optional[float],
+                        flip_filter: bool, want_mask: bool) -> tuple[Tensor, Tensor]:
+    """(y, packed mask or an empty uint8 tensor): the fused kernel, or unfused passes where its
+    working set does not fit in shared memory."""
+    px0, px1, py0, py1 = padding
+    th, tw, oh, ow = _flrelu_geometry(x.shape, fu, fd, up, down, padding)
+    w1, f1h, f1w, sep1 = _fused_taps(fu, up ** 2, not flip_filter, x.device)
+    w2, f2h, f2w, sep2 = _fused_taps(fd, 1.0, not flip_filter, x.device)
+    bb = b.to(x.dtype).contiguous() if b is not None else x.new_empty([0])
+    y, mask = _ext().filtered_lrelu(x, w1, w2, bb, x.new_empty([0], dtype=torch.uint8), f1h, f1w, sep1, f2h, f2w,
+                                    sep2, up, down, px0, py0, 0, 0, th, tw, oh, ow, gain, slope,
+                                    -1.0 if clamp is None else clamp, False, want_mask)
+    if y is None:  # filters too large for shared memory (or tiles too small for whole mask bytes)
+        y, mask = _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter)
+        mask = mask if want_mask else x.new_empty([0], dtype=torch.uint8)
+    return y, mask
+
+
+@_filtered_lrelu_fwd.register_fake
+def _(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, want_mask):
+    th, tw, oh, ow = _flrelu_geometry(x.shape, fu, fd, up, down, padding)
+    mask_shape = [x.shape[0], x.shape[1], th, (tw + 3) // 4] if want_mask else [0]
+    return x.new_empty([x.shape[0], x.shape[1], oh, ow]), x.new_empty(mask_shape, dtype=torch.uint8)
+
+
+@torch.library.custom_op("sg3lib::filtered_lrelu_bwd", mutates_args=())
+def _filtered_lrelu_bwd(dy: Tensor, mask: Tensor, fu: Optional[Tensor], fd: Optional[Tensor], up: int, down: int,
+                        padding: list[int], gain: float, slope: float, flip_filter: bool, h: int, w: int,
+                        tw: int) -> Tensor:
+    """dx + db's per-sample terms [N, C, h, w] in dy's dtype, from dy and the forward's mask."""
+    th = mask.shape[2]
+    w1, f1h, f1w, sep1 = _fused_taps(fd, 1.0, flip_filter, dy.device)
+    w2, f2h, f2w, sep2 = _fused_taps(fu, up ** 2, flip_filter, dy.device)
+    dxb, _ = _ext().filtered_lrelu(dy, w1, w2, dy.new_empty([0]), mask, f1h, f1w, sep1, f2h, f2w, sep2, down, up,
+                                   f1w - 1, f1h - 1, f2w - padding[0] - 1, f2h - padding[2] - 1, th, tw, h, w,
+                                   gain, slope, -1.0, True, False)
+    if dxb is None:
+        dxb = _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, slope, flip_filter,
+                                           (dy.shape[0], dy.shape[1], h, w)).to(dy.dtype)
+    return dxb
+
+
+@_filtered_lrelu_bwd.register_fake
+def _(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter, h, w, tw):
+    return dy.new_empty([dy.shape[0], dy.shape[1], h, w])
+
+
+@torch.library.custom_op("sg3lib::bias_act", mutates_args=())
+def _bias_act_kernel(x: Tensor, b: Tensor, dy: Tensor, ddx: Tensor, dim: int, act: int, mode: int, alpha: float,
+                     gain: float, clamp: float) -> Tensor:
+    """mode 0: the activation; 1: its first derivative times dy; 2: the second times dy * ddx."""
+    return _ext().bias_act(x, b, dy, ddx, dim, act, mode, alpha, gain, clamp)
+
+
+@_bias_act_kernel.register_fake
+def _(x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
+    return torch.empty_like(x)
+
+
+# ---------------------------------------------------------------------------------------------
 # upfirdn2d
 
 
@@ -351,13 +440,12 @@ def _upfirdn2d_raw(x, f, up, down, padding, flip_filter, gain, out_dtype=None):
     """Forward kernels only (no autograd). up/down (x, y); padding (x0, x1, y0, y1)."""
     (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
     out_code = _DTYPE_CODES.get(out_dtype or x.dtype, _F32)
-    ext = _ext()
     x = x.contiguous()
     passes = _corr_passes(f, flip_filter, gain, x.device)
     if len(passes) == 1:
-        return ext.upfirdn2d(x, passes[0], upx, upy, downx, downy, px0, px1, py0, py1, out_code)
-    t = ext.upfirdn2d(x, passes[0], upx, 1, downx, 1, px0, px1, 0, 0, _F32)
-    return ext.upfirdn2d(t, passes[1], 1, upy, 1, downy, 0, 0, py0, py1, out_code)
+        return _upfirdn2d_pass(x, passes[0], upx, upy, downx, downy, px0, px1, py0, py1, out_code)
+    t = _upfirdn2d_pass(x, passes[0], upx, 1, downx, 1, px0, px1, 0, 0, _F32)
+    return _upfirdn2d_pass(t, passes[1], 1, upy, 1, downy, 0, 0, py0, py1, out_code)
 
 
 def _transpose_padding(in_size, out_size, fsize, up, down, p0):
@@ -468,25 +556,23 @@ def _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, 
                           up ** 2, out_dtype=torch.float32)
 
 
+def _flrelu_geometry(shape, fu, fd, up, down, padding):
+    """(th, tw, oh, ow): the upsampled (intermediate) and output sizes for x of `shape`."""
+    fuw, fuh = _fsize(fu)
+    fdw, fdh = _fsize(fd)
+    th = shape[2] * up + padding[2] + padding[3] - fuh + 1
+    tw = shape[3] * up + padding[0] + padding[1] - fuw + 1
+    return th, tw, (th - fdh) // down + 1, (tw - fdw) // down + 1
+
+
 class _FilteredLrelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-        x = x.contiguous()
         want_mask = ctx.needs_input_grad[0] or ctx.needs_input_grad[3]
-        px0, px1, py0, py1 = padding
-        w1, f1h, f1w, sep1 = _fused_taps(fu, up ** 2, not flip_filter, x.device)
-        w2, f2h, f2w, sep2 = _fused_taps(fd, 1.0, not flip_filter, x.device)
-        th, tw = x.shape[2] * up + py0 + py1 - f1h + 1, x.shape[3] * up + px0 + px1 - f1w + 1
-        oh, ow = (th - f2h) // down + 1, (tw - f2w) // down + 1
-        bb = b.to(x.dtype).contiguous() if b is not None else torch.empty([0], device=x.device, dtype=x.dtype)
-        y, mask = _ext().filtered_lrelu(x, w1, w2, bb, torch.empty([0], device=x.device, dtype=torch.uint8),
-                                        f1h, f1w, sep1, f2h, f2w, sep2, up, down, px0, py0, 0, 0, th, tw, oh, ow,
-                                        gain, slope, -1.0 if clamp is None else clamp, False, want_mask)
-        if y is None:  # filters too large for shared memory (or tiles too small for whole mask bytes)
-            y, mask = _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter)
+        y, mask = _filtered_lrelu_fwd(x.contiguous(), fu, fd, b, up, down, list(padding), gain, slope, clamp,
+                                      flip_filter, want_mask)
         ctx.save_for_backward(fu, fd, mask if want_mask else None)
-        ctx.args = (up, down, padding, gain, slope, flip_filter, x.shape, x.dtype,
-                    None if b is None else b.dtype, tw)
+        ctx.args = (up, down, padding, gain, slope, flip_filter, x.shape, x.dtype, None if b is None else b.dtype)
         return y
 
     @staticmethod
@@ -495,19 +581,13 @@ class _FilteredLrelu(torch.autograd.Function):
         """The transpose in one fused pass: dy up by `down` with flipped fd, times the slope the mask
         recorded, fu flipped and down by `up` (the paddings of the transposed upfirdn2d passes)."""
         fu, fd, mask = ctx.saved_tensors
-        up, down, padding, gain, slope, flip_filter, shape, xdtype, bdtype, tw = ctx.args
-        th = mask.shape[2]
-        w1, f1h, f1w, sep1 = _fused_taps(fd, 1.0, flip_filter, dy.device)
-        w2, f2h, f2w, sep2 = _fused_taps(fu, up ** 2, flip_filter, dy.device)
+        up, down, padding, gain, slope, flip_filter, shape, xdtype, bdtype = ctx.args
         dy = dy.contiguous()
         if dy.dtype not in _KERNEL_DTYPES:
             dy = dy.float()
-        empty = torch.empty([0], device=dy.device, dtype=dy.dtype)
-        dxb, _ = _ext().filtered_lrelu(dy, w1, w2, empty, mask, f1h, f1w, sep1, f2h, f2w, sep2, down, up,
-                                       f1w - 1, f1h - 1, f2w - padding[0] - 1, f2h - padding[2] - 1, th, tw,
-                                       shape[2], shape[3], gain, slope, -1.0, True, False)
-        if dxb is None:
-            dxb = _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, slope, flip_filter, shape)
+        tw = _flrelu_geometry(shape, fu, fd, up, down, padding)[1]
+        dxb = _filtered_lrelu_bwd(dy, mask, fu, fd, up, down, list(padding), gain, slope, flip_filter,
+                                  shape[2], shape[3], tw)
         dx = dxb.to(xdtype) if ctx.needs_input_grad[0] else None
         db = dxb.sum([0, 2, 3], dtype=torch.float32).to(bdtype) if ctx.needs_input_grad[3] else None
         return dx, None, None, db, None, None, None, None, None, None, None
@@ -528,8 +608,7 @@ def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_fil
             raise ValueError(f"{name} must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
     fuw, fuh = _fsize(fu)
     fdw, fdh = _fsize(fd)
-    th = x.shape[2] * up + padding[2] + padding[3] - fuh + 1
-    tw = x.shape[3] * up + padding[0] + padding[1] - fuw + 1
+    th, tw, _, _ = _flrelu_geometry(x.shape, fu, fd, up, down, padding)
     if th < fdh or tw < fdw:
         raise ValueError(f"filtered_lrelu output would be empty: input {tuple(x.shape[2:])}, up {up}, "
                          f"down {down}, padding {padding}, fu {fuh}x{fuw}, fd {fdh}x{fdw}")
@@ -557,7 +636,7 @@ class _BiasAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, dim, act, alpha, gain, clamp):
         xc = x.contiguous()
-        y = _ext().bias_act(xc, _prep_b(b, xc), _empty(xc), _empty(xc), dim, ACTS[act], 0, alpha, gain,
+        y = _bias_act_kernel(xc, _prep_b(b, xc), _empty(xc), _empty(xc), dim, ACTS[act], 0, alpha, gain,
                             -1.0 if clamp is None else clamp)
         ctx.save_for_backward(x, b)  # the inputs themselves, so double backward reaches them
         ctx.args = (dim, act, alpha, gain, clamp)
@@ -578,7 +657,7 @@ class _BiasActGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dy, x, b, dim, act, alpha, gain, clamp):
         xc = x.contiguous()
-        dx = _ext().bias_act(xc, _prep_b(b, xc), dy.contiguous().to(xc.dtype), _empty(xc), dim, ACTS[act],
+        dx = _bias_act_kernel(xc, _prep_b(b, xc), dy.contiguous().to(xc.dtype), _empty(xc), dim, ACTS[act],
                              1, alpha, gain, -1.0 if clamp is None else clamp)
         ctx.save_for_backward(dy, x, b)
         ctx.args = (dim, act, alpha, gain, clamp)
@@ -594,9 +673,9 @@ class _BiasActGrad(torch.autograd.Function):
         d_dy = d_x = d_b = None
         bc, c = _prep_b(b, xc), -1.0 if clamp is None else clamp
         if ctx.needs_input_grad[0]:  # dx is linear in dy: d(dx)/d(dy) . ddx = ddx * gain * act'
-            d_dy = _ext().bias_act(xc, bc, ddx, _empty(xc), dim, ACTS[act], 1, alpha, gain, c).to(dy.dtype)
+            d_dy = _bias_act_kernel(xc, bc, ddx, _empty(xc), dim, ACTS[act], 1, alpha, gain, c).to(dy.dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # dy * ddx * gain * act''
-            d_x = _ext().bias_act(xc, bc, dy.contiguous().to(xc.dtype), ddx, dim, ACTS[act], 2, alpha, gain, c)
+            d_x = _bias_act_kernel(xc, bc, dy.contiguous().to(xc.dtype), ddx, dim, ACTS[act], 2, alpha, gain, c)
             if b is not None and ctx.needs_input_grad[2]:
                 d_b = _sum_but(d_x, dim).to(b.dtype)
         return (d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None)
