@@ -44,7 +44,7 @@ PHASES = ["G main", "G pl", "D main", "D R1"]
 @contextlib.contextmanager
 def meta_gpu():
     """sg3lib on the meta device as it runs on a GPU: the CUDA path's autograd Functions around the
-kernels' fake implementations (output shapes only), float16 layers."""
+    kernels' fake implementations (output shapes only), float16 layers."""
     from sg3lib import ops
     from sg3lib.networks import discriminator, layers, stylegan2, stylegan3
     from sg3lib.ops import _cuda
@@ -112,9 +112,8 @@ class PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.live:
-                storage = t.untyped_storage()
+        for storage in (t.untyped_storage() for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
+            if storage._cdata not in self.live:
                 self.live[storage._cdata] = storage.nbytes()
                 self.now += storage.nbytes()
                 self.peak = max(self.peak, self.now)

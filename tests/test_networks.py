@@ -1,4 +1,5 @@
 """sg3lib.networks against the official networks' fixtures: names, shapes, filters, geometry, outputs."""
+import copy
 import json
 
 import numpy as np
@@ -349,26 +350,22 @@ def test_stylegan2_ada_class_name_and_nested_synthesis_kwargs():
 def test_synthesis_compiles_into_one_graph_on_cuda(fixtures_dir, name):
     """torch.compile(fullgraph=True) with the CUDA kernels (custom ops): no graph break, and the
     compiled fp32 synthesis matches the official reference like the eager one does."""
-    meta, arrays = _load(fixtures_dir, name)
-    G = build_network(meta["official_class"], meta["init_kwargs"])
-    G.load_state_dict(_state(arrays))
-    G = G.eval().requires_grad_(False).cuda()
+    G, _, arrays = _net(fixtures_dir, name)
+    G = copy.deepcopy(G).cuda()  # the cached CPU network stays as it is
     ws = torch.from_numpy(arrays["out_ws"]).cuda()
     torch._dynamo.reset()
     synthesis = torch.compile(G.synthesis, fullgraph=True)
     with torch.no_grad():
         img = synthesis(ws, noise_mode="const", force_fp32=True).cpu()
     torch._dynamo.reset()
-    _close(img, torch.from_numpy(arrays["out_img_const"]), f"{name} compiled cuda fp32")
+    _close(img, arrays["out_img_const"], f"{name} compiled cuda fp32")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["sg3t_64", "sg2_64"])
 def test_fp16_on_cuda_stays_close_to_the_fp32_reference(fixtures_dir, name):
-    meta, arrays = _load(fixtures_dir, name)
-    G = build_network(meta["official_class"], meta["init_kwargs"])
-    G.load_state_dict(_state(arrays))
-    G = G.eval().requires_grad_(False).cuda()
+    G, _, arrays = _net(fixtures_dir, name)
+    G = copy.deepcopy(G).cuda()  # the cached CPU network stays as it is
     ws = torch.from_numpy(arrays["out_ws"]).cuda()
     ref = torch.from_numpy(arrays["out_img_const"])
     _close(G.synthesis(ws, noise_mode="const", force_fp32=True).cpu(), ref, f"{name} cuda fp32")

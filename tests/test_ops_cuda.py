@@ -417,9 +417,9 @@ def test_simulated_bias_act_derivatives_at_the_kink(simulated, act):
     alpha = 0.2 if act == "lrelu" else 0.0
     outs = [f(x, b, 1, act, alpha, 1.0, None) for f in (bias_act_ref, _cuda.bias_act)]
     firsts = [torch.autograd.grad(y.sum(), x, create_graph=True)[0] for y in outs]
-    seconds = [torch.autograd.grad(g.sum(), x)[0] for g in firsts]
+    second_derivatives = [torch.autograd.grad(g.sum(), x)[0] for g in firsts]
     assert torch.allclose(firsts[1], firsts[0]), (firsts[1], firsts[0])
-    assert torch.allclose(seconds[1], seconds[0]), (seconds[1], seconds[0])
+    assert torch.allclose(second_derivatives[1], second_derivatives[0]), second_derivatives
 
 
 # =============================================================================================

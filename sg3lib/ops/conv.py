@@ -39,6 +39,11 @@ def _conv_input_grad(dy, w, x_shape, stride, padding, groups, transposed):
                                                transposed, (0, 0), groups, (True, False, False))[0]
 
 
+def _plain_conv(x, w, stride, padding, groups, transposed):
+    conv = F.conv_transpose2d if transposed else F.conv2d
+    return conv(x, w, stride=stride, padding=padding, groups=groups)
+
+
 class _FrozenWeightConv(torch.autograd.Function):
     """A convolution whose weight takes no gradient; the backward keeps the weight, not the input
     (the discriminator's conv inputs in the generator phase: 1.1 GiB at StyleGAN3-T 256 px, batch 16)."""
@@ -47,8 +52,7 @@ class _FrozenWeightConv(torch.autograd.Function):
     def forward(ctx, x, w, stride, padding, groups, transposed):
         ctx.save_for_backward(w)
         ctx.conf = (x.shape, stride, padding, groups, transposed)
-        conv = F.conv_transpose2d if transposed else F.conv2d
-        return conv(x, w, stride=stride, padding=padding, groups=groups)
+        return _plain_conv(x, w, stride, padding, groups, transposed)
 
     @staticmethod
     def backward(ctx, dy):
@@ -60,8 +64,7 @@ def _conv(x, w, stride=1, padding=0, groups=1, transposed=False):
     """F.conv2d, or F.conv_transpose2d; through _FrozenWeightConv where only x takes a gradient."""
     if torch.is_grad_enabled() and x.requires_grad and not w.requires_grad:
         return _FrozenWeightConv.apply(x, w, stride, padding, groups, transposed)
-    conv = F.conv_transpose2d if transposed else F.conv2d
-    return conv(x, w, stride=stride, padding=padding, groups=groups)
+    return _plain_conv(x, w, stride, padding, groups, transposed)
 
 
 def _per_sample_weights(w, factor, dtype):
