@@ -8,7 +8,7 @@ dtypes, no data, so a 512 px batch of 16 takes seconds on a laptop. The layers S
 reduced precision run in float16 (`--precision fp16`, the official default), and the CUDA kernels'
 autograd Functions of sg3lib/ops/_cuda.py run around the kernels' fake implementations (the custom
 ops' output shapes, which meta tensors dispatch to), so each op saves exactly what it saves on a GPU
-(the filtered_lrelu mask at 2 bits per sample, ...). A saved_tensors_hooks pair counts every tensor
+(the filtered_lrelu and bias_act masks at 2 bits per element, ...). A saved_tensors_hooks pair counts every tensor
 autograd keeps (once per storage; parameters apart), grouped by the sg3lib source lines that saved
 it.
 
@@ -60,9 +60,12 @@ def meta_gpu():
         yield
 
 
+Saved = collections.namedtuple("Saved", "nbytes where dtype shape")
+
+
 class SavedTensors:
     """Counts what autograd saves inside the `with` block, once per storage, parameters apart.
-    `seen`: (bytes, sg3lib source, dtype) per storage. A storage is told apart from a later one at the
+    `seen`: a Saved(nbytes, where (sg3lib source), dtype, shape) per storage. A storage is told apart from a later one at the
     same address by following its life (phases with a double backward free saved tensors early)."""
 
     def __init__(self, params):
@@ -76,7 +79,7 @@ class SavedTensors:
         if key not in self.params and key not in self.alive:
             frames = [f for f in traceback.extract_stack()[:-1] if "/sg3lib/" in f.filename]
             where = " < ".join(f"{f.filename.split('/sg3lib/')[1]}:{f.lineno}" for f in frames[::-1][:2])
-            self.seen.append((storage.nbytes(), where or "(outside sg3lib)", t.dtype))
+            self.seen.append(Saved(storage.nbytes(), where or "(outside sg3lib)", t.dtype, tuple(t.shape)))
             self.alive.add(key)
             weakref.finalize(storage, self.alive.discard, key)
         return t
@@ -90,12 +93,12 @@ class SavedTensors:
 
     @property
     def total(self):
-        return sum(n for n, _, _ in self.seen)
+        return sum(s.nbytes for s in self.seen)
 
     def by_source(self):
         c = collections.Counter()
-        for n, where, _ in self.seen:
-            c[where] += n
+        for s in self.seen:
+            c[s.where] += s.nbytes
         return c
 
 
@@ -175,11 +178,11 @@ def main():
              and (args.res is None or res in args.res) and (args.batch_gpu is None or bg in args.batch_gpu)]
     if args.cfg and args.res and args.batch_gpu:  # an explicit case outside the preset list
         cases = cases or [(args.cfg[0], args.res[0], args.batch_gpu[0])]
-    rows = ["| config | res | batch-gpu | G main | G pl | D main | D R1 | of which filtered_lrelu masks "
+    rows = ["| config | res | batch-gpu | G main | G pl | D main | D R1 | G main: of which 2-bit masks "
             "| weights, Adam, G_ema | step peak (est.) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, res, bg in cases:
         saved, peaks, fixed, _ = profile(cfg, res, bg, args.precision)
-        masks = sum(n for n, _, dtype in saved["G main"].seen if dtype == torch.uint8)
+        masks = sum(s.nbytes for s in saved["G main"].seen if s.dtype == torch.uint8)
         cells = [f"{saved[p].total / GIB:.2f} / {peaks[p] / GIB:.2f}" if p in saved else "-" for p in PHASES]
         rows.append(f"| {cfg} | {res} | {bg} | " + " | ".join(cells) + f" | {masks / GIB:.2f} GiB "
                     f"| {fixed / GIB:.2f} GiB | {(fixed + max(peaks.values())) / GIB:.2f} GiB |")

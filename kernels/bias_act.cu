@@ -59,10 +59,44 @@ __global__ void bias_act_kernel(BiasActArgs a) {
     }
 }
 
+// Mode 3: a thread per mask byte, i.e. per four neighbouring elements, so no two threads share a byte.
+__global__ void bias_act_record_kernel(BiasActArgs a) {
+    const int64_t nbytes = (a.numel + 3) / 4;
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < nbytes;
+         j += (int64_t)gridDim.x * blockDim.x) {
+        int byte = 0;
+        for (int k = 0; k < 4 && 4 * j + k < a.numel; k++) {
+            const int64_t i = 4 * j + k;
+            float s = load_as_float(a.x, i, a.dtype);
+            if (a.b) s += load_as_float(a.b, (i / a.b_stride) % a.b_size, a.dtype);
+            const float y = activate(a.act, s, a.alpha).y * a.gain;
+            const bool live = !(a.clamp >= 0.f) || (y >= -a.clamp && y <= a.clamp);
+            store_from_float(a.y, i, a.dtype, live ? y : fminf(fmaxf(y, -a.clamp), a.clamp));
+            byte |= (live ? (s > 0.f ? 1 : 2) : 0) << (2 * k);
+        }
+        a.mask[j] = (uint8_t)byte;
+    }
+}
+
+// Mode 4: the recorded slopes times dy; x and b are not needed.
+__global__ void bias_act_replay_kernel(BiasActArgs a) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < a.numel;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int code = (a.mask[i >> 2] >> (2 * (i & 3))) & 3;
+        const float slope = code == 1 ? 1.f : (code == 2 ? a.alpha : 0.f);
+        store_from_float(a.y, i, a.dtype, load_as_float(a.dy, i, a.dtype) * a.gain * slope);
+    }
+}
+
 cudaError_t bias_act_launch(const BiasActArgs& a, cudaStream_t stream) {
     if (a.numel == 0) return cudaSuccess;
     const int threads = 256;
-    bias_act_kernel<<<blocks_for(a.numel, threads), threads, 0, stream>>>(a);
+    if (a.mode == 3)
+        bias_act_record_kernel<<<blocks_for((a.numel + 3) / 4, threads), threads, 0, stream>>>(a);
+    else if (a.mode == 4)
+        bias_act_replay_kernel<<<blocks_for(a.numel, threads), threads, 0, stream>>>(a);
+    else
+        bias_act_kernel<<<blocks_for(a.numel, threads), threads, 0, stream>>>(a);
     return cudaGetLastError();
 }
 

@@ -127,6 +127,7 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, tor
 // mode 0: forward; 1: first derivative times dy; 2: second derivative times dy * ddx.
 torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch::Tensor ddx,
                        int64_t dim, int64_t act, int64_t mode, double alpha, double gain, double clamp) {
+    TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode 0, 1 or 2 (3 and 4 are bias_act_masked_*)");
     check_cuda(x, "x");
     const int dt = dtype_code(x);
     const bool has_b = b.defined() && b.numel() > 0;
@@ -152,10 +153,55 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch
     return y;
 }
 
+// Piecewise-linear activations: y and the packed 2-bit slope codes (mode 3 in sg3_kernels.h).
+std::vector<torch::Tensor> bias_act_masked_fwd(torch::Tensor x, torch::Tensor b, int64_t dim, int64_t act,
+                                               double alpha, double gain, double clamp) {
+    TORCH_CHECK(act == sg3::kLinear || act == sg3::kRelu || act == sg3::kLrelu,
+                "bias_act_masked_fwd: linear, relu or lrelu only");
+    check_cuda(x, "x");
+    const bool has_b = b.defined() && b.numel() > 0;
+    TORCH_CHECK(dim >= 0 && dim < x.dim(), "dim out of range");
+    if (has_b) {
+        check_cuda(b, "b");
+        TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(dim) && b.scalar_type() == x.scalar_type(),
+                    "b must match x's size along dim and x's dtype");
+    }
+    const c10::cuda::CUDAGuard guard(x.device());
+    auto y = torch::empty_like(x);
+    auto mask = torch::empty({(x.numel() + 3) / 4}, x.options().dtype(torch::kUInt8));
+    int64_t stride = 1;
+    for (int64_t d = dim + 1; d < x.dim(); d++) stride *= x.size(d);
+    sg3::BiasActArgs a{};
+    a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr; a.y = y.data_ptr();
+    a.mask = mask.data_ptr<uint8_t>(); a.dtype = dtype_code(x); a.act = (int)act; a.mode = 3;
+    a.numel = x.numel(); a.b_stride = stride; a.b_size = has_b ? (int)b.size(0) : 1;
+    a.alpha = (float)alpha; a.gain = (float)gain; a.clamp = (float)clamp;
+    check_launch(sg3::bias_act_launch(a, c10::cuda::getCurrentCUDAStream()), "bias_act_masked_fwd");
+    return {y, mask};
+}
+
+// dx = dy * gain * the recorded slope (mode 4); slope: the negative side's.
+torch::Tensor bias_act_masked_bwd(torch::Tensor dy, torch::Tensor mask, double slope, double gain) {
+    check_cuda(dy, "dy");
+    check_cuda(mask, "mask");
+    TORCH_CHECK(mask.scalar_type() == torch::kUInt8 && mask.dim() == 1 && mask.size(0) == (dy.numel() + 3) / 4,
+                "mask must be the uint8 [ceil(numel/4)] codes of bias_act_masked_fwd");
+    const c10::cuda::CUDAGuard guard(dy.device());
+    auto dx = torch::empty_like(dy);
+    sg3::BiasActArgs a{};
+    a.dy = dy.data_ptr(); a.mask = mask.data_ptr<uint8_t>(); a.y = dx.data_ptr();
+    a.dtype = dtype_code(dy); a.mode = 4; a.numel = dy.numel(); a.b_stride = 1; a.b_size = 1;
+    a.alpha = (float)slope; a.gain = (float)gain; a.clamp = -1.f;
+    check_launch(sg3::bias_act_launch(a, c10::cuda::getCurrentCUDAStream()), "bias_act_masked_bwd");
+    return dx;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("upfirdn2d", &upfirdn2d, "upfirdn2d forward (CUDA)");
     m.def("filtered_lrelu", &filtered_lrelu, "fused filtered_lrelu, forward or backward (CUDA)");
     m.def("bias_act", &bias_act, "bias_act and its derivatives (CUDA)");
+    m.def("bias_act_masked_fwd", &bias_act_masked_fwd, "bias_act recording 2-bit slope codes (CUDA)");
+    m.def("bias_act_masked_bwd", &bias_act_masked_bwd, "bias_act's gradient from the slope codes (CUDA)");
 }

@@ -48,9 +48,14 @@ cudaError_t filtered_lrelu_launch(const FilteredLreluArgs& a, cudaStream_t strea
 // bias_act, elementwise over x (numel elements) with bias b[b_size] along a dimension whose
 // stride (in elements) is b_stride. mode 0: y = clamp(act(x + b) * gain);
 // mode 1: y = dy * gain * act'(x + b) (0 where clamped);  mode 2: y = dy * ddx * gain * act''(x + b) (0 where clamped).
+// Piecewise-linear activations (linear, relu, lrelu) can record their slope instead: mode 3 is mode 0
+// that also writes a 2-bit code per element, 1 (x + b > 0), 2 (otherwise) or 0 (clamped), four
+// elements per byte: element i is bits 2*(i%4)..+1 of mask[i/4] (every byte of mask[ceil(numel/4)] is
+// written); mode 4: y = dy * gain * (1, alpha or 0 as mask says), reading only dy and mask (alpha is
+// the negative side's slope: 1 for linear, 0 for relu).
 enum Act : int { kLinear = 0, kRelu, kLrelu, kTanh, kSigmoid, kElu, kSelu, kSoftplus, kSwish };
 struct BiasActArgs {
-    const void* x; const void* b; const void* dy; const void* ddx; void* y;
+    const void* x; const void* b; const void* dy; const void* ddx; void* y; uint8_t* mask;
     int dtype, act, mode;
     int64_t numel, b_stride; int b_size;
     float alpha, gain, clamp;  // clamp < 0: none

@@ -17,12 +17,14 @@ upfirdn2d and bias_act for the R1 penalty):
 - upfirdn2d's gradient is an upfirdn2d of the incoming gradient with the flipped filter, up and down
   swapped and adjusted padding, so its backward re-uses the same Function: any order works.
 - bias_act's backward is a second Function (x -> dy * act'(x + b)) whose own backward uses act''.
+  The piecewise-linear activations (linear, relu, lrelu: all of StyleGAN's) instead keep a 2-bit
+  slope code per element, not x; their backward is linear in dy and is its own derivative.
 - filtered_lrelu keeps a 2-bit code per intermediate sample (positive / negative / clamped) from
   the fused forward; the backward is the same fused kernel run on the transpose (dy up by `down`
   with fd flipped, times the recorded slope, fu flipped and down by `up`): first order only.
 
 The kernels are torch custom ops (sg3lib::upfirdn2d_pass, ::filtered_lrelu_fwd, ::filtered_lrelu_bwd,
-::bias_act), each with a fake implementation that gives its outputs' shapes: torch.compile keeps each
+::bias_act, ::bias_act_masked_fwd, ::bias_act_masked_bwd), each with a fake implementation that gives its outputs' shapes: torch.compile keeps each
 as one opaque node (and CUDA graphs can capture it), and on the meta device the fakes run
 (benchmarks/bench_memory.py). Only these ops call the compiled extension.
 """
@@ -407,6 +409,24 @@ def _bias_act_fake(x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
     return torch.empty_like(x)
 
 
+def _bias_act_masked_fwd_impl(x, b, dim, act, alpha, gain, clamp):
+    """(y, 2-bit slope codes): linear, relu and lrelu only."""
+    y, mask = _ext().bias_act_masked_fwd(x, b, dim, act, alpha, gain, clamp)
+    return y, mask
+
+
+def _bias_act_masked_fwd_fake(x, b, dim, act, alpha, gain, clamp):
+    return torch.empty_like(x), x.new_empty([(x.numel() + 3) // 4], dtype=torch.uint8)
+
+
+def _bias_act_masked_bwd_impl(dy, mask, slope, gain):
+    return _ext().bias_act_masked_bwd(dy, mask, slope, gain)
+
+
+def _bias_act_masked_bwd_fake(dy, mask, slope, gain):
+    return torch.empty_like(dy)
+
+
 _upfirdn2d_pass = _define("upfirdn2d_pass(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int px0, "
                           "int px1, int py0, int py1, int out_dtype) -> Tensor",
                           _upfirdn2d_pass_impl, _upfirdn2d_pass_fake)
@@ -418,6 +438,10 @@ _filtered_lrelu_bwd = _define("filtered_lrelu_bwd(Tensor dy, Tensor mask, Tensor
                               _filtered_lrelu_bwd_impl, _filtered_lrelu_bwd_fake)
 _bias_act_kernel = _define("bias_act(Tensor x, Tensor b, Tensor dy, Tensor ddx, int dim, int act, int mode, "
                            "float alpha, float gain, float clamp) -> Tensor", _bias_act_impl, _bias_act_fake)
+_bias_act_masked_fwd = _define("bias_act_masked_fwd(Tensor x, Tensor b, int dim, int act, float alpha, float gain, "
+                               "float clamp) -> (Tensor, Tensor)", _bias_act_masked_fwd_impl, _bias_act_masked_fwd_fake)
+_bias_act_masked_bwd = _define("bias_act_masked_bwd(Tensor dy, Tensor mask, float slope, float gain) -> Tensor",
+                               _bias_act_masked_bwd_impl, _bias_act_masked_bwd_fake)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,6 +716,46 @@ class _BiasActGrad(torch.autograd.Function):
         return (d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None)
 
 
+# The negative side's slope of the piecewise-linear activations, whose backward needs only a 2-bit
+# code per element (positive side, negative side, clamped) instead of x: an eighth of a float16 x.
+_PIECEWISE_LINEAR = {"linear": lambda alpha: 1.0, "relu": lambda alpha: 0.0, "lrelu": lambda alpha: alpha}
+
+
+class _BiasActMasked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, dim, act, alpha, gain, clamp):
+        xc = x.contiguous()
+        y, mask = _bias_act_masked_fwd(xc, _prep_b(b, xc), dim, ACTS[act], alpha, gain,
+                                       -1.0 if clamp is None else clamp)
+        ctx.save_for_backward(mask)
+        ctx.dim, ctx.slope, ctx.gain, ctx.has_b = dim, _PIECEWISE_LINEAR[act](alpha), gain, b is not None
+        ctx.dtypes = (x.dtype, None if b is None else b.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (mask,) = ctx.saved_tensors
+        dx = _MaskedSlope.apply(dy.to(ctx.dtypes[0]), mask, ctx.slope, ctx.gain)
+        db = _sum_but(dx, ctx.dim).to(ctx.dtypes[1]) if ctx.has_b and ctx.needs_input_grad[1] else None
+        return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None, None
+
+
+class _MaskedSlope(torch.autograd.Function):
+    """dx = dy * gain * recorded slope: linear in dy (the slopes are piecewise constant in x, so
+    x's second derivative is 0), hence its backward is itself applied to the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, dy, mask, slope, gain):
+        ctx.save_for_backward(mask)
+        ctx.slope, ctx.gain = slope, gain
+        return _bias_act_masked_bwd(dy.contiguous(), mask, slope, gain)
+
+    @staticmethod
+    def backward(ctx, ddx):
+        (mask,) = ctx.saved_tensors
+        return _MaskedSlope.apply(ddx, mask, ctx.slope, ctx.gain), None, None, None
+
+
 def bias_act(x, b, dim, act, alpha, gain, clamp):
     """CUDA bias_act; alpha, gain resolved floats, clamp float or None. Twice differentiable."""
     if x.dtype not in _KERNEL_DTYPES:
@@ -702,4 +766,5 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
     dim = dim % x.ndim
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
-    return _BiasAct.apply(x, b, dim, act, float(alpha), float(gain), None if clamp is None else float(clamp))
+    fn = _BiasActMasked if act in _PIECEWISE_LINEAR else _BiasAct
+    return fn.apply(x, b, dim, act, float(alpha), float(gain), None if clamp is None else float(clamp))

@@ -294,3 +294,37 @@ class SimulatedExt:
         if err:
             raise RuntimeError(f"sg3lib bias_act kernel launch failed: {msg}")
         return y.t.clone()
+
+    def bias_act_masked_fwd(self, x, b, dim, act, alpha, gain, clamp):
+        assert act in (0, 1, 2), "linear, relu or lrelu only"
+        stride = 1
+        for d in range(dim + 1, x.dim()):
+            stride *= x.shape[d]
+        gx = Guarded.copy_of(x.contiguous())
+        gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
+        y = Guarded(list(x.shape), x.dtype, float("nan"), _SENTINEL)
+        # starts as 0xff (four codes 3, which the kernel never writes): every byte must be overwritten
+        mask = Guarded([(x.numel() + 3) // 4], torch.uint8, 0xff, 0xff)
+        err, msg = self._launch("bias_act_launch", {"y": y, "mask": mask}, x=gx.ptr(), b=gb.ptr() if gb else None,
+                                y=y.ptr(), mask=mask.ptr(), dtype=self._code(x), act=act, mode=3, numel=x.numel(),
+                                b_stride=stride, b_size=b.shape[0] if b.numel() else 1, alpha=alpha, gain=gain,
+                                clamp=clamp)
+        if err:
+            raise RuntimeError(f"sg3lib bias_act_masked_fwd kernel launch failed: {msg}")
+        codes = torch.stack([(mask.t >> (2 * k)) & 3 for k in range(4)], 1)
+        if bool((codes == 3).any()):
+            raise RuntimeError("CUDA simulator: bias_act_masked_fwd left mask bytes unwritten")
+        return [y.t.clone(), mask.t.clone()]
+
+    def bias_act_masked_bwd(self, dy, mask, slope, gain):
+        assert mask.dtype == torch.uint8 and tuple(mask.shape) == ((dy.numel() + 3) // 4,)
+        gdy = Guarded.copy_of(dy.contiguous())
+        gmask = Guarded(list(mask.shape), torch.uint8, None, 0xff)
+        gmask.t.copy_(mask)
+        dx = Guarded(list(dy.shape), dy.dtype, float("nan"), _SENTINEL)
+        err, msg = self._launch("bias_act_launch", {"y": dx}, dy=gdy.ptr(), mask=gmask.ptr(), y=dx.ptr(),
+                                dtype=self._code(dy), mode=4, numel=dy.numel(), b_stride=1, b_size=1,
+                                alpha=slope, gain=gain, clamp=-1.0)
+        if err:
+            raise RuntimeError(f"sg3lib bias_act_masked_bwd kernel launch failed: {msg}")
+        return dx.t.clone()
