@@ -104,28 +104,32 @@ class SavedTensors:
 
 class PeakMemory(TorchDispatchMode):
     """Bytes of the storages made inside the `with` block that are alive at once: now and the peak.
-    Each storage is counted when an op first returns it and let go when it is freed."""
+    Each storage is counted when an op first returns it and let go when it is freed. Also the work
+    done: `ops` dispatched and bytes `written` into new storages (a proxy for memory traffic; in-place
+    ops and reads not counted)."""
 
     def __init__(self):
         super().__init__()
-        self.live, self.now, self.peak = {}, 0, 0
+        self.live, self.now, self.peak, self.ops, self.written = {}, 0, 0, 0, 0
 
     def _free(self, key):
         self.now -= self.live.pop(key)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        self.ops += 1
         for storage in (t.untyped_storage() for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
             if storage._cdata not in self.live:
                 self.live[storage._cdata] = storage.nbytes()
                 self.now += storage.nbytes()
+                self.written += storage.nbytes()
                 self.peak = max(self.peak, self.now)
                 weakref.finalize(storage, self._free, storage._cdata)
         return out
 
 
 def profile(cfg, res, batch_gpu, precision="fp16"):
-    """({phase: SavedTensors}, {phase: peak bytes}, bytes held across phases, (G, D parameter counts))
+    """({phase: SavedTensors}, {phase: PeakMemory}, bytes held across phases, (G, D parameter counts))
     for one round of batch_gpu images; each phase runs forward and backward as the training loop does."""
     from sg3lib.networks import build_network
     from sg3lib.train.config import make_config, network_kwargs
@@ -159,7 +163,7 @@ def profile(cfg, res, batch_gpu, precision="fp16"):
                 loss.backward()
                 del loss
                 G.zero_grad(set_to_none=True), D.zero_grad(set_to_none=True)  # as the optimizer step does
-            peaks[name] = peak.peak
+            peaks[name] = peak
     n_g, n_d = sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters())
     # float32 weights and two Adam moments; G_ema: one more copy of G (gradients: in the phase peaks)
     return saved, peaks, (n_g + n_d) * 12 + n_g * 4, (n_g, n_d)
@@ -180,8 +184,12 @@ def main():
         cases = cases or [(args.cfg[0], args.res[0], args.batch_gpu[0])]
     rows = ["| config | res | batch-gpu | G main | G pl | D main | D R1 | G main: of which 2-bit masks "
             "| weights, Adam, G_ema | step peak (est.) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    work = ["| config | res | batch-gpu | " + " | ".join(PHASES) + " |", "|---|---|---|" + "---|" * len(PHASES)]
     for cfg, res, bg in cases:
-        saved, peaks, fixed, _ = profile(cfg, res, bg, args.precision)
+        saved, phases, fixed, _ = profile(cfg, res, bg, args.precision)
+        peaks = {name: p.peak for name, p in phases.items()}
+        work.append(f"| {cfg} | {res} | {bg} | " + " | ".join(
+            f"{phases[p].ops} / {phases[p].written / GIB:.1f}" if p in phases else "-" for p in PHASES) + " |")
         masks = sum(s.nbytes for s in saved["G main"].seen if s.dtype == torch.uint8)
         cells = [f"{saved[p].total / GIB:.2f} / {peaks[p] / GIB:.2f}" if p in saved else "-" for p in PHASES]
         rows.append(f"| {cfg} | {res} | {bg} | " + " | ".join(cells) + f" | {masks / GIB:.2f} GiB "
@@ -197,7 +205,9 @@ def main():
             "Per phase, GiB: saved by autograd for the backward / the phase's peak (saved tensors, the "
             "backward's gradients and temporaries, the new parameter gradients). Step peak: the largest "
             "phase peak plus the weights, Adam moments and G_ema.\n\n"
-            + "\n".join(rows) + "\n")
+            + "\n".join(rows) + "\n\nWork per phase, forward and backward: ops dispatched / GiB written into new tensors "
+            "(a proxy for memory traffic where no GPU can be profiled; reads and in-place ops not counted).\n\n"
+            + "\n".join(work) + "\n")
     if args.no_write:
         print("\n" + text)
     else:
