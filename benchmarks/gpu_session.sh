@@ -8,7 +8,8 @@
 #                         bash benchmarks/gpu_session.sh train256   # SG3-T/-R and SG2 at 256 px, batch 32, fp16
 #                                                                   # (the official default), + host syncs
 #                         bash benchmarks/gpu_session.sh generate   # images/s and widget latency
-#                         bash benchmarks/gpu_session.sh ops        # ms per call, reference vs CUDA
+#                         bash benchmarks/gpu_session.sh ops        # ms per call, reference vs CUDA;
+#                                                                   # modulated conv grouped vs batched
 #                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px, fp16
 #                         bash benchmarks/gpu_session.sh train-fp32 # SG3-T 256 px in fp32
 #                         bash benchmarks/gpu_session.sh compiled   # generation under torch.compile
@@ -85,6 +86,9 @@ generate)
     ;;
 ops)
     python3 benchmarks/bench_ops.py --device cuda 2>&1 | tee -a "$log"
+    # which form of the modulated convolution training should take, per layer (ops/conv.py: grouped=None)
+    python3 benchmarks/bench_modconv.py --device cuda 2>&1 | tee -a "$log"
+    python3 benchmarks/bench_modconv.py --device cuda --cfg stylegan3-t --res 512 2>&1 | tee -a "$log"
     ;;
 compiled)  # the 1024 px target case and 256 px, eager beside them for the same session's comparison
     for mode in "" "--compile default" "--compile reduce-overhead"; do
