@@ -1,0 +1,80 @@
+"""The training phases on the GPU's code path, without a GPU: the kernels compiled for the CPU by
+tests/cudasim stand in for the extension, and the modulated convolutions take the grouped form GPU
+training uses. Losses and every parameter gradient must match the reference path (tiny networks,
+float32): the kernels' autograd Functions (slope codes, masks, double backward for R1 and path length)
+wired into whole networks, as the GPU will run them."""
+import functools
+
+import pytest
+import torch
+
+from sg3lib import ops
+from sg3lib.networks import build_network, stylegan2, stylegan3
+from sg3lib.ops import _cuda
+from sg3lib.ops.conv import modulated_conv2d
+from sg3lib.train.config import make_config, network_kwargs
+from sg3lib.train.loop import draw_step, slice_step
+from sg3lib.train.loss import Phases
+from test_ops_cuda import _install, _simulator
+
+CPU = torch.device("cpu")
+
+
+def _phase_results(G, D, c, batch):
+    """{phase: (loss, gradients of the trained network's parameters)} for one round."""
+    phases = Phases(G, D, c, CPU)
+    gen = torch.Generator().manual_seed(1)
+    real = torch.randn([batch, 3, 16, 16], generator=gen)
+    real_c = torch.empty([batch, 0])
+    pl_noise = torch.randn([batch, 3, 16, 16], generator=gen)
+    sigma, p = 0.5, 0.0
+    runs = [("G main", G, lambda r: phases.G_main(r, sigma, p), "Gmain"),
+            ("D main", D, lambda r: phases.D_main(r, real, real_c, sigma, p), "Dmain"),
+            ("D R1", D, lambda r: phases.D_r1(r, real, real_c, sigma, p, 4), "Dreg")]
+    if c["pl_weight"] > 0:
+        runs.append(("G pl", G, lambda r: phases.G_pl(r, 2, pl_noise), "Greg"))
+    out = {}
+    for name, net, run, phase_id in runs:
+        G.requires_grad_(net is G)
+        D.requires_grad_(net is D)
+        r = slice_step(draw_step(c, 0, phase_id, batch, G.z_dim, None, CPU), 0, batch, CPU)
+        torch.manual_seed(2)  # the synthesis noise
+        loss, _ = run(r)
+        params = [q for q in net.parameters() if q.requires_grad]
+        out[name] = (loss.detach(), torch.autograd.grad(loss, params, allow_unused=True))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan2"])
+def test_training_phases_on_the_cuda_path_match_the_reference(cfg, monkeypatch):
+    c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8, precision="fp32")
+    (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
+    torch.manual_seed(0)
+    G, D = build_network(g_class, g_kwargs), build_network(d_class, d_kwargs)
+    want = _phase_results(G, D, c, 2)
+
+    ext = _install(monkeypatch, _simulator().SimulatedExt())
+    monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None if impl == "ref" else _cuda)
+    for module in (stylegan3, stylegan2):  # GPU training's form (the CPU picks the batched one)
+        monkeypatch.setattr(module, "modulated_conv2d", functools.partial(modulated_conv2d, grouped=True))
+    got = _phase_results(G, D, c, 2)
+    _cuda._reset()
+
+    assert ext.calls.get("bias_act_launch") and ext.calls.get("filtered_lrelu_launch" if cfg != "stylegan2"
+                                                               else "upfirdn2d_launch")
+    assert set(got) == set(want) == ({"G main", "D main", "D R1"} | ({"G pl"} if cfg == "stylegan2" else set()))
+    for name in want:
+        (loss0, grads0), (loss1, grads1) = want[name], got[name]
+        torch.testing.assert_close(loss1, loss0, rtol=1e-4, atol=1e-5, msg=f"{name} loss")
+        assert len(grads0) == len(grads1)
+        for i, (g0, g1) in enumerate(zip(grads0, grads1)):
+            if g1 is None and g0 is not None:
+                # the slope codes end R1's graph where the reference carries zeros (lrelu'' = 0): a
+                # parameter reached only that way gets no gradient, as with the official CUDA ops
+                assert name == "D R1" and not g0.any(), f"{name}: gradient {i} missing on the CUDA path"
+                continue
+            assert (g0 is None) == (g1 is None), f"{name}: gradient {i} is None on the reference path only"
+            if g0 is not None:
+                scale = g0.abs().max().clamp(min=1e-6)
+                torch.testing.assert_close(g1 / scale, g0 / scale, rtol=1e-3, atol=1e-4, msg=f"{name} gradient {i}")
