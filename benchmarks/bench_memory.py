@@ -23,6 +23,7 @@ import argparse
 import collections
 import contextlib
 import datetime
+import math
 import os
 import sys
 import traceback
@@ -31,6 +32,7 @@ from unittest import mock
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -39,6 +41,7 @@ GIB = 2 ** 30
 CASES = [(cfg, res, bg) for cfg in ("stylegan3-t", "stylegan3-r") for res in (256, 512) for bg in (16, 8)] + \
         [("stylegan2", 256, 16)]
 PHASES = ["G main", "G pl", "D main", "D R1"]
+H100_DENSE_FP16 = 989e12  # FLOP/s, H100 SXM, float16 tensor cores without sparsity
 
 
 @contextlib.contextmanager
@@ -128,9 +131,23 @@ class PeakMemory(TorchDispatchMode):
         return out
 
 
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                         output_padding, groups, output_mask, out_shape=None):
+    """Each gradient of a convolution costs what its forward does: 2 * (elements on the side of w's
+    first dimension) * (the rest of w). torch's own formula counts a grouped convolution's weight
+    gradient as if ungrouped: `groups` times too much (16x for the per-sample grouped convolution)."""
+    forward = 2 * math.prod(x_shape if transposed else grad_out_shape) * math.prod(w_shape[1:])
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+CONV_BACKWARD = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+
+
 def profile(cfg, res, batch_gpu, precision="fp16"):
-    """({phase: SavedTensors}, {phase: PeakMemory}, bytes held across phases, (G, D parameter counts))
-    for one round of batch_gpu images; each phase runs forward and backward as the training loop does."""
+    """({phase: SavedTensors}, {phase: PeakMemory (with .flops)}, bytes held across phases, (G, D
+    parameter counts), FLOPs per 1000 training images) for one round of batch_gpu images; each phase
+    runs forward and backward as the training loop does. FLOPs: torch's FlopCounterMode (convolutions
+    and matrix products; the FIR kernels, a few percent of the arithmetic, are not counted)."""
     from sg3lib.networks import build_network
     from sg3lib.train.config import make_config, network_kwargs
     from sg3lib.train.loop import draw_step, slice_step
@@ -154,19 +171,25 @@ def profile(cfg, res, batch_gpu, precision="fp16"):
         runs += [("D main", D, lambda r: phases.D_main(r, real, real_c, sigma, 0.0), "Dmain", batch_gpu),
                  ("D R1", D, lambda r: phases.D_r1(r, real, real_c, sigma, 0.0, c["D_reg_interval"]), "Dreg",
                   batch_gpu)]
+        # how often each phase sees an image, per image of training (lazy regularization intervals)
+        share = {"G main": 1, "D main": 1, "D R1": 1 / c["D_reg_interval"],
+                 "G pl": 1 / c["pl_batch_shrink"] / c["G_reg_interval"] if c["pl_weight"] > 0 else 0}
+        per_kimg = 0.0
         for name, trained, run, phase_id, n in runs:
             G.requires_grad_(trained is G), D.requires_grad_(trained is D)
             r = slice_step(draw_step(c, 0, phase_id, n, G.z_dim, None, dev), 0, n, dev)
-            with PeakMemory() as peak:
+            with PeakMemory() as peak, FlopCounterMode(display=False, custom_mapping=CONV_BACKWARD) as flops:
                 with SavedTensors(params) as saved[name]:
                     loss, _ = run(r)
                 loss.backward()
                 del loss
                 G.zero_grad(set_to_none=True), D.zero_grad(set_to_none=True)  # as the optimizer step does
+            peak.flops = flops.get_total_flops()
             peaks[name] = peak
+            per_kimg += 1000 * peak.flops / n * share[name]
     n_g, n_d = sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters())
     # float32 weights and two Adam moments; G_ema: one more copy of G (gradients: in the phase peaks)
-    return saved, peaks, (n_g + n_d) * 12 + n_g * 4, (n_g, n_d)
+    return saved, peaks, (n_g + n_d) * 12 + n_g * 4, (n_g, n_d), per_kimg
 
 
 def main():
@@ -184,12 +207,14 @@ def main():
         cases = cases or [(args.cfg[0], args.res[0], args.batch_gpu[0])]
     rows = ["| config | res | batch-gpu | G main | G pl | D main | D R1 | G main: of which 2-bit masks "
             "| weights, Adam, G_ema | step peak (est.) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    work = ["| config | res | batch-gpu | " + " | ".join(PHASES) + " |", "|---|---|---|" + "---|" * len(PHASES)]
+    work = ["| config | res | batch-gpu | " + " | ".join(PHASES) + " | PFLOP per kimg | s/kimg at H100 peak |",
+            "|---|---|---|" + "---|" * (len(PHASES) + 2)]
     for cfg, res, bg in cases:
-        saved, phases, fixed, _ = profile(cfg, res, bg, args.precision)
+        saved, phases, fixed, _, per_kimg = profile(cfg, res, bg, args.precision)
         peaks = {name: p.peak for name, p in phases.items()}
         work.append(f"| {cfg} | {res} | {bg} | " + " | ".join(
-            f"{phases[p].ops} / {phases[p].written / GIB:.1f}" if p in phases else "-" for p in PHASES) + " |")
+            f"{phases[p].ops} / {phases[p].written / GIB:.1f} / {phases[p].flops / 1e12:.1f}" if p in phases else "-"
+            for p in PHASES) + f" | {per_kimg / 1e15:.2f} | {per_kimg / H100_DENSE_FP16:.1f} |")
         masks = sum(s.nbytes for s in saved["G main"].seen if s.dtype == torch.uint8)
         cells = [f"{saved[p].total / GIB:.2f} / {peaks[p] / GIB:.2f}" if p in saved else "-" for p in PHASES]
         rows.append(f"| {cfg} | {res} | {bg} | " + " | ".join(cells) + f" | {masks / GIB:.2f} GiB "
@@ -206,7 +231,11 @@ def main():
             "backward's gradients and temporaries, the new parameter gradients). Step peak: the largest "
             "phase peak plus the weights, Adam moments and G_ema.\n\n"
             + "\n".join(rows) + "\n\nWork per phase, forward and backward: ops dispatched / GiB written into new tensors "
-            "(a proxy for memory traffic where no GPU can be profiled; reads and in-place ops not counted).\n\n"
+            "(a proxy for memory traffic where no GPU can be profiled; reads and in-place ops not counted) / "
+            "TFLOP (convolutions and matrix products). Per kimg: the phases weighted by how often they see an "
+            "image (R1 every D_reg_interval steps, path length every G_reg_interval on batch / pl_batch_shrink); "
+            "s/kimg at H100 peak: that work at 989 TFLOP/s (dense float16 tensor cores), a bound no run reaches."
+            "\n\n"
             + "\n".join(work) + "\n")
     if args.no_write:
         print("\n" + text)

@@ -3,6 +3,7 @@ import math
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
@@ -17,7 +18,7 @@ def test_saved_masks_match_the_layer_geometry():
     th and tw from each layer's own sizes, padding and filter taps; bias_act (D, mapping) keeps its
     slope codes; and the other phases save too."""
     batch = 4
-    phases, peaks, fixed, (n_g, n_d) = bench_memory.profile("stylegan3-t", 32, batch)
+    phases, peaks, fixed, (n_g, n_d), per_kimg = bench_memory.profile("stylegan3-t", 32, batch)
     (g_class, g_kwargs), _ = network_kwargs(make_config(32, cfg="stylegan3-t", precision="fp16"))
     G = build_network(g_class, g_kwargs)
     expected = 0
@@ -35,8 +36,12 @@ def test_saved_masks_match_the_layer_geometry():
     assert set(peaks) == set(phases) == {"G main", "D main", "D R1"}  # no path length phase in SG3
     assert all(peaks[name].peak >= phases[name].total for name in peaks)
     assert peaks["D R1"].peak > phases["D R1"].total
-    # every phase writes at least what it holds at its peak
+    # every phase writes at least what it holds at its peak; D main (real and fake images) counts
+    # more FLOPs than R1 (real ones only), and the per-kimg total weighs R1 by its interval
     assert all(peaks[name].written >= peaks[name].peak for name in peaks)
+    assert peaks["D main"].flops > peaks["D R1"].flops > 0
+    assert per_kimg == pytest.approx(sum(1000 / batch * peaks[n].flops * w
+                                         for n, w in [("G main", 1), ("D main", 1), ("D R1", 1 / 16)]))
     # reduced precision where StyleGAN marks it: some saved tensors are float16
     assert any(s.dtype == torch.float16 for s in phases["G main"].seen)
 
@@ -59,6 +64,24 @@ def test_peak_memory_follows_storages_until_freed():
 
 def test_stylegan2_profiles_the_path_length_phase_too():
     """StyleGAN2 trains with path length regularization: its double-backward phase is measured too."""
-    phases, peaks, _, _ = bench_memory.profile("stylegan2", 32, 4)
+    phases, peaks, _, _, _ = bench_memory.profile("stylegan2", 32, 4)
     assert set(peaks) == {"G main", "G pl", "D main", "D R1"}
     assert peaks["G pl"].peak > phases["G pl"].total > 0
+
+
+def test_grouped_convolution_gradients_cost_what_the_forward_does():
+    """torch's FLOP formula counts a grouped convolution's weight gradient as if ungrouped; the one
+    bench_memory uses counts each gradient at the forward's cost, grouped, transposed or not."""
+    from torch.utils.flop_counter import FlopCounterMode
+    for transposed in (False, True):
+        x = torch.empty(1, 8 * 6, 10, 10, device="meta", requires_grad=True)  # 8 groups of 6 channels
+        w = torch.empty(8 * (6 if transposed else 5), 5 if transposed else 6, 3, 3, device="meta", requires_grad=True)
+        conv = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
+        with FlopCounterMode(display=False, custom_mapping=bench_memory.CONV_BACKWARD) as fc:
+            y = conv(x, w, groups=8)
+            forward = fc.get_total_flops()
+            torch.autograd.grad(y.sum(), [x, w])
+        # 2 * outputs * (inputs per group) * taps: conv 40 x 8x8 outputs of 6 x 3x3 inputs each;
+        # transposed: 48 x 10x10 inputs, each spread over 5 x 3x3 outputs
+        assert forward == (2 * 40 * 8 * 8 * 6 * 9 if not transposed else 2 * 48 * 10 * 10 * 5 * 9)
+        assert fc.get_total_flops() == 3 * forward
