@@ -124,12 +124,11 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, tor
     return {y, code.defined() ? code : torch::empty({0}, x.options().dtype(torch::kUInt8))};
 }
 
-// mode 0: forward; 1: first derivative times dy; 2: second derivative times dy * ddx.
-torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch::Tensor ddx,
-                       int64_t dim, int64_t act, int64_t mode, double alpha, double gain, double clamp) {
-    TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode 0, 1 or 2 (3 and 4 are bias_act_masked_*)");
+// bias_act's arguments from x and b (checked): x + b along dim, act, alpha, gain, clamp; y and the
+// rest are the caller's.
+sg3::BiasActArgs bias_act_args(const torch::Tensor& x, const torch::Tensor& b, int64_t dim, int64_t act,
+                               int64_t mode, double alpha, double gain, double clamp) {
     check_cuda(x, "x");
-    const int dt = dtype_code(x);
     const bool has_b = b.defined() && b.numel() > 0;
     TORCH_CHECK(dim >= 0 && dim < x.dim(), "dim out of range");
     if (has_b) {
@@ -137,18 +136,27 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch
         TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(dim) && b.scalar_type() == x.scalar_type(),
                     "b must match x's size along dim and x's dtype");
     }
-    if (mode >= 1) { check_cuda(dy, "dy"); TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "dy must match x"); }
-    if (mode == 2) { check_cuda(ddx, "ddx"); TORCH_CHECK(ddx.sizes() == x.sizes() && ddx.scalar_type() == x.scalar_type(), "ddx must match x"); }
-    const c10::cuda::CUDAGuard guard(x.device());
-    auto y = torch::empty_like(x);
     int64_t stride = 1;
     for (int64_t d = dim + 1; d < x.dim(); d++) stride *= x.size(d);
     sg3::BiasActArgs a{};
     a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr;
-    a.dy = mode >= 1 ? dy.data_ptr() : nullptr; a.ddx = mode == 2 ? ddx.data_ptr() : nullptr;
-    a.y = y.data_ptr(); a.dtype = dt; a.act = (int)act; a.mode = (int)mode;
+    a.dtype = dtype_code(x); a.act = (int)act; a.mode = (int)mode;
     a.numel = x.numel(); a.b_stride = stride; a.b_size = has_b ? (int)b.size(0) : 1;
     a.alpha = (float)alpha; a.gain = (float)gain; a.clamp = (float)clamp;
+    return a;
+}
+
+// mode 0: forward; 1: first derivative times dy; 2: second derivative times dy * ddx.
+torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch::Tensor ddx,
+                       int64_t dim, int64_t act, int64_t mode, double alpha, double gain, double clamp) {
+    TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode 0, 1 or 2 (3 and 4 are bias_act_masked_*)");
+    sg3::BiasActArgs a = bias_act_args(x, b, dim, act, mode, alpha, gain, clamp);
+    if (mode >= 1) { check_cuda(dy, "dy"); TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "dy must match x"); }
+    if (mode == 2) { check_cuda(ddx, "ddx"); TORCH_CHECK(ddx.sizes() == x.sizes() && ddx.scalar_type() == x.scalar_type(), "ddx must match x"); }
+    const c10::cuda::CUDAGuard guard(x.device());
+    auto y = torch::empty_like(x);
+    a.dy = mode >= 1 ? dy.data_ptr() : nullptr; a.ddx = mode == 2 ? ddx.data_ptr() : nullptr;
+    a.y = y.data_ptr();
     check_launch(sg3::bias_act_launch(a, c10::cuda::getCurrentCUDAStream()), "bias_act");
     return y;
 }
@@ -158,24 +166,11 @@ std::vector<torch::Tensor> bias_act_masked_fwd(torch::Tensor x, torch::Tensor b,
                                                double alpha, double gain, double clamp) {
     TORCH_CHECK(act == sg3::kLinear || act == sg3::kRelu || act == sg3::kLrelu,
                 "bias_act_masked_fwd: linear, relu or lrelu only");
-    check_cuda(x, "x");
-    const bool has_b = b.defined() && b.numel() > 0;
-    TORCH_CHECK(dim >= 0 && dim < x.dim(), "dim out of range");
-    if (has_b) {
-        check_cuda(b, "b");
-        TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(dim) && b.scalar_type() == x.scalar_type(),
-                    "b must match x's size along dim and x's dtype");
-    }
+    sg3::BiasActArgs a = bias_act_args(x, b, dim, act, 3, alpha, gain, clamp);
     const c10::cuda::CUDAGuard guard(x.device());
     auto y = torch::empty_like(x);
     auto mask = torch::empty({(x.numel() + 3) / 4}, x.options().dtype(torch::kUInt8));
-    int64_t stride = 1;
-    for (int64_t d = dim + 1; d < x.dim(); d++) stride *= x.size(d);
-    sg3::BiasActArgs a{};
-    a.x = x.data_ptr(); a.b = has_b ? b.data_ptr() : nullptr; a.y = y.data_ptr();
-    a.mask = mask.data_ptr<uint8_t>(); a.dtype = dtype_code(x); a.act = (int)act; a.mode = 3;
-    a.numel = x.numel(); a.b_stride = stride; a.b_size = has_b ? (int)b.size(0) : 1;
-    a.alpha = (float)alpha; a.gain = (float)gain; a.clamp = (float)clamp;
+    a.y = y.data_ptr(); a.mask = mask.data_ptr<uint8_t>();
     check_launch(sg3::bias_act_launch(a, c10::cuda::getCurrentCUDAStream()), "bias_act_masked_fwd");
     return {y, mask};
 }
