@@ -434,6 +434,27 @@ def test_simulated_bias_act_keeps_slope_codes_not_x(simulated, act):
         assert_close(a, r, 1e-5, act)
 
 
+def test_simulated_bias_act_records_codes_only_for_a_backward(simulated):
+    """Generation (no autograd) takes the plain forward: no slope codes written; training records them."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    x, b = torch.randn(2, 3, 5), torch.randn(3, requires_grad=True)
+    for grad, want in ((False, "sg3lib.bias_act"), (True, "sg3lib.bias_act_masked_fwd")):
+        with torch.set_grad_enabled(grad), Ops() as ops_seen:
+            y = _cuda.bias_act(x, b, 1, "lrelu", 0.2, 1.4, 1.0)
+        assert want in ops_seen.names and y.requires_grad == grad
+        assert_close(y, bias_act_ref(x, b, 1, "lrelu", 0.2, 1.4, 1.0), 1e-5, f"grad={grad}")
+
+
 @pytest.mark.parametrize("act", ["relu", "lrelu", "elu", "selu", "softplus", "swish"])
 def test_simulated_bias_act_derivatives_at_the_kink(simulated, act):
     """At x + b = 0 exactly (common in bfloat16) the kernel takes torch's side of each derivative:

@@ -766,5 +766,10 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
     dim = dim % x.ndim
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
+    alpha, gain, clamp = float(alpha), float(gain), None if clamp is None else float(clamp)
+    if not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
+        xc = x.contiguous()  # no backward to come (generation): no slope codes, nothing kept
+        return _bias_act_kernel(xc, _prep_b(b, xc), _empty(xc), _empty(xc), dim, ACTS[act], 0, alpha, gain,
+                                -1.0 if clamp is None else clamp)
     fn = _BiasActMasked if act in _PIECEWISE_LINEAR else _BiasAct
-    return fn.apply(x, b, dim, act, float(alpha), float(gain), None if clamp is None else float(clamp))
+    return fn.apply(x, b, dim, act, alpha, gain, clamp)
