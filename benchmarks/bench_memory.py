@@ -45,21 +45,29 @@ H100_DENSE_FP16 = 989e12  # FLOP/s, H100 SXM, float16 tensor cores without spars
 
 
 @contextlib.contextmanager
-def meta_gpu():
-    """sg3lib on the meta device as it runs on a GPU: the CUDA path's autograd Functions around the
-    kernels' fake implementations (output shapes only), float16 layers."""
-    from sg3lib import ops
+def gpu_precision():
+    """The networks' compute dtypes as on a GPU, on any device: float16 on the layers StyleGAN marks
+    (on the CPU they keep float32)."""
     from sg3lib.networks import discriminator, layers, stylegan2, stylegan3
-    from sg3lib.ops import _cuda
 
     def gpu_dtype(use_fp16, x, force_fp32=False, bf16=False):
         return torch.float32 if force_fp32 or not use_fp16 else (torch.bfloat16 if bf16 else torch.float16)
 
     with contextlib.ExitStack() as stack:
-        patch = lambda obj, name, value: stack.enter_context(mock.patch.object(obj, name, value))  # noqa: E731
-        patch(ops, "_use_cuda", lambda x, impl: _cuda)  # the kernels' fake implementations run on meta
         for module in (layers, stylegan3, stylegan2, discriminator):  # each imported compute_dtype by name
-            patch(module, "compute_dtype", gpu_dtype)
+            stack.enter_context(mock.patch.object(module, "compute_dtype", gpu_dtype))
+        yield
+
+
+@contextlib.contextmanager
+def meta_gpu():
+    """sg3lib on the meta device as it runs on a GPU: the CUDA path's autograd Functions around the
+    kernels' fake implementations (output shapes only), float16 layers."""
+    from sg3lib import ops
+    from sg3lib.ops import _cuda
+
+    # the kernels' fake implementations run on meta
+    with gpu_precision(), mock.patch.object(ops, "_use_cuda", lambda x, impl: _cuda):
         yield
 
 

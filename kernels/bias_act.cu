@@ -38,19 +38,28 @@ __device__ ActOut activate(int act, float s, float alpha) {
     }
 }
 
+// x + b at element i; the clamp, and whether y lies inside it (where the gradient passes, as torch.clamp).
+__device__ __forceinline__ float biased_input(const BiasActArgs& a, int64_t i) {
+    const float s = load_as_float(a.x, i, a.dtype);
+    return a.b ? s + load_as_float(a.b, (i / a.b_stride) % a.b_size, a.dtype) : s;
+}
+__device__ __forceinline__ float clamp_output(const BiasActArgs& a, float y) {
+    return (a.clamp >= 0.f) ? fminf(fmaxf(y, -a.clamp), a.clamp) : y;
+}
+__device__ __forceinline__ bool inside_clamp(const BiasActArgs& a, float y) {
+    return !(a.clamp >= 0.f) || (y >= -a.clamp && y <= a.clamp);
+}
+
 __global__ void bias_act_kernel(BiasActArgs a) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < a.numel;
          i += (int64_t)gridDim.x * blockDim.x) {
-        float s = load_as_float(a.x, i, a.dtype);
-        if (a.b) s += load_as_float(a.b, (i / a.b_stride) % a.b_size, a.dtype);
-        const ActOut r = activate(a.act, s, a.alpha);
+        const ActOut r = activate(a.act, biased_input(a, i), a.alpha);
         const float y = r.y * a.gain;
         float out;
         if (a.mode == 0) {
-            out = (a.clamp >= 0.f) ? fminf(fmaxf(y, -a.clamp), a.clamp) : y;
+            out = clamp_output(a, y);
         } else {
-            // clamp passes the gradient only inside [-clamp, clamp] (as torch.clamp does).
-            const bool live = !(a.clamp >= 0.f) || (y >= -a.clamp && y <= a.clamp);
+            const bool live = inside_clamp(a, y);
             const float g = load_as_float(a.dy, i, a.dtype) * a.gain;
             if (a.mode == 1) out = live ? g * r.d1 : 0.f;
             else out = live ? g * r.d2 * load_as_float(a.ddx, i, a.dtype) : 0.f;
@@ -66,13 +75,10 @@ __global__ void bias_act_record_kernel(BiasActArgs a) {
          j += (int64_t)gridDim.x * blockDim.x) {
         int byte = 0;
         for (int k = 0; k < 4 && 4 * j + k < a.numel; k++) {
-            const int64_t i = 4 * j + k;
-            float s = load_as_float(a.x, i, a.dtype);
-            if (a.b) s += load_as_float(a.b, (i / a.b_stride) % a.b_size, a.dtype);
+            const float s = biased_input(a, 4 * j + k);
             const float y = activate(a.act, s, a.alpha).y * a.gain;
-            const bool live = !(a.clamp >= 0.f) || (y >= -a.clamp && y <= a.clamp);
-            store_from_float(a.y, i, a.dtype, live ? y : fminf(fmaxf(y, -a.clamp), a.clamp));
-            byte |= (live ? (s > 0.f ? 1 : 2) : 0) << (2 * k);
+            store_from_float(a.y, 4 * j + k, a.dtype, clamp_output(a, y));
+            byte |= (inside_clamp(a, y) ? (s > 0.f ? 1 : 2) : 0) << (2 * k);
         }
         a.mask[j] = (uint8_t)byte;
     }

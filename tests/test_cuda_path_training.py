@@ -5,19 +5,25 @@ float32): the kernels' autograd Functions (slope codes, masks, double backward f
 wired into whole networks, as the GPU will run them. In float16 too (the layers StyleGAN marks, as on a
 GPU, on both paths), where the dtype plumbing of the kernels' Functions is what is checked and the
 gradients agree to float16's rounding."""
+import contextlib
 import functools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from sg3lib import ops
-from sg3lib.networks import build_network, discriminator, layers, stylegan2, stylegan3
+from sg3lib.networks import build_network, stylegan2, stylegan3
 from sg3lib.ops import _cuda
 from sg3lib.ops.conv import modulated_conv2d
 from sg3lib.train.config import make_config, network_kwargs
 from sg3lib.train.loop import draw_step, slice_step
 from sg3lib.train.loss import Phases
 from test_ops_cuda import _install, _simulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_memory import gpu_precision  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -47,30 +53,24 @@ def _phase_results(G, D, c, batch):
     return out
 
 
-def _gpu_dtype(use_fp16, x, force_fp32=False, bf16=False):
-    """networks' compute_dtype as on a GPU (on the CPU it keeps float32)."""
-    return torch.float32 if force_fp32 or not use_fp16 else (torch.bfloat16 if bf16 else torch.float16)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan2"])
 def test_training_phases_on_the_cuda_path_match_the_reference(cfg, precision, monkeypatch):
     c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8, precision=precision)
-    if precision == "fp16":
-        for module in (layers, stylegan3, stylegan2, discriminator):  # each imported compute_dtype by name
-            monkeypatch.setattr(module, "compute_dtype", _gpu_dtype)
-    (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
-    torch.manual_seed(0)
-    G, D = build_network(g_class, g_kwargs), build_network(d_class, d_kwargs)
-    want = _phase_results(G, D, c, 2)
+    # fp16: the layers StyleGAN marks in float16, as on a GPU, on both paths
+    with gpu_precision() if precision == "fp16" else contextlib.nullcontext():
+        (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
+        torch.manual_seed(0)
+        G, D = build_network(g_class, g_kwargs), build_network(d_class, d_kwargs)
+        want = _phase_results(G, D, c, 2)
 
-    ext = _install(monkeypatch, _simulator().SimulatedExt())
-    monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None if impl == "ref" else _cuda)
-    for module in (stylegan3, stylegan2):  # GPU training's form (the CPU picks the batched one)
-        monkeypatch.setattr(module, "modulated_conv2d", functools.partial(modulated_conv2d, grouped=True))
-    got = _phase_results(G, D, c, 2)
-    _cuda._reset()
+        ext = _install(monkeypatch, _simulator().SimulatedExt())
+        monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None if impl == "ref" else _cuda)
+        for module in (stylegan3, stylegan2):  # GPU training's form (the CPU picks the batched one)
+            monkeypatch.setattr(module, "modulated_conv2d", functools.partial(modulated_conv2d, grouped=True))
+        got = _phase_results(G, D, c, 2)
+        _cuda._reset()
 
     assert ext.calls.get("bias_act_launch") and ext.calls.get("filtered_lrelu_launch" if cfg != "stylegan2"
                                                                else "upfirdn2d_launch")

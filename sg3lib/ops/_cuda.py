@@ -24,8 +24,8 @@ upfirdn2d and bias_act for the R1 penalty):
   with fd flipped, times the recorded slope, fu flipped and down by `up`): first order only.
 
 The kernels are torch custom ops (sg3lib::upfirdn2d_pass, ::filtered_lrelu_fwd, ::filtered_lrelu_bwd,
-::bias_act, ::bias_act_masked_fwd, ::bias_act_masked_bwd), each with a fake implementation that gives its outputs' shapes: torch.compile keeps each
-as one opaque node (and CUDA graphs can capture it), and on the meta device the fakes run
+::bias_act, ::bias_act_masked_fwd, ::bias_act_masked_bwd), each with a fake implementation that gives
+its outputs' shapes: torch.compile keeps each as one opaque node (and CUDA graphs can capture it), and on the meta device the fakes run
 (benchmarks/bench_memory.py). Only these ops call the compiled extension.
 """
 import hashlib
@@ -411,8 +411,7 @@ def _bias_act_fake(x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
 
 def _bias_act_masked_fwd_impl(x, b, dim, act, alpha, gain, clamp):
     """(y, 2-bit slope codes): linear, relu and lrelu only."""
-    y, mask = _ext().bias_act_masked_fwd(x, b, dim, act, alpha, gain, clamp)
-    return y, mask
+    return tuple(_ext().bias_act_masked_fwd(x, b, dim, act, alpha, gain, clamp))
 
 
 def _bias_act_masked_fwd_fake(x, b, dim, act, alpha, gain, clamp):
@@ -667,12 +666,17 @@ def _sum_but(t, dim):
     return t.sum([d for d in range(t.ndim) if d != dim])
 
 
+# The bias_act Functions take clamp as the kernel does: a float, negative for none.
+def _bias_act_forward(xc, b, dim, act, alpha, gain, clamp):
+    """The activation (mode 0) of contiguous xc."""
+    return _bias_act_kernel(xc, _prep_b(b, xc), _empty(xc), _empty(xc), dim, ACTS[act], 0, alpha, gain, clamp)
+
+
 class _BiasAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, dim, act, alpha, gain, clamp):
         xc = x.contiguous()
-        y = _bias_act_kernel(xc, _prep_b(b, xc), _empty(xc), _empty(xc), dim, ACTS[act], 0, alpha, gain,
-                            -1.0 if clamp is None else clamp)
+        y = _bias_act_forward(xc, b, dim, act, alpha, gain, clamp)
         ctx.save_for_backward(x, b)  # the inputs themselves, so double backward reaches them
         ctx.args = (dim, act, alpha, gain, clamp)
         return y
@@ -693,7 +697,7 @@ class _BiasActGrad(torch.autograd.Function):
     def forward(ctx, dy, x, b, dim, act, alpha, gain, clamp):
         xc = x.contiguous()
         dx = _bias_act_kernel(xc, _prep_b(b, xc), dy.contiguous().to(xc.dtype), _empty(xc), dim, ACTS[act],
-                             1, alpha, gain, -1.0 if clamp is None else clamp)
+                             1, alpha, gain, clamp)
         ctx.save_for_backward(dy, x, b)
         ctx.args = (dim, act, alpha, gain, clamp)
         return dx
@@ -706,11 +710,11 @@ class _BiasActGrad(torch.autograd.Function):
         xc = x.contiguous()
         ddx = ddx.contiguous().to(xc.dtype)
         d_dy = d_x = d_b = None
-        bc, c = _prep_b(b, xc), -1.0 if clamp is None else clamp
+        bc = _prep_b(b, xc)
         if ctx.needs_input_grad[0]:  # dx is linear in dy: d(dx)/d(dy) . ddx = ddx * gain * act'
-            d_dy = _bias_act_kernel(xc, bc, ddx, _empty(xc), dim, ACTS[act], 1, alpha, gain, c).to(dy.dtype)
+            d_dy = _bias_act_kernel(xc, bc, ddx, _empty(xc), dim, ACTS[act], 1, alpha, gain, clamp).to(dy.dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # dy * ddx * gain * act''
-            d_x = _bias_act_kernel(xc, bc, dy.contiguous().to(xc.dtype), ddx, dim, ACTS[act], 2, alpha, gain, c)
+            d_x = _bias_act_kernel(xc, bc, dy.contiguous().to(xc.dtype), ddx, dim, ACTS[act], 2, alpha, gain, clamp)
             if b is not None and ctx.needs_input_grad[2]:
                 d_b = _sum_but(d_x, dim).to(b.dtype)
         return (d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None)
@@ -725,10 +729,9 @@ class _BiasActMasked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, dim, act, alpha, gain, clamp):
         xc = x.contiguous()
-        y, mask = _bias_act_masked_fwd(xc, _prep_b(b, xc), dim, ACTS[act], alpha, gain,
-                                       -1.0 if clamp is None else clamp)
+        y, mask = _bias_act_masked_fwd(xc, _prep_b(b, xc), dim, ACTS[act], alpha, gain, clamp)
         ctx.save_for_backward(mask)
-        ctx.dim, ctx.slope, ctx.gain, ctx.has_b = dim, _PIECEWISE_LINEAR[act](alpha), gain, b is not None
+        ctx.dim, ctx.slope, ctx.gain = dim, _PIECEWISE_LINEAR[act](alpha), gain
         ctx.dtypes = (x.dtype, None if b is None else b.dtype)
         return y
 
@@ -736,7 +739,7 @@ class _BiasActMasked(torch.autograd.Function):
     def backward(ctx, dy):
         (mask,) = ctx.saved_tensors
         dx = _MaskedSlope.apply(dy.to(ctx.dtypes[0]), mask, ctx.slope, ctx.gain)
-        db = _sum_but(dx, ctx.dim).to(ctx.dtypes[1]) if ctx.has_b and ctx.needs_input_grad[1] else None
+        db = _sum_but(dx, ctx.dim).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
         return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None, None
 
 
@@ -766,10 +769,8 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
     dim = dim % x.ndim
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
-    alpha, gain, clamp = float(alpha), float(gain), None if clamp is None else float(clamp)
+    alpha, gain, clamp = float(alpha), float(gain), -1.0 if clamp is None else float(clamp)  # < 0: none
     if not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
-        xc = x.contiguous()  # no backward to come (generation): no slope codes, nothing kept
-        return _bias_act_kernel(xc, _prep_b(b, xc), _empty(xc), _empty(xc), dim, ACTS[act], 0, alpha, gain,
-                                -1.0 if clamp is None else clamp)
+        return _bias_act_forward(x.contiguous(), b, dim, act, alpha, gain, clamp)  # generation: nothing kept
     fn = _BiasActMasked if act in _PIECEWISE_LINEAR else _BiasAct
     return fn.apply(x, b, dim, act, alpha, gain, clamp)

@@ -278,37 +278,36 @@ class SimulatedExt:
             return [y.t.clone(), torch.empty(0, dtype=torch.uint8)]
         return [y.t.clone(), code.t.clone() if code is not None else torch.empty(0, dtype=torch.uint8)]
 
-    def bias_act(self, x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
+    def _bias_act_inputs(self, x, b, dim, act, mode, alpha, gain, clamp):
+        """(guarded buffers kept alive, launch fields) for x + b along dim, as the binding's bias_act_args."""
         stride = 1
         for d in range(dim + 1, x.dim()):
             stride *= x.shape[d]
         gx = Guarded.copy_of(x.contiguous())
         gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
+        fields = dict(x=gx.ptr(), b=gb.ptr() if gb else None, dtype=self._code(x), act=act, mode=mode,
+                      numel=x.numel(), b_stride=stride, b_size=b.shape[0] if b.numel() else 1, alpha=alpha,
+                      gain=gain, clamp=clamp)
+        return (gx, gb), fields
+
+    def bias_act(self, x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
+        alive, fields = self._bias_act_inputs(x, b, dim, act, mode, alpha, gain, clamp)
         gdy = Guarded.copy_of(dy.contiguous()) if mode >= 1 else None
         gddx = Guarded.copy_of(ddx.contiguous()) if mode == 2 else None
         y = Guarded(list(x.shape), x.dtype, float("nan"), _SENTINEL)
-        err, msg = self._launch("bias_act_launch", {"y": y}, x=gx.ptr(), b=gb.ptr() if gb else None,
-                                dy=gdy.ptr() if gdy else None, ddx=gddx.ptr() if gddx else None, y=y.ptr(),
-                                dtype=self._code(x), act=act, mode=mode, numel=x.numel(), b_stride=stride,
-                                b_size=b.shape[0] if b.numel() else 1, alpha=alpha, gain=gain, clamp=clamp)
+        err, msg = self._launch("bias_act_launch", {"y": y}, dy=gdy.ptr() if gdy else None,
+                                ddx=gddx.ptr() if gddx else None, y=y.ptr(), **fields)
         if err:
             raise RuntimeError(f"sg3lib bias_act kernel launch failed: {msg}")
         return y.t.clone()
 
     def bias_act_masked_fwd(self, x, b, dim, act, alpha, gain, clamp):
         assert act in (0, 1, 2), "linear, relu or lrelu only"
-        stride = 1
-        for d in range(dim + 1, x.dim()):
-            stride *= x.shape[d]
-        gx = Guarded.copy_of(x.contiguous())
-        gb = Guarded.copy_of(b.contiguous()) if b.numel() else None
+        alive, fields = self._bias_act_inputs(x, b, dim, act, 3, alpha, gain, clamp)
         y = Guarded(list(x.shape), x.dtype, float("nan"), _SENTINEL)
         # starts as 0xff (four codes 3, which the kernel never writes): every byte must be overwritten
         mask = Guarded([(x.numel() + 3) // 4], torch.uint8, 0xff, 0xff)
-        err, msg = self._launch("bias_act_launch", {"y": y, "mask": mask}, x=gx.ptr(), b=gb.ptr() if gb else None,
-                                y=y.ptr(), mask=mask.ptr(), dtype=self._code(x), act=act, mode=3, numel=x.numel(),
-                                b_stride=stride, b_size=b.shape[0] if b.numel() else 1, alpha=alpha, gain=gain,
-                                clamp=clamp)
+        err, msg = self._launch("bias_act_launch", {"y": y, "mask": mask}, y=y.ptr(), mask=mask.ptr(), **fields)
         if err:
             raise RuntimeError(f"sg3lib bias_act_masked_fwd kernel launch failed: {msg}")
         codes = torch.stack([(mask.t >> (2 * k)) & 3 for k in range(4)], 1)
