@@ -4,6 +4,10 @@
     python benchmarks/bench_train.py --preset gpu               # StyleGAN3-T/-R, 256/512 px, batch 32
     python benchmarks/bench_train.py --preset gpu --res 256 --precision fp16 fp32
     python benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --sync-debug   # host syncs
+    python benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --compile default --batch-gpu 16
+
+--compile runs G and D of the main phases under torch.compile; the warm-up tick compiles (its
+length is reported as first_tick_s), the measured tick runs compiled.
 
 Each case trains on a synthetic dataset (random smooth images, made in a temporary folder) for
 a warm-up tick and a measured tick; the figures are the measured tick's `sec_per_kimg` and
@@ -52,7 +56,7 @@ def make_dataset(path, n, res):
             z.writestr(f"{i // 1000:05d}/img{i:08d}.png", buf.getvalue())
 
 
-def run_case(case, workdir, precision, sync_debug=False):
+def run_case(case, workdir, precision, sync_debug=False, compile_mode="none"):
     import torch
     from sg3lib.train import train
     if sync_debug:  # a short run (16 steps at batch 32) that counts host syncs instead of timing
@@ -60,7 +64,7 @@ def run_case(case, workdir, precision, sync_debug=False):
     data = os.path.join(workdir, f"data{case['res']}.zip")
     if not os.path.exists(data):
         make_dataset(data, case["imgs"], case["res"])
-    out = os.path.join(workdir, f"run-{case['cfg']}-{case['res']}-{case['batch_gpu']}-{precision}")
+    out = os.path.join(workdir, f"run-{case['cfg']}-{case['res']}-{case['batch_gpu']}-{precision}-{compile_mode}")
     tick = case["imgs"] / 1000
     opts = {k: v for k, v in case.items() if k not in ("res", "imgs")}
     t0 = time.time()
@@ -72,11 +76,12 @@ def run_case(case, workdir, precision, sync_debug=False):
             torch.cuda.set_sync_debug_mode("warn")
             stack.callback(torch.cuda.set_sync_debug_mode, 0)
         train(data, out, kimg=2 * tick, tick=tick, snap=0, workers=0 if not torch.cuda.is_available() else 2,
-              precision=precision, progress=False, keep_snapshots=1, **opts)
+              precision=precision, compile=compile_mode, progress=False, keep_snapshots=1, **opts)
     recs = [json.loads(line) for line in open(os.path.join(out, "stats.jsonl"))]
     last = recs[-1]
     result = dict(case, sec_per_kimg=round(last["sec_per_kimg"], 2), mem_peak_gb=round(last["mem_peak_gb"], 3),
-                  wall_s=round(time.time() - t0, 1), precision=precision)
+                  wall_s=round(time.time() - t0, 1), precision=precision, compile=compile_mode,
+                  first_tick_s=round(recs[0]["sec_per_tick"], 1))
     if sync_debug:
         syncs = collections.Counter(f"{os.path.relpath(w.filename)}:{w.lineno}" for w in caught
                                     if "synchroniz" in str(w.message))
@@ -86,13 +91,17 @@ def run_case(case, workdir, precision, sync_debug=False):
 
 
 def main():
+    from sg3lib.train.config import COMPILE_MODES
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"],
                    help="fp16/bf16: the 4 highest resolutions in reduced precision, as the official default")
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                   help="G and D of the main phases under torch.compile in this mode")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--res", type=int, nargs="+", default=None, help="only the preset's cases at these resolutions")
     p.add_argument("--cfg", nargs="+", default=None, help="only these configs (e.g. stylegan3-t)")
+    p.add_argument("--batch-gpu", type=int, nargs="+", default=None, help="only the preset's cases with these")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--sync-debug", action="store_true",
                    help="GPU: count host syncs per source line in a short run (torch.cuda.set_sync_debug_mode); "
@@ -107,19 +116,22 @@ def main():
     print(f"# bench_train {args.preset} on {dev}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}")
     cases = [c for c in PRESETS[args.preset] if (args.res is None or c["res"] in args.res)
-             and (args.cfg is None or c["cfg"] in args.cfg)]
+             and (args.cfg is None or c["cfg"] in args.cfg)
+             and (args.batch_gpu is None or c["batch_gpu"] in args.batch_gpu)]
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for case in cases:
             for precision in args.precision:
-                r = run_case(case, work, precision, args.sync_debug)
+                r = run_case(case, work, precision, args.sync_debug, args.compile)
                 print(json.dumps(r), flush=True)
                 rows.append(r)
     if args.sync_debug:
         return
-    table = "| cfg | res | batch | batch-gpu | precision | sec/kimg | peak mem GB |\n|---|---|---|---|---|---|---|\n"
+    table = ("| cfg | res | batch | batch-gpu | precision | torch.compile | sec/kimg | peak mem GB | first tick s |\n"
+             "|---|---|---|---|---|---|---|---|---|\n")
     table += "\n".join(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['precision']} | "
-                       f"{r['sec_per_kimg']} | {r['mem_peak_gb']} |" for r in rows)
+                       f"{r['compile']} | {r['sec_per_kimg']} | {r['mem_peak_gb']} | {r['first_tick_s']} |"
+                       for r in rows)
     print("\n" + table)
     if not args.no_write and rows:
         from results import append_results, machine_line  # benchmarks/results.py

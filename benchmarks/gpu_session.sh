@@ -13,13 +13,15 @@
 #                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px, fp16
 #                         bash benchmarks/gpu_session.sh train-fp32 # SG3-T 256 px in fp32
 #                         bash benchmarks/gpu_session.sh compiled   # generation under torch.compile
+#                         bash benchmarks/gpu_session.sh train-compiled  # SG3-T 256 px training, main phases
+#                                                                   # under torch.compile (default mode)
 #
 # With the device tool: run(command="bash benchmarks/gpu_session.sh check", carry=[".whl", ".fixtures"])
 # (../shared does not travel to the GPU machine; both folders are git-ignored, ~30 MB together).
 # Everything a stage prints goes to $OUT/<stage>.log, and benchmarks/RESULTS.md (with the new
 # sections appended) to $OUT/RESULTS.md: copy the new sections into the repository's RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512|train-fp32|compiled}
+stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512|train-fp32|compiled|train-compiled}
 cd "$(dirname "$0")/.."
 
 if [ "$stage" = wheels ]; then  # not on the GPU machine: it has no package index
@@ -95,6 +97,10 @@ compiled)  # the 1024 px target case and 256 px, eager beside them for the same 
         python3 benchmarks/bench_generate.py --device cuda --arch sg3t --res 256 1024 --batch 32 --precision fp16 \
             --iters 5 $mode 2>&1 | tee -a "$log"
     done
+    ;;
+train-compiled)  # compiling takes the warm-up tick (first_tick_s); compare with train256's eager row
+    python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --precision fp16 --batch-gpu 16 \
+        --compile default 2>&1 | tee -a "$log"
     ;;
 train512)
     python3 benchmarks/bench_train.py --preset gpu --res 512 --precision fp16 2>&1 | tee -a "$log"

@@ -4,7 +4,8 @@ training uses. Losses and every parameter gradient must match the reference path
 float32): the kernels' autograd Functions (slope codes, masks, double backward for R1 and path length)
 wired into whole networks, as the GPU will run them. In float16 too (the layers StyleGAN marks, as on a
 GPU, on both paths), where the dtype plumbing of the kernels' Functions is what is checked and the
-gradients agree to float16's rounding."""
+gradients agree to float16's rounding. And the main phases as `--compile` runs them: G and D traced
+whole by torch.compile (no graph break), with the eager results."""
 import contextlib
 import functools
 import sys
@@ -98,3 +99,49 @@ def test_training_phases_on_the_cuda_path_match_the_reference(cfg, precision, mo
             if g0 is not None:
                 scale = g0.abs().max().clamp(min=1e-6)
                 torch.testing.assert_close(g1 / scale, g0 / scale, rtol=1e-3, atol=1e-4, msg=f"{name} gradient {i}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg, path", [("stylegan3-t", "reference"), ("stylegan3-t", "kernels"),
+                                       ("stylegan2", "kernels")])  # StyleGAN2's reference: as SG3-T's D
+def test_compiled_main_phases_match_eager(cfg, path, monkeypatch):
+    """config compile: G main and D main run G and D compiled, each network one graph (fullgraph:
+    no break, on the reference path and with the kernels), with the eager losses and gradients;
+    R1 and path length stay eager. aot_eager stands in for inductor (minutes to build on 2 cores):
+    it traces what inductor would, forward and backward, without generating code."""
+    from sg3lib.train import loss as loss_mod
+    c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8)
+    (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
+    if cfg == "stylegan3-t":
+        g_kwargs.update(num_layers=4, num_critical=1)  # 5 synthesis layers: tracing time is per layer
+    torch.manual_seed(0)
+    G, D = build_network(g_class, g_kwargs), build_network(d_class, d_kwargs)
+    if path == "kernels":
+        _install(monkeypatch, _simulator().SimulatedExt())
+        monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None if impl == "ref" else _cuda)
+    want = _phase_results(G, D, c, 2)
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    monkeypatch.setattr(loss_mod, "compile_module", lambda m, mode: torch.compile(m, backend=backend, fullgraph=True))
+    torch._dynamo.reset()
+    try:
+        got = _phase_results(G, D, dict(c, compile="default"), 2)
+    finally:
+        torch._dynamo.reset()
+        _cuda._reset()
+    # mapping, synthesis and D, once in each main phase (G trains in one, D in the other)
+    assert len(graphs) == 6
+    for name in want:
+        (loss0, grads0), (loss1, grads1) = want[name], got[name]
+        torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-6, msg=f"{name} loss")
+        assert len(grads0) == len(grads1)
+        for i, (g0, g1) in enumerate(zip(grads0, grads1)):
+            assert (g0 is None) == (g1 is None), f"{name}: gradient {i}"
+            if g0 is not None:
+                scale = g0.abs().max().clamp(min=1e-6)
+                torch.testing.assert_close(g1 / scale, g0 / scale, rtol=1e-4, atol=1e-5, msg=f"{name} gradient {i}")

@@ -345,6 +345,23 @@ def test_stylegan2_ada_class_name_and_nested_synthesis_kwargs():
     assert G.synthesis.b4.conv1.conv_clamp == 256
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sg3t_64", "sg3r_64", "sg2_64"])
+def test_synthesis_traces_into_one_graph_on_the_reference_path(fixtures_dir, name):
+    """torch.compile(fullgraph=True) of the reference ops (the CPU path): no graph break (the
+    upfirdn2d band plans are traced, not read off the filter taps), and the traced synthesis matches
+    the official reference. Dynamo's tracing only ("eager" backend): inductor's code generation takes
+    minutes on 2 cores."""
+    G, _, arrays = _net(fixtures_dir, name)
+    ws = torch.from_numpy(arrays["out_ws"])
+    torch._dynamo.reset()
+    synthesis = torch.compile(G.synthesis, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        img = synthesis(ws, noise_mode="const")
+    torch._dynamo.reset()
+    _close(img, arrays["out_img_const"], f"{name} traced reference")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["sg3t_64", "sg2_64"])
 def test_synthesis_compiles_into_one_graph_on_cuda(fixtures_dir, name):

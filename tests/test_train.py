@@ -228,6 +228,8 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         train(good, tmp_path / "r3", kimg=0.008, **dict(TINY, mbstd_group=3))
     with pytest.raises(TrainError, match="dataset not found"):
         train(tmp_path / "nope.zip", tmp_path / "r4", kimg=0.008, **TINY)
+    with pytest.raises(TrainError, match="unknown --compile 'fast'; choose one of none, default, reduce-overhead"):
+        train(good, tmp_path / "r5", kimg=0.008, **dict(TINY, compile="fast"))
 
 
 def test_transfer_learning_from_other_run_and_freezed(tmp_path):
@@ -298,6 +300,19 @@ def test_conditional_training(tmp_path):
     s = load(tmp_path / "r" / "snapshot-000000008.pt")
     assert s["networks"]["G"]["init_kwargs"]["c_dim"] == 3 and s["networks"]["D"]["init_kwargs"]["c_dim"] == 3
     assert out["G"].c_dim == 3 and (tmp_path / "r" / "fakes-000000008.png").is_file()
+
+
+def test_compile_option_reaches_the_main_phases(tmp_path, monkeypatch):
+    """--compile hands G's mapping and synthesis and D to torch.compile in the chosen mode (the
+    compiled phases themselves: test_cuda_path_training); the run's config records the mode."""
+    from sg3lib.train import loss as loss_mod
+    compiled = []
+    monkeypatch.setattr(loss_mod, "compile_module", lambda m, mode: compiled.append((type(m).__name__, mode)) or m)
+    data = make_zip(tmp_path / "d.zip")
+    out = train(data, tmp_path / "r", kimg=0.008, **dict(TINY, compile="reduce-overhead"))
+    assert compiled == [("MappingNetwork", "reduce-overhead"), ("SynthesisNetwork", "reduce-overhead"),
+                        ("Discriminator", "reduce-overhead")]
+    assert load(out["snapshot"])["meta"]["config"]["compile"] == "reduce-overhead"
 
 
 def test_data_loader_workers_do_not_change_the_result(tmp_path):

@@ -57,7 +57,8 @@ class SynthesisInput(nn.Module):
         super().__init__()
         self.w_dim, self.channels = w_dim, channels
         self.size = [int(s) for s in np.broadcast_to(np.asarray(size), [2])]
-        self.sampling_rate, self.bandwidth = sampling_rate, bandwidth
+        self.sampling_rate, self.bandwidth = float(sampling_rate), float(bandwidth)
+        # (floats, not numpy scalars: torch.compile would make those float64 graph inputs)
         # Frequencies: random directions, radii drawn so that their density falls off smoothly.
         freqs = torch.randn([channels, 2])
         radii = freqs.square().sum(dim=1, keepdim=True).sqrt()

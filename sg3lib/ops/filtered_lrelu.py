@@ -28,6 +28,8 @@ def filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gai
     # 256-channel 278 px layer takes 9.6 s in groups of 3 planes, 2.6 s in groups of 8).
     per_plane = max(1, (h * up + 16) * (w * up + 16))
     group = min(n * c, max(8, _GROUP_ELEMS // per_plane))
+    if torch.compiler.is_compiling():
+        group = n * c  # one group: a traced loop would unroll, and the compiler fuses the chain itself
     parts = [_one_group(xg, fu, fd, up, down, padding, gain, slope, clamp, flip_filter)
              for xg in x.reshape(1, n * c, h, w).split(group, dim=1)]
     y = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]

@@ -95,8 +95,9 @@ def _band_blocks(n, n_out, k, up, down, p0, block):
 
 def _band_plan(n, w, up, down, p0, p1):
     """The row blocks of resampling_matrix and their band sub-matrices: [(o0, o1, i0, i1, A_block)].
-    Cached (filtered_lrelu runs the same plan on every group of channels) unless w needs a grad."""
-    if w.requires_grad:
+    Cached (filtered_lrelu runs the same plan on every group of channels) unless w needs a grad, or
+    under torch.compile, which traces the plan into the graph (reading w's taps would break it)."""
+    if w.requires_grad or torch.compiler.is_compiling():
         return _make_plan(n, w, up, down, p0, p1)
     key = (n, tuple(w.tolist()), w.dtype, str(w.device), up, down, p0, p1)
     plan = _PLANS.get(key)
@@ -113,6 +114,8 @@ _PLANS = {}
 def _make_plan(n, w, up, down, p0, p1):
     a = resampling_matrix(n, w, up, down, p0, p1)
     block = 16 * up if a.shape[0] > 24 * up else a.shape[0]
+    if torch.compiler.is_compiling():  # a traced loop unrolls: fewer, larger blocks (<= 2x the band's work)
+        block = max(block, 128 * up)
     return [(o0, o1, i0, i1, a[o0:o1, i0:i1].contiguous())
             for o0, o1, i0, i1 in _band_blocks(n, a.shape[0], w.numel(), up, down, p0, block)]
 

@@ -10,6 +10,8 @@ the values stored in its snapshot.
 import argparse
 import sys
 
+from .config import COMPILE_MODES
+
 
 def _bool(s):
     if s.lower() in ("1", "true", "yes", "on"):
@@ -49,6 +51,9 @@ def add_train_arguments(p):
     a("--seed", type=int, help="random seed (weights, latents, data order)")
     a("--precision", choices=["fp32", "fp16", "bf16"], help="fp16/bf16: highest resolutions in half precision")
     a("--workers", type=int, help="data loader processes (default 2)")
+    a("--compile", choices=COMPILE_MODES,
+      help="run G and D of the main phases under torch.compile in this mode (default none; "
+           "the first steps compile, for minutes)")
     a("--keep-snapshots", type=int, help="keep the last N snapshots (default 5; 0 keeps all)")
     a("--keep-every-kimg", type=float, help="also keep one snapshot per this many kimg (milestones)")
     a("--deterministic", action="store_true", default=None, help="bit-reproducible (slower) kernels")

@@ -12,6 +12,8 @@ style mixing 0.9; StyleGAN3 blur sigma 10 fading over batch*200/32 kimg, no path
 no style mixing, 2 mapping layers; EMA half-life batch*10/32 kimg with ramp-up 0.05; ADA
 target 0.6, adjusted every 4 steps at a speed of 500 kimg for p to go from 0 to 1.
 """
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
+
 PRESETS = {
     "stylegan3-t": dict(cbase=32768, cmax=512, map=2, glr=0.0025, dlr=0.002, style_mixing=0.0,
                         pl_weight=0.0, blur_sigma=10.0, conv_kernel=3, radial=False),
@@ -27,7 +29,7 @@ DEFAULTS = dict(
     seed=0, precision="fp32", workers=2, mbstd_group=4, betas=(0.0, 0.99), eps=1e-8,
     D_reg_interval=16, G_reg_interval=4, pl_batch_shrink=2, pl_decay=0.01, ema_kimg=None,
     ema_rampup=0.05, blur_fade_kimg=None, keep_snapshots=5, keep_every_kimg=None, deterministic=False,
-    tensorboard=False, stats_batch=4, z_dim=512, w_dim=512, conv_clamp=256, cond=False,
+    tensorboard=False, stats_batch=4, compile="none", z_dim=512, w_dim=512, conv_clamp=256, cond=False,
 )
 
 ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "map", "z_dim",
@@ -63,6 +65,8 @@ def make_config(resolution, img_channels=3, c_dim=0, **opts):
         raise ValueError(f"unknown --aug {c['aug']!r}; choose ada or noaug")
     if c["precision"] not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"unknown --precision {c['precision']!r}; choose fp32, fp16 or bf16")
+    if c["compile"] not in COMPILE_MODES:
+        raise ValueError(f"unknown --compile {c['compile']!r}; choose one of {', '.join(COMPILE_MODES)}")
     c["betas"] = list(c["betas"])
     return c
 

@@ -322,7 +322,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     Options (None = the preset's default; see sg3lib.train.config): batch, batch_gpu, gamma,
     kimg, tick (kimg per tick), snap (ticks per snapshot), mirror, aug ('ada'|'noaug'), target,
     freezed, cbase, cmax, map, glr, dlr, seed, precision ('fp32'|'fp16'|'bf16'), workers,
-    keep_snapshots, deterministic, mbstd_group, tensorboard, cond.
+    keep_snapshots, deterministic, mbstd_group, tensorboard, cond, compile ('none'|'default'|
+    'reduce-overhead'|'max-autotune': G and D of the main phases under torch.compile).
     resume: None, 'latest' (newest complete snapshot in outdir; starts fresh if there is none),
     a snapshot path (same dataset: continue exactly; other dataset: new run from its weights),
     or an official .pkl / URL (new run from its weights).

@@ -28,7 +28,13 @@ rounds and ranks (`update_pl_mean`). What stays split-dependent: StyleGAN2's per
 inputs, drawn by the network from torch's global generator, which is seeded per round from
 (seed, step, phase, first image of the round); the same split (batch-gpu and round layout)
 gives the same noise, a different split gives different (equally distributed) noise.
+
+torch.compile (config 'compile'): G main and D main run G's mapping and synthesis and D
+compiled (the kernels are custom ops, so each network is one graph); blur, augmentation and the
+losses stay eager (sigma and p change every step and would recompile). R1, path length and the
+statistics forward run the eager modules: compiled graphs have no double backward.
 """
+import collections
 import inspect
 import math
 
@@ -61,6 +67,14 @@ def blur(img, sigma):
     return F.conv2d(img, f.view(1, 1, -1, 1).repeat(C, 1, 1, 1), padding=(r, 0), groups=C)
 
 
+Nets = collections.namedtuple("Nets", "mapping synthesis D")
+
+def compile_module(module, mode):
+    """`module` under torch.compile (inductor, `mode`), sharing its parameters. Only the main
+    phases run compiled: R1 and path length differentiate twice, which compiled graphs cannot."""
+    return torch.compile(module, mode=mode)
+
+
 def _accepts(fn, name):
     try:
         return name in inspect.signature(fn).parameters
@@ -76,34 +90,39 @@ class Phases:
         self.pl_mean = torch.zeros([], device=device)
         self.map_ema = _accepts(G.mapping.forward, "update_emas")
         self.syn_ema = _accepts(G.synthesis.forward, "update_emas")
+        # The networks as the main phases run them: eager, or compiled (same parameters).
+        self.eager = Nets(G.mapping, G.synthesis, D)
+        mode = cfg.get("compile", "none")
+        self.fast = self.eager if mode == "none" else Nets(*(compile_module(m, mode) for m in self.eager))
 
     # --- networks -------------------------------------------------------------------------
-    def run_G(self, z, c, z2, mix_u, cut_u, update_emas=False):
+    def run_G(self, z, c, z2, mix_u, cut_u, update_emas=False, nets=None):
+        nets = nets or self.eager
         kw = dict(update_emas=update_emas) if self.map_ema else {}
-        ws = self.G.mapping(z, c, **kw)
+        ws = nets.mapping(z, c, **kw)
         prob = self.cfg["style_mixing"]
         if prob > 0:
             num_ws = ws.shape[1]
             cutoff = (1 + torch.floor(cut_u * (num_ws - 1))).long().to(ws.device)  # in [1, num_ws)
             cutoff = torch.where(mix_u.to(ws.device) < prob, cutoff, torch.full_like(cutoff, num_ws))
-            ws2 = self.G.mapping(z2, c, **dict(kw, update_emas=False) if kw else {})
+            ws2 = nets.mapping(z2, c, **dict(kw, update_emas=False) if kw else {})
             layer = torch.arange(num_ws, device=ws.device)
             ws = torch.where((layer[None, :] >= cutoff[:, None])[:, :, None], ws2, ws)
         kw = dict(update_emas=update_emas) if self.syn_ema else {}
-        img = self.G.synthesis(ws, **kw)
+        img = nets.synthesis(ws, **kw)
         return img, ws
 
-    def run_D(self, img, c, sigma, p, rnd):
+    def run_D(self, img, c, sigma, p, rnd, nets=None):
         img = blur(img, sigma)
         img = aug.augment(img, p, rnd)
         perm, pos = mbstd_order(img.shape[0], self.cfg["mbstd_group"])
-        logits = self.D(img[perm], c[perm] if c is not None and c.numel() else c)
+        logits = (nets or self.eager).D(img[perm], c[perm] if c is not None and c.numel() else c)
         return logits[pos]
 
     # --- phases: each returns (loss to backward, stats dict of detached sums) --------------
     def G_main(self, r, sigma, p):
-        img, _ = self.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"])
-        logits = self.run_D(img, r["c"], sigma, p, r["aug"])
+        img, _ = self.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"], nets=self.fast)
+        logits = self.run_D(img, r["c"], sigma, p, r["aug"], nets=self.fast)
         loss = F.softplus(-logits).sum()
         return loss, {"loss_G": loss.detach()}
 
@@ -135,9 +154,9 @@ class Phases:
 
     def D_main(self, r, real, real_c, sigma, p):
         with torch.no_grad():
-            fake, _ = self.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"])
-        fake_logits = self.run_D(fake, r["c"], sigma, p, r["aug"])
-        real_logits = self.run_D(real, real_c, sigma, p, r["aug_real"])
+            fake, _ = self.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"], nets=self.fast)
+        fake_logits = self.run_D(fake, r["c"], sigma, p, r["aug"], nets=self.fast)
+        real_logits = self.run_D(real, real_c, sigma, p, r["aug_real"], nets=self.fast)
         loss = F.softplus(fake_logits).sum() + F.softplus(-real_logits).sum()
         return loss, {"loss_D": loss.detach(), "real_sign": real_logits.detach().sign().sum(),
                       "real_score": real_logits.detach().sum(), "fake_score": fake_logits.detach().sum()}
