@@ -69,6 +69,7 @@ def blur(img, sigma):
 
 Nets = collections.namedtuple("Nets", "mapping synthesis D")
 
+
 def compile_module(module, mode):
     """`module` under torch.compile (inductor, `mode`), sharing its parameters. Only the main
     phases run compiled: R1 and path length differentiate twice, which compiled graphs cannot."""
@@ -86,7 +87,7 @@ class Phases:
     """Runs G and D for the losses of one round (a slice of the global batch)."""
 
     def __init__(self, G, D, cfg, device):
-        self.G, self.D, self.cfg, self.device = G, D, cfg, device
+        self.cfg, self.device = cfg, device
         self.pl_mean = torch.zeros([], device=device)
         self.map_ema = _accepts(G.mapping.forward, "update_emas")
         self.syn_ema = _accepts(G.synthesis.forward, "update_emas")
