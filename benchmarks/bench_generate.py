@@ -18,6 +18,7 @@ import torch
 
 from results import append_results, machine_line  # benchmarks/results.py
 from sg3lib.networks import build_network
+from sg3lib.train.config import COMPILE_MODES
 
 ARCHS = {  # official full-width configurations
     "sg3t": ("training.networks_stylegan3.Generator", dict(channel_base=32768, channel_max=512, mapping_kwargs=dict(num_layers=2))),
@@ -57,7 +58,7 @@ def main():
     ap.add_argument("--batch", nargs="+", type=int, default=[4])
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--iters", type=int, default=1)
-    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+    ap.add_argument("--compile", default=None, choices=[m for m in COMPILE_MODES if m != "none"],
                     help="run G under torch.compile with this mode")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()

@@ -54,6 +54,12 @@ def _phase_results(G, D, c, batch):
     return out
 
 
+def _assert_close_to_scale(got, want, rtol, atol, msg):
+    """got == want, both divided by want's largest magnitude (gradients span orders of magnitude)."""
+    scale = want.abs().max().clamp(min=1e-6)
+    torch.testing.assert_close(got / scale, want / scale, rtol=rtol, atol=atol, msg=msg)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan2"])
@@ -97,8 +103,7 @@ def test_training_phases_on_the_cuda_path_match_the_reference(cfg, precision, mo
                 continue
             assert (g0 is None) == (g1 is None), f"{name}: gradient {i} is None on the reference path only"
             if g0 is not None:
-                scale = g0.abs().max().clamp(min=1e-6)
-                torch.testing.assert_close(g1 / scale, g0 / scale, rtol=1e-3, atol=1e-4, msg=f"{name} gradient {i}")
+                _assert_close_to_scale(g1, g0, 1e-3, 1e-4, f"{name} gradient {i}")
 
 
 @pytest.mark.slow
@@ -143,5 +148,4 @@ def test_compiled_main_phases_match_eager(cfg, path, monkeypatch):
         for i, (g0, g1) in enumerate(zip(grads0, grads1)):
             assert (g0 is None) == (g1 is None), f"{name}: gradient {i}"
             if g0 is not None:
-                scale = g0.abs().max().clamp(min=1e-6)
-                torch.testing.assert_close(g1 / scale, g0 / scale, rtol=1e-4, atol=1e-5, msg=f"{name} gradient {i}")
+                _assert_close_to_scale(g1, g0, 1e-4, 1e-5, f"{name} gradient {i}")

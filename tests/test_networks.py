@@ -345,6 +345,17 @@ def test_stylegan2_ada_class_name_and_nested_synthesis_kwargs():
     assert G.synthesis.b4.conv1.conv_clamp == 256
 
 
+def _compiled_synthesis(G, ws, compile_kwargs, **synthesis_kwargs):
+    """G.synthesis(ws) under torch.compile(fullgraph=True): a graph break fails."""
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            return torch.compile(G.synthesis, fullgraph=True, **compile_kwargs)(ws, noise_mode="const",
+                                                                               **synthesis_kwargs)
+    finally:
+        torch._dynamo.reset()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sg3t_64", "sg3r_64", "sg2_64"])
 def test_synthesis_traces_into_one_graph_on_the_reference_path(fixtures_dir, name):
@@ -353,12 +364,7 @@ def test_synthesis_traces_into_one_graph_on_the_reference_path(fixtures_dir, nam
     the official reference. Dynamo's tracing only ("eager" backend): inductor's code generation takes
     minutes on 2 cores."""
     G, _, arrays = _net(fixtures_dir, name)
-    ws = torch.from_numpy(arrays["out_ws"])
-    torch._dynamo.reset()
-    synthesis = torch.compile(G.synthesis, backend="eager", fullgraph=True)
-    with torch.no_grad():
-        img = synthesis(ws, noise_mode="const")
-    torch._dynamo.reset()
+    img = _compiled_synthesis(G, torch.from_numpy(arrays["out_ws"]), dict(backend="eager"))
     _close(img, arrays["out_img_const"], f"{name} traced reference")
 
 
@@ -369,12 +375,7 @@ def test_synthesis_compiles_into_one_graph_on_cuda(fixtures_dir, name):
     compiled fp32 synthesis matches the official reference like the eager one does."""
     G, _, arrays = _net(fixtures_dir, name)
     G = copy.deepcopy(G).cuda()  # the cached CPU network stays as it is
-    ws = torch.from_numpy(arrays["out_ws"]).cuda()
-    torch._dynamo.reset()
-    synthesis = torch.compile(G.synthesis, fullgraph=True)
-    with torch.no_grad():
-        img = synthesis(ws, noise_mode="const", force_fp32=True).cpu()
-    torch._dynamo.reset()
+    img = _compiled_synthesis(G, torch.from_numpy(arrays["out_ws"]).cuda(), {}, force_fp32=True).cpu()
     _close(img, arrays["out_img_const"], f"{name} compiled cuda fp32")
 
 

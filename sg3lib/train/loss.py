@@ -93,7 +93,7 @@ class Phases:
         self.syn_ema = _accepts(G.synthesis.forward, "update_emas")
         # The networks as the main phases run them: eager, or compiled (same parameters).
         self.eager = Nets(G.mapping, G.synthesis, D)
-        mode = cfg.get("compile", "none")
+        mode = cfg["compile"]
         self.fast = self.eager if mode == "none" else Nets(*(compile_module(m, mode) for m in self.eager))
 
     # --- networks -------------------------------------------------------------------------
