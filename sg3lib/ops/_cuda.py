@@ -44,6 +44,10 @@ from pathlib import Path
 
 import torch
 
+from .bias_act import bias_act_ref
+from .filtered_lrelu import filtered_lrelu_ref
+from .upfirdn2d import filter_size, upfirdn2d_ref
+
 OPS = ("upfirdn2d", "filtered_lrelu", "bias_act")
 ACTS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6,
         "softplus": 7, "swish": 8}
@@ -447,13 +451,6 @@ _bias_act_masked_bwd = _define("bias_act_masked_bwd(Tensor dy, Tensor mask, floa
 # upfirdn2d
 
 
-def _fsize(f):
-    """(fw, fh) of a filter; None is the 1x1 identity."""
-    if f is None:
-        return 1, 1
-    return (f.shape[-1], f.shape[0]) if f.ndim == 2 else (f.shape[0], f.shape[0])
-
-
 def _corr_passes(f, flip_filter, gain, device):
     """Correlation kernels (float32, 2-D) to run: one for a 2-D filter, [1, k] then [k, 1] for a
     1-D (separable) one. Flipping here makes the kernels plain correlations."""
@@ -502,7 +499,7 @@ class _Upfirdn2d(torch.autograd.Function):
         (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain, shape = ctx.args
         dx = None
         if ctx.needs_input_grad[0]:
-            fw, fh = _fsize(f)
+            fw, fh = filter_size(f)
             gx = _transpose_padding(shape[3], dy.shape[3], fw, upx, downx, px0)
             gy = _transpose_padding(shape[2], dy.shape[2], fh, upy, downy, py0)
             dx = _Upfirdn2d.apply(dy, f, (downx, downy), (upx, upy), (gx[0], gx[1], gy[0], gy[1]),
@@ -513,11 +510,10 @@ class _Upfirdn2d(torch.autograd.Function):
 def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
     """CUDA upfirdn2d; see sg3lib/ops/upfirdn2d.py for the definition. No gradient for f."""
     if x.dtype not in _KERNEL_DTYPES:
-        from .upfirdn2d import upfirdn2d_ref
         return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {tuple(x.shape)}")
-    fw, fh = _fsize(f)
+    fw, fh = filter_size(f)
     if x.shape[2] * up[1] + padding[2] + padding[3] < fh or x.shape[3] * up[0] + padding[0] + padding[1] < fw:
         raise ValueError(f"upfirdn2d output would be empty: input {tuple(x.shape[2:])}, up {up}, "
                          f"down {down}, padding {padding}, filter {fh}x{fw}")
@@ -577,13 +573,13 @@ def _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, 
     """dx (float32) from separate CUDA passes, as _filtered_lrelu_unfused computes y."""
     px0, px1, py0, py1 = padding
     th, codes = mask.shape[2], _unpack_codes(mask, tw)
-    fdw, fdh = _fsize(fd)
+    fdw, fdh = filter_size(fd)
     gx = _transpose_padding(tw, dy.shape[3], fdw, 1, down, 0)
     gy = _transpose_padding(th, dy.shape[2], fdh, 1, down, 0)
     dt = _upfirdn2d_raw(dy.float(), fd, (down, down), (1, 1), (gx[0], gx[1], gy[0], gy[1]),
                         not flip_filter, 1.0, out_dtype=torch.float32)
     dt = torch.where(codes == 1, dt * gain, torch.where(codes == 2, dt * (gain * slope), torch.zeros_like(dt)))
-    fuw, fuh = _fsize(fu)
+    fuw, fuh = filter_size(fu)
     gx = _transpose_padding(shape[3], tw, fuw, up, 1, px0)
     gy = _transpose_padding(shape[2], th, fuh, up, 1, py0)
     return _upfirdn2d_raw(dt, fu, (1, 1), (up, up), (gx[0], gx[1], gy[0], gy[1]), not flip_filter,
@@ -592,8 +588,8 @@ def _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, 
 
 def _flrelu_geometry(shape, fu, fd, up, down, padding):
     """(th, tw, oh, ow): the upsampled (intermediate) and output sizes for x of `shape`."""
-    fuw, fuh = _fsize(fu)
-    fdw, fdh = _fsize(fd)
+    fuw, fuh = filter_size(fu)
+    fdw, fdh = filter_size(fd)
     th = shape[2] * up + padding[2] + padding[3] - fuh + 1
     tw = shape[3] * up + padding[0] + padding[1] - fuw + 1
     return th, tw, (th - fdh) // down + 1, (tw - fdw) // down + 1
@@ -631,7 +627,6 @@ def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_fil
     """CUDA filtered_lrelu (fused forward); see sg3lib/ops/filtered_lrelu.py. No gradient for fu/fd;
     first derivatives only (the official op has no double backward either)."""
     if x.dtype not in _KERNEL_DTYPES:
-        from .filtered_lrelu import filtered_lrelu_ref
         return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     if x.ndim != 4:
         raise ValueError(f"filtered_lrelu expects x of shape [N, C, H, W], got {tuple(x.shape)}")
@@ -640,8 +635,8 @@ def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_fil
     for name, f in (("fu", fu), ("fd", fd)):
         if f is not None and f.ndim not in (1, 2):
             raise ValueError(f"{name} must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
-    fuw, fuh = _fsize(fu)
-    fdw, fdh = _fsize(fd)
+    fuw, fuh = filter_size(fu)
+    fdw, fdh = filter_size(fd)
     th, tw, _, _ = _flrelu_geometry(x.shape, fu, fd, up, down, padding)
     if th < fdh or tw < fdw:
         raise ValueError(f"filtered_lrelu output would be empty: input {tuple(x.shape[2:])}, up {up}, "
@@ -762,7 +757,6 @@ class _MaskedSlope(torch.autograd.Function):
 def bias_act(x, b, dim, act, alpha, gain, clamp):
     """CUDA bias_act; alpha, gain resolved floats, clamp float or None. Twice differentiable."""
     if x.dtype not in _KERNEL_DTYPES:
-        from .bias_act import bias_act_ref
         return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     if act not in ACTS:
         raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(ACTS)}")
