@@ -20,12 +20,16 @@
 # (../shared does not travel to the GPU machine; both folders are git-ignored, ~30 MB together).
 # Everything a stage prints goes to $OUT/<stage>.log, and benchmarks/RESULTS.md (with the new
 # sections appended) to $OUT/RESULTS.md: copy the new sections into the repository's RESULTS.md.
+# Each stage also returns the kernel build as $OUT/kernels.tgz. A machine goes back 30 s after a
+# call, so to spare the next one the build (about a minute): unpack it here,
+#   mkdir -p .kcache && tar -xzf <files_at>/kernels.tgz -C .kcache
+# and add ".kcache" to carry; a stamped build is imported without building (sg3lib/ops/_cuda.py).
 set -uo pipefail
 stage=${1:?usage: gpu_session.sh wheels|check|train256|generate|ops|train512|train-fp32|compiled|train-compiled}
 cd "$(dirname "$0")/.."
 
 if [ "$stage" = wheels ]; then  # not on the GPU machine: it has no package index
-    for d in /.whl/ /.fixtures/; do grep -qx "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
+    for d in /.whl/ /.fixtures/ /.kcache/; do grep -qx "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
     rm -rf .fixtures && cp -r "${SG3_FIXTURES:-../shared/fixtures/reference}" .fixtures
     PY=${PYTHON:-.venv/bin/python}
     $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -39,7 +43,7 @@ fi
 
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SG3LIB_CACHE=/tmp/sg3lib-cache
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SG3LIB_CACHE="$PWD/.kcache"
 [ -d .fixtures ] && export SG3_FIXTURES="$PWD/.fixtures"
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -54,6 +58,8 @@ trap 'cp benchmarks/RESULTS.md "$OUT/RESULTS.md"' EXIT
     t0=$SECONDS
     python3 -c "from sg3lib.ops import _cuda; print('kernels:', _cuda.available()); print(_cuda.report())"
     echo "kernel build: $((SECONDS - t0)) s"
+    # the finished build (library and stamp) for the next call's carry
+    (cd .kcache && tar -czf "$OUT/kernels.tgz" kernels/*/built kernels/*/*.so && ls -l "$OUT/kernels.tgz")
 } 2>&1 | tee "$log"
 
 case "$stage" in

@@ -88,6 +88,37 @@ def test_missing_nvcc_warns_once_and_falls_back(fresh_loader, monkeypatch, tmp_p
         _cuda._ext()
 
 
+def _toolkit(root, headers=True):
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "nvcc").write_text("#!/bin/sh\nexit 0\n")
+    (root / "bin" / "nvcc").chmod(0o755)
+    if headers:
+        (root / "include").mkdir()
+        (root / "include" / "cuda_runtime.h").write_text("")
+    return root
+
+
+def test_find_nvcc_skips_a_guess_without_headers(monkeypatch, tmp_path):
+    """nvcc as a wrapper script in /usr/local/bin makes torch guess CUDA_HOME=/usr/local, which has
+    no headers (a build then fails at cuda_runtime.h): the toolkit with headers is found instead.
+    An explicit CUDA_HOME decides, and one without headers is reported as such."""
+    from torch.utils import cpp_extension
+    wrapper_home = _toolkit(tmp_path / "usr-local", headers=False)
+    real_home = _toolkit(tmp_path / "cuda-13.0")
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(wrapper_home))
+    monkeypatch.setenv("PATH", f"{wrapper_home / 'bin'}:{real_home / 'bin'}")
+    assert _cuda.find_nvcc()[0] != str(wrapper_home / "bin" / "nvcc")  # first on PATH, no headers
+    monkeypatch.setenv("PATH", f"{real_home / 'bin'}:{wrapper_home / 'bin'}")
+    assert _cuda.find_nvcc()[0] == str(real_home / "bin" / "nvcc")
+    monkeypatch.setenv("CUDA_HOME", str(wrapper_home))
+    nvcc, why = _cuda.find_nvcc()
+    assert nvcc is None and "no include/cuda_runtime.h" in why and str(wrapper_home) in why
+    monkeypatch.setenv("CUDA_HOME", str(real_home))
+    assert _cuda.find_nvcc()[0] == str(real_home / "bin" / "nvcc")
+
+
 def test_first_error_line_picks_the_cause():
     log = ("[1/4] c++ -c sg3_binding.cpp\nFAILED: upfirdn2d.cuda.o\n"
            "kernels/upfirdn2d.cu(12): error: identifier \"foo\" is undefined\n"
@@ -98,9 +129,8 @@ def test_first_error_line_picks_the_cause():
     assert _cuda._first_error_line("nvcc fatal   : Unsupported gpu architecture 'compute_200'").startswith("nvcc fatal")
 
 
-def test_failed_build_reports_first_error_line(fresh_loader, monkeypatch, tmp_path):
-    """A toolchain that cannot build (a failing nvcc; on a CPU-only torch the build already stops
-    at torch's CUDA checks): the build subprocess fails, and the reason quotes the error."""
+def _fake_toolchain(monkeypatch, tmp_path):
+    """A GPU machine whose nvcc fails every build (so a build that starts is seen to fail)."""
     _pretend_gpu(monkeypatch)
     from torch.utils import cpp_extension
     monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
@@ -109,8 +139,28 @@ def test_failed_build_reports_first_error_line(fresh_loader, monkeypatch, tmp_pa
     nvcc = home / "bin" / "nvcc"
     nvcc.write_text("#!/bin/sh\necho 'fake.cu(1): error: this toolchain is broken' >&2\nexit 1\n")
     nvcc.chmod(0o755)
+    (home / "include").mkdir()
+    (home / "include" / "cuda_runtime.h").write_text("")
     monkeypatch.setenv("CUDA_HOME", str(home))
     monkeypatch.setenv("SG3LIB_BUILD_TIMEOUT", "120")
+
+
+def _compile_stub_module(name, path):
+    """A real (empty) Python extension module called `name` at `path`, standing in for a build."""
+    import subprocess
+    import sysconfig
+    src = path.with_suffix(".c")
+    src.write_text("#include <Python.h>\n"
+                   f"static struct PyModuleDef m = {{PyModuleDef_HEAD_INIT, \"{name}\", NULL, -1, NULL}};\n"
+                   f"PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&m); }}\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], str(src), "-o", str(path)],
+                   check=True, capture_output=True)
+
+
+def test_failed_build_reports_first_error_line(fresh_loader, monkeypatch, tmp_path):
+    """A toolchain that cannot build (a failing nvcc; on a CPU-only torch the build already stops
+    at torch's CUDA checks): the build subprocess fails, and the reason quotes the error."""
+    _fake_toolchain(monkeypatch, tmp_path)
     start = time.monotonic()
     with pytest.warns(UserWarning, match="build failed"):
         ok, reason = _cuda.available()
@@ -119,6 +169,52 @@ def test_failed_build_reports_first_error_line(fresh_loader, monkeypatch, tmp_pa
     logs = list((tmp_path / "cache").rglob("build_error.log"))
     assert len(logs) == 1 and logs[0].read_text().strip()
     assert not list((tmp_path / "cache").glob("*.lock")), "the build lock must be released"
+
+
+def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_path):
+    """A finished build (its library and a stamp holding its key) is imported as it is: no build
+    subprocess, no ninja, so a cache copied with new file times still loads. Without the stamp (a
+    build that died half-way) or with another key's stamp, it builds afresh."""
+    _fake_toolchain(monkeypatch, tmp_path)
+    key = _cuda.build_key()
+    name = f"sg3lib_kernels_{key}"
+    build_dir = tmp_path / "cache" / "kernels" / key
+    build_dir.mkdir(parents=True)
+    _compile_stub_module(name, _cuda._library_path(name, build_dir))
+
+    with pytest.warns(UserWarning, match="build failed"):  # library there but no stamp: rebuilt
+        assert not _cuda.available()[0]
+    _cuda._reset()
+    (build_dir / "built").write_text("0123456789abcdef\n")  # another key's stamp: rebuilt
+    with pytest.warns(UserWarning, match="build failed"):
+        assert not _cuda.available()[0]
+
+    _cuda._reset()
+    (build_dir / "built").write_text(key + "\n")
+    import subprocess
+    real_run = subprocess.run
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a stamped build must not be rebuilt")
+    monkeypatch.setattr(subprocess, "run", no_build)
+    ok, reason = _cuda.available()
+    assert ok and "cached build" in reason and str(build_dir) in reason
+    assert _cuda._ext().__name__ == name
+    assert not list((tmp_path / "cache").glob("*.lock")), "the build lock must be released"
+
+    # A stamped library that does not import (a damaged copy): built again. (Another key: the
+    # stub is mapped into this process and Python would hand back the loaded module.)
+    _cuda._reset()
+    monkeypatch.setattr(subprocess, "run", real_run)
+    key = "feedbeef00000000"
+    monkeypatch.setattr(_cuda, "build_key", lambda: key)
+    build_dir = tmp_path / "cache" / "kernels" / key
+    build_dir.mkdir()
+    _cuda._library_path(f"sg3lib_kernels_{key}", build_dir).write_bytes(b"not a library")
+    (build_dir / "built").write_text(key + "\n")
+    with pytest.warns(UserWarning, match="build failed"):
+        assert not _cuda.available()[0]
+    assert not (build_dir / "built").exists()
 
 
 def test_build_key_tracks_sources(monkeypatch, tmp_path):

@@ -3,11 +3,13 @@
 Build: torch.utils.cpp_extension + ninja, in a subprocess with a time limit, into a per-user cache
 `~/.cache/sg3lib/kernels/<key>` (or $SG3LIB_CACHE/kernels/<key>). The key hashes the kernel sources,
 the torch and CUDA versions, the Python version and the GPU architecture, so a change of any of them
-builds afresh and nothing stale is ever loaded. A file lock serialises builds of one key across
-processes; a lock left by a dead process (same host) or older than the build time limit is broken
-with a warning, and waiting for a live one is bounded. Anything that goes wrong (no GPU, CPU build
-of torch, no nvcc, no ninja, a failed or timed-out build, a held lock) gives one warning naming the
-cause, and the ops fall back to the reference path. `report()` says which path each op takes.
+builds afresh and nothing stale is ever loaded. A finished build is stamped with its key and later
+imported directly (no ninja run), so a cache folder that was copied (file times lost) still loads. A
+file lock serialises builds of one key across processes; a lock left by a dead process (same host)
+or older than the build time limit is broken with a warning, and waiting for a live one is bounded.
+Anything that goes wrong (no GPU, CPU build of torch, no nvcc, no ninja, a failed or timed-out
+build, a held lock) gives one warning naming the cause, and the ops fall back to the reference path.
+`report()` says which path each op takes.
 
 Environment: SG3LIB_CUDA=0 disables the kernels; CUDA_HOME picks the toolkit (its bin/nvcc);
 SG3LIB_CACHE moves the cache; SG3LIB_BUILD_TIMEOUT (seconds, default 900) bounds a build.
@@ -78,20 +80,32 @@ def cache_root():
     return Path(base) / "kernels"
 
 
+def _toolkit_problem(home):
+    """Why `home` is not a usable CUDA toolkit root (nvcc and the runtime headers), or None."""
+    if not os.access(Path(home) / "bin" / "nvcc", os.X_OK):
+        return f"nvcc not found at {Path(home) / 'bin' / 'nvcc'}"
+    if not (Path(home) / "include" / "cuda_runtime.h").is_file():
+        return f"{home} has nvcc but no include/cuda_runtime.h"
+    return None
+
+
 def find_nvcc():
-    """(path to nvcc or None, explanation). Honours CUDA_HOME / CUDA_PATH as torch does."""
+    """(path to nvcc or None, explanation). CUDA_HOME or CUDA_PATH, when set, decides; otherwise the
+    first toolkit with nvcc and its headers among torch's guess, the nvcc on PATH and /usr/local/cuda
+    (torch guesses /usr/local, which has no headers, when nvcc is a wrapper script in /usr/local/bin)."""
     from torch.utils import cpp_extension
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or cpp_extension.CUDA_HOME
-    if not home and Path("/usr/local/cuda/bin/nvcc").exists():
-        home = "/usr/local/cuda"
-    if not home and shutil.which("nvcc"):
-        home = str(Path(shutil.which("nvcc")).resolve().parents[1])
-    if not home:
-        return None, "nvcc not found (no CUDA toolkit on PATH and CUDA_HOME unset)"
-    nvcc = Path(home) / "bin" / "nvcc"
-    if not os.access(nvcc, os.X_OK):
-        return None, f"nvcc not found at {nvcc} (CUDA_HOME={home})"
-    return str(nvcc), f"nvcc at {nvcc}"
+    chosen = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if chosen:
+        problem = _toolkit_problem(chosen)
+        if problem:
+            return None, f"{problem} (CUDA_HOME={chosen})"
+        return str(Path(chosen) / "bin" / "nvcc"), f"nvcc at {Path(chosen) / 'bin' / 'nvcc'}"
+    on_path = shutil.which("nvcc")
+    guesses = [cpp_extension.CUDA_HOME, on_path and str(Path(on_path).resolve().parents[1]), "/usr/local/cuda"]
+    for home in filter(None, guesses):
+        if _toolkit_problem(home) is None:
+            return str(Path(home) / "bin" / "nvcc"), f"nvcc at {Path(home) / 'bin' / 'nvcc'}"
+    return None, "nvcc not found (no CUDA toolkit with nvcc and headers on PATH or in /usr/local/cuda)"
 
 
 def _toolchain_problem():
@@ -229,25 +243,47 @@ def _load_kwargs(name, build_dir):
                 extra_cflags=_flags()["cxx"], extra_cuda_cflags=_flags()["cuda"])
 
 
-def _build_and_load():
-    """Build (in a subprocess, time-limited) and import the extension. Raises on failure."""
+def _library_path(name, build_dir):
     from torch.utils import cpp_extension
+    return build_dir / f"{name}{cpp_extension.LIB_EXT}"
+
+
+def _import_built(name, build_dir):
+    """Import the extension module `name` that a finished build left in build_dir."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, _library_path(name, build_dir))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build_and_load():
+    """Import the extension, building it first (in a subprocess, time-limited) unless a finished
+    build of this key is in the cache. Raises on failure."""
     key = build_key()
     build_dir = cache_root() / key
     build_dir.mkdir(parents=True, exist_ok=True)
     name = f"sg3lib_kernels_{key}"
-    kwargs = _load_kwargs(name, build_dir)
     major, minor = torch.cuda.get_device_capability()
-    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}")
     timeout = _build_timeout()
     with FileLock(cache_root() / f"{key}.lock", timeout_s=timeout + 120, stale_s=timeout + 60):
+        # The stamp is written last, so a build that died half-way is never loaded; a stamped build
+        # is imported without ninja, which would rebuild a copied cache whose file times changed.
+        stamp = build_dir / "built"
+        if stamp.is_file() and stamp.read_text().strip() == key and _library_path(name, build_dir).is_file():
+            try:
+                return _import_built(name, build_dir), f"sm_{major}{minor}, {build_dir} (cached build)"
+            except ImportError:  # a damaged copy, say: build it again
+                stamp.unlink()
         torch_lock = build_dir / "lock"  # torch's own baton: stale whenever we hold our lock
         if torch_lock.exists():
             torch_lock.unlink()
         script = ("import json, sys\nfrom torch.utils import cpp_extension\n"
                   "cpp_extension.load(verbose=True, **json.loads(sys.argv[1]))\n")
         try:
-            proc = subprocess.run([sys.executable, "-c", script, json.dumps(kwargs)], env=env,
+            proc = subprocess.run([sys.executable, "-c", script, json.dumps(_load_kwargs(name, build_dir))],
+                                  env=dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}",
+                                           CUDA_HOME=str(Path(find_nvcc()[0]).parents[1])),
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"build timed out after {timeout:.0f} s (SG3LIB_BUILD_TIMEOUT); "
@@ -256,15 +292,10 @@ def _build_and_load():
             (build_dir / "build_error.log").write_text(proc.stdout + proc.stderr)
             raise RuntimeError(f"build failed: {_first_error_line(proc.stdout + proc.stderr)} "
                                f"(full log: {build_dir / 'build_error.log'})")
-        old = os.environ.get("TORCH_CUDA_ARCH_LIST")
-        os.environ["TORCH_CUDA_ARCH_LIST"] = env["TORCH_CUDA_ARCH_LIST"]
-        try:  # already built: ninja finds nothing to do and this only imports
-            module = cpp_extension.load(verbose=False, **kwargs)
-        finally:
-            if old is None:
-                os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
-            else:
-                os.environ["TORCH_CUDA_ARCH_LIST"] = old
+        module = _import_built(name, build_dir)
+        tmp = stamp.with_suffix(".tmp")
+        tmp.write_text(key + "\n")
+        os.replace(tmp, stamp)
     return module, f"sm_{major}{minor}, {build_dir}"
 
 
