@@ -56,7 +56,7 @@ def make_dataset(path, n, res):
             z.writestr(f"{i // 1000:05d}/img{i:08d}.png", buf.getvalue())
 
 
-def run_case(case, workdir, precision, sync_debug=False, compile_mode="none"):
+def run_case(case, workdir, precision, sync_debug=False, compile_mode="none", tf32=False):
     import torch
     from sg3lib.train import train
     if sync_debug:  # a short run (16 steps at batch 32) that counts host syncs instead of timing
@@ -64,7 +64,7 @@ def run_case(case, workdir, precision, sync_debug=False, compile_mode="none"):
     data = os.path.join(workdir, f"data{case['res']}.zip")
     if not os.path.exists(data):
         make_dataset(data, case["imgs"], case["res"])
-    out = os.path.join(workdir, f"run-{case['cfg']}-{case['res']}-{case['batch_gpu']}-{precision}-{compile_mode}")
+    out = os.path.join(workdir, f"run-{case['cfg']}-{case['res']}-{case['batch_gpu']}-{precision}-{compile_mode}-{tf32}")
     tick = case["imgs"] / 1000
     opts = {k: v for k, v in case.items() if k not in ("res", "imgs")}
     t0 = time.time()
@@ -76,11 +76,12 @@ def run_case(case, workdir, precision, sync_debug=False, compile_mode="none"):
             torch.cuda.set_sync_debug_mode("warn")
             stack.callback(torch.cuda.set_sync_debug_mode, 0)
         train(data, out, kimg=2 * tick, tick=tick, snap=0, workers=0 if not torch.cuda.is_available() else 2,
-              precision=precision, compile=compile_mode, progress=False, keep_snapshots=1, **opts)
+              precision=precision, compile=compile_mode, tf32=tf32, progress=False, keep_snapshots=1, **opts)
     recs = [json.loads(line) for line in open(os.path.join(out, "stats.jsonl"))]
     last = recs[-1]
     result = dict(case, sec_per_kimg=round(last["sec_per_kimg"], 2), mem_peak_gb=round(last["mem_peak_gb"], 3),
-                  wall_s=round(time.time() - t0, 1), precision=precision, compile=compile_mode,
+                  wall_s=round(time.time() - t0, 1), precision=precision + (" +tf32" if tf32 else ""),
+                  compile=compile_mode,
                   first_tick_s=round(recs[0]["sec_per_tick"], 1))
     if sync_debug:
         syncs = collections.Counter(f"{os.path.relpath(w.filename)}:{w.lineno}" for w in caught
@@ -98,6 +99,7 @@ def main():
                    help="fp16/bf16: the 4 highest resolutions in reduced precision, as the official default")
     p.add_argument("--compile", default="none", choices=COMPILE_MODES,
                    help="G and D of the main phases under torch.compile in this mode")
+    p.add_argument("--tf32", action="store_true", help="let float32 layers use TF32 (train's tf32 option)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--res", type=int, nargs="+", default=None, help="only the preset's cases at these resolutions")
     p.add_argument("--cfg", nargs="+", default=None, help="only these configs (e.g. stylegan3-t)")
@@ -122,7 +124,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for case in cases:
             for precision in args.precision:
-                r = run_case(case, work, precision, args.sync_debug, args.compile)
+                r = run_case(case, work, precision, args.sync_debug, args.compile, args.tf32)
                 print(json.dumps(r), flush=True)
                 rows.append(r)
     if args.sync_debug:

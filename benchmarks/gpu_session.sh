@@ -11,7 +11,7 @@
 #                         bash benchmarks/gpu_session.sh ops        # ms per call, reference vs CUDA;
 #                                                                   # modulated conv grouped vs batched
 #                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px, fp16
-#                         bash benchmarks/gpu_session.sh train-fp32 # SG3-T 256 px in fp32
+#                         bash benchmarks/gpu_session.sh train-fp32 # SG3-T 256 px in fp32, and with TF32
 #                         bash benchmarks/gpu_session.sh compiled   # generation under torch.compile
 #                         bash benchmarks/gpu_session.sh train-compiled  # SG3-T 256 px training, main phases
 #                                                                   # under torch.compile (default mode)
@@ -84,8 +84,10 @@ train256)
         2>&1 | tail -3 | tee -a "$log"
     python3 benchmarks/bench_train.py --preset gpu --res 256 --precision fp16 2>&1 | tee -a "$log"
     ;;
-train-fp32)
+train-fp32)  # full float32 (as the official training), then with TF32 tensor cores (--tf32)
     python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --precision fp32 2>&1 | tee -a "$log"
+    python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --precision fp32 --batch-gpu 16 \
+        --tf32 2>&1 | tee -a "$log"
     ;;
 generate)
     python3 benchmarks/bench_generate.py --device cuda --arch sg3t sg3r sg2 --res 256 512 1024 --batch 8 32 \

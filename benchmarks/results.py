@@ -20,7 +20,9 @@ def machine_line(device):
                                  capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             drv = "unknown"
-        return f"{name}, driver {drv}, {torch_line}"
+        tf32 = {True: "on", False: "off"}
+        return (f"{name}, driver {drv}, {torch_line}, TF32 convolutions {tf32[torch.backends.cudnn.allow_tf32]}"
+                f" / matmuls {tf32[torch.backends.cuda.matmul.allow_tf32]}")
     cpu = platform.processor() or "CPU"
     try:
         for ln in Path("/proc/cpuinfo").read_text().splitlines():

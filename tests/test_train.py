@@ -315,6 +315,38 @@ def test_compile_option_reaches_the_main_phases(tmp_path, monkeypatch):
     assert load(out["snapshot"])["meta"]["config"]["compile"] == "reduce-overhead"
 
 
+def test_numerics_flags_are_set_for_the_run_and_restored(tmp_path, monkeypatch):
+    """Official training's numerics: no TF32 unless tf32, cuDNN autotuning unless deterministic;
+    torch's global flags are as they were once train() returns, also when it fails."""
+    from sg3lib.train import loop
+    flags = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,  # noqa: E731
+                     torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    saved = flags()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.benchmark = False
+    try:
+        before = flags()
+        data = make_zip(tmp_path / "d.zip")
+        seen = []
+        train(data, tmp_path / "a", kimg=0.008, callback=lambda *a: seen.append(flags()), **TINY)
+        assert seen[0] == (False, False, False, True) and flags() == before
+        seen.clear()
+        train(data, tmp_path / "b", kimg=0.008, callback=lambda *a: seen.append(flags()),
+              **dict(TINY, deterministic=False, tf32=True))
+        assert seen[0] == (True, True, True, False) and flags() == before
+
+        def broken_step(self, state, loader):
+            assert flags() == (False, False, True, False)
+            raise RuntimeError("out of memory")
+        monkeypatch.setattr(loop._Run, "step", broken_step)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            train(data, tmp_path / "c", kimg=0.008, **dict(TINY, deterministic=False))
+        assert flags() == before
+    finally:
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved[:3]
+
+
 def test_data_loader_workers_do_not_change_the_result(tmp_path):
     """The data order is a function of (seed, image number): 2 loader processes == none."""
     data = make_zip(tmp_path / "d.zip")

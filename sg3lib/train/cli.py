@@ -57,6 +57,9 @@ def add_train_arguments(p):
     a("--keep-snapshots", type=int, help="keep the last N snapshots (default 5; 0 keeps all)")
     a("--keep-every-kimg", type=float, help="also keep one snapshot per this many kimg (milestones)")
     a("--deterministic", action="store_true", default=None, help="bit-reproducible (slower) kernels")
+    a("--tf32", action="store_true", default=None,
+      help="let the float32 layers' convolutions and matmuls use TF32 tensor cores (faster on Ampere "
+           "and newer GPUs; the official training, and the default here, keep full float32)")
     a("--tensorboard", action="store_true", default=None, help="also write TensorBoard events")
     a("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     a("--no-progress", action="store_true", help="no progress bar")

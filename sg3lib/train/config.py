@@ -29,7 +29,8 @@ DEFAULTS = dict(
     seed=0, precision="fp32", workers=2, mbstd_group=4, betas=(0.0, 0.99), eps=1e-8,
     D_reg_interval=16, G_reg_interval=4, pl_batch_shrink=2, pl_decay=0.01, ema_kimg=None,
     ema_rampup=0.05, blur_fade_kimg=None, keep_snapshots=5, keep_every_kimg=None, deterministic=False,
-    tensorboard=False, stats_batch=4, compile="none", z_dim=512, w_dim=512, conv_clamp=256, cond=False,
+    tensorboard=False, stats_batch=4, compile="none", tf32=False, z_dim=512, w_dim=512, conv_clamp=256,
+    cond=False,
 )
 
 ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "map", "z_dim",

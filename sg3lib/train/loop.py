@@ -13,6 +13,7 @@ that uses them (e.g. StyleGAN2's noise inputs draw from torch's global generator
 re-seeded from (seed, step, phase, round) before each round).
 """
 import copy
+import functools
 import glob
 import math
 import os
@@ -315,6 +316,35 @@ def save_grid(G_ema, cfg, labels, path, device):
 # The loop
 
 
+def _keeps_torch_flags(fn):
+    """Restore torch's global numerics flags after fn (train() runs inside notebooks)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        deterministic = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())
+        flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+                 torch.backends.cuda.matmul.allow_tf32)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32) = flags
+    return wrapper
+
+
+def _set_numerics(c):
+    """As the official training: float32 layers in full float32 (TF32 only with c['tf32']), and
+    cuDNN's autotuner for training's fixed shapes, unless c['deterministic'], which also asks for
+    deterministic algorithms."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(c["tf32"])
+    torch.backends.cudnn.benchmark = not c["deterministic"]
+    if c["deterministic"]:
+        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+
+
+@_keeps_torch_flags
 def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callback=None,
           **opts):
     """Train a GAN on the dataset `data` (official zip or folder), writing to run folder `outdir`.
@@ -323,7 +353,9 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     kimg, tick (kimg per tick), snap (ticks per snapshot), mirror, aug ('ada'|'noaug'), target,
     freezed, cbase, cmax, map, glr, dlr, seed, precision ('fp32'|'fp16'|'bf16'), workers,
     keep_snapshots, deterministic, mbstd_group, tensorboard, cond, compile ('none'|'default'|
-    'reduce-overhead'|'max-autotune': G and D of the main phases under torch.compile).
+    'reduce-overhead'|'max-autotune': G and D of the main phases under torch.compile), tf32 (let
+    float32 layers use TF32 tensor cores; off, as in the official training). torch's global flags
+    (TF32, cuDNN autotuning, deterministic algorithms) are set for the run and restored after it.
     resume: None, 'latest' (newest complete snapshot in outdir; starts fresh if there is none),
     a snapshot path (same dataset: continue exactly; other dataset: new run from its weights),
     or an official .pkl / URL (new run from its weights).
@@ -338,11 +370,6 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     data = os.path.abspath(str(data))
     if rank == 0:
         _check_outdir(outdir)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    if opts.get("deterministic"):
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
     # Resume source.
     resume_kind, payload, prev_cfg = None, None, None
@@ -387,6 +414,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             raise TrainError(f"cannot continue {outdir} with a different architecture:\n  "
                              + "\n  ".join(diff) + "\nUse the original settings, or start a new "
                              "run in another --outdir with --resume pointing at this snapshot.")
+    _set_numerics(c)
 
     # Networks, optimizers, state.
     G, D, G_ema = _build(c, device)
@@ -476,8 +504,6 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     bar.close()
     if writer:
         writer.close()
-    if opts.get("deterministic") and not was_deterministic:
-        torch.use_deterministic_algorithms(False)
     return {"run_dir": outdir, "snapshot": last_snap, "cur_nimg": state["cur_nimg"], "step": state["step"],
             "ada_p": ada.p, "G": G, "D": D, "G_ema": G_ema}
 
