@@ -29,13 +29,13 @@ from bench_memory import gpu_precision  # noqa: E402
 CPU = torch.device("cpu")
 
 
-def _phase_results(G, D, c, batch):
+def _phase_results(G, D, c, batch, device=CPU):
     """{phase: (loss, gradients of the trained network's parameters)} for one round."""
-    phases = Phases(G, D, c, CPU)
+    phases = Phases(G, D, c, device)
     gen = torch.Generator().manual_seed(1)
-    real = torch.randn([batch, 3, 16, 16], generator=gen)
-    real_c = torch.empty([batch, 0])
-    pl_noise = torch.randn([batch, 3, 16, 16], generator=gen)
+    real = torch.randn([batch, 3, 16, 16], generator=gen).to(device)
+    real_c = torch.empty([batch, 0], device=device)
+    pl_noise = torch.randn([batch, 3, 16, 16], generator=gen).to(device)
     sigma, p = 0.5, 0.0
     runs = [("G main", G, lambda r: phases.G_main(r, sigma, p), "Gmain"),
             ("D main", D, lambda r: phases.D_main(r, real, real_c, sigma, p), "Dmain"),
@@ -46,7 +46,7 @@ def _phase_results(G, D, c, batch):
     for name, net, run, phase_id in runs:
         G.requires_grad_(net is G)
         D.requires_grad_(net is D)
-        r = slice_step(draw_step(c, 0, phase_id, batch, G.z_dim, None, CPU), 0, batch, CPU)
+        r = slice_step(draw_step(c, 0, phase_id, batch, G.z_dim, None, CPU), 0, batch, device)
         torch.manual_seed(2)  # the synthesis noise
         loss, _ = run(r)
         params = [q for q in net.parameters() if q.requires_grad]
@@ -93,17 +93,47 @@ def test_training_phases_on_the_cuda_path_match_the_reference(cfg, precision, mo
                 err = (g0 - (0 if g1 is None else g1)).abs().max() if g0 is not None else g1.abs().max()
                 assert err <= 3e-2 * scale, f"{name} gradient {i}: off by {err / scale:.1e} of the phase's largest"
             continue
-        torch.testing.assert_close(loss1, loss0, rtol=1e-4, atol=1e-5, msg=f"{name} loss")
-        assert len(grads0) == len(grads1)
-        for i, (g0, g1) in enumerate(zip(grads0, grads1)):
-            if g1 is None and g0 is not None:
-                # the slope codes end R1's graph where the reference carries zeros (lrelu'' = 0): a
-                # parameter reached only that way gets no gradient, as with the official CUDA ops
-                assert name == "D R1" and not g0.any(), f"{name}: gradient {i} missing on the CUDA path"
-                continue
-            assert (g0 is None) == (g1 is None), f"{name}: gradient {i} is None on the reference path only"
-            if g0 is not None:
-                _assert_close_to_scale(g1, g0, 1e-3, 1e-4, f"{name} gradient {i}")
+        _assert_fp32_phase_matches(name, want[name], got[name])
+
+
+def _assert_fp32_phase_matches(name, want, got):
+    """The CUDA path's float32 loss and gradients of one phase against the reference's."""
+    (loss0, grads0), (loss1, grads1) = want, got
+    torch.testing.assert_close(loss1, loss0, rtol=1e-4, atol=1e-5, msg=f"{name} loss")
+    assert len(grads0) == len(grads1)
+    for i, (g0, g1) in enumerate(zip(grads0, grads1)):
+        if g1 is None and g0 is not None:
+            # the slope codes end R1's graph where the reference carries zeros (lrelu'' = 0): a
+            # parameter reached only that way gets no gradient, as with the official CUDA ops
+            assert name == "D R1" and not g0.any(), f"{name}: gradient {i} missing on the CUDA path"
+            continue
+        assert (g0 is None) == (g1 is None), f"{name}: gradient {i} is None on the reference path only"
+        if g0 is not None:
+            _assert_close_to_scale(g1, g0, 1e-3, 1e-4, f"{name} gradient {i}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan3-r", "stylegan2"])
+def test_training_phases_with_the_kernels_on_cuda_match_the_reference(cfg, monkeypatch):
+    """On a GPU: every training phase with the compiled kernels against the reference ops on the
+    same GPU (same networks and convolutions), in float32 without TF32: losses and gradients."""
+    c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8)
+    (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
+    torch.manual_seed(0)
+    cuda = torch.device("cuda")
+    G, D = build_network(g_class, g_kwargs).to(cuda), build_network(d_class, d_kwargs).to(cuda)
+    assert _cuda.available()[0], _cuda.available()[1]
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        got = _phase_results(G, D, c, 2, cuda)
+        monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None)  # the reference ops, on the GPU
+        want = _phase_results(G, D, c, 2, cuda)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert set(got) == set(want)
+    for name in want:
+        _assert_fp32_phase_matches(name, want[name], got[name])
 
 
 @pytest.mark.slow
