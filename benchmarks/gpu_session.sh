@@ -42,8 +42,8 @@ if [ "$stage" = wheels ]; then  # not on the GPU machine: it has no package inde
     exit 0
 fi
 
-OUT=${OUT:-out/gpu}
-mkdir -p "$OUT"
+mkdir -p "${OUT:-out/gpu}"
+OUT=$(cd "${OUT:-out/gpu}" && pwd)  # absolute: the kernel archive is written from inside .kcache
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SG3LIB_CACHE="$PWD/.kcache"
 [ -d .fixtures ] && export SG3_FIXTURES="$PWD/.fixtures"
 if ls .whl/*.whl >/dev/null 2>&1; then
