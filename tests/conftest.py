@@ -38,3 +38,14 @@ def fixtures_dir():
     if not FIXTURES.is_dir():
         pytest.fail(f"reference fixtures not found at {FIXTURES}; set SG3_FIXTURES")
     return FIXTURES
+
+
+@pytest.fixture
+def full_float32():
+    """float32 on a GPU without TF32 (cuDNN convolutions default to it: ~1e-3 relative error, ten
+    times the fixtures' tolerance), as the official training runs; restored afterwards."""
+    import torch
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -114,7 +114,7 @@ def _assert_fp32_phase_matches(name, want, got):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan3-r", "stylegan2"])
-def test_training_phases_with_the_kernels_on_cuda_match_the_reference(cfg, monkeypatch):
+def test_training_phases_with_the_kernels_on_cuda_match_the_reference(cfg, monkeypatch, full_float32):
     """On a GPU: every training phase with the compiled kernels against the reference ops on the
     same GPU (same networks and convolutions), in float32 without TF32: losses and gradients."""
     c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8)
@@ -123,14 +123,9 @@ def test_training_phases_with_the_kernels_on_cuda_match_the_reference(cfg, monke
     cuda = torch.device("cuda")
     G, D = build_network(g_class, g_kwargs).to(cuda), build_network(d_class, d_kwargs).to(cuda)
     assert _cuda.available()[0], _cuda.available()[1]
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        got = _phase_results(G, D, c, 2, cuda)
-        monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None)  # the reference ops, on the GPU
-        want = _phase_results(G, D, c, 2, cuda)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    got = _phase_results(G, D, c, 2, cuda)
+    monkeypatch.setattr(ops, "_use_cuda", lambda x, impl: None)  # the reference ops, on the GPU
+    want = _phase_results(G, D, c, 2, cuda)
     assert set(got) == set(want)
     for name in want:
         _assert_fp32_phase_matches(name, want[name], got[name])

@@ -368,16 +368,6 @@ def test_synthesis_traces_into_one_graph_on_the_reference_path(fixtures_dir, nam
     _close(img, arrays["out_img_const"], f"{name} traced reference")
 
 
-@pytest.fixture
-def full_float32():
-    """float32 on the GPU without TF32 (cuDNN convolutions default to it: ~1e-3 relative error,
-    ten times the fixtures' tolerance), as the official training runs."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["sg3t_64", "sg2_64"])
 def test_synthesis_compiles_into_one_graph_on_cuda(fixtures_dir, name, full_float32):
