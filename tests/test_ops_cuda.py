@@ -14,6 +14,8 @@
 import json
 import math
 import os
+import subprocess
+import sysconfig
 import time
 
 import pytest
@@ -88,9 +90,10 @@ def test_missing_nvcc_warns_once_and_falls_back(fresh_loader, monkeypatch, tmp_p
         _cuda._ext()
 
 
-def _toolkit(root, headers=True):
+def _toolkit(root, headers=True, nvcc_script="exit 0"):
+    """A CUDA toolkit folder: bin/nvcc (a shell script), and include/cuda_runtime.h if headers."""
     (root / "bin").mkdir(parents=True)
-    (root / "bin" / "nvcc").write_text("#!/bin/sh\nexit 0\n")
+    (root / "bin" / "nvcc").write_text(f"#!/bin/sh\n{nvcc_script}\n")
     (root / "bin" / "nvcc").chmod(0o755)
     if headers:
         (root / "include").mkdir()
@@ -134,21 +137,14 @@ def _fake_toolchain(monkeypatch, tmp_path):
     _pretend_gpu(monkeypatch)
     from torch.utils import cpp_extension
     monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
-    home = tmp_path / "fake-cuda"
-    (home / "bin").mkdir(parents=True)
-    nvcc = home / "bin" / "nvcc"
-    nvcc.write_text("#!/bin/sh\necho 'fake.cu(1): error: this toolchain is broken' >&2\nexit 1\n")
-    nvcc.chmod(0o755)
-    (home / "include").mkdir()
-    (home / "include" / "cuda_runtime.h").write_text("")
+    home = _toolkit(tmp_path / "fake-cuda",
+                    nvcc_script="echo 'fake.cu(1): error: this toolchain is broken' >&2\nexit 1")
     monkeypatch.setenv("CUDA_HOME", str(home))
     monkeypatch.setenv("SG3LIB_BUILD_TIMEOUT", "120")
 
 
 def _compile_stub_module(name, path):
     """A real (empty) Python extension module called `name` at `path`, standing in for a build."""
-    import subprocess
-    import sysconfig
     src = path.with_suffix(".c")
     src.write_text("#include <Python.h>\n"
                    f"static struct PyModuleDef m = {{PyModuleDef_HEAD_INIT, \"{name}\", NULL, -1, NULL}};\n"
@@ -191,7 +187,6 @@ def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_pat
 
     _cuda._reset()
     (build_dir / "built").write_text(key + "\n")
-    import subprocess
     real_run = subprocess.run
 
     def no_build(*args, **kwargs):

@@ -95,16 +95,15 @@ def find_nvcc():
     (torch guesses /usr/local, which has no headers, when nvcc is a wrapper script in /usr/local/bin)."""
     from torch.utils import cpp_extension
     chosen = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if chosen:
-        problem = _toolkit_problem(chosen)
-        if problem:
-            return None, f"{problem} (CUDA_HOME={chosen})"
-        return str(Path(chosen) / "bin" / "nvcc"), f"nvcc at {Path(chosen) / 'bin' / 'nvcc'}"
     on_path = shutil.which("nvcc")
     guesses = [cpp_extension.CUDA_HOME, on_path and str(Path(on_path).resolve().parents[1]), "/usr/local/cuda"]
-    for home in filter(None, guesses):
-        if _toolkit_problem(home) is None:
-            return str(Path(home) / "bin" / "nvcc"), f"nvcc at {Path(home) / 'bin' / 'nvcc'}"
+    for home in [chosen] if chosen else filter(None, guesses):
+        problem = _toolkit_problem(home)
+        if problem is None:
+            nvcc = Path(home) / "bin" / "nvcc"
+            return str(nvcc), f"nvcc at {nvcc}"
+        if chosen:
+            return None, f"{problem} (CUDA_HOME={chosen})"
     return None, "nvcc not found (no CUDA toolkit with nvcc and headers on PATH or in /usr/local/cuda)"
 
 
