@@ -1,9 +1,9 @@
 """Compile check of the CUDA kernels (build without running): what CI does instead of a GPU test.
 
-Every kernels/*.cu goes through `nvcc -c` for sm_86 (RTX 30xx) and sm_90 (H100), and the torch
-binding through `g++ -fsyntax-only`, all at once (the binding's torch headers dominate: ~40 s on
-2 cores). Without nvcc the test skips, except under CI=true, where a kernel that cannot be
-compiled must not land.
+Every kernels/*.cu (and benchmarks/sanitizer_canary.cu) goes through `nvcc -c` for sm_86 (RTX 30xx)
+and sm_90 (H100), and the torch binding through `g++ -fsyntax-only`, all at once (the binding's torch
+headers dominate: ~40 s on 2 cores). Without nvcc the test skips, except under CI=true, where a
+kernel that cannot be compiled must not land.
 
 The CPU wheel of torch lacks c10/cuda/impl/cuda_cmake_macros.h, which c10/cuda headers include;
 an empty stand-in goes on the include path (the CUDA build of torch ships the real one).
@@ -60,11 +60,15 @@ def test_kernels_compile(tmp_path):
     for cu in sorted(KERNELS.glob("*.cu")):
         cmds[cu.name] = [nvcc, "-c", "-std=c++20", "-O3", "--expt-relaxed-constexpr", *ARCHS, *incs,
                          str(cu), "-o", str(tmp_path / (cu.stem + ".o"))]
+    # gpu_session.sh's compute-sanitizer canary: it must build on the GPU machine at first try
+    canary = KERNELS.parent / "benchmarks" / "sanitizer_canary.cu"
+    cmds[canary.name] = [nvcc, "-c", "-O2", *ARCHS, f"-I{cuda_inc}", str(canary),
+                         "-o", str(tmp_path / (canary.stem + ".o"))]
     for cpp in sorted(KERNELS.glob("*.cpp")):
         cmds[cpp.name] = [cxx, "-fsyntax-only", "-std=c++20", abi, "-DTORCH_EXTENSION_NAME=sg3lib_check",
                           "-DTORCH_API_INCLUDE_EXTENSION_H", *incs,
                           f"-I{py_inc}", str(cpp)]
-    assert {"upfirdn2d.cu", "filtered_lrelu.cu", "bias_act.cu", "sg3_binding.cpp"} <= set(cmds)
+    assert {"upfirdn2d.cu", "filtered_lrelu.cu", "bias_act.cu", "sg3_binding.cpp", "sanitizer_canary.cu"} <= set(cmds)
 
     start = time.monotonic()
     procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
