@@ -5,6 +5,10 @@ CPU (recorded by the foundation/networks issue):
 GPU (the GPU issue):
     python benchmarks/bench_generate.py --device cuda --res 256 512 1024 --batch 8 32 --precision fp32 fp16 bf16 --arch sg3t sg3r sg2
     python benchmarks/bench_generate.py --device cuda --res 1024 --batch 32 --precision fp16 --compile reduce-overhead
+    python benchmarks/bench_generate.py --device cuda --res 1024 --batch 32 --precision fp16 --profile
+
+--profile repeats each case's timed calls under torch.profiler (after timing them) and records
+where that time went (results.top_costs).
 
 --compile MODE runs G under torch.compile (the kernels are custom ops: one graph, no breaks);
 reduce-overhead adds CUDA graphs. The first calls compile (minutes); they are not timed.
@@ -16,7 +20,7 @@ import time
 
 import torch
 
-from results import append_results, machine_line  # benchmarks/results.py
+from results import append_results, machine_line, profiler, top_costs  # benchmarks/results.py
 from sg3lib.networks import build_network
 from sg3lib.train.config import COMPILE_MODES
 
@@ -29,7 +33,9 @@ ARCHS = {  # official full-width configurations
 
 
 @torch.no_grad()
-def images_per_second(arch, res, batch, precision, device, iters, compile_mode=None):
+def images_per_second(arch, res, batch, precision, device, iters, compile_mode=None, profile=False):
+    """Images/s over `iters` calls after warm-up; with `profile`, also (images/s, top costs) of the
+    same calls repeated under the profiler."""
     cls, kw = ARCHS[arch]
     G = build_network(cls, dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3, **kw)).eval().to(device)
     if precision == "bf16":
@@ -47,7 +53,16 @@ def images_per_second(arch, res, batch, precision, device, iters, compile_mode=N
     for _ in range(iters):
         G(z, None, noise_mode="const", force_fp32=force_fp32)
     sync()
-    return batch * iters / (time.perf_counter() - t0)
+    ips = batch * iters / (time.perf_counter() - t0)
+    if not profile:
+        return ips
+    with profiler(device) as prof:
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            G(z, None, noise_mode="const", force_fp32=force_fp32)
+        sync()
+        wall_s = time.perf_counter() - t0
+    return ips, top_costs(prof, device, wall_s)
 
 
 def main():
@@ -60,14 +75,19 @@ def main():
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--compile", default=None, choices=[m for m in COMPILE_MODES if m != "none"],
                     help="run G under torch.compile with this mode")
+    ap.add_argument("--profile", action="store_true", help="also record where each case's time goes")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
-    rows = []
+    rows, profiles = [], []
     for arch in a.arch:
         for res in a.res:
             for batch in a.batch:
                 for prec in a.precision:
-                    ips = images_per_second(arch, res, batch, prec, a.device, a.iters, a.compile)
+                    ips = images_per_second(arch, res, batch, prec, a.device, a.iters, a.compile, a.profile)
+                    if a.profile:
+                        ips, costs = ips
+                        profiles.append(f"\n### Where the time goes: {arch} {res} px, batch {batch}, {prec}, "
+                                        f"{a.compile or 'eager'} ({a.iters} calls under torch.profiler)\n\n{costs}")
                     rows.append(f"| {arch} | {res} | {batch} | {prec} | {a.compile or 'eager'} | {ips:.3f} "
                                 f"| {batch / ips:.2f} |")
                     print(rows[-1], flush=True)
@@ -75,7 +95,8 @@ def main():
     text = (f"\n## Generation, {stamp}, {a.device}\n\n- machine: {machine_line(a.device)}\n"
             f"- command: `python benchmarks/bench_generate.py {' '.join(os.sys.argv[1:])}`\n\n"
             "| arch | res | batch | precision | torch.compile | images/s | s per batch |\n|---|---|---|---|---|---|---|\n"
-            + "\n".join(rows) + "\n")
+            + "\n".join(rows) + "\n" + "".join(profiles))
+    print("".join(profiles))
     if not a.no_write:
         append_results(text)
 

@@ -5,9 +5,13 @@
     python benchmarks/bench_train.py --preset gpu --res 256 --precision fp16 fp32
     python benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --sync-debug   # host syncs
     python benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --compile default --batch-gpu 16
+    python benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --batch-gpu 16 --profile   # top costs
 
 --compile runs G and D of the main phases under torch.compile; the warm-up tick compiles (its
 length is reported as first_tick_s), the measured tick runs compiled.
+--profile runs the measured tick (16 steps: R1 once, path length as often as in a long run) under
+torch.profiler and records where its time went (results.top_costs) instead of the speed table: the
+profiler's own overhead makes its sec/kimg no speed figure.
 
 Each case trains on a synthetic dataset (random smooth images, made in a temporary folder) for
 a warm-up tick and a measured tick; the figures are the measured tick's `sec_per_kimg` and
@@ -56,11 +60,32 @@ def make_dataset(path, n, res):
             z.writestr(f"{i // 1000:05d}/img{i:08d}.png", buf.getvalue())
 
 
-def run_case(case, workdir, precision, sync_debug=False, compile_mode="none", tf32=False):
+class TickProfiler:
+    """train()'s callback: profiles the second tick (started when the first tick ends)."""
+
+    def __init__(self, device):
+        from results import profiler  # benchmarks/results.py
+        self.prof, self.device, self.t0, self.wall_s = profiler(device), device, None, None
+
+    def __call__(self, event, info):
+        if event != "tick":
+            return
+        if self.t0 is None:
+            self.prof.start()
+            self.t0 = time.perf_counter()
+        elif self.wall_s is None:  # the tick's statistics were just read: its work has finished
+            self.prof.stop()
+            self.wall_s = time.perf_counter() - self.t0
+
+
+def run_case(case, workdir, precision, sync_debug=False, compile_mode="none", tf32=False, profile=False):
     import torch
     from sg3lib.train import train
     if sync_debug:  # a short run (16 steps at batch 32) that counts host syncs instead of timing
         case = dict(case, imgs=256)
+    if profile:  # 16 steps per tick: the profiled tick holds one R1 step (every 16th) and pl every 4th
+        case = dict(case, imgs=16 * case["batch"])
+    profiler = TickProfiler("cuda" if torch.cuda.is_available() else "cpu") if profile else None
     data = os.path.join(workdir, f"data{case['res']}.zip")
     if not os.path.exists(data):
         make_dataset(data, case["imgs"], case["res"])
@@ -76,7 +101,8 @@ def run_case(case, workdir, precision, sync_debug=False, compile_mode="none", tf
             torch.cuda.set_sync_debug_mode("warn")
             stack.callback(torch.cuda.set_sync_debug_mode, 0)
         train(data, out, kimg=2 * tick, tick=tick, snap=0, workers=0 if not torch.cuda.is_available() else 2,
-              precision=precision, compile=compile_mode, tf32=tf32, progress=False, keep_snapshots=1, **opts)
+              precision=precision, compile=compile_mode, tf32=tf32, progress=False, keep_snapshots=1,
+              callback=profiler, **opts)
     recs = [json.loads(line) for line in open(os.path.join(out, "stats.jsonl"))]
     last = recs[-1]
     result = dict(case, sec_per_kimg=round(last["sec_per_kimg"], 2), mem_peak_gb=round(last["mem_peak_gb"], 3),
@@ -88,10 +114,13 @@ def run_case(case, workdir, precision, sync_debug=False, compile_mode="none", tf
                                     if "synchroniz" in str(w.message))
         result["host_syncs"] = dict(syncs.most_common())
         result["steps"] = int(2 * tick * 1000 // case["batch"])
+    if profile:
+        from results import top_costs
+        result["profile"] = top_costs(profiler.prof, profiler.device, profiler.wall_s)
     return result
 
 
-def main():
+def main(argv=None):
     from sg3lib.train.config import COMPILE_MODES
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
@@ -108,7 +137,9 @@ def main():
     p.add_argument("--sync-debug", action="store_true",
                    help="GPU: count host syncs per source line in a short run (torch.cuda.set_sync_debug_mode); "
                         "prints only")
-    args = p.parse_args()
+    p.add_argument("--profile", action="store_true",
+                   help="profile the measured tick and record its top costs (instead of the speed table)")
+    args = p.parse_args(argv)
     import torch
     if args.sync_debug and not torch.cuda.is_available():
         p.error("--sync-debug counts CUDA host syncs: it needs a GPU")
@@ -124,11 +155,25 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for case in cases:
             for precision in args.precision:
-                r = run_case(case, work, precision, args.sync_debug, args.compile, args.tf32)
-                print(json.dumps(r), flush=True)
+                r = run_case(case, work, precision, args.sync_debug, args.compile, args.tf32, args.profile)
+                print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
                 rows.append(r)
     if args.sync_debug:
         return
+    from results import append_results, machine_line  # benchmarks/results.py
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    head = (f"- machine: {machine_line(device)}\n"
+            f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n")
+    if args.profile:
+        text = "".join(f"\n## Training profile, {stamp}: {r['cfg']} {r['res']} px, batch {r['batch']}, batch-gpu "
+                       f"{r['batch_gpu']}, {r['precision']}, torch.compile {r['compile']}\n\n{head}"
+                       f"- the measured tick ({r['imgs']} images) under torch.profiler\n{r['profile']}"
+                       for r in rows)
+        print(text)
+        if not args.no_write and rows:
+            append_results(text)
+        return text
     table = ("| cfg | res | batch | batch-gpu | precision | torch.compile | sec/kimg | peak mem GB | first tick s |\n"
              "|---|---|---|---|---|---|---|---|---|\n")
     table += "\n".join(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['precision']} | "
@@ -136,14 +181,11 @@ def main():
                        for r in rows)
     print("\n" + table)
     if not args.no_write and rows:
-        from results import append_results, machine_line  # benchmarks/results.py
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        section = (f"\n## Training, {stamp}\n\n- machine: {machine_line(device)}\n"
-                   f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:])}`\n"
+        section = (f"\n## Training, {stamp}\n\n{head}"
                    "- figures of the second (measured) tick; peak memory from torch.cuda.max_memory_allocated "
                    "(GPU) or peak RSS (CPU)\n\n" + table + "\n")
         append_results(section)
+    return table
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@
 #                         bash benchmarks/gpu_session.sh train256   # SG3-T/-R and SG2 at 256 px, batch 32, fp16
 #                                                                   # (the official default), + host syncs
 #                         bash benchmarks/gpu_session.sh generate   # images/s and widget latency
+#                         bash benchmarks/gpu_session.sh profile    # where the time goes (torch.profiler):
+#                                                                   # training SG3-T/-R 256 px, generation 1024 px
 #                         bash benchmarks/gpu_session.sh ops        # ms per call, reference vs CUDA;
 #                                                                   # modulated conv grouped vs batched
 #                         bash benchmarks/gpu_session.sh train512   # SG3-T/-R at 512 px, fp16
@@ -26,7 +28,7 @@
 #   mkdir -p .kcache && tar -xzf <files_at>/kernels.tgz -C .kcache
 # and add ".kcache" to carry; a stamped build is imported without building (sg3lib/ops/_cuda.py).
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh wheels|check|sanitize|train256|generate|ops|train512|train-fp32|compiled|train-compiled}
+stage=${1:?usage: gpu_session.sh wheels|check|sanitize|train256|generate|profile|ops|train512|train-fp32|compiled|train-compiled}
 cd "$(dirname "$0")/.."
 
 if [ "$stage" = wheels ]; then  # not on the GPU machine: it has no package index
@@ -113,6 +115,12 @@ generate)
     python3 benchmarks/bench_generate.py --device cuda --arch sg3t sg3r sg2 --res 256 512 1024 --batch 8 32 \
         --precision fp32 fp16 bf16 --iters 5 2>&1 | tee -a "$log"
     python3 benchmarks/bench_widgets.py --official-1024 --device cuda 2>&1 | tee -a "$log"
+    ;;
+profile)  # the kernels that dominate each target case, with the GPU's busy share (host-bound or not)
+    python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t stylegan3-r --batch-gpu 16 \
+        --precision fp16 --profile 2>&1 | tee -a "$log"
+    python3 benchmarks/bench_generate.py --device cuda --arch sg3t --res 1024 --batch 32 --precision fp16 \
+        --iters 3 --profile 2>&1 | tee -a "$log"
     ;;
 ops)
     python3 benchmarks/bench_ops.py --device cuda 2>&1 | tee -a "$log"

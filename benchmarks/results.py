@@ -1,6 +1,8 @@
-"""What every benchmark records with its figures: the machine line and the append to RESULTS.md."""
+"""What every benchmark records with its figures: the machine line, the append to RESULTS.md, and
+where a profiled run spent its time."""
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -41,3 +43,63 @@ def append_results(text):
     tmp.write_text(old.rstrip("\n") + "\n\n" + text.lstrip("\n"))
     os.replace(tmp, RESULTS)
     print(f"appended to {RESULTS}")
+
+
+# Where the time goes, by kind of work: GPU kernels by name, CPU operators by name (first match wins).
+_GPU_KINDS = [("sg3lib kernels", r"sg3"), ("memory copy / set", r"^memcpy|^memset"),
+              ("convolution / GEMM", r"gemm|conv(?!ert)|xmma|cutlass|cudnn|fprop|dgrad|wgrad|^sm\d+_"),
+              ("reduction", r"reduce"), ("elementwise", r"elementwise|vectorized")]
+_CPU_KINDS = [("sg3lib ops", r"sg3lib::"), ("convolution / matmul", r"conv|mm$|matmul|linear|einsum|winograd"),
+              ("copies / layout", r"copy|cat$|stack|clone|pad|index|gather|permute|contiguous"),
+              ("views / allocation", r"view|slice|as_strided|empty|reshape|expand|squeeze|select|transpose|"
+                                     r"detach|alias|^aten::t$"),
+              ("elementwise", r"^aten::(mul|add|sub|div|where|leaky_relu|clamp|exp|sqrt|rsqrt|pow|neg|abs|sign|"
+                              r"lerp|fill_|zero_|square|reciprocal|lt|gt|ge|le|eq|ne)"),
+              ("reduction", r"sum|mean|norm|max|min")]
+
+
+def profiler(device):
+    """A torch.profiler session: on a GPU its kernels only (all that top_costs reads there: a training
+    tick launches some 10^5, and sorting out the events took the profiler 13 s per 10^5 on the 2-core
+    CPU machine); on the CPU the operators."""
+    gpu = torch.device(device).type == "cuda"
+    return torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA if gpu
+                                              else torch.profiler.ProfilerActivity.CPU])
+
+
+def _kind(name, kinds):
+    for kind, pattern in kinds:
+        if re.search(pattern, name, re.IGNORECASE):
+            return kind
+    return "other"
+
+
+def top_costs(prof, device, wall_s, top=15):
+    """Markdown: where a profiled window's time went. GPU: kernels by their time on the device (the
+    busy fraction of the window shows how far the host keeps the GPU fed); CPU: operators by their
+    self time. Time by kind of work, then the `top` costliest entries."""
+    gpu = torch.device(device).type == "cuda"
+    if gpu:
+        events = [(e.key, e.count, e.self_device_time_total) for e in prof.key_averages()
+                  if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+    else:
+        events = [(e.key, e.count, e.self_cpu_time_total) for e in prof.key_averages()
+                  if e.self_cpu_time_total > 0]
+    events.sort(key=lambda e: -e[2])
+    busy_us = sum(e[2] for e in events) or 1
+    what = "GPU kernel time" if gpu else "operator self time (CPU)"
+    lines = [f"- profiled window: {wall_s:.2f} s wall, {what} {busy_us / 1e6:.2f} s"
+             + (f" (GPU busy {100 * busy_us / 1e6 / wall_s:.0f}% of the window)" if gpu else ""), "",
+             "| kind of work | s | share |", "|---|---|---|"]
+    kinds = {}
+    for name, _, us in events:
+        kind = _kind(name, _GPU_KINDS if gpu else _CPU_KINDS)
+        kinds[kind] = kinds.get(kind, 0) + us
+    lines += [f"| {k} | {us / 1e6:.3f} | {100 * us / busy_us:.1f}% |"
+              for k, us in sorted(kinds.items(), key=lambda kv: -kv[1])]
+    lines += ["", f"| {'kernel' if gpu else 'operator'} | calls | s | share |", "|---|---|---|---|"]
+    for name, count, us in events[:top]:
+        name = name.replace("|", "/")
+        name = name if len(name) <= 100 else name[:97] + "..."
+        lines.append(f"| `{name}` | {count} | {us / 1e6:.3f} | {100 * us / busy_us:.1f}% |")
+    return "\n".join(lines) + "\n"
