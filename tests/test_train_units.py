@@ -139,3 +139,27 @@ def test_update_ema_averages_parameters_and_copies_buffers():
     update_ema(G_ema, G, 0.0)  # beta 0 (the ramp-up's start): a copy
     for e, p in zip(G_ema.parameters(), G.parameters()):
         torch.testing.assert_close(e, p.detach())
+
+
+def test_default_precision_is_the_official_mixed_precision_and_free_on_the_cpu():
+    """Like the official training, the 4 highest resolutions of G and D are marked float16 unless
+    --precision fp32; on the CPU those layers compute in float32, so the images are the same."""
+    from sg3lib.networks import build_network
+    kw = dict(cfg="stylegan3-t", batch=4, cbase=256, cmax=16, map=2, z_dim=8, w_dim=8)
+    c = C.make_config(32, **kw)
+    assert c["precision"] == "fp16"
+    (gcls, gk), (dcls, dk) = C.network_kwargs(c)
+    assert gk["num_fp16_res"] == dk["num_fp16_res"] == 4 and gk["conv_clamp"] == dk["conv_clamp"] == 256
+    (_, gk32), (_, dk32) = C.network_kwargs(C.make_config(32, precision="fp32", **kw))
+    assert gk32["num_fp16_res"] == dk32["num_fp16_res"] == 0
+    torch.manual_seed(0)
+    G, D = build_network(gcls, gk).eval(), build_network(dcls, dk).eval()
+    G32, D32 = build_network(gcls, gk32).eval(), build_network(dcls, dk32).eval()
+    G32.load_state_dict(G.state_dict())
+    D32.load_state_dict(D.state_dict())
+    assert any(getattr(m, "use_fp16", False) for m in G.modules())
+    z, cond = torch.randn(2, 8), torch.zeros(2, 0)
+    with torch.no_grad():
+        img = G(z, cond, noise_mode="const")
+        assert img.dtype == torch.float32 and torch.equal(img, G32(z, cond, noise_mode="const"))
+        assert torch.equal(D(img, cond), D32(img, cond))

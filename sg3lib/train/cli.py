@@ -49,7 +49,9 @@ def add_train_arguments(p):
     a("--dlr", type=float, help="D learning rate")
     a("--mbstd-group", type=int, help="minibatch-stddev group size (default 4; must divide --batch-gpu)")
     a("--seed", type=int, help="random seed (weights, latents, data order)")
-    a("--precision", choices=["fp32", "fp16", "bf16"], help="fp16/bf16: highest resolutions in half precision")
+    a("--precision", choices=["fp32", "fp16", "bf16"],
+      help="fp16 (default, as the official training): the 4 highest resolutions in float16 on CUDA "
+           "(float32 on the CPU); bf16: in bfloat16; fp32: everything in float32")
     a("--workers", type=int, help="data loader processes (default 2)")
     a("--compile", choices=COMPILE_MODES,
       help="run G and D of the main phases under torch.compile in this mode (default none; "

@@ -10,7 +10,9 @@ StyleGAN2 2020, ADA 2020): Adam betas (0, 0.99), eps 1e-8; G lr 0.0025 (StyleGAN
 D lr 0.002; lazy R1 every 16 D steps; StyleGAN2 path length every 4 G steps with weight 2,
 style mixing 0.9; StyleGAN3 blur sigma 10 fading over batch*200/32 kimg, no path length,
 no style mixing, 2 mapping layers; EMA half-life batch*10/32 kimg with ramp-up 0.05; ADA
-target 0.6, adjusted every 4 steps at a speed of 500 kimg for p to go from 0 to 1.
+target 0.6, adjusted every 4 steps at a speed of 500 kimg for p to go from 0 to 1. Mixed precision
+as the official training's default: the 4 highest resolutions of G and D in float16 on CUDA
+(float32 on the CPU, where float16 convolutions would be slow), activations clamped at 256.
 """
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
@@ -26,7 +28,7 @@ PRESETS = {
 DEFAULTS = dict(
     cfg="stylegan3-t", batch=32, batch_gpu=None, gamma=None, kimg=25000, tick=4, snap=50,
     mirror=False, aug="ada", target=0.6, ada_interval=4, ada_kimg=500, p=0.0, freezed=0,
-    seed=0, precision="fp32", workers=2, mbstd_group=4, betas=(0.0, 0.99), eps=1e-8,
+    seed=0, precision="fp16", workers=2, mbstd_group=4, betas=(0.0, 0.99), eps=1e-8,
     D_reg_interval=16, G_reg_interval=4, pl_batch_shrink=2, pl_decay=0.01, ema_kimg=None,
     ema_rampup=0.05, blur_fade_kimg=None, keep_snapshots=5, keep_every_kimg=None, deterministic=False,
     tensorboard=False, stats_batch=4, compile="none", tf32=False, z_dim=512, w_dim=512, conv_clamp=256,

@@ -351,8 +351,9 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
 
     Options (None = the preset's default; see sg3lib.train.config): batch, batch_gpu, gamma,
     kimg, tick (kimg per tick), snap (ticks per snapshot), mirror, aug ('ada'|'noaug'), target,
-    freezed, cbase, cmax, map, glr, dlr, seed, precision ('fp32'|'fp16'|'bf16'), workers,
-    keep_snapshots, deterministic, mbstd_group, tensorboard, cond, compile ('none'|'default'|
+    freezed, cbase, cmax, map, glr, dlr, seed, precision ('fp16': mixed precision on CUDA, the
+    default | 'bf16' | 'fp32'), workers, keep_snapshots, deterministic, mbstd_group, tensorboard,
+    cond, compile ('none'|'default'|
     'reduce-overhead'|'max-autotune': G and D of the main phases under torch.compile), tf32 (let
     float32 layers use TF32 tensor cores; off, as in the official training). torch's global flags
     (TF32, cuDNN autotuning, deterministic algorithms) are set for the run and restored after it.
