@@ -245,17 +245,23 @@ def test_transfer_learning_from_other_run_and_freezed(tmp_path):
     params = [k for k in g0 if not k.endswith("w_avg")]  # w_avg is a running mean, not trained
     assert len(params) > 10 and all(torch.equal(g0[k], g1[k]) for k in params)
     assert dst["training_state"]["cur_tick"] == 1
+    # As the official training after --resume: no EMA ramp-up, no blur; the user's ada_kimg is kept.
+    cfg = dst["meta"]["config"]
+    assert (cfg["ema_rampup"], cfg["blur_sigma"], cfg["ada_kimg"]) == (0.0, 0.0, TINY["ada_kimg"])
     # An official .pkl (written from the source run's networks) works the same way.
     import sg3lib
     from sg3lib.compat.official_pkl import write_official_pkl
     nets = sg3lib.load(str(tmp_path / "src" / "snapshot-000000016.pt"))
     pkl = write_official_pkl(tmp_path / "network-snapshot-000016.pkl", {k: nets[k] for k in ("G", "D", "G_ema")})
     # The architecture (cfg, cbase, cmax, map, z_dim, w_dim) comes from the .pkl itself.
-    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim",
+                                                        "ada_kimg")}
     out = train(d2, tmp_path / "frompkl", resume=str(pkl), kimg=0.008, **dict(bare, glr=0.0, dlr=0.0))
     assert out["cur_nimg"] == 8
-    g2 = load(tmp_path / "frompkl" / "snapshot-000000008.pt")["networks"]["G"]["state_dict"]
-    assert all(torch.equal(g0[k], g2[k]) for k in params)
+    frompkl = load(tmp_path / "frompkl" / "snapshot-000000008.pt")
+    assert all(torch.equal(g0[k], frompkl["networks"]["G"]["state_dict"][k]) for k in params)
+    cfg = frompkl["meta"]["config"]
+    assert (cfg["ema_rampup"], cfg["blur_sigma"], cfg["ada_kimg"]) == (0.0, 0.0, 100)  # ADA 5x faster
     # --freezed 2: fromrgb and conv0 of the 16 px block keep their weights, the rest of D trains.
     train(d2, tmp_path / "frz", resume=str(tmp_path / "src" / "snapshot-000000016.pt"), kimg=0.008,
           **dict(TINY, freezed=2))

@@ -111,6 +111,7 @@ def test_blur_and_ema_and_config():
     assert torch.equal(blur(x, 0.0), x)
     assert ema_beta(0, 32, 10, 0.05) == 0.0  # ramp-up: G_ema starts as a copy of G
     assert ema_beta(10 ** 7, 32, 10, 0.05) == pytest.approx(0.5 ** (32 / 10000))
+    assert ema_beta(0, 32, 10, 0.0) == pytest.approx(0.5 ** (32 / 10000))  # no ramp-up (transfer)
     c = C.make_config(256, cfg="stylegan3-r", batch=32)
     assert (c["cbase"], c["cmax"], c["map"], c["conv_kernel"], c["radial"]) == (65536, 1024, 2, 1, True)
     assert c["gamma"] == pytest.approx(0.0002 * 256 ** 2 / 32) and c["ema_kimg"] == 10

@@ -25,6 +25,11 @@ PRESETS = {
                       pl_weight=2.0, blur_sigma=0.0, conv_kernel=3, radial=False),
 }
 
+# A new run from trained weights (--resume with an official .pkl, or a snapshot of a run on another
+# dataset), as the official training treats --resume: ADA adapts 5x faster, G_ema follows G without
+# the ramp-up meant for random initial weights, and the images are not blurred at the start.
+TRANSFER = dict(ada_kimg=100, ema_rampup=0.0, blur_sigma=0.0)
+
 DEFAULTS = dict(
     cfg="stylegan3-t", batch=32, batch_gpu=None, gamma=None, kimg=25000, tick=4, snap=50,
     mirror=False, aug="ada", target=0.6, ada_interval=4, ada_kimg=500, p=0.0, freezed=0,

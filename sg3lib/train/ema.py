@@ -1,7 +1,8 @@
 """Exponential moving average of the generator's weights (Karras et al. 2018/2020).
 
 The half-life is `ema_kimg` thousand images; during the first part of training it is shortened
-to `ema_rampup * images seen` so that the average is not dominated by the random initial weights.
+to `ema_rampup * images seen` so that the average is not dominated by the random initial weights
+(0 or None: no ramp-up, for a run that starts from trained weights).
 """
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
@@ -9,7 +10,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 def ema_beta(cur_nimg, batch, ema_kimg, ema_rampup=None):
     ema_nimg = ema_kimg * 1000
-    if ema_rampup is not None:
+    if ema_rampup:
         ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
     return 0.5 ** (batch / max(ema_nimg, 1e-8))
 

@@ -396,6 +396,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         base = {k: prev_cfg[k] for k in config_mod.ARCH_KEYS if k in prev_cfg and k != "freezed"}
     elif resume_kind == "networks" and payload.get("G") is not None:
         base = _arch_of(payload["G"])
+    if resume_kind in ("transfer", "networks"):
+        base.update(config_mod.TRANSFER)  # the user's options below still override these
     user = dict(opts, cfg=cfg)
     mirror = user.get("mirror") if user.get("mirror") is not None else base.get("mirror", False)
     cond = user.get("cond") if user.get("cond") is not None else base.get("cond", False)
