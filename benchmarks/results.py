@@ -54,7 +54,7 @@ _CPU_KINDS = [("sg3lib ops", r"sg3lib::"), ("convolution / matmul", r"conv|mm$|m
               ("views / allocation", r"view|slice|as_strided|empty|reshape|expand|squeeze|select|transpose|"
                                      r"detach|alias|^aten::t$"),
               ("elementwise", r"^aten::(mul|add|sub|div|where|leaky_relu|clamp|exp|sqrt|rsqrt|pow|neg|abs|sign|"
-                              r"lerp|fill_|zero_|square|reciprocal|lt|gt|ge|le|eq|ne)"),
+                              r"lerp|fill|zero|square|reciprocal|lt|gt|ge|le|eq|ne)(_|$)"),
               ("reduction", r"sum|mean|norm|max|min")]
 
 

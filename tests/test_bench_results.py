@@ -48,6 +48,16 @@ def test_gpu_kernels_are_sorted_into_kinds_of_work(name, kind):
     assert results._kind(name, results._GPU_KINDS) == kind
 
 
+@pytest.mark.parametrize("name, kind", [
+    ("sg3lib::filtered_lrelu_fwd", "sg3lib ops"), ("aten::mkldnn_convolution", "convolution / matmul"),
+    ("aten::bmm", "convolution / matmul"), ("aten::copy_", "copies / layout"),
+    ("aten::as_strided", "views / allocation"), ("aten::mul", "elementwise"),
+    ("aten::leaky_relu_backward", "elementwise"), ("aten::addcmul_", "other"), ("aten::sum", "reduction"),
+])
+def test_cpu_operators_are_sorted_into_kinds_of_work(name, kind):
+    assert results._kind(name, results._CPU_KINDS) == kind
+
+
 def test_tick_profiler_covers_the_second_tick_only():
     """bench_train --profile: the profiler starts when the warm-up tick ends and stops at the end of
     the measured tick; work before and after is not in it."""
