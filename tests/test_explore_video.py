@@ -1,4 +1,6 @@
 """Videos (moviepy -> H.264 mp4, read back with imageio-ffmpeg and moviepy) and the sg3 CLI."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -101,3 +103,21 @@ def test_cli_errors_name_the_problem(tmp_path):
         sg3(["generate", "--network", str(tmp_path / "missing.pt")])
     with pytest.raises(SystemExit, match="--run-dir"):
         sg3(["video", "--kind", "montage"])
+
+
+def test_cli_uses_the_gpu_when_there_is_one(network_file, monkeypatch):
+    """Without --device the commands pick cuda where torch sees a GPU, as the notebooks do."""
+    import importlib
+
+    import torch
+    from sg3lib.explore import cli
+    seen = []
+    monkeypatch.setattr(importlib.import_module("sg3lib.explore.generate"), "load_generator",
+                        lambda path, device: seen.append(device))
+    args = SimpleNamespace(network=str(network_file), device=None)
+    for gpu, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+        cli._load(args)
+        assert seen[-1] == expected
+    cli._load(SimpleNamespace(network=str(network_file), device="cpu"))
+    assert seen[-1] == "cpu"

@@ -23,7 +23,7 @@ def _common(p):
     p.add_argument("--centre", choices=["global", "class"], default="global",
                    help="truncation centre: the network's w_avg or the class's own mean")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass")
 
 
@@ -50,8 +50,9 @@ def _load(args):
         raise SystemExit("error: --network is required (an sg3lib snapshot or an official .pkl)")
     if not Path(args.network).exists() and "://" not in args.network:
         raise SystemExit(f"error: {args.network}: no such file")
+    import torch
     from .generate import load_generator
-    return load_generator(args.network, device=args.device)
+    return load_generator(args.network, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def run_generate(args):
