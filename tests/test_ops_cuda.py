@@ -167,7 +167,7 @@ def test_failed_build_reports_first_error_line(fresh_loader, monkeypatch, tmp_pa
     assert not list((tmp_path / "cache").glob("*.lock")), "the build lock must be released"
 
 
-def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_path):
+def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_path, capsys):
     """A finished build (its library and a stamp holding its key) is imported as it is: no build
     subprocess, no ninja, so a cache copied with new file times still loads. Without the stamp (a
     build that died half-way) or with another key's stamp, it builds afresh."""
@@ -180,10 +180,12 @@ def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_pat
 
     with pytest.warns(UserWarning, match="build failed"):  # library there but no stamp: rebuilt
         assert not _cuda.available()[0]
+    assert "building the CUDA kernels" in capsys.readouterr().err  # a notebook user is told why it waits
     _cuda._reset()
     (build_dir / "built").write_text("0123456789abcdef\n")  # another key's stamp: rebuilt
     with pytest.warns(UserWarning, match="build failed"):
         assert not _cuda.available()[0]
+    assert "building the CUDA kernels" in capsys.readouterr().err
 
     _cuda._reset()
     (build_dir / "built").write_text(key + "\n")
@@ -194,6 +196,7 @@ def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_pat
     monkeypatch.setattr(subprocess, "run", no_build)
     ok, reason = _cuda.available()
     assert ok and "cached build" in reason and str(build_dir) in reason
+    assert "building" not in capsys.readouterr().err
     assert _cuda._ext().__name__ == name
     assert not list((tmp_path / "cache").glob("*.lock")), "the build lock must be released"
 

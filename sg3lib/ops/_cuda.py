@@ -279,6 +279,10 @@ def _build_and_load():
             torch_lock.unlink()
         script = ("import json, sys\nfrom torch.utils import cpp_extension\n"
                   "cpp_extension.load(verbose=True, **json.loads(sys.argv[1]))\n")
+        # A minute or two of silence would look like a hang in a notebook: say what is happening.
+        print(f"sg3lib: building the CUDA kernels for sm_{major}{minor} (once per GPU type and torch "
+              f"version; a minute or two) in {build_dir}", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
         try:
             proc = subprocess.run([sys.executable, "-c", script, json.dumps(_load_kwargs(name, build_dir))],
                                   env=dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}",
@@ -292,6 +296,7 @@ def _build_and_load():
             raise RuntimeError(f"build failed: {_first_error_line(proc.stdout + proc.stderr)} "
                                f"(full log: {build_dir / 'build_error.log'})")
         module = _import_built(name, build_dir)
+        print(f"sg3lib: CUDA kernels built in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
         tmp = stamp.with_suffix(".tmp")
         tmp.write_text(key + "\n")
         os.replace(tmp, stamp)
