@@ -1,10 +1,12 @@
 """notebooks/02_train.ipynb runs top to bottom (tiny network, tiny dataset), and a second
-execution resumes the run from its latest snapshot."""
+execution resumes the run from its latest snapshot; with START_FROM, a new run starts from another
+run's weights (transfer learning) and, run again, resumes its own snapshots instead."""
 import json
 import os
 from pathlib import Path
 
 import nbformat
+import torch
 from nbclient import NotebookClient
 
 from test_train import make_zip
@@ -51,3 +53,18 @@ def test_notebook_02_runs_and_resumes(tmp_path):
     nb = _run(ROOT / "notebooks" / "02_train.ipynb", env)
     text = _text(nb)
     assert "resuming from" in text and "snapshot-000000008.pt" in text and "images shown: 12" in text
+
+    # Transfer learning: a new run folder on another dataset starts from that run's weights...
+    env.update({"SG3_TRAIN_DATA": json.dumps(make_zip(tmp_path / "d2.zip", n=8, seed=5)),
+                "SG3_TRAIN_OUTDIR": json.dumps(str(tmp_path / "run2")), "SG3_TRAIN_KIMG": "0.004",
+                "SG3_TRAIN_START_FROM": json.dumps(str(run / "snapshot-000000012.pt"))})
+    for k in ("CFG", "CBASE", "CMAX", "MAP", "Z_DIM", "W_DIM"):  # the architecture comes from the source
+        env.pop(f"SG3_TRAIN_{k}")
+    text = _text(_run(ROOT / "notebooks" / "02_train.ipynb", env))
+    assert "starting a new run from" in text and "(transfer learning)" in text and "images shown: 4" in text
+    snap = torch.load(tmp_path / "run2" / "snapshot-000000004.pt", map_location="cpu", weights_only=True)
+    assert snap["meta"]["config"]["cfg"] == "stylegan2" and snap["meta"]["config"]["ema_rampup"] == 0
+    # ...and after a disconnect it continues its own run, not the source's weights again.
+    env["SG3_TRAIN_KIMG"] = "0.008"
+    text = _text(_run(ROOT / "notebooks" / "02_train.ipynb", env))
+    assert "resuming from" in text and "snapshot-000000004.pt" in text and "images shown: 8" in text
