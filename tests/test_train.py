@@ -238,7 +238,7 @@ def test_transfer_learning_from_other_run_and_freezed(tmp_path):
     src = load(tmp_path / "src" / "snapshot-000000016.pt")
     # Other dataset: a new run from the weights (counters at 0). With lr 0 the weights stay those loaded.
     out = train(d2, tmp_path / "dst", resume=str(tmp_path / "src" / "snapshot-000000016.pt"), kimg=0.008,
-                **dict(TINY, glr=0.0, dlr=0.0))
+                **dict(TINY, glr=0.0, dlr=0.0, precision="fp32"))
     assert out["cur_nimg"] == 8 and out["step"] == 1
     dst = load(tmp_path / "dst" / "snapshot-000000008.pt")
     g0, g1 = src["networks"]["G"]["state_dict"], dst["networks"]["G"]["state_dict"]
@@ -248,6 +248,8 @@ def test_transfer_learning_from_other_run_and_freezed(tmp_path):
     # As the official training after --resume: no EMA ramp-up, no blur; the user's ada_kimg is kept.
     cfg = dst["meta"]["config"]
     assert (cfg["ema_rampup"], cfg["blur_sigma"], cfg["ada_kimg"]) == (0.0, 0.0, TINY["ada_kimg"])
+    # Numerics are the new run's own: the fp16 source's activation clamp does not carry over to fp32.
+    assert src["meta"]["config"]["conv_clamp"] == 256 and (cfg["precision"], cfg["conv_clamp"]) == ("fp32", None)
     # An official .pkl (written from the source run's networks) works the same way.
     import sg3lib
     from sg3lib.compat.official_pkl import write_official_pkl

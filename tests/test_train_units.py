@@ -143,8 +143,8 @@ def test_update_ema_averages_parameters_and_copies_buffers():
 
 
 def test_default_precision_is_the_official_mixed_precision_and_free_on_the_cpu():
-    """Like the official training, the 4 highest resolutions of G and D are marked float16 unless
-    --precision fp32; on the CPU those layers compute in float32, so the images are the same."""
+    """Like the official training, the 4 highest resolutions of G and D are marked float16 and
+    activations clamped at 256 unless --precision fp32; on the CPU those layers compute in float32, so the images are the same."""
     from sg3lib.networks import build_network
     kw = dict(cfg="stylegan3-t", batch=4, cbase=256, cmax=16, map=2, z_dim=8, w_dim=8)
     c = C.make_config(32, **kw)
@@ -153,6 +153,8 @@ def test_default_precision_is_the_official_mixed_precision_and_free_on_the_cpu()
     assert gk["num_fp16_res"] == dk["num_fp16_res"] == 4 and gk["conv_clamp"] == dk["conv_clamp"] == 256
     (_, gk32), (_, dk32) = C.network_kwargs(C.make_config(32, precision="fp32", **kw))
     assert gk32["num_fp16_res"] == dk32["num_fp16_res"] == 0
+    assert gk32["conv_clamp"] is None and dk32["conv_clamp"] is None  # as the official --fp32
+    assert C.make_config(32, precision="fp32", conv_clamp=64, **kw)["conv_clamp"] == 64  # asked for
     torch.manual_seed(0)
     G, D = build_network(gcls, gk).eval(), build_network(dcls, dk).eval()
     G32, D32 = build_network(gcls, gk32).eval(), build_network(dcls, dk32).eval()

@@ -51,7 +51,8 @@ def add_train_arguments(p):
     a("--seed", type=int, help="random seed (weights, latents, data order)")
     a("--precision", choices=["fp32", "fp16", "bf16"],
       help="fp16 (default, as the official training): the 4 highest resolutions in float16 on CUDA "
-           "(float32 on the CPU); bf16: in bfloat16; fp32: everything in float32")
+           "(float32 on the CPU), activations clamped at 256; bf16: in bfloat16; fp32: everything in "
+           "float32, no clamping")
     a("--workers", type=int, help="data loader processes (default 2)")
     a("--compile", choices=COMPILE_MODES,
       help="run G and D of the main phases under torch.compile in this mode (default none; "

@@ -12,7 +12,8 @@ style mixing 0.9; StyleGAN3 blur sigma 10 fading over batch*200/32 kimg, no path
 no style mixing, 2 mapping layers; EMA half-life batch*10/32 kimg with ramp-up 0.05; ADA
 target 0.6, adjusted every 4 steps at a speed of 500 kimg for p to go from 0 to 1. Mixed precision
 as the official training's default: the 4 highest resolutions of G and D in float16 on CUDA
-(float32 on the CPU, where float16 convolutions would be slow), activations clamped at 256.
+(float32 on the CPU, where float16 convolutions would be slow), activations clamped at 256;
+--precision fp32 turns both off (no float16 layers, no clamping), as the official --fp32 does.
 """
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
@@ -36,7 +37,7 @@ DEFAULTS = dict(
     seed=0, precision="fp16", workers=2, mbstd_group=4, betas=(0.0, 0.99), eps=1e-8,
     D_reg_interval=16, G_reg_interval=4, pl_batch_shrink=2, pl_decay=0.01, ema_kimg=None,
     ema_rampup=0.05, blur_fade_kimg=None, keep_snapshots=5, keep_every_kimg=None, deterministic=False,
-    tensorboard=False, stats_batch=4, compile="none", tf32=False, z_dim=512, w_dim=512, conv_clamp=256,
+    tensorboard=False, stats_batch=4, compile="none", tf32=False, z_dim=512, w_dim=512, conv_clamp=None,
     cond=False,
 )
 
@@ -62,6 +63,8 @@ def make_config(resolution, img_channels=3, c_dim=0, **opts):
         raise ValueError(f"image resolution {resolution} is not a power of two >= 4; "
                          "curate the dataset to 16, 32, ..., 1024 px (sg3 curate --resolution)")
     c["batch_gpu"] = c["batch_gpu"] or c["batch"]
+    if c["conv_clamp"] is None and c["precision"] != "fp32":
+        c["conv_clamp"] = 256  # float16 range guard (None: no clamping, the fp32 default)
     c["mbstd_group"] = min(c["mbstd_group"], c["batch_gpu"])
     if c["gamma"] is None:
         c["gamma"] = default_gamma(resolution, c["batch"])
