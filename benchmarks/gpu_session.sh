@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 7 on a GPU machine, one stage per call (each fits a 10-minute call); a session has about
-# 30 minutes of GPU time, so take the stages in this order and carry on in a later session.
+# Issue 7 on a GPU machine, one stage per call (each fits a 10-minute call); a session now has
+# 15 minutes of GPU time, the machine's start included, so take the stages in this order (check
+# first: it verifies the kernels and returns the build for the next call) and carry on in a later session.
 #
 #   here (no GPU), once:  bash benchmarks/gpu_session.sh wheels     # ipywidgets & co. into .whl/,
 #                                                                   # the reference fixtures into .fixtures/
