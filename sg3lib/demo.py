@@ -68,8 +68,9 @@ def main(argv=None):
     _say(f"done in {time.time() - t0:.0f} s. Look at:")
     for p in (*paths, result["snapshot"], Path(result["run_dir"]) / "stats.jsonl"):
         print(f"    {p}")
-    print("Next: open notebooks/03_truncation_psi.ipynb and 04_interpolation_widgets.ipynb "
-          f"(they load {result['snapshot']} when SG3_NETWORK points at it).")
+    print("Next: open notebooks/03_truncation_psi.ipynb and 04_interpolation_widgets.ipynb (they load "
+          "the newest snapshot under out/demo/ by default; set SG3_NETWORK to a snapshot or .pkl for "
+          f"another, e.g. SG3_NETWORK={result['snapshot']}).")
     return 0
 
 
