@@ -30,6 +30,9 @@ PRESETS = {
 # dataset), as the official training treats --resume: ADA adapts 5x faster, G_ema follows G without
 # the ramp-up meant for random initial weights, and the images are not blurred at the start.
 TRANSFER = dict(ada_kimg=100, ema_rampup=0.0, blur_sigma=0.0)
+# Architecture keys that a transfer does not take from its source: they set numerics and freezing,
+# not the shapes of the weights, so they are the new run's own choice.
+NOT_TRANSFERRED = ("freezed", "precision", "conv_clamp")
 
 DEFAULTS = dict(
     cfg="stylegan3-t", batch=32, batch_gpu=None, gamma=None, kimg=25000, tick=4, snap=50,

@@ -393,9 +393,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     # transfer learning takes the source's architecture unless options say otherwise).
     base = dict(prev_cfg) if resume_kind == "snapshot" and prev_cfg else {}
     if resume_kind == "transfer" and prev_cfg:
-        # Weights only: numerics (precision, clamping) and freezing are this run's own choice.
         base = {k: prev_cfg[k] for k in config_mod.ARCH_KEYS
-                if k in prev_cfg and k not in ("freezed", "precision", "conv_clamp")}
+                if k in prev_cfg and k not in config_mod.NOT_TRANSFERRED}
     elif resume_kind == "networks" and payload.get("G") is not None:
         base = _arch_of(payload["G"])
     if resume_kind in ("transfer", "networks"):
