@@ -458,3 +458,104 @@ def test_demo_script_names_the_apt_command_when_the_font_is_missing(monkeypatch)
     monkeypatch.delenv("SG3_EMOJI_FONT", raising=False)
     with pytest.raises(SystemExit, match="apt-get install -y fonts-noto-color-emoji"):
         mod.find_font()
+
+
+def test_exact_copy_of_a_near_duplicate(tmp_path):
+    """Only accepted images enter the exact index: a copy of a rejected near duplicate is a
+    near duplicate of what was kept (it used to crash, or name an unrelated image)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    a = picture(2, 120, 100)
+    small = enc(a.resize((114, 95), Image.LANCZOS), "PNG")
+    (raw / "a.png").write_bytes(enc(a, "PNG"))
+    (raw / "b_small.png").write_bytes(small)
+    (raw / "c_copy.png").write_bytes(small)
+    rep = curate(raw, tmp_path / "o.zip", 64, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 1, "near_duplicate": 2}
+    (raw / "c_copy.png").rename(raw / "d_copy.png")
+    (raw / "c_other.png").write_bytes(enc(picture(3, 80, 80), "PNG"))  # accepted between the two
+    rep = curate(raw, tmp_path / "p.zip", 64, workers=0, progress=False)
+    full, where = _report_files(rep)
+    assert where["d_copy.png"] == "near_duplicate"
+    assert "a.png" in next(e for e in full["files"]["near_duplicate"] if e["path"] == "d_copy.png")["detail"]
+
+
+def test_size_filters_judge_the_file_not_the_jpeg_draft(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for side in (1024, 300, 200):
+        (raw / f"{side}.jpg").write_bytes(enc(picture(side, side, side), "JPEG", quality=90))
+    rep = curate(raw, tmp_path / "o.zip", 64, min_size=256, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 2, "too_small": 1}
+    full, where = _report_files(rep)
+    assert where["200.jpg"] == "too_small" and full["files"]["too_small"][0]["detail"].startswith("200x200")
+    assert sorted(e["size"] for e in full["files"]["accepted"]) == [[300, 300], [1024, 1024]]
+
+
+def test_linked_folders_and_dangling_links_are_listed(tmp_path):
+    raw, other = tmp_path / "raw", tmp_path / "other"
+    raw.mkdir()
+    other.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    for s in range(2):
+        (other / f"{s}.png").write_bytes(enc(picture(10 + s, 64, 64), "PNG"))
+    os.symlink(other, raw / "linked")
+    os.symlink(raw, other / "loop")  # back into the chain: listed, not followed
+    os.symlink(tmp_path / "gone.png", raw / "dangling.png")
+    rep = curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
+    _, where = _report_files(rep)
+    assert where == {"a.png": "accepted", "linked/0.png": "accepted", "linked/1.png": "accepted",
+                     "dangling.png": "error", "linked/loop": "not_an_image_extension"}
+    assert rep["total"] == 5
+
+
+def test_dataset_gets_the_usual_file_modes(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    old = os.umask(0o022)
+    try:
+        curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False)
+        curate(raw, tmp_path / "d_dir", 32, workers=0, progress=False)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "d.zip").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    assert (tmp_path / "d_dir").stat().st_mode & 0o777 == 0o755
+
+
+def test_output_inside_the_source_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    with pytest.raises(CurateError, match="destination .*clean.zip is inside the source folder"):
+        curate(raw, raw / "clean.zip", 32, workers=0, progress=False)
+    with pytest.raises(CurateError, match="report folder .*rep is inside the source folder"):
+        curate(raw, tmp_path / "clean.zip", 32, report_dir=raw / "rep", workers=0, progress=False)
+    assert sorted(p.name for p in raw.iterdir()) == ["a.png"]
+
+
+def test_macos_metadata_is_its_own_reason_and_no_class(tmp_path):
+    """A zip made by macOS's Finder carries __MACOSX/ and ._ files named like the images."""
+    src = tmp_path / "finder.zip"
+    with zipfile.ZipFile(src, "w") as z:
+        for i, cls in enumerate(("cats", "dogs")):
+            z.writestr(f"{cls}/{i}.png", enc(picture(50 + i, 64, 64), "PNG"))
+            z.writestr(f"__MACOSX/{cls}/._{i}.png", b"\0\5\26\7" + b"\0" * 60)  # AppleDouble header
+        z.writestr("cats/._0.png", b"\0\5\26\7" + b"\0" * 60)
+    rep = curate(src, tmp_path / "o.zip", 32, labels="folders", workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 2, "macos_metadata": 3} and rep["classes"] == ["cats", "dogs"]
+
+
+def test_labels_from_folders_needs_two_class_folders(tmp_path):
+    src = tmp_path / "wrapped.zip"  # `zip -r wrapped.zip raw`: every class folder under one
+    with zipfile.ZipFile(src, "w") as z:
+        for i, cls in enumerate(("cats", "dogs")):
+            z.writestr(f"raw/{cls}/{i}.png", enc(picture(60 + i, 64, 64), "PNG"))
+    with pytest.raises(CurateError, match="only one, 'raw' .*point at the folder that holds the class folders"):
+        curate(src, tmp_path / "o.zip", 32, labels="folders", workers=0, progress=False)
+    assert not (tmp_path / "o.zip").exists() and not (tmp_path / "o_report").exists()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.png").write_bytes(enc(picture(62, 64, 64), "PNG"))
+    with pytest.raises(CurateError, match="but it has none"):
+        curate(flat, tmp_path / "f.zip", 32, labels="folders", workers=0, progress=False)

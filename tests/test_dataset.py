@@ -159,3 +159,14 @@ def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
     plain = official_zip(tmp_path / "plain.zip", pictures(4), None)
     assert main(["rank", "--network", str(snap), "--data", str(plain), "--out", str(tmp_path / "r2")]) == 2
     assert "conditional" in capsys.readouterr().out
+
+
+def test_rank_refuses_an_empty_copy_and_zero_passes(tmp_path):
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(3), None)
+    with pytest.raises(ValueError, match="would drop all of them"):  # round(0.9 * 3) == 3
+        rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.9, progress=False)
+    assert not (tmp_path / "r" / "ds-top10.zip").exists()
+    with pytest.raises(ValueError, match="passes must be >= 1"):
+        rank(tiny_d(), ds_path, tmp_path / "r", passes=0, progress=False)

@@ -80,17 +80,27 @@ def _settings(resolution, options):
 # -- input listing (streamed, deterministic order) -----------------------------------------
 
 def _walk(root):
-    """Relative posix paths of every file under root, sorted per directory (no full list kept)."""
-    def rec(d, rel):
+    """Relative posix paths of every file under root, sorted per directory (no full list kept).
+    Linked folders are followed (a link back into its own chain is not, so loops end);
+    dangling links and loops are yielded too, so that the report lists them."""
+    def rec(d, rel, chain):
         with os.scandir(d) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
             r = f"{rel}{e.name}"
-            if e.is_dir(follow_symlinks=False):
-                yield from rec(e.path, r + "/")
-            elif e.is_file():
+            if e.is_dir():
+                real = os.path.realpath(e.path)
+                if real not in chain:
+                    yield from rec(e.path, r + "/", chain | {real})
+                    continue
+            if e.is_file() or e.is_symlink():
                 yield r
-    yield from rec(root, "")
+    yield from rec(root, "", frozenset([os.path.realpath(root)]))
+
+
+def _is_macos_metadata(rel):
+    """macOS's zip and copy leftovers: `__MACOSX/` folders and `._name` AppleDouble files."""
+    return rel.startswith("__MACOSX/") or os.path.basename(rel).startswith("._")
 
 
 def _list_source(src):
@@ -99,12 +109,12 @@ def _list_source(src):
         count, classes = 0, set()
         for r in _walk(src):
             count += 1
-            if "/" in r:
+            if "/" in r and not _is_macos_metadata(r):
                 classes.add(r.split("/", 1)[0])
         return count, (lambda: _walk(src)), sorted(classes)
     with zipfile.ZipFile(src) as z:
         names = sorted(n for n in z.namelist() if not n.endswith("/"))
-    classes = sorted({n.split("/", 1)[0] for n in names if "/" in n})
+    classes = sorted({n.split("/", 1)[0] for n in names if "/" in n and not _is_macos_metadata(n)})
     return len(names), (lambda: iter(names)), classes
 
 
@@ -133,6 +143,8 @@ def _process(rel):
     s, notes = _W["s"], []
     ext = os.path.splitext(rel)[1].lower()
     try:
+        if _is_macos_metadata(rel):  # not images, though named like them (`._photo.jpg`)
+            raise im.Reject("macos_metadata", "macOS metadata (__MACOSX/ or ._ file), not an image")
         if ext not in im.IMAGE_EXTS:
             raise im.Reject("not_an_image_extension", f"extension {ext or '(none)'!r} is not an image type")
         data = _read(rel)
@@ -144,15 +156,20 @@ def _process(rel):
         img, orig = im.decode(data, s["max_pixels"], (2 * R, 2 * R) if s["fast_jpeg"] else None)
         del data
         img = im.to_rgb_or_l(img, s["channels"], s["background"], notes)
-        return _filter_and_pack(img, s, notes)
+        return _filter_and_pack(img, s, notes, _oriented(orig, img.size))
     except im.Reject as r:
         return dict(status=r.reason, detail=r.detail, notes=notes, thumb=getattr(r, "thumb", None))
     except Exception as e:  # never crash on one odd file: report it
         return dict(status="error", detail=f"{type(e).__name__}: {e}", notes=notes, thumb=None)
 
 
-def _filter_and_pack(img, s, notes):
-    R, (w, h) = s["resolution"], img.size
+def _oriented(orig, size):
+    """The file's own (w, h), not the JPEG draft's, turned like the decoded image (EXIF)."""
+    return tuple(orig[::-1]) if (orig[0] - orig[1]) * (size[0] - size[1]) < 0 else tuple(orig)
+
+
+def _filter_and_pack(img, s, notes, size):
+    R, (w, h) = s["resolution"], size  # size/aspect filters judge the file, not a reduced decode
     try:
         if s["min_size"] and min(w, h) < s["min_size"]:
             raise im.Reject("too_small", f"{w}x{h}, shorter side < min_size={s['min_size']}")
@@ -239,6 +256,11 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(f"source {src} is neither a folder nor a zip file")
     if dest.exists() and not overwrite:
         raise CurateError(f"destination already exists: {dest}; choose another name or pass overwrite=True (--overwrite)")
+    report_dir = Path(report_dir) if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
+    for what, path in (("destination", dest), ("report folder", report_dir)):
+        if src.is_dir() and path.resolve().is_relative_to(src.resolve()):  # it would be read back as input
+            raise CurateError(f"the {what} {path} is inside the source folder {src}; curation would read "
+                              f"its own output (temporary files, contact sheets); choose a place outside {src}")
     parent = dest.parent if str(dest.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -246,11 +268,15 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(f"cannot create the destination folder {parent}: {e.strerror}")
     if not os.access(parent, os.W_OK):
         raise CurateError(f"destination folder is not writable: {parent}; choose a folder you can write to")
-    report_dir = Path(report_dir) if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
     chunk = max(1, min(16, (256 * 256 * 16) // (resolution * resolution)))
 
     total, names, classes = _list_source(src)
+    if s["labels"] == "folders" and len(classes) < 2:
+        raise CurateError(
+            f"labels='folders' takes one sub-folder of {src} per class, but it has "
+            + (f"only one, {classes[0]!r} (a zip of a folder looks like this)" if classes else "none")
+            + "; point at the folder that holds the class folders (re-zip its contents), or curate without labels")
     class_index = {c: i for i, c in enumerate(classes)}
     t0 = time.time()
     report = Report(report_dir)
@@ -299,7 +325,7 @@ def _handle(rel, r, s, writer, report, exact, near, kept, class_index):
             label = class_index[rel.split("/", 1)[0]]
     ident = len(kept)
     if status == "ok" and r["pixel_hash"] is not None:
-        first = exact.check_add(r["pixel_hash"], ident)
+        first = exact.check(r["pixel_hash"])  # added only once accepted: ids index `kept`
         if first is not None:
             status, r["detail"] = "duplicate", f"same pixels as {kept[first]}"
     if status == "ok" and near is not None:
@@ -307,6 +333,8 @@ def _handle(rel, r, s, writer, report, exact, near, kept, class_index):
         if hit is not None:
             status, r["detail"] = "near_duplicate", f"perceptual hash within {hit[1]} bit(s) of {kept[hit[0]]}"
     if status == "ok":
+        if r["pixel_hash"] is not None:
+            exact.add(r["pixel_hash"], ident)
         name = writer.add(r["png"], label)
         kept.append(f"{rel} ({name})")
         report.add("accepted", dict(entry, name=name, label=label, size=r["size"]),

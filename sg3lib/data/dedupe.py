@@ -12,11 +12,18 @@ class ExactIndex:
     def __init__(self):
         self._seen = {}  # digest -> id of the first image (ids are small ints)
 
+    def check(self, digest):
+        """Return the id of an earlier identical image, or None."""
+        return self._seen.get(digest)
+
+    def add(self, digest, ident):
+        self._seen.setdefault(digest, ident)
+
     def check_add(self, digest, ident):
         """Return the id of an earlier identical image, or None (and remember this one)."""
-        first = self._seen.get(digest)
+        first = self.check(digest)
         if first is None:
-            self._seen[digest] = ident
+            self.add(digest, ident)
         return first
 
 

@@ -56,7 +56,12 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
                          f"label_dim={ds.label_dim}; curate it with labels='folders' (or pick another network)")
     if not 0 <= drop_bottom < 1:
         raise ValueError(f"drop_bottom is a fraction in [0, 1), got {drop_bottom}")
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1 (each image is scored once per pass), got {passes}")
     n = len(ds.image_names)
+    n_drop = int(round(drop_bottom * n))
+    if n_drop >= n:  # checked before scoring: the copy would be an empty dataset
+        raise ValueError(f"drop_bottom={drop_bottom:g} of {n} images would drop all of them; keep some")
     group = getattr(getattr(getattr(D, "b4", None), "mbstd", None), "group_size", 1) or 1
     batch = max(group, batch_size - batch_size % group)
     total, sq, count = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -103,7 +108,7 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
                   csv=str(csv_path), sheets={k: str(v) for k, v in sheets.items()}, dest=None)
     if drop_bottom > 0:
         dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
-        drop = set(order[len(order) - int(round(drop_bottom * n)):].tolist())
+        drop = set(order[n - n_drop:].tolist())
         labels = ds._raw_labels if ds.has_labels else None
         with DatasetWriter(dest, overwrite=True) as wr:
             for i in range(n):

@@ -4,8 +4,8 @@ Kept apart from dataset.py so that curation does not import torch.
 """
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -29,14 +29,14 @@ class DatasetWriter:
             raise FileExistsError(f"destination already exists: {self.dest} (pass overwrite=True / --overwrite)")
         parent = self.dest.parent
         parent.mkdir(parents=True, exist_ok=True)
-        prefix = f".{self.dest.name}."
+        # A fresh temporary name beside dest, created with the usual modes (umask applies; mkstemp's
+        # and mkdtemp's private 0600/0700 would stay on the dataset after the rename).
+        self.tmp = parent / f".{self.dest.name}.{secrets.token_hex(6)}.partial"
         if self.kind == "zip":
-            fd, tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".partial")
-            os.close(fd)
-            self.tmp = Path(tmp)
+            os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             self._zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
         else:
-            self.tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".partial"))
+            os.mkdir(self.tmp, 0o777)
         self.count, self.labels = 0, []
 
     def add(self, png, label=None):
