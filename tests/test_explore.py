@@ -33,6 +33,9 @@ def test_parse_seeds():
     assert X.parse_seeds([5, 6]) == [5, 6]
     with pytest.raises(ValueError, match="0-3,7,10"):
         X.parse_seeds("a-b")
+    assert X.parse_seeds("5-5") == [5]
+    with pytest.raises(ValueError, match="backwards.*'3-7'"):  # not silently no seeds at all
+        X.parse_seeds("7-3")
 
 
 def test_generate_is_the_official_forward_for_a_seed(G):
@@ -157,6 +160,9 @@ def test_layer_ranges():
     assert r["coarse"][0] == 0 and r["fine"][1] == 16 and r["coarse"][1] == r["middle"][0]
     assert X.layer_range("coarse+middle", 18) == (0, 8)
     assert X.layer_range("2-5", 18) == (2, 6)
+    assert X.layer_range("fine+middle", 18) == (4, 18)
+    with pytest.raises(ValueError, match="contiguous"):  # not widened over the middle layers to 0..17
+        X.layer_range("coarse+fine", 18)
     with pytest.raises(ValueError, match="0..17"):
         X.layer_range((3, 30), 18)
 

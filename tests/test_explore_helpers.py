@@ -8,8 +8,8 @@ import torch
 from sg3lib.explore import tiny_generator
 
 
-def make_G(arch="sg3", c_dim=0, resolution=16, seed=0):
-    return tiny_generator(resolution=resolution, seed=seed, c_dim=c_dim, arch=arch)
+def make_G(arch="sg3", c_dim=0, resolution=16, seed=0, img_channels=3):
+    return tiny_generator(resolution=resolution, seed=seed, c_dim=c_dim, arch=arch, img_channels=img_channels)
 
 
 def test_make_G_has_the_official_interface():

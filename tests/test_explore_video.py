@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sg3lib import explore as X
@@ -56,6 +57,19 @@ def test_interpolation_video_frames_are_the_path(G, tmp_path):
     assert np.abs(frames[4] - frames[0]).mean() > 2 * np.abs(frames[0] - first).mean()
 
 
+def test_video_paths_truncate_towards_the_class_centre():
+    Gc = make_G(c_dim=3)
+    centre = X.class_center(Gc, 1)
+    for kind in ("loop", "rotate"):
+        ws, _ = X.latent_path(Gc, kind, 3, seeds=[0], psi=0.0, class_idx=1, centre="class")
+        torch.testing.assert_close(ws, centre.expand_as(ws), rtol=1e-5, atol=1e-5)
+
+
+def test_interpolation_video_grid_must_have_a_cell(G, tmp_path):
+    with pytest.raises(ValueError, match="at least 1"):
+        X.interpolation_video(G, tmp_path / "v.mp4", grid=0, n_frames=3, progress=False)
+
+
 def test_training_montage(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -96,6 +110,26 @@ def test_cli_video(network_file, tmp_path):
     assert sg3(["video", "--network", str(network_file), "--kind", "walk", "--grid", "2", "--frames", "7",
                 "--fps", "7", "--output", str(out)]) == 0
     assert X.read_video_info(out) == (7, (32, 16), 7.0)
+
+
+def test_cli_video_passes_the_truncation_centre(tmp_path, monkeypatch):
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.explore import video
+    net = save_snapshot(tmp_path / "c.pt", snapshot_from_networks({"G_ema": make_G(c_dim=3)}))
+    seen, real = [], video.latent_path
+    monkeypatch.setattr(video, "latent_path", lambda *a, **k: seen.append(k.get("centre")) or real(*a, **k))
+    assert sg3(["video", "--network", str(net), "--kind", "loop", "--frames", "3", "--fps", "3", "--psi", "0",
+                "--class", "1", "--centre", "class", "--output", str(tmp_path / "c.mp4")]) == 0
+    assert seen == ["class"]
+
+
+def test_cli_montage_keeps_its_frame_rate(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full([16, 16, 3], 60 * k, np.uint8)).save(run / f"fakes{40 * k:06d}.png")
+    assert sg3(["video", "--kind", "montage", "--run-dir", str(run), "--output", str(tmp_path / "m.mp4")]) == 0
+    assert X.read_video_info(tmp_path / "m.mp4") == (3, (16, 16), 4.0)  # training_montage's 4 fps, not 30
 
 
 def test_cli_errors_name_the_problem(tmp_path):

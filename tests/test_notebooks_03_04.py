@@ -55,3 +55,20 @@ def test_notebooks_have_a_colab_badge_and_install_cell():
         assert f"colab.research.google.com/github/sg3lib/sg3lib/blob/main/notebooks/{name}" in nb.cells[0].source
         assert "google.colab" in nb.cells[1].source and "pip" in nb.cells[1].source
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")  # stored clean
+
+
+def test_notebook_04_path_columns_sit_at_their_labelled_t():
+    """The 'lerp or slerp, Z or W' grid labels its columns t = linspace(0, 1, STEPS): the path must be linear in t."""
+    import re
+
+    import torch
+    from sg3lib import explore as X
+    nb = nbformat.read(NOTEBOOKS / "04_interpolation_widgets.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if "keyframe_path" in c.source)
+    call = " ".join(re.search(r"X\.keyframe_path\((.*?)\)\n", cell, re.S).group(1).split())
+    G, STEPS, CLASS, method, space = make_G(), 5, None, "lerp", "z"  # noqa: F841 (read by eval)
+    ws = eval(f"X.keyframe_path({call})")
+    za, zb = X.seeds_to_z([0, 1], G.z_dim)
+    ref = X.map_z(G, X.lerp(za[None], zb[None], torch.linspace(0, 1, STEPS)[:, None]), psi=0.7)
+    torch.testing.assert_close(ws, ref, rtol=1e-5, atol=1e-5)
+    assert "np.linspace(0, 1, STEPS)" in cell

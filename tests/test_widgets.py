@@ -143,3 +143,58 @@ def test_render_errors_show_in_the_caption(G):
         assert view.wait(60) and "render failed" in view.caption.value and "noise_mode" in view.caption.value
     finally:
         view.close()
+
+
+@pytest.mark.parametrize("cls", [LatentExplorer, Interpolator, StyleMixer])
+def test_grayscale_networks_render(cls):
+    """img_channels=1: the [H, W, 1] image is shown as a grayscale PNG, not a 'render failed' caption."""
+    Gg = make_G(img_channels=1)
+    view = cls(Gg, display_size=16)
+    try:
+        assert view.wait(60) and "render failed" not in view.caption.value
+        img = view.render_sync()
+        assert img.mode == "L" and img.height == 16
+        if cls is LatentExplorer:
+            assert np.array_equal(np.asarray(img), X.generate_arrays(Gg, [0], psi=0.7, progress=False)[0, :, :, 0])
+    finally:
+        view.close()
+
+
+def test_a_seed_above_the_slider_range_is_kept(G):
+    view = LatentExplorer(G, seed=123456, psi=0.5, display_size=16)
+    try:
+        assert view.controls["seed"].value == 123456  # an IntSlider clamps to its max
+        want = X.generate_arrays(G, [123456], psi=0.5, progress=False)[0]
+        assert np.array_equal(np.asarray(view.render_sync()), want)
+    finally:
+        view.close()
+
+
+class _DeviceWs(torch.Tensor):
+    """ws as a CUDA tensor behaves for the cache key: .numpy() refuses, .cpu() gives a host tensor."""
+
+    def numpy(self, *a, **k):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() first.")
+
+    def cpu(self, *a, **k):
+        return self.as_subclass(torch.Tensor).clone()
+
+
+def test_style_mixer_with_ws_off_the_cpu(G, monkeypatch):
+    from sg3lib.explore import widgets
+    real = widgets._map
+    monkeypatch.setattr(widgets, "_map", lambda *a, **k: real(*a, **k).as_subclass(_DeviceWs))
+    view = StyleMixer(G, display_size=16)
+    try:
+        assert view.wait(60) and "render failed" not in view.caption.value
+    finally:
+        view.close()
+
+
+@pytest.mark.gpu
+def test_style_mixer_on_the_gpu():
+    view = StyleMixer(make_G().cuda(), display_size=16)
+    try:
+        assert view.wait(60) and "render failed" not in view.caption.value and view.renders == 1
+    finally:
+        view.close()

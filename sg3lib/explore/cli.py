@@ -87,7 +87,7 @@ def add_video_arguments(p):
                         "rotate (StyleGAN3), montage (a training run's fakes*.png)")
     p.add_argument("--output", default="out/video.mp4", help="mp4 path")
     p.add_argument("--grid", type=int, default=1, help="number of cells (videos side by side)")
-    p.add_argument("--fps", type=float, default=30)
+    p.add_argument("--fps", type=float, default=None, help="frames per second (default 30; montage 4)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds")
     p.add_argument("--frames", type=int, default=None, help="frame count (overrides --duration)")
     p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
@@ -101,14 +101,14 @@ def run_video(args):
     if args.kind == "montage":
         if not args.run_dir:
             raise SystemExit("error: --kind montage needs --run-dir (a training run folder)")
-        path, n, skipped = video.training_montage(args.run_dir, args.output, fps=args.fps)
+        path, n, skipped = video.training_montage(args.run_dir, args.output, fps=args.fps or 4)
         print(f"wrote {path} ({n} frames, {len(skipped)} skipped)")
         return 0
     G = _load(args)
     path = video.interpolation_video(
-        G, args.output, kind=args.kind, seeds=L.parse_seeds(args.seeds), grid=args.grid, fps=args.fps,
+        G, args.output, kind=args.kind, seeds=L.parse_seeds(args.seeds), grid=args.grid, fps=args.fps or 30,
         duration=args.duration, n_frames=args.frames, noise_mode=args.noise_mode, batch_size=args.batch,
-        psi=args.psi, cutoff=args.cutoff, class_idx=args.class_idx, method=args.method, space=args.space,
-        layers=args.layers)
+        psi=args.psi, cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, method=args.method,
+        space=args.space, layers=args.layers)
     print(f"wrote {path}")
     return 0

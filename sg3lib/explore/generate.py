@@ -99,7 +99,8 @@ def load_generator(path, device="cpu"):
     return G.eval().requires_grad_(False)
 
 
-def tiny_generator(resolution=16, seed=0, c_dim=0, arch="sg3", num_layers=4, perturb=0.5, device="cpu"):
+def tiny_generator(resolution=16, seed=0, c_dim=0, arch="sg3", num_layers=4, perturb=0.5, device="cpu",
+                   img_channels=3):
     """A randomly initialised, very small StyleGAN3-T (arch='sg2': StyleGAN2) for tests and for
     trying the notebooks before a model is trained. Its weights are perturbed away from the
     initialisation (where every seed gives nearly the same flat image) so seeds differ visibly;
@@ -107,7 +108,7 @@ def tiny_generator(resolution=16, seed=0, c_dim=0, arch="sg3", num_layers=4, per
     the images are abstract colour fields, not a trained model's. w_avg is set from 256 samples."""
     from sg3lib.networks import build_network
     torch.manual_seed(seed)
-    kwargs = dict(z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=3,
+    kwargs = dict(z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=img_channels,
                   channel_base=256 if arch == "sg3" else 128, channel_max=16, mapping_kwargs=dict(num_layers=2))
     if arch == "sg3":
         kwargs["num_layers"] = num_layers

@@ -46,14 +46,13 @@ def parse_seeds(text):
         part = part.strip()
         if not part:
             continue
-        try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
+        try:  # 'lo-hi' (inclusive) or one seed
+            lo, hi = (int(v) for v in part.split("-", 1)) if "-" in part[1:] else (int(part),) * 2
         except ValueError:
             raise ValueError(f"cannot read seeds {text!r}: write them like '0-3,7,10'") from None
+        if hi < lo:
+            raise ValueError(f"seed range {part!r} runs backwards: write the smaller seed first, like '{hi}-{lo}'")
+        seeds.extend(range(lo, hi + 1))
     return seeds
 
 
@@ -193,8 +192,11 @@ def layer_range(layers, num_ws):
     if isinstance(layers, str):
         named = layer_ranges(num_ws)
         if all(p in named for p in layers.split("+")):
-            parts = [named[p] for p in layers.split("+")]
-            return min(p[0] for p in parts), max(p[1] for p in parts)
+            parts = sorted(named[p] for p in layers.split("+"))
+            if any(a[1] < b[0] for a, b in zip(parts, parts[1:])):  # e.g. coarse+fine: middle in between
+                raise ValueError(f"layers={layers!r} is not one contiguous range; pick neighbours such as "
+                                 f"'coarse+middle', or give 'lo-hi'")
+            return parts[0][0], max(p[1] for p in parts)
         try:
             lo, hi = layers.split("-")
             layers = (int(lo), int(hi) + 1)

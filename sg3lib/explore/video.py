@@ -87,13 +87,13 @@ def grid_shape(n):
 
 
 def latent_path(G, kind, n_frames, seeds=(0, 1, 2), cell=0, psi=1.0, cutoff=None, class_idx=None,
-                method="slerp", space="z", layers="fine", sigma=None, amount=None):
+                method="slerp", space="z", layers="fine", sigma=None, amount=None, centre="global"):
     """ws [n_frames, num_ws, w_dim] and transforms (or None) for one video cell. Every kind is a
     loop: frame n_frames would equal frame 0. Cell k of a grid shifts the seeds so cells differ."""
     seeds = L.parse_seeds(seeds)
     shift = cell * (max(seeds) - min(seeds) + 1)
     s0 = seeds[0] + shift
-    common = dict(class_idx=class_idx, psi=psi, cutoff=cutoff)
+    common = dict(class_idx=class_idx, psi=psi, cutoff=cutoff, centre=centre)
     if kind == "keyframes":
         return L.keyframe_path(G, [s + shift for s in seeds], n_frames, method, space, loop=True, **common), None
     if kind == "walk":
@@ -103,7 +103,7 @@ def latent_path(G, kind, n_frames, seeds=(0, 1, 2), cell=0, psi=1.0, cutoff=None
     if kind == "mix":
         return L.style_mix_walk(G, s0, n_frames, layers=layers, seed=s0 + 1, **common), None
     if kind in ("translate", "rotate"):
-        ws = L.map_z(G, L.seeds_to_z([s0], G.z_dim), class_idx, psi, cutoff)
+        ws = L.map_z(G, L.seeds_to_z([s0], G.z_dim), class_idx, psi, cutoff, centre)
         return ws.repeat(n_frames, 1, 1), L.transform_sweep(n_frames, kind, amount)
     raise ValueError(f"kind={kind!r}: use one of {', '.join(VIDEO_KINDS)}")
 
@@ -115,7 +115,9 @@ def interpolation_video(G, path, kind="keyframes", seeds=(0, 1, 2), grid=1, fps=
     kind: 'keyframes' (through the seeds), 'walk' (smoothed random loop), 'loop' (circle in Z),
     'mix' (style-mixing walk on `layers`), 'translate' / 'rotate' (StyleGAN3 input transform).
     n_frames defaults to round(fps * duration). Extra keywords go to latent_path (psi, cutoff,
-    class_idx, method, space, layers, sigma, amount). Returns the Path."""
+    class_idx, centre, method, space, layers, sigma, amount). Returns the Path."""
+    if int(grid) < 1:
+        raise ValueError(f"grid={grid}: the number of cells side by side, at least 1")
     n = int(n_frames or round(fps * duration))
     cells = [latent_path(G, kind, n, seeds, cell=k, **path_kwargs) for k in range(grid)]
     rows, cols = grid_shape(grid)

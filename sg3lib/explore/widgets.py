@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 
 from . import latents as L
-from .generate import synthesize
+from .generate import synthesize, to_pil
 
 __all__ = ["LatentExplorer", "Interpolator", "StyleMixer"]
 
-_SEED_MAX = 100_000  # slider range; any seed in [0, 2**32) can be typed into the read-out
+_SEED_MAX = 100_000  # slider range, widened to fit a larger starting seed (seeds are < 2**32)
 
 
 class _LiveView:
@@ -102,7 +102,7 @@ class _LiveView:
     # ---- display
     def _show(self, state):
         t = time.perf_counter()
-        img = Image.fromarray(self.render(state))
+        img = to_pil(self.render(state))  # [H, W, 1] (grayscale networks) -> an 'L' image
         if max(img.size) < self.display_size:  # small models: enlarge with visible pixels
             k = self.display_size // max(img.size)
             img = img.resize((img.width * k, img.height * k), Image.NEAREST)
@@ -139,7 +139,9 @@ def _fmt(v):
 
 
 def _seed(desc, value):
-    return W.IntSlider(value=value, min=0, max=_SEED_MAX, description=desc, continuous_update=True)
+    # an IntSlider clamps its value to max: a seed above it would silently show another seed
+    return W.IntSlider(value=value, min=0, max=max(_SEED_MAX, int(value)), description=desc,
+                       continuous_update=True)
 
 
 def _psi(value=0.7):
@@ -238,7 +240,7 @@ class StyleMixer(_LiveView):
     def _images(self, ws_list):
         """Images for ws, remembering recent ones: moving the layer range re-renders only the
         mix, and changing one seed renders that seed's image and the mix, not all three."""
-        keys = [w.numpy().tobytes() for w in ws_list]
+        keys = [w.cpu().numpy().tobytes() for w in ws_list]  # ws live on G's device (cuda)
         cache = self._cache
         todo = [i for i, k in enumerate(keys) if k not in cache and k not in keys[:i]]
         if todo:
