@@ -18,7 +18,6 @@ import collections
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 import zipfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .files import temp_file_beside
 from .loader import LoadError
 
 FORMAT = "sg3lib-snapshot"
@@ -124,7 +124,7 @@ def save_snapshot(path, snapshot):
         raise ValueError(f"snapshot meta must be JSON-able (numbers, strings, lists, dicts): {e}") from None
     _check_loadable(snapshot, "snapshot")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = temp_file_beside(path)  # the usual file modes, unlike mkstemp
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(snapshot, f)
@@ -190,7 +190,11 @@ def _scan(folder, pattern, clean, stale_s):
     removed, skipped = [], []
     now = time.time()
     for tmp in sorted(folder.glob(f".{pattern}.tmp-*")):
-        if clean and now - tmp.stat().st_mtime > stale_s:  # younger ones may be a save in progress
+        try:
+            stale = clean and now - tmp.stat().st_mtime > stale_s  # younger ones may be a save in progress
+        except FileNotFoundError:  # a save in another process renamed it into place after the listing
+            continue
+        if stale:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     good = []

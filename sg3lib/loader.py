@@ -14,11 +14,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from .files import temp_file_beside
 
 
 class LoadError(ValueError):
@@ -60,7 +61,7 @@ def download(url, progress=True):
     if dest.is_file() and dest.stat().st_size > 0:
         return dest
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=folder)
+    fd, tmp = temp_file_beside(dest)
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "sg3lib"})
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(req, timeout=60) as resp:
@@ -73,9 +74,9 @@ def download(url, progress=True):
                 while True:
                     try:
                         chunk = resp.read(1 << 20)
-                    except http.client.IncompleteRead as e:
-                        chunk, done = e.partial, done + len(e.partial)
-                        break
+                    except http.client.IncompleteRead as e:  # chunked transfer: the connection closed early
+                        raise LoadError(f"{url}: the download was cut off ({done + len(e.partial):,} bytes, then the "
+                                        "connection closed). Check the connection, then try again.") from None
                     if not chunk:
                         break
                     if done == 0 and _looks_html(chunk[:256]):

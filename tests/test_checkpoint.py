@@ -114,6 +114,15 @@ def test_find_latest_skips_and_cleans_partial_files(tmp_path, fixtures_dir):
     assert ck.find_latest(tmp_path / "nothing-here") is None
 
 
+def test_find_latest_while_another_process_saves(tmp_path, fixtures_dir, monkeypatch):
+    ck.save_snapshot(tmp_path / ck.snapshot_name(4000), small_snapshot(fixtures_dir))
+    # The listing shows a temporary file that the other process's save renames before it is looked at.
+    gone = tmp_path / f".{ck.snapshot_name(8000)}.tmp-abc123"
+    glob = type(tmp_path).glob
+    monkeypatch.setattr(type(tmp_path), "glob", lambda self, p: [gone] if ".tmp-" in p else glob(self, p))
+    assert ck.find_latest(tmp_path) == tmp_path / ck.snapshot_name(4000)
+
+
 def test_prune(tmp_path, fixtures_dir):
     snap = small_snapshot(fixtures_dir)
     for kimg in range(0, 1400, 200):  # 0, 200, ..., 1200 kimg

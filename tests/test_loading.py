@@ -137,6 +137,16 @@ def test_export_from_modules_protocol2_and_positional_args(tmp_path, fixtures_di
         assert torch.equal(nets["D"].state_dict()[k], v), k
 
 
+def test_protocol5_numpy_arrays(tmp_path, fixtures_dir):
+    # Pickle's default protocol from Python 3.14: contiguous numpy arrays (here the state's `size`)
+    # are written as numpy._core.numeric._frombuffer(buffer, dtype, shape, order).
+    path = op.write_official_pkl(tmp_path / "d.pkl", {"D": persistent(fixtures_dir, "d_64")}, protocol=5)
+    assert {name for _, name in globals_in(path)} >= {"_frombuffer"}
+    nets = load(path)
+    for k, v in fixture(fixtures_dir, "d_64")[1].items():
+        assert torch.equal(nets["D"].state_dict()[k], v), k
+
+
 STOCK_WRITER = """
 import json, pickle, sys
 import numpy as np, torch
@@ -248,6 +258,37 @@ def test_malicious_storage_blob_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_build_opcode_cannot_change_allowed_globals(tmp_path):
+    # BUILD with a (None, {attr: value}) state does setattr on whatever is on the stack, the allowed
+    # globals too: a pickle refused later on must not have changed torch or sg3lib for the process.
+    unpickler = op._RestrictedUnpickler(io.BytesIO(b""), "<test>")
+    for module, name in unpickler._allowed:
+        with pytest.raises((TypeError, AttributeError, op.UnsafePickleError)):
+            setattr(unpickler.find_class(module, name), "sg3lib_probe", 1)
+
+    def set_on(module, name, attr, value):  # GLOBAL; (None, {attr: value}); BUILD; POP
+        return f"c{module}\n{name}\nN}}V{attr}\n{value}s\x86b0".encode("latin-1")
+
+    defaults = torch._utils._rebuild_tensor_v2.__defaults__
+    class_name = vars(op.PersistentObject)["class_name"]
+    try:
+        for i, body in enumerate([set_on("torch._utils", "_rebuild_tensor_v2", "__defaults__", "I1\n\x85"),
+                                  set_on("torch_utils.persistence", "_reconstruct_persistent_obj", "class_name",
+                                         "VEvil\n"),
+                                  set_on("dnnlib.util", "EasyDict", "get", "I1\n")]):
+            path = tmp_path / f"build{i}.pkl"
+            path.write_bytes(b"\x80\x04" + body + b"cos\nsystem\nVtrue\n\x85R.")
+            with pytest.raises(op.UnsafePickleError, match="refused"):
+                load(path)
+        assert torch._utils._rebuild_tensor_v2.__defaults__ == defaults
+        assert vars(op.PersistentObject)["class_name"] is class_name and op.EasyDict.get is dict.get
+    finally:  # leave the process usable for the other tests if this one fails
+        torch._utils._rebuild_tensor_v2.__defaults__ = defaults
+        type.__setattr__(op.PersistentObject, "class_name", class_name)
+        if "get" in vars(op.EasyDict):
+            type.__delattr__(op.EasyDict, "get")
+
+
 def test_bad_files_give_clear_errors(tmp_path, fixtures_dir):
     good = official_pkl(tmp_path, fixtures_dir, d="d_64")
     data = good.read_bytes()
@@ -264,6 +305,11 @@ def test_bad_files_give_clear_errors(tmp_path, fixtures_dir):
         with pytest.raises(LoadError, match=expect) as e:
             load(path)
         assert str(path) in str(e.value)
+    tf = tmp_path / "stylegan2-ffhq-config-f.pkl"  # (G, D, Gs) of TensorFlow networks, each with its state
+    tf.write_bytes(b"\x80\x03" + b"cdnnlib.tflib.network\nNetwork\n)\x81}b" * 3 + b"\x87.")
+    with pytest.raises(LoadError, match="TensorFlow StyleGAN.*legacy.py") as e:
+        load(tf)
+    assert str(tf) in str(e.value)
     plain = _write(tmp_path / "list.pkl", [1, 2, 3])
     with pytest.raises(LoadError, match="not a StyleGAN snapshot"):
         load(plain)
@@ -306,6 +352,12 @@ class _Server:
                 body, ctype, length = server.routes[self.path]
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
+                if length == "chunked-cut":  # chunked transfer encoding; the connection drops halfway
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for i in range(0, len(body) // 2, 4096):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096]))
+                    return
                 self.send_header("Content-Length", str(length if length is not None else len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -331,6 +383,7 @@ def server(tmp_path, fixtures_dir, monkeypatch):
         "/page.pkl": (b"<html><body>Sign in</body></html>", "text/html; charset=utf-8", None),
         "/sneaky.pkl": (b"\n<!DOCTYPE html><html>quota exceeded</html>", "application/octet-stream", None),
         "/cut.pkl": (body[:1000], "application/octet-stream", len(body)),
+        "/cut-chunked.pkl": (body, "application/octet-stream", "chunked-cut"),
     })
     yield s
     s.close()
@@ -350,7 +403,8 @@ def test_url_download_and_cache(server, tmp_path, fixtures_dir):
 
 
 @pytest.mark.parametrize("route,expect", [("/page.pkl", "HTML"), ("/sneaky.pkl", "HTML"),
-                                          ("/cut.pkl", "cut off"), ("/nothing.pkl", "HTTP 404")])
+                                          ("/cut.pkl", "cut off"), ("/cut-chunked.pkl", "cut off"),
+                                          ("/nothing.pkl", "HTTP 404")])
 def test_url_errors(server, tmp_path, route, expect):
     url = server.url + route
     with pytest.raises(LoadError, match=expect) as e:
@@ -380,3 +434,19 @@ def test_sg3_info(tmp_path, fixtures_dir, capsys):
     bad.write_bytes(b"")
     assert sg3_main(["info", str(bad)]) == 1
     assert "empty" in capsys.readouterr().err
+
+
+def test_written_files_get_the_usual_modes(server, tmp_path, fixtures_dir):
+    """Snapshots, exported .pkl files and downloads are readable by others as open() would make
+    them (a rename keeps mkstemp's private 0600)."""
+    from sg3lib import checkpoint as ck
+    old = os.umask(0o022)
+    try:
+        pkl = official_pkl(tmp_path, fixtures_dir, g="sg3t_64", d="d_64")
+        D = load(pkl)["D"]
+        snap = ck.save_snapshot(tmp_path / "snapshot-000004000.pt", ck.snapshot_from_networks({"D": D}))
+        cached = Path(load(server.url + "/network-snapshot-000040.pkl", progress=False)["meta"]["local_path"])
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in (pkl, snap, cached)} == {
+        pkl.name: 0o644, snap.name: 0o644, cached.name: 0o644}

@@ -10,8 +10,10 @@ constructor arguments `_init_args` / `_init_kwargs` (a `dnnlib.util.EasyDict`).
 Reading: `_RestrictedUnpickler.find_class` resolves only the names in `_allowed_globals()`
 (tensor/storage rebuilding, OrderedDict, numpy arrays and scalars, EasyDict, and the persistence
 hook mapped to `PersistentObject`, which only stores `meta`). Anything else, e.g. a reduce to
-`os.system`, raises `UnsafePickleError` before it can be called. `module_src` is kept as text
-and never executed; the caller rebuilds sg3lib modules from `state`.
+`os.system`, raises `UnsafePickleError` before it can be called. The functions and classes it
+hands out are sealed (`_Frozen`, `_Sealed`): the BUILD opcode, which sets attributes on whatever
+is on the stack, cannot change them for the process. `module_src` is kept as text and never
+executed; the caller rebuilds sg3lib modules from `state`.
 
 Writing: `write_official_pkl` produces the same byte format from sg3lib modules (or from plain
 state dicts), for tests and for users exporting back. The official code *executes* `module_src`
@@ -25,13 +27,14 @@ import io
 import os
 import pickle
 import re
-import tempfile
+import types
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import temp_file_beside
 from ..loader import LoadError
 from ..networks.layers import jsonable
 
@@ -52,7 +55,47 @@ class UnsafePickleError(LoadError):
     """The pickle asks for a callable outside the allow-list; nothing from it was run."""
 
 
-class EasyDict(dict):
+class _Sealed(type):
+    """Metaclass of classes the unpickler hands out by name: their attributes cannot be set.
+
+    The BUILD opcode does `setattr(obj, name, value)` on whatever object is on the stack, the
+    allowed globals included; an unsealed class would be changed for the whole process, even by
+    a pickle that is refused a few opcodes later.
+    """
+
+    def __setattr__(cls, name, value):
+        raise UnsafePickleError(f"refused to load: the pickle tries to set {cls.__name__}.{name}. "
+                                "Nothing from the file was executed.")
+
+    def __delattr__(cls, name):
+        raise UnsafePickleError(f"refused to load: the pickle tries to delete {cls.__name__}.{name}. "
+                                "Nothing from the file was executed.")
+
+
+class _Frozen:
+    """An allowed function as the unpickler hands it out: calling it calls the function, but a
+    BUILD opcode cannot change it (handed out bare, e.g. torch's own `_rebuild_tensor_v2` would
+    get new `__defaults__` for every later torch.load in the process)."""
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn):
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise UnsafePickleError(f"refused to load: the pickle tries to change {self._fn.__qualname__}. "
+                                "Nothing from the file was executed.")
+
+    def __setattr__(self, name, value):
+        self.__setstate__(None)
+
+    def __delattr__(self, name):
+        self.__setstate__(None)
+
+
+class EasyDict(dict, metaclass=_Sealed):
     """Stands in for `dnnlib.util.EasyDict`: a dict whose keys are also attributes."""
 
     def __getattr__(self, name):
@@ -101,9 +144,9 @@ def _load_storage_from_bytes(b):
                         "the file is corrupt") from None
 
 
-def _numpy_global(name):
+def _numpy_global(name, module="multiarray"):
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
-    return getattr(core.multiarray, name)
+    return getattr(getattr(core, module), name)
 
 
 def _allowed_globals():
@@ -131,9 +174,14 @@ def _allowed_globals():
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(mod, "_reconstruct")] = _numpy_global("_reconstruct")
         allowed[(mod, "scalar")] = _numpy_global("scalar")
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):  # arrays under pickle protocol 5
+        allowed[(mod, "_frombuffer")] = _numpy_global("_frombuffer", "numeric")
     for name in dir(torch):
         if isinstance(getattr(torch, name, None), torch.dtype):
             allowed[("torch", name)] = getattr(torch, name)
+    for key, obj in allowed.items():  # Python functions and classes can be changed: hand out sealed stand-ins
+        if isinstance(obj, types.FunctionType) or obj is PersistentObject:
+            allowed[key] = _Frozen(obj)
     return allowed
 
 
@@ -151,6 +199,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         obj = self._allowed.get((module, name))
+        if obj is None and module.startswith("dnnlib.tflib"):
+            raise LoadError(f"{self.source}: a TensorFlow StyleGAN / StyleGAN2 pickle (it holds '{module}.{name}'); "
+                            "sg3lib reads the PyTorch snapshots of StyleGAN2-ADA and StyleGAN3. Convert it first "
+                            "with the official PyTorch code's `python legacy.py --source=OLD.pkl --dest=NEW.pkl`. "
+                            "Nothing from the file was executed.")
         if obj is None:
             raise UnsafePickleError(
                 f"{self.source}: refused to load: the pickle asks for '{module}.{name}', which is not "
@@ -433,7 +486,7 @@ def write_official_pkl(path, networks, training_set_kwargs=None, augment_pipe=No
     data["augment_pipe"] = augment_pipe
     data["training_set_kwargs"] = None if training_set_kwargs is None else _to_easy(dict(training_set_kwargs))
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             dump_official(data, f, protocol=protocol)

@@ -4,10 +4,11 @@ Kept apart from dataset.py so that curation does not import torch.
 """
 import json
 import os
-import secrets
 import shutil
 import zipfile
 from pathlib import Path
+
+from ..files import temp_dir_beside, temp_file_beside
 
 
 def image_name(index):
@@ -29,14 +30,13 @@ class DatasetWriter:
             raise FileExistsError(f"destination already exists: {self.dest} (pass overwrite=True / --overwrite)")
         parent = self.dest.parent
         parent.mkdir(parents=True, exist_ok=True)
-        # A fresh temporary name beside dest, created with the usual modes (umask applies; mkstemp's
-        # and mkdtemp's private 0600/0700 would stay on the dataset after the rename).
-        self.tmp = parent / f".{self.dest.name}.{secrets.token_hex(6)}.partial"
         if self.kind == "zip":
-            os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            fd, tmp = temp_file_beside(self.dest, suffix=".partial")
+            os.close(fd)
+            self.tmp = Path(tmp)
             self._zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
         else:
-            os.mkdir(self.tmp, 0o777)
+            self.tmp = temp_dir_beside(self.dest, suffix=".partial")
         self.count, self.labels = 0, []
 
     def add(self, png, label=None):

@@ -1,0 +1,35 @@
+"""Temporary names beside a destination, for files that are written whole and renamed into place.
+
+`tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
+a snapshot, dataset or download written that way could not be read by a colleague on a shared
+machine or by a container running as another user. These create them as `open()` and `mkdir()`
+do (0666 / 0777 less the umask). Standard library only: curation imports this without torch.
+"""
+import os
+import secrets
+from pathlib import Path
+
+
+def _names(path, tag, suffix):
+    path = Path(path)
+    while True:
+        yield path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}{suffix}")
+
+
+def temp_file_beside(path, tag="tmp", suffix=""):
+    """(fd, tmp path) of a new empty file `.<name>.<tag>-<random><suffix>` in `path`'s folder."""
+    for tmp in _names(path, tag, suffix):
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:  # 2**32 names: only ever a coincidence
+            continue
+
+
+def temp_dir_beside(path, tag="tmp", suffix=""):
+    """A new empty folder `.<name>.<tag>-<random><suffix>` in `path`'s folder (a Path)."""
+    for tmp in _names(path, tag, suffix):
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:
+            continue
