@@ -30,6 +30,13 @@ void check_cuda(const torch::Tensor& t, const char* name) {
     TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
+// A tensor the kernel reads beside x: on x's GPU (the launch runs there; another GPU's pointer faults).
+void check_cuda(const torch::Tensor& t, const torch::Tensor& x, const char* name) {
+    check_cuda(t, name);
+    TORCH_CHECK(t.device() == x.device(), name, " must be on the input's device (", x.device(), "), got ",
+                t.device());
+}
+
 void check_filter(const torch::Tensor& f, const torch::Tensor& x, const char* name) {
     check_cuda(f, name);
     TORCH_CHECK(f.scalar_type() == torch::kFloat32 && f.dim() == 2, name, " must be a 2-D float32 tensor");
@@ -93,12 +100,12 @@ std::vector<torch::Tensor> filtered_lrelu(torch::Tensor x, torch::Tensor w1, tor
     const bool has_b = b.defined() && b.numel() > 0;
     if (has_b) {
         TORCH_CHECK(!backward, "the backward pass takes no bias");
-        check_cuda(b, "b");
+        check_cuda(b, x, "b");
         TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(1) && b.scalar_type() == x.scalar_type(),
                     "b must be [C] with x's dtype");
     }
     if (backward) {
-        check_cuda(mask, "mask");
+        check_cuda(mask, x, "mask");
         TORCH_CHECK(mask.scalar_type() == torch::kUInt8 && mask.dim() == 4 && mask.size(0) == x.size(0) &&
                     mask.size(1) == x.size(1) && mask.size(2) == th && mask.size(3) == (tw + 3) / 4,
                     "mask must be uint8 [N, C, th, ceil(tw / 4)]");
@@ -132,7 +139,7 @@ sg3::BiasActArgs bias_act_args(const torch::Tensor& x, const torch::Tensor& b, i
     const bool has_b = b.defined() && b.numel() > 0;
     TORCH_CHECK(dim >= 0 && dim < x.dim(), "dim out of range");
     if (has_b) {
-        check_cuda(b, "b");
+        check_cuda(b, x, "b");
         TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(dim) && b.scalar_type() == x.scalar_type(),
                     "b must match x's size along dim and x's dtype");
     }
@@ -151,8 +158,8 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor dy, torch
                        int64_t dim, int64_t act, int64_t mode, double alpha, double gain, double clamp) {
     TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode 0, 1 or 2 (3 and 4 are bias_act_masked_*)");
     sg3::BiasActArgs a = bias_act_args(x, b, dim, act, mode, alpha, gain, clamp);
-    if (mode >= 1) { check_cuda(dy, "dy"); TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "dy must match x"); }
-    if (mode == 2) { check_cuda(ddx, "ddx"); TORCH_CHECK(ddx.sizes() == x.sizes() && ddx.scalar_type() == x.scalar_type(), "ddx must match x"); }
+    if (mode >= 1) { check_cuda(dy, x, "dy"); TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "dy must match x"); }
+    if (mode == 2) { check_cuda(ddx, x, "ddx"); TORCH_CHECK(ddx.sizes() == x.sizes() && ddx.scalar_type() == x.scalar_type(), "ddx must match x"); }
     const c10::cuda::CUDAGuard guard(x.device());
     auto y = torch::empty_like(x);
     a.dy = mode >= 1 ? dy.data_ptr() : nullptr; a.ddx = mode == 2 ? ddx.data_ptr() : nullptr;
@@ -178,7 +185,7 @@ std::vector<torch::Tensor> bias_act_masked_fwd(torch::Tensor x, torch::Tensor b,
 // dx = dy * gain * the recorded slope (mode 4); slope: the negative side's.
 torch::Tensor bias_act_masked_bwd(torch::Tensor dy, torch::Tensor mask, double slope, double gain) {
     check_cuda(dy, "dy");
-    check_cuda(mask, "mask");
+    check_cuda(mask, dy, "mask");
     TORCH_CHECK(mask.scalar_type() == torch::kUInt8 && mask.dim() == 1 && mask.size(0) == (dy.numel() + 3) / 4,
                 "mask must be the uint8 [ceil(numel/4)] codes of bias_act_masked_fwd");
     const c10::cuda::CUDAGuard guard(dy.device());

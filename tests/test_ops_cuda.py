@@ -15,8 +15,10 @@ import json
 import math
 import os
 import subprocess
+import sys
 import sysconfig
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,11 +191,11 @@ def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_pat
 
     _cuda._reset()
     (build_dir / "built").write_text(key + "\n")
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
     def no_build(*args, **kwargs):
         raise AssertionError("a stamped build must not be rebuilt")
-    monkeypatch.setattr(subprocess, "run", no_build)
+    monkeypatch.setattr(subprocess, "Popen", no_build)
     ok, reason = _cuda.available()
     assert ok and "cached build" in reason and str(build_dir) in reason
     assert "building" not in capsys.readouterr().err
@@ -203,16 +205,18 @@ def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_pat
     # A stamped library that does not import (a damaged copy): built again. (Another key: the
     # stub is mapped into this process and Python would hand back the loaded module.)
     _cuda._reset()
-    monkeypatch.setattr(subprocess, "run", real_run)
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
     key = "feedbeef00000000"
     monkeypatch.setattr(_cuda, "build_key", lambda: key)
     build_dir = tmp_path / "cache" / "kernels" / key
     build_dir.mkdir()
     _cuda._library_path(f"sg3lib_kernels_{key}", build_dir).write_bytes(b"not a library")
     (build_dir / "built").write_text(key + "\n")
+    (build_dir / ".ninja_log").write_text("# ninja log v5\n")  # ninja would take the library as up to date
     with pytest.warns(UserWarning, match="build failed"):
         assert not _cuda.available()[0]
     assert not (build_dir / "built").exists()
+    assert not _cuda._library_path(f"sg3lib_kernels_{key}", build_dir).exists(), "rebuilt from an empty folder"
 
 
 def test_build_key_tracks_sources(monkeypatch, tmp_path):
@@ -257,6 +261,88 @@ def test_lock_held_by_live_process_times_out(tmp_path):
         _cuda.FileLock(lock, timeout_s=0.6, stale_s=3600, poll_s=0.1).acquire()
     assert 0.5 < time.monotonic() - start < 5
     assert lock.exists(), "a live holder's lock must be left alone"
+
+
+def test_lock_breakers_do_not_remove_a_fresh_lock(tmp_path):
+    """Two processes judge the same dead holder's lock stale; the first breaks it and takes a fresh
+    lock before the second acts: the second must leave that fresh lock alone (it used to rename it
+    away and take its own: two holders building into one folder), and must not release it either."""
+    lock = tmp_path / "k.lock"
+    lock.write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": __import__("socket").gethostname(), "time": 0}))
+    first = _cuda.FileLock(lock, timeout_s=5, stale_s=3600, poll_s=0.05)
+
+    class Second(_cuda.FileLock):
+        def _holder(self):
+            seen = super()._holder()
+            if not first._mine:
+                with pytest.warns(UserWarning, match="stale"):
+                    first.acquire()  # between the second's look at the lock and its breaking it
+            return seen
+
+    with pytest.raises(TimeoutError, match="held by"):
+        Second(lock, timeout_s=0.3, stale_s=3600, poll_s=0.05).acquire()
+    assert json.loads(lock.read_text()) == first._mine
+    _cuda.FileLock(lock, timeout_s=5, stale_s=3600).release()  # not its lock: left alone
+    assert lock.exists()
+    first.release()
+    assert not lock.exists()
+
+
+_LOCK_STRESS = """
+import glob, json, os, socket, sys, time, warnings
+from sg3lib.ops._cuda import FileLock
+d = sys.argv[1]
+warnings.simplefilter("ignore")
+lock = FileLock(os.path.join(d, "k.lock"), timeout_s=60, stale_s=3600, poll_s=0.001)
+overlaps = 0
+for i in range(12):
+    lock.acquire()
+    open(os.path.join(d, f"in.{os.getpid()}"), "w").close()
+    overlaps += len(glob.glob(os.path.join(d, "in.*"))) > 1
+    time.sleep(0.002)
+    os.remove(os.path.join(d, f"in.{os.getpid()}"))
+    if i % 3 == 2:  # as if killed while holding it: a dead holder's lock stays behind
+        lock.path.write_text(json.dumps({"pid": 2 ** 22 + 999, "host": socket.gethostname(), "time": 0}))
+    else:
+        lock.release()
+print(overlaps)
+"""
+
+
+@pytest.mark.slow  # four Pythons importing torch: ~12 s on 2 cores
+def test_lock_is_exclusive_among_processes_breaking_stale_locks(tmp_path):
+    """Four processes (torchrun ranks) take turns at a lock that keeps being left behind by 'killed'
+    holders: never two inside at once, and nobody waits forever."""
+    root = str(Path(_cuda.__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    procs = [subprocess.Popen([sys.executable, "-c", _LOCK_STRESS, str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert [int(o.split()[-1]) for o in outs] == [0, 0, 0, 0], "two processes held the lock at once"
+
+
+def test_build_timeout_kills_the_whole_build(fresh_loader, monkeypatch, tmp_path):
+    """A build past SG3LIB_BUILD_TIMEOUT: the ninja and nvcc that the build's Python started must die
+    with it, not go on writing into the build folder once the lock is released (while the next
+    process builds there). Stand-in: a 'python' whose background child writes a file later."""
+    _pretend_gpu(monkeypatch)
+    from torch.utils import cpp_extension
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
+    monkeypatch.setattr(_cuda, "find_nvcc", lambda: ("/bin/true", "nvcc at /bin/true"))
+    monkeypatch.setenv("SG3LIB_BUILD_TIMEOUT", "0.5")
+    late = tmp_path / "written-after-the-timeout"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/sh\n( sleep 1.5; echo late > {late} ) &\nsleep 30\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match="timed out"):
+        assert not _cuda.available()[0]
+    assert time.monotonic() - start < 10
+    assert not list((tmp_path / "cache").rglob("*.lock")), "the build lock must be released"
+    time.sleep(2.5)
+    assert not late.exists(), "the build's child processes outlived its timeout"
 
 
 def test_lock_held_makes_available_fall_back(fresh_loader, monkeypatch, tmp_path):
@@ -432,6 +518,19 @@ def test_simulated_filtered_lrelu_matches_reference(simulated, case, unfused):
         assert_close(g0, g1, 1e-5, "backward")
 
 
+def test_simulated_filtered_lrelu_negative_clamp_is_none(simulated):
+    """A negative clamp means none, as in bias_act, on every path: the fused kernel read it so (its
+    sentinel), while the unfused passes and the reference clamped to an empty range."""
+    torch.manual_seed(6)
+    x, f = torch.randn(1, 2, 6, 7), torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+    want = _call_flrelu("ref", x, f, f, None, 2, 2, 3, math.sqrt(2), 0.2, None, False)
+    assert_close(_call_flrelu("ref", x, f, f, None, 2, 2, 3, math.sqrt(2), 0.2, -1.0, False), want, 1e-6, "ref")
+    for unfused in (False, True):
+        simulated.force_unfused = unfused
+        got = _call_flrelu("sim", x, f, f, None, 2, 2, 3, math.sqrt(2), 0.2, -1.0, False)
+        assert_close(got, want, 1e-5, "unfused" if unfused else "fused")
+
+
 def test_mask_packing_round_trips():
     codes = torch.randint(0, 3, (2, 3, 5, 11), dtype=torch.uint8)
     packed = _cuda._pack_codes(codes)
@@ -480,11 +579,34 @@ def test_simulated_mask_bytes_across_tiles(simulated, case):
     assert set(codes[1].unique().tolist()) == {0, 1, 2}  # all three codes exercised
 
 
+def test_filters_that_take_a_gradient_use_the_reference(simulated):
+    """The kernels give no gradient for a filter: one that takes a gradient goes to the reference,
+    which gives it (the CUDA path used to drop it, and filtered_lrelu's backward failed on the mask it
+    had not kept when only the filters took a gradient)."""
+    torch.manual_seed(5)
+    x = torch.randn(1, 2, 7, 6)
+    for x_grad in (False, True):
+        grads = []
+        for impl in ("ref", "sim"):
+            xi = x.clone().requires_grad_(x_grad)
+            f = torch.tensor([1.0, 3.0, 3.0, 1.0], requires_grad=True)
+            fd = torch.tensor([[1.0, 2.0], [2.0, 1.0]], requires_grad=True)
+            y1 = _call_upfirdn(impl, xi, f, 2, 1, [2, 1], False, 4.0)
+            y2 = _call_flrelu(impl, xi, f, fd, None, 2, 2, [3, 2, 3, 2], math.sqrt(2), 0.2, 1.0, False)
+            grads.append(torch.autograd.grad(y1.square().sum() + y2.square().sum(), [f, fd] + ([xi] if x_grad else [])))
+        for g, r in zip(*grads[::-1]):
+            assert_close(g, r, 1e-5, f"filter gradients (x takes one: {x_grad})")
+    calls = dict(simulated.calls)
+    with torch.no_grad():  # no gradient taken: the kernels again
+        _call_upfirdn("sim", x, f, 2, 1, [2, 1], False, 4.0)
+    assert simulated.calls != calls
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_simulated_bias_act_matches_reference(simulated, act):
     torch.manual_seed(2)
     alpha, gain = (0.2 if act == "lrelu" else 0.0), (math.sqrt(2) if act in ("relu", "lrelu", "swish") else 1.0)
-    for clamp, dim, shape in ((None, 1, (2, 3, 4, 5)), (0.8, 1, (3, 5)), (None, 2, (2, 3, 6))):
+    for clamp, dim, shape in ((None, 1, (2, 3, 4, 5)), (0.8, 1, (3, 5)), (None, 2, (2, 3, 6)), (0.8, 0, (7,))):
         x = (torch.randn(shape) * 2).requires_grad_(True)
         b = torch.randn(shape[dim], requires_grad=True)
         ys = [bias_act_ref(x, b, dim, act, alpha, gain, clamp), _cuda.bias_act(x, b, dim, act, alpha, gain, clamp)]
@@ -502,6 +624,18 @@ def test_simulated_bias_act_matches_reference(simulated, act):
             h0 = torch.zeros_like(h1) if h0 is None else h0
             h1 = torch.zeros_like(h0) if h1 is None else h1
             assert_close(h1, h0, 1e-4, f"{act} double backward wrt {name}")
+
+
+def test_simulated_bias_act_dim_as_the_reference(simulated):
+    """A 0-d x (no dim to speak of) gives the reference's result, not a ZeroDivisionError; a bias along
+    a dim x does not have is refused, not wrapped round onto another dim (6 % 4 = 2: H, here as long as C)."""
+    x = torch.tensor(-1.5)
+    assert_close(_cuda.bias_act(x, None, 1, "lrelu", 0.2, math.sqrt(2), None),
+                 bias_act_ref(x, None, 1, "lrelu", 0.2, math.sqrt(2), None), 1e-6, "0-d")
+    x, b = torch.randn(2, 3, 3, 5), torch.randn(3)
+    with pytest.raises(ValueError, match="dim 6 is out of range"):
+        _cuda.bias_act(x, b, 6, "linear", 0.0, 1.0, None)
+    assert_close(_cuda.bias_act(x, b, -3, "linear", 0.0, 1.0, None), bias_act_ref(x, b, -3), 1e-6, "dim -3")
 
 
 @pytest.mark.parametrize("act", ["linear", "relu", "lrelu"])

@@ -95,6 +95,35 @@ def test_upfirdn2d_banded_blocks_against_definition(up, down, padding, taps):
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("up,down,padding,fshape", [
+    (1, 1, (4, -3, 0, 0), (1, 1)), (1, 2, (-4, 6, 5, -6), (2, 3)), (2, 1, (4, -5, 0, -1), (1, 1)),
+    (3, 2, (-9, 12, 7, -8), (3, 2)), (1, 1, (5, -3, -2, 4), (1,)), (2, 1, (4, -5, -3, 6), (3,)),
+])
+def test_upfirdn2d_crop_beyond_input_on_one_side(up, down, padding, fshape):
+    """Mixed-sign padding whose crop exceeds the input on one side, while the other side's padding
+    keeps the output non-empty (width 2, padding [4, -3]: 3 samples): pad first, then crop."""
+    g = torch.Generator().manual_seed(sum(padding) + up)
+    x = torch.randn(2, 3, 3, 2, generator=g, dtype=torch.float64)
+    f = torch.rand(fshape, generator=g, dtype=torch.float64)
+    y = ops.upfirdn2d(x, f, up=up, down=down, padding=list(padding), impl="ref")
+    ref = _upfirdn_by_definition(x, f, up, down, padding, False, 1)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    if fshape == (1, 1):  # f=None is the 1x1 identity (filtered_lrelu's fu=None, toRGB)
+        torch.testing.assert_close(ops.upfirdn2d(x, None, up=up, down=down, padding=list(padding), impl="ref"),
+                                   _upfirdn_by_definition(x, torch.ones(1, 1, dtype=x.dtype), up, down, padding,
+                                                          False, 1))
+
+
+def test_upfirdn2d_output_of_padding_only_keeps_the_graph():
+    """An output that sees only padding is zero, but still a function of x (zero gradient), as from
+    the CUDA path: autograd.grad must not fail for want of a graph."""
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    y = ops.upfirdn2d(x, torch.ones(2, dtype=torch.float64), padding=[-5, 5, 0, 0], impl="ref")
+    assert not bool(y.any()) and y.requires_grad
+    assert not bool(torch.autograd.grad(y.sum(), x)[0].any())
+
+
 @pytest.mark.parametrize("up,down,padding", [(1, 1, 1), (2, 1, [2, 1]), (1, 2, 1), (2, 2, [3, 2, 1, 4])])
 def test_upfirdn2d_gradcheck(up, down, padding):
     g = torch.Generator().manual_seed(0)
@@ -137,6 +166,8 @@ def test_bad_arguments_are_explained():
         ops.bias_act(x, impl="triton")
     with pytest.raises(RuntimeError, match="CPU"):
         ops.bias_act(x, impl="cuda")
+    with pytest.raises(ValueError, match="dim 6 is out of range"):
+        ops.bias_act(x, torch.zeros(1), dim=6)
 
 
 @pytest.mark.parametrize("up,k,demodulate", [(1, 3, True), (1, 1, False), (2, 3, True)])

@@ -36,6 +36,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +46,11 @@ import warnings
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 from .bias_act import bias_act_ref
 from .filtered_lrelu import filtered_lrelu_ref
@@ -158,17 +164,20 @@ class FileLock:
 
     def __init__(self, path, timeout_s, stale_s, poll_s=0.5):
         self.path, self.timeout_s, self.stale_s, self.poll_s = Path(path), timeout_s, stale_s, poll_s
+        self._mine = None
 
     def _holder(self):
+        """(holder info, age in s, identity of the lock file: inode and mtime, None if gone)."""
         try:
             info = json.loads(self.path.read_text())
         except (OSError, ValueError):
             info = {}
         try:
-            age = time.time() - self.path.stat().st_mtime
+            st = self.path.stat()
+            age, ident = time.time() - st.st_mtime, (st.st_ino, st.st_mtime_ns)
         except OSError:
-            age = 0.0
-        return info, age
+            age, ident = 0.0, None
+        return info, age, ident
 
     def _is_dead(self, info):
         if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
@@ -181,6 +190,34 @@ class FileLock:
             return False
         return False
 
+    def _break(self, info, ident):
+        """Remove the lock file judged stale if it is still the one judged (`info`, `ident`). Breakers
+        take turns (an flock on a side file, which the kernel drops if a breaker dies) and look again
+        first: one that judged the old lock stale must not remove the fresh lock that another breaker
+        has taken meanwhile. False when the lock changed or another process is breaking it."""
+        try:
+            side = os.open(self.path.with_name(self.path.name + ".break"), os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError:  # say, another user's side file in a shared cache: the second look alone
+            side = None
+        try:
+            if side is not None and fcntl is not None:
+                try:
+                    fcntl.flock(side, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                except OSError:  # no flock on this file system: the second look alone
+                    pass
+            if ident is None or self._holder()[::2] != (info, ident):
+                return False
+            try:
+                os.remove(self.path)
+            except OSError:
+                return False
+            return True
+        finally:
+            if side is not None:
+                os.close(side)
+
     def acquire(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout_s
@@ -188,31 +225,29 @@ class FileLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                info, age = self._holder()
-                if self._is_dead(info) or age > self.stale_s:
-                    why = "its process is gone" if self._is_dead(info) else f"it is {age:.0f} s old"
-                    warnings.warn(f"sg3lib: breaking stale kernel build lock {self.path} ({why}; "
+                info, age, ident = self._holder()
+                dead = self._is_dead(info)
+                if (dead or age > self.stale_s) and self._break(info, ident):
+                    why = "its process is gone" if dead else f"it is {age:.0f} s old"
+                    warnings.warn(f"sg3lib: broke stale kernel build lock {self.path} ({why}; "
                                   f"holder {info or 'unknown'})", stacklevel=3)
-                    try:  # rename first: of two processes breaking the same lock only one succeeds
-                        tmp = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
-                        os.rename(self.path, tmp)
-                        os.remove(tmp)
-                    except OSError:
-                        pass
                     continue
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"kernel build lock {self.path} held by {info or 'unknown'} for "
                                        f"{age:.0f} s; delete it if no build is running")
                 time.sleep(self.poll_s)
                 continue
+            self._mine = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
             with os.fdopen(fd, "w") as fh:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}, fh)
+                json.dump(self._mine, fh)
             return self
 
     def release(self):
+        """Remove the lock file if it is still ours (one broken as stale may have a new holder)."""
         try:
-            os.remove(self.path)
-        except OSError:
+            if json.loads(self.path.read_text()) == self._mine:
+                os.remove(self.path)
+        except (OSError, ValueError):
             pass
 
     def __enter__(self):
@@ -256,6 +291,24 @@ def _import_built(name, build_dir):
     return module
 
 
+def _run_build(cmd, env, timeout):
+    """(exit status, stdout + stderr) of the build command, run in a process group of its own. Past
+    `timeout` (TimeoutExpired), or on an interrupt, the whole group is killed: killing only the Python
+    that drives the build would leave its ninja and nvcc writing into the build folder after the lock
+    is released, while the next process builds there."""
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (AttributeError, OSError):  # no process groups here (not POSIX)
+                proc.kill()
+            raise
+    return proc.returncode, out + err
+
+
 def _build_and_load():
     """Import the extension, building it first (in a subprocess, time-limited) unless a finished
     build of this key is in the cache. Raises on failure."""
@@ -272,8 +325,9 @@ def _build_and_load():
         if stamp.is_file() and stamp.read_text().strip() == key and _library_path(name, build_dir).is_file():
             try:
                 return _import_built(name, build_dir), f"sm_{major}{minor}, {build_dir} (cached build)"
-            except ImportError:  # a damaged copy, say: build it again
-                stamp.unlink()
+            except ImportError:  # a damaged copy, say: build it again, from an empty folder (ninja
+                shutil.rmtree(build_dir, ignore_errors=True)  # takes a library newer than its sources
+                build_dir.mkdir(parents=True, exist_ok=True)  # for up to date and would not relink)
         torch_lock = build_dir / "lock"  # torch's own baton: stale whenever we hold our lock
         if torch_lock.exists():
             torch_lock.unlink()
@@ -284,16 +338,15 @@ def _build_and_load():
               f"version; a minute or two) in {build_dir}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         try:
-            proc = subprocess.run([sys.executable, "-c", script, json.dumps(_load_kwargs(name, build_dir))],
-                                  env=dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}",
-                                           CUDA_HOME=str(Path(find_nvcc()[0]).parents[1])),
-                                  capture_output=True, text=True, timeout=timeout)
+            returncode, log = _run_build([sys.executable, "-c", script, json.dumps(_load_kwargs(name, build_dir))],
+                                         dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}",
+                                              CUDA_HOME=str(Path(find_nvcc()[0]).parents[1])), timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"build timed out after {timeout:.0f} s (SG3LIB_BUILD_TIMEOUT); "
                                f"build folder {build_dir}")
-        if proc.returncode != 0:
-            (build_dir / "build_error.log").write_text(proc.stdout + proc.stderr)
-            raise RuntimeError(f"build failed: {_first_error_line(proc.stdout + proc.stderr)} "
+        if returncode != 0:
+            (build_dir / "build_error.log").write_text(log)
+            raise RuntimeError(f"build failed: {_first_error_line(log)} "
                                f"(full log: {build_dir / 'build_error.log'})")
         module = _import_built(name, build_dir)
         print(f"sg3lib: CUDA kernels built in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -356,8 +409,9 @@ def report():
         "bias_act": "elementwise kernel with first and second derivatives",
     }
     if ok:
-        return "\n".join(f"{op}: cuda kernel ({notes[op]}; {reason}); float64 and CPU "
-                         f"tensors use the reference" for op in OPS)
+        return "\n".join(f"{op}: cuda kernel ({notes[op]}; {reason}); float64 and CPU tensors"
+                         f"{'' if op == 'bias_act' else ', and filters that take a gradient,'} use the "
+                         f"reference" for op in OPS)
     return "\n".join(f"{op}: reference ({reason})" for op in OPS)
 
 
@@ -542,9 +596,15 @@ class _Upfirdn2d(torch.autograd.Function):
         return dx, None, None, None, None, None, None
 
 
+def _filter_grad(*filters):
+    """Whether a filter takes a gradient here: the kernels give none, so such calls use the reference."""
+    return torch.is_grad_enabled() and any(f is not None and f.requires_grad for f in filters)
+
+
 def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
-    """CUDA upfirdn2d; see sg3lib/ops/upfirdn2d.py for the definition. No gradient for f."""
-    if x.dtype not in _KERNEL_DTYPES:
+    """CUDA upfirdn2d; see sg3lib/ops/upfirdn2d.py for the definition. A filter that takes a gradient
+    goes to the reference (the kernel gives none for f)."""
+    if x.dtype not in _KERNEL_DTYPES or _filter_grad(f):
         return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {tuple(x.shape)}")
@@ -659,9 +719,9 @@ class _FilteredLrelu(torch.autograd.Function):
 
 
 def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    """CUDA filtered_lrelu (fused forward); see sg3lib/ops/filtered_lrelu.py. No gradient for fu/fd;
-    first derivatives only (the official op has no double backward either)."""
-    if x.dtype not in _KERNEL_DTYPES:
+    """CUDA filtered_lrelu (fused forward); see sg3lib/ops/filtered_lrelu.py. First derivatives only
+    (the official op has no double backward either); filters that take a gradient go to the reference."""
+    if x.dtype not in _KERNEL_DTYPES or _filter_grad(fu, fd):
         return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     if x.ndim != 4:
         raise ValueError(f"filtered_lrelu expects x of shape [N, C, H, W], got {tuple(x.shape)}")
@@ -676,8 +736,8 @@ def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_fil
     if th < fdh or tw < fdw:
         raise ValueError(f"filtered_lrelu output would be empty: input {tuple(x.shape[2:])}, up {up}, "
                          f"down {down}, padding {padding}, fu {fuh}x{fuw}, fd {fdh}x{fdw}")
-    return _FilteredLrelu.apply(x, fu, fd, b, int(up), int(down), tuple(padding), float(gain),
-                                float(slope), None if clamp is None else float(clamp), bool(flip_filter))
+    return _FilteredLrelu.apply(x, fu, fd, b, int(up), int(down), tuple(padding), float(gain), float(slope),
+                                None if clamp is None or clamp < 0 else float(clamp), bool(flip_filter))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,7 +753,8 @@ def _prep_b(b, x):
 
 
 def _sum_but(t, dim):
-    return t.sum([d for d in range(t.ndim) if d != dim])
+    dims = [d for d in range(t.ndim) if d != dim]
+    return t.sum(dims) if dims else t  # t.sum([]) would sum over every dim (a 1-D x: db a scalar)
 
 
 # The bias_act Functions take clamp as the kernel does: a float, negative for none.
@@ -791,10 +852,12 @@ class _MaskedSlope(torch.autograd.Function):
 
 def bias_act(x, b, dim, act, alpha, gain, clamp):
     """CUDA bias_act; alpha, gain resolved floats, clamp float or None. Twice differentiable."""
-    if x.dtype not in _KERNEL_DTYPES:
+    if x.dtype not in _KERNEL_DTYPES or x.ndim == 0:  # a scalar: nothing to gain, and no dim
         return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     if act not in ACTS:
         raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(ACTS)}")
+    if b is not None and not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim {dim} is out of range for x of shape {tuple(x.shape)}")
     dim = dim % x.ndim
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")

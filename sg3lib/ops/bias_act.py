@@ -47,6 +47,8 @@ def resolve(act, alpha, gain, clamp):
 def add_bias(x, b, dim=1):
     if b is None:
         return x
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim {dim} is out of range for x of shape {tuple(x.shape)}")
     if b.ndim != 1 or b.shape[0] != x.shape[dim]:
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
     shape = [1] * x.ndim

@@ -20,6 +20,7 @@ _GROUP_ELEMS = 1 << 20  # elements of the upsampled maps per group
 
 def filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2),
                        slope=0.2, clamp=None, flip_filter=False):
+    clamp = None if clamp is None or clamp < 0 else clamp  # negative: none, as in bias_act (and the kernel)
     x = add_bias(x, b)
     n, c, h, w = x.shape
     # Channels are independent: run them in groups whose upsampled maps fit in a CPU cache

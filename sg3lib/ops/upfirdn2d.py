@@ -51,16 +51,14 @@ def filter_size(f):
 
 
 def _pad_or_crop(x, dim, before, after):
-    """Pad (positive) or crop (negative) tensor x along dim."""
-    if before < 0:
-        x = x.narrow(dim, -before, x.shape[dim] + before)
-        before = 0
-    if after < 0:
-        x = x.narrow(dim, 0, x.shape[dim] + after)
-        after = 0
-    if before or after:
-        pad = [0, 0] * (x.ndim - 1 - dim % x.ndim) + [before, after]
+    """Pad (positive) or crop (negative) tensor x along dim: pads first, so that a crop on one side
+    may take samples that the padding on the other side added (width 2, padding [4, -3]: 3 left)."""
+    if before > 0 or after > 0:
+        pad = [0, 0] * (x.ndim - 1 - dim % x.ndim) + [max(before, 0), max(after, 0)]
         x = F.pad(x, pad)
+    if before < 0 or after < 0:
+        start = max(-before, 0)
+        x = x.narrow(dim, start, x.shape[dim] - start - max(-after, 0))
     return x
 
 
@@ -128,7 +126,7 @@ def _upfirdn_1d(x, w, up, down, p0, p1, axis):
     convolution of the same samples (and multiplies no inserted zeros)."""
     parts = []
     for o0, o1, i0, i1, a in _band_plan(x.shape[axis], w, up, down, p0, p1):
-        if i1 == i0:  # rows that only see padding
+        if i1 == i0 and not x.requires_grad:  # rows that only see padding (a GEMM keeps the graph)
             shape = list(x.shape)
             shape[axis] = o1 - o0
             parts.append(x.new_zeros(shape))
