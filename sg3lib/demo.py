@@ -5,6 +5,7 @@ once, as after a Colab disconnect) -> psi grid, style-mixing grid and an interpo
 out/demo/. On a GPU it trains longer by default (--kimg).
 """
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,9 @@ def _train(dataset, run_dir, kimg, on_gpu):
                  keep_snapshots=3, workers=0, seed=0)
     half = round(kimg / 2, 3)
     _say(f"training StyleGAN3-T for {half} kimg, then stopping (as a disconnect would)")
+    # Each demo is a new run: a previous demo's run in this (the demo's own) folder goes first,
+    # since train() refuses to start a new run over another run's snapshots.
+    shutil.rmtree(run_dir, ignore_errors=True)
     train(dataset, run_dir, kimg=half, **small)
     _say(f"resuming from the latest snapshot in {run_dir} and training to {kimg} kimg")
     return train(dataset, run_dir, resume="latest", kimg=kimg, **small)

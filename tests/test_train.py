@@ -362,3 +362,60 @@ def test_data_loader_workers_do_not_change_the_result(tmp_path):
     train(data, tmp_path / "w2", kimg=0.016, **dict(TINY, workers=2))
     a, b = load(tmp_path / "w0" / "snapshot-000000016.pt"), load(tmp_path / "w2" / "snapshot-000000016.pt")
     assert_same_state(a["networks"], b["networks"])
+
+
+def test_cond_without_labels_is_a_clear_error(tmp_path):
+    """--cond on a dataset without labels: an error, not a silently unconditional model."""
+    data = make_zip(tmp_path / "d.zip", n=8)
+    with pytest.raises(TrainError, match="has no labels.*conditional"):
+        train(data, tmp_path / "r", kimg=0.008, cond=True, **TINY)
+
+
+def test_learning_rate_given_on_resume_is_used(tmp_path):
+    """Continuing with --glr/--dlr 0: Adam uses the new rates (not the snapshot's), so nothing moves."""
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "r"
+    train(data, run, kimg=0.008, **TINY)
+    train(data, run, resume="latest", kimg=0.016, **dict(TINY, glr=0.0, dlr=0.0))
+    a, b = load(run / "snapshot-000000008.pt"), load(run / "snapshot-000000016.pt")
+    for opt in ("opt_G", "opt_D"):
+        assert [g["lr"] for g in b["training_state"][opt]["param_groups"]] == [0.0]
+    for net in ("G", "D"):
+        sa, sb = a["networks"][net]["state_dict"], b["networks"][net]["state_dict"]
+        assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.endswith("w_avg")), net
+
+
+def test_transfer_from_official_stylegan3_r_pkl(tmp_path):
+    """An official config-R .pkl has a G with doubled feature maps and a D without: fine-tuning
+    from it reads D's capacity from its D and loads."""
+    from sg3lib.compat.official_pkl import write_official_pkl
+    from sg3lib.networks import build_network
+    from sg3lib.train.config import make_config, network_kwargs
+    data = make_zip(tmp_path / "d.zip")
+    c = make_config(16, cfg="stylegan3-r", cbase=256, cmax=16, map=2, z_dim=8, w_dim=8, precision="fp32")
+    (gc, gk), (dc, dk) = network_kwargs(c)
+    assert (dk["channel_base"], dk["channel_max"]) == (128, 8)
+    nets = {"G": build_network(gc, gk), "D": build_network(dc, dk), "G_ema": build_network(gc, gk)}
+    pkl = write_official_pkl(tmp_path / "sg3r.pkl", nets)
+    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    out = train(data, tmp_path / "run", resume=str(pkl), kimg=0.008, **dict(bare, glr=0.0, dlr=0.0))
+    assert out["D"].init_kwargs["channel_base"] == 128 and out["G"].init_kwargs["channel_base"] == 256
+    d0, d1 = nets["D"].state_dict(), out["D"].state_dict()
+    assert all(torch.equal(d0[k], d1[k]) for k in d0)
+
+
+def test_new_run_refuses_a_folder_holding_another_run(tmp_path):
+    """A new run (no resume, or a transfer, e.g. a snapshot path after the dataset moved) in a folder
+    with snapshots is refused: it would cut stats.jsonl and overwrite the snapshots of that run."""
+    import shutil
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "r"
+    train(data, run, kimg=0.016, **TINY)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".pt", ".jsonl")}
+    moved = shutil.copy(data, tmp_path / "moved.zip")
+    with pytest.raises(TrainError, match="already holds a run.*--resume latest"):
+        train(data, run, kimg=0.008, **TINY)
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(moved, run, resume=str(run / "snapshot-000000016.pt"), kimg=0.024, **TINY)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".pt", ".jsonl")} == before
+    assert train(moved, run, resume="latest", kimg=0.024, **TINY)["cur_nimg"] == 24

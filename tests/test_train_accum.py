@@ -71,3 +71,17 @@ def test_two_process_gloo_equals_one_process(tmp_path):
         ma, mb = s1["training_state"][opt]["state"], s2["training_state"][opt]["state"]
         for i in ma:
             torch.testing.assert_close(ma[i]["exp_avg"], mb[i]["exp_avg"], rtol=1e-3, atol=1e-7)
+
+
+def test_two_processes_without_batch_gpu(tmp_path):
+    """torchrun with 2 processes and no --batch-gpu: each takes half of the batch (official default)."""
+    data = make_zip(tmp_path / "d.zip")
+    args = ["--data", data, "--cfg", "stylegan2", "--batch", "8", "--kimg", "0.008", "--tick", "0.008",
+            "--cbase", "256", "--cmax", "16", "--map", "2", "--z-dim", "16", "--w-dim", "16", "--workers", "0",
+            "--gamma", "1", "--no-progress", "--outdir", str(tmp_path / "two")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "sg3lib.cli", "train"] + args, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    s = torch.load(tmp_path / "two" / "snapshot-000000008.pt", weights_only=True)
+    assert s["meta"]["config"]["batch_gpu"] == 4

@@ -166,3 +166,27 @@ def test_default_precision_is_the_official_mixed_precision_and_free_on_the_cpu()
         img = G(z, cond, noise_mode="const")
         assert img.dtype == torch.float32 and torch.equal(img, G32(z, cond, noise_mode="const"))
         assert torch.equal(D(img, cond), D32(img, cond))
+
+
+def test_official_config_r_only_blurs_and_doubles_only_g():
+    """Official configs: only StyleGAN3-R blurs D's images (sigma 10 over batch*200/32 kimg) and
+    it doubles G's feature maps only; D keeps cbase 32768 / cmax 512 in every config."""
+    t, r, s2 = (C.make_config(256, cfg=k, batch=32) for k in ("stylegan3-t", "stylegan3-r", "stylegan2"))
+    assert (t["blur_sigma"], r["blur_sigma"], s2["blur_sigma"]) == (0.0, 10.0, 0.0)
+    assert r["blur_fade_kimg"] == 200
+    for c, g in ((t, (32768, 512)), (r, (65536, 1024)), (s2, (32768, 512))):
+        (_, gk), (_, dk) = C.network_kwargs(c)
+        assert (gk["channel_base"], gk["channel_max"]) == g
+        assert (dk["channel_base"], dk["channel_max"]) == (32768, 512), c["cfg"]
+    # A smaller R keeps the official ratio; D's capacity can be set on its own.
+    (_, gk), (_, dk) = C.network_kwargs(C.make_config(64, cfg="stylegan3-r", cbase=16384, cmax=256))
+    assert (gk["channel_base"], dk["channel_base"], dk["channel_max"]) == (16384, 8192, 128)
+    (_, dk) = C.network_kwargs(C.make_config(64, cfg="stylegan3-r", dcbase=4096, dcmax=64))[1]
+    assert (dk["channel_base"], dk["channel_max"]) == (4096, 64)
+
+
+def test_batch_gpu_defaults_to_a_share_of_the_batch():
+    """Official: batch_gpu = batch // gpus; a 2-process run needs no --batch-gpu."""
+    c = C.make_config(64, batch=32, world=2)
+    assert c["batch_gpu"] == 16 and C.check_batch(c, 2) == 1
+    assert C.make_config(64, batch=32)["batch_gpu"] == 32

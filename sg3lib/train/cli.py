@@ -40,7 +40,8 @@ def add_train_arguments(p):
     a("--p", type=float, help="initial augmentation probability (default 0)")
     a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, an official .pkl or a URL")
     a("--freezed", type=int, help="freeze the first N layers of D (transfer learning)")
-    a("--cbase", type=int, help="capacity multiplier (channel_base)")
+    a("--cbase", type=int, help="capacity multiplier (channel_base; stylegan3-r's D takes half of it, "
+                                "as the official config R doubles G's feature maps only)")
     a("--cmax", type=int, help="maximum channels per layer (channel_max)")
     a("--map", type=int, help="mapping network layers")
     a("--z-dim", type=int, help="latent size (default 512)")

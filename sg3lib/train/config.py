@@ -8,18 +8,20 @@ official .pkl files speak the same language).
 Numbers follow the papers' recommended configurations (Karras et al. 2021 table/appendix,
 StyleGAN2 2020, ADA 2020): Adam betas (0, 0.99), eps 1e-8; G lr 0.0025 (StyleGAN2: 0.002),
 D lr 0.002; lazy R1 every 16 D steps; StyleGAN2 path length every 4 G steps with weight 2,
-style mixing 0.9; StyleGAN3 blur sigma 10 fading over batch*200/32 kimg, no path length,
-no style mixing, 2 mapping layers; EMA half-life batch*10/32 kimg with ramp-up 0.05; ADA
-target 0.6, adjusted every 4 steps at a speed of 500 kimg for p to go from 0 to 1. Mixed precision
-as the official training's default: the 4 highest resolutions of G and D in float16 on CUDA
-(float32 on the CPU, where float16 convolutions would be slow), activations clamped at 256;
---precision fp32 turns both off (no float16 layers, no clamping), as the official --fp32 does.
+style mixing 0.9; StyleGAN3 no path length, no style mixing, 2 mapping layers; StyleGAN3-R
+(only R, not T) blurs D's images with sigma 10 fading over batch*200/32 kimg and doubles G's
+feature maps (cbase 65536, cmax 1024) but not D's (32768, 512, as in the other configs); EMA
+half-life batch*10/32 kimg with ramp-up 0.05; ADA target 0.6, adjusted every 4 steps at a
+speed of 500 kimg for p to go from 0 to 1. Mixed precision as the official training's default:
+the 4 highest resolutions of G and D in float16 on CUDA (float32 on the CPU, where float16
+convolutions would be slow), activations clamped at 256; --precision fp32 turns both off (no
+float16 layers, no clamping), as the official --fp32 does.
 """
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 
 PRESETS = {
     "stylegan3-t": dict(cbase=32768, cmax=512, map=2, glr=0.0025, dlr=0.002, style_mixing=0.0,
-                        pl_weight=0.0, blur_sigma=10.0, conv_kernel=3, radial=False),
+                        pl_weight=0.0, blur_sigma=0.0, conv_kernel=3, radial=False),
     "stylegan3-r": dict(cbase=65536, cmax=1024, map=2, glr=0.0025, dlr=0.002, style_mixing=0.0,
                         pl_weight=0.0, blur_sigma=10.0, conv_kernel=1, radial=True),
     "stylegan2": dict(cbase=32768, cmax=512, map=8, glr=0.002, dlr=0.002, style_mixing=0.9,
@@ -41,11 +43,11 @@ DEFAULTS = dict(
     D_reg_interval=16, G_reg_interval=4, pl_batch_shrink=2, pl_decay=0.01, ema_kimg=None,
     ema_rampup=0.05, blur_fade_kimg=None, keep_snapshots=5, keep_every_kimg=None, deterministic=False,
     tensorboard=False, stats_batch=4, compile="none", tf32=False, z_dim=512, w_dim=512, conv_clamp=None,
-    cond=False,
+    cond=False, dcbase=None, dcmax=None,
 )
 
-ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "map", "z_dim",
-             "w_dim", "mbstd_group", "conv_clamp", "precision", "conv_kernel", "radial", "freezed")
+ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "dcbase", "dcmax", "map",
+             "z_dim", "w_dim", "mbstd_group", "conv_clamp", "precision", "conv_kernel", "radial", "freezed")
 
 
 def default_gamma(resolution, batch):
@@ -53,8 +55,9 @@ def default_gamma(resolution, batch):
     return 0.0002 * resolution ** 2 / batch
 
 
-def make_config(resolution, img_channels=3, c_dim=0, **opts):
-    """Return the full config dict: preset of `opts['cfg']`, then user options (None = default)."""
+def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
+    """Return the full config dict: preset of `opts['cfg']`, then user options (None = default).
+    `world`: number of processes; batch_gpu defaults to an equal share of the batch."""
     cfg_name = opts.get("cfg") or DEFAULTS["cfg"]
     if cfg_name not in PRESETS:
         raise ValueError(f"unknown --cfg {cfg_name!r}; choose one of {', '.join(PRESETS)}")
@@ -65,7 +68,12 @@ def make_config(resolution, img_channels=3, c_dim=0, **opts):
     if resolution < 4 or resolution & (resolution - 1):
         raise ValueError(f"image resolution {resolution} is not a power of two >= 4; "
                          "curate the dataset to 16, 32, ..., 1024 px (sg3 curate --resolution)")
-    c["batch_gpu"] = c["batch_gpu"] or c["batch"]
+    c["batch_gpu"] = c["batch_gpu"] or max(c["batch"] // world, 1)  # as the official batch // gpus
+    # D's capacity: config R doubles G's feature maps only (the official configs keep D at
+    # cbase 32768 / cmax 512 in every config), so D defaults to half of R's G.
+    half = 2 if cfg_name == "stylegan3-r" else 1
+    c["dcbase"] = c["dcbase"] or c["cbase"] // half
+    c["dcmax"] = c["dcmax"] or c["cmax"] // half
     if c["conv_clamp"] is None and c["precision"] != "fp32":
         c["conv_clamp"] = 256  # float16 range guard (None: no clamping, the fp32 default)
     c["mbstd_group"] = min(c["mbstd_group"], c["batch_gpu"])
@@ -112,6 +120,7 @@ def network_kwargs(c):
             G.update(conv_kernel=1, use_radial_filters=True)
     else:
         G_class = "training.networks_stylegan2.Generator"
+    common.update(channel_base=c["dcbase"], channel_max=c["dcmax"])  # D's own capacity (config R)
     D = dict(architecture="resnet", **common, block_kwargs=dict(freeze_layers=0),
              mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=c["mbstd_group"]))
     return (G_class, G), ("training.networks_stylegan2.Discriminator", D)

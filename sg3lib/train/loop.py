@@ -150,6 +150,9 @@ def _open_dataset(data, mirror, cond):
         res = ds.resolution
     except DatasetError as e:
         raise TrainError(f"bad dataset: {e}") from None
+    if cond and not ds.has_labels:  # never a silent skip: the user asked for a conditional model
+        raise TrainError(f"dataset {data} has no labels (dataset.json with \"labels\"), so it cannot "
+                         "train a conditional model; add labels or leave --cond off")
     if res < 4 or res & (res - 1):
         raise TrainError(f"dataset {data}: image resolution {res} is not a power of two; "
                          "curate it to 16, 32, ..., 1024 px (sg3 curate --resolution)")
@@ -189,12 +192,20 @@ def _frozen_params(D, n):
     return frozen
 
 
-def _arch_of(G):
-    """Architecture options (cfg, cbase, cmax, map, z_dim, w_dim) of a loaded generator."""
+def _d_arch(init_kwargs):
+    """D's capacity (dcbase, dcmax) from its constructor arguments: config R's D is not G's size."""
+    k = init_kwargs or {}
+    return {ours: k[theirs] for ours, theirs in (("dcbase", "channel_base"), ("dcmax", "channel_max"))
+            if theirs in k}
+
+
+def _arch_of(G, D=None):
+    """Architecture options (cfg, cbase, cmax, dcbase, dcmax, map, z_dim, w_dim) of loaded networks."""
+    arch = _d_arch(dict(getattr(D, "init_kwargs", {}) or {}))
     k = dict(getattr(G, "init_kwargs", {}) or {})
     cls = str(getattr(G, "official_class", ""))
-    arch = {"cfg": "stylegan2" if "stylegan2" in cls else
-            ("stylegan3-r" if k.get("conv_kernel") == 1 or k.get("use_radial_filters") else "stylegan3-t")}
+    radial = k.get("conv_kernel") == 1 or k.get("use_radial_filters")
+    arch["cfg"] = "stylegan2" if "stylegan2" in cls else ("stylegan3-r" if radial else "stylegan3-t")
     for ours, theirs in (("cbase", "channel_base"), ("cmax", "channel_max"), ("z_dim", "z_dim"),
                          ("w_dim", "w_dim")):
         if theirs in k:
@@ -253,6 +264,16 @@ def _find_latest(run_dir):
         print(f"removed {len(partial)} partial snapshot file(s) of an interrupted save: "
               + ", ".join(os.path.basename(t) for t in partial))
     return ck.find_latest(run_dir)
+
+
+def _check_no_other_run(outdir, resume_kind):
+    """A new run (from scratch or from other weights) starts its counters at 0: in a folder that
+    holds another run's snapshots it would cut that run's stats.jsonl and overwrite its snapshots."""
+    from .. import checkpoint as ck
+    latest = None if resume_kind == "snapshot" else ck.find_latest(outdir, clean=False)
+    if latest:
+        raise TrainError(f"{outdir} already holds a run ({os.path.basename(latest)}); continue it with "
+                         "--resume latest, or start the new run in another --outdir")
 
 
 def _load_resume(src, device):
@@ -359,7 +380,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     (TF32, cuDNN autotuning, deterministic algorithms) are set for the run and restored after it.
     resume: None, 'latest' (newest complete snapshot in outdir; starts fresh if there is none),
     a snapshot path (same dataset: continue exactly; other dataset: new run from its weights),
-    or an official .pkl / URL (new run from its weights).
+    or an official .pkl / URL (new run from its weights). A new run (from scratch or from other
+    weights) in a folder that already holds snapshots is refused (TrainError), not overwritten.
     callback(event, info): called with ('tick', stats record) and ('snapshot', {'path', 'grid'}).
     Returns {'run_dir', 'snapshot' (last written, or None), 'cur_nimg', 'step', 'ada_p',
     'G', 'D', 'G_ema' (the trained modules)}.
@@ -386,6 +408,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         resume_kind, payload = _load_resume(resume, device)
     if resume_kind == "snapshot":
         prev_cfg = _snap_config(payload)
+        if prev_cfg and "dcbase" not in prev_cfg:  # snapshots older than D's own capacity keys
+            prev_cfg = dict(_d_arch(payload["networks"].get("D", {}).get("init_kwargs")), **prev_cfg)
         if prev_cfg and prev_cfg.get("data") != data and resume != "latest":
             resume_kind = "transfer"  # another run's snapshot on another dataset: weights only
 
@@ -396,7 +420,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         base = {k: prev_cfg[k] for k in config_mod.ARCH_KEYS
                 if k in prev_cfg and k not in config_mod.NOT_TRANSFERRED}
     elif resume_kind == "networks" and payload.get("G") is not None:
-        base = _arch_of(payload["G"])
+        base = _arch_of(payload["G"], payload.get("D"))
     if resume_kind in ("transfer", "networks"):
         base.update(config_mod.TRANSFER)  # the user's options below still override these
     user = dict(opts, cfg=cfg)
@@ -408,7 +432,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     for k in ("resolution", "img_channels", "c_dim"):
         base.pop(k, None)
     try:
-        c = config_mod.make_config(ds.resolution, ds.num_channels, ds.label_dim, **base)
+        c = config_mod.make_config(ds.resolution, ds.num_channels, ds.label_dim, world=world, **base)
         rounds = config_mod.check_batch(c, world)
     except ValueError as e:
         raise TrainError(str(e)) from None
@@ -418,6 +442,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             raise TrainError(f"cannot continue {outdir} with a different architecture:\n  "
                              + "\n  ".join(diff) + "\nUse the original settings, or start a new "
                              "run in another --outdir with --resume pointing at this snapshot.")
+    _check_no_other_run(outdir, resume_kind)  # after the options' errors, before any write
     _set_numerics(c)
 
     # Networks, optimizers, state.
@@ -440,11 +465,11 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     frozen = _frozen_params(D, c["freezed"])
     G_interval = c["G_reg_interval"] if c["pl_weight"] > 0 else None
     D_interval = c["D_reg_interval"] if c["gamma"] > 0 else None
-    lr, betas = config_mod.scaled_adam(c["glr"], c["betas"], G_interval)
-    opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=c["eps"])
-    lr, betas = config_mod.scaled_adam(c["dlr"], c["betas"], D_interval)
-    opt_D = torch.optim.Adam([p for n, p in D.named_parameters() if n not in frozen], lr=lr, betas=betas,
-                             eps=c["eps"])
+    hp_G = config_mod.scaled_adam(c["glr"], c["betas"], G_interval)
+    opt_G = torch.optim.Adam(G.parameters(), lr=hp_G[0], betas=hp_G[1], eps=c["eps"])
+    hp_D = config_mod.scaled_adam(c["dlr"], c["betas"], D_interval)
+    opt_D = torch.optim.Adam([p for n, p in D.named_parameters() if n not in frozen], lr=hp_D[0],
+                             betas=hp_D[1], eps=c["eps"])
     phases = Phases(G, D, c, device)
     if resume_kind == "snapshot":
         ts = _snap_training_state(payload)
@@ -452,6 +477,11 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             state[k] = int(ts[k])
         opt_G.load_state_dict(ts["opt_G"])
         opt_D.load_state_dict(ts["opt_D"])
+        # load_state_dict also puts back the stored lr and betas: the run's config (options given
+        # now, e.g. a lower --glr) decides them; unchanged options give the stored values exactly.
+        for opt, (lr, betas) in ((opt_G, hp_G), (opt_D, hp_D)):
+            for group in opt.param_groups:
+                group.update(lr=lr, betas=betas)
         ada.load_state_dict(ts["ada"])
         phases.pl_mean.copy_(ts["pl_mean"])
         set_rng_state(ts["rng"])
