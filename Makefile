@@ -5,8 +5,9 @@ TORCH_CPU := torch==2.13.0
 .PHONY: install test test-fast demo system-deps compile-kernels
 
 install:
+	@test -n "$(PYTHON)" || { echo "make: no Python environment to use (see the message above)" >&2; exit 1; }
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_CPU)
-	$(PYTHON) -m pip install -q -e ".[notebooks,dev]"
+	$(PYTHON) -m pip install -q -e ".[notebooks,jupyter,dev]"
 	@$(PYTHON) -c "import torch, sg3lib; print('sg3lib', sg3lib.__version__, 'with torch', torch.__version__)"
 
 system-deps:

@@ -170,3 +170,21 @@ def test_rank_refuses_an_empty_copy_and_zero_passes(tmp_path):
     assert not (tmp_path / "r" / "ds-top10.zip").exists()
     with pytest.raises(ValueError, match="passes must be >= 1"):
         rank(tiny_d(), ds_path, tmp_path / "r", passes=0, progress=False)
+
+
+def test_rank_takes_a_run_folder_and_refuses_dest_without_drop_bottom(tmp_path, capsys):
+    """As README's `sg3 rank --network runs/x --data dataset.zip [--drop-bottom 5 --dest cleaner.zip]`."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.cli import main
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    run = tmp_path / "run"
+    run.mkdir()
+    for n in (4, 8):
+        save_snapshot(run / f"snapshot-{n:09d}.pt", snapshot_from_networks({"D": tiny_d()}))
+    args = ["rank", "--network", str(run), "--data", str(ds_path), "--out", str(tmp_path / "r"), "--passes", "1"]
+    assert main(args + ["--drop-bottom", "25", "--dest", str(tmp_path / "cleaner.zip")]) == 0
+    assert len(ImageDataset(tmp_path / "cleaner.zip")) == 3
+    capsys.readouterr()
+    assert main(args + ["--dest", str(tmp_path / "other.zip")]) == 2  # the copy needs --drop-bottom
+    assert "--drop-bottom" in capsys.readouterr().out and not (tmp_path / "other.zip").exists()

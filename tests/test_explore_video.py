@@ -137,6 +137,22 @@ def test_cli_errors_name_the_problem(tmp_path):
         sg3(["generate", "--network", str(tmp_path / "missing.pt")])
     with pytest.raises(SystemExit, match="--run-dir"):
         sg3(["video", "--kind", "montage"])
+    (tmp_path / "run").mkdir()  # a run folder without snapshots, a file that is no network: one line, no traceback
+    (tmp_path / "notes.pt").write_text("not a network")
+    for cmd in ("generate", "video"):
+        with pytest.raises(SystemExit, match="no snapshot-"):
+            sg3([cmd, "--network", str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match="^error: .*notes.pt"):
+        sg3(["generate", "--network", str(tmp_path / "notes.pt")])
+
+
+def test_cli_generate_refuses_a_transform_it_would_ignore(network_file, tmp_path):
+    """--translate/--rotate move the images of --kind images; the grids have no transform to take."""
+    for kind in ("psi-grid", "mix-grid"):
+        with pytest.raises(SystemExit, match="--kind images only"):
+            sg3(["generate", "--network", str(network_file), "--kind", kind, "--rotate", "30",
+                 "--outdir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_uses_the_gpu_when_there_is_one(network_file, monkeypatch):

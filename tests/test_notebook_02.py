@@ -68,3 +68,29 @@ def test_notebook_02_runs_and_resumes(tmp_path):
     env["SG3_TRAIN_KIMG"] = "0.008"
     text = _text(_run(ROOT / "notebooks" / "02_train.ipynb", env))
     assert "resuming from" in text and "snapshot-000000004.pt" in text and "images shown: 8" in text
+
+
+def _settings_only(name, cells, env_prefix):
+    """A notebook with only the given cells, executed without SG3_* overrides (errors kept as outputs)."""
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    nb.cells = [nb.cells[i] for i in cells]
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(env_prefix)}
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    finally:
+        os.environ.update(saved)
+    return nb
+
+
+def test_notebook_02_default_dataset_is_notebook_01s_output():
+    nb01 = _settings_only("01_curate_dataset.ipynb", [1], "SG3_NB_")
+    dest = nb01.cells[0].outputs[0]["text"].split("destination:")[1].strip()
+    nb02 = _settings_only("02_train.ipynb", [1, 3], "SG3_TRAIN_")
+    outs = [o for c in nb02.cells for o in c.get("outputs", [])]
+    if Path(dest).exists():
+        assert f"dataset: {dest}" in _text(nb02)
+    else:  # a clear message naming the file and what to do, before any training starts
+        err = [o for o in outs if o.get("output_type") == "error"]
+        assert err and err[0]["ename"] == "FileNotFoundError", outs
+        assert dest in err[0]["evalue"] and "01_curate_dataset.ipynb" in err[0]["evalue"]

@@ -72,3 +72,23 @@ def test_notebook_04_path_columns_sit_at_their_labelled_t():
     ref = X.map_z(G, X.lerp(za[None], zb[None], torch.linspace(0, 1, STEPS)[:, None]), psi=0.7)
     torch.testing.assert_close(ws, ref, rtol=1e-5, atol=1e-5)
     assert "np.linspace(0, 1, STEPS)" in cell
+
+
+def test_notebooks_find_the_network_that_02_and_the_demo_train():
+    """On Colab, 02 trains into RUNS/demo-stylegan3-t on Drive: 03/04 mount Drive and look there. Locally the
+    default and the command lines shown are the demo's run folder (`make demo` writes out/demo/run)."""
+    import re
+    nb02 = nbformat.read(NOTEBOOKS / "02_train.ipynb", as_version=4)
+    runs = re.search(r"RUNS = '(/content/drive/[^']+)'", nb02.cells[1].source).group(1)
+    assert "os.path.join(RUNS, 'demo-stylegan3-t')" in nb02.cells[3].source
+    for name in ("03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"):
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        assert "drive.mount('/content/drive')" in nb.cells[1].source.replace('"', "'")
+        assert f"{runs}/demo-stylegan3-t" in nb.cells[2].source
+        assert 'ROOT / "out" / "demo" / "run"' in nb.cells[2].source
+        commands = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                    if line.startswith("sg3 ") and "--network" in line]
+        assert commands and all("--network out/demo/run " in line for line in commands), commands
+    for name in ("02_train.ipynb", "03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"):
+        # ipywidgets 8 (the sliders, tqdm's bars) shows on Colab only with its custom widget manager
+        assert "enable_custom_widget_manager()" in nbformat.read(NOTEBOOKS / name, as_version=4).cells[1].source

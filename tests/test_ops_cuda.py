@@ -124,6 +124,18 @@ def test_find_nvcc_skips_a_guess_without_headers(monkeypatch, tmp_path):
     assert _cuda.find_nvcc()[0] == str(real_home / "bin" / "nvcc")
 
 
+def test_find_nvcc_takes_condas_cuda_layout(monkeypatch, tmp_path):
+    """environment.yml's conda CUDA 12 packages put the headers in targets/x86_64-linux/include only
+    (pytorch/pytorch#144690): that toolkit is used, and the build is given that include folder."""
+    home = _toolkit(tmp_path / "conda-env", headers=False)
+    inc = home / "targets" / "x86_64-linux" / "include"
+    inc.mkdir(parents=True)
+    (inc / "cuda_runtime.h").write_text("")
+    monkeypatch.setenv("CUDA_HOME", str(home))
+    assert _cuda.find_nvcc()[0] == str(home / "bin" / "nvcc")
+    assert str(inc) in _cuda._load_kwargs("x", tmp_path / "build")["extra_include_paths"]
+
+
 def test_first_error_line_picks_the_cause():
     log = ("[1/4] c++ -c sg3_binding.cpp\nFAILED: upfirdn2d.cuda.o\n"
            "kernels/upfirdn2d.cu(12): error: identifier \"foo\" is undefined\n"

@@ -32,6 +32,12 @@ def _discriminator(network, device):
         nets = network
     else:
         from ..loader import load
+        if isinstance(network, (str, os.PathLike)) and Path(network).is_dir():  # a run folder: its newest snapshot
+            from ..checkpoint import find_latest
+            found = find_latest(network)
+            if found is None:
+                raise ValueError(f"{network}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
+            network = found
         nets = load(network, device=device)
     if "D" not in nets:
         raise ValueError(f"{network if not isinstance(network, dict) else 'the network dict'} has no "
@@ -42,9 +48,12 @@ def _discriminator(network, device):
 
 def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=None, device=None,
          seed=0, progress=True):
-    """Score the images of `data` (path or ImageDataset) with D of `network` (path, URL,
+    """Score the images of `data` (path or ImageDataset) with D of `network` (path, run folder, URL,
     sg3lib.load() dict or module). Returns a dict: names, scores (mean), stds, csv path,
     sheets, and dest (the filtered copy) when drop_bottom (a fraction 0..1) is > 0."""
+    if dest is not None and drop_bottom <= 0:
+        raise ValueError(f"dest={dest} is the copy without the lowest-scoring images: set drop_bottom > 0 "
+                         "(sg3 rank --drop-bottom PERCENT)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     D = _discriminator(network, device).eval().requires_grad_(False)
     ds = data if isinstance(data, ImageDataset) else ImageDataset(data, use_labels=D.c_dim > 0)
@@ -136,7 +145,8 @@ def _to_png(b):
 
 
 def add_rank_arguments(p):
-    p.add_argument("--network", required=True, help="snapshot .pt or official .pkl (path or URL) holding D")
+    p.add_argument("--network", required=True,
+                   help="snapshot .pt, run folder (its newest snapshot) or official .pkl (path or URL) holding D")
     p.add_argument("--data", required=True, help="dataset zip or folder (official format)")
     p.add_argument("--out", default=None, help="output folder (default: <data>_rank/)")
     p.add_argument("--passes", type=int, default=4, help="shuffled passes averaged per image")

@@ -15,7 +15,7 @@ __all__ = ["add_generate_arguments", "run_generate", "add_video_arguments", "run
 
 
 def _common(p):
-    p.add_argument("--network", help="sg3lib snapshot (.pt) or official .pkl")
+    p.add_argument("--network", help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
     p.add_argument("--seeds", default="0-3", help="seeds, e.g. '0-3,7' (default 0-3)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1: none)")
     p.add_argument("--cutoff", type=int, default=None, help="truncate only the first N ws (default all)")
@@ -34,8 +34,8 @@ def add_generate_arguments(p):
     p.add_argument("--psis", default="1,0.7,0.5,0", help="psi-grid columns")
     p.add_argument("--col-seeds", default="10-13", help="mix-grid column (style) seeds")
     p.add_argument("--layers", default="coarse", help="mix-grid layers: coarse, middle, fine or 'lo-hi'")
-    p.add_argument("--translate", default="0,0", help="StyleGAN3 only: 'x,y' in image widths")
-    p.add_argument("--rotate", type=float, default=0.0, help="StyleGAN3 only: degrees")
+    p.add_argument("--translate", default="0,0", help="images, StyleGAN3 only: 'x,y' in image widths")
+    p.add_argument("--rotate", type=float, default=0.0, help="images, StyleGAN3 only: degrees")
 
 
 def _save(img, path):
@@ -51,13 +51,20 @@ def _load(args):
     if not Path(args.network).exists() and "://" not in args.network:
         raise SystemExit(f"error: {args.network}: no such file")
     import torch
+    from ..loader import LoadError
     from .generate import load_generator
-    return load_generator(args.network, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        return load_generator(args.network, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (LoadError, FileNotFoundError, ValueError) as e:  # a message naming the file, not a traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 def run_generate(args):
     from . import grids
     from .generate import generate
+    tx, ty = (float(v) for v in args.translate.split(","))
+    if (tx, ty, args.rotate) != (0, 0, 0) and args.kind != "images":
+        raise SystemExit(f"error: --translate and --rotate apply to --kind images only, not {args.kind}")
     G = _load(args)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +72,6 @@ def run_generate(args):
     common = dict(cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, noise_mode=args.noise_mode,
                   batch_size=args.batch)
     if args.kind == "images":
-        tx, ty = (float(v) for v in args.translate.split(","))
         tf = L.make_transform((tx, ty), args.rotate) if (tx, ty, args.rotate) != (0, 0, 0) else None
         for s, img in zip(seeds, generate(G, seeds, psi=args.psi, transform=tf, **common)):
             _save(img, out / f"seed{s:04d}.png")

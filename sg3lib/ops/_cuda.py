@@ -86,11 +86,20 @@ def cache_root():
     return Path(base) / "kernels"
 
 
+def cuda_include_dir(home):
+    """The folder with cuda_runtime.h under toolkit root `home`: include/, or targets/<arch>/include/
+    (conda's CUDA 12+ packages, as environment.yml installs, keep the headers only there), or None."""
+    for d in [Path(home) / "include", *sorted(Path(home).glob("targets/*/include"))]:
+        if (d / "cuda_runtime.h").is_file():
+            return d
+    return None
+
+
 def _toolkit_problem(home):
     """Why `home` is not a usable CUDA toolkit root (nvcc and the runtime headers), or None."""
     if not os.access(Path(home) / "bin" / "nvcc", os.X_OK):
         return f"nvcc not found at {Path(home) / 'bin' / 'nvcc'}"
-    if not (Path(home) / "include" / "cuda_runtime.h").is_file():
+    if cuda_include_dir(home) is None:
         return f"{home} has nvcc but no include/cuda_runtime.h"
     return None
 
@@ -272,8 +281,11 @@ def _first_error_line(text):
 
 def _load_kwargs(name, build_dir):
     kdir = kernel_dir()
+    home = Path(find_nvcc()[0]).parents[1]
+    inc = cuda_include_dir(home)  # torch adds home/include itself, not conda's targets/<arch>/include
+    includes = [str(kdir)] + ([str(inc)] if inc != home / "include" else [])
     return dict(name=name, sources=[str(kdir / n) for n in _KERNEL_SOURCES],
-                extra_include_paths=[str(kdir)], build_directory=str(build_dir),
+                extra_include_paths=includes, build_directory=str(build_dir),
                 extra_cflags=_flags()["cxx"], extra_cuda_cflags=_flags()["cuda"])
 
 

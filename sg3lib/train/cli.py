@@ -28,7 +28,8 @@ def add_train_arguments(p):
     a("--cfg", choices=["stylegan3-t", "stylegan3-r", "stylegan2"], default=None,
       help="base configuration (default stylegan3-t)")
     a("--batch", type=int, help="total batch size over all processes (default 32)")
-    a("--batch-gpu", type=int, help="images per process per round; smaller than batch -> gradient accumulation")
+    a("--batch-gpu", type=int, help="images per process per round (default batch / processes); smaller -> "
+                                     "gradient accumulation")
     a("--gamma", type=float, help="R1 weight (default 0.0002 * res^2 / batch, the ADA heuristic)")
     a("--kimg", type=float, help="total training length in thousands of real images (default 25000)")
     a("--tick", type=float, help="kimg per tick: stats line and progress (default 4)")
