@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 
 from .files import temp_file_beside
@@ -177,6 +178,7 @@ def load(path_or_url, device="cpu", progress=True):
     Official pickles also give 'training_set_kwargs' and 'ignored' (e.g. augment_pipe) in meta;
     URLs give 'local_path' (the cached copy). Raises LoadError naming the file and the problem.
     """
+    _warn_if_weights_only_is_unsafe()
     source = str(path_or_url)
     if not _is_url(source):
         return _load_file(Path(path_or_url).expanduser(), source, device)
@@ -187,6 +189,22 @@ def load(path_or_url, device="cpu", progress=True):
         raise type(e)(f"{e} (downloaded from {source}; delete that cached file to download again)") from None
     out["meta"]["local_path"] = str(path)
     return out
+
+
+_WARNED_OLD_TORCH = []
+
+
+def _warn_if_weights_only_is_unsafe():
+    """Once per process: before torch 2.6, torch.load(weights_only=True), which reads sg3lib snapshots
+    and the tensors inside official pickles, could be made to run code (CVE-2025-32434)."""
+    import torch
+    version = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
+    if version < (2, 6) and not _WARNED_OLD_TORCH:
+        _WARNED_OLD_TORCH.append(True)
+        warnings.warn(f"torch {torch.__version__}: before 2.6, torch.load(weights_only=True) has a known bypass "
+                      "(CVE-2025-32434) that a crafted file can use to run code, so sg3lib's 'nothing in the file "
+                      "is executed' does not hold here. Upgrade (pip install -U 'torch>=2.6') before loading "
+                      "files from anyone you do not trust.", stacklevel=3)
 
 
 def _load_file(path, source, device):

@@ -450,3 +450,22 @@ def test_written_files_get_the_usual_modes(server, tmp_path, fixtures_dir):
         os.umask(old)
     assert {p.name: p.stat().st_mode & 0o777 for p in (pkl, snap, cached)} == {
         pkl.name: 0o644, snap.name: 0o644, cached.name: 0o644}
+
+
+def test_old_torch_gets_one_warning_about_weights_only(tmp_path, fixtures_dir, monkeypatch):
+    """Before torch 2.6 weights_only=True had a code-execution bypass: load() says so, once."""
+    import warnings
+    from sg3lib import loader
+    pkl = official_pkl(tmp_path, fixtures_dir, d="d_64")
+    monkeypatch.setattr(loader, "_WARNED_OLD_TORCH", [])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        load(pkl)
+    assert not [w for w in seen if "CVE-2025-32434" in str(w.message)]  # this torch is new enough
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cu124")
+    with pytest.warns(UserWarning, match=r"torch 2\.5\.1\+cu124: .*CVE-2025-32434.*torch>=2\.6"):
+        load(pkl)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        load(pkl)
+    assert not [w for w in seen if "CVE-2025-32434" in str(w.message)]  # once per process
