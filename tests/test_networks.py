@@ -223,6 +223,30 @@ def test_official_training_kwargs_are_accepted():
     assert G2.num_ws == 6
 
 
+@pytest.mark.parametrize("arch", ["orig", "skip"])
+def test_discriminator_orig_and_skip_architectures(arch):
+    """StyleGAN2 fig. 7 D variants as official pickles name them ('orig': StyleGAN2-ADA's CIFAR-10
+    config): no residual 1x1 skip; 'skip' has a fromrgb at every resolution and in the epilogue."""
+    torch.manual_seed(0)
+    kw = dict(c_dim=3, img_resolution=32, img_channels=3, architecture=arch, channel_base=256, channel_max=16,
+              block_kwargs=dict(freeze_layers=2), epilogue_kwargs=dict(mbstd_group_size=2))
+    D = build_network("training.networks.Discriminator", kw)
+    names = set(D.state_dict())
+    assert not any(".skip." in k for k in names)
+    assert {k.split(".")[0] for k in names if ".fromrgb." in k} == ({"b32"} if arch == "orig" else
+                                                                   {"b32", "b16", "b8", "b4"})
+    assert {k for k, _ in D.named_buffers() if k.endswith(".weight")} == {"b32.fromrgb.weight",
+                                                                        "b32.conv0.weight"}  # frozen
+    img = torch.randn(4, 3, 32, 32, requires_grad=True)
+    logits = D(img, torch.eye(3)[[0, 1, 2, 0]])
+    assert logits.shape == (4, 1) and torch.isfinite(logits).all()
+    g, = torch.autograd.grad(logits.sum(), img, create_graph=True)
+    (logits.sum() + g.square().sum()).backward()  # with R1's double backward
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters())
+    with pytest.raises(ValueError, match="architecture"):
+        build_network("training.networks.Discriminator", dict(kw, architecture="dense"))
+
+
 def test_noise_modes_of_stylegan2():
     torch.manual_seed(0)
     G = StyleGAN2Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,

@@ -63,6 +63,21 @@ def test_colour_transforms():
     assert g.shape == (2, 1, 16, 16)
 
 
+def test_colour_transforms_grayscale_and_alpha():
+    """L images get the colour pipeline of their (l, l, l) RGB image averaged back, luma flip
+    included (ADA app. B); channels past RGB (alpha) only move with the geometry."""
+    x = _img(2, c=1)
+    flip = aug.augment(x, 0.5, _rnd(2, lumaflip=0.0, lumaflip_bit=0.0))
+    torch.testing.assert_close(flip, -x, atol=1e-6, rtol=0)  # a grey image is its own luma
+    r = _rnd(2, bright=0.0, contrast=0.0, lumaflip=0.0, lumaflip_bit=0.0, hue=0.0, sat=0.0)
+    torch.testing.assert_close(aug.augment(x, 0.5, r), aug.augment(x.expand(2, 3, 16, 16), 0.5, r).mean(1, True),
+                               atol=1e-5, rtol=0)
+    rgba = _img(2, c=4)
+    y = aug.augment(rgba, 0.5, r)
+    torch.testing.assert_close(y[:, :3], aug.augment(rgba[:, :3], 0.5, r), atol=1e-6, rtol=0)
+    torch.testing.assert_close(y[:, 3:], rgba[:, 3:], atol=0, rtol=0)
+
+
 def test_augment_twice_differentiable():
     """Lazy R1 differentiates D(augment(x)) with respect to x, then differentiates that again."""
     x = _img(2).double().requires_grad_(True)

@@ -1,25 +1,44 @@
 """ResNet discriminator (StyleGAN2 fig. 7c) with minibatch standard deviation (Karras et al. 2018),
 conditioned by projection onto an embedding of c (Miyato & Koyama 2018) as in StyleGAN2-ADA.
-Also the discriminator StyleGAN3 trains with."""
+Also the discriminator StyleGAN3 trains with. The other architectures of StyleGAN2 fig. 7 load too:
+'orig' (plain conv stack; StyleGAN2-ADA's CIFAR-10 config) and 'skip' (the image, downsampled,
+enters every resolution through its own fromRGB)."""
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
+from .. import ops
 from .layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork, compute_dtype, jsonable, set_bf16
 
 
+ARCHITECTURES = ("orig", "skip", "resnet")
+
+
+def _check_architecture(architecture):
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"discriminator architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+
+
+def downsample2d(x, f, down=2):
+    """Downsample by `down` with FIR filter f (blur, then keep every down-th sample)."""
+    fw = f.shape[-1]
+    p0, p1 = (fw - down + 1) // 2, (fw - down) // 2
+    return ops.upfirdn2d(x, f, down=down, padding=[p0, p1, p0, p1])
+
+
 class DiscriminatorBlock(nn.Module):
-    """(fromRGB at the top resolution) -> conv0 -> downsampling conv1, plus a downsampling 1x1
-    skip; both branches scaled by sqrt(1/2) so the sum keeps unit variance."""
+    """(fromRGB) -> conv0 -> downsampling conv1. 'resnet': plus a downsampling 1x1 skip, both
+    branches scaled by sqrt(1/2) so the sum keeps unit variance; fromRGB at the top resolution
+    only ('orig' too). 'skip': a fromRGB at every resolution, added to the features, and the
+    image downsampled for the next block."""
 
     def __init__(self, in_channels, tmp_channels, out_channels, resolution, img_channels, first_layer_idx,
                  architecture="resnet", activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None,
                  use_fp16=False, fp16_channels_last=False, freeze_layers=0):
         super().__init__()
-        if architecture != "resnet":
-            raise ValueError(f"only architecture='resnet' is supported for the discriminator, got {architecture!r}")
+        _check_architecture(architecture)
         self.in_channels, self.resolution, self.img_channels = in_channels, resolution, img_channels
         self.first_layer_idx, self.architecture = first_layer_idx, architecture
         self.use_fp16, self.bf16 = use_fp16, False
@@ -32,24 +51,27 @@ class DiscriminatorBlock(nn.Module):
             self.num_layers += 1
             return t
 
-        if in_channels == 0:
+        if in_channels == 0 or architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, activation=activation,
                                        trainable=trainable(), conv_clamp=conv_clamp)
         self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation=activation,
                                  trainable=trainable(), conv_clamp=conv_clamp)
         self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, activation=activation, down=2,
                                  trainable=trainable(), resample_filter=resample_filter, conv_clamp=conv_clamp)
-        self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
-                                trainable=trainable(), resample_filter=resample_filter)
+        if architecture == "resnet":
+            self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
+                                    trainable=trainable(), resample_filter=resample_filter)
 
     def forward(self, x, img, force_fp32=False):
         dtype = compute_dtype(self.use_fp16, x if x is not None else img, force_fp32, self.bf16)
-        if self.in_channels == 0:
-            y = self.fromrgb(img.to(dtype))
-            x = y if x is None else x.to(dtype) + y
-            img = None
-        else:
-            x = x.to(dtype)
+        x = None if x is None else x.to(dtype)
+        if self.in_channels == 0 or self.architecture == "skip":
+            img = img.to(dtype)
+            y = self.fromrgb(img)
+            x = y if x is None else x + y
+            img = downsample2d(img, self.resample_filter) if self.architecture == "skip" else None
+        if self.architecture != "resnet":
+            return self.conv1(self.conv0(x)), img
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
         return y + x, img
@@ -77,12 +99,17 @@ class MinibatchStdLayer(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
-    """4x4: minibatch std, conv, dense, output (a logit, or a cmap_dim projection onto the label embedding)."""
+    """4x4: ('skip': fromRGB of the 4x4 image added), minibatch std, conv, dense, output (a logit,
+    or a cmap_dim projection onto the label embedding)."""
 
     def __init__(self, in_channels, cmap_dim, resolution, img_channels, architecture="resnet", mbstd_group_size=4,
                  mbstd_num_channels=1, activation="lrelu", conv_clamp=None):
         super().__init__()
+        _check_architecture(architecture)
         self.in_channels, self.cmap_dim, self.resolution = in_channels, cmap_dim, resolution
+        self.architecture = architecture
+        if architecture == "skip":
+            self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
         self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation,
                                 conv_clamp=conv_clamp)
@@ -91,6 +118,8 @@ class DiscriminatorEpilogue(nn.Module):
 
     def forward(self, x, img, cmap, force_fp32=False):
         x = x.float()
+        if self.architecture == "skip":
+            x = x + self.fromrgb(img.float())
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.out(self.fc(self.conv(x).flatten(1)))

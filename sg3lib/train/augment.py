@@ -11,7 +11,9 @@ The pipeline here is 'bgc' of the paper (its recommended one):
   geometric: isotropic scale, pre-rotation, anisotropic scale, post-rotation, fractional
              translation (rotations use p_rot = 1 - sqrt(1 - p) so that some rotation
              happens with probability p);
-  colour: brightness, contrast, luma flip, hue rotation, saturation.
+  colour: brightness, contrast, luma flip, hue rotation, saturation (on RGB; an L image gets
+          those of its (l, l, l) RGB image averaged back, so luma flip inverts it; channels
+          past the colour ones, such as alpha, only move with the geometry).
 All geometric steps are composed into one affine matrix per image and applied with a single
 bilinear resampling with reflect padding (integer steps land exactly on pixels). The sampler is
 written with gather() and constant weights, so it is linear in the image and differentiable
@@ -155,14 +157,14 @@ def augment(x, p, rnd):
         return x
     N, C, H, W = x.shape
     x = resample(x, geometric_matrix(rnd, p, W))
-    if C == 3:
-        M = colour_matrix(rnd, p).to(x.device, x.dtype)
-        x = torch.einsum("nij,njhw->nihw", M[:, :3, :3], x) + M[:, :3, 3].reshape(N, 3, 1, 1)
-    else:  # grayscale: brightness and contrast only
-        on = lambda key: (rnd[key] < p).float().to(x.device, x.dtype).view(N, 1, 1, 1)  # noqa: E731
-        x = x + rnd["bright_b"].to(x).view(N, 1, 1, 1) * 0.2 * on("bright")
-        x = x * torch.exp2(rnd["contrast_c"].to(x).view(N, 1, 1, 1) * 0.5 * on("contrast"))
-    return x
+    M = colour_matrix(rnd, p).to(x.device, x.dtype)
+    k = 3 if C >= 3 else 1  # colour channels: RGB or L; any further ones (alpha) move with the geometry only
+    if k == 3:
+        rgb = torch.einsum("nij,njhw->nihw", M[:, :3, :3], x[:, :3]) + M[:, :3, 3].reshape(N, 3, 1, 1)
+    else:  # L: the colour matrix on (l, l, l), averaged back: brightness, contrast and luma flip
+        m = M[:, :3].mean(dim=1)  # [N, 4]; hue and saturation leave grey unchanged
+        rgb = x[:, :1] * m[:, :3].sum(dim=1).view(N, 1, 1, 1) + m[:, 3].view(N, 1, 1, 1)
+    return rgb if C == k else torch.cat([rgb, x[:, k:]], dim=1)
 
 
 class AdaController:
