@@ -16,11 +16,12 @@ reduce-overhead adds CUDA graphs. The first calls compile (minutes); they are no
 import argparse
 import datetime
 import os
+import sys
 import time
 
 import torch
 
-from results import append_results, machine_line, profiler, top_costs  # benchmarks/results.py
+from results import append_results, machine_line, profiler, stop_on_sigterm, top_costs  # benchmarks/results.py
 from sg3lib.networks import build_network
 from sg3lib.train.config import COMPILE_MODES
 
@@ -65,7 +66,7 @@ def images_per_second(arch, res, batch, precision, device, iters, compile_mode=N
     return ips, top_costs(prof, device, wall_s)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--arch", nargs="+", default=["sg3t"], choices=sorted(ARCHS))
@@ -77,28 +78,32 @@ def main():
                     help="run G under torch.compile with this mode")
     ap.add_argument("--profile", action="store_true", help="also record where each case's time goes")
     ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     rows, profiles = [], []
-    for arch in a.arch:
-        for res in a.res:
-            for batch in a.batch:
-                for prec in a.precision:
-                    ips = images_per_second(arch, res, batch, prec, a.device, a.iters, a.compile, a.profile)
-                    if a.profile:
-                        ips, costs = ips
-                        profiles.append(f"\n### Where the time goes: {arch} {res} px, batch {batch}, {prec}, "
-                                        f"{a.compile or 'eager'} ({a.iters} calls under torch.profiler)\n\n{costs}")
-                    rows.append(f"| {arch} | {res} | {batch} | {prec} | {a.compile or 'eager'} | {ips:.3f} "
-                                f"| {batch / ips:.2f} |")
-                    print(rows[-1], flush=True)
+    cases = [(arch, res, batch, prec) for arch in a.arch for res in a.res for batch in a.batch for prec in a.precision]
+    with stop_on_sigterm() as stop:
+        for arch, res, batch, prec in cases:
+            ips = images_per_second(arch, res, batch, prec, a.device, a.iters, a.compile, a.profile)
+            if a.profile:
+                ips, costs = ips
+                profiles.append(f"\n### Where the time goes: {arch} {res} px, batch {batch}, {prec}, "
+                                f"{a.compile or 'eager'} ({a.iters} calls under torch.profiler)\n\n{costs}")
+            rows.append(f"| {arch} | {res} | {batch} | {prec} | {a.compile or 'eager'} | {ips:.3f} "
+                        f"| {batch / ips:.2f} |")
+            print(rows[-1], flush=True)
+    stopped = (f"- stopped by signal {stop.signum} (gpu_session.sh's stage budget) after {len(rows)} of "
+               f"{len(cases)} cases\n" if stop.signum else "")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"\n## Generation, {stamp}, {a.device}\n\n- machine: {machine_line(a.device)}\n"
-            f"- command: `python benchmarks/bench_generate.py {' '.join(os.sys.argv[1:])}`\n\n"
+            f"- command: `python benchmarks/bench_generate.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
+            f"{stopped}\n"
             "| arch | res | batch | precision | torch.compile | images/s | s per batch |\n|---|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n" + "".join(profiles))
-    print("".join(profiles))
-    if not a.no_write:
+    print("".join(profiles) + stopped)
+    if not a.no_write and rows:
         append_results(text)
+    if stop.signum:
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -151,20 +151,26 @@ def main(argv=None):
     cases = [c for c in PRESETS[args.preset] if (args.res is None or c["res"] in args.res)
              and (args.cfg is None or c["cfg"] in args.cfg)
              and (args.batch_gpu is None or c["batch_gpu"] in args.batch_gpu)]
+    from results import append_results, machine_line, stop_on_sigterm  # benchmarks/results.py
     rows = []
-    with tempfile.TemporaryDirectory() as work:
+    with stop_on_sigterm() as stop, tempfile.TemporaryDirectory() as work:
         for case in cases:
             for precision in args.precision:
                 r = run_case(case, work, precision, args.sync_debug, args.compile, args.tf32, args.profile)
                 print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
                 rows.append(r)
+    n_runs = len(cases) * len(args.precision)
+    stopped = (f"- stopped by signal {stop.signum} (gpu_session.sh's stage budget) after {len(rows)} of {n_runs} "
+               "cases\n" if stop.signum else "")
+    if stopped:
+        print(stopped, flush=True)
     if args.sync_debug:
-        return
-    from results import append_results, machine_line  # benchmarks/results.py
+        return _exit_if(stop)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    head = (f"- machine: {machine_line(device)}\n"
-            f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n")
+    head = (f"- machine: {machine_line(device, tf32=args.tf32 if device == 'cuda' else None)}\n"
+            f"- command: `python benchmarks/bench_train.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
+            + stopped)
     if args.profile:
         text = "".join(f"\n## Training profile, {stamp}: {r['cfg']} {r['res']} px, batch {r['batch']}, batch-gpu "
                        f"{r['batch_gpu']}, {r['precision']}, torch.compile {r['compile']}\n\n{head}"
@@ -173,7 +179,7 @@ def main(argv=None):
         print(text)
         if not args.no_write and rows:
             append_results(text)
-        return text
+        return _exit_if(stop) or text
     table = ("| cfg | res | batch | batch-gpu | precision | torch.compile | sec/kimg | peak mem GB | first tick s |\n"
              "|---|---|---|---|---|---|---|---|---|\n")
     table += "\n".join(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['precision']} | "
@@ -185,7 +191,13 @@ def main(argv=None):
                    "- figures of the second (measured) tick; peak memory from torch.cuda.max_memory_allocated "
                    "(GPU) or peak RSS (CPU)\n\n" + table + "\n")
         append_results(section)
-    return table
+    return _exit_if(stop) or table
+
+
+def _exit_if(stop):
+    """Exit 128 + the signal once the written results are out (the stage's log shows the stop)."""
+    if stop.signum:
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,20 @@
     python benchmarks/bench_widgets.py --network out/demo/run/snapshot-000000400.pt
     python benchmarks/bench_widgets.py --official-1024 --device cuda   # 1024 px StyleGAN3-T config
 
+Appends a section (date, machine, command, table) to benchmarks/RESULTS.md unless --no-write.
 'update' is the time from the slider change to the image being shown (the worker's debounce
 included); 'render' is the render alone (mapping, synthesis, PNG encoding), from render_sync().
 The network's weights do not change the cost, so a random one with the right config is enough.
 """
 import argparse
+import datetime
 import statistics
+import sys
 import time
 
 import torch
 
+from results import append_results, machine_line  # benchmarks/results.py
 from sg3lib.explore import load_generator
 from sg3lib.explore.widgets import Interpolator, LatentExplorer, StyleMixer
 from sg3lib.networks import build_network
@@ -43,14 +47,15 @@ def bench(view, control, values, sync_repeats):
     return statistics.median(updates), statistics.median(renders)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--network", help="a snapshot or .pkl (default: a random net with the demo config)")
     ap.add_argument("--official-1024", action="store_true", help="the official 1024 px StyleGAN3-T config")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--updates", type=int, default=10)
-    args = ap.parse_args()
+    ap.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.network:
         G = load_generator(args.network, device=args.device)
@@ -61,6 +66,7 @@ def main():
         name = f"random StyleGAN3-T, {cfg['img_resolution']} px, channel_base {cfg['channel_base']}"
     print(f"{name} on {args.device} ({torch.get_num_threads()} CPU threads)")
     vals = list(range(1, args.updates + 1))
+    rows = []
     for label, view, control, values in [
             ("LatentExplorer seed", LatentExplorer(G), "seed", vals),
             ("LatentExplorer rotate", LatentExplorer(G), "rotate", [float(v * 10) for v in vals]),
@@ -68,7 +74,17 @@ def main():
             ("StyleMixer style seed (style + mix)", StyleMixer(G), "style", vals),
             ("StyleMixer layer range (mix only)", StyleMixer(G), "layers", [(1, 2 + v % (G.num_ws - 3)) for v in vals])]:
         update, render = bench(view, control, values, args.updates)
-        print(f"  {label:36s} update {update * 1000:7.1f} ms   render {render * 1000:7.1f} ms   (medians)")
+        print(f"  {label:36s} update {update * 1000:7.1f} ms   render {render * 1000:7.1f} ms   (medians)", flush=True)
+        rows.append(f"| {label} | {update * 1000:.1f} | {render * 1000:.1f} |")
+    cmd = "python benchmarks/bench_widgets.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    section = (f"## Widgets, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {args.device}\n\n"
+               f"- machine: {machine_line(args.device)}\n- command: `{cmd.strip()}`\n"
+               f"- {name}; update: slider change to image shown, render: render_sync() alone; medians of "
+               f"{args.updates}\n\n| widget (control moved) | update ms | render ms |\n|---|---|---|\n"
+               + "\n".join(rows) + "\n")
+    if not args.no_write:
+        append_results(section)
+    return section
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """What every benchmark records with its figures: the machine line, the append to RESULTS.md, and
 where a profiled run spent its time."""
+import contextlib
 import os
 import platform
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -11,8 +13,10 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def machine_line(device):
-    """GPU: name, driver, torch/CUDA versions; CPU: model, cores, torch threads, versions."""
+def machine_line(device, tf32=None):
+    """GPU: name, driver, torch/CUDA versions; CPU: model, cores, torch threads, versions. tf32: what the
+    measured runs used, where they set it themselves (train() does, and restores torch's flags after);
+    None: torch's flags now."""
     device = torch.device(device)
     torch_line = f"torch {torch.__version__}, CUDA {torch.version.cuda}"
     if device.type == "cuda":
@@ -22,9 +26,10 @@ def machine_line(device):
                                  capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             drv = "unknown"
-        tf32 = {True: "on", False: "off"}
-        return (f"{name}, driver {drv}, {torch_line}, TF32 convolutions {tf32[torch.backends.cudnn.allow_tf32]}"
-                f" / matmuls {tf32[torch.backends.cuda.matmul.allow_tf32]}")
+        conv, mm = ((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) if tf32 is None
+                    else (tf32, tf32))
+        word = {True: "on", False: "off"}
+        return f"{name}, driver {drv}, {torch_line}, TF32 convolutions {word[bool(conv)]} / matmuls {word[bool(mm)]}"
     cpu = platform.processor() or "CPU"
     try:
         for ln in Path("/proc/cpuinfo").read_text().splitlines():
@@ -34,6 +39,35 @@ def machine_line(device):
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads, {torch_line}"
+
+
+class _Stop:
+    signum = None
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """A block of benchmark cases that SIGTERM ends early: gpu_session.sh's stage deadline (`timeout`)
+    sends it, and the cases finished so far are then still written. Yields an object whose `signum` is
+    set once the signal came; whatever the signal broke off inside the block (a KeyboardInterrupt, or the
+    DataLoader's error for its terminated workers) ends the block quietly."""
+    stop = _Stop()
+
+    def on_term(signum, frame):
+        stop.signum = signum
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the results be written
+        if hasattr(signal, "SIGCHLD"):  # the DataLoader's handler would raise for its killed workers
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield stop
+    except BaseException:
+        if stop.signum is None:
+            raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def append_results(text):
