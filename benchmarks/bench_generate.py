@@ -91,8 +91,7 @@ def main(argv=None):
             rows.append(f"| {arch} | {res} | {batch} | {prec} | {a.compile or 'eager'} | {ips:.3f} "
                         f"| {batch / ips:.2f} |")
             print(rows[-1], flush=True)
-    stopped = (f"- stopped by signal {stop.signum} (gpu_session.sh's stage budget) after {len(rows)} of "
-               f"{len(cases)} cases\n" if stop.signum else "")
+    stopped = stop.note(len(rows), len(cases))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"\n## Generation, {stamp}, {a.device}\n\n- machine: {machine_line(a.device)}\n"
             f"- command: `python benchmarks/bench_generate.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
@@ -102,8 +101,7 @@ def main(argv=None):
     print("".join(profiles) + stopped)
     if not a.no_write and rows:
         append_results(text)
-    if stop.signum:
-        sys.exit(128 + stop.signum)
+    stop.exit_if_stopped()
 
 
 if __name__ == "__main__":

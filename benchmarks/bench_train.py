@@ -159,13 +159,11 @@ def main(argv=None):
                 r = run_case(case, work, precision, args.sync_debug, args.compile, args.tf32, args.profile)
                 print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
                 rows.append(r)
-    n_runs = len(cases) * len(args.precision)
-    stopped = (f"- stopped by signal {stop.signum} (gpu_session.sh's stage budget) after {len(rows)} of {n_runs} "
-               "cases\n" if stop.signum else "")
+    stopped = stop.note(len(rows), len(cases) * len(args.precision))
     if stopped:
         print(stopped, flush=True)
     if args.sync_debug:
-        return _exit_if(stop)
+        return stop.exit_if_stopped()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     head = (f"- machine: {machine_line(device, tf32=args.tf32 if device == 'cuda' else None)}\n"
@@ -179,7 +177,7 @@ def main(argv=None):
         print(text)
         if not args.no_write and rows:
             append_results(text)
-        return _exit_if(stop) or text
+        return stop.exit_if_stopped() or text
     table = ("| cfg | res | batch | batch-gpu | precision | torch.compile | sec/kimg | peak mem GB | first tick s |\n"
              "|---|---|---|---|---|---|---|---|---|\n")
     table += "\n".join(f"| {r['cfg']} | {r['res']} | {r['batch']} | {r['batch_gpu']} | {r['precision']} | "
@@ -191,13 +189,7 @@ def main(argv=None):
                    "- figures of the second (measured) tick; peak memory from torch.cuda.max_memory_allocated "
                    "(GPU) or peak RSS (CPU)\n\n" + table + "\n")
         append_results(section)
-    return _exit_if(stop) or table
-
-
-def _exit_if(stop):
-    """Exit 128 + the signal once the written results are out (the stage's log shows the stop)."""
-    if stop.signum:
-        sys.exit(128 + stop.signum)
+    return stop.exit_if_stopped() or table
 
 
 if __name__ == "__main__":

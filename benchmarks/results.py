@@ -6,6 +6,7 @@ import platform
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -43,6 +44,16 @@ def machine_line(device, tf32=None):
 
 class _Stop:
     signum = None
+
+    def note(self, done, total):
+        """The results' line saying that the stage budget ended the run early, or ''."""
+        return (f"- stopped by signal {self.signum} (gpu_session.sh's stage budget) after {done} of {total} "
+                "cases\n" if self.signum else "")
+
+    def exit_if_stopped(self):
+        """Exit 128 + the signal once the written results are out (the stage's log shows the stop)."""
+        if self.signum:
+            sys.exit(128 + self.signum)
 
 
 @contextlib.contextmanager

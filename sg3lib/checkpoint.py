@@ -208,6 +208,16 @@ def _scan(folder, pattern, clean, stale_s):
     return sorted(good, key=lambda p: (_counter(p), p.name)), removed, skipped
 
 
+def newest_if_folder(path):
+    """`path` itself, or for a run folder its newest complete snapshot (FileNotFoundError if none)."""
+    if not Path(path).is_dir():
+        return path
+    found = find_latest(path)
+    if found is None:
+        raise FileNotFoundError(f"{path}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
+    return found
+
+
 def find_latest(folder, pattern=PATTERN, clean=True, stale_s=60.0):
     """Path of the newest complete snapshot in `folder` (highest image counter), or None.
 

@@ -31,13 +31,9 @@ def _discriminator(network, device):
     if isinstance(network, dict):
         nets = network
     else:
+        from ..checkpoint import newest_if_folder
         from ..loader import load
-        if isinstance(network, (str, os.PathLike)) and Path(network).is_dir():  # a run folder: its newest snapshot
-            from ..checkpoint import find_latest
-            found = find_latest(network)
-            if found is None:
-                raise ValueError(f"{network}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
-            network = found
+        network = newest_if_folder(network)  # a run folder: its newest snapshot
         nets = load(network, device=device)
     if "D" not in nets:
         raise ValueError(f"{network if not isinstance(network, dict) else 'the network dict'} has no "

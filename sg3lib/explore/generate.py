@@ -85,13 +85,8 @@ def load_generator(path, device="cpu"):
     """The EMA generator (else G) from an sg3lib snapshot, an official .pkl, or the newest
     snapshot in a run folder, in eval mode without gradients."""
     import sg3lib
-    from pathlib import Path
-    if Path(path).is_dir():
-        from sg3lib.checkpoint import find_latest
-        found = find_latest(path)
-        if found is None:
-            raise FileNotFoundError(f"{path}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
-        path = found
+    from sg3lib.checkpoint import newest_if_folder
+    path = newest_if_folder(path)
     nets = sg3lib.load(path, device=device)
     G = nets["G_ema"] if nets.get("G_ema") is not None else nets.get("G")
     if G is None:

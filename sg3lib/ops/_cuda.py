@@ -279,9 +279,10 @@ def _first_error_line(text):
     return lines[-1][:300] if lines else "no output"
 
 
-def _load_kwargs(name, build_dir):
+def _load_kwargs(name, build_dir, home=None):
+    """cpp_extension.load's arguments; home: the toolkit root (default: find_nvcc's)."""
     kdir = kernel_dir()
-    home = Path(find_nvcc()[0]).parents[1]
+    home = Path(home or Path(find_nvcc()[0]).parents[1])
     inc = cuda_include_dir(home)  # torch adds home/include itself, not conda's targets/<arch>/include
     includes = [str(kdir)] + ([str(inc)] if inc != home / "include" else [])
     return dict(name=name, sources=[str(kdir / n) for n in _KERNEL_SOURCES],
@@ -349,10 +350,11 @@ def _build_and_load():
         print(f"sg3lib: building the CUDA kernels for sm_{major}{minor} (once per GPU type and torch "
               f"version; a minute or two) in {build_dir}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
+        home = Path(find_nvcc()[0]).parents[1]  # the toolkit: the build's CUDA_HOME and headers
         try:
-            returncode, log = _run_build([sys.executable, "-c", script, json.dumps(_load_kwargs(name, build_dir))],
-                                         dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}",
-                                              CUDA_HOME=str(Path(find_nvcc()[0]).parents[1])), timeout)
+            returncode, log = _run_build([sys.executable, "-c", script, json.dumps(_load_kwargs(name, build_dir, home))],
+                                         dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}", CUDA_HOME=str(home)),
+                                         timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"build timed out after {timeout:.0f} s (SG3LIB_BUILD_TIMEOUT); "
                                f"build folder {build_dir}")

@@ -266,11 +266,11 @@ def _find_latest(run_dir):
     return ck.find_latest(run_dir)
 
 
-def _check_no_other_run(outdir, resume_kind):
+def _check_no_other_run(outdir):
     """A new run (from scratch or from other weights) starts its counters at 0: in a folder that
     holds another run's snapshots it would cut that run's stats.jsonl and overwrite its snapshots."""
     from .. import checkpoint as ck
-    latest = None if resume_kind == "snapshot" else ck.find_latest(outdir, clean=False)
+    latest = ck.find_latest(outdir, clean=False)
     if latest:
         raise TrainError(f"{outdir} already holds a run ({os.path.basename(latest)}); continue it with "
                          "--resume latest, or start the new run in another --outdir")
@@ -442,7 +442,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             raise TrainError(f"cannot continue {outdir} with a different architecture:\n  "
                              + "\n  ".join(diff) + "\nUse the original settings, or start a new "
                              "run in another --outdir with --resume pointing at this snapshot.")
-    _check_no_other_run(outdir, resume_kind)  # after the options' errors, before any write
+    if resume != "latest" and resume_kind != "snapshot":  # ('latest' has looked: none there, or continuing it)
+        _check_no_other_run(outdir)  # after the options' errors, before any write
     _set_numerics(c)
 
     # Networks, optimizers, state.
