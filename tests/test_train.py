@@ -419,3 +419,18 @@ def test_new_run_refuses_a_folder_holding_another_run(tmp_path):
         train(moved, run, resume=str(run / "snapshot-000000016.pt"), kimg=0.024, **TINY)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".pt", ".jsonl")} == before
     assert train(moved, run, resume="latest", kimg=0.024, **TINY)["cur_nimg"] == 24
+
+
+def test_switching_to_noaug_or_fixed_on_resume_uses_the_new_p(tmp_path):
+    """An ADA run continued with --aug noaug stops augmenting (it kept the last adapted p), and
+    with --aug fixed --p P augments at P, not at the adapted p of the snapshot."""
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "r"
+    train(data, run, kimg=0.008, **dict(TINY, aug="ada", p=0.3, ada_interval=1))
+    assert load(run / "snapshot-000000008.pt")["training_state"]["ada"]["p"] > 0
+    no_p = {k: v for k, v in TINY.items() if k != "p"}  # as `sg3 train --resume latest --aug noaug`
+    out = train(data, run, resume="latest", kimg=0.016, **dict(no_p, aug="noaug"))
+    assert out["ada_p"] == 0.0
+    assert load(run / "snapshot-000000016.pt")["training_state"]["ada"]["p"] == 0.0
+    out = train(data, run, resume="latest", kimg=0.024, **dict(TINY, aug="fixed", p=0.125))
+    assert out["ada_p"] == 0.125

@@ -205,3 +205,18 @@ def test_batch_gpu_defaults_to_a_share_of_the_batch():
     c = C.make_config(64, batch=32, world=2)
     assert c["batch_gpu"] == 16 and C.check_batch(c, 2) == 1
     assert C.make_config(64, batch=32)["batch_gpu"] == 32
+
+
+def test_augmentation_modes_are_the_official_ones():
+    """--aug ada adapts p from --p, fixed keeps --p, noaug never augments: a p given to noaug, a
+    fixed mode without p, or a p outside [0, 1] is an error that says what to use."""
+    assert C.make_config(32, aug="fixed", p=0.25)["p"] == 0.25
+    assert C.make_config(32, aug="ada", p=0.25)["p"] == 0.25
+    with pytest.raises(ValueError, match="--aug fixed --p"):
+        C.make_config(32, aug="noaug", p=0.25)
+    with pytest.raises(ValueError, match="needs --p"):
+        C.make_config(32, aug="fixed")
+    with pytest.raises(ValueError, match="not a probability"):
+        C.make_config(32, p=1.5)
+    with pytest.raises(ValueError, match="choose one of ada, fixed, noaug"):
+        C.make_config(32, aug="adaptive")

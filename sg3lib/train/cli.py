@@ -10,7 +10,7 @@ the values stored in its snapshot.
 import argparse
 import sys
 
-from .config import COMPILE_MODES
+from .config import AUG_MODES, COMPILE_MODES
 
 
 def _bool(s):
@@ -36,9 +36,10 @@ def add_train_arguments(p):
     a("--snap", type=int, help="ticks per snapshot (default 50)")
     a("--mirror", type=_bool, help="add x-flipped copies of the dataset (true/false)")
     a("--cond", type=_bool, help="train a class-conditional model from dataset.json labels")
-    a("--aug", choices=["ada", "noaug"], help="augmentation (default ada)")
+    a("--aug", choices=AUG_MODES, help="augmentation: ada (default; adapts p towards --target), fixed "
+                                       "(always at --p), noaug (none)")
     a("--target", type=float, help="ADA target for r_t = E[sign(D(real))] (default 0.6)")
-    a("--p", type=float, help="initial augmentation probability (default 0)")
+    a("--p", type=float, help="augmentation probability: ada's starting value (default 0), fixed's constant one")
     a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, an official .pkl or a URL")
     a("--freezed", type=int, help="freeze the first N layers of D (transfer learning)")
     a("--cbase", type=int, help="capacity multiplier (channel_base; stylegan3-r's D takes half of it, "

@@ -18,6 +18,7 @@ convolutions would be slow), activations clamped at 256; --precision fp32 turns 
 float16 layers, no clamping), as the official --fp32 does.
 """
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
+AUG_MODES = ("ada", "fixed", "noaug")  # the official training's --aug choices
 
 PRESETS = {
     "stylegan3-t": dict(cbase=32768, cmax=512, map=2, glr=0.0025, dlr=0.002, style_mixing=0.0,
@@ -83,8 +84,16 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
         c["ema_kimg"] = c["batch"] * 10 / 32
     if c["blur_fade_kimg"] is None:
         c["blur_fade_kimg"] = c["batch"] * 200 / 32
-    if c["aug"] not in ("ada", "noaug"):
-        raise ValueError(f"unknown --aug {c['aug']!r}; choose ada or noaug")
+    if c["aug"] not in AUG_MODES:
+        raise ValueError(f"unknown --aug {c['aug']!r}; choose one of {', '.join(AUG_MODES)}")
+    if not 0 <= c["p"] <= 1:
+        raise ValueError(f"--p {c['p']} is not a probability in [0, 1]")
+    # The official modes: noaug never augments, fixed keeps p, ada adapts it from p.
+    if c["aug"] == "noaug" and c["p"] > 0:
+        raise ValueError(f"--aug noaug never augments, but --p is {c['p']}; "
+                         "for a fixed augmentation probability use --aug fixed --p P")
+    if c["aug"] == "fixed" and c["p"] == 0:
+        raise ValueError("--aug fixed needs --p P > 0 (the fixed augmentation probability)")
     if c["precision"] not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"unknown --precision {c['precision']!r}; choose fp32, fp16 or bf16")
     if c["compile"] not in COMPILE_MODES:

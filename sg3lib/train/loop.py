@@ -371,7 +371,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     """Train a GAN on the dataset `data` (official zip or folder), writing to run folder `outdir`.
 
     Options (None = the preset's default; see sg3lib.train.config): batch, batch_gpu, gamma,
-    kimg, tick (kimg per tick), snap (ticks per snapshot), mirror, aug ('ada'|'noaug'), target,
+    kimg, tick (kimg per tick), snap (ticks per snapshot), mirror, aug ('ada'|'fixed' (at p)|'noaug'), target,
     freezed, cbase, cmax, map, glr, dlr, seed, precision ('fp16': mixed precision on CUDA, the
     default | 'bf16' | 'fp32'), workers, keep_snapshots, deterministic, mbstd_group, tensorboard,
     cond, compile ('none'|'default'|
@@ -427,6 +427,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     mirror = user.get("mirror") if user.get("mirror") is not None else base.get("mirror", False)
     cond = user.get("cond") if user.get("cond") is not None else base.get("cond", False)
     ds = _open_dataset(data, mirror, cond)
+    if user.get("aug") not in (None, base.get("aug")) and user.get("p") is None:
+        base.pop("p", None)  # the stored p belongs to the stored --aug mode (e.g. ADA's start)
     base.update({k: v for k, v in user.items() if v is not None})
     base["data"] = data
     for k in ("resolution", "img_channels", "c_dim"):
@@ -484,6 +486,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             for group in opt.param_groups:
                 group.update(lr=lr, betas=betas)
         ada.load_state_dict(ts["ada"])
+        if c["aug"] != "ada":  # fixed/noaug now (perhaps after an ADA run): p is the config's, not the stored one
+            ada.p = c["p"]
         phases.pl_mean.copy_(ts["pl_mean"])
         set_rng_state(ts["rng"])
 
