@@ -47,6 +47,47 @@ def test_pixel_blitting_is_exact():
     torch.testing.assert_close(sh[..., 15], x[..., 13], atol=1e-6, rtol=0)
 
 
+def test_sym6_is_an_orthonormal_wavelet_with_six_vanishing_moments():
+    """The stored Symlet-6 values: low-pass sum sqrt(2), orthonormal under even shifts, and the
+    matching high-pass g[k] = (-1)^k h[11 - k] kills polynomials up to degree 5."""
+    h = torch.tensor(aug.SYM6, dtype=torch.float64)
+    assert abs(h.sum().item() - 2 ** 0.5) < 1e-12
+    for shift in range(0, 12, 2):
+        assert abs((h[shift:] * h[:12 - shift]).sum().item() - (shift == 0)) < 1e-12, shift
+    g = h.flip(0) * torch.tensor([(-1.0) ** k for k in range(12)], dtype=torch.float64)
+    k = torch.arange(12, dtype=torch.float64)
+    for m in range(6):
+        assert abs((g * k ** m).sum().item()) < 1e-9 * 12 ** m, m
+
+
+def test_fractional_geometry_goes_through_the_wavelet_filtered_resampling():
+    """ADA app. B: a sub-pixel shift or free rotation is resampled at twice the resolution between
+    Symlet-6 filters. On a band-limited image, a 0.3 px shift comes out 3x closer to the truly
+    shifted image than one bilinear resampling gets; whole-pixel moves stay exact copies; a batch
+    mixing both gives each image what it gets alone."""
+    xs = torch.arange(32, dtype=torch.float64)
+    wave = lambda t: torch.cos(2 * torch.pi * 0.2 * t).view(1, 1, 1, 32).expand(1, 1, 32, 32)  # noqa: E731
+    M = torch.eye(3).clone()
+    M[0, 2] = 0.3  # output pixel x shows the input at x + 0.3
+    M = M.unsqueeze(0)
+    true = wave(xs + 0.3)[..., 8:-8]
+    err_plain = (aug.resample(wave(xs), M)[..., 8:-8] - true).abs().max()
+    err_ours = (aug.transform(wave(xs), M)[..., 8:-8] - true).abs().max()
+    assert err_ours < err_plain / 3, (err_ours, err_plain)  # measured 3.5x
+    # Up then down is the identity away from the borders (orthonormal filter).
+    x = _img(2, r=32).double()
+    torch.testing.assert_close(aug.resample_antialiased(x, torch.eye(3).expand(2, 3, 3))[..., 6:-6, 6:-6],
+                               x[..., 6:-6, 6:-6], rtol=0, atol=1e-9)
+    # A batch of a quarter turn, a sub-pixel shift and an identity.
+    x = _img(3)
+    rot = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    Ms = torch.stack([rot, M[0].float(), torch.eye(3)])
+    out = aug.transform(x, Ms)
+    assert any(torch.allclose(out[0:1], torch.rot90(x[0:1], k, dims=(2, 3)), rtol=0, atol=1e-6) for k in (1, 3))
+    torch.testing.assert_close(out[1:2], aug.resample_antialiased(x[1:2], Ms[1:2]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[2:3], x[2:3], rtol=0, atol=0)
+
+
 def test_colour_transforms():
     grey = torch.full([2, 3, 4, 4], 0.3)
     hue = aug.augment(grey, 0.5, _rnd(2, hue=0.0, hue_a=0.8))

@@ -14,12 +14,14 @@ The pipeline here is 'bgc' of the paper (its recommended one):
   colour: brightness, contrast, luma flip, hue rotation, saturation (on RGB; an L image gets
           those of its (l, l, l) RGB image averaged back, so luma flip inverts it; channels
           past the colour ones, such as alpha, only move with the geometry).
-All geometric steps are composed into one affine matrix per image and applied with a single
-bilinear resampling with reflect padding (integer steps land exactly on pixels). The sampler is
-written with gather() and constant weights, so it is linear in the image and differentiable
+All geometric steps are composed into one affine matrix per image. An image whose matrix only
+moves whole pixels (flips, quarter turns, integer translations: the paper's pixel blitting, or
+no geometric step at all) is copied exactly. Any other is resampled as the paper does to keep
+aliasing out: 2x upsampling with the Symlet-6 wavelet's low-pass filter, bilinear resampling at
+the doubled resolution, 2x downsampling with the same filter; reflect padding throughout. The
+orthonormal filter makes downsampling undo upsampling exactly away from the borders. Every step
+is linear in the image with constant weights (gather, convolutions), so it is differentiable
 twice: lazy R1 takes the gradient of D(augment(real)) with respect to the real image.
-(The paper resamples through a wavelet-filtered 2x upsample to avoid aliasing; plain bilinear
-is a deliberate simplification.)
 
 Randomness: `draw(n, generator)` makes every random number one image needs, for a whole
 global batch at once; `augment(x, p, rnd)` takes a row slice of it. The result is therefore
@@ -28,6 +30,7 @@ the same however the batch is split into rounds or processes.
 import math
 
 import torch
+import torch.nn.functional as F
 
 _U_KEYS = ("xflip", "xflip_bit", "rot90", "rot90_k", "itrans", "itx", "ity", "iso", "prerot",
            "prerot_a", "aniso", "postrot", "postrot_a", "ftrans", "bright", "contrast", "lumaflip",
@@ -123,6 +126,70 @@ def resample(x, M):
     return out.reshape(N, C, H, W)
 
 
+# Symlet-6 low-pass decomposition filter (Daubechies' least-asymmetric wavelet with 6 vanishing
+# moments; the values of the standard tables): sum sqrt(2), orthonormal under even shifts.
+SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
+        0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
+        -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
+_TAPS = len(SYM6)
+_SHIFT = _TAPS // 2 - 1  # fine sample 2i + 1/2 (between 2i and 2i+1) is the filter's centre: coarse pixel i
+
+
+def _along_last(x, fn):
+    """Apply a 1-D op on the last axis of x [N,C,H,W] to rows, then (transposed) to columns."""
+    x = fn(x)
+    return fn(x.transpose(2, 3)).transpose(2, 3)
+
+
+def _up2(x, h):
+    """2x upsampling along the last axis: y[j] = sqrt(2) * sum_i x[i] h[j - 2i + SHIFT]."""
+    N, C, H, W = x.shape
+    pad = (_TAPS - _SHIFT) // 2  # coarse pixels each side that the first/last fine samples reach
+    xp = F.pad(x.reshape(N * C, H, W), (pad, pad), mode="reflect").reshape(N * C * H, 1, W + 2 * pad)
+    u = F.conv_transpose1d(xp, (h * math.sqrt(2)).view(1, 1, -1), stride=2)  # u[m] = sum x[i] w[m - 2i]
+    start = _SHIFT + 2 * pad
+    return u[..., start:start + 2 * W].reshape(N, C, H, 2 * W)
+
+
+def _down2(y, h):
+    """2x downsampling along the last axis, the adjoint of _up2: x[i] = sum_j y[j] h[j - 2i + SHIFT] / sqrt(2)."""
+    N, C, H, W = y.shape
+    yp = F.pad(y.reshape(N * C, H, W), (_SHIFT, _TAPS - 2 - _SHIFT), mode="reflect")
+    out = F.conv1d(yp.reshape(N * C * H, 1, -1), (h / math.sqrt(2)).view(1, 1, -1), stride=2)
+    return out.reshape(N, C, H, W // 2)
+
+
+def resample_antialiased(x, M):
+    """resample() through the doubled resolution with Symlet-6 filtering (ADA app. B): the
+    fractional steps of M (scales, free rotations, sub-pixel shifts) alias far less."""
+    h = torch.tensor(SYM6, dtype=x.dtype, device=x.device)
+    S = torch.diag(torch.tensor([2.0, 2.0, 1.0]))
+    fine = resample(_along_last(x, lambda t: _up2(t, h)), S @ M @ torch.linalg.inv(S))
+    return _along_last(fine, lambda t: _down2(t, h))
+
+
+def _moves_whole_pixels(M, H, W):
+    """Per image: does M map every pixel centre onto a pixel centre (pixel blitting only)?"""
+    lin, t = M[:, :2, :2], M[:, :2, 2]
+    centre = torch.tensor([(W - 1) / 2, (H - 1) / 2])
+    # Integer linear part, and the image's corner pixel (0, 0) lands on integer coordinates.
+    corner = (lin @ -centre + t) + centre
+    return ((lin - lin.round()).abs().amax((1, 2)) < 1e-6) & ((corner - corner.round()).abs().amax(1) < 1e-4)
+
+
+def transform(x, M):
+    """Apply per-image matrices M [N,3,3] to x: exact copies for pixel blitting, else resample_antialiased."""
+    N, _, H, W = x.shape
+    exact = _moves_whole_pixels(M, H, W)
+    if bool(exact.all()):
+        return resample(x, M)
+    if not bool(exact.any()):
+        return resample_antialiased(x, M)
+    i, j = exact.nonzero()[:, 0].to(x.device), (~exact).nonzero()[:, 0].to(x.device)
+    out = torch.cat([resample(x[i], M[i.cpu()]), resample_antialiased(x[j], M[j.cpu()])])
+    return out[torch.argsort(torch.cat([i, j]))]  # back to the batch's order
+
+
 def colour_matrix(rnd, p):
     """Per-image 4x4 matrix acting on homogeneous RGB (ADA appendix: colour transformations)."""
     n = rnd["bright"].numel()
@@ -156,7 +223,7 @@ def augment(x, p, rnd):
     if p <= 0:
         return x
     N, C, H, W = x.shape
-    x = resample(x, geometric_matrix(rnd, p, W))
+    x = transform(x, geometric_matrix(rnd, p, W))
     M = colour_matrix(rnd, p).to(x.device, x.dtype)
     k = 3 if C >= 3 else 1  # colour channels: RGB or L; any further ones (alpha) move with the geometry only
     if k == 3:
