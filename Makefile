@@ -1,5 +1,8 @@
 # Two commands on a fresh machine:  `make test`  and  `make demo`.
+# `make PYTHON=/path/to/python ...` uses that one; otherwise tools/python.sh finds (or makes) one.
+ifneq ($(origin PYTHON),command line)
 PYTHON := $(shell sh tools/python.sh)
+endif
 TORCH_CPU := torch==2.13.0
 
 .PHONY: install test test-fast demo system-deps compile-kernels
@@ -23,3 +26,14 @@ test-fast: install
 
 demo: install system-deps
 	$(PYTHON) -m sg3lib.demo
+
+# Build the CUDA kernels now (into sg3lib's kernel cache) instead of on the first GPU op; fails,
+# saying why, where they cannot be built (no GPU, CPU-only torch, no nvcc or ninja).
+compile-kernels:
+	@test -n "$(PYTHON)" || { echo "make: no Python environment to use (see the message above)" >&2; exit 1; }
+	@$(PYTHON) -c "import torch" 2>/dev/null || { echo "make compile-kernels: no torch in '$(PYTHON)': run make install," \
+	"or for a GPU build of torch see environment.yml" >&2; exit 1; }
+	@$(PYTHON) -c "import sys; from sg3lib.ops import _cuda; ok, why = _cuda.available(warn=False); \
+	print(f'CUDA kernels ready: {why}' if ok else f'make compile-kernels: cannot build the CUDA kernels: {why}. ' \
+	'Until they build, sg3lib uses its pure-PyTorch reference ops (slower).', file=sys.stdout if ok else sys.stderr); \
+	sys.exit(0 if ok else 1)"

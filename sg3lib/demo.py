@@ -5,6 +5,7 @@ once, as after a Colab disconnect) -> psi grid, style-mixing grid and an interpo
 out/demo/. On a GPU it trains longer by default (--kimg).
 """
 import argparse
+import importlib.util
 import shutil
 import sys
 import time
@@ -13,16 +14,29 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_BUILDER = ROOT / "data" / "build_demo.py"  # the repository's script that renders the demo dataset
 
 
 def _say(msg):
     print(f"[demo] {msg}", flush=True)
 
 
+def load_demo_builder():
+    """data/build_demo.py (see data/README.md), loaded from its file: imported as `data.build_demo`,
+    any other `data` package on sys.path (say, in the current folder) would be taken instead."""
+    if not DEMO_BUILDER.is_file():
+        raise SystemExit(
+            f"sg3lib.demo: {DEMO_BUILDER} not found. The demo renders its dataset with the repository's "
+            "data/build_demo.py, which an installed sg3lib does not include: run the demo from a clone "
+            "of the repository (`make demo`, or `pip install -e .` there and `python -m sg3lib.demo`).")
+    spec = importlib.util.spec_from_file_location("sg3lib_demo_builder", DEMO_BUILDER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _build_dataset(out, resolution):
-    sys.path.insert(0, str(ROOT))
-    from data.build_demo import build  # the script that renders the demo dataset (see data/README.md)
-    report = build(out=str(out / "data"), resolution=resolution, progress=True)
+    report = load_demo_builder().build(out=str(out / "data"), resolution=resolution, progress=True)
     _say(f"curated {report['accepted']} of {report['total']} images -> {report['dest']} "
          f"(rejected: { {k: v for k, v in report['counts'].items() if v and k != 'accepted'} })")
     return Path(report["dest"])

@@ -58,3 +58,20 @@ def test_system_deps_installs_what_it_can(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fonts-noto-color-emoji" in (bin_ / "installed").read_text()
     assert "could not install chromium" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_compile_kernels_says_why_it_cannot_build(tmp_path):
+    """`make compile-kernels` builds the kernels through sg3lib's loader; where they cannot be built
+    it fails with the loader's reason (here: switched off), not 'nothing to be done'. PYTHON given on
+    the command line is used as it is: no .venv is made."""
+    import sys
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "MAKEFLAGS", "MFLAGS")}
+    env.update(SG3LIB_CUDA="0", PYTHONPATH=str(ROOT))  # the same answer on any machine, and nothing is built
+    proc = subprocess.run(["make", "compile-kernels", f"PYTHON={sys.executable}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "cannot build the CUDA kernels: disabled by SG3LIB_CUDA=0" in proc.stderr, proc.stderr
+    assert not (tmp_path / ".venv").exists()

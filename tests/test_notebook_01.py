@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow  # a kernel start-up plus torch and matplotlib imports: ~20-40 s on 2 busy cores
 def test_notebook_01_runs(tmp_path, monkeypatch):
-    src, out = tmp_path / "raw", tmp_path / "out"  # raw is missing: the notebook builds the demo
-    monkeypatch.setenv("SG3_NB_SRC", str(src))
+    src, out = tmp_path / "raw", tmp_path / "out"  # the demo folder is missing: the notebook builds it
+    monkeypatch.setenv("SG3_NB_DEMO_RAW", str(src))
     monkeypatch.setenv("SG3_NB_OUT", str(out))
     monkeypatch.setenv("SG3_NB_RESOLUTION", "32")
     monkeypatch.setenv("SG3_NB_WORKERS", "0")  # in-process: no pool start-up on 2 busy cores
@@ -33,3 +33,20 @@ def test_notebook_01_runs(tmp_path, monkeypatch):
     ds = ImageDataset(out / "dataset-32.zip", resolution=32, use_labels=True)
     assert len(ds) == report["accepted"] > 200 and ds.class_names == ["animals", "faces", "food", "plants"]
     assert sum(report["counts"].values()) == report["total"] == sum(1 for p in src.rglob("*") if p.is_file())
+
+
+def test_notebook_01_refuses_a_missing_source_folder(tmp_path, monkeypatch):
+    """Only the demo folder is rendered when missing: a mistyped SRC stops with its name, and no
+    emoji are written there to be curated as if they were the user's images."""
+    src = tmp_path / "my_photos"
+    monkeypatch.setenv("SG3_NB_SRC", str(src))
+    monkeypatch.setenv("SG3_NB_DEMO_RAW", str(tmp_path / "demo_raw"))
+    monkeypatch.setenv("SG3_NB_OUT", str(tmp_path / "out"))
+    nb = nbformat.read(ROOT / "notebooks" / "01_curate_dataset.ipynb", as_version=4)
+    nb.cells = [nb.cells[1], nb.cells[3]]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    errors = [o for o in nb.cells[1].outputs if o.output_type == "error"]
+    assert errors and errors[0]["ename"] == "FileNotFoundError", nb.cells[1].outputs
+    assert str(src) in errors[0]["evalue"] and "point SRC at your folder" in errors[0]["evalue"]
+    assert not src.exists()

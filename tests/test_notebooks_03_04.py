@@ -83,7 +83,7 @@ def test_notebooks_find_the_network_that_02_and_the_demo_train():
     assert "os.path.join(RUNS, 'demo-stylegan3-t')" in nb02.cells[3].source
     for name in ("03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"):
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-        assert "drive.mount('/content/drive')" in nb.cells[1].source.replace('"', "'")
+        assert "drive.mount('/content/drive')" in nb.cells[2].source.replace('"', "'")
         assert f"{runs}/demo-stylegan3-t" in nb.cells[2].source
         assert 'ROOT / "out" / "demo" / "run"' in nb.cells[2].source
         commands = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
@@ -92,3 +92,42 @@ def test_notebooks_find_the_network_that_02_and_the_demo_train():
     for name in ("02_train.ipynb", "03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"):
         # ipywidgets 8 (the sliders, tqdm's bars) shows on Colab only with its custom widget manager
         assert "enable_custom_widget_manager()" in nbformat.read(NOTEBOOKS / name, as_version=4).cells[1].source
+
+
+# What the setup cells meet on Colab: google.colab imported at start-up, pip (which must not really
+# run here) and sg3lib installed or not; every call is recorded in colab_calls.
+FAKE_COLAB = """
+import importlib.util, subprocess, sys, types
+colab_calls = []
+colab = types.ModuleType("google.colab")
+colab.drive = types.SimpleNamespace(mount=lambda path, **kw: colab_calls.append(("mount", path)))
+colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: colab_calls.append(("widgets",)))
+sys.modules.setdefault("google", types.ModuleType("google")).colab = sys.modules["google.colab"] = colab
+subprocess.run = lambda cmd, **kw: colab_calls.append(("pip", " ".join(cmd[1:])))
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "sg3lib" and SG3LIB_MISSING else _find_spec(name, *a)
+"""
+
+
+def colab_setup_calls(name, sg3lib_missing, reruns=1):
+    """Run a notebook's setup and settings cells as Colab would (the setup cell `reruns` times)."""
+    import ast
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    fake = nbformat.v4.new_code_cell(f"SG3LIB_MISSING = {sg3lib_missing}\n" + FAKE_COLAB)
+    nb.cells = [fake] + [nb.cells[1]] * reruns + [nb.cells[2], nbformat.v4.new_code_cell("print(colab_calls)")]
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return ast.literal_eval(nb.cells[-1].outputs[0]["text"])
+
+
+@pytest.mark.parametrize("name", ["03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"])
+def test_colab_setup_mounts_drive_and_installs_only_when_needed(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("SG3_OUT", str(tmp_path))
+    monkeypatch.setenv("SG3_NETWORK", "https://example.org/network.pkl")
+    # A URL needs no Drive (whose mount asks for authorisation); sg3lib installed: no second install.
+    assert colab_setup_calls(name, sg3lib_missing=False, reruns=2) == [("widgets",)] * 2
+    # A fresh runtime with the default network, 02's run folder on Drive: install, then mount.
+    monkeypatch.delenv("SG3_NETWORK")
+    calls = colab_setup_calls(name, sg3lib_missing=True)
+    assert [c[0] for c in calls] == ["pip", "widgets", "mount"], calls
+    assert "install -q sg3lib[notebooks] @ git+https://github.com/sg3lib/sg3lib.git" in calls[0][1]
+    assert calls[2] == ("mount", "/content/drive")

@@ -48,3 +48,53 @@ def test_colab_install_leaves_colabs_jupyter_alone():
         for extra in (e for group in installs for e in group.split(",")):
             names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower().replace("_", "-") for r in extras[extra]}
             assert not names & pinned_by_colab, (name, extra, names & pinned_by_colab)
+
+
+def _read_environment_yml(text):
+    """environment.yml's shape (top-level keys; lists of strings, one `- pip:` list inside), parsed
+    without PyYAML, which the test environment need not have."""
+    data, key, pip = {}, None, None
+    for raw in text.splitlines():
+        line = raw.split(" #")[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        indent, item = len(line) - len(line.lstrip()), line.strip()
+        if indent == 0:
+            key, value = item.split(":", 1)
+            data[key] = value.strip() or []
+            pip = None
+        elif item == "- pip:":
+            pip = []
+            data[key].append({"pip": pip})
+        elif item.startswith("- "):
+            (pip if pip is not None and indent > 2 else data[key]).append(item[2:].strip())
+    return data
+
+
+def test_environment_yml_gets_a_torch_that_loads_safely():
+    """README's local RTX setup: torch >= 2.6 (safe torch.load, CVE-2025-32434). PyTorch's conda
+    channel ended at 2.5.1, so torch must not come from there (pytorch-cuda exists only there)."""
+    import re
+
+    from packaging.requirements import Requirement
+    text = (ROOT / "environment.yml").read_text()
+    env = _read_environment_yml(text)
+    try:
+        import yaml
+    except ImportError:
+        pass
+    else:  # keep the small parser honest where PyYAML is at hand
+        assert env == yaml.safe_load(text)
+    assert "pytorch" not in env["channels"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0) for d in conda}
+    assert not names & {"pytorch", "pytorch-cuda", "torch"}, names
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    torch_req = next(Requirement(r) for r in pip if not r.startswith("-") and Requirement(r).name == "torch")
+    assert not torch_req.specifier.contains("2.5.1") and torch_req.specifier.contains("2.13.0"), torch_req
+    required = Requirement(re.search(r'"(torch[^"]*)"', (ROOT / "pyproject.toml").read_text()).group(1))
+    assert required.specifier.contains("2.13.0")  # what the environment installs satisfies sg3lib
+    # torch from the CUDA wheel index of the toolkit that the kernels build with
+    index = next(r.split()[1] for r in pip if r.startswith("--index-url"))
+    cuda = next(d.split("=")[1] for d in conda if d.startswith("cuda-version="))
+    assert index.rstrip("/").endswith("/cu" + cuda.replace(".", "")), (index, cuda)
