@@ -559,3 +559,113 @@ def test_labels_from_folders_needs_two_class_folders(tmp_path):
     (flat / "a.png").write_bytes(enc(picture(62, 64, 64), "PNG"))
     with pytest.raises(CurateError, match="but it has none"):
         curate(flat, tmp_path / "f.zip", 32, labels="folders", workers=0, progress=False)
+
+
+# A worker that dies: an initializer from a module of its own (so that spawn and forkserver
+# workers import it too, not only forked ones) makes decode() exit the process on a marked file.
+CRASHY_WORKER = r'''
+import importlib, os
+from sg3lib.data import images
+curate_module = importlib.import_module("sg3lib.data.curate")
+real_init = curate_module._init_worker  # taken before the test swaps it
+
+def init(src, settings):
+    real_decode = images.decode
+    def decode(data, *args, **kwargs):
+        if b"KILL-THE-WORKER" in data:
+            os._exit(3)  # as the kernel's OOM killer would end it: no exception, no cleanup
+        return real_decode(data, *args, **kwargs)
+    images.decode = decode
+    real_init(src, settings)
+
+def dead_on_arrival(src, settings):
+    os._exit(3)
+'''
+
+
+@pytest.fixture
+def crashy(tmp_path, monkeypatch):
+    import importlib
+    (tmp_path / "crashy_worker.py").write_text(CRASHY_WORKER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("crashy_worker")
+    cm = importlib.import_module("sg3lib.data.curate")
+    yield mod, cm
+    sys.modules.pop("crashy_worker", None)
+
+
+def marked_png(seed):
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text("note", "KILL-THE-WORKER")
+    return enc(picture(seed, 64, 64), "PNG", pnginfo=info)
+
+
+def test_a_dying_worker_costs_one_file_not_the_run(tmp_path, monkeypatch, crashy):
+    mod, cm = crashy
+    monkeypatch.setattr(cm, "_init_worker", mod.init)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s in range(8):
+        (raw / f"{s}.png").write_bytes(enc(picture(70 + s, 64, 64), "PNG"))
+    (raw / "3b.png").write_bytes(marked_png(99))
+    names = sorted(p.name for p in raw.iterdir())
+    # chunks of 2 on 2 workers: the pool dies with several chunks in flight
+    got = [(rel, r["status"]) for rel, r in cm._results(raw, cm._settings(32, {}), iter(names), workers=2, chunk=2)]
+    assert got == [(n, "worker_crashed" if n == "3b.png" else "ok") for n in names]
+    rep = curate(raw, tmp_path / "o.zip", 32, workers=2, progress=False)
+    assert rep["counts"] == {"accepted": 8, "worker_crashed": 1}
+    full, where = _report_files(rep)
+    assert where["3b.png"] == "worker_crashed" and "died on this file" in full["files"]["worker_crashed"][0]["detail"]
+    assert len(ImageDataset(tmp_path / "o.zip")) == 8
+
+
+def test_workers_that_cannot_start_are_an_error_not_a_reject_per_file(tmp_path, monkeypatch, crashy):
+    mod, cm = crashy
+    monkeypatch.setattr(cm, "_init_worker", mod.dead_on_arrival)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    with pytest.raises(CurateError, match="die before they process any file; run with workers=0"):
+        curate(raw, tmp_path / "o.zip", 32, workers=1, progress=False)
+    assert not (tmp_path / "o.zip").exists()
+
+
+def failing_scandir(monkeypatch, folder_name):
+    """os.scandir refusing one folder, as chmod 000 does (tests may run as root, where it does not)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if not isinstance(path, int) and os.path.basename(os.fspath(path).rstrip("/")) == folder_name:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_sub_folder_is_reported_not_a_traceback(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    for i, cls in enumerate(("cats", "dogs", "locked")):
+        (raw / cls).mkdir(parents=True)
+        (raw / cls / f"{i}.png").write_bytes(enc(picture(80 + i, 64, 64), "PNG"))
+    failing_scandir(monkeypatch, "locked")
+    rep = curate(raw, tmp_path / "o.zip", 32, labels="folders", workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 2, "unreadable_folder": 1} and rep["total"] == 3
+    assert rep["classes"] == ["cats", "dogs"]  # a folder not read is no class
+    full, where = _report_files(rep)
+    assert where["locked/"] == "unreadable_folder"
+    assert "Permission denied" in full["files"]["unreadable_folder"][0]["detail"]
+    failing_scandir(monkeypatch, "raw")  # the source itself: a clear error
+    with pytest.raises(CurateError, match="cannot read the source folder .*raw .*Permission denied"):
+        curate(raw, tmp_path / "p.zip", 32, workers=0, progress=False)
+
+
+def test_decode_leaves_pillows_pixel_limit_alone(tmp_path, monkeypatch):
+    from sg3lib.data import images as im
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a process's own, stricter setting
+    img, size = im.decode(enc(picture(1, 64, 64), "PNG"), max_pixels=10_000)  # 4096 px: > 2x Pillow's limit
+    assert size == (64, 64) and Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(im.Reject, match="decompression_bomb"):
+        im.decode(enc(picture(1, 64, 64), "PNG"), max_pixels=4000)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(Image.DecompressionBombError):  # the rest of the process keeps its limit
+        Image.open(io.BytesIO(enc(picture(1, 64, 64), "PNG")))

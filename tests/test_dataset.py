@@ -188,3 +188,85 @@ def test_rank_takes_a_run_folder_and_refuses_dest_without_drop_bottom(tmp_path, 
     capsys.readouterr()
     assert main(args + ["--dest", str(tmp_path / "other.zip")]) == 2  # the copy needs --drop-bottom
     assert "--drop-bottom" in capsys.readouterr().out and not (tmp_path / "other.zip").exists()
+
+
+def test_unconditional_use_does_not_need_the_labels_file(tmp_path):
+    imgs = pictures(3)
+    mismatched = tmp_path / "m.zip"  # labels for 1 of 3 images
+    with zipfile.ZipFile(mismatched, "w") as z:
+        for i, a in enumerate(imgs):
+            z.writestr(f"00000/img{i:08d}.png", png(a))
+        z.writestr("dataset.json", json.dumps({"labels": [["00000/img00000000.png", 1]]}))
+    with pytest.warns(UserWarning, match="no label for 00000/img00000001.png.*labels ignored"):
+        ds = ImageDataset(mismatched)
+    assert len(ds) == 3 and not ds.has_labels and ds.label_dim == 0 and (ds[2][0] == imgs[2].transpose(2, 0, 1)).all()
+    with pytest.raises(DatasetError, match="no label for"):  # needed: still an error
+        ImageDataset(mismatched, use_labels=True)
+    broken = tmp_path / "b.zip"
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("00000/img00000000.png", png(imgs[0]))
+        z.writestr("dataset.json", "{not json")
+    with pytest.warns(UserWarning, match="not valid JSON"):
+        assert len(ImageDataset(broken)) == 1
+
+
+def test_malformed_labels_are_a_dataset_error(tmp_path):
+    for i, labels in enumerate(({"00000/img00000000.png": 1}, [["00000/img00000000.png", [1, 2]],
+                                                                 ["00000/img00000001.png", [1]]])):
+        path = tmp_path / f"{i}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for j, a in enumerate(pictures(2)):
+                z.writestr(f"00000/img{j:08d}.png", png(a))
+            z.writestr("dataset.json", json.dumps({"labels": labels}))
+        with pytest.raises(DatasetError, match=f"{i}.zip: .*labels"):
+            ImageDataset(path, use_labels=True)
+
+
+def test_unreadable_sub_folder_is_an_error_not_fewer_images(tmp_path, monkeypatch):
+    import os
+    for i, a in enumerate(pictures(3)):
+        (tmp_path / "ds" / f"{i // 2:05d}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ds" / f"{i // 2:05d}" / f"img{i:08d}.png").write_bytes(png(a))
+    assert len(ImageDataset(tmp_path / "ds")) == 3
+    real = os.scandir
+
+    def scandir(path="."):  # as chmod 000 on 00001 (tests may run as root, where it does not block)
+        if not isinstance(path, int) and os.fspath(path).rstrip("/").endswith("00001"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DatasetError, match="cannot read the folder .*00001 .*Permission denied"):
+        ImageDataset(tmp_path / "ds")
+
+
+def test_zip_made_again_on_a_mac_and_a_file_that_is_no_image(tmp_path):
+    imgs = pictures(2)
+    with zipfile.ZipFile(tmp_path / "mac.zip", "w") as z:
+        for i, a in enumerate(imgs):
+            z.writestr(f"ds/00000/img{i:08d}.png", png(a))
+            z.writestr(f"__MACOSX/ds/00000/._img{i:08d}.png", b"\0\5\26\7" + b"\0" * 60)  # AppleDouble
+    with pytest.warns(UserWarning, match="skipped 2 macOS metadata"):
+        ds = ImageDataset(tmp_path / "mac.zip")
+    assert ds.image_names == ["ds/00000/img00000000.png", "ds/00000/img00000001.png"]
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as z:
+        z.writestr("00000/img00000000.png", png(imgs[0]))
+        z.writestr("00000/img00000001.png", b"not a picture" * 10)
+    with pytest.raises(DatasetError, match=r"img00000001\.png of .*bad\.zip cannot be read"):
+        ImageDataset(tmp_path / "bad.zip")
+
+
+def test_rank_refuses_an_existing_dest_unless_overwrite(tmp_path, capsys):
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.cli import main
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    snap = save_snapshot(tmp_path / "snapshot-000000004.pt", snapshot_from_networks({"D": tiny_d()}))
+    (tmp_path / "keep.zip").write_bytes(b"precious")
+    args = ["rank", "--network", str(snap), "--data", str(ds_path), "--out", str(tmp_path / "r"), "--passes", "1",
+            "--drop-bottom", "25", "--dest", str(tmp_path / "keep.zip")]
+    assert main(args) == 2
+    assert "already exists: " in capsys.readouterr().out and (tmp_path / "keep.zip").read_bytes() == b"precious"
+    assert not (tmp_path / "r" / "rank.csv").exists()  # refused before scoring
+    assert main(args + ["--overwrite"]) == 0 and len(ImageDataset(tmp_path / "keep.zip")) == 3
+    assert main(args[:-2]) == 0  # the default copy in the out folder: new the first time...
+    assert main(args[:-2]) == 2 and "ds-top75.zip" in capsys.readouterr().out  # ...refused the second

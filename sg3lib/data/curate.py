@@ -4,17 +4,20 @@ Pipeline: list files in a fixed order -> worker processes decode, convert, filte
 resize and PNG-encode each image (sg3lib.data.images) -> the main process keeps the input
 order, drops exact and near duplicates (sg3lib.data.dedupe), writes accepted images into
 the dataset as they arrive (sg3lib.data.writer.DatasetWriter: temporary name, renamed
-when complete) and logs every file under one reason (sg3lib.data.report).
+when complete) and logs every file under one reason (sg3lib.data.report). A worker
+process that dies (killed for memory, a decoder crash) costs only the file it died on.
 Memory stays bounded: at most a small window of images is in flight, and the duplicate
 indexes hold only hashes.
 """
 import argparse
 import collections
 import io
+import itertools
 import os
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from PIL import Image, ImageColor
@@ -82,10 +85,17 @@ def _settings(resolution, options):
 def _walk(root):
     """Relative posix paths of every file under root, sorted per directory (no full list kept).
     Linked folders are followed (a link back into its own chain is not, so loops end);
-    dangling links and loops are yielded too, so that the report lists them."""
+    dangling links and loops are yielded too, so that the report lists them. A sub-folder
+    that cannot be listed is yielded as 'name/', reported as unreadable_folder."""
     def rec(d, rel, chain):
-        with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            if not rel:  # the source itself: curate() says so before it starts
+                raise
+            yield rel
+            return
         for e in entries:
             r = f"{rel}{e.name}"
             if e.is_dir():
@@ -98,23 +108,21 @@ def _walk(root):
     yield from rec(root, "", frozenset([os.path.realpath(root)]))
 
 
-def _is_macos_metadata(rel):
-    """macOS's zip and copy leftovers: `__MACOSX/` folders and `._name` AppleDouble files."""
-    return rel.startswith("__MACOSX/") or os.path.basename(rel).startswith("._")
-
-
 def _list_source(src):
     """(count, iterator factory, class names) for a folder or a zip."""
     if src.is_dir():
         count, classes = 0, set()
-        for r in _walk(src):
-            count += 1
-            if "/" in r and not _is_macos_metadata(r):
-                classes.add(r.split("/", 1)[0])
+        try:
+            for r in _walk(src):
+                count += 1
+                if "/" in r.rstrip("/") and not im.is_macos_metadata(r):  # an unreadable folder is no class
+                    classes.add(r.split("/", 1)[0])
+        except OSError as e:
+            raise CurateError(f"cannot read the source folder {src} ({e.strerror}); check its permissions")
         return count, (lambda: _walk(src)), sorted(classes)
     with zipfile.ZipFile(src) as z:
         names = sorted(n for n in z.namelist() if not n.endswith("/"))
-    classes = sorted({n.split("/", 1)[0] for n in names if "/" in n and not _is_macos_metadata(n)})
+    classes = sorted({n.split("/", 1)[0] for n in names if "/" in n and not im.is_macos_metadata(n)})
     return len(names), (lambda: iter(names)), classes
 
 
@@ -143,7 +151,9 @@ def _process(rel):
     s, notes = _W["s"], []
     ext = os.path.splitext(rel)[1].lower()
     try:
-        if _is_macos_metadata(rel):  # not images, though named like them (`._photo.jpg`)
+        if rel.endswith("/"):
+            raise _unreadable_folder(rel)
+        if im.is_macos_metadata(rel):  # not images, though named like them (`._photo.jpg`)
             raise im.Reject("macos_metadata", "macOS metadata (__MACOSX/ or ._ file), not an image")
         if ext not in im.IMAGE_EXTS:
             raise im.Reject("not_an_image_extension", f"extension {ext or '(none)'!r} is not an image type")
@@ -161,6 +171,16 @@ def _process(rel):
         return dict(status=r.reason, detail=r.detail, notes=notes, thumb=getattr(r, "thumb", None))
     except Exception as e:  # never crash on one odd file: report it
         return dict(status="error", detail=f"{type(e).__name__}: {e}", notes=notes, thumb=None)
+
+
+def _unreadable_folder(rel):
+    try:  # the scan's error is not passed along with the name: look again for the reason
+        os.scandir(_W["src"] / rel).close()
+        why = "it could not be listed during the scan"
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+    return im.Reject("unreadable_folder", f"folder skipped, none of its files were read ({why}); "
+                                          "fix its permissions and curate again to include them")
 
 
 def _oriented(orig, size):
@@ -222,17 +242,85 @@ def _results(src, settings, names, workers, chunk):
         for c in chunks():
             yield from zip(c, _process_chunk(c))
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(src, settings)) as ex:
-        pending = collections.deque()
-        it = chunks()
-        for c in it:
-            pending.append((c, ex.submit(_process_chunk, c)))
-            if len(pending) >= 2 * workers:
-                c0, fut = pending.popleft()
-                yield from zip(c0, fut.result())
-        while pending:
+    todo = chunks()
+    while todo is not None:  # a fresh pool after each worker death
+        todo = yield from _run_pool(src, settings, todo, workers)
+
+
+def _run_pool(src, settings, todo, workers):
+    """Yield (rel, result) for the chunks of `todo` from one pool; None once all are done.
+    When a worker dies (killed for lack of memory, a crash in a decoder) the pool is lost: the
+    first unfinished chunk is redone one file at a time, which finds the file that kills, and
+    the unfinished rest is returned, to be run in a new pool."""
+    ex = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(src, settings))
+    pending = collections.deque()  # (chunk, future; None when the pool refused it)
+    try:
+        while True:
+            _submit_more(ex, pending, todo, 2 * workers)
+            if not pending:
+                return None
             c0, fut = pending.popleft()
-            yield from zip(c0, fut.result())
+            results = _result_unless_crashed(fut)
+            if results is None:
+                yield from zip(c0, _one_by_one(src, settings, c0))
+                return itertools.chain([c for c, _ in pending], todo)
+            yield from zip(c0, results)
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit_more(ex, pending, todo, in_flight):
+    while len(pending) < in_flight:
+        c = next(todo, None)
+        if c is None:
+            return
+        try:
+            fut = ex.submit(_process_chunk, c)
+        except BrokenProcessPool:  # lost already: the chunk is kept, to be redone
+            fut = None
+        pending.append((c, fut))
+
+
+def _result_unless_crashed(fut):
+    try:
+        return None if fut is None else fut.result()
+    except BrokenProcessPool:
+        return None
+
+
+def _one_by_one(src, settings, chunk):
+    """Each file of `chunk` alone in a single worker; a file whose worker dies again is rejected."""
+    out, ex = [], None
+    try:
+        for rel in chunk:
+            if ex is None:
+                ex = _single_worker(src, settings)
+            r = _result_unless_crashed(ex.submit(_process_chunk, [rel]))
+            if r is None:
+                ex.shutdown()
+                ex = None
+            out.append(_crashed(rel) if r is None else r[0])
+    finally:
+        if ex is not None:
+            ex.shutdown()
+    return out
+
+
+def _single_worker(src, settings):
+    """A one-process pool that has shown it can start (else every file would be blamed)."""
+    ex = ProcessPoolExecutor(1, initializer=_init_worker, initargs=(src, settings))
+    if _result_unless_crashed(ex.submit(_process_chunk, [])) is None:
+        ex.shutdown()
+        raise CurateError("curation worker processes die before they process any file; run with workers=0 "
+                          "(--workers 0) to see the error in this process")
+    return ex
+
+
+def _crashed(rel):
+    return dict(status="worker_crashed", notes=[], thumb=None,
+                detail="the worker process died on this file, also when it ran alone (out of memory, or a crash "
+                       "in an image decoder); the other files were redone; if memory ran out, use fewer "
+                       "workers or a lower max_pixels")
 
 
 # -- the public function ------------------------------------------------------------------

@@ -9,13 +9,14 @@ We add `"class_names"` (index -> sub-folder name); other readers ignore the extr
 import json
 import os
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .images import IMAGE_EXTS
+from .images import IMAGE_EXTS, is_macos_metadata
 from .writer import DatasetWriter, image_name  # noqa: F401 (re-exported: the format's two halves)
 
 try:
@@ -40,9 +41,37 @@ def _header_shape(head, fname, open_full):
         if ctype in _PNG_CHANNELS:
             return _PNG_CHANNELS[ctype], h, w
     with open_full() as f:
-        img = Image.open(f)
+        try:
+            img = Image.open(f)
+        except Exception as e:  # not an image, or a broken header
+            raise DatasetError(f"image {fname} cannot be read ({type(e).__name__}: {e}); remove it "
+                               "or re-run `sg3 curate` on the source images")
         c = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3, "1": 1, "I;16": 1, "I": 1}.get(img.mode, len(img.getbands()))
         return c, img.size[1], img.size[0]
+
+
+def _folder_files(root):
+    """Relative posix paths of the files under root; an unreadable sub-folder is an error
+    (pathlib's rglob would skip it silently, and its images would be missing from training)."""
+    def fail(e):
+        raise DatasetError(f"cannot read the folder {e.filename} of dataset {root} ({e.strerror}); "
+                           "fix its permissions or move it out of the dataset")
+    names = []
+    for d, _, files in os.walk(root, onerror=fail):
+        rel = os.path.relpath(d, root)
+        for f in files:
+            if os.path.isfile(os.path.join(d, f)):
+                names.append(f if rel == "." else f"{Path(rel).as_posix()}/{f}")
+    return names
+
+
+def _without_macos_metadata(names, path):
+    """Drop `__MACOSX/` and `._*` files (a dataset zipped again on a Mac), saying how many."""
+    kept = [n for n in names if not is_macos_metadata(n)]
+    if len(kept) < len(names):
+        warnings.warn(f"{path}: skipped {len(names) - len(kept)} macOS metadata file(s) "
+                      "(__MACOSX/ or ._ files), they are not images", stacklevel=3)
+    return kept
 
 
 class ImageDataset(_Base):
@@ -62,8 +91,7 @@ class ImageDataset(_Base):
         self._zip, self._zip_pid = None, None
         if os.path.isdir(self.path):
             self._type = "dir"
-            root = Path(self.path)
-            names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+            names = _folder_files(self.path)
         elif zipfile.is_zipfile(self.path):
             self._type = "zip"
             names = [n for n in self._get_zip().namelist() if not n.endswith("/")]
@@ -71,10 +99,11 @@ class ImageDataset(_Base):
             raise DatasetError(f"dataset not found: {self.path} (expected a .zip or a folder)")
         else:
             raise DatasetError(f"{self.path} is neither a folder nor a zip file")
+        names = _without_macos_metadata(names, self.path)
         self._names = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
         if not self._names:
             raise DatasetError(f"no images (png/jpg/webp/bmp/tiff/gif) found in {self.path}")
-        self._raw_labels, self._class_names = self._load_labels(set(names))
+        self._raw_labels, self._class_names = self._labels_or_none(set(names))
         self._shape = self._check_shapes(check)
         if resolution is not None and (self._shape[1] != resolution or self._shape[2] != resolution):
             raise DatasetError(f"{self.path}: images are {self._shape[2]}x{self._shape[1]}, "
@@ -100,6 +129,16 @@ class ImageDataset(_Base):
         self._zip = None
 
     # -- labels and shapes ----------------------------------------------------------------
+    def _labels_or_none(self, all_names):
+        """Labels of dataset.json; without use_labels a broken file only warns (not needed then)."""
+        try:
+            return self._load_labels(all_names)
+        except DatasetError as e:
+            if self._use_labels:
+                raise
+            warnings.warn(f"{e}; labels ignored (use_labels=False)", stacklevel=3)
+            return None, None
+
     def _load_labels(self, all_names):
         if "dataset.json" not in all_names:
             return None, None
@@ -111,18 +150,28 @@ class ImageDataset(_Base):
         labels = meta.get("labels") if isinstance(meta, dict) else None
         if labels is None:
             return None, None
-        table = dict((str(k), v) for k, v in labels)
+        try:
+            table = dict((str(k), v) for k, v in labels)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{self.path}: 'labels' in dataset.json must be a list of [image name, label] "
+                               "pairs, as the official dataset tool writes it")
         missing = [n for n in self._names if n not in table]
         if missing:
             raise DatasetError(f"{self.path}: dataset.json has no label for {missing[0]} "
                                f"({len(missing)} images unlabelled)")
-        raw = np.array([table[n] for n in self._names])
+        try:
+            raw = np.array([table[n] for n in self._names])
+        except ValueError:  # ragged vectors
+            raise DatasetError(f"{self.path}: labels in dataset.json must all have the same length")
         if raw.ndim == 1:
             if not np.issubdtype(raw.dtype, np.integer) or (raw < 0).any():
                 raise DatasetError(f"{self.path}: labels in dataset.json must be class indices >= 0")
             raw = raw.astype(np.int64)
         else:
-            raw = raw.astype(np.float32)
+            try:
+                raw = raw.astype(np.float32)
+            except (TypeError, ValueError):
+                raise DatasetError(f"{self.path}: labels in dataset.json must be class indices or vectors of numbers")
         return raw, meta.get("class_names")
 
     def _check_shapes(self, check):
@@ -135,7 +184,7 @@ class ImageDataset(_Base):
         for n in it:
             with self._open(n) as f:
                 head = f.read(32)
-            shape = _header_shape(head, n, lambda n=n: self._open(n))
+            shape = _header_shape(head, f"{n} of {self.path}", lambda n=n: self._open(n))
             if first is None:
                 first = (n, shape)
             elif shape != first[1]:

@@ -7,6 +7,7 @@ refuse decompression bombs from the header -> full decode -> EXIF orientation ->
 sRGB -> mode conversion (16-bit, CMYK, palette, alpha over background) -> filters ->
 square -> Lanczos resize.
 """
+import contextlib
 import hashlib
 import io
 import struct
@@ -19,6 +20,11 @@ from PIL import Image, ImageCms, ImageFile, ImageOps
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own bomb limit (about 0.25 GiB of RGBA)
+
+
+def is_macos_metadata(rel):
+    """macOS's zip and copy leftovers: `__MACOSX/` folders and `._name` AppleDouble files."""
+    return rel.startswith("__MACOSX/") or rel.rsplit("/", 1)[-1].startswith("._")
 
 
 class Reject(Exception):
@@ -46,6 +52,22 @@ def check_png_crc(data):
     raise Reject("corrupt", "PNG file ends without an IEND chunk (truncated)")
 
 
+@contextlib.contextmanager
+def _pillow_pixel_limit(max_pixels):
+    """Pillow's bomb limit raised to max_pixels inside the block only: Pillow reads a module
+    global (when opening, and for GIF frames when loading), so the process's own setting is
+    put back after each image."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or max_pixels <= limit:  # Pillow's check is no stricter than ours
+        yield
+        return
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     """Fully decode `data` (bytes) to a loaded PIL image (frame 0 for animations).
 
@@ -55,9 +77,7 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     """
     if len(data) == 0:
         raise Reject("empty_file", "0 bytes")
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels  # the caller allowed bigger images than Pillow's default
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _pillow_pixel_limit(max_pixels):
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))

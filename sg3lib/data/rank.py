@@ -43,10 +43,11 @@ def _discriminator(network, device):
 
 
 def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=None, device=None,
-         seed=0, progress=True):
+         seed=0, progress=True, overwrite=False):
     """Score the images of `data` (path or ImageDataset) with D of `network` (path, run folder, URL,
     sg3lib.load() dict or module). Returns a dict: names, scores (mean), stds, csv path,
-    sheets, and dest (the filtered copy) when drop_bottom (a fraction 0..1) is > 0."""
+    sheets, and dest (the filtered copy) when drop_bottom (a fraction 0..1) is > 0.
+    An existing dest is refused (before any scoring) unless overwrite=True."""
     if dest is not None and drop_bottom <= 0:
         raise ValueError(f"dest={dest} is the copy without the lowest-scoring images: set drop_bottom > 0 "
                          "(sg3 rank --drop-bottom PERCENT)")
@@ -67,6 +68,12 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
     n_drop = int(round(drop_bottom * n))
     if n_drop >= n:  # checked before scoring: the copy would be an empty dataset
         raise ValueError(f"drop_bottom={drop_bottom:g} of {n} images would drop all of them; keep some")
+    out_dir = Path(out_dir)
+    if drop_bottom > 0:
+        dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
+        if dest.exists() and not overwrite:  # checked before scoring, which can take long
+            raise FileExistsError(f"destination already exists: {dest}; choose another --dest or pass "
+                                  "--overwrite (overwrite=True) to replace it")
     group = getattr(getattr(getattr(D, "b4", None), "mbstd", None), "group_size", 1) or 1
     batch = max(group, batch_size - batch_size % group)
     total, sq, count = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -93,7 +100,6 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
     mean = total / count
     std = np.sqrt(np.maximum(sq / count - mean ** 2, 0))
     order = np.argsort(-mean, kind="stable")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "rank.csv"
     tmp = csv_path.with_name(".rank.csv.partial")
@@ -112,10 +118,9 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
     result = dict(names=[ds.image_names[i] for i in order], scores=mean[order], stds=std[order],
                   csv=str(csv_path), sheets={k: str(v) for k, v in sheets.items()}, dest=None)
     if drop_bottom > 0:
-        dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
         drop = set(order[n - n_drop:].tolist())
         labels = ds._raw_labels if ds.has_labels else None
-        with DatasetWriter(dest, overwrite=True) as wr:
+        with DatasetWriter(dest, overwrite=overwrite) as wr:
             for i in range(n):
                 if i in drop:
                     continue
@@ -150,14 +155,16 @@ def add_rank_arguments(p):
     p.add_argument("--drop-bottom", type=float, default=0.0, help="percent: write a copy without the bottom X%%")
     p.add_argument("--dest", default=None, help="where the filtered copy goes (.zip or folder)")
     p.add_argument("--device", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
 
 
 def run_rank(args):
     out = args.out or str(Path(args.data).with_suffix("")) + "_rank"
     try:
         res = rank(args.network, args.data, out, passes=args.passes, batch_size=args.batch,
-                   drop_bottom=args.drop_bottom / 100.0, dest=args.dest, device=args.device)
-    except (ValueError, FileNotFoundError) as e:
+                   drop_bottom=args.drop_bottom / 100.0, dest=args.dest, device=args.device,
+                   overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"sg3 rank: error: {e}")
         return 2
     print(f"ranked {len(res['names'])} images -> {res['csv']}")
