@@ -6,6 +6,7 @@ A module for command NAME defines `add_NAME_arguments(parser)` and `run_NAME(arg
 """
 import argparse
 import importlib
+import re
 import sys
 
 COMMANDS = {
@@ -16,6 +17,39 @@ COMMANDS = {
     "video": ("sg3lib.explore.cli", "interpolation videos (mp4) from a network"),
     "info": ("sg3lib.loader", "print what a network file holds"),
 }
+
+
+# A number, or numbers separated by commas, starting with a minus sign: '-0.1,0', '-1,0,1', '-1e-3'.
+_NUM = r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_NEGATIVE_VALUE = re.compile(rf"-{_NUM}(\s*,\s*[-+]?{_NUM})*")
+
+
+def join_negative_values(parser, args):
+    """argparse takes a token that starts with '-' for an option unless it is a plain negative number,
+    so `--translate -0.1,0` fails ('expected one argument') where `--translate=-0.1,0` works.
+    Write such a token, when it follows an option that takes a value, as `--option=value`.
+    A plain negative number ('--psi -0.5') argparse reads by itself; '-1e-3' it does not, and is
+    joined too. An option that takes several values keeps its plain numbers as they are; nothing
+    after '--' is touched."""
+    takes = {s: a.nargs for a in parser._actions if a.nargs != 0 for s in a.option_strings}
+    longs = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    out, i = [], 0
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            return out + list(args[i:])
+        name = tok
+        if tok not in takes and tok.startswith("--") and parser.allow_abbrev:  # --trans -> --translate
+            matches = [s for s in longs if s.startswith(tok)]
+            name = matches[0] if len(matches) == 1 else tok
+        if name in takes and i + 1 < len(args) and _NEGATIVE_VALUE.fullmatch(args[i + 1]) and \
+                ("," in args[i + 1] or takes[name] is None):
+            out.append(f"{tok}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
 
 
 def main(argv=None):
@@ -32,7 +66,7 @@ def main(argv=None):
     module = importlib.import_module(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"sg3 {name}", description=COMMANDS[name][1])
     getattr(module, f"add_{name}_arguments")(cmd_parser)
-    args = cmd_parser.parse_args(argv[1:])
+    args = cmd_parser.parse_args(join_negative_values(cmd_parser, argv[1:]))
     return int(getattr(module, f"run_{name}")(args) or 0)
 
 

@@ -171,3 +171,173 @@ def test_cli_uses_the_gpu_when_there_is_one(network_file, monkeypatch):
         assert seen[-1] == expected
     cli._load(SimpleNamespace(network=str(network_file), device="cpu"))
     assert seen[-1] == "cpu"
+
+
+def test_video_frames_must_be_positive(G, tmp_path):
+    """An explicit n_frames=0 is an error, not round(fps * duration); so is a path with no frames."""
+    for kwargs, match in ((dict(n_frames=0), "n_frames=0"), (dict(n_frames=-2), "n_frames=-2"),
+                          (dict(fps=0), "fps=0"), (dict(fps=0.1, duration=1), "0 frames")):
+        with pytest.raises(ValueError, match=match):
+            X.interpolation_video(G, tmp_path / "v.mp4", **{"fps": 10, **kwargs}, progress=False)
+    assert not list(tmp_path.iterdir())
+    path = X.interpolation_video(G, tmp_path / "b.mp4", kind="loop", fps=4, n_frames=3, batch_size=0, progress=False)
+    assert X.read_video_info(path)[0] == 3  # batch_size 0 renders one frame at a time (it raised KeyError)
+
+
+def test_transform_videos_refuse_stylegan2_before_encoding(tmp_path):
+    with pytest.raises(ValueError, match="StyleGAN3"):
+        X.latent_path(make_G("sg2"), "rotate", 3)
+    with pytest.raises(ValueError, match="no seeds"):
+        X.latent_path(make_G(), "loop", 3, seeds=[])
+
+
+def test_keyframe_method_defaults_to_slerp_in_z_and_lerp_in_w(G):
+    seeds = [3, 5, 9]
+    for space, method in (("z", "slerp"), ("w", "lerp")):
+        assert X.default_method(space) == method
+        torch.testing.assert_close(X.keyframe_path(G, seeds, 7, space=space),
+                                   X.keyframe_path(G, seeds, 7, method=method, space=space))
+        ws, _ = X.latent_path(G, "keyframes", 7, seeds, space=space)
+        torch.testing.assert_close(ws, X.keyframe_path(G, seeds, 7, method=method, space=space))
+    # the two differ, so the defaults above are not vacuous
+    assert not torch.allclose(X.keyframe_path(G, seeds, 7, method="slerp", space="w"),
+                              X.keyframe_path(G, seeds, 7, method="lerp", space="w"))
+
+
+# ----------------------------------------------------------------------------- CLI options
+
+def test_cli_takes_negative_comma_values_without_equals(network_file, tmp_path, G):
+    """argparse reads '-0.1,0' as an option, so `--translate -0.1,0` failed; it now means --translate=-0.1,0."""
+    want = X.generate_arrays(G, [1], transform=X.make_transform((-0.1, 0), 0), progress=False)[0]
+    assert not np.array_equal(want, X.generate_arrays(G, [1], progress=False)[0])
+    for i, opt in enumerate((["--translate", "-0.1,0"], ["--translate=-0.1,0"], ["--trans", "-0.1,0"],
+                             ["--translate", "-.1,0.0"])):
+        out = tmp_path / str(i)
+        assert sg3(["generate", "--network", str(network_file), "--device", "cpu", "--seeds", "1", *opt,
+                    "--outdir", str(out)]) == 0
+        assert np.array_equal(np.asarray(Image.open(out / "seed0001.png")), want), opt
+    assert sg3(["generate", "--network", str(network_file), "--kind", "psi-grid", "--seeds", "0", "--psis", "-1,0,1",
+                "--outdir", str(tmp_path)]) == 0
+    assert Image.open(tmp_path / "psi_grid.png").size == X.psi_grid(G, [0], [-1, 0, 1], progress=False).size
+    assert sg3(["generate", "--network", str(network_file), "--device", "cpu", "--seeds", "2", "--psi", "-5e-1",
+                "--outdir", str(tmp_path / "e")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "e" / "seed0002.png")),
+                          X.generate_arrays(G, [2], psi=-0.5, progress=False)[0])
+
+
+def test_join_negative_values_touches_only_option_values():
+    import argparse
+
+    from sg3lib.cli import join_negative_values
+    p = argparse.ArgumentParser()
+    p.add_argument("--translate")
+    p.add_argument("--psi", type=float)
+    p.add_argument("--flag", action="store_true")
+    p.add_argument("--many", nargs="+")
+    p.add_argument("rest", nargs="*")
+    j = lambda *a: join_negative_values(p, list(a))  # noqa: E731
+    assert j("--translate", "-0.1,0") == ["--translate=-0.1,0"]
+    assert j("--psi", "-0.5") == ["--psi=-0.5"]                # one value: joined, same meaning
+    assert j("--psi", "-1e-3") == ["--psi=-1e-3"]
+    assert j("--flag", "-1,2") == ["--flag", "-1,2"]           # a flag takes no value
+    assert j("--translate", "-x") == ["--translate", "-x"]     # not a number
+    assert j("--many", "-1", "2") == ["--many", "-1", "2"]     # argparse reads these itself
+    assert j("--", "--translate", "-1,0") == ["--", "--translate", "-1,0"]
+    assert p.parse_args(j("--translate", "-0.1,0", "--many", "-1", "2")).many == ["-1", "2"]
+
+
+def test_cli_translate_needs_two_numbers(network_file, tmp_path, capsys):
+    for bad in ("0.1", "1,2,3", "a,b"):
+        with pytest.raises(SystemExit) as e:
+            sg3(["generate", "--network", str(network_file), "--translate", bad, "--outdir", str(tmp_path)])
+        assert e.value.code == 2 and "--translate: expected two numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sg3(["generate", "--network", str(network_file), "--kind", "psi-grid", "--psis", "1,x"])
+    assert "--psis: expected numbers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opt,value", [("--frames", "0"), ("--frames", "-3"), ("--fps", "0"), ("--duration", "0"),
+                                       ("--batch", "0"), ("--grid", "0"), ("--fps", "nan")])
+def test_cli_video_counts_must_be_positive(network_file, tmp_path, capsys, opt, value):
+    """--frames 0 used to mean fps x duration and --fps 0 thirty frames a second: an explicit value is never ignored."""
+    with pytest.raises(SystemExit) as e:
+        sg3(["video", "--network", str(network_file), opt, value, "--output", str(tmp_path / "v.mp4")])
+    assert e.value.code == 2 and f"argument {opt}:" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_class_errors_name_the_flag(tmp_path):
+    """The library's errors say class_idx (its argument); the command line says --class."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    cond = save_snapshot(tmp_path / "c.pt", snapshot_from_networks({"G_ema": make_G(c_dim=3)}))
+    plain = save_snapshot(tmp_path / "u.pt", snapshot_from_networks({"G_ema": make_G()}))
+    for cmd in ("generate", "video"):
+        for net, extra, match in ((cond, [], "this network is conditional .*pass --class 0..2"),
+                                  (cond, ["--class", "7"], "--class 7 is out"),
+                                  (plain, ["--class", "2"], "--class 2 given, but this network is unconditional")):
+            with pytest.raises(SystemExit, match=f"^error: {match}") as e:
+                sg3([cmd, "--network", str(net), *extra, *(["--output", str(tmp_path / "v.mp4")] if cmd == "video"
+                                                           else ["--outdir", str(tmp_path / "out")])])
+            assert "class_idx" not in str(e.value.code)
+    assert sg3(["generate", "--network", str(cond), "--class", "2", "--seeds", "0",
+                "--outdir", str(tmp_path / "ok")]) == 0
+
+
+def test_cli_library_errors_are_one_line(network_file, tmp_path):
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    sg2 = save_snapshot(tmp_path / "sg2.pt", snapshot_from_networks({"G_ema": make_G("sg2")}))
+    for argv, match in ((["generate", "--network", str(network_file), "--seeds", "-3"], "seed -3 is out of range"),
+                        (["generate", "--network", str(network_file), "--kind", "mix-grid", "--layers", "bogus"],
+                         "layers='bogus'"),
+                        (["video", "--network", str(sg2), "--kind", "rotate", "--frames", "2"], "StyleGAN3"),
+                        (["video", "--network", str(network_file), "--seeds", "0", "--frames", "2"], "two seeds")):
+        with pytest.raises(SystemExit, match=f"^error: .*{match}"):
+            sg3(argv + (["--outdir", str(tmp_path / "out")] if argv[0] == "generate" else
+                        ["--output", str(tmp_path / "out" / "v.mp4")]))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_cli_video_refuses_options_its_kind_ignores(network_file, tmp_path):
+    for kind, opt, value in (("walk", "--method", "lerp"), ("loop", "--space", "w"), ("keyframes", "--layers", "fine"),
+                             ("mix", "--method", "slerp")):
+        with pytest.raises(SystemExit, match=f"{opt} applies to --kind .* only, not {kind}"):
+            sg3(["video", "--network", str(network_file), "--kind", kind, opt, value, "--frames", "2",
+                 "--output", str(tmp_path / "v.mp4")])
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_video_interpolates_w_with_lerp_by_default(network_file, tmp_path, monkeypatch, G):
+    from sg3lib.explore import video
+    seen, real = [], video.latent_path
+    monkeypatch.setattr(video, "latent_path", lambda *a, **k: seen.append(real(*a, **k)[0]) or seen[-1:] + [None])
+    for space, method in (("w", "lerp"), ("z", "slerp")):
+        assert sg3(["video", "--network", str(network_file), "--device", "cpu", "--seeds", "0,4", "--space", space,
+                    "--frames", "5",
+                    "--fps", "5", "--output", str(tmp_path / f"{space}.mp4")]) == 0
+        torch.testing.assert_close(seen[-1], X.keyframe_path(G, [0, 4], 5, method=method, space=space))
+    assert sg3(["video", "--network", str(network_file), "--device", "cpu", "--seeds", "0,4", "--space", "w",
+                "--method", "slerp",
+                "--frames", "5", "--fps", "5", "--output", str(tmp_path / "s.mp4")]) == 0
+    torch.testing.assert_close(seen[-1], X.keyframe_path(G, [0, 4], 5, method="slerp", space="w"))
+
+
+def test_videos_are_named_mp4(G, tmp_path):
+    """The file is always H.264 in an mp4 container: 'walk.gif' would have been an mp4 named .gif."""
+    for name in ("walk.gif", "walk.webm", "walk"):
+        with pytest.raises(ValueError, match="suffix .mp4"):
+            X.interpolation_video(G, tmp_path / name, kind="loop", n_frames=2, progress=False)
+        with pytest.raises(SystemExit, match="^error: .*suffix .mp4"):
+            sg3(["video", "--kind", "montage", "--run-dir", str(tmp_path), "--output", str(tmp_path / name)])
+    assert not list(tmp_path.iterdir())
+    up = X.write_video(tmp_path / "UP.MP4", np.zeros([2, 8, 8, 3], np.uint8), progress=False)  # any case
+    assert X.read_video_info(up)[0] == 2
+
+
+def test_cli_montage_and_device_errors_are_one_line(network_file, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="^error: .*no fakes"):
+        sg3(["video", "--kind", "montage", "--run-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "m.mp4")])
+    with pytest.raises(SystemExit, match="^error: --device gpu: not a torch device"):
+        sg3(["generate", "--network", str(network_file), "--device", "gpu", "--outdir", str(tmp_path)])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="^error: --device cuda, but torch sees no CUDA GPU"):
+        sg3(["generate", "--network", str(network_file), "--device", "cuda", "--outdir", str(tmp_path)])

@@ -198,3 +198,69 @@ def test_style_mixer_on_the_gpu():
         assert view.wait(60) and "render failed" not in view.caption.value and view.renders == 1
     finally:
         view.close()
+
+
+def test_a_seed_typed_above_the_slider_is_that_seed(G):
+    """The slider scrubs 0..100000; the box beside it takes any seed, and neither clamps the other."""
+    view = LatentExplorer(G, psi=0.5, display_size=16)
+    try:
+        seed = view.controls["seed"]
+        seed._box.value = 5_000_000  # typed into the box
+        assert seed.value == 5_000_000 and seed._slider.value == seed._slider.max
+        assert view.wait(60) and "seed 5000000 " in view.caption.value
+        assert np.array_equal(shown(view), X.generate_arrays(G, [5_000_000], psi=0.5, progress=False)[0])
+        seed.value = 2 ** 32 - 1  # set from Python: the largest seed
+        assert seed._box.value == 2 ** 32 - 1
+        seed._slider.value = 42  # dragging the slider picks seeds in its range again
+        assert seed.value == 42 and seed._box.value == 42
+        with pytest.raises(Exception, match="2\\*\\*32"):
+            seed.value = 2 ** 32
+    finally:
+        view.close()
+
+
+def test_a_starting_psi_outside_the_slider_range_is_kept(G):
+    view = LatentExplorer(G, psi=3.0, display_size=16)
+    try:
+        assert view.controls["psi"].value == 3.0  # a FloatSlider clamps to [min, max]
+        assert np.array_equal(np.asarray(view.render_sync()), X.generate_arrays(G, [0], psi=3.0, progress=False)[0])
+    finally:
+        view.close()
+
+
+def test_close_closes_every_widget(G):
+    view = StyleMixer(G, display_size=16)
+    view.wait(60)
+    from sg3lib.explore.widgets import _descendants
+    parts = list(_descendants(view.widget))
+    assert len(parts) > 8  # boxes, the seed slider and box, the image, the caption
+    view.close()
+    assert all(w.comm is None for w in parts) and not view._thread.is_alive()
+
+
+_CLOSE_WHILE_RENDERING = """
+import sys, time
+from sg3lib.explore import tiny_generator
+from sg3lib.explore.widgets import LatentExplorer
+view = LatentExplorer(tiny_generator(resolution=128), display_size=16, debounce=0)
+view.wait(60)
+view.controls["seed"].value = 3  # the worker starts rendering ...
+time.sleep(0.03)
+if sys.argv[1] == "close":
+    view.close()                 # ... and the script closes the view or just ends meanwhile
+"""
+
+
+@pytest.mark.parametrize("how", ["close", "exit"])
+def test_ending_a_script_while_a_render_runs_is_clean(tmp_path, how):
+    """The process used to abort ('terminate called without an active exception', exit status 134)
+    when it ended with the worker thread inside torch; close() and exit now wait for the render."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "s.py"
+    script.write_text(_CLOSE_WHILE_RENDERING)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    r = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]  # before the fix: 134 (close: every run here; exit: often)

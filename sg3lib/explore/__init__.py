@@ -13,7 +13,7 @@ Widgets live in sg3lib.explore.widgets (not imported here, so scripts do not nee
 videos need moviepy (imported when a video is written).
 """
 from .latents import (seed_to_z, seeds_to_z, parse_seeds, class_labels, class_center, map_z, truncate,
-                      lerp, slerp, interpolate, layer_ranges, layer_range, smooth_wrap, keyframe_path,
+                      lerp, slerp, interpolate, default_method, layer_ranges, layer_range, smooth_wrap, keyframe_path,
                       random_walk, circular_loop, style_mix_walk, make_transform, transform_sweep,
                       is_stylegan3)
 from .generate import to_uint8, to_pil, synthesize, generate, generate_arrays, use_transform, load_generator, \

@@ -6,6 +6,8 @@
     sg3 video --network net.pt --kind walk --grid 4 --duration 8 --output out/walk.mp4
     sg3 video --kind montage --run-dir runs/00001 --output out/montage.mp4
 """
+import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -14,27 +16,73 @@ from . import latents as L
 __all__ = ["add_generate_arguments", "run_generate", "add_video_arguments", "run_video"]
 
 
+def _at_least(lo, kind=int):
+    """An argparse type: a number of `kind` that is at least `lo` (a clear error otherwise, never a
+    silent fallback to a default)."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not v >= lo:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {text}")
+        return v
+    return parse
+
+
+def _positive(text):
+    """An argparse type: a number above 0."""
+    v = _at_least(0.0, float)(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return v
+
+
+def _floats(text):
+    """'1,0.7,0.5,0' -> [1.0, 0.7, 0.5, 0.0]."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, like '1,0.7,0.5,0', "
+                                         f"got {text!r}") from None
+
+
+def _pair(text):
+    """'X,Y' -> (X, Y), the official gen_images.py spelling ('-0.1,0' too: sg3lib.cli passes it on)."""
+    try:
+        pair = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'X,Y', like '0.25,-0.1', got {text!r}")
+    return pair
+
+
 def _common(p):
     p.add_argument("--network", help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
     p.add_argument("--seeds", default="0-3", help="seeds, e.g. '0-3,7' (default 0-3)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1: none)")
-    p.add_argument("--cutoff", type=int, default=None, help="truncate only the first N ws (default all)")
-    p.add_argument("--class", dest="class_idx", type=int, default=None, help="class index (conditional nets)")
+    p.add_argument("--cutoff", type=_at_least(0), default=None, help="truncate only the first N ws (default all)")
+    p.add_argument("--class", dest="class_idx", type=_at_least(0), default=None, metavar="N",
+                   help="class index (conditional networks: required)")
     p.add_argument("--centre", choices=["global", "class"], default="global",
                    help="truncation centre: the network's w_avg or the class's own mean")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu)")
-    p.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    p.add_argument("--batch", type=_at_least(1), default=8, help="images per forward pass")
 
 
 def add_generate_arguments(p):
     _common(p)
     p.add_argument("--kind", choices=["images", "psi-grid", "mix-grid"], default="images")
     p.add_argument("--outdir", default="out/generate", help="folder for the PNGs (created)")
-    p.add_argument("--psis", default="1,0.7,0.5,0", help="psi-grid columns")
+    p.add_argument("--psis", type=_floats, default=[1.0, 0.7, 0.5, 0.0], metavar="P,P,...",
+                   help="psi-grid columns (default 1,0.7,0.5,0)")
     p.add_argument("--col-seeds", default="10-13", help="mix-grid column (style) seeds")
     p.add_argument("--layers", default="coarse", help="mix-grid layers: coarse, middle, fine or 'lo-hi'")
-    p.add_argument("--translate", default="0,0", help="images, StyleGAN3 only: 'x,y' in image widths")
+    p.add_argument("--translate", type=_pair, default=(0.0, 0.0), metavar="X,Y",
+                   help="images, StyleGAN3 only: move by X,Y image widths, e.g. -0.1,0")
     p.add_argument("--rotate", type=float, default=0.0, help="images, StyleGAN3 only: degrees")
 
 
@@ -53,36 +101,72 @@ def _load(args):
     import torch
     from ..loader import LoadError
     from .generate import load_generator
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return load_generator(args.network, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise SystemExit(f"error: --device {device}: not a torch device; use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {device}, but torch sees no CUDA GPU here; use --device cpu")
+    try:
+        G = load_generator(args.network, device=device)
     except (LoadError, FileNotFoundError, ValueError) as e:  # a message naming the file, not a traceback
+        raise SystemExit(f"error: {e}") from None
+    _check_class(G, getattr(args, "class_idx", None))
+    return G
+
+
+def _check_class(G, class_idx):
+    """--class against the network, in the command line's words (the library names its argument class_idx)."""
+    if not getattr(G, "c_dim", 0):
+        if class_idx is not None:
+            raise SystemExit(f"error: --class {class_idx} given, but this network is unconditional (no classes)")
+    elif class_idx is None:
+        raise SystemExit(f"error: this network is conditional ({G.c_dim} classes): pass --class 0..{G.c_dim - 1}")
+    elif class_idx >= G.c_dim:
+        raise SystemExit(f"error: --class {class_idx} is out of range: this network has classes 0..{G.c_dim - 1}")
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """The library's ValueErrors (a bad seed list, layer range, a StyleGAN2 network asked to rotate)
+    as one 'error:' line, as argparse reports a bad option, not a traceback."""
+    try:
+        yield
+    except ValueError as e:
         raise SystemExit(f"error: {e}") from None
 
 
 def run_generate(args):
     from . import grids
     from .generate import generate
-    tx, ty = (float(v) for v in args.translate.split(","))
+    tx, ty = args.translate
     if (tx, ty, args.rotate) != (0, 0, 0) and args.kind != "images":
         raise SystemExit(f"error: --translate and --rotate apply to --kind images only, not {args.kind}")
+    with _user_errors():
+        seeds = L.parse_seeds(args.seeds)
+        col_seeds = L.parse_seeds(args.col_seeds) if args.kind == "mix-grid" else None
     G = _load(args)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = L.parse_seeds(args.seeds)
     common = dict(cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, noise_mode=args.noise_mode,
                   batch_size=args.batch)
-    if args.kind == "images":
-        tf = L.make_transform((tx, ty), args.rotate) if (tx, ty, args.rotate) != (0, 0, 0) else None
-        for s, img in zip(seeds, generate(G, seeds, psi=args.psi, transform=tf, **common)):
-            _save(img, out / f"seed{s:04d}.png")
-        print(f"wrote {len(seeds)} images to {out}/seed*.png")
-    elif args.kind == "psi-grid":
-        psis = [float(p) for p in args.psis.split(",")]
-        print(f"wrote {_save(grids.psi_grid(G, seeds, psis, **common), out / 'psi_grid.png')}")
-    else:
-        img = grids.style_mix_grid(G, seeds, L.parse_seeds(args.col_seeds), args.layers, psi=args.psi, **common)
-        print(f"wrote {_save(img, out / 'style_mix_grid.png')}")
+    with _user_errors():
+        if args.kind == "images":
+            tf = L.make_transform((tx, ty), args.rotate) if (tx, ty, args.rotate) != (0, 0, 0) else None
+            for s, img in zip(seeds, generate(G, seeds, psi=args.psi, transform=tf, **common)):
+                _save(img, out / f"seed{s:04d}.png")
+            print(f"wrote {len(seeds)} images to {out}/seed*.png")
+        elif args.kind == "psi-grid":
+            print(f"wrote {_save(grids.psi_grid(G, seeds, args.psis, **common), out / 'psi_grid.png')}")
+        else:
+            img = grids.style_mix_grid(G, seeds, col_seeds, args.layers, psi=args.psi, **common)
+            print(f"wrote {_save(img, out / 'style_mix_grid.png')}")
     return 0
+
+
+# The video options that only some kinds read: given for another kind, they are refused, not ignored.
+_VIDEO_ONLY = {"method": ("keyframes",), "space": ("keyframes", "walk"), "layers": ("mix",)}
 
 
 def add_video_arguments(p):
@@ -92,29 +176,44 @@ def add_video_arguments(p):
                    help="keyframes (through the seeds), walk, loop, mix (style-mixing walk), translate, "
                         "rotate (StyleGAN3), montage (a training run's fakes*.png)")
     p.add_argument("--output", default="out/video.mp4", help="mp4 path")
-    p.add_argument("--grid", type=int, default=1, help="number of cells (videos side by side)")
-    p.add_argument("--fps", type=float, default=None, help="frames per second (default 30; montage 4)")
-    p.add_argument("--duration", type=float, default=4.0, help="seconds")
-    p.add_argument("--frames", type=int, default=None, help="frame count (overrides --duration)")
-    p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
-    p.add_argument("--space", choices=["z", "w"], default="z")
-    p.add_argument("--layers", default="fine", help="mix: the layers that move")
+    p.add_argument("--grid", type=_at_least(1), default=1, help="number of cells (videos side by side)")
+    p.add_argument("--fps", type=_positive, default=None, help="frames per second (default 30; montage 4)")
+    p.add_argument("--duration", type=_positive, default=4.0, help="seconds (default 4)")
+    p.add_argument("--frames", type=_at_least(1), default=None,
+                   help="frame count (default: fps x duration; given, it overrides --duration)")
+    p.add_argument("--method", choices=["slerp", "lerp"], default=None,
+                   help="keyframes: how to interpolate between seeds (default: slerp in Z, lerp in W, "
+                        "as in the StyleGAN papers)")
+    p.add_argument("--space", choices=["z", "w"], default=None,
+                   help="keyframes, walk: interpolate the latents z (default) or the mapped ws")
+    p.add_argument("--layers", default=None, help="mix: the layers that move (default fine)")
     p.add_argument("--run-dir", help="montage: the training run folder")
 
 
 def run_video(args):
     from . import video
+    with _user_errors():
+        video._mp4(args.output)  # before any work
     if args.kind == "montage":
         if not args.run_dir:
             raise SystemExit("error: --kind montage needs --run-dir (a training run folder)")
-        path, n, skipped = video.training_montage(args.run_dir, args.output, fps=args.fps or 4)
+        try:
+            path, n, skipped = video.training_montage(args.run_dir, args.output, fps=args.fps or 4)
+        except (FileNotFoundError, ValueError) as e:  # no fakes grids there, none readable, not an .mp4
+            raise SystemExit(f"error: {e}") from None
         print(f"wrote {path} ({n} frames, {len(skipped)} skipped)")
         return 0
+    for opt, kinds in _VIDEO_ONLY.items():
+        if getattr(args, opt) is not None and args.kind not in kinds:
+            raise SystemExit(f"error: --{opt} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
+    with _user_errors():
+        seeds = L.parse_seeds(args.seeds)
     G = _load(args)
-    path = video.interpolation_video(
-        G, args.output, kind=args.kind, seeds=L.parse_seeds(args.seeds), grid=args.grid, fps=args.fps or 30,
-        duration=args.duration, n_frames=args.frames, noise_mode=args.noise_mode, batch_size=args.batch,
-        psi=args.psi, cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, method=args.method,
-        space=args.space, layers=args.layers)
+    with _user_errors():
+        path = video.interpolation_video(
+            G, args.output, kind=args.kind, seeds=seeds, grid=args.grid, fps=args.fps or 30,
+            duration=args.duration, n_frames=args.frames, noise_mode=args.noise_mode, batch_size=args.batch,
+            psi=args.psi, cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, method=args.method,
+            space=args.space or "z", layers=args.layers or "fine")
     print(f"wrote {path}")
     return 0

@@ -16,7 +16,7 @@ import torch
 
 __all__ = [
     "seed_to_z", "seeds_to_z", "parse_seeds", "class_labels", "class_center", "map_z", "truncate",
-    "lerp", "slerp", "interpolate", "layer_ranges", "layer_range", "smooth_wrap",
+    "lerp", "slerp", "interpolate", "default_method", "layer_ranges", "layer_range", "smooth_wrap",
     "keyframe_path", "random_walk", "circular_loop", "style_mix_walk", "make_transform",
     "transform_sweep", "is_stylegan3",
 ]
@@ -162,6 +162,15 @@ def _as_t(t, a):
     return t
 
 
+def default_method(space):
+    """The interpolation the StyleGAN papers use in each space: slerp in Z (the latents are
+    Gaussian, so their norms concentrate near sqrt(z_dim)), lerp in W (not normalised: ws lie
+    around w_avg, not on a sphere). StyleGAN 2019, appendix on perceptual path length."""
+    if space not in ("z", "w"):
+        raise ValueError(f"space={space!r}: use 'z' or 'w'")
+    return "slerp" if space == "z" else "lerp"
+
+
 def interpolate(a, b, t, method="slerp"):
     """lerp or slerp by name."""
     if method not in ("lerp", "slerp"):
@@ -211,17 +220,17 @@ def layer_range(layers, num_ws):
 # ----------------------------------------------------------------------------- paths
 
 @torch.no_grad()
-def keyframe_path(G, seeds, n_frames, method="slerp", space="z", loop=True, easing="smooth",
+def keyframe_path(G, seeds, n_frames, method=None, space="z", loop=True, easing="smooth",
                   class_idx=None, psi=1.0, cutoff=None, centre="global", endpoint=False):
     """n_frames ws passing through each seed's image in turn, evenly timed.
     space='z' interpolates the latents then maps (truncating every frame); space='w' maps the
-    seeds then interpolates ws. loop=True returns to the first seed and is periodic (frame i at
+    seeds then interpolates ws. method 'slerp' or 'lerp'; None: slerp in Z, lerp in W (see
+    default_method). loop=True returns to the first seed and is periodic (frame i at
     phase i/n; endpoint=True adds frame n, which is the first seed again); loop=False ends
     exactly on the last seed."""
     if len(seeds) < 2:
         raise ValueError("a key-frame path needs at least two seeds")
-    if space not in ("z", "w"):
-        raise ValueError(f"space={space!r}: use 'z' or 'w'")
+    method = default_method(space) if method is None else method
     keys = list(seeds) + ([seeds[0]] if loop else [])
     k = len(keys) - 1  # segments
     count = n_frames + 1 if (loop and endpoint) else n_frames

@@ -31,17 +31,26 @@ def _even(frame):
     return frame
 
 
+def _mp4(path):
+    """The Path, if it names an .mp4: the file is always H.264 in an mp4 container, and one named
+    .gif or .webm would hold an mp4 under a name that promises another format."""
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"{path}: videos are written as H.264 mp4; give the file the suffix .mp4")
+    return path
+
+
 def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc="video"):
     """Write frames to an H.264 mp4. `frames` is an array/list of HWC uint8 images or a callable
     i -> image together with n_frames. Written to a temporary name in the same folder, then
     renamed, so a crash never leaves a half-written file under `path`. Returns the Path."""
     from moviepy import VideoClip  # imported here: moviepy is only needed for videos
 
+    path = _mp4(path)
     get = frames if callable(frames) else frames.__getitem__
     n = n_frames if callable(frames) else len(frames)
     if not n:
         raise ValueError(f"{path}: no frames to write")
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")  # ffmpeg picks the format by suffix
     bar = tqdm(total=n, desc=desc, unit="frame", disable=not progress)
@@ -87,10 +96,16 @@ def grid_shape(n):
 
 
 def latent_path(G, kind, n_frames, seeds=(0, 1, 2), cell=0, psi=1.0, cutoff=None, class_idx=None,
-                method="slerp", space="z", layers="fine", sigma=None, amount=None, centre="global"):
+                method=None, space="z", layers="fine", sigma=None, amount=None, centre="global"):
     """ws [n_frames, num_ws, w_dim] and transforms (or None) for one video cell. Every kind is a
-    loop: frame n_frames would equal frame 0. Cell k of a grid shifts the seeds so cells differ."""
+    loop: frame n_frames would equal frame 0. Cell k of a grid shifts the seeds so cells differ.
+    method (keyframes): 'slerp', 'lerp' or None (slerp in Z, lerp in W)."""
     seeds = L.parse_seeds(seeds)
+    if not seeds:
+        raise ValueError("no seeds given: a video path starts from at least one seed")
+    if kind in ("translate", "rotate") and not L.is_stylegan3(G):  # before the encoder starts, not mid-video
+        raise ValueError(f"kind={kind!r} needs a StyleGAN3 generator (synthesis.input.transform); "
+                         "this network has none")
     shift = cell * (max(seeds) - min(seeds) + 1)
     s0 = seeds[0] + shift
     common = dict(class_idx=class_idx, psi=psi, cutoff=cutoff, centre=centre)
@@ -116,9 +131,17 @@ def interpolation_video(G, path, kind="keyframes", seeds=(0, 1, 2), grid=1, fps=
     'mix' (style-mixing walk on `layers`), 'translate' / 'rotate' (StyleGAN3 input transform).
     n_frames defaults to round(fps * duration). Extra keywords go to latent_path (psi, cutoff,
     class_idx, centre, method, space, layers, sigma, amount). Returns the Path."""
+    _mp4(path)
     if int(grid) < 1:
         raise ValueError(f"grid={grid}: the number of cells side by side, at least 1")
-    n = int(n_frames or round(fps * duration))
+    if not fps > 0:
+        raise ValueError(f"fps={fps}: frames per second must be above 0")
+    if n_frames is not None and int(n_frames) < 1:  # an explicit 0 is not 'use fps * duration'
+        raise ValueError(f"n_frames={n_frames}: at least 1 (leave it None for round(fps * duration))")
+    n = int(n_frames) if n_frames is not None else round(fps * duration)
+    if n < 1:
+        raise ValueError(f"fps={fps} x duration={duration} gives {n} frames: a video needs at least one")
+    batch_size = max(1, int(batch_size))
     cells = [latent_path(G, kind, n, seeds, cell=k, **path_kwargs) for k in range(grid)]
     rows, cols = grid_shape(grid)
     cache = {}
@@ -145,7 +168,7 @@ def training_montage(run_dir, path, fps=4, max_side=1080, label=True, progress=T
     """A video of a training run's progress from its fakes*.png grids (fakes_init.png first,
     then by image count). Unreadable images are skipped and reported; grids are scaled to the
     first one's size, at most max_side pixels. Returns (Path, number of frames, skipped files)."""
-    run_dir = Path(run_dir)
+    run_dir, path = Path(run_dir), _mp4(path)
     files = sorted(run_dir.glob("fakes*.png"), key=lambda p: (-1, p.name) if not _STEP.search(p.name)
                    else (int(_STEP.search(p.name).group(1)), p.name))
     if not files:

@@ -7,16 +7,23 @@ Rendering never blocks the kernel: slider events only record that a new state is
 worker thread per widget renders the latest state after a short debounce, so a burst of slider
 events costs one render and stale states are dropped. The caption under the image names the
 values that image was rendered with. For scripts and tests: `.render_sync()` renders the
-current state in the calling thread, `.wait()` blocks until the worker has caught up.
+current state in the calling thread, `.wait()` blocks until the worker has caught up;
+`.close()` (also run at exit) waits for a render in progress, then closes every widget.
+
+A seed is a slider (0..100000, for scrubbing) with a box beside it that takes any seed below
+2**32. psi's slider spans the official visualizer's [-1, 2], widened to a starting psi outside it.
 """
+import atexit
 import html
 import io
 import threading
 import time
+import weakref
 
 import ipywidgets as W
 import numpy as np
 import torch
+import traitlets
 from PIL import Image
 
 from . import latents as L
@@ -24,7 +31,9 @@ from .generate import synthesize, to_pil
 
 __all__ = ["LatentExplorer", "Interpolator", "StyleMixer"]
 
-_SEED_MAX = 100_000  # slider range, widened to fit a larger starting seed (seeds are < 2**32)
+_SEED_MAX = 100_000  # the seed slider's range; the box beside it takes any seed (seeds are < 2**32)
+_PSI_RANGE = (-1.0, 2.0)  # the official visualizer's psi slider; widened to fit a starting psi outside it
+_live = weakref.WeakSet()  # views whose worker may still be rendering (closed at exit, see _close_all)
 
 
 class _LiveView:
@@ -48,6 +57,7 @@ class _LiveView:
             w.observe(self._on_change, names="value")
         self._thread = threading.Thread(target=self._work, daemon=True, name=type(self).__name__)
         self._thread.start()
+        _live.add(self)
         self.request()
 
     # ---- state and requests
@@ -92,12 +102,19 @@ class _LiveView:
         """Render and show the current state in this thread; returns the PIL image."""
         return self._show(self.state())
 
-    def close(self):
-        """Stop the worker thread and close the widgets."""
+    def close(self, timeout=60.0):
+        """Stop the worker thread (waiting up to `timeout` s for a render in progress to finish: a
+        process that exits while torch renders in a daemon thread aborts) and close the widgets."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self.widget.close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        _live.discard(self)
+        for w in _descendants(self.widget):  # closing a box leaves its children's comms open
+            for part in (getattr(w, "layout", None), getattr(w, "style", None), w):
+                if part is not None:
+                    part.close()
 
     # ---- display
     def _show(self, state):
@@ -130,6 +147,19 @@ class _LiveView:
         display(self.widget)
 
 
+def _descendants(w):
+    yield w
+    for c in getattr(w, "children", ()):
+        yield from _descendants(c)
+
+
+@atexit.register
+def _close_all():
+    """At exit, stop the views still open, so no worker is inside torch when the interpreter ends."""
+    for view in list(_live):
+        view.close(timeout=30.0)
+
+
 def _fmt(v):
     if isinstance(v, float):
         return f"{v:.2f}"
@@ -138,14 +168,52 @@ def _fmt(v):
     return str(v)
 
 
+class _SeedControl(W.HBox):
+    """A seed: a slider over 0.._SEED_MAX to scrub through seeds, and a box beside it that takes
+    any seed in [0, 2**32) (an IntSlider clamps what is typed into it to its max, which would
+    silently show another seed). `.value` is the seed; above the slider's range the slider rests
+    at its end and the box holds the seed."""
+    value = traitlets.Int(0)
+
+    def __init__(self, description, value=0):
+        self._slider = W.IntSlider(value=0, min=0, max=_SEED_MAX, description=description, readout=False,
+                                   continuous_update=True)
+        self._box = W.BoundedIntText(value=0, min=0, max=2 ** 32 - 1, layout=W.Layout(width="9em"))
+        self._syncing = False
+        super().__init__([self._slider, self._box])
+        self.observe(self._to_parts, names="value")
+        self._slider.observe(self._from_part, names="value")
+        self._box.observe(self._from_part, names="value")
+        self.value = int(value)
+        self._to_parts()  # value 0 fires no change
+
+    @traitlets.validate("value")
+    def _valid(self, proposal):
+        v = int(proposal["value"])
+        if not 0 <= v < 2 ** 32:
+            raise traitlets.TraitError(f"seed {v} is out of range: seeds are integers in [0, 2**32)")
+        return v
+
+    def _to_parts(self, change=None):
+        self._syncing = True
+        try:
+            self._box.value = self.value
+            self._slider.value = min(self.value, self._slider.max)
+        finally:
+            self._syncing = False
+
+    def _from_part(self, change):
+        if not self._syncing:
+            self.value = change["new"]
+
+
 def _seed(desc, value):
-    # an IntSlider clamps its value to max: a seed above it would silently show another seed
-    return W.IntSlider(value=value, min=0, max=max(_SEED_MAX, int(value)), description=desc,
-                       continuous_update=True)
+    return _SeedControl(desc, value)
 
 
 def _psi(value=0.7):
-    return W.FloatSlider(value=value, min=-1.0, max=2.0, step=0.05, description="psi", continuous_update=True)
+    lo, hi = min(_PSI_RANGE[0], value), max(_PSI_RANGE[1], value)  # a starting psi is kept, not clamped
+    return W.FloatSlider(value=value, min=lo, max=hi, step=0.05, description="psi", continuous_update=True)
 
 
 def _class_controls(G):
