@@ -52,9 +52,12 @@ def fresh_loader(monkeypatch, tmp_path):
     _cuda._reset()
 
 
-def _pretend_gpu(monkeypatch):
+def _pretend_gpu(monkeypatch, caps=((9, 0),), torch_archs=()):
+    """GPUs of compute capabilities `caps` (device 0 current); torch built for `torch_archs`."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(caps))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: caps[device or 0])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(torch_archs))
     monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")
 
 
@@ -247,9 +250,75 @@ def test_build_key_tracks_sources(monkeypatch, tmp_path):
     assert len({k1, _cuda.build_key()}) == 2
 
 
+def _record_build_env(monkeypatch):
+    """Builds that fail at once, recording the environment each was given."""
+    envs = []
+
+    def run_build(cmd, env, timeout):
+        envs.append(env)
+        return 1, "fake.cu(1): error: not built in this test"
+    monkeypatch.setattr(_cuda, "_run_build", run_build)
+    return envs
+
+
+def test_build_covers_every_visible_gpu(fresh_loader, monkeypatch, tmp_path, capsys):
+    """A machine with an A100 (current) and a T4: the build is for both (it used to be for the current
+    GPU only, and ops on the T4 failed with "no kernel image is available"), the highest with PTX as
+    torch does, and the set is part of the key."""
+    _fake_toolchain(monkeypatch, tmp_path)
+    envs = _record_build_env(monkeypatch)
+    _pretend_gpu(monkeypatch, caps=[(8, 0)])
+    a100_only = _cuda.build_key()
+    _pretend_gpu(monkeypatch, caps=[(8, 0), (7, 5), (8, 0)])
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "3.5;5.2")  # as images that build torch set it: not read
+    with pytest.warns(UserWarning, match="build failed"):
+        assert not _cuda.available()[0]
+    assert [e["TORCH_CUDA_ARCH_LIST"] for e in envs] == ["7.5;8.0+PTX"]
+    assert "for sm_75, sm_80" in capsys.readouterr().err
+    assert _cuda.build_key() != a100_only
+
+
+def test_build_for_a_gpu_newer_than_torch(fresh_loader, monkeypatch, tmp_path):
+    """A GPU newer than torch's own build is built for torch's newest architecture plus PTX, which the
+    driver compiles for the GPU (as torch does; an older torch rejects an arch it does not know)."""
+    _fake_toolchain(monkeypatch, tmp_path)
+    envs = _record_build_env(monkeypatch)
+    _pretend_gpu(monkeypatch, caps=[(12, 0), (8, 6)], torch_archs=["sm_80", "sm_86", "sm_90a", "compute_90"])
+    with pytest.warns(UserWarning, match="build failed"):
+        assert not _cuda.available()[0]
+    assert [e["TORCH_CUDA_ARCH_LIST"] for e in envs] == ["8.6;9.0+PTX"]
+
+
+def test_build_key_tracks_nvcc_version(monkeypatch, tmp_path):
+    """A toolkit upgraded in place (same nvcc path, another release) gets a build of its own; nvcc
+    --version runs once per process for a given nvcc file."""
+    _pretend_gpu(monkeypatch)
+    calls = tmp_path / "calls"
+    home = _toolkit(tmp_path / "cuda", nvcc_script=f"echo x >> {calls}\necho 'Cuda compilation tools, release 12.4'")
+    monkeypatch.setenv("CUDA_HOME", str(home))
+    old = _cuda.build_key()
+    assert _cuda.build_key() == old
+    (home / "bin" / "nvcc").write_text(f"#!/bin/sh\necho x >> {calls}\necho 'Cuda compilation tools, release 12.6.1'\n")
+    assert _cuda.build_key() != old
+    assert _cuda.build_key() != old
+    assert len(calls.read_text().split()) == 2, "nvcc --version must run once per nvcc file, not per key"
+
+
+_NO_PID_NS = pytest.mark.skipif(not os.path.exists("/proc/self/ns/pid"), reason="no /proc pid namespace (not Linux)")
+
+
+def _holder(pid, **kw):
+    """A lock record as a process of this host (and, unless `ns` is given, this pid namespace) writes it."""
+    record = {"pid": pid, "host": __import__("socket").gethostname(), "time": 0, **kw}
+    if "ns" not in record:
+        record["ns"] = _cuda.process_namespace()
+    return json.dumps(record)
+
+
+@_NO_PID_NS
 def test_lock_breaks_dead_holder(tmp_path):
     lock = tmp_path / "k.lock"
-    lock.write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": __import__("socket").gethostname(), "time": 0}))
+    lock.write_text(_holder(2 ** 22 + 12345))
     with pytest.warns(UserWarning, match="stale"):
         with _cuda.FileLock(lock, timeout_s=5, stale_s=3600):
             assert json.loads(lock.read_text())["pid"] == os.getpid()
@@ -267,7 +336,7 @@ def test_lock_breaks_old_lock(tmp_path):
 
 def test_lock_held_by_live_process_times_out(tmp_path):
     lock = tmp_path / "k.lock"
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname(), "time": 0}))
+    lock.write_text(_holder(os.getpid()))
     start = time.monotonic()
     with pytest.raises(TimeoutError, match="held by"):
         _cuda.FileLock(lock, timeout_s=0.6, stale_s=3600, poll_s=0.1).acquire()
@@ -275,12 +344,44 @@ def test_lock_held_by_live_process_times_out(tmp_path):
     assert lock.exists(), "a live holder's lock must be left alone"
 
 
+def test_lock_from_another_pid_namespace_is_judged_by_age(tmp_path):
+    """A container sharing this hostname (host networking, a pod) holds the lock: its pid means nothing
+    here, so a live holder must not be judged dead from it (the lock used to be broken, and two builds
+    ran into one folder). Such a lock, and one from an older sg3lib without a namespace, is broken
+    by age only."""
+    lock = tmp_path / "k.lock"
+    for other in ("00000000-0000-0000-0000-000000000000/4:1", None):
+        lock.write_text(_holder(2 ** 22 + 12345, ns=other))
+        with pytest.raises(TimeoutError, match="held by"):
+            _cuda.FileLock(lock, timeout_s=0.3, stale_s=3600, poll_s=0.05).acquire()
+        assert lock.exists(), "a lock from another pid namespace was broken by a pid check"
+        os.utime(lock, (time.time() - 100, time.time() - 100))
+        with pytest.warns(UserWarning, match="100 s old"):
+            _cuda.FileLock(lock, timeout_s=5, stale_s=50, poll_s=0.05).acquire().release()
+
+
+def test_lock_respects_its_holders_longer_time_limit(tmp_path):
+    """A holder with a longer SG3LIB_BUILD_TIMEOUT than ours may build for longer: its lock is stale
+    only past its own limit (it used to be broken past ours, during its build)."""
+    lock = tmp_path / "k.lock"
+    lock.write_text(_holder(2 ** 22 + 12345, ns="another-container", stale_s=3600.0))
+    os.utime(lock, (time.time() - 100, time.time() - 100))
+    with pytest.raises(TimeoutError, match="held by"):
+        _cuda.FileLock(lock, timeout_s=0.3, stale_s=50, poll_s=0.05).acquire()
+    assert lock.exists()
+    os.utime(lock, (time.time() - 4000, time.time() - 4000))
+    with pytest.warns(UserWarning, match="stale"):
+        _cuda.FileLock(lock, timeout_s=5, stale_s=50, poll_s=0.05).acquire().release()
+    assert not lock.exists()
+
+
+@_NO_PID_NS
 def test_lock_breakers_do_not_remove_a_fresh_lock(tmp_path):
     """Two processes judge the same dead holder's lock stale; the first breaks it and takes a fresh
     lock before the second acts: the second must leave that fresh lock alone (it used to rename it
     away and take its own: two holders building into one folder), and must not release it either."""
     lock = tmp_path / "k.lock"
-    lock.write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": __import__("socket").gethostname(), "time": 0}))
+    lock.write_text(_holder(2 ** 22 + 12345))
     first = _cuda.FileLock(lock, timeout_s=5, stale_s=3600, poll_s=0.05)
 
     class Second(_cuda.FileLock):
@@ -301,7 +402,7 @@ def test_lock_breakers_do_not_remove_a_fresh_lock(tmp_path):
 
 
 _LOCK_STRESS = """
-import glob, json, os, socket, sys, time, warnings
+import glob, json, os, sys, time, warnings
 from sg3lib.ops._cuda import FileLock
 d = sys.argv[1]
 warnings.simplefilter("ignore")
@@ -314,13 +415,14 @@ for i in range(12):
     time.sleep(0.002)
     os.remove(os.path.join(d, f"in.{os.getpid()}"))
     if i % 3 == 2:  # as if killed while holding it: a dead holder's lock stays behind
-        lock.path.write_text(json.dumps({"pid": 2 ** 22 + 999, "host": socket.gethostname(), "time": 0}))
+        lock.path.write_text(json.dumps(dict(lock._mine, pid=2 ** 22 + 999)))
     else:
         lock.release()
 print(overlaps)
 """
 
 
+@_NO_PID_NS
 @pytest.mark.slow  # four Pythons importing torch: ~12 s on 2 cores
 def test_lock_is_exclusive_among_processes_breaking_stale_locks(tmp_path):
     """Four processes (torchrun ranks) take turns at a lock that keeps being left behind by 'killed'
@@ -367,7 +469,7 @@ def test_lock_held_makes_available_fall_back(fresh_loader, monkeypatch, tmp_path
     key = _cuda.build_key()
     root = tmp_path / "cache" / "kernels"
     root.mkdir(parents=True)
-    (root / f"{key}.lock").write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname()}))
+    (root / f"{key}.lock").write_text(_holder(os.getpid()))
     with pytest.warns(UserWarning, match="lock held"):
         ok, reason = _cuda.available()
     assert not ok and reason.startswith("lock held:")
@@ -581,9 +683,13 @@ def test_simulated_mask_bytes_across_tiles(simulated, case):
     w2, f2h, f2w, sep2 = _cuda._fused_taps(fd, 1.0, True, x.device)
     th, tw = h * up + pad[2] + pad[3] - f1h + 1, w * up + pad[0] + pad[1] - f1w + 1
     oh, ow = (th - f2h) // down + 1, (tw - f2w) // down + 1
-    _, fused = simulated.filtered_lrelu(x.detach(), w1, w2, torch.empty(0), torch.empty(0, dtype=torch.uint8),
-                                        f1h, f1w, sep1, f2h, f2w, sep2, up, down, pad[0], pad[2], 0, 0,
-                                        th, tw, oh, ow, *args[3:6], False, True)
+    call = (x.detach(), w1, w2, torch.empty(0), torch.empty(0, dtype=torch.uint8), f1h, f1w, sep1, f2h, f2w, sep2,
+            up, down, pad[0], pad[2], 0, 0, th, tw, oh, ow, *args[3:6], False, True)
+    _, fused = simulated.filtered_lrelu(*call)
+    # Blocks in the other order: tiles that overlap write equal bytes, so the whole mask is the same,
+    # even the codes of samples that reach no output (which the backward multiplies by a zero anyway).
+    _, fused_other_order = _simulator().SimulatedExt(reverse=not simulated.reverse).filtered_lrelu(*call)
+    assert torch.equal(fused, fused_other_order)
     _, unfused = _cuda._filtered_lrelu_unfused(x.detach(), None, fu, fd, up, down, pad, *args[3:])
     reach_y, reach_x = (oh - 1) * down + f2h, (ow - 1) * down + f2w
     codes = [_cuda._unpack_codes(m, tw)[:, :, :reach_y, :reach_x] for m in (fused, unfused)]

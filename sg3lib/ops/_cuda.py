@@ -1,12 +1,15 @@
 """CUDA path of sg3lib.ops: builds kernels/ on first use and wraps them in autograd Functions.
 
 Build: torch.utils.cpp_extension + ninja, in a subprocess with a time limit, into a per-user cache
-`~/.cache/sg3lib/kernels/<key>` (or $SG3LIB_CACHE/kernels/<key>). The key hashes the kernel sources,
-the torch and CUDA versions, the Python version and the GPU architecture, so a change of any of them
-builds afresh and nothing stale is ever loaded. A finished build is stamped with its key and later
+`~/.cache/sg3lib/kernels/<key>` (or $SG3LIB_CACHE/kernels/<key>). The build is for the architectures
+of all visible GPUs (build_archs), and the key hashes the kernel sources, the torch and CUDA versions,
+`nvcc --version`, the Python version and those architectures, so a change of any of them builds
+afresh and nothing stale is ever loaded. A finished build is stamped with its key and later
 imported directly (no ninja run), so a cache folder that was copied (file times lost) still loads. A
-file lock serialises builds of one key across processes; a lock left by a dead process (same host)
-or older than the build time limit is broken with a warning, and waiting for a live one is bounded.
+file lock serialises builds of one key across processes; a lock left by a dead process (judged only
+from the same pid namespace: not from another container with the same hostname) or older than the
+build time limit (its holder's, if longer) is broken with a warning, and waiting for a live one is
+bounded.
 Anything that goes wrong (no GPU, CPU build of torch, no nvcc, no ninja, a failed or timed-out
 build, a held lock) gives one warning naming the cause, and the ops fall back to the reference path.
 `report()` says which path each op takes.
@@ -141,16 +144,66 @@ def _toolchain_problem():
     return None
 
 
+def build_archs():
+    """The GPU architectures to build for, as TORCH_CUDA_ARCH_LIST entries ("7.5", "8.0+PTX"): those
+    of every visible GPU, not only the current one (a process may use any of them, and a build has no
+    code for an architecture it was not built for: "no kernel image is available"). As torch does, a
+    GPU newer than torch's own build is built for torch's newest and the highest entry adds PTX, which
+    the driver compiles for newer GPUs. TORCH_CUDA_ARCH_LIST itself is not read: images that build
+    torch set it to long lists (slow builds, archs the installed nvcc may reject)."""
+    newest = max((_arch_tuple(a) for a in torch.cuda.get_arch_list() if a.startswith("sm_")), default=None)
+    caps = set()
+    for i in range(torch.cuda.device_count()):
+        cap = tuple(torch.cuda.get_device_capability(i))
+        caps.add(min(cap, newest) if newest else cap)
+    if not caps:
+        raise RuntimeError("torch.cuda reports no GPU to build the kernels for")
+    archs = [f"{major}.{minor}" for major, minor in sorted(caps)]
+    archs[-1] += "+PTX"
+    return archs
+
+
+def _arch_tuple(name):
+    """'sm_86' or 'sm_90a' -> (8, 6), (9, 0)."""
+    digits = re.sub(r"\D", "", name)
+    return int(digits[:-1]), int(digits[-1])
+
+
+def _arch_names(archs):
+    """'sm_75, sm_80' for messages."""
+    return ", ".join("sm_" + a.split("+")[0].replace(".", "") for a in archs)
+
+
+_NVCC_VERSIONS = {}  # (real path, inode, size, mtime) -> `nvcc --version` output, per process
+
+
+def nvcc_version(nvcc):
+    """`nvcc --version`'s output (run once per process for each nvcc file): a toolkit upgraded in
+    place keeps nvcc's path, and its builds must not be taken for the old toolkit's."""
+    try:
+        st = os.stat(nvcc)
+    except OSError as e:
+        return f"cannot stat {nvcc}: {e}"
+    ident = (os.path.realpath(nvcc), st.st_ino, st.st_size, st.st_mtime_ns)
+    if ident not in _NVCC_VERSIONS:
+        try:
+            done = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60)
+            _NVCC_VERSIONS[ident] = f"{done.stdout}{done.stderr} (exit {done.returncode})"
+        except (OSError, subprocess.SubprocessError) as e:
+            _NVCC_VERSIONS[ident] = f"{nvcc} --version failed: {e}"
+    return _NVCC_VERSIONS[ident]
+
+
 def build_key():
-    """Hash of everything that makes a build different: sources, versions, GPU architecture."""
+    """Hash of everything that makes a build different: sources, versions (torch, nvcc's own),
+    the GPU architectures built for."""
     h = hashlib.sha256()
     kdir = kernel_dir()
     for name in sorted(_KERNEL_SOURCES + _KERNEL_HEADERS):
         h.update(name.encode())
         h.update((kdir / name).read_bytes())
-    major, minor = torch.cuda.get_device_capability()
     nvcc, _ = find_nvcc()
-    for part in (torch.__version__, torch.version.cuda, f"sm_{major}{minor}", nvcc,
+    for part in (torch.__version__, torch.version.cuda, ";".join(build_archs()), nvcc, nvcc_version(nvcc),
                  f"py{sys.version_info[0]}.{sys.version_info[1]}", " ".join(_flags()["cuda"])):
         h.update(str(part).encode())
     return h.hexdigest()[:16]
@@ -164,11 +217,24 @@ def _build_timeout():
     return float(os.environ.get("SG3LIB_BUILD_TIMEOUT", "900"))
 
 
-class FileLock:
-    """Exclusive lock file holding {pid, host, time}, with bounded waiting.
+def process_namespace():
+    """Where a pid names the same process as here: this boot of this machine (its boot id, which its
+    containers share) and this pid namespace (one per container), or None where /proc does not say
+    (not Linux). Containers can share a hostname (host networking, pods) but not their pids."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        ns = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}/{ns.st_dev}:{ns.st_ino}"
 
-    A lock whose process is gone (same host) or that is older than `stale_s` is broken with a
-    warning; waiting for a live lock longer than `timeout_s` raises TimeoutError (never hangs).
+
+class FileLock:
+    """Exclusive lock file holding {pid, host, ns, time, stale_s}, with bounded waiting.
+
+    A lock whose process is gone (judged only from the same pid namespace, see process_namespace) or
+    that is older than `stale_s` (or than its holder's own, if longer) is broken with a warning;
+    waiting for a live lock longer than `timeout_s` raises TimeoutError (never hangs).
     """
 
     def __init__(self, path, timeout_s, stale_s, poll_s=0.5):
@@ -181,6 +247,8 @@ class FileLock:
             info = json.loads(self.path.read_text())
         except (OSError, ValueError):
             info = {}
+        if not isinstance(info, dict):
+            info = {}
         try:
             st = self.path.stat()
             age, ident = time.time() - st.st_mtime, (st.st_ino, st.st_mtime_ns)
@@ -189,7 +257,12 @@ class FileLock:
         return info, age, ident
 
     def _is_dead(self, info):
-        if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+        """Whether the holder's process is gone. Only a pid from this pid namespace on this boot is
+        looked up: another container's pid means nothing here (its live holder would look dead), and
+        where there is no namespace to compare (not Linux; on Windows os.kill(pid, 0) would even end
+        the process) only the lock's age counts. A reused pid looks alive: the age breaks it later."""
+        ns = process_namespace()
+        if ns is None or info.get("ns") != ns or not isinstance(info.get("pid"), int):
             return False
         try:
             os.kill(info["pid"], 0)
@@ -198,6 +271,14 @@ class FileLock:
         except OSError:
             return False
         return False
+
+    def _stale_after(self, info):
+        """Age past which the lock is broken: ours, or the holder's if longer (a process with a longer
+        SG3LIB_BUILD_TIMEOUT may build for longer than ours allows)."""
+        theirs = info.get("stale_s")
+        if isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and math.isfinite(theirs):
+            return max(self.stale_s, theirs)
+        return self.stale_s
 
     def _break(self, info, ident):
         """Remove the lock file judged stale if it is still the one judged (`info`, `ident`). Breakers
@@ -236,7 +317,7 @@ class FileLock:
             except FileExistsError:
                 info, age, ident = self._holder()
                 dead = self._is_dead(info)
-                if (dead or age > self.stale_s) and self._break(info, ident):
+                if (dead or age > self._stale_after(info)) and self._break(info, ident):
                     why = "its process is gone" if dead else f"it is {age:.0f} s old"
                     warnings.warn(f"sg3lib: broke stale kernel build lock {self.path} ({why}; "
                                   f"holder {info or 'unknown'})", stacklevel=3)
@@ -246,7 +327,8 @@ class FileLock:
                                        f"{age:.0f} s; delete it if no build is running")
                 time.sleep(self.poll_s)
                 continue
-            self._mine = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+            self._mine = {"pid": os.getpid(), "host": socket.gethostname(), "ns": process_namespace(),
+                          "time": time.time(), "stale_s": self.stale_s}
             with os.fdopen(fd, "w") as fh:
                 json.dump(self._mine, fh)
             return self
@@ -329,7 +411,7 @@ def _build_and_load():
     build_dir = cache_root() / key
     build_dir.mkdir(parents=True, exist_ok=True)
     name = f"sg3lib_kernels_{key}"
-    major, minor = torch.cuda.get_device_capability()
+    archs = build_archs()
     timeout = _build_timeout()
     with FileLock(cache_root() / f"{key}.lock", timeout_s=timeout + 120, stale_s=timeout + 60):
         # The stamp is written last, so a build that died half-way is never loaded; a stamped build
@@ -337,7 +419,7 @@ def _build_and_load():
         stamp = build_dir / "built"
         if stamp.is_file() and stamp.read_text().strip() == key and _library_path(name, build_dir).is_file():
             try:
-                return _import_built(name, build_dir), f"sm_{major}{minor}, {build_dir} (cached build)"
+                return _import_built(name, build_dir), f"{_arch_names(archs)}, {build_dir} (cached build)"
             except ImportError:  # a damaged copy, say: build it again, from an empty folder (ninja
                 shutil.rmtree(build_dir, ignore_errors=True)  # takes a library newer than its sources
                 build_dir.mkdir(parents=True, exist_ok=True)  # for up to date and would not relink)
@@ -347,13 +429,13 @@ def _build_and_load():
         script = ("import json, sys\nfrom torch.utils import cpp_extension\n"
                   "cpp_extension.load(verbose=True, **json.loads(sys.argv[1]))\n")
         # A minute or two of silence would look like a hang in a notebook: say what is happening.
-        print(f"sg3lib: building the CUDA kernels for sm_{major}{minor} (once per GPU type and torch "
-              f"version; a minute or two) in {build_dir}", file=sys.stderr, flush=True)
+        print(f"sg3lib: building the CUDA kernels for {_arch_names(archs)} (once per set of GPU types, "
+              f"torch and CUDA version; a minute or two) in {build_dir}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         home = Path(find_nvcc()[0]).parents[1]  # the toolkit: the build's CUDA_HOME and headers
         try:
             returncode, log = _run_build([sys.executable, "-c", script, json.dumps(_load_kwargs(name, build_dir, home))],
-                                         dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{major}.{minor}", CUDA_HOME=str(home)),
+                                         dict(os.environ, TORCH_CUDA_ARCH_LIST=";".join(archs), CUDA_HOME=str(home)),
                                          timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"build timed out after {timeout:.0f} s (SG3LIB_BUILD_TIMEOUT); "
@@ -367,7 +449,7 @@ def _build_and_load():
         tmp = stamp.with_suffix(".tmp")
         tmp.write_text(key + "\n")
         os.replace(tmp, stamp)
-    return module, f"sm_{major}{minor}, {build_dir}"
+    return module, f"{_arch_names(archs)}, {build_dir}"
 
 
 class _State:
