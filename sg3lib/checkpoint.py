@@ -18,6 +18,7 @@ import collections
 import json
 import os
 import re
+import struct
 import time
 import warnings
 import zipfile
@@ -95,6 +96,10 @@ def _validate(snapshot, source):
         if not isinstance(net, dict) or not isinstance(net.get("official_class"), str) \
                 or not isinstance(net.get("init_kwargs"), dict) or not isinstance(net.get("state_dict"), dict):
             raise LoadError(f"{source}: network {name!r} lacks official_class / init_kwargs / state_dict")
+        odd = [k for k, v in net["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+        if odd:
+            raise LoadError(f"{source}: network {name!r} has state_dict entries that are not named tensors "
+                            f"({odd[:3]}): the file is corrupt or was not written by sg3lib")
     for key in ("meta", "training_state"):
         if not isinstance(snapshot.get(key, {}), dict):
             raise LoadError(f"{source}: {key!r} must be a dict")
@@ -145,16 +150,18 @@ def load_snapshot(path, map_location="cpu"):
         raise LoadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise LoadError(f"{path}: the file is empty (0 bytes): an interrupted save or copy?")
-    if _looks_zip(path) and not zipfile.is_zipfile(path):
-        raise LoadError(f"{path}: the file is truncated (its ZIP directory is missing): an interrupted "
-                        "save, download or copy. Use an earlier snapshot or copy it again.")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            if not any(n.endswith("data.pkl") for n in z.namelist()):
-                raise LoadError(f"{path}: a ZIP archive, but not a PyTorch file (a dataset? datasets go to "
-                                "`sg3 train`); expected an sg3lib snapshot .pt or an official .pkl")
+    if _looks_zip(path) or zipfile.is_zipfile(path):
+        names = _zip_names(path)
+        if names is None:
+            raise LoadError(f"{path}: the file is truncated or damaged (its ZIP directory is missing or cannot be "
+                            "read): an interrupted save, download or copy. Use an earlier snapshot or copy it again.")
+        if not any(n.endswith("data.pkl") for n in names):
+            raise LoadError(f"{path}: a ZIP archive, but not a PyTorch file (a dataset? datasets go to "
+                            "`sg3 train`); expected an sg3lib snapshot .pt or an official .pkl")
     try:
         snapshot = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:  # torch checks each storage against its ZIP entry first: a real shortage, not a bad file
+        raise
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
@@ -175,13 +182,19 @@ def _counter(path):
     return int(m.group(1)) if m else -1
 
 
-def _complete(path):
-    """A finished torch zip file has its central directory at the end; a cut-off one does not."""
+def _zip_names(path):
+    """The names in a ZIP file, or None where its directory is missing or damaged."""
     try:
         with zipfile.ZipFile(path) as z:
-            return any(n.endswith("data.pkl") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+            return z.namelist()
+    # what zipfile raises for damaged directories: bad magic, bad UTF-8 names, odd versions, short fields
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error):
+        return None
+
+
+def _complete(path):
+    """A finished torch zip file has its central directory at the end; a cut-off one does not."""
+    return any(n.endswith("data.pkl") for n in _zip_names(path) or ())
 
 
 def _scan(folder, pattern, clean, stale_s):

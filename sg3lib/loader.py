@@ -195,8 +195,9 @@ _WARNED_OLD_TORCH = []
 
 
 def _warn_if_weights_only_is_unsafe():
-    """Once per process: before torch 2.6, torch.load(weights_only=True), which reads sg3lib snapshots
-    and the tensors inside official pickles, could be made to run code (CVE-2025-32434)."""
+    """Once per process: before torch 2.6, torch.load(weights_only=True), which reads sg3lib snapshots,
+    could be made to run code (CVE-2025-32434). (Official pickles, tensors included, are parsed by
+    sg3lib.compat.restricted without torch.load.)"""
     import torch
     version = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
     if version < (2, 6) and not _WARNED_OLD_TORCH:

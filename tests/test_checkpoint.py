@@ -149,3 +149,48 @@ def test_load_snapshot_errors(tmp_path, fixtures_dir):
         ck.load_snapshot(tmp_path / "empty.pt")
     with pytest.raises(ValueError, match="has no .official_class"):
         ck.snapshot_from_networks({"G": torch.nn.Linear(2, 2)})
+
+
+def _damage_zip_directory(data, how):
+    """A snapshot's bytes with its first ZIP central directory entry damaged as a bad copy might."""
+    data = bytearray(data)
+    entry = data.index(b"PK\x01\x02")
+    if how == "utf8-name":  # the UTF-8 flag set on a name that is not UTF-8
+        data[entry + 9] |= 0x08
+        data[entry + 46] = 0xFF
+    else:  # "version": a version needed to extract that zipfile does not know
+        data[entry + 6] = 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize("how", ["utf8-name", "version"])
+def test_damaged_zip_directory_gives_load_error_and_is_skipped(tmp_path, fixtures_dir, how):
+    snap = small_snapshot(fixtures_dir)
+    good = ck.save_snapshot(tmp_path / ck.snapshot_name(4000), snap)
+    bad = tmp_path / ck.snapshot_name(8000)
+    bad.write_bytes(_damage_zip_directory(good.read_bytes(), how))
+    with pytest.raises(LoadError, match="damaged") as e:
+        ck.load_snapshot(bad)
+    assert str(bad) in str(e.value)
+    with pytest.warns(UserWarning, match="skipped 1 incomplete"):  # resume goes on from the good one
+        assert ck.find_latest(tmp_path) == good
+
+
+def test_state_dict_entries_must_be_tensors(tmp_path, fixtures_dir):
+    snap = small_snapshot(fixtures_dir)
+    name = next(iter(snap["networks"]["D"]["state_dict"]))
+    snap["networks"]["D"]["state_dict"][name] = 3  # torch.save writes it; weights_only reads it
+    torch.save(snap, tmp_path / "odd.pt")
+    with pytest.raises(LoadError, match="not named tensors") as e:
+        sg3lib.load(tmp_path / "odd.pt")
+    assert str(tmp_path / "odd.pt") in str(e.value) and name in str(e.value)
+
+
+def test_memory_error_is_not_reported_as_a_corrupt_file(tmp_path, fixtures_dir, monkeypatch):
+    path = ck.save_snapshot(tmp_path / ck.snapshot_name(4000), small_snapshot(fixtures_dir))
+
+    def short_of_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(torch, "load", short_of_memory)
+    with pytest.raises(MemoryError):
+        ck.load_snapshot(path)

@@ -8,6 +8,7 @@ import pickletools
 import subprocess
 import sys
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -135,6 +136,15 @@ def test_export_from_modules_protocol2_and_positional_args(tmp_path, fixtures_di
     assert nets["meta"]["networks"]["D"]["init_kwargs"]["c_dim"] == meta["init_kwargs"]["c_dim"]
     for k, v in D.state_dict().items():
         assert torch.equal(nets["D"].state_dict()[k], v), k
+
+
+def test_protocol2_empty_numpy_array(tmp_path):
+    # Protocols 0-2 write the empty bytes of an empty array as a call to builtins.bytes().
+    d = op.persistent_from_state_dict(op.D_CLASS, {"c_dim": 0}, {"w": torch.zeros(2)})
+    d.state["empty"] = np.zeros((0,), np.float32)
+    path = op.write_official_pkl(tmp_path / "d.pkl", {"D": d}, protocol=2)
+    assert ("builtins", "bytes") in globals_in(path) or ("__builtin__", "bytes") in globals_in(path)
+    assert op.read_official_pkl(path)["networks"]["D"]["state_dict"]["w"].shape == (2,)
 
 
 def test_protocol5_numpy_arrays(tmp_path, fixtures_dir):
@@ -287,6 +297,152 @@ def test_build_opcode_cannot_change_allowed_globals(tmp_path):
         type.__setattr__(op.PersistentObject, "class_name", class_name)
         if "get" in vars(op.EasyDict):
             type.__delattr__(op.EasyDict, "get")
+
+
+
+@pytest.mark.parametrize("opcode", [b"\x82\xf1", b"\x83\xf1\x00", b"\x84\xf1\x00\x00\x00"])  # EXT1, EXT2, EXT4
+def test_ext_opcodes_are_refused_even_when_registered(tmp_path, opcode):
+    # Some library in the process registered an extension code, and a stock unpickler used it once:
+    # the cached name would then reach the pickle without going through find_class.
+    import copyreg
+    marker = tmp_path / "pwned"
+    copyreg.add_extension("os", "makedirs", 241)  # 240-255: codes for private use
+    try:
+        pickle.loads(b"\x80\x02\x82\xf1.")  # fills copyreg's extension cache
+        path = tmp_path / "ext.pkl"
+        path.write_bytes(b"\x80\x02" + opcode + b"X" + len(str(marker)).to_bytes(4, "little") + str(marker).encode()
+                         + b"\x85R.")
+        with pytest.raises(op.UnsafePickleError, match="extension registry") as e:
+            load(path)
+        assert str(path) in str(e.value)
+        assert not marker.exists()
+    finally:
+        copyreg.remove_extension("os", "makedirs", 241)
+
+
+def _legacy_storage_blob(numel):
+    """torch's legacy save of a 6-float storage, with the element count (both copies) changed."""
+    blob = io.BytesIO()
+    with warnings.catch_warnings():  # TypedStorage is deprecated, but it is what tensors pickle
+        warnings.simplefilter("ignore")
+        torch.save(torch.zeros(6).storage(), blob, _use_new_zipfile_serialization=False)
+    count = numel.to_bytes(8, "little")
+    blob = blob.getvalue().replace(b"K\x06N", b"\x8a\x08" + count + b"N", 1)  # in the persistent id
+    return blob.replace(b"a." + (6).to_bytes(8, "little"), b"a." + count, 1)  # before the data
+
+
+class _Reduce:
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+_NUMPY_RECONSTRUCT = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+
+
+@pytest.mark.parametrize("body,expect", [
+    # a bytes object of 2**62 bytes: only 13 bytes follow
+    (b"\x8e" + (2 ** 62).to_bytes(8, "little") + b"ab.", "truncated"),
+    # a protocol-5 bytearray of 2**62 bytes (the stock unpickler allocates it before reading)
+    (b"\x96" + (2 ** 62).to_bytes(8, "little") + b"ab.", "more than"),
+    # bytearray(2**40): a terabyte of zeros from a call on the allow-list
+    (b"cbuiltins\nbytearray\n\x8a\x06" + (2 ** 40).to_bytes(6, "little") + b"\x85R.", "bytearray of a int"),
+    # an empty numpy array of 2**40 elements, to be filled by a later BUILD
+    (_NUMPY_RECONSTRUCT + b"(\x8a\x06" + (2 ** 40).to_bytes(6, "little") + b"tC\x01b\x87R.", "more than"),
+], ids=["binbytes8", "bytearray8", "bytearray-call", "numpy-shape"])
+def test_sizes_in_the_file_are_checked_before_allocating(tmp_path, body, expect):
+    path = tmp_path / "tiny.pkl"
+    path.write_bytes(b"\x80\x05" + body)
+    with pytest.raises(LoadError, match=expect) as e:
+        load(path)
+    assert str(path) in str(e.value) and "MemoryError" not in str(e.value)
+
+
+@pytest.mark.parametrize("case", ["storage", "tensor"])
+def test_tensor_sizes_are_checked_against_the_file(tmp_path, case):
+    if case == "storage":  # a storage of 2**40 floats in a 300-byte blob
+        obj = _Reduce(torch.storage._load_from_bytes, _legacy_storage_blob(2 ** 40))
+    else:  # 2**40 elements on a one-float storage (stride 0)
+        obj = torch.zeros(1).expand(2 ** 40)
+    path = _write(tmp_path / f"{case}.pkl", {"G_ema": obj})
+    with pytest.raises(LoadError, match=r"declares [\d,]+ bytes, more than the [\d,]+ bytes the file holds") as e:
+        load(path)
+    assert str(path) in str(e.value) and "MemoryError" not in str(e.value)
+
+
+def test_numpy_dtypes_are_plain_numbers(tmp_path):
+    # numpy's own dtype.__setstate__ crashes the process (segfault) on this timedelta state.
+    path = tmp_path / "m8.pkl"
+    path.write_bytes(b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00m8\x89\x88\x87R"
+                     b"(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb.")
+    with pytest.raises(LoadError, match="timedelta64") as e:
+        load(path)
+    assert str(path) in str(e.value)
+
+
+def _tiny_d(**state):
+    obj = op.persistent_from_state_dict(op.D_CLASS, {"c_dim": 0, "img_resolution": 4, "img_channels": 3},
+                                        {"w": torch.zeros(2)})
+    obj.state.update(state)
+    return obj
+
+
+@pytest.mark.parametrize("state,expect", [
+    ({"_modules": [1]}, "_modules is a list, not a dict"),
+    ({"_parameters": (1, 2)}, "_parameters is a tuple, not a dict"),
+    ({"_init_args": 5}, "_init_args is a int, not a tuple"),
+    ({"_init_kwargs": [1]}, "_init_kwargs is a list, not a dict"),
+    ({"_non_persistent_buffers_set": 3}, "_non_persistent_buffers_set is a int"),
+], ids=["modules", "parameters", "init_args", "init_kwargs", "non_persistent"])
+def test_malformed_module_state_gives_load_error(tmp_path, state, expect):
+    path = op.write_official_pkl(tmp_path / "odd.pkl", {"D": _tiny_d(**state)})
+    with pytest.raises(LoadError, match=expect) as e:
+        load(path)
+    assert str(path) in str(e.value)
+
+
+def test_generator_with_odd_module_src_gives_load_error(tmp_path):
+    g = _tiny_d()
+    g.meta.update(class_name="Generator", module_src=5)  # the source is only searched as text
+    path = op.write_official_pkl(tmp_path / "odd.pkl", {"G_ema": g})
+    with pytest.raises(LoadError, match="class 'Generator' that sg3lib does not know") as e:
+        load(path)
+    assert str(path) in str(e.value)
+
+
+def test_damaged_pickles_give_load_errors(tmp_path):
+    # Cut and mutated copies of a small official-format pickle: every failure is a LoadError naming the file.
+    import random
+    good = op.write_official_pkl(tmp_path / "good.pkl", {"D": _tiny_d(size=np.asarray([4, 4]),
+                                                                       rate=np.float64(2.0))}, protocol=2)
+    data, rng = good.read_bytes(), random.Random(0)
+    variants = [data[:n] for n in range(0, len(data), 4)]
+    for _ in range(200):
+        b = bytearray(data)
+        for _ in range(rng.choice([1, 2, 4])):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        variants.append(bytes(b))
+    path = tmp_path / "damaged.pkl"
+    for variant in variants:
+        path.write_bytes(variant)
+        try:
+            load(path)
+        except LoadError as e:
+            assert str(path) in str(e), e
+
+
+
+def test_memory_error_is_not_reported_as_a_corrupt_file(tmp_path, monkeypatch):
+    # Every size in the file is checked against the file: a MemoryError left is this machine's, not the file's.
+    path = op.write_official_pkl(tmp_path / "d.pkl", {"D": _tiny_d()})
+
+    def short_of_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(op, "unpickle_restricted", short_of_memory)
+    with pytest.raises(MemoryError):
+        load(path)
 
 
 def test_bad_files_give_clear_errors(tmp_path, fixtures_dir):

@@ -12,8 +12,11 @@ Reading: `_RestrictedUnpickler.find_class` resolves only the names in `_allowed_
 hook mapped to `PersistentObject`, which only stores `meta`). Anything else, e.g. a reduce to
 `os.system`, raises `UnsafePickleError` before it can be called. The functions and classes it
 hands out are sealed (`_Frozen`, `_Sealed`): the BUILD opcode, which sets attributes on whatever
-is on the stack, cannot change them for the process. `module_src` is kept as text and never
-executed; the caller rebuilds sg3lib modules from `state`.
+is on the stack, cannot change them for the process. `sg3lib.compat.restricted` has the rest:
+EXT opcodes refused, and no size written in the file (bytes, arrays, tensors, storages)
+allocated before it is checked against the file's size. `module_src` is kept as text and never
+executed; the caller rebuilds sg3lib modules from `state`, checking each field's type, so a
+malformed file gives a LoadError naming it.
 
 Writing: `write_official_pkl` produces the same byte format from sg3lib modules (or from plain
 state dicts), for tests and for users exporting back. The official code *executes* `module_src`
@@ -23,7 +26,6 @@ read from an official checkout); by default a short comment stands in and only s
 """
 import _compat_pickle
 import collections
-import io
 import os
 import pickle
 import re
@@ -37,6 +39,8 @@ import torch
 from ..files import temp_file_beside
 from ..loader import LoadError
 from ..networks.layers import jsonable
+from .restricted import (  # noqa: F401  (UnsafePickleError is part of this module's API)
+    RestrictedUnpickler, UnsafePickleError, _Frozen, _Sealed, plain_globals, size_checked_globals)
 
 SG3_CLASS = "training.networks_stylegan3.Generator"
 SG2_CLASS = "training.networks_stylegan2.Generator"
@@ -49,50 +53,6 @@ _POSITIONAL = {
     "Generator": ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"),
     "Discriminator": ("c_dim", "img_resolution", "img_channels"),
 }
-
-
-class UnsafePickleError(LoadError):
-    """The pickle asks for a callable outside the allow-list; nothing from it was run."""
-
-
-class _Sealed(type):
-    """Metaclass of classes the unpickler hands out by name: their attributes cannot be set.
-
-    The BUILD opcode does `setattr(obj, name, value)` on whatever object is on the stack, the
-    allowed globals included; an unsealed class would be changed for the whole process, even by
-    a pickle that is refused a few opcodes later.
-    """
-
-    def __setattr__(cls, name, value):
-        raise UnsafePickleError(f"refused to load: the pickle tries to set {cls.__name__}.{name}. "
-                                "Nothing from the file was executed.")
-
-    def __delattr__(cls, name):
-        raise UnsafePickleError(f"refused to load: the pickle tries to delete {cls.__name__}.{name}. "
-                                "Nothing from the file was executed.")
-
-
-class _Frozen:
-    """An allowed function as the unpickler hands it out: calling it calls the function, but a
-    BUILD opcode cannot change it (handed out bare, e.g. torch's own `_rebuild_tensor_v2` would
-    get new `__defaults__` for every later torch.load in the process)."""
-    __slots__ = ("_fn",)
-
-    def __init__(self, fn):
-        object.__setattr__(self, "_fn", fn)
-
-    def __call__(self, *args, **kwargs):
-        return self._fn(*args, **kwargs)
-
-    def __setstate__(self, state):
-        raise UnsafePickleError(f"refused to load: the pickle tries to change {self._fn.__qualname__}. "
-                                "Nothing from the file was executed.")
-
-    def __setattr__(self, name, value):
-        self.__setstate__(None)
-
-    def __delattr__(self, name):
-        self.__setstate__(None)
 
 
 class EasyDict(dict, metaclass=_Sealed):
@@ -120,79 +80,58 @@ class PersistentObject:
 
     def __init__(self, meta):
         if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
-            raise LoadError("a torch_utils.persistence object without the expected "
-                            "{type: 'class', class_name, module_src, state} fields")
+            raise LoadError(_NOT_PERSISTENT)
         self.meta = meta
 
-    class_name = property(lambda self: self.meta.get("class_name"))
-    module_src = property(lambda self: self.meta.get("module_src") or "")
-    state = property(lambda self: self.meta["state"])
+    # `meta` can still be changed after this object was made (the pickle's memo refers to it): check on use
+    class_name = property(lambda self: _text(self.meta.get("class_name")))
+    module_src = property(lambda self: _text(self.meta.get("module_src")) or "")
+
+    @property
+    def state(self):
+        if not isinstance(self.meta.get("state"), dict):
+            raise LoadError(_NOT_PERSISTENT)
+        return self.meta["state"]
 
     def __repr__(self):
         return f"PersistentObject({self.class_name!r})"
 
 
-def _load_storage_from_bytes(b):
-    """Safe replacement for `torch.storage._load_from_bytes` (a legacy torch.save of one storage)."""
-    try:
-        return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
-    except Exception as e:
-        if "weights" in str(e).lower() and "only" in str(e).lower():
-            raise UnsafePickleError("refused to load: an embedded tensor storage holds pickled objects other "
-                                    "than plain tensor data. Nothing from the file was executed.") from None
-        raise LoadError(f"an embedded tensor storage could not be read ({type(e).__name__}: {e}); "
-                        "the file is corrupt") from None
+_NOT_PERSISTENT = ("a torch_utils.persistence object without the expected "
+                   "{type: 'class', class_name, module_src, state} fields")
 
 
-def _numpy_global(name, module="multiarray"):
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
-    return getattr(getattr(core, module), name)
+def _text(value):
+    return value if isinstance(value, str) else None
 
 
 def _allowed_globals():
-    allowed = {
+    """The names an official snapshot refers to, except the size-checked ones (see `restricted`)."""
+    allowed = dict(plain_globals())
+    allowed.update({
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("builtins", "complex"): complex,
-        ("builtins", "bytearray"): bytearray,
-        ("_codecs", "encode"): __import__("codecs").encode,  # bytes under pickle protocol 2
-        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-        ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
-        ("torch", "Size"): torch.Size,
-        ("torch", "device"): torch.device,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
         ("dnnlib.util", "EasyDict"): EasyDict,
         ("dnnlib", "EasyDict"): EasyDict,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentObject,
-    }
-    if hasattr(torch._utils, "_rebuild_parameter_with_state"):
-        allowed[("torch._utils", "_rebuild_parameter_with_state")] = torch._utils._rebuild_parameter_with_state
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = _numpy_global("_reconstruct")
-        allowed[(mod, "scalar")] = _numpy_global("scalar")
-    for mod in ("numpy.core.numeric", "numpy._core.numeric"):  # arrays under pickle protocol 5
-        allowed[(mod, "_frombuffer")] = _numpy_global("_frombuffer", "numeric")
-    for name in dir(torch):
-        if isinstance(getattr(torch, name, None), torch.dtype):
-            allowed[("torch", name)] = getattr(torch, name)
-    for key, obj in allowed.items():  # Python functions and classes can be changed: hand out sealed stand-ins
-        if isinstance(obj, types.FunctionType) or obj is PersistentObject:
-            allowed[key] = _Frozen(obj)
+    })
     return allowed
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    _allowed = None
+def _sealed(allowed):
+    """Python functions and classes can be changed: hand out sealed stand-ins."""
+    return {key: _Frozen(obj) if isinstance(obj, types.FunctionType) or obj is PersistentObject else obj
+            for key, obj in allowed.items()}
+
+
+class _RestrictedUnpickler(RestrictedUnpickler):
+    _plain = None
+    build_targets = RestrictedUnpickler.build_targets + (EasyDict,)
 
     def __init__(self, file, source):
-        super().__init__(file)
-        self.source = source
-        if _RestrictedUnpickler._allowed is None:
-            _RestrictedUnpickler._allowed = _allowed_globals()
+        super().__init__(file, source)
+        if _RestrictedUnpickler._plain is None:
+            _RestrictedUnpickler._plain = _sealed(_allowed_globals())
+        self._allowed = {**self._plain, **_sealed(size_checked_globals(self.size_limit))}
 
     def find_class(self, module, name):
         if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol <= 2 spells builtins '__builtin__'
@@ -212,18 +151,33 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 "StyleGAN snapshot, convert it to a state dict with its own code first.")
         return obj
 
-    def persistent_load(self, pid):
-        raise UnsafePickleError(f"{self.source}: refused to load: unexpected persistent id in the pickle "
-                                "(official StyleGAN snapshots have none). Nothing was executed.")
-
 
 def unpickle_restricted(file, source="<pickle>"):
-    """pickle.load with the allow-list; `source` names the file in errors."""
+    """pickle.load with the allow-list and size checks; `source` names the file in errors."""
     return _RestrictedUnpickler(file, source).load()
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading
+
+# What the official format puts in a module's state, by field (None means empty).
+_FIELD_TYPES = {"_parameters": dict, "_buffers": dict, "_modules": dict, "_init_kwargs": dict,
+                "_init_args": (tuple, list), "_non_persistent_buffers_set": (set, frozenset, list, tuple)}
+
+
+def _field(obj, name, source="<pickle>", prefix=""):
+    """obj.state[name], checked against the type the official format gives that field."""
+    kinds = _FIELD_TYPES[name]
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    value = obj.state.get(name)
+    if value is None:
+        return kinds[0]()
+    if not isinstance(value, kinds):
+        raise LoadError(f"{source}: {prefix.rstrip('.') or obj.class_name or 'a network'}'s {name} is a "
+                        f"{type(value).__name__}, not a {kinds[0].__name__}: the file is corrupt or "
+                        "was not written by StyleGAN")
+    return value
+
 
 def official_class_of(obj, source="<pickle>"):
     """'training.networks_stylegan3.Generator' etc. for a PersistentObject, from its state.
@@ -234,9 +188,9 @@ def official_class_of(obj, source="<pickle>"):
     if obj.class_name == "Discriminator":
         return D_CLASS
     if obj.class_name == "Generator":
-        synthesis = obj.state.get("_modules", {}).get("synthesis")
+        synthesis = _field(obj, "_modules", source).get("synthesis")
         if isinstance(synthesis, PersistentObject):
-            sub = synthesis.state.get("_modules", {})
+            sub = _field(synthesis, "_modules", source, "synthesis")
             if "input" in sub:
                 return SG3_CLASS
             if "b4" in sub:
@@ -251,19 +205,19 @@ def official_class_of(obj, source="<pickle>"):
 
 def flatten_state(obj, prefix="", source="<pickle>"):
     """Walk _parameters, _buffers and _modules into a flat state dict (names as in state_dict())."""
-    state, out = obj.state, collections.OrderedDict()
-    skip = set(state.get("_non_persistent_buffers_set") or ())
+    out = collections.OrderedDict()
+    skip = set(_field(obj, "_non_persistent_buffers_set", source, prefix))
     for group in ("_parameters", "_buffers"):
-        for name, value in (state.get(group) or {}).items():
+        for name, value in _field(obj, group, source, prefix).items():
             if value is None or (group == "_buffers" and name in skip):
                 continue
-            if not isinstance(value, torch.Tensor):
+            if not isinstance(name, str) or not isinstance(value, torch.Tensor):
                 raise LoadError(f"{source}: {prefix}{name} in {group} is a {type(value).__name__}, not a tensor")
             out[prefix + name] = value.detach()
-    for name, child in (state.get("_modules") or {}).items():
+    for name, child in _field(obj, "_modules", source, prefix).items():
         if child is None:
             continue
-        if not isinstance(child, PersistentObject):
+        if not isinstance(name, str) or not isinstance(child, PersistentObject):
             raise LoadError(f"{source}: sub-module {prefix}{name} is a {type(child).__name__}, "
                             "not a StyleGAN persistent module")
         out.update(flatten_state(child, f"{prefix}{name}.", source))
@@ -272,8 +226,8 @@ def flatten_state(obj, prefix="", source="<pickle>"):
 
 def init_kwargs_of(obj, source="<pickle>"):
     """The constructor kwargs from `_init_args` + `_init_kwargs`, as a plain dict."""
-    kwargs = jsonable(obj.state.get("_init_kwargs") or {})
-    args = list(obj.state.get("_init_args") or ())
+    kwargs = jsonable(_field(obj, "_init_kwargs", source))
+    args = list(_field(obj, "_init_args", source))
     if args:
         names = _POSITIONAL.get(obj.class_name, ())
         if len(args) > len(names):
@@ -291,19 +245,37 @@ def read_official_pkl(path):
     Raises LoadError (UnsafePickleError for a refused global) naming the file.
     """
     path = Path(path)
+    data = _unpickle_file(path)
+    try:
+        return _snapshot_contents(data, path)
+    except LoadError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as e:
+        # a case the checks above do not name; still the file's fault, not sg3lib's
+        raise LoadError(f"{path}: not a well-formed StyleGAN snapshot ({type(e).__name__}: {str(e)[:200]}): the "
+                        "file is corrupt or was not written by StyleGAN's training code") from None
+
+
+def _unpickle_file(path):
     try:
         with open(path, "rb") as f:
-            data = unpickle_restricted(f, source=path)
+            return unpickle_restricted(f, source=path)
     except LoadError as e:
         if str(path) in str(e):
             raise
         raise type(e)(f"{path}: {e}") from None
     except (EOFError, pickle.UnpicklingError) as e:
-        raise LoadError(f"{path}: the pickle ends early or is corrupt ({e}): the file is truncated "
+        detail = f" ({e})" if str(e) else ""
+        raise LoadError(f"{path}: the pickle ends early or is corrupt{detail}: the file is truncated "
                         "(an interrupted download or copy?). Download or copy it again.") from None
-    except Exception as e:  # e.g. a storage blob that torch cannot parse
-        raise LoadError(f"{path}: could not be read as an official StyleGAN pickle: "
-                        f"{type(e).__name__}: {e}") from None
+    except MemoryError:  # every size in the file was checked against the file: this machine is short of memory
+        raise
+    except Exception as e:  # e.g. a tensor that torch refuses to rebuild
+        raise LoadError(f"{path}: could not be read as an official StyleGAN pickle ({type(e).__name__}: "
+                        f"{str(e)[:200]}): the file is corrupt or was not written by StyleGAN") from None
+
+
+def _snapshot_contents(data, path):
     if isinstance(data, PersistentObject):  # someone pickled a bare network
         data = {"G_ema" if data.class_name == "Generator" else "D": data}
     if not isinstance(data, dict) or not any(isinstance(data.get(k), PersistentObject) for k in NETWORK_KEYS):
