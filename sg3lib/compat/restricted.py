@@ -166,10 +166,14 @@ def _count(shape, what):
     return math.prod(shape)
 
 
+def _numpy_core():
+    return getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+
+
 def size_checked_globals(limit):
     """The allowed functions that allocate by a size written in the file, each checking that the
     size fits in `limit` bytes (the file's size) before anything is allocated."""
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    core = _numpy_core()
 
     def ndarray_reconstruct(subtype, shape, dtype):
         if subtype is not NDARRAY:
@@ -200,7 +204,7 @@ def size_checked_globals(limit):
 
 def plain_globals():
     """Allowed names that need no size check: builtins and torch/numpy helpers, checked as above."""
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    core = _numpy_core()
     allowed = {
         ("builtins", "set"): _only_listed(set),
         ("builtins", "frozenset"): _only_listed(frozenset),

@@ -163,8 +163,9 @@ def resample_antialiased(x, M):
     """resample() through the doubled resolution with Symlet-6 filtering (ADA app. B): the
     fractional steps of M (scales, free rotations, sub-pixel shifts) alias far less."""
     h = torch.tensor(SYM6, dtype=x.dtype, device=x.device)
-    S = torch.diag(torch.tensor([2.0, 2.0, 1.0]))
-    fine = resample(_along_last(x, lambda t: _up2(t, h)), S @ M @ torch.linalg.inv(S))
+    M2 = M.clone()
+    M2[:, :2, 2] *= 2  # the same map in the doubled grid's (centred) pixel units
+    fine = resample(_along_last(x, lambda t: _up2(t, h)), M2)
     return _along_last(fine, lambda t: _down2(t, h))
 
 
@@ -185,9 +186,9 @@ def transform(x, M):
         return resample(x, M)
     if not bool(exact.any()):
         return resample_antialiased(x, M)
-    i, j = exact.nonzero()[:, 0].to(x.device), (~exact).nonzero()[:, 0].to(x.device)
-    out = torch.cat([resample(x[i], M[i.cpu()]), resample_antialiased(x[j], M[j.cpu()])])
-    return out[torch.argsort(torch.cat([i, j]))]  # back to the batch's order
+    i, j = exact.nonzero()[:, 0], (~exact).nonzero()[:, 0]  # on the CPU, as M
+    out = torch.cat([resample(x[i.to(x.device)], M[i]), resample_antialiased(x[j.to(x.device)], M[j])])
+    return out[torch.argsort(torch.cat([i, j])).to(x.device)]  # back to the batch's order
 
 
 def colour_matrix(rnd, p):
@@ -268,4 +269,8 @@ class AdaController:
         return {"p": self.p, "sign_sum": float(self.sign_sum), "count": self.count}
 
     def load_state_dict(self, s):
-        self.p, self.sign_sum, self.count = float(s["p"]), float(s["sign_sum"]), float(s["count"])
+        """Restore the running sums; p too, when adapting (a fixed or no augmentation keeps its own p,
+        even continuing a run that adapted it)."""
+        self.sign_sum, self.count = float(s["sign_sum"]), float(s["count"])
+        if self.enabled:
+            self.p = float(s["p"])

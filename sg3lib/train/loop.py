@@ -486,8 +486,6 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             for group in opt.param_groups:
                 group.update(lr=lr, betas=betas)
         ada.load_state_dict(ts["ada"])
-        if c["aug"] != "ada":  # fixed/noaug now (perhaps after an ADA run): p is the config's, not the stored one
-            ada.p = c["p"]
         phases.pl_mean.copy_(ts["pl_mean"])
         set_rng_state(ts["rng"])
 
