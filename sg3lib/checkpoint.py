@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .files import temp_file_beside
+from .files import fsync_dir, temp_file_beside
 from .loader import LoadError
 
 FORMAT = "sg3lib-snapshot"
@@ -106,19 +106,6 @@ def _validate(snapshot, source):
     return snapshot
 
 
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows; the rename itself is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_snapshot(path, snapshot):
     """Write `snapshot` to `path` atomically: temporary file in the same folder, fsync, rename."""
     path = Path(path)
@@ -136,7 +123,7 @@ def save_snapshot(path, snapshot):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

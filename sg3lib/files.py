@@ -1,4 +1,5 @@
-"""Temporary names beside a destination, for files that are written whole and renamed into place.
+"""Temporary names beside a destination, for files that are written whole and renamed into place,
+and the folder fsync that makes such a rename survive a crash.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared
@@ -33,3 +34,18 @@ def temp_dir_beside(path, tag="tmp", suffix=""):
             return tmp
         except FileExistsError:
             continue
+
+
+def fsync_dir(folder):
+    """Flush `folder`'s entries to disk: after `os.replace(tmp, dest)`, a crash can otherwise leave
+    the folder without `dest` (or with the old file) although its data was fsynced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows; the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (and Windows) cannot fsync a folder
+        pass
+    finally:
+        os.close(fd)

@@ -208,6 +208,11 @@ def _warn_if_weights_only_is_unsafe():
                       "files from anyone you do not trust.", stacklevel=3)
 
 
+def _file_name(source):
+    """The file name of a path or URL: a URL's query (Dropbox's '?dl=1') is not part of it."""
+    return Path(urllib.parse.urlparse(source).path if _is_url(source) else source).name
+
+
 def _load_file(path, source, device):
     kind = sniff(path)
     if kind == "pickle":
@@ -215,7 +220,7 @@ def _load_file(path, source, device):
 
         data = read_official_pkl(path)
         specs = data["networks"]
-        meta = {"format": "official-pkl", "kimg": kimg_from_name(source),
+        meta = {"format": "official-pkl", "kimg": kimg_from_name(_file_name(source)),
                 "training_set_kwargs": data["training_set_kwargs"], "ignored": data["ignored"]}
     else:
         from .checkpoint import load_snapshot
@@ -223,7 +228,7 @@ def _load_file(path, source, device):
         snap = load_snapshot(path)
         specs = snap["networks"]
         meta = dict(snap.get("meta") or {})
-        m = re.match(r"^snapshot-(\d+)\.pt$", Path(source).name)  # the name counts images
+        m = re.match(r"^snapshot-(\d+)\.pt$", _file_name(source))  # the name counts images
         meta.setdefault("kimg", int(m.group(1)) / 1000 if m else None)
         meta["format"] = "sg3lib-snapshot"
         meta["has_training_state"] = bool(snap.get("training_state"))

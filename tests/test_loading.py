@@ -382,6 +382,87 @@ def test_numpy_dtypes_are_plain_numbers(tmp_path):
     assert str(path) in str(e.value)
 
 
+def _storage_blob(tensor):
+    """A storage as official pickles embed it: torch's legacy save, little-endian data."""
+    blob = io.BytesIO()
+    with warnings.catch_warnings():  # TypedStorage is deprecated, but it is what tensors pickle
+        warnings.simplefilter("ignore")
+        torch.save(tensor.storage(), blob, _use_new_zipfile_serialization=False)
+    return blob.getvalue()
+
+
+def test_storages_are_decoded_as_little_endian_on_any_host(monkeypatch):
+    """The storage parser names the byte order (official storages are little-endian) instead of
+    taking the host's: here a big-endian host is simulated by making 'native' mean big-endian."""
+    from sg3lib.compat import restricted
+    values = {dtype: torch.tensor([1.5, -2.0, 300.25, 0.0]).to(dtype) for dtype in restricted._STORAGE_DTYPES.values()}
+    real = torch.UntypedStorage.from_buffer
+    orders = []
+
+    def on_big_endian_host(buffer, byte_order="native", dtype=None):
+        orders.append(byte_order)
+        return real(buffer, byte_order="big" if byte_order == "native" else byte_order, dtype=dtype)
+    monkeypatch.setattr(torch.UntypedStorage, "from_buffer", on_big_endian_host)
+    for dtype, t in values.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            storage = restricted.load_storage_from_bytes(_storage_blob(t))
+            got = torch.tensor([], dtype=dtype).set_(storage)
+        assert storage.dtype == dtype and torch.equal(got, t), dtype
+    assert set(orders) == {"little"}
+
+
+def _memo_reuse(call, arg, times):
+    """Protocol 4: `call` memoized as 0, `arg` (raw opcodes) as 1, then [call(arg), call(arg), ...]."""
+    module, name = call
+    return (b"\x80\x04\x8c" + bytes([len(module)]) + module.encode() + b"\x8c" + bytes([len(name)]) + name.encode()
+            + b"\x93\x94" + arg + b"\x94](" + b"h\x00h\x01\x85R" * times + b"e.")
+
+
+def _crafted_memory_hogs():
+    n = 1_000_000  # empty sets: 1 byte each in the file, 216 bytes in memory
+    ints = b"(" + b"".join(b"J" + i.to_bytes(4, "little") for i in range(200_000)) + b"l"  # a list, 1 MB
+    return {"empty-sets": b"\x80\x04](" + b"\x8f" * n + b"e.",
+            "bytearray-of-one-memo": _memo_reuse(("builtins", "bytearray"), b"B" + (1 << 20).to_bytes(4, "little")
+                                                 + bytes(1 << 20), 100),
+            "set-of-one-memo": _memo_reuse(("builtins", "set"), ints, 20)}
+
+
+@pytest.mark.parametrize("case", ["empty-sets", "bytearray-of-one-memo", "set-of-one-memo"])
+def test_pickles_that_build_far_more_than_their_size_are_refused(tmp_path, case):
+    """Every size in these files is small; what they build is not: 245 times the file in empty
+    sets, and copies of one memoized object (quadratic in the file's size: 100 MB from 1 MB)."""
+    path = tmp_path / f"{case}.pkl"
+    path.write_bytes(_crafted_memory_hogs()[case])
+    with pytest.raises(LoadError, match=r"builds more than [\d,]+ bytes of objects from a file of") as e:
+        load(path)
+    assert str(path) in str(e.value)
+
+
+def test_official_pickles_build_far_less_than_the_memory_limit(tmp_path, fixtures_dir):
+    from sg3lib.compat import restricted
+    for protocol in (2, 4):
+        path = op.write_official_pkl(tmp_path / f"p{protocol}.pkl", {"G_ema": persistent(fixtures_dir, "sg3t_64"),
+                                                                     "D": persistent(fixtures_dir, "d_64")},
+                                     protocol=protocol)
+        with open(path, "rb") as f:
+            unpickler = op._RestrictedUnpickler(f, path)
+            unpickler.load()
+        assert unpickler.charged < restricted.MEMORY_FACTOR / 2 * unpickler.size_limit, protocol
+
+
+def test_exported_pkl_survives_a_crash_after_the_rename(tmp_path, monkeypatch):
+    """The folder is fsynced after the rename (as for snapshots): else a crash can lose the new entry."""
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd):
+        synced.append((os.path.realpath(f"/proc/self/fd/{fd}"), (tmp_path / "d.pkl").exists()))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    op.write_official_pkl(tmp_path / "d.pkl", {"D": _tiny_d()})
+    assert (os.path.realpath(tmp_path), True) in synced
+
+
 def _tiny_d(**state):
     obj = op.persistent_from_state_dict(op.D_CLASS, {"c_dim": 0, "img_resolution": 4, "img_channels": 3},
                                         {"w": torch.zeros(2)})
@@ -536,6 +617,7 @@ def server(tmp_path, fixtures_dir, monkeypatch):
     body = official_pkl(tmp_path, fixtures_dir, d="d_64", filename="network-snapshot-000040.pkl").read_bytes()
     s = _Server({
         "/network-snapshot-000040.pkl": (body, "application/octet-stream", None),
+        "/network-snapshot-000040.pkl?dl=1": (body, "application/octet-stream", None),  # as Dropbox links
         "/page.pkl": (b"<html><body>Sign in</body></html>", "text/html; charset=utf-8", None),
         "/sneaky.pkl": (b"\n<!DOCTYPE html><html>quota exceeded</html>", "application/octet-stream", None),
         "/cut.pkl": (body[:1000], "application/octet-stream", len(body)),
@@ -556,6 +638,12 @@ def test_url_download_and_cache(server, tmp_path, fixtures_dir):
     for k, v in a["D"].state_dict().items():
         assert torch.equal(b["D"].state_dict()[k], v)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]  # no temporaries left
+
+
+def test_url_with_a_query_keeps_the_kimg_of_its_file_name(server):
+    nets = load(server.url + "/network-snapshot-000040.pkl?dl=1", progress=False)
+    assert nets["meta"]["kimg"] == 40.0
+    assert Path(nets["meta"]["local_path"]).name.endswith("-network-snapshot-000040.pkl")
 
 
 @pytest.mark.parametrize("route,expect", [("/page.pkl", "HTML"), ("/sneaky.pkl", "HTML"),

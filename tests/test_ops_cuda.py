@@ -278,6 +278,27 @@ def test_build_covers_every_visible_gpu(fresh_loader, monkeypatch, tmp_path, cap
     assert _cuda.build_key() != a100_only
 
 
+def test_build_message_says_torch_cuda_arch_list_is_not_used(fresh_loader, monkeypatch, tmp_path, capsys):
+    """TORCH_CUDA_ARCH_LIST is left alone (images set it for every process), but someone who set it
+    is told which list is built instead; it changes neither the build nor the cache key."""
+    _fake_toolchain(monkeypatch, tmp_path)
+    envs = _record_build_env(monkeypatch)
+    _pretend_gpu(monkeypatch, caps=[(8, 6)])
+    key = _cuda.build_key()
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0")
+    assert _cuda.build_key() == key
+    with pytest.warns(UserWarning, match="build failed"):
+        assert not _cuda.available()[0]
+    assert [e["TORCH_CUDA_ARCH_LIST"] for e in envs] == ["8.6+PTX"]
+    err = capsys.readouterr().err
+    assert "building the CUDA kernels for sm_86" in err and "TORCH_CUDA_ARCH_LIST='8.0' is not used" in err
+    _cuda._reset()
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.6+PTX")  # the list built anyway: nothing to say
+    with pytest.warns(UserWarning, match="build failed"):
+        assert not _cuda.available()[0]
+    assert "TORCH_CUDA_ARCH_LIST" not in capsys.readouterr().err
+
+
 def test_build_for_a_gpu_newer_than_torch(fresh_loader, monkeypatch, tmp_path):
     """A GPU newer than torch's own build is built for torch's newest architecture plus PTX, which the
     driver compiles for the GPU (as torch does; an older torch rejects an arch it does not know)."""

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import temp_file_beside
+from ..files import fsync_dir, temp_file_beside
 from ..loader import LoadError
 from ..networks.layers import jsonable
 from .restricted import (  # noqa: F401  (UnsafePickleError is part of this module's API)
@@ -445,7 +445,7 @@ def persistent_from_state_dict(official_class, init_kwargs, state_dict, buffer_n
 
 def write_official_pkl(path, networks, training_set_kwargs=None, augment_pipe=None, module_src=None,
                        protocol=4):
-    """Write an official-format snapshot pickle atomically (temporary name, then rename).
+    """Write an official-format snapshot pickle atomically (temporary name, fsync, rename, folder fsync).
 
     networks: {'G': module or PersistentObject, 'D': ..., 'G_ema': ...} (missing ones are None).
     module_src: None, or {'training.networks_stylegan3': text, 'training.networks_stylegan2': text}
@@ -465,6 +465,7 @@ def write_official_pkl(path, networks, training_set_kwargs=None, augment_pipe=No
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -11,6 +11,11 @@ It is the pure-Python `pickle._Unpickler`, because the C one cannot be changed o
   file's size: reads are capped at what the file has left (a length that lies reads short and is
   reported as truncation), array shapes and tensor sizes are checked (`size_checked_globals`), and
   embedded tensor storages are parsed here (`load_storage_from_bytes`), not by torch.load.
+- What the pickle builds from those sizes is metered too (`_metered`): every opcode is charged the
+  bytes of the objects it makes or grows, and a pickle that builds more than a few times its own
+  size is refused. Without it, a file of empty sets (one byte each, 216 bytes in memory) took 245
+  times its size, and calls on one memoized object (bytearray of the same bytes, again and again)
+  took memory quadratic in the file's size.
 - numpy dtypes are plain numbers only: numpy's own dtype.__setstate__ crashes the process on
   some malformed datetime states.
 """
@@ -18,6 +23,7 @@ import io
 import math
 import pickle
 import struct
+import sys
 
 import numpy as np
 import torch
@@ -231,6 +237,89 @@ def plain_globals():
     return allowed
 
 
+# ---------------------------------------------------------------------------------------------
+# Memory: what the opcodes build, charged against a budget of a few times the file's size
+
+# An official snapshot builds about 2.2 times its size (its storage blobs as bytes, then as
+# storages), up to ~5 for a network of tiny layers (tuples and tensors outweigh the weights).
+MEMORY_FACTOR = 8
+MEMORY_SLACK = 64 << 20  # for small files, whose dicts and tuples outweigh their bytes
+_SLOT = 8  # a reference on the stack or in a container
+_TENSOR_IMPL = 512  # a tensor's C++ part, which sys.getsizeof does not see
+_MEMO_KEY = 32  # the int key of a memo entry
+
+
+def _footprint(obj):
+    """Bytes `obj` holds itself, not counting what it refers to: sys.getsizeof counts a container's
+    table, the data of bytes, str, an array that owns it and a storage; plus an instance's __dict__."""
+    if isinstance(obj, torch.Tensor):  # a view of a storage charged when it was made
+        return object.__sizeof__(obj) + _TENSOR_IMPL
+    if isinstance(obj, torch.storage.TypedStorage):  # (its own getsizeof warns that it is deprecated)
+        return object.__sizeof__(obj) + obj._untyped_storage.nbytes()
+    size = sys.getsizeof(obj, 64)
+    if type(obj).__dictoffset__:
+        size += sys.getsizeof(obj.__dict__, 64)
+    return size
+
+
+def _pushes(load):
+    """An opcode that pushes a new object (a number, text, a container, a call's result)."""
+    def run(self):
+        load(self)
+        self.charge(_SLOT + _footprint(self.stack[-1]))
+    return run
+
+
+def _grows(load, target):
+    """An opcode that adds to an object on the stack (APPENDS, SETITEMS, BUILD...): its growth."""
+    def run(self):
+        try:
+            obj = target(self)
+        except IndexError:  # a malformed stack: the opcode itself says so
+            obj = None
+        before = _footprint(obj)
+        load(self)
+        self.charge(max(0, _footprint(obj) - before))
+    return run
+
+
+def _memoizes(load):
+    def run(self):
+        before = sys.getsizeof(self.memo)
+        load(self)
+        self.charge(_MEMO_KEY + sys.getsizeof(self.memo) - before)
+    return run
+
+
+def _refers(load, nbytes=_SLOT):
+    """Any other opcode: a reference to an existing object (BINGET, DUP, GLOBAL...) at most."""
+    def run(self):
+        load(self)
+        self.charge(nbytes)
+    return run
+
+
+_PUSHES = ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING",
+           "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE",
+           "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "FLOAT", "BINFLOAT", "EMPTY_LIST", "EMPTY_DICT",
+           "EMPTY_SET", "LIST", "DICT", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET", "REDUCE", "NEWOBJ",
+           "NEWOBJ_EX", "OBJ", "INST", "READONLY_BUFFER")
+_GROWS = {"APPEND": lambda u: u.stack[-2], "SETITEM": lambda u: u.stack[-3], "BUILD": lambda u: u.stack[-2],
+          "APPENDS": lambda u: u.metastack[-1][-1], "SETITEMS": lambda u: u.metastack[-1][-1],
+          "ADDITEMS": lambda u: u.metastack[-1][-1]}
+_MEMOIZES = ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE")
+
+
+def _metered(dispatch):
+    """`dispatch` with every opcode but STOP charging what it builds (RestrictedUnpickler.charge)."""
+    meter = {getattr(pickle, name)[0]: _pushes for name in _PUSHES}
+    meter.update({getattr(pickle, name)[0]: _memoizes for name in _MEMOIZES})
+    meter.update({getattr(pickle, name)[0]: lambda load, target=target: _grows(load, target)
+                  for name, target in _GROWS.items()})
+    meter[pickle.MARK[0]] = lambda load: _refers(load, _SLOT + sys.getsizeof([]))  # a new list for the stack
+    return {key: load if key == pickle.STOP[0] else meter.get(key, _refers)(load) for key, load in dispatch.items()}
+
+
 class RestrictedUnpickler(pickle._Unpickler):
     """pickle._Unpickler with the checks above; subclasses give `find_class` and `build_targets`."""
     dispatch = dict(pickle._Unpickler.dispatch)
@@ -238,8 +327,18 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     def __init__(self, file, source):
         self.size_limit = file_size(file)
+        self.memory_limit, self.charged = MEMORY_FACTOR * self.size_limit + MEMORY_SLACK, 0
         super().__init__(_CappedReader(file))
         self.source = source
+
+    def charge(self, nbytes):
+        """Count `nbytes` more built from the file; LoadError past memory_limit."""
+        self.charged += nbytes
+        if self.charged > self.memory_limit:
+            raise LoadError(f"{self.source}: the pickle builds more than {self.memory_limit:,} bytes of objects "
+                            f"from a file of {self.size_limit:,} bytes ({MEMORY_FACTOR} times its size, plus "
+                            f"{MEMORY_SLACK >> 20} MiB; StyleGAN snapshots need 2 to 5 times): the file is "
+                            "corrupt or crafted")
 
     def _refuse_extension(self):
         raise UnsafePickleError(f"{self.source}: refused to load: the pickle names a global through pickle's "
@@ -267,6 +366,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
     dispatch[pickle.BUILD[0]] = _load_build
     del _op
+    dispatch = _metered(dispatch)
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"{self.source}: refused to load: unexpected persistent id in the pickle "

@@ -16,6 +16,7 @@ build, a held lock) gives one warning naming the cause, and the ops fall back to
 
 Environment: SG3LIB_CUDA=0 disables the kernels; CUDA_HOME picks the toolkit (its bin/nvcc);
 SG3LIB_CACHE moves the cache; SG3LIB_BUILD_TIMEOUT (seconds, default 900) bounds a build.
+TORCH_CUDA_ARCH_LIST is not read (see build_archs).
 
 Autograd (Karras et al. 2020/2021 need first derivatives everywhere and second derivatives of
 upfirdn2d and bias_act for the R1 penalty):
@@ -149,8 +150,11 @@ def build_archs():
     of every visible GPU, not only the current one (a process may use any of them, and a build has no
     code for an architecture it was not built for: "no kernel image is available"). As torch does, a
     GPU newer than torch's own build is built for torch's newest and the highest entry adds PTX, which
-    the driver compiles for newer GPUs. TORCH_CUDA_ARCH_LIST itself is not read: images that build
-    torch set it to long lists (slow builds, archs the installed nvcc may reject)."""
+    the driver compiles for newer GPUs. TORCH_CUDA_ARCH_LIST itself is not read (the build message
+    says so when it is set): images that build torch set it for every process to long lists, which
+    would make a build of minutes one past SG3LIB_BUILD_TIMEOUT or name archs the installed nvcc
+    rejects, and a list that misses a visible GPU would fail at the first op ("no kernel image").
+    What it is set for elsewhere, a build for the GPUs of this machine, is what this does anyway."""
     newest = max((_arch_tuple(a) for a in torch.cuda.get_arch_list() if a.startswith("sm_")), default=None)
     caps = set()
     for i in range(torch.cuda.device_count()):
@@ -161,6 +165,16 @@ def build_archs():
     archs = [f"{major}.{minor}" for major, minor in sorted(caps)]
     archs[-1] += "+PTX"
     return archs
+
+
+def _arch_list_note(archs):
+    """What the build message adds when TORCH_CUDA_ARCH_LIST asks for other architectures: that it is
+    not used (someone who set it for this build would otherwise wonder which list was built)."""
+    theirs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if not theirs or theirs == ";".join(archs):
+        return ""
+    return (f"; TORCH_CUDA_ARCH_LIST={theirs!r} is not used: sg3lib builds for the GPUs it sees, "
+            "and each set of GPU types gets its own cached build")
 
 
 def _arch_tuple(name):
@@ -430,7 +444,8 @@ def _build_and_load():
                   "cpp_extension.load(verbose=True, **json.loads(sys.argv[1]))\n")
         # A minute or two of silence would look like a hang in a notebook: say what is happening.
         print(f"sg3lib: building the CUDA kernels for {_arch_names(archs)} (once per set of GPU types, "
-              f"torch and CUDA version; a minute or two) in {build_dir}", file=sys.stderr, flush=True)
+              f"torch and CUDA version; a minute or two) in {build_dir}{_arch_list_note(archs)}",
+              file=sys.stderr, flush=True)
         t0 = time.monotonic()
         home = Path(find_nvcc()[0]).parents[1]  # the toolkit: the build's CUDA_HOME and headers
         try:
