@@ -8,12 +8,14 @@ Nothing in a file is executed: official pickles go through a restricted unpickle
 (`sg3lib.checkpoint`). Every failure is a `LoadError` (a ValueError) naming the file and the
 problem. Also the `sg3 info PATH` command (`add_info_arguments`, `run_info`).
 """
+import glob
 import hashlib
 import http.client
 import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,8 +41,8 @@ _HTML_ADVICE = ("The server sent a web page instead of the file (a login, quota,
 # URLs
 
 def cache_dir():
-    """Download cache: $SG3LIB_CACHE, else ~/.cache/sg3lib/downloads."""
-    return Path(os.environ.get("SG3LIB_CACHE") or Path.home() / ".cache" / "sg3lib" / "downloads")
+    """Download cache: $SG3LIB_CACHE/downloads, else ~/.cache/sg3lib/downloads (beside the kernels')."""
+    return Path(os.environ.get("SG3LIB_CACHE") or Path.home() / ".cache" / "sg3lib") / "downloads"
 
 
 def _is_url(x):
@@ -50,6 +52,24 @@ def _is_url(x):
 def _looks_html(head):
     head = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+STALE_DOWNLOAD_S = 600  # a live download writes at least every 60 s (the read timeout)
+
+
+def _remove_stale_downloads(dest):
+    """Delete what killed downloads of `dest` left (a Colab disconnect leaves hundreds of MB in the
+    cache otherwise); one still being written by another process is younger than STALE_DOWNLOAD_S."""
+    now, removed = time.time(), []
+    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_DOWNLOAD_S:
+                tmp.unlink()
+                removed.append(tmp.name)
+        except FileNotFoundError:  # renamed into place or removed meanwhile
+            continue
+    if removed:
+        warnings.warn(f"{dest.parent}: removed {len(removed)} leftover file(s) of interrupted downloads {removed}")
 
 
 def download(url, progress=True):
@@ -62,6 +82,7 @@ def download(url, progress=True):
     if dest.is_file() and dest.stat().st_size > 0:
         return dest
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_downloads(dest)
     fd, tmp = temp_file_beside(dest)
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "sg3lib"})

@@ -8,6 +8,7 @@ import pickletools
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 import sg3lib
 from sg3lib.cli import main as sg3_main
+from sg3lib import loader
 from sg3lib.compat import official_pkl as op
 from sg3lib.loader import LoadError, load
 from sg3lib.networks import build_network
@@ -632,12 +634,30 @@ def test_url_download_and_cache(server, tmp_path, fixtures_dir):
     a = load(url, progress=False)
     assert a["meta"]["kimg"] == 40.0 and a["meta"]["source"] == url
     cached = Path(a["meta"]["local_path"])
-    assert cached.parent == tmp_path / "cache" and cached.is_file()
+    assert cached.parent == tmp_path / "cache" / "downloads" and cached.is_file()
     b = load(url, progress=False)
     assert server.hits["/network-snapshot-000040.pkl"] == 1  # the second load used the cache
     for k, v in a["D"].state_dict().items():
         assert torch.equal(b["D"].state_dict()[k], v)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]  # no temporaries left
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temporaries left
+
+
+def test_a_killed_download_leaves_nothing_behind_for_long(server, tmp_path):
+    """A download killed mid-way (a Colab disconnect) leaves its temporary file; the next download
+    of that URL removes it once stale, and leaves a younger one (a download in progress) alone."""
+    from sg3lib.files import temp_file_beside
+    url = server.url + "/network-snapshot-000040.pkl"
+    dest = loader.download(url, progress=False)
+    dest.unlink()
+    stale, fresh = (temp_file_beside(dest) for _ in range(2))
+    for fd, _ in (stale, fresh):
+        os.close(fd)
+    stale, fresh = Path(stale[1]), Path(fresh[1])
+    old = time.time() - loader.STALE_DOWNLOAD_S - 60
+    os.utime(stale, (old, old))
+    with pytest.warns(UserWarning, match="1 leftover file"):
+        assert loader.download(url, progress=False) == dest
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted([dest.name, fresh.name])
 
 
 def test_url_with_a_query_keeps_the_kimg_of_its_file_name(server):
@@ -654,7 +674,7 @@ def test_url_errors(server, tmp_path, route, expect):
     with pytest.raises(LoadError, match=expect) as e:
         load(url, progress=False)
     assert url in str(e.value)
-    cache = tmp_path / "cache"
+    cache = tmp_path / "cache" / "downloads"
     assert not cache.exists() or list(cache.iterdir()) == []  # nothing half-written is kept
 
 
@@ -699,7 +719,6 @@ def test_written_files_get_the_usual_modes(server, tmp_path, fixtures_dir):
 def test_old_torch_gets_one_warning_about_weights_only(tmp_path, fixtures_dir, monkeypatch):
     """Before torch 2.6 weights_only=True had a code-execution bypass: load() says so, once."""
     import warnings
-    from sg3lib import loader
     pkl = official_pkl(tmp_path, fixtures_dir, d="d_64")
     monkeypatch.setattr(loader, "_WARNED_OLD_TORCH", [])
     with warnings.catch_warnings(record=True) as seen:
