@@ -669,3 +669,142 @@ def test_decode_leaves_pillows_pixel_limit_alone(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 1000
     with pytest.raises(Image.DecompressionBombError):  # the rest of the process keeps its limit
         Image.open(io.BytesIO(enc(picture(1, 64, 64), "PNG")))
+
+
+def capped_source(root):
+    """Names in input order around a cap of 3: duplicates of kept images before it, files of
+    every kind after it."""
+    root.mkdir()
+    a0, a2 = picture(90, 80, 80), picture(92, 90, 80)
+    files = {
+        "a0.png": enc(a0, "PNG"), "a1_dup.bmp": enc(a0, "BMP"), "a2.jpg": enc(a2, "JPEG", quality=95),
+        "a3_near.jpg": enc(a2.resize((86, 76), Image.LANCZOS), "JPEG", quality=80),
+        "a4.png": enc(picture(94, 80, 80), "PNG"), "a5_corrupt.png": break_idat_crc(enc(picture(95, 80, 80), "PNG")),
+        "a6.png": enc(picture(96, 80, 80), "PNG"), "a7_dup.png": enc(a0, "PNG", compress_level=1), "a8.txt": b"notes" * 40,
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return files
+
+
+def _images(zip_path):
+    with zipfile.ZipFile(zip_path) as z:
+        return {n: z.read(n) for n in z.namelist() if n.endswith(".png")}
+
+
+def test_max_images_stops_reading_and_keeps_the_same_selection(tmp_path, monkeypatch):
+    from sg3lib.data import images as im
+    files = capped_source(tmp_path / "raw")
+    full = curate(tmp_path / "raw", tmp_path / "all.zip", 64, workers=0, progress=False)
+    first3 = [e["path"] for e in _report_files(full)[0]["files"]["accepted"]][:3]
+    assert first3 == ["a0.png", "a2.jpg", "a4.png"]  # the duplicates before the cap are not kept
+
+    by_bytes, decoded, real_decode = {v: k for k, v in files.items()}, [], im.decode
+    def counting_decode(data, *args, **kwargs):
+        decoded.append(by_bytes[bytes(data)])
+        return real_decode(data, *args, **kwargs)
+    monkeypatch.setattr(im, "decode", counting_decode)
+    rep = curate(tmp_path / "raw", tmp_path / "cap.zip", 64, workers=0, progress=False, max_images=3)
+    assert decoded == ["a0.png", "a1_dup.bmp", "a2.jpg", "a3_near.jpg", "a4.png"]  # nothing after the 3rd kept
+    report, where = _report_files(rep)
+    assert [e["path"] for e in report["files"]["accepted"]] == first3
+    assert _images(tmp_path / "cap.zip") == {n: b for n, b in _images(tmp_path / "all.zip").items()
+                                              if n in {e["name"] for e in report["files"]["accepted"]}}
+    assert {n: where[n] for n in ("a5_corrupt.png", "a6.png", "a7_dup.png", "a8.txt")} == {
+        "a5_corrupt.png": "over_max_images", "a6.png": "over_max_images", "a7_dup.png": "over_max_images",
+        "a8.txt": "not_an_image_extension"}  # every file still listed, once; the unread under over_max_images
+    assert sum(rep["counts"].values()) == rep["total"] == len(files)
+    assert "not read" in report["files"]["over_max_images"][0]["detail"]
+    monkeypatch.undo()
+    pooled = curate(tmp_path / "raw", tmp_path / "pool.zip", 64, workers=2, progress=False, max_images=3)
+    assert _images(tmp_path / "pool.zip") == _images(tmp_path / "cap.zip")  # the workers stopped early too
+    assert _report_files(pooled)[1] == where
+
+
+def test_max_images_must_be_positive(tmp_path):
+    capped_source(tmp_path / "raw")
+    with pytest.raises(CurateError, match="max_images must be a whole number >= 1"):
+        curate(tmp_path / "raw", tmp_path / "o.zip", 64, workers=0, progress=False, max_images=0)
+
+
+def test_overwrite_removes_the_earlier_runs_contact_sheets_only(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s in range(3):
+        (raw / f"{s}.png").write_bytes(enc(picture(40 + s, 64, 64), "PNG"))
+    (raw / "broken.png").write_bytes(break_idat_crc(enc(picture(49, 64, 64), "PNG")))
+    (raw / "tiny.png").write_bytes(enc(picture(48, 16, 16), "PNG"))
+    curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False)
+    out = tmp_path / "d_report"
+    assert {"rejected_corrupt.png", "rejected_too_small.png"} <= {p.name for p in out.iterdir()}
+    with Image.open(out / "rejected_too_small.png") as old:  # as an older sg3lib wrote it: no mark inside
+        old.load()
+    old.save(out / "rejected_too_small.png")
+    picture(1, 20, 20).save(out / "rejected_by_me.png")  # the user's own files, named like ours
+    (out / "notes.txt").write_text("mine")
+    (raw / "broken.png").unlink()
+    (raw / "tiny.png").unlink()
+    rep = curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False, overwrite=True)
+    assert rep["contact_sheets"] == {"accepted": "accepted_sample.png"}
+    assert sorted(p.name for p in out.iterdir()) == ["accepted_sample.png", "curation_report.json",
+                                                      "notes.txt", "rejected_by_me.png"]
+
+
+def test_unreadable_folder_is_not_listed_again_for_its_reason(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    for i, cls in enumerate(("a", "locked")):
+        (raw / cls).mkdir(parents=True)
+        (raw / cls / f"{i}.png").write_bytes(enc(picture(60 + i, 64, 64), "PNG"))
+    real, calls = os.scandir, []
+
+    def scandir(path="."):  # refused while curate scans (counting, then reading), allowed after
+        if not isinstance(path, int) and os.path.basename(os.fspath(path).rstrip("/")) == "locked":
+            calls.append(path)
+            if len(calls) <= 2:
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    rep = curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
+    full, where = _report_files(rep)
+    assert where == {"a/0.png": "accepted", "locked/": "unreadable_folder"}
+    assert "(Permission denied)" in full["files"]["unreadable_folder"][0]["detail"]  # the scan's own reason
+    assert len(calls) == 2
+
+
+def gif_claiming(frames, first=None):
+    """A 64x64 GIF: a real first frame (or one that claims `first` = (w, h)), then frames
+    that claim (w, h) each, with one pixel of data."""
+    def claimed(w, h):
+        return b"," + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02\x02\x44\x01\x00"
+    if first is None:
+        buf = io.BytesIO()
+        picture(3, 64, 64).convert("P").save(buf, format="GIF")
+        g = buf.getvalue()[:-1]  # without the trailer
+    else:
+        g = b"GIF89a" + struct.pack("<HHBBB", 64, 64, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff" + claimed(*first)
+    return g + b"".join(claimed(w, h) for w, h in frames) + b";"
+
+
+def test_gif_frame_bombs():
+    """Not a regression test (this worked before): a first frame larger than the GIF's screen
+    is a decompression bomb, like a single-frame one; later frames are never read."""
+    from sg3lib.data import images as im
+    with pytest.raises(im.Reject, match="decompression_bomb"):
+        im.decode(gif_claiming([], first=(20000, 20000)))
+    img, size = im.decode(gif_claiming([(20000, 20000)] + [(64, 64)] * 2000))
+    assert size == (64, 64) and img.size == (64, 64)
+
+
+def test_contact_sheet_captions_name_unreadable_folders(tmp_path, monkeypatch):
+    from sg3lib.data import report as report_module
+    drawn, real = {}, report_module.contact_sheet
+
+    def recording_sheet(tiles, tile, title):
+        drawn[title.split(":")[0]] = tiles
+        return real(tiles, tile, title)
+    monkeypatch.setattr(report_module, "contact_sheet", recording_sheet)
+    rep = report_module.Report(tmp_path / "r")
+    rep.add("unreadable_folder", dict(path="cats/locked/", detail=""))
+    rep.add("corrupt", dict(path="cats/x.png", detail=""))
+    rep.finish({})
+    assert [c for _, c in drawn["unreadable_folder"]] == ["locked/"] and [c for _, c in drawn["corrupt"]] == ["x.png"]

@@ -6,6 +6,7 @@ order, drops exact and near duplicates (sg3lib.data.dedupe), writes accepted ima
 the dataset as they arrive (sg3lib.data.writer.DatasetWriter: temporary name, renamed
 when complete) and logs every file under one reason (sg3lib.data.report). A worker
 process that dies (killed for memory, a decoder crash) costs only the file it died on.
+Once max_images are kept the workers stop; the files left are reported without being read.
 Memory stays bounded: at most a small window of images is in flight, and the duplicate
 indexes hold only hashes.
 """
@@ -49,7 +50,7 @@ DEFAULTS = dict(
     max_pixels=im.DEFAULT_MAX_PIXELS,  # decompression-bomb limit (pixels in the header)
     fast_jpeg=True,        # decode big JPEGs at a reduced DCT scale >= 2x the target
     png_compress_level=0,  # 0 like the official tool (fast to read); 9 for small files
-    max_images=None,       # stop after this many accepted images
+    max_images=None,       # stop after this many accepted images (the rest is not read)
 )
 
 
@@ -68,6 +69,8 @@ def _settings(resolution, options):
         raise CurateError(f"square must be crop, pad, reflect or none, got {s['square']!r}")
     if s["labels"] not in (None, "folders"):
         raise CurateError(f"labels must be None or 'folders', got {s['labels']!r}")
+    if s["max_images"] is not None and (not isinstance(s["max_images"], int) or s["max_images"] < 1):
+        raise CurateError(f"max_images must be a whole number >= 1 (or None for all), got {s['max_images']!r}")
     s["pad_color"] = s["background"] if s["pad_color"] is None else s["pad_color"]
     for key in ("background", "pad_color"):
         c = s[key]
@@ -82,18 +85,21 @@ def _settings(resolution, options):
 
 # -- input listing (streamed, deterministic order) -----------------------------------------
 
-def _walk(root):
+def _walk(root, unlisted=None):
     """Relative posix paths of every file under root, sorted per directory (no full list kept).
     Linked folders are followed (a link back into its own chain is not, so loops end);
     dangling links and loops are yielded too, so that the report lists them. A sub-folder
-    that cannot be listed is yielded as 'name/', reported as unreadable_folder."""
+    that cannot be listed is yielded as 'name/', reported as unreadable_folder; the reason
+    goes to `unlisted` ('name/' -> reason), so that nobody lists it again to find out why."""
     def rec(d, rel, chain):
         try:
             with os.scandir(d) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError:
+        except OSError as e:
             if not rel:  # the source itself: curate() says so before it starts
                 raise
+            if unlisted is not None:
+                unlisted[rel] = e.strerror or type(e).__name__
             yield rel
             return
         for e in entries:
@@ -119,11 +125,11 @@ def _list_source(src):
                     classes.add(r.split("/", 1)[0])
         except OSError as e:
             raise CurateError(f"cannot read the source folder {src} ({e.strerror}); check its permissions")
-        return count, (lambda: _walk(src)), sorted(classes)
+        return count, (lambda unlisted=None: _walk(src, unlisted)), sorted(classes)
     with zipfile.ZipFile(src) as z:
         names = sorted(n for n in z.namelist() if not n.endswith("/"))
     classes = sorted({n.split("/", 1)[0] for n in names if "/" in n and not im.is_macos_metadata(n)})
-    return len(names), (lambda: iter(names)), classes
+    return len(names), (lambda unlisted=None: iter(names)), classes
 
 
 # -- per-image work (runs in worker processes) ---------------------------------------------
@@ -146,17 +152,25 @@ def _read(rel):
     return _W["zip"].read(rel)
 
 
+def _by_name(rel):
+    """The rejection that a file's name alone decides (nothing read), or None."""
+    ext = os.path.splitext(rel)[1].lower()
+    if rel.endswith("/"):  # the main process adds the scan's reason (_unreadable_detail)
+        return im.Reject("unreadable_folder")
+    if im.is_macos_metadata(rel):  # not images, though named like them (`._photo.jpg`)
+        return im.Reject("macos_metadata", "macOS metadata (__MACOSX/ or ._ file), not an image")
+    if ext not in im.IMAGE_EXTS:
+        return im.Reject("not_an_image_extension", f"extension {ext or '(none)'!r} is not an image type")
+    return None
+
+
 def _process(rel):
     """One file -> dict(status='ok', png, pixel_hash, phash, size, notes) or a rejection."""
     s, notes = _W["s"], []
-    ext = os.path.splitext(rel)[1].lower()
     try:
-        if rel.endswith("/"):
-            raise _unreadable_folder(rel)
-        if im.is_macos_metadata(rel):  # not images, though named like them (`._photo.jpg`)
-            raise im.Reject("macos_metadata", "macOS metadata (__MACOSX/ or ._ file), not an image")
-        if ext not in im.IMAGE_EXTS:
-            raise im.Reject("not_an_image_extension", f"extension {ext or '(none)'!r} is not an image type")
+        by_name = _by_name(rel)
+        if by_name is not None:
+            raise by_name
         data = _read(rel)
         if len(data) == 0:
             raise im.Reject("empty_file", "0 bytes")
@@ -173,14 +187,9 @@ def _process(rel):
         return dict(status="error", detail=f"{type(e).__name__}: {e}", notes=notes, thumb=None)
 
 
-def _unreadable_folder(rel):
-    try:  # the scan's error is not passed along with the name: look again for the reason
-        os.scandir(_W["src"] / rel).close()
-        why = "it could not be listed during the scan"
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-    return im.Reject("unreadable_folder", f"folder skipped, none of its files were read ({why}); "
-                                          "fix its permissions and curate again to include them")
+def _unreadable_detail(why):
+    return (f"folder skipped, none of its files were read ({why or 'it could not be listed'}); "
+            "fix its permissions and curate again to include them")
 
 
 def _oriented(orig, size):
@@ -237,10 +246,10 @@ def _results(src, settings, names, workers, chunk):
         if buf:
             yield buf
 
-    if workers <= 0:
+    if workers <= 0:  # one file at a time: nothing is decoded ahead of what is used
         _init_worker(src, settings)
-        for c in chunks():
-            yield from zip(c, _process_chunk(c))
+        for rel in names:
+            yield rel, _process(rel)
         return
     todo = chunks()
     while todo is not None:  # a fresh pool after each worker death
@@ -359,7 +368,7 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
     chunk = max(1, min(16, (256 * 256 * 16) // (resolution * resolution)))
 
-    total, names, classes = _list_source(src)
+    total, list_names, classes = _list_source(src)
     if s["labels"] == "folders" and len(classes) < 2:
         raise CurateError(
             f"labels='folders' takes one sub-folder of {src} per class, but it has "
@@ -372,11 +381,25 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     kept = []  # dataset name per accepted id, only to say what a duplicate duplicates
     from tqdm.auto import tqdm
     bar = tqdm(total=total, desc=f"curating {src.name}", unit="img", disable=not progress)
+    unlisted = {}  # unreadable sub-folder -> the scan's reason
+    feed = _Feed(list_names(unlisted))
     try:
         with DatasetWriter(dest, overwrite=overwrite) as writer:
-            for rel, r in _results(src, s, names(), workers, chunk):
+            results = _results(src, s, feed, workers, chunk)
+            try:
+                for rel, r in results:
+                    feed.done()
+                    bar.update(1)
+                    if r["status"] == "unreadable_folder":
+                        r["detail"] = _unreadable_detail(unlisted.get(rel))
+                    _handle(rel, r, s, writer, report, exact, near, kept, class_index)
+                    if s["max_images"] is not None and writer.count >= s["max_images"]:
+                        break
+            finally:
+                results.close()  # stops the workers: the files after the last image kept are not read
+            for rel in feed.rest():
                 bar.update(1)
-                _handle(rel, r, s, writer, report, exact, near, kept, class_index)
+                _report_unread(rel, s, report, unlisted)
             accepted = writer.count
             if accepted:
                 writer.close(class_names=classes if s["labels"] == "folders" else None)
@@ -399,12 +422,44 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     return summary
 
 
+class _Feed:
+    """The input names as they are handed to the workers, remembering those whose result is
+    not in yet: once max_images is reached, these and the ones never handed out are the rest."""
+
+    def __init__(self, names):
+        self._names, self._out = iter(names), collections.deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        rel = next(self._names)
+        self._out.append(rel)
+        return rel
+
+    def done(self):
+        self._out.popleft()
+
+    def rest(self):
+        while self._out:
+            yield self._out.popleft()
+        yield from self._names
+
+
+def _report_unread(rel, s, report, unlisted):
+    """A file after max_images was reached: what its name says, else over_max_images (not read)."""
+    r = _by_name(rel)
+    if r is None:
+        r = im.Reject("over_max_images", f"max_images={s['max_images']} reached before this file; not read")
+    elif r.reason == "unreadable_folder":
+        r.detail = _unreadable_detail(unlisted.get(rel))
+    report.add(r.reason, dict(path=rel, detail=r.detail))
+
+
 def _handle(rel, r, s, writer, report, exact, near, kept, class_index):
     """Main-process decisions for one worker result: duplicates, labels, writing, report."""
     entry = dict(path=rel)
     status = r["status"]
-    if status == "ok" and s["max_images"] is not None and writer.count >= s["max_images"]:
-        status, r["detail"] = "over_max_images", f"max_images={s['max_images']} reached"
     label = None
     if status == "ok" and s["labels"] == "folders":
         if "/" not in rel:
@@ -456,7 +511,7 @@ def add_curate_arguments(p):
     p.add_argument("--near-dup", type=int, default=DEFAULTS["near_dup_threshold"],
                    help="perceptual-hash Hamming threshold; -1 = off")
     p.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"])
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None, help="stop after N kept images (the rest is not read)")
     p.add_argument("--png-compress-level", type=int, default=0, choices=range(10))
     p.add_argument("--workers", type=int, default=None, help="processes (default min(4, cpus)); 0 = in-process")
     p.add_argument("--report-dir", default=None)

@@ -2,22 +2,30 @@
 
 Per-file entries go to one JSON-lines file per reason while curation runs (so memory does
 not grow with the number of images); `Report.finish()` joins them into
-`curation_report.json`, written to a temporary name and renamed into place.
+`curation_report.json`, written to a temporary name and renamed into place. The folder then
+shows only this run: contact sheets of an earlier run that this one did not make are removed
+(only sheets sg3lib wrote: by name, and marked inside or listed in the earlier report).
 """
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
+
+SHEET_MARK = "sg3lib contact sheet"  # a PNG text chunk: tells our sheets from a user's files
+_SHEET_NAME = re.compile(r"(accepted_sample|rejected_[A-Za-z0-9_]+)\.png")
 
 
 class Report:
     def __init__(self, out_dir, max_tiles=64, tile=64, seed=0):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._previous = _previous_sheets(self.out_dir / "curation_report.json")  # read before it is replaced
         self._tmp = Path(tempfile.mkdtemp(dir=self.out_dir, prefix=".report-", suffix=".partial"))
         self._files = {}
         self.counts, self.notes = {}, {}
@@ -36,7 +44,8 @@ class Report:
         if f is None:
             f = self._files[reason] = open(self._tmp / f"{reason}.jsonl", "w", encoding="utf-8")
         f.write(json.dumps(entry) + "\n")
-        caption = os.path.basename(entry["path"])
+        path = entry["path"]  # a folder ('x/name/') is captioned 'name/', not ''
+        caption = os.path.basename(path.rstrip("/")) + ("/" if path.endswith("/") else "")
         tiles = self._tiles.setdefault(reason, [])
         if reason == "accepted":  # a uniform sample of accepted images (reservoir sampling)
             self._accepted_seen += 1
@@ -77,12 +86,46 @@ class Report:
             out.write("\n }\n}\n")
         os.replace(tmp, path)
         shutil.rmtree(self._tmp, ignore_errors=True)
+        self._remove_stale_sheets(set(sheets.values()))
         return dict(summary, report_dir=str(self.out_dir), report_json=str(path))
+
+    def _remove_stale_sheets(self, current):
+        """Sheets of an earlier run into this folder that this run did not make (they would
+        look current); a file is only removed when it is ours by name and by mark or listing."""
+        for p in self.out_dir.iterdir():
+            if p.name in current or not _SHEET_NAME.fullmatch(p.name) or not p.is_file():
+                continue
+            if p.name in self._previous or _is_marked_sheet(p):
+                p.unlink(missing_ok=True)
 
     def abort(self):
         for f in self._files.values():
             f.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _previous_sheets(path):
+    """File names in an earlier curation_report.json's contact_sheets (empty when none). Only
+    the summary at its head is parsed: the per-file lists after it can be millions of lines."""
+    head = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if line.startswith(' "files":') or i > 10_000:
+                    break
+                head.append(line)
+        sheets = json.loads("".join(head).rstrip().rstrip(",") + "}").get("contact_sheets", {})
+        return {n for n in sheets.values() if isinstance(n, str)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _is_marked_sheet(path):
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.text.get("Software") == SHEET_MARK
+    except Exception:  # not a picture we can read: not ours
+        return False
 
 
 def _call(thumb, side):
@@ -120,5 +163,7 @@ def contact_sheet(tiles, tile=64, title="", cols=8):
 
 def _atomic_save(img, path):
     tmp = path.with_name(f".{path.name}.partial")
-    img.save(tmp, format="PNG")
+    mark = PngInfo()
+    mark.add_text("Software", SHEET_MARK)
+    img.save(tmp, format="PNG", pnginfo=mark)
     os.replace(tmp, path)
