@@ -546,6 +546,22 @@ def test_macos_metadata_is_its_own_reason_and_no_class(tmp_path):
     assert rep["counts"] == {"accepted": 2, "macos_metadata": 3} and rep["classes"] == ["cats", "dogs"]
 
 
+def test_folders_without_images_are_no_class(tmp_path):
+    """Jupyter leaves .ipynb_checkpoints/ beside the class folders; it must not become a class
+    (one more label dimension, no image ever carrying it)."""
+    raw = tmp_path / "raw"
+    for i, cls in enumerate(("cats", "dogs")):
+        (raw / cls).mkdir(parents=True)
+        (raw / cls / f"{i}.png").write_bytes(enc(picture(70 + i, 64, 64), "PNG"))
+    (raw / ".ipynb_checkpoints").mkdir()
+    (raw / ".ipynb_checkpoints" / "look-checkpoint.ipynb").write_text("{}")
+    (raw / "notes").mkdir()
+    (raw / "notes" / "sources.txt").write_text("where the pictures came from")
+    rep = curate(raw, tmp_path / "o.zip", 32, labels="folders", workers=0, progress=False)
+    assert rep["classes"] == ["cats", "dogs"] and rep["counts"] == {"accepted": 2, "not_an_image_extension": 2}
+    assert ImageDataset(tmp_path / "o.zip", use_labels=True).label_dim == 2
+
+
 def test_labels_from_folders_needs_two_class_folders(tmp_path):
     src = tmp_path / "wrapped.zip"  # `zip -r wrapped.zip raw`: every class folder under one
     with zipfile.ZipFile(src, "w") as z:
@@ -664,8 +680,9 @@ def test_decode_leaves_pillows_pixel_limit_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a process's own, stricter setting
     img, size = im.decode(enc(picture(1, 64, 64), "PNG"), max_pixels=10_000)  # 4096 px: > 2x Pillow's limit
     assert size == (64, 64) and Image.MAX_IMAGE_PIXELS == 1000
-    with pytest.raises(im.Reject, match="decompression_bomb"):
+    with pytest.raises(im.Reject, match="decompression_bomb") as e:
         im.decode(enc(picture(1, 64, 64), "PNG"), max_pixels=4000)
+    assert "--max-pixels" in e.value.detail  # says how to take a genuine large photo
     assert Image.MAX_IMAGE_PIXELS == 1000
     with pytest.raises(Image.DecompressionBombError):  # the rest of the process keeps its limit
         Image.open(io.BytesIO(enc(picture(1, 64, 64), "PNG")))

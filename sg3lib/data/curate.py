@@ -114,6 +114,13 @@ def _walk(root, unlisted=None):
     yield from rec(root, "", frozenset([os.path.realpath(root)]))
 
 
+def _is_labelled_image(rel):
+    """Does `rel` make its top-level folder a class? Only files named as images do: a folder of
+    notebooks (.ipynb_checkpoints/), an unreadable folder or macOS metadata is no class."""
+    return ("/" in rel and not rel.endswith("/") and not im.is_macos_metadata(rel)
+            and os.path.splitext(rel)[1].lower() in im.IMAGE_EXTS)
+
+
 def _list_source(src):
     """(count, iterator factory, class names) for a folder or a zip."""
     if src.is_dir():
@@ -121,14 +128,14 @@ def _list_source(src):
         try:
             for r in _walk(src):
                 count += 1
-                if "/" in r.rstrip("/") and not im.is_macos_metadata(r):  # an unreadable folder is no class
+                if _is_labelled_image(r):
                     classes.add(r.split("/", 1)[0])
         except OSError as e:
             raise CurateError(f"cannot read the source folder {src} ({e.strerror}); check its permissions")
         return count, (lambda unlisted=None: _walk(src, unlisted)), sorted(classes)
     with zipfile.ZipFile(src) as z:
         names = sorted(n for n in z.namelist() if not n.endswith("/"))
-    classes = sorted({n.split("/", 1)[0] for n in names if "/" in n and not im.is_macos_metadata(n)})
+    classes = sorted({n.split("/", 1)[0] for n in names if _is_labelled_image(n)})
     return len(names), (lambda unlisted=None: iter(names)), classes
 
 

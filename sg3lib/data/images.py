@@ -68,6 +68,9 @@ def _pillow_pixel_limit(max_pixels):
         Image.MAX_IMAGE_PIXELS = limit
 
 
+_BOMB_ADVICE = "If the file is a genuine large photo, raise the limit: --max-pixels (curate(max_pixels=...))."
+
+
 def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     """Fully decode `data` (bytes) to a loaded PIL image (frame 0 for animations).
 
@@ -82,7 +85,7 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
         try:
             img = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Reject("decompression_bomb", str(e))
+            raise Reject("decompression_bomb", f"{e} {_BOMB_ADVICE}")
         except Image.UnidentifiedImageError:
             raise Reject("not_an_image", "not a format Pillow can identify")
         except Exception as e:  # bad header checksums etc.
@@ -92,7 +95,7 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
         w, h = img.size
         # Refuse from the header, before allocating: a tiny file can claim gigapixels.
         if w * h > max_pixels:
-            raise Reject("decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
+            raise Reject("decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}. {_BOMB_ADVICE}")
         if img.format == "PNG":
             check_png_crc(data)
         if draft_size is not None and img.format == "JPEG" and img.mode in ("RGB", "L"):
