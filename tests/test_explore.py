@@ -129,6 +129,25 @@ def test_loops_close(G):
     torch.testing.assert_close(tf[n], tf[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_partial_rotation_still_loops():
+    """rotate with amount=90 turned 0..78.75 degrees, then jumped back to 0 at the loop's seam: it now
+    swings out to 90 and back. Whole turns still turn evenly; translate with any amount is a circle."""
+    n = 8
+    def angles(tf):  # the sweep stores the inverse of the rotation it shows
+        return np.degrees(np.unwrap([np.arctan2(m[0, 1], m[0, 0]) for m in np.linalg.inv(tf.numpy())]))
+    for amount in (90, -30, 45.5):
+        tf = X.transform_sweep(n, "rotate", amount, endpoint=True)
+        a = angles(tf)
+        torch.testing.assert_close(tf[n], tf[0], rtol=1e-5, atol=1e-5)
+        assert np.abs(a[:n]).max() == pytest.approx(abs(amount), abs=1e-3)  # it does reach the angle
+        assert np.abs(np.diff(a)).max() <= abs(amount) / 2  # no jump anywhere, the seam included
+    for amount in (None, 720, -360):
+        a = angles(X.transform_sweep(n, "rotate", amount, endpoint=True))
+        np.testing.assert_allclose(np.diff(a), (amount or 360) / n, atol=1e-3)  # an even turn
+    tf = X.transform_sweep(n, "translate", -0.1, endpoint=True)
+    torch.testing.assert_close(tf[n], tf[0], rtol=1e-5, atol=1e-5)
+
+
 def test_circular_loop_starts_at_its_seed_and_stays_gaussian(G):
     ws = X.circular_loop(G, 8, seeds=(5, 6))
     torch.testing.assert_close(ws[0], X.map_z(G, X.seeds_to_z([5], G.z_dim))[0], rtol=1e-5, atol=1e-5)

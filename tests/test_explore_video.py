@@ -180,8 +180,51 @@ def test_video_frames_must_be_positive(G, tmp_path):
         with pytest.raises(ValueError, match=match):
             X.interpolation_video(G, tmp_path / "v.mp4", **{"fps": 10, **kwargs}, progress=False)
     assert not list(tmp_path.iterdir())
-    path = X.interpolation_video(G, tmp_path / "b.mp4", kind="loop", fps=4, n_frames=3, batch_size=0, progress=False)
-    assert X.read_video_info(path)[0] == 3  # batch_size 0 renders one frame at a time (it raised KeyError)
+
+
+def test_library_counts_and_rates_are_checked_not_clamped(G, tmp_path):
+    """batch_size=0 quietly became 1 (the CLI refuses --batch 0), n_frames=2.5 became 2, grid=2.5 raised a
+    TypeError, fps=inf an OverflowError, training_montage(fps=0) a ZeroDivisionError: now each is a
+    ValueError naming the argument, as the CLI's checks."""
+    for kwargs, match in ((dict(batch_size=0), "batch_size=0"), (dict(batch_size=-1), "batch_size=-1"),
+                          (dict(batch_size=2.5), "batch_size=2.5"), (dict(n_frames=2.5), "n_frames=2.5"),
+                          (dict(grid=2.5), "grid=2.5"), (dict(fps=float("inf")), "fps=inf"),
+                          (dict(fps=float("nan")), "fps=nan"), (dict(duration=float("nan")), "duration=nan"),
+                          (dict(duration=float("inf")), "duration=inf"), (dict(duration=-1), "duration=-1")):
+        with pytest.raises(ValueError, match=match):
+            X.interpolation_video(G, tmp_path / "v.mp4", kind="loop", **{"n_frames": None, **kwargs}, progress=False)
+    for call, match in ((lambda: X.psi_grid(G, [0], [1, 0], batch_size=0, progress=False), "batch_size=0"),
+                        (lambda: X.generate_arrays(G, [0, 1], batch_size=0, progress=False), "batch_size=0"),
+                        (lambda: X.psi_grid(G, [], [1, 0], progress=False), "seeds is empty"),
+                        (lambda: X.psi_grid(G, [0], [], progress=False), "psis is empty"),
+                        (lambda: X.style_mix_grid(G, [0], [], progress=False), "col_seeds is empty"),
+                        (lambda: X.training_montage(tmp_path, tmp_path / "m.mp4", fps=0), "fps=0"),
+                        (lambda: X.write_video(tmp_path / "w.mp4", np.zeros([2, 8, 8, 3], np.uint8), fps=-1,
+                                               progress=False), "fps=-1")):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert not list(tmp_path.iterdir())
+    path = X.interpolation_video(G, tmp_path / "b.mp4", kind="loop", fps=4, n_frames=np.int64(3), batch_size=2.0,
+                                 progress=False)  # whole numbers of any type are fine
+    assert X.read_video_info(path)[0] == 3
+
+
+def test_montage_of_an_sg3lib_run_starts_with_the_initial_grid(tmp_path):
+    """Training writes fakes-init.png and fakes-NNNNNNNNN.png (images shown); the montage read only the
+    official fakesNNNNNN.png (kimg), so it put fakes-init.png last and labelled frames 'fakes-000000048'."""
+    from sg3lib.explore.video import _kimg
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, v in [("fakes-000000096.png", 240), ("fakes-init.png", 0), ("fakes-000000048.png", 120)]:
+        Image.fromarray(np.full([16, 16, 3], v, np.uint8)).save(run / name)
+    path, n, _ = X.training_montage(run, tmp_path / "m.mp4", fps=2, label=False, progress=False)
+    import imageio_ffmpeg
+    gen = imageio_ffmpeg.read_frames(str(path))
+    next(gen)
+    levels = [np.frombuffer(f, np.uint8).mean() for f in gen]
+    assert n == 3 and levels == sorted(levels) and levels[0] < 30 < 200 < levels[-1]
+    assert [_kimg(s) for s in ("fakes-000040000.png", "fakes000040.png", "fakes-init.png", "fakes_init.png")] == \
+        [40, 40, None, None]
 
 
 def test_transform_videos_refuse_stylegan2_before_encoding(tmp_path):
@@ -257,7 +300,8 @@ def test_cli_translate_needs_two_numbers(network_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("opt,value", [("--frames", "0"), ("--frames", "-3"), ("--fps", "0"), ("--duration", "0"),
-                                       ("--batch", "0"), ("--grid", "0"), ("--fps", "nan")])
+                                       ("--batch", "0"), ("--grid", "0"), ("--fps", "nan"), ("--fps", "inf"),
+                                       ("--duration", "inf"), ("--amount", "nan")])
 def test_cli_video_counts_must_be_positive(network_file, tmp_path, capsys, opt, value):
     """--frames 0 used to mean fps x duration and --fps 0 thirty frames a second: an explicit value is never ignored."""
     with pytest.raises(SystemExit) as e:
@@ -299,11 +343,42 @@ def test_cli_library_errors_are_one_line(network_file, tmp_path):
 
 def test_cli_video_refuses_options_its_kind_ignores(network_file, tmp_path):
     for kind, opt, value in (("walk", "--method", "lerp"), ("loop", "--space", "w"), ("keyframes", "--layers", "fine"),
-                             ("mix", "--method", "slerp")):
-        with pytest.raises(SystemExit, match=f"{opt} applies to --kind .* only, not {kind}"):
+                             ("mix", "--method", "slerp"), ("loop", "--amount", "0.1"),
+                             ("walk", "--run-dir", str(tmp_path))):
+        with pytest.raises(SystemExit, match=f"^error: {opt} applies to --kind .* only, not {kind}"):
             sg3(["video", "--network", str(network_file), "--kind", kind, opt, value, "--frames", "2",
                  "--output", str(tmp_path / "v.mp4")])
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_montage_refuses_network_options(network_file, tmp_path):
+    """A montage shows the run's fakes grids: --network, --psi, --seeds ... were silently ignored."""
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.fromarray(np.zeros([16, 16, 3], np.uint8)).save(run / "fakes-init.png")
+    for extra in (["--network", str(network_file)], ["--psi", "0.5"], ["--seeds", "0-3"], ["--class", "1"],
+                  ["--noise-mode", "random"], ["--grid", "2"], ["--frames", "9"], ["--duration", "4"],
+                  ["--batch", "8"], ["--device", "cpu"], ["--amount", "-30"], ["--psi", "1", "--centre", "class"]):
+        with pytest.raises(SystemExit) as e:
+            sg3(["video", "--kind", "montage", "--run-dir", str(run), *extra, "--output", str(tmp_path / "m.mp4")])
+        msg = str(e.value.code)
+        assert msg.startswith("error: ") and "--kind montage reads no network" in msg and "\n" not in msg
+        assert all(f in msg for f in extra if f.startswith("--")), (extra, msg)
+    assert not (tmp_path / "m.mp4").exists()
+    assert sg3(["video", "--kind", "montage", "--run-dir", str(run), "--fps", "2",
+                "--output", str(tmp_path / "m.mp4")]) == 0
+
+
+def test_cli_video_amount(network_file, tmp_path, monkeypatch):
+    """--amount reaches transform_sweep (translate: image widths, rotate: degrees), negative without '='."""
+    from sg3lib.explore import video
+    seen, real = [], video.latent_path
+    monkeypatch.setattr(video, "latent_path", lambda *a, **k: (lambda r: seen.append(r[1]) or r)(real(*a, **k)))
+    for kind, amount in (("rotate", "-30"), ("translate", "-1e-1"), ("rotate", "45")):
+        assert sg3(["video", "--network", str(network_file), "--device", "cpu", "--kind", kind, "--amount", amount,
+                    "--frames", "4", "--fps", "4", "--output", str(tmp_path / f"{kind}.mp4")]) == 0
+        torch.testing.assert_close(seen[-1], X.transform_sweep(4, kind, float(amount)))
+        assert not torch.allclose(seen[-1], X.transform_sweep(4, kind))  # not the default
 
 
 def test_cli_video_interpolates_w_with_lerp_by_default(network_file, tmp_path, monkeypatch, G):

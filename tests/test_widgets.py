@@ -64,6 +64,36 @@ def test_interpolator_endpoints_are_the_seeds(G):
         view.close()
 
 
+def test_interpolator_method_follows_the_space_until_one_is_picked(G):
+    """slerp in Z, lerp in W (latents.default_method), as the videos do; it stayed slerp in W. A method the
+    user picks (buttons or argument) is kept when the space changes."""
+    view = Interpolator(G, seed_a=2, seed_b=6, psi=1.0, display_size=16)
+    try:
+        method, space = view.controls["method"], view.controls["space"]
+        assert method.value == "slerp"
+        space.value = "w"
+        assert method.value == "lerp"
+        wa, wb = X.map_z(G, X.seeds_to_z([2, 6], G.z_dim))
+        want = X.synthesize(G, X.lerp(wa, wb, 0.5)[None])[0]
+        assert np.array_equal(np.asarray(view.render_sync()), want)
+        space.value = "z"
+        assert method.value == "slerp"
+        method.value = "lerp"  # the user's pick
+        for s in ("w", "z"):
+            space.value = s
+            assert method.value == "lerp"
+    finally:
+        view.close()
+    for kwargs, methods in ((dict(space="w"), ("lerp", "slerp")), (dict(space="w", method="slerp"), ("slerp",) * 2)):
+        view = Interpolator(G, display_size=16, **kwargs)
+        try:
+            seen = [view.controls["method"].value]
+            view.controls["space"].value = "z"
+            assert tuple(seen + [view.controls["method"].value]) == methods
+        finally:
+            view.close()
+
+
 def test_style_mixer_presets_set_the_layer_range(G):
     view = StyleMixer(G, display_size=16)
     try:

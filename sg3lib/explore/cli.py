@@ -4,6 +4,7 @@
     sg3 generate --network net.pt --kind psi-grid --seeds 0-3 --psis 1,0.7,0.5,0
     sg3 generate --network net.pt --kind mix-grid --seeds 0-3 --col-seeds 10-14 --layers coarse
     sg3 video --network net.pt --kind walk --grid 4 --duration 8 --output out/walk.mp4
+    sg3 video --network net.pt --kind rotate --amount -30 --output out/rock.mp4
     sg3 video --kind montage --run-dir runs/00001 --output out/montage.mp4
 """
 import argparse
@@ -27,6 +28,8 @@ def _at_least(lo, kind=int):
                                              f"got {text!r}") from None
         if not v >= lo:  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be at least {lo}, got {text}")
+        if v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         return v
     return parse
 
@@ -36,6 +39,17 @@ def _positive(text):
     v = _at_least(0.0, float)(text)
     if v == 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return v
+
+
+def _finite(text):
+    """An argparse type: a finite number (negative too)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not abs(v) < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
     return v
 
 
@@ -166,7 +180,13 @@ def run_generate(args):
 
 
 # The video options that only some kinds read: given for another kind, they are refused, not ignored.
-_VIDEO_ONLY = {"method": ("keyframes",), "space": ("keyframes", "walk"), "layers": ("mix",)}
+_VIDEO_ONLY = {"method": ("keyframes",), "space": ("keyframes", "walk"), "layers": ("mix",),
+               "amount": ("translate", "rotate"), "run_dir": ("montage",)}
+# What the network videos read and a montage (pictures already drawn) does not. The parser keeps
+# their defaults aside (args.network_defaults) and run_video fills them in, so that an option
+# given to a montage can be told from one left out.
+_NETWORK_OPTIONS = ("network", "seeds", "psi", "cutoff", "class_idx", "centre", "noise_mode", "device", "batch",
+                    "grid", "duration", "frames", "method", "space", "layers", "amount")
 
 
 def add_video_arguments(p):
@@ -187,13 +207,39 @@ def add_video_arguments(p):
     p.add_argument("--space", choices=["z", "w"], default=None,
                    help="keyframes, walk: interpolate the latents z (default) or the mapped ws")
     p.add_argument("--layers", default=None, help="mix: the layers that move (default fine)")
+    p.add_argument("--amount", type=_finite, default=None,
+                   help="translate: radius of the circle in image widths (default 0.25); rotate: degrees "
+                        "(default 360, one even turn; an angle that is no whole number of turns swings out "
+                        "and back, so the video loops)")
     p.add_argument("--run-dir", help="montage: the training run folder")
+    p.set_defaults(network_defaults={k: p.get_default(k) for k in _NETWORK_OPTIONS},
+                   **{k: None for k in _NETWORK_OPTIONS})  # see _NETWORK_OPTIONS
+
+
+def _flag(dest):
+    return "--" + {"class_idx": "class"}.get(dest, dest).replace("_", "-")
+
+
+def _refuse_unused(args):
+    """One 'error:' line for options the chosen --kind would ignore."""
+    if args.kind == "montage":
+        given = [_flag(k) for k in _NETWORK_OPTIONS if getattr(args, k) is not None]
+        if given:
+            raise SystemExit(f"error: {', '.join(given)}: --kind montage reads no network (it makes a video of "
+                             f"the fakes grids in --run-dir); leave {'it' if len(given) == 1 else 'them'} out")
+    for opt, kinds in _VIDEO_ONLY.items():
+        if getattr(args, opt) is not None and args.kind not in kinds:
+            raise SystemExit(f"error: {_flag(opt)} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
+    for k, v in args.network_defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
 
 
 def run_video(args):
     from . import video
     with _user_errors():
         video._mp4(args.output)  # before any work
+    _refuse_unused(args)
     if args.kind == "montage":
         if not args.run_dir:
             raise SystemExit("error: --kind montage needs --run-dir (a training run folder)")
@@ -203,9 +249,6 @@ def run_video(args):
             raise SystemExit(f"error: {e}") from None
         print(f"wrote {path} ({n} frames, {len(skipped)} skipped)")
         return 0
-    for opt, kinds in _VIDEO_ONLY.items():
-        if getattr(args, opt) is not None and args.kind not in kinds:
-            raise SystemExit(f"error: --{opt} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
     with _user_errors():
         seeds = L.parse_seeds(args.seeds)
     G = _load(args)
@@ -214,6 +257,6 @@ def run_video(args):
             G, args.output, kind=args.kind, seeds=seeds, grid=args.grid, fps=args.fps or 30,
             duration=args.duration, n_frames=args.frames, noise_mode=args.noise_mode, batch_size=args.batch,
             psi=args.psi, cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, method=args.method,
-            space=args.space or "z", layers=args.layers or "fine")
+            space=args.space or "z", layers=args.layers or "fine", amount=args.amount)
     print(f"wrote {path}")
     return 0

@@ -3,6 +3,7 @@
 Images follow the official tools' conversion: uint8 = clamp(img * 127.5 + 128, 0, 255).
 """
 import contextlib
+import numbers
 import threading
 
 import numpy as np
@@ -55,9 +56,11 @@ def synthesize(G, ws, noise_mode="const", batch_size=8, transforms=None, progres
     for all, or [N, 3, 3] (one per image; StyleGAN3 only)."""
     if noise_mode not in ("const", "random", "none"):
         raise ValueError(f"noise_mode={noise_mode!r}: use 'const', 'random' or 'none'")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:  # not a silent 1
+        raise ValueError(f"batch_size={batch_size!r}: images per forward pass, a whole number of at least 1")
     ws = torch.as_tensor(ws).to(L._device(G))
     per_image = transforms is not None and torch.as_tensor(transforms).ndim == 3
-    step = 1 if per_image else max(1, batch_size)  # one transform buffer: one image per call
+    step = 1 if per_image else batch_size  # one transform buffer: one image per call
     out = []
     for i in tqdm(range(0, len(ws), step), desc=desc, disable=not progress, leave=False):
         tf = transforms[i] if per_image else transforms

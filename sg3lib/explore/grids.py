@@ -57,12 +57,20 @@ def image_grid(images, rows, cols, row_labels=None, col_labels=None, corner_labe
     return canvas
 
 
+def _not_empty(**lists):
+    """A grid needs at least one row and one column: an empty list is an error, not a grid of labels."""
+    for name, values in lists.items():
+        if not len(values):
+            raise ValueError(f"{name} is empty: a grid needs at least one row and one column")
+
+
 @torch.no_grad()
 def psi_grid(G, seeds, psis=(1.0, 0.7, 0.5, 0.0), cutoff=None, class_idx=None, centre="global",
              noise_mode="const", labels=True, batch_size=8, progress=True):
     """Rows are seeds, columns truncation psi (labelled 'psi=0.7'); returns a PIL image.
     psi=0 shows the truncation centre itself (the 'average' image)."""
     seeds, psis = L.parse_seeds(seeds), [float(p) for p in psis]
+    _not_empty(seeds=seeds, psis=psis)
     z = L.seeds_to_z(seeds, G.z_dim)
     ws = torch.stack([L.map_z(G, z, class_idx, p, cutoff, centre) for p in psis], dim=1)  # [S, P, ...]
     imgs = synthesize(G, ws.flatten(0, 1), noise_mode, batch_size, progress=progress, desc="psi grid")
@@ -78,6 +86,7 @@ def style_mix_grid(G, row_seeds, col_seeds, layers="coarse", psi=1.0, cutoff=Non
     `layers` range ('coarse' | 'middle' | 'fine' | (lo, hi)) by column seed c's ws. The first
     row shows the column seeds, the first column the row seeds, the corner names the layers."""
     row_seeds, col_seeds = L.parse_seeds(row_seeds), L.parse_seeds(col_seeds)
+    _not_empty(row_seeds=row_seeds, col_seeds=col_seeds)
     lo, hi = L.layer_range(layers, G.num_ws)
     w_row = L.map_z(G, L.seeds_to_z(row_seeds, G.z_dim), class_idx, psi, cutoff, centre)
     w_col = L.map_z(G, L.seeds_to_z(col_seeds, G.z_dim), class_idx, psi, cutoff, centre)

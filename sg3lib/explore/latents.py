@@ -332,7 +332,9 @@ def make_transform(translate=(0.0, 0.0), angle=0.0):
 
 def transform_sweep(n_frames, kind="translate", amount=None, endpoint=False):
     """Transforms [n, 3, 3] for a periodic sweep: 'translate' moves along a circle of radius
-    `amount` (default 0.25 image widths), 'rotate' turns a full `amount` degrees (default 360)."""
+    `amount` (default 0.25 image widths); 'rotate' turns `amount` degrees (default 360) at an
+    even pace when that is a whole number of turns, and otherwise swings out to `amount` and back
+    (a turn that stopped short would jump back to 0 at the loop's seam)."""
     n = n_frames + 1 if endpoint else n_frames
     t = np.arange(n) / n_frames
     if kind == "translate":
@@ -340,6 +342,10 @@ def transform_sweep(n_frames, kind="translate", amount=None, endpoint=False):
         return torch.stack([make_transform((r * math.cos(2 * math.pi * s) - r, r * math.sin(2 * math.pi * s)), 0)
                             for s in t])
     if kind == "rotate":
-        deg = 360.0 if amount is None else amount
-        return torch.stack([make_transform((0, 0), deg * s) for s in t])
+        deg = 360.0 if amount is None else float(amount)
+        if deg % 360 == 0:
+            angles = deg * t
+        else:  # 0 -> deg -> 0, slowing at both ends
+            angles = deg * (1 - np.cos(2 * math.pi * t)) / 2
+        return torch.stack([make_transform((0, 0), a) for a in angles])
     raise ValueError(f"kind={kind!r}: use 'translate' or 'rotate'")

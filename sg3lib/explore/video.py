@@ -4,6 +4,7 @@ Frames are rendered lazily in batches as the encoder asks for them, so long or l
 never sit in memory at once. Files are written to a temporary name and renamed into place.
 """
 import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -40,6 +41,25 @@ def _mp4(path):
     return path
 
 
+def _whole(name, value, hint, lo=1):
+    """An integer of at least `lo`, or a ValueError naming the argument: never a silent 1 for 0,
+    nor 2 for 2.5."""
+    try:
+        ok = int(value) == value and value >= lo
+    except (TypeError, ValueError, OverflowError):  # None, nan, inf
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}={value!r}: {hint}")
+    return int(value)
+
+
+def _above_zero(name, value, hint):
+    """A finite number above 0, or a ValueError naming the argument (nan and inf too)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name}={value!r}: {hint}, a number above 0")
+    return value
+
+
 def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc="video"):
     """Write frames to an H.264 mp4. `frames` is an array/list of HWC uint8 images or a callable
     i -> image together with n_frames. Written to a temporary name in the same folder, then
@@ -47,6 +67,7 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
     from moviepy import VideoClip  # imported here: moviepy is only needed for videos
 
     path = _mp4(path)
+    _above_zero("fps", fps, "frames per second")
     get = frames if callable(frames) else frames.__getitem__
     n = n_frames if callable(frames) else len(frames)
     if not n:
@@ -132,16 +153,15 @@ def interpolation_video(G, path, kind="keyframes", seeds=(0, 1, 2), grid=1, fps=
     n_frames defaults to round(fps * duration). Extra keywords go to latent_path (psi, cutoff,
     class_idx, centre, method, space, layers, sigma, amount). Returns the Path."""
     _mp4(path)
-    if int(grid) < 1:
-        raise ValueError(f"grid={grid}: the number of cells side by side, at least 1")
-    if not fps > 0:
-        raise ValueError(f"fps={fps}: frames per second must be above 0")
-    if n_frames is not None and int(n_frames) < 1:  # an explicit 0 is not 'use fps * duration'
-        raise ValueError(f"n_frames={n_frames}: at least 1 (leave it None for round(fps * duration))")
-    n = int(n_frames) if n_frames is not None else round(fps * duration)
+    grid = _whole("grid", grid, "the number of cells side by side, a whole number of at least 1")
+    _above_zero("fps", fps, "frames per second")
+    if n_frames is not None:  # an explicit 0 is not 'use fps * duration'
+        n = _whole("n_frames", n_frames, "a whole number of at least 1 (leave it None for round(fps * duration))")
+    else:
+        n = round(fps * _above_zero("duration", duration, "seconds (or give n_frames)"))
     if n < 1:
         raise ValueError(f"fps={fps} x duration={duration} gives {n} frames: a video needs at least one")
-    batch_size = max(1, int(batch_size))
+    batch_size = _whole("batch_size", batch_size, "frames rendered per forward pass, a whole number of at least 1")
     cells = [latent_path(G, kind, n, seeds, cell=k, **path_kwargs) for k in range(grid)]
     rows, cols = grid_shape(grid)
     cache = {}
@@ -161,16 +181,28 @@ def interpolation_video(G, path, kind="keyframes", seeds=(0, 1, 2), grid=1, fps=
     return write_video(path, frame, fps, n, progress, desc=f"{kind} video")
 
 
-_STEP = re.compile(r"fakes(\d+)\.png$")
+# The training grids: sg3lib's fakes-init.png and fakes-NNNNNNNNN.png (images shown), and the official
+# fakes_init.png and fakesNNNNNN.png (kimg).
+_STEP = re.compile(r"fakes(-?)(\d+)\.png$")
+
+
+def _kimg(name):
+    """The kimg of a fakes grid from its file name; None for the initial grid (or another name)."""
+    m = _STEP.search(name)
+    if not m:
+        return None
+    return int(m.group(2)) / 1000 if m.group(1) else int(m.group(2))
 
 
 def training_montage(run_dir, path, fps=4, max_side=1080, label=True, progress=True):
-    """A video of a training run's progress from its fakes*.png grids (fakes_init.png first,
-    then by image count). Unreadable images are skipped and reported; grids are scaled to the
-    first one's size, at most max_side pixels. Returns (Path, number of frames, skipped files)."""
+    """A video of a training run's progress from its fakes*.png grids (the initial grid first,
+    then by training progress; sg3lib's and the official names). Unreadable images are skipped
+    and reported; grids are scaled to the first one's size, at most max_side pixels. Returns
+    (Path, number of frames, skipped files)."""
     run_dir, path = Path(run_dir), _mp4(path)
-    files = sorted(run_dir.glob("fakes*.png"), key=lambda p: (-1, p.name) if not _STEP.search(p.name)
-                   else (int(_STEP.search(p.name).group(1)), p.name))
+    _above_zero("fps", fps, "frames per second")
+    max_side = _whole("max_side", max_side, "the longest side in pixels, a whole number of at least 2", lo=2)
+    files = sorted(run_dir.glob("fakes*.png"), key=lambda p: (_kimg(p.name) is not None, _kimg(p.name) or 0, p.name))
     if not files:
         raise FileNotFoundError(f"{run_dir}: no fakes*.png grids found; point at a training run folder")
     frames, skipped, size = [], [], None
@@ -185,12 +217,12 @@ def training_montage(run_dir, path, fps=4, max_side=1080, label=True, progress=T
             size = (max(2, int(im.width * s)), max(2, int(im.height * s)))
         im = im.resize(size, Image.LANCZOS) if im.size != size else im
         if label:
-            m = _STEP.search(f.name)
-            text = f"kimg {int(m.group(1))}" if m else f.stem
+            kimg = _kimg(f.name)
+            text = f.stem if kimg is None else f"kimg {kimg:g}"
             fs, band = label_size(size[1] // 4, size[0] // 4)
-            draw = ImageDraw.Draw(im)
-            draw.rectangle([0, 0, min(size[0], fs * 6), band], fill="black")
-            draw.text((3, band / 2), text, fill="white", font=_font(fs), anchor="lm")
+            draw, font = ImageDraw.Draw(im), _font(fs)
+            draw.rectangle([0, 0, min(size[0], draw.textbbox((3, 0), text, font=font)[2] + 3), band], fill="black")
+            draw.text((3, band / 2), text, fill="white", font=font, anchor="lm")
         frames.append(np.asarray(im))
     if skipped:
         print(f"training_montage: skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}")

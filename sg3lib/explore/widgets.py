@@ -251,15 +251,36 @@ class LatentExplorer(_LiveView):
 
 
 class Interpolator(_LiveView):
-    """Between two seeds: t in [0, 1], lerp or slerp, in Z (then map) or in W."""
+    """Between two seeds: t in [0, 1], lerp or slerp, in Z (then map) or in W. The method follows
+    the space (slerp in Z, lerp in W: latents.default_method) until one is picked, by the method
+    buttons or the `method` argument; a picked method is kept when the space changes."""
 
-    def __init__(self, G, seed_a=0, seed_b=1, psi=0.7, display_size=256, debounce=0.01):
+    def __init__(self, G, seed_a=0, seed_b=1, psi=0.7, display_size=256, debounce=0.01, space="z",
+                 method=None):
+        self._method_picked = method is not None
+        self._following = False  # True while the space sets the method (that is not a pick)
         c = {"seed_a": _seed("seed A", seed_a), "seed_b": _seed("seed B", seed_b),
              "t": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="t"),
-             "method": W.ToggleButtons(options=["slerp", "lerp"], value="slerp", description="method"),
-             "space": W.ToggleButtons(options=["z", "w"], value="z", description="space"),
+             "method": W.ToggleButtons(options=["slerp", "lerp"], value=method or L.default_method(space),
+                                       description="method"),
+             "space": W.ToggleButtons(options=["z", "w"], value=space, description="space"),
              "psi": _psi(psi), **_class_controls(G)}
+        c["method"].observe(self._on_method, names="value")
+        c["space"].observe(self._on_space, names="value")
         super().__init__(G, c, display_size, debounce)
+
+    def _on_method(self, change):
+        if not self._following:
+            self._method_picked = True
+
+    def _on_space(self, change):
+        if self._method_picked:
+            return
+        self._following = True
+        try:
+            self.controls["method"].value = L.default_method(change["new"])
+        finally:
+            self._following = False
 
     def render(self, s):
         G = self.G
