@@ -164,9 +164,13 @@ def _looks_zip(path):
         return f.read(4) == b"PK\x03\x04"
 
 
-def _counter(path):
+def snapshot_counter(path):
+    """The image counter in a snapshot's name (-1 if it has none)."""
     m = _COUNTER.search(Path(path).stem)
     return int(m.group(1)) if m else -1
+
+
+_counter = snapshot_counter
 
 
 def _zip_names(path):
@@ -235,14 +239,15 @@ def prune(folder, keep_last=5, keep_every_kimg=None, pattern=PATTERN):
     """Delete old complete snapshots; returns the deleted paths.
 
     Keeps the `keep_last` newest and, if `keep_every_kimg` is set, the first snapshot in each
-    interval of that many kimg (so a long run keeps e.g. one snapshot per 1000 kimg).
+    interval of that many kimg (so a long run keeps e.g. one snapshot per 1000 kimg). The newest
+    is always kept, whatever `keep_last` says: it may be the only complete snapshot there is.
     """
     good, _, _ = _scan(folder, pattern, clean=False, stale_s=0)
-    keep = set(good[-keep_last:]) if keep_last > 0 else set()
+    keep = set(good[-max(int(keep_last), 1):])
     if keep_every_kimg:
         seen = set()
         for p in good:
-            bucket = _counter(p) // int(round(keep_every_kimg * 1000))
+            bucket = _counter(p) // max(int(round(keep_every_kimg * 1000)), 1)
             if bucket not in seen:
                 seen.add(bucket)
                 keep.add(p)

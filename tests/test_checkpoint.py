@@ -134,6 +134,22 @@ def test_prune(tmp_path, fixtures_dir):
     assert len(deleted) == 3
 
 
+def test_prune_always_keeps_the_newest(tmp_path, fixtures_dir):
+    """Whatever keep_last says, the newest complete snapshot (maybe the only one) stays; leftovers
+    of other kinds (a temporary, a cut-off newer file) neither count nor go."""
+    snap = small_snapshot(fixtures_dir)
+    for nimg in (8, 16, 24):
+        ck.save_snapshot(tmp_path / ck.snapshot_name(nimg), snap)
+    (tmp_path / ck.snapshot_name(32)).write_bytes(b"PK\x03\x04 cut off")
+    (tmp_path / f".{ck.snapshot_name(40)}.tmp-abcd1234").write_bytes(b"PK\x03\x04 partial")
+    with pytest.warns(UserWarning):
+        ck.prune(tmp_path, keep_last=0)
+        ck.prune(tmp_path, keep_last=-1, keep_every_kimg=0.0001)  # an interval under one image: no crash
+        assert ck.find_latest(tmp_path, stale_s=0) == tmp_path / ck.snapshot_name(24)
+    assert sorted(p.name for p in tmp_path.glob(ck.PATTERN)) == [ck.snapshot_name(24), ck.snapshot_name(32)]
+    assert not list(tmp_path.glob(".*.tmp-*"))
+
+
 def test_load_snapshot_errors(tmp_path, fixtures_dir):
     snap = small_snapshot(fixtures_dir)
     newer = dict(snap, version=99)

@@ -182,6 +182,107 @@ def test_sigkill_during_snapshot_write_resumes_from_previous(tmp_path, capsys, o
     assert_same_state(a["training_state"]["opt_D"], b["training_state"]["opt_D"])
 
 
+GRID_KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, time, torch
+    torch.set_num_threads(1)
+    real_replace = os.replace
+    def slow_replace(src, dst, *a, **k):
+        # Test hook (this process only): stop with the first snapshot renamed into place and its
+        # fakes grid written to its temporary file, so that the parent can SIGKILL us there.
+        if os.path.basename(str(dst)) == 'fakes-000000016.png':
+            open(sys.argv[3], 'w').close()
+            time.sleep(600)
+        return real_replace(src, dst, *a, **k)
+    os.replace = slow_replace
+    sys.path.insert(0, sys.argv[4])
+    from test_train import TINY, GRID_KILL_OPTS
+    from sg3lib.train import train
+    train(sys.argv[1], sys.argv[2], kimg=0.032, **dict(TINY, **GRID_KILL_OPTS))
+""")
+# One step per tick, a snapshot every 2; ADA updates every 2 steps, so the first tick after the
+# resume at 16 images has no update of its own (its stats line reports the r_t of before).
+GRID_KILL_OPTS = dict(tick=0.008, snap=2, ada_interval=2)
+TIMING = ("sec_per_tick", "sec_per_kimg", "time", "mem_peak_gb")
+
+
+def stats_lines(run_dir):
+    """stats.jsonl without the timings (which differ between runs)."""
+    import json
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in open(run_dir / "stats.jsonl")]
+
+
+def test_sigkill_between_snapshot_and_its_grid_loses_nothing(tmp_path, one_thread):
+    """Killed after a snapshot, while writing its fakes grid: the resumed run leaves no temporary,
+    writes the missing grid, and ends with the files, stats lines and networks of a straight run."""
+    data = make_zip(tmp_path / "d.zip")
+    run, marker = tmp_path / "run", tmp_path / "writing"
+    script = tmp_path / "kill_me.py"
+    script.write_text(GRID_KILL_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(script), data, str(run), str(marker), str(ROOT / "tests")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300  # a hang guard, not a speed check
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail("training subprocess ended early:\n" + proc.stdout.read().decode())
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("training subprocess never reached the first grid")
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert snaps(run) == ["snapshot-000000016.pt"] and not (run / "fakes-000000016.png").exists()
+    train(data, run, resume="latest", kimg=0.032, **dict(TINY, **GRID_KILL_OPTS))
+    straight = tmp_path / "straight"
+    train(data, straight, kimg=0.032, **dict(TINY, **GRID_KILL_OPTS))
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in straight.iterdir())
+    for grid in straight.glob("fakes-*.png"):
+        assert (run / grid.name).read_bytes() == grid.read_bytes(), grid.name
+    assert stats_lines(run) == stats_lines(straight)
+    assert any("ada_rt" in r for r in stats_lines(run))
+    a, b = load(run / "snapshot-000000032.pt"), load(straight / "snapshot-000000032.pt")
+    assert_same_state(a["networks"], b["networks"])
+    assert_same_state(a["training_state"]["ada"], b["training_state"]["ada"])
+
+
+def test_extended_run_keeps_the_tick_and_snapshot_cadence(tmp_path):
+    """A run that ended mid-tick and is extended (--kimg larger) has its ticks and snapshots at the
+    multiples a run with the larger --kimg from the start has; the short tick's line is replaced."""
+    data = make_zip(tmp_path / "d.zip")
+    opts = dict(TINY, tick=0.016, snap=2, keep_snapshots=0)  # 2 steps per tick, snapshot every 2 ticks
+    train(data, tmp_path / "straight", kimg=0.048, **opts)
+    run = tmp_path / "run"
+    train(data, run, kimg=0.024, **opts)  # ends after 3 steps, in the middle of tick 2
+    assert [(r["kimg"], r["tick"]) for r in stats_lines(run)] == [(0.016, 1), (0.024, 2)]
+    train(data, run, resume="latest", kimg=0.048, **opts)
+    assert stats_lines(run) == stats_lines(tmp_path / "straight")
+    assert [(r["kimg"], r["tick"]) for r in stats_lines(run)] == [(0.016, 1), (0.032, 2), (0.048, 3)]
+    assert snaps(tmp_path / "straight") == ["snapshot-000000032.pt", "snapshot-000000048.pt"]
+    assert snaps(run) == ["snapshot-000000024.pt", "snapshot-000000032.pt", "snapshot-000000048.pt"]
+    a, b = load(run / "snapshot-000000048.pt"), load(tmp_path / "straight" / "snapshot-000000048.pt")
+    assert_same_state(a["networks"], b["networks"])
+    for key in ("cur_tick", "tick_start_nimg", "tick_sums", "opt_G", "ada"):
+        assert_same_state(a["training_state"][key], b["training_state"][key])
+
+
+def test_continuing_an_older_snapshot_in_its_own_folder_is_refused(tmp_path):
+    """The newer snapshots would outlive the continuation: pruning would delete the new ones and
+    --resume latest would go back to the old history."""
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "run"
+    train(data, run, kimg=0.024, **dict(TINY, tick=0.008, keep_snapshots=2))
+    assert snaps(run) == ["snapshot-000000016.pt", "snapshot-000000024.pt"]
+    with pytest.raises(TrainError, match="holds snapshot-000000024.pt, which is not older than.*another --outdir"):
+        train(data, run, resume=str(run / "snapshot-000000016.pt"), kimg=0.032, **dict(TINY, tick=0.008))
+    assert snaps(run) == ["snapshot-000000016.pt", "snapshot-000000024.pt"]
+    # The newest one by its path, or an older one into a folder of its own, continues.
+    out = train(data, tmp_path / "branch", resume=str(run / "snapshot-000000016.pt"), kimg=0.024,
+                **dict(TINY, tick=0.008))
+    assert out["cur_nimg"] == 24
+    assert train(data, run, resume=str(run / "snapshot-000000024.pt"), kimg=0.032,
+                 **dict(TINY, tick=0.008))["cur_nimg"] == 32
+
+
 def test_disk_full_during_snapshot_keeps_previous(tmp_path, monkeypatch):
     data = make_zip(tmp_path / "d.zip")
     run = tmp_path / "run"
@@ -244,7 +345,9 @@ def test_transfer_learning_from_other_run_and_freezed(tmp_path):
     g0, g1 = src["networks"]["G"]["state_dict"], dst["networks"]["G"]["state_dict"]
     params = [k for k in g0 if not k.endswith("w_avg")]  # w_avg is a running mean, not trained
     assert len(params) > 10 and all(torch.equal(g0[k], g1[k]) for k in params)
-    assert dst["training_state"]["cur_tick"] == 1
+    # Counters from 0, not the source's: its one step is an open tick (tick 0.016 kimg is 2 steps).
+    ts = dst["training_state"]
+    assert (ts["step"], ts["cur_tick"], ts["tick_start_nimg"]) == (1, 0, 0)
     # As the official training after --resume: no EMA ramp-up, no blur; the user's ada_kimg is kept.
     cfg = dst["meta"]["config"]
     assert (cfg["ema_rampup"], cfg["blur_sigma"], cfg["ada_kimg"]) == (0.0, 0.0, TINY["ada_kimg"])

@@ -261,3 +261,23 @@ def test_augmentation_modes_are_the_official_ones():
         C.make_config(32, p=1.5)
     with pytest.raises(ValueError, match="choose one of ada, fixed, noaug"):
         C.make_config(32, aug="adaptive")
+
+
+def test_ada_state_keeps_the_last_r_t():
+    """The stats of the ticks before the next ADA update report r_t, after a resume too."""
+    ada = aug.AdaController(p=0.1, interval=2)
+    ada.accumulate(2.0, 4)
+    ada.update(1, 4)
+    resumed = aug.AdaController(p=0.1, interval=2)
+    resumed.load_state_dict(ada.state_dict())
+    assert resumed.rt == ada.rt == 0.5
+    resumed.load_state_dict({"p": 0.2, "sign_sum": 0.0, "count": 0.0})  # a snapshot from before rt was kept
+    assert resumed.rt is None
+
+
+def test_snapshot_retention_options_are_checked():
+    with pytest.raises(ValueError, match="--keep-snapshots -1 is negative"):
+        C.make_config(16, keep_snapshots=-1)
+    with pytest.raises(ValueError, match="--keep-every-kimg 0.0001 is less than one image"):
+        C.make_config(16, keep_every_kimg=0.0001)
+    assert C.make_config(16, keep_snapshots=0)["keep_snapshots"] == 0  # 0 keeps all

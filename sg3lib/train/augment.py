@@ -266,11 +266,13 @@ class AdaController:
         return self.p
 
     def state_dict(self):
-        return {"p": self.p, "sign_sum": float(self.sign_sum), "count": self.count}
+        # rt too: the stats of the ticks before its next update report it, as an uninterrupted run's do.
+        return {"p": self.p, "sign_sum": float(self.sign_sum), "count": self.count, "rt": self.rt}
 
     def load_state_dict(self, s):
         """Restore the running sums; p too, when adapting (a fixed or no augmentation keeps its own p,
         even continuing a run that adapted it)."""
         self.sign_sum, self.count = float(s["sign_sum"]), float(s["count"])
+        self.rt = s.get("rt")  # absent in older snapshots
         if self.enabled:
             self.p = float(s["p"])

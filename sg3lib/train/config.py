@@ -94,6 +94,12 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
                          "for a fixed augmentation probability use --aug fixed --p P")
     if c["aug"] == "fixed" and c["p"] == 0:
         raise ValueError("--aug fixed needs --p P > 0 (the fixed augmentation probability)")
+    if c["keep_snapshots"] < 0:  # prune would keep none, not even the snapshot just written
+        raise ValueError(f"--keep-snapshots {c['keep_snapshots']} is negative; give N >= 1 to keep "
+                         "the last N snapshots, or 0 to keep all")
+    if c["keep_every_kimg"] is not None and c["keep_every_kimg"] * 1000 < 1:
+        raise ValueError(f"--keep-every-kimg {c['keep_every_kimg']} is less than one image (0.001 kimg); "
+                         "give the milestone interval in kimg, e.g. 1000")
     if c["precision"] not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"unknown --precision {c['precision']!r}; choose fp32, fp16 or bf16")
     if c["compile"] not in COMPILE_MODES:

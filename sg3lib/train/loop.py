@@ -5,7 +5,8 @@ Exact resume. Nothing in a step depends on the process's history except what a s
   perm(seed, g // N)[g % N] of the dataset, and step s reads images [s*B, (s+1)*B);
 - a step's random numbers come from generators seeded with (seed, step, phase);
 - the state that evolves (weights, Adam moments, G_ema, ADA p and its running sums, the
-  path-length mean, counters, tick start) is saved in every snapshot.
+  path-length mean, counters, tick start and the sums of a tick cut short by the run's end) is
+  saved in every snapshot.
 So a run stopped after a snapshot and resumed with `resume='latest'` computes the same
 weights as one that never stopped (bit for bit in deterministic mode on the same machine).
 The global RNG states (torch, cuda, numpy, python) are saved and restored as well, for code
@@ -28,8 +29,12 @@ from . import config as config_mod
 from . import distributed as dist_mod
 from .ema import ema_beta, update_ema
 from .loss import Phases
+from ..files import temp_file_beside
 from .stats import StatsWriter, truncate_after
 
+# Temporaries of killed writes. A run folder has one writer (this run), so any seen when it
+# starts is dead, however young. (fakes-*.png.tmp.png: the grid temporaries of older versions.)
+LEFTOVERS = (".snapshot-*.pt.tmp-*", ".fakes-*.png.tmp-*", "fakes-*.png.tmp.png", "stats.jsonl.tmp")
 PHASE_IDS = {"Gmain": 1, "Greg": 2, "Dmain": 3, "Dreg": 4, "data": 5, "grid": 6}
 
 
@@ -252,16 +257,14 @@ def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
 
 def _find_latest(run_dir):
     from .. import checkpoint as ck
-    # Partial files of a killed write. A run folder has one writer (this run), so any temporary
-    # file seen when it starts is dead, however young.
-    partial = glob.glob(os.path.join(run_dir, ".snapshot-*.pt.tmp-*"))
+    partial = [p for pattern in LEFTOVERS for p in glob.glob(os.path.join(run_dir, pattern))]
     for tmp in partial:
         try:
             os.remove(tmp)
         except FileNotFoundError:  # another rank removed it first
             pass
     if partial:
-        print(f"removed {len(partial)} partial snapshot file(s) of an interrupted save: "
+        print(f"removed {len(partial)} partial file(s) of an interrupted save: "
               + ", ".join(os.path.basename(t) for t in partial))
     return ck.find_latest(run_dir)
 
@@ -274,6 +277,20 @@ def _check_no_other_run(outdir):
     if latest:
         raise TrainError(f"{outdir} already holds a run ({os.path.basename(latest)}); continue it with "
                          "--resume latest, or start the new run in another --outdir")
+
+
+def _check_continues_newest(outdir, src):
+    """Continuing from a snapshot path into a folder that holds a newer snapshot would mix two
+    histories: the newer files would outlive the continuation (--resume latest would pick them,
+    pruning would keep them and delete the new ones)."""
+    from .. import checkpoint as ck
+    latest = ck.find_latest(outdir, clean=False)
+    if latest is None or os.path.abspath(latest) == os.path.abspath(src):
+        return
+    if ck.snapshot_counter(latest) >= ck.snapshot_counter(src):
+        raise TrainError(f"{outdir} holds {os.path.basename(latest)}, which is not older than {src}: "
+                         "continuing from it there would mix the two runs' snapshots and stats. "
+                         "Continue in another --outdir (same --resume), or move the newer snapshots away.")
 
 
 def _load_resume(src, device):
@@ -328,9 +345,19 @@ def save_grid(G_ema, cfg, labels, path, device):
     img = (torch.cat(imgs) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     C = img.shape[1]
     img = img.reshape(rows, cols, C, res, res).permute(0, 3, 1, 4, 2).reshape(rows * res, cols * res, C)
-    tmp = path + ".tmp.png"
-    Image.fromarray(img.numpy()[:, :, 0] if C == 1 else img.numpy()).save(tmp)
-    os.replace(tmp, path)
+    # A hidden temporary name: a grid cut off by a kill is neither a fakes*.png nor left behind.
+    fd, tmp = temp_file_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(img.numpy()[:, :, 0] if C == 1 else img.numpy()).save(f, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def grid_name(nimg):
+    return f"fakes-{int(nimg):09d}.png"
 
 
 # ----------------------------------------------------------------------------------------
@@ -446,12 +473,15 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
                              "run in another --outdir with --resume pointing at this snapshot.")
     if resume != "latest" and resume_kind != "snapshot":  # ('latest' has looked: none there, or continuing it)
         _check_no_other_run(outdir)  # after the options' errors, before any write
+    elif resume != "latest" and resume_kind == "snapshot":
+        _check_continues_newest(outdir, resume)
     _set_numerics(c)
 
     # Networks, optimizers, state.
     G, D, G_ema = _build(c, device)
     labels = _labels(ds)
     state = {"cur_nimg": 0, "cur_tick": 0, "step": 0, "tick_start_nimg": 0}
+    tick_sums = {}
     ada = aug.AdaController(c["p"], c["target"], c["ada_interval"], c["ada_kimg"], c["aug"] == "ada")
     if resume_kind in ("snapshot", "transfer"):
         for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
@@ -488,6 +518,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         ada.load_state_dict(ts["ada"])
         phases.pl_mean.copy_(ts["pl_mean"])
         set_rng_state(ts["rng"])
+        tick_sums = ts.get("tick_sums") or {}  # a tick cut short by the end of the run (kimg)
 
     # Data stream from the current image on.
     sampler = StreamSampler(len(ds), c["seed"], c["batch"], rank, world, state["cur_nimg"])
@@ -497,13 +528,19 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
 
     run = _Run(c, rank, world, rounds, device, G, D, G_ema, opt_G, opt_D, phases, ada, labels, frozen,
                G_interval, D_interval)
+    run.load_tick_sums(tick_sums, device)
     writer = StatsWriter(outdir, c["tensorboard"]) if rank == 0 else None
     total = int(math.ceil(c["kimg"] * 1000))
     last_snap = None
+    # The stats line of a tick cut short by the end of a run is replaced by the whole tick's.
+    open_tick = state["tick_start_nimg"] if state["tick_start_nimg"] < state["cur_nimg"] else None
     if rank == 0:
         truncate_after(outdir, state["cur_nimg"] / 1000)
         if state["cur_nimg"] == 0:
             save_grid(G_ema, c, labels, os.path.join(outdir, "fakes-init.png"), device)
+        elif not os.path.exists(os.path.join(outdir, grid_name(state["cur_nimg"]))):
+            # killed between the snapshot and its grid: the grid is a function of G_ema alone
+            save_grid(G_ema, c, labels, os.path.join(outdir, grid_name(state["cur_nimg"])), device)
     bar = tqdm(total=total, initial=min(state["cur_nimg"], total), unit="img", desc="training",
                disable=not progress or rank != 0)
     t_tick = time.time()
@@ -513,27 +550,35 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         bar.update(c["batch"])
         tick_imgs += c["batch"]
         done = state["cur_nimg"] >= total
-        if not done and state["cur_nimg"] < state["tick_start_nimg"] + c["tick"] * 1000:
+        tick_done = state["cur_nimg"] >= state["tick_start_nimg"] + c["tick"] * 1000
+        if not done and not tick_done:
             continue
-        # End of a tick: stats, maybe a snapshot.
-        state["cur_tick"] += 1
-        state["tick_start_nimg"] = state["cur_nimg"]
+        # End of a tick, or of the run: stats, maybe a snapshot. A tick cut short by the end of
+        # the run stays open in the snapshot (start, count, sums): a run extended later (--kimg)
+        # finishes it and keeps the ticks and snapshots of a run that had the larger --kimg.
         dt = time.time() - t_tick
-        rec = run.tick_stats(state, dt, tick_imgs)
+        rec = run.tick_stats(state, dt, tick_imgs, tick_done)
         t_tick, tick_imgs = time.time(), 0
-        snap_now = done or (c["snap"] and state["cur_tick"] % c["snap"] == 0)
+        if tick_done:
+            state["cur_tick"] += 1
+            state["tick_start_nimg"] = state["cur_nimg"]
+        snap_now = done or (tick_done and c["snap"] and state["cur_tick"] % c["snap"] == 0)
         if rank == 0:
+            if open_tick is not None:
+                truncate_after(outdir, open_tick / 1000)
             writer.write(rec)
             bar.set_postfix(loss_G=rec.get("loss_G"), loss_D=rec.get("loss_D"), p=rec["ada_p"])
             if callback:
                 callback("tick", rec)
+        open_tick = None
         if snap_now and rank == 0:
             ts = dict(state, opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), ada=ada.state_dict(),
+                      tick_sums=run.tick_sums(),
                       pl_mean=phases.pl_mean.detach().cpu().clone(), rng=rng_state(),
                       data={"seed": c["seed"], "position": state["cur_nimg"],
                             "epoch": state["cur_nimg"] // len(ds), "dataset_len": len(ds)})
             last_snap = _save_snapshot(outdir, G, D, G_ema, c, ts, c["keep_snapshots"])
-            grid = os.path.join(outdir, f"fakes-{state['cur_nimg']:09d}.png")
+            grid = os.path.join(outdir, grid_name(state["cur_nimg"]))
             save_grid(G_ema, c, labels, grid, device)
             if callback:
                 callback("snapshot", {"path": last_snap, "grid": grid})
@@ -668,8 +713,17 @@ class _Run:
         self.G.requires_grad_(False)
         self.D.requires_grad_(False)
 
-    def tick_stats(self, state, dt, n_imgs):
-        rec = {"kimg": state["cur_nimg"] / 1000, "tick": state["cur_tick"], "step": state["step"]}
+    def tick_sums(self):
+        """The open tick's running sums (empty after a tick's end), for the snapshot."""
+        return {k: {"sum": v.detach().cpu().clone(), "count": self.counts[k]} for k, v in self.sums.items()}
+
+    def load_tick_sums(self, sums, device):
+        self.sums = {k: v["sum"].to(device) for k, v in sums.items()}
+        self.counts = {k: int(v["count"]) for k, v in sums.items()}
+
+    def tick_stats(self, state, dt, n_imgs, tick_done=True):
+        """The tick's stats record; the sums restart only at the tick's end (not at a run's end)."""
+        rec = {"kimg": state["cur_nimg"] / 1000, "tick": state["cur_tick"] + 1, "step": state["step"]}
         for k, v in self.sums.items():
             if not k.startswith("_") and k not in ("real_sign",):
                 rec[k] = float(v) / max(self.counts[k], 1)
@@ -685,5 +739,6 @@ class _Run:
             import resource
             rec["mem_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
         rec["time"] = time.time()
-        self.sums, self.counts = {}, {}
+        if tick_done:
+            self.sums, self.counts = {}, {}
         return rec
