@@ -32,7 +32,7 @@ from .loader import LoadError
 FORMAT = "sg3lib-snapshot"
 VERSION = 1
 PATTERN = "snapshot-*.pt"
-_COUNTER = re.compile(r"(\d+)\D*$")  # the last run of digits in a name
+_COUNTER = re.compile(r"-(\d+)$")  # snapshot-NNNNNNNNN: not a copy such as 'snapshot-000004000 (1)
 _LEAF_TYPES = (torch.Tensor, int, float, bool, complex, str, bytes, type(None), torch.dtype, torch.device)
 
 
@@ -170,8 +170,6 @@ def snapshot_counter(path):
     return int(m.group(1)) if m else -1
 
 
-_counter = snapshot_counter
-
 
 def _zip_names(path):
     """The names in a ZIP file, or None where its directory is missing or damaged."""
@@ -201,15 +199,20 @@ def _scan(folder, pattern, clean, stale_s):
         if stale:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
-    good = []
+    good, odd = [], []
     for p in folder.glob(pattern):
-        if p.is_file():
+        if snapshot_counter(p) < 0:  # e.g. a copy Drive made on a second upload: not ours to use or delete
+            odd.append(p)
+        elif p.is_file():
             (good if _complete(p) else skipped).append(p)
     if removed or skipped:
         warnings.warn(f"{folder}: removed {len(removed)} leftover temporary file(s) from interrupted saves"
                       f"{' ' + str([p.name for p in removed]) if removed else ''}; skipped {len(skipped)} "
                       f"incomplete snapshot(s){' ' + str([p.name for p in skipped]) if skipped else ''}")
-    return sorted(good, key=lambda p: (_counter(p), p.name)), removed, skipped
+    if odd:
+        warnings.warn(f"{folder}: ignored {len(odd)} file(s) not named snapshot-NNNNNNNNN.pt (a copy? rename it "
+                      f"to use it): {sorted(p.name for p in odd)}")
+    return sorted(good, key=lambda p: (snapshot_counter(p), p.name)), removed, skipped
 
 
 def newest_if_folder(path):
@@ -247,7 +250,7 @@ def prune(folder, keep_last=5, keep_every_kimg=None, pattern=PATTERN):
     if keep_every_kimg:
         seen = set()
         for p in good:
-            bucket = _counter(p) // max(int(round(keep_every_kimg * 1000)), 1)
+            bucket = snapshot_counter(p) // max(int(round(keep_every_kimg * 1000)), 1)
             if bucket not in seen:
                 seen.add(bucket)
                 keep.add(p)

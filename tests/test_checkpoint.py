@@ -128,7 +128,7 @@ def test_prune(tmp_path, fixtures_dir):
     for kimg in range(0, 1400, 200):  # 0, 200, ..., 1200 kimg
         ck.save_snapshot(tmp_path / ck.snapshot_name(kimg * 1000), snap)
     deleted = ck.prune(tmp_path, keep_last=2, keep_every_kimg=500)
-    left = sorted(ck._counter(p) // 1000 for p in tmp_path.glob(ck.PATTERN))
+    left = sorted(ck.snapshot_counter(p) // 1000 for p in tmp_path.glob(ck.PATTERN))
     # first of each 500-kimg interval (0, 600, 1000) plus the two newest (1000, 1200)
     assert left == [0, 600, 1000, 1200]
     assert len(deleted) == 3
@@ -148,6 +148,19 @@ def test_prune_always_keeps_the_newest(tmp_path, fixtures_dir):
         assert ck.find_latest(tmp_path, stale_s=0) == tmp_path / ck.snapshot_name(24)
     assert sorted(p.name for p in tmp_path.glob(ck.PATTERN)) == [ck.snapshot_name(24), ck.snapshot_name(32)]
     assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+def test_copies_named_like_snapshots_are_neither_used_nor_deleted(tmp_path, fixtures_dir):
+    """Drive names a second upload 'snapshot-000000016 (1).pt': its last digits are no image count
+    (it was taken for snapshot 1, the oldest, and pruned)."""
+    snap = small_snapshot(fixtures_dir)
+    for nimg in (8, 16):
+        ck.save_snapshot(tmp_path / ck.snapshot_name(nimg), snap)
+    copy = tmp_path / ck.snapshot_name(16).replace(".pt", " (1).pt")
+    copy.write_bytes((tmp_path / ck.snapshot_name(16)).read_bytes())
+    with pytest.warns(UserWarning, match=r"ignored 1 file.*\(1\)\.pt"):
+        assert ck.prune(tmp_path, keep_last=1) == [tmp_path / ck.snapshot_name(8)]
+    assert copy.exists()
 
 
 def test_load_snapshot_errors(tmp_path, fixtures_dir):
