@@ -310,6 +310,19 @@ def test_cli_video_counts_must_be_positive(network_file, tmp_path, capsys, opt, 
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("args,opt", [(["--psi", "nan"], "--psi"), (["--psi", "inf"], "--psi"),
+                                      (["--seeds", ""], "--seeds"), (["--seeds", " , "], "--seeds"),
+                                      (["--kind", "psi-grid", "--psis", "1,nan"], "--psis"),
+                                      (["--translate", "inf,0"], "--translate"), (["--rotate", "nan"], "--rotate"),
+                                      (["--kind", "mix-grid", "--col-seeds", ""], "--col-seeds")])
+def test_cli_generate_refuses_nothing_and_non_numbers(network_file, tmp_path, capsys, args, opt):
+    """--psi nan drew grey fields and --seeds '' wrote nothing, both reported as done."""
+    with pytest.raises(SystemExit) as e:
+        sg3(["generate", "--network", str(network_file), *args, "--outdir", str(tmp_path / "out")])
+    assert e.value.code == 2 and f"argument {opt}:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_class_errors_name_the_flag(tmp_path):
     """The library's errors say class_idx (its argument); the command line says --class."""
     from sg3lib.checkpoint import save_snapshot, snapshot_from_networks

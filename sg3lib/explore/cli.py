@@ -54,19 +54,30 @@ def _finite(text):
 
 
 def _floats(text):
-    """'1,0.7,0.5,0' -> [1.0, 0.7, 0.5, 0.0]."""
+    """'1,0.7,0.5,0' -> [1.0, 0.7, 0.5, 0.0] (finite numbers: a nan psi draws a grey field)."""
     try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
+        return [_finite(v) for v in text.split(",")]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, like '1,0.7,0.5,0', "
                                          f"got {text!r}") from None
+
+
+def _seeds(text):
+    """'0-3,7' -> [0, 1, 2, 3, 7]; at least one seed (an empty list made nothing and said it was done)."""
+    try:
+        seeds = L.parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} names no seed; write them like '0-3,7'")
+    return seeds
 
 
 def _pair(text):
     """'X,Y' -> (X, Y), the official gen_images.py spelling ('-0.1,0' too: sg3lib.cli passes it on)."""
     try:
-        pair = tuple(float(v) for v in text.split(","))
-    except ValueError:
+        pair = tuple(_finite(v) for v in text.split(","))
+    except argparse.ArgumentTypeError:
         pair = ()
     if len(pair) != 2:
         raise argparse.ArgumentTypeError(f"expected two numbers 'X,Y', like '0.25,-0.1', got {text!r}")
@@ -75,8 +86,8 @@ def _pair(text):
 
 def _common(p):
     p.add_argument("--network", help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
-    p.add_argument("--seeds", default="0-3", help="seeds, e.g. '0-3,7' (default 0-3)")
-    p.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1: none)")
+    p.add_argument("--seeds", type=_seeds, default="0-3", help="seeds, e.g. '0-3,7' (default 0-3)")
+    p.add_argument("--psi", type=_finite, default=1.0, help="truncation psi (default 1: none)")
     p.add_argument("--cutoff", type=_at_least(0), default=None, help="truncate only the first N ws (default all)")
     p.add_argument("--class", dest="class_idx", type=_at_least(0), default=None, metavar="N",
                    help="class index (conditional networks: required)")
@@ -93,11 +104,11 @@ def add_generate_arguments(p):
     p.add_argument("--outdir", default="out/generate", help="folder for the PNGs (created)")
     p.add_argument("--psis", type=_floats, default=[1.0, 0.7, 0.5, 0.0], metavar="P,P,...",
                    help="psi-grid columns (default 1,0.7,0.5,0)")
-    p.add_argument("--col-seeds", default="10-13", help="mix-grid column (style) seeds")
+    p.add_argument("--col-seeds", type=_seeds, default="10-13", help="mix-grid column (style) seeds")
     p.add_argument("--layers", default="coarse", help="mix-grid layers: coarse, middle, fine or 'lo-hi'")
     p.add_argument("--translate", type=_pair, default=(0.0, 0.0), metavar="X,Y",
                    help="images, StyleGAN3 only: move by X,Y image widths, e.g. -0.1,0")
-    p.add_argument("--rotate", type=float, default=0.0, help="images, StyleGAN3 only: degrees")
+    p.add_argument("--rotate", type=_finite, default=0.0, help="images, StyleGAN3 only: degrees")
 
 
 def _save(img, path):
