@@ -281,3 +281,21 @@ def test_snapshot_retention_options_are_checked():
     with pytest.raises(ValueError, match="--keep-every-kimg 0.0001 is less than one image"):
         C.make_config(16, keep_every_kimg=0.0001)
     assert C.make_config(16, keep_snapshots=0)["keep_snapshots"] == 0  # 0 keeps all
+
+
+def test_truncating_the_stats_log_is_durable_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """A resume rewrites stats.jsonl without the lines after its snapshot: fsynced before the rename
+    (a crash could otherwise leave an empty log in place of the run's history), then the folder."""
+    import json
+    import os
+    from sg3lib.train.stats import read_stats, truncate_after
+    (tmp_path / "stats.jsonl").write_text("".join(json.dumps({"kimg": k}) + "\n" for k in (0.1, 0.2, 0.3)))
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")),
+                                                 real_fsync(fd)))
+    truncate_after(tmp_path, 0.2)
+    assert [r["kimg"] for r in read_stats(tmp_path)[0]] == [0.1, 0.2]
+    assert os.listdir(tmp_path) == ["stats.jsonl"]
+    assert any(os.path.basename(p).startswith(".stats.jsonl.tmp-") for p in synced)  # the data, before the rename
+    assert str(tmp_path) in synced  # and the folder's entry after it

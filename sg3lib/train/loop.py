@@ -33,8 +33,9 @@ from ..files import temp_file_beside
 from .stats import StatsWriter, truncate_after
 
 # Temporaries of killed writes. A run folder has one writer (this run), so any seen when it
-# starts is dead, however young. (fakes-*.png.tmp.png: the grid temporaries of older versions.)
-LEFTOVERS = (".snapshot-*.pt.tmp-*", ".fakes-*.png.tmp-*", "fakes-*.png.tmp.png", "stats.jsonl.tmp")
+# starts is dead, however young. (fakes-*.png.tmp.png and stats.jsonl.tmp: those of older versions.)
+LEFTOVERS = (".snapshot-*.pt.tmp-*", ".fakes-*.png.tmp-*", "fakes-*.png.tmp.png", ".stats.jsonl.tmp-*",
+             "stats.jsonl.tmp")
 PHASE_IDS = {"Gmain": 1, "Greg": 2, "Dmain": 3, "Dreg": 4, "data": 5, "grid": 6}
 
 

@@ -6,6 +6,8 @@ which `read_stats` skips (and counts).
 import json
 import os
 
+from ..files import fsync_dir, temp_file_beside
+
 
 class StatsWriter:
     def __init__(self, run_dir, tensorboard=False):
@@ -55,9 +57,16 @@ def truncate_after(run_dir, kimg):
     recs, _ = read_stats(run_dir)
     if not os.path.exists(path):
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in recs:
-            if r.get("kimg", 0) <= kimg + 1e-9:
-                f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    fd, tmp = temp_file_beside(path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            for r in recs:
+                if r.get("kimg", 0) <= kimg + 1e-9:
+                    f.write(json.dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # the log is the run's history: not an empty file after a crash
+        os.replace(tmp, path)
+        fsync_dir(run_dir)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
