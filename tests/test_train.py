@@ -120,23 +120,46 @@ def test_keep_last_snapshots(tmp_path):
     assert snaps(tmp_path / "r") == ["snapshot-000000016.pt", "snapshot-000000024.pt"]
 
 
-KILL_SCRIPT = textwrap.dedent("""
-    import os, sys, time, torch
-    torch.set_num_threads(1)
-    real_replace = os.replace
-    def slow_replace(src, dst, *a, **k):
-        # Test hook (this process only): stop between writing the temporary file of the second
-        # snapshot and renaming it, so that the parent can SIGKILL us mid-save.
-        if os.path.basename(str(dst)) == 'snapshot-000000032.pt':
-            open(sys.argv[3], 'w').close()
-            time.sleep(600)
-        return real_replace(src, dst, *a, **k)
-    os.replace = slow_replace
-    sys.path.insert(0, sys.argv[4])
-    from test_train import TINY
-    from sg3lib.train import train
-    train(sys.argv[1], sys.argv[2], kimg=0.064, **TINY)
-""")
+def kill_script(stop_at, options):
+    """A training script that stops (for a SIGKILL) just before renaming `stop_at` into place:
+    the file is then written in full to its temporary name. sys.argv: data, run, marker, tests."""
+    return textwrap.dedent(f"""
+        import os, sys, time, torch
+        torch.set_num_threads(1)
+        real_replace = os.replace
+        def slow_replace(src, dst, *a, **k):
+            # Test hook (this process only): stop between writing {stop_at}'s temporary file and
+            # renaming it, so that the parent can SIGKILL us there.
+            if os.path.basename(str(dst)) == {stop_at!r}:
+                open(sys.argv[3], 'w').close()
+                time.sleep(600)
+            return real_replace(src, dst, *a, **k)
+        os.replace = slow_replace
+        sys.path.insert(0, sys.argv[4])
+        from test_train import TINY, GRID_KILL_OPTS
+        from sg3lib.train import train
+        train(sys.argv[1], sys.argv[2], **{options})
+    """)
+
+
+def train_until_killed(tmp_path, data, run, script_text, what):
+    """Run script_text in a subprocess (one thread, as the `one_thread` fixture here) and SIGKILL it
+    once it is stopped at its hook."""
+    marker, script = tmp_path / "writing", tmp_path / "kill_me.py"
+    script.write_text(script_text)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(script), data, str(run), str(marker), str(ROOT / "tests")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300  # a hang guard, not a speed check: the run takes seconds
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail("training subprocess ended early:\n" + proc.stdout.read().decode())
+        if time.time() > deadline:
+            proc.kill()  # leave no orphan training behind
+            pytest.fail(f"training subprocess never reached {what}")
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture
@@ -151,22 +174,9 @@ def one_thread():
 
 def test_sigkill_during_snapshot_write_resumes_from_previous(tmp_path, capsys, one_thread):
     data = make_zip(tmp_path / "d.zip")
-    run, marker = tmp_path / "run", tmp_path / "writing"
-    script = tmp_path / "kill_me.py"
-    script.write_text(KILL_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(script), data, str(run), str(marker), str(ROOT / "tests")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300  # a hang guard, not a speed check: the run takes seconds
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail("training subprocess ended early:\n" + proc.stdout.read().decode())
-        if time.time() > deadline:
-            proc.kill()  # leave no orphan training behind
-            pytest.fail("training subprocess never reached the second snapshot")
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    run = tmp_path / "run"
+    train_until_killed(tmp_path, data, run, kill_script("snapshot-000000032.pt", "dict(TINY, kimg=0.064)"),
+                       "the second snapshot")
     partial = list(run.glob(".snapshot-000000032.pt.tmp-*"))
     assert len(partial) == 1 and partial[0].stat().st_size > 0  # a half-finished save on disk
     assert snaps(run) == ["snapshot-000000016.pt"]
@@ -182,23 +192,6 @@ def test_sigkill_during_snapshot_write_resumes_from_previous(tmp_path, capsys, o
     assert_same_state(a["training_state"]["opt_D"], b["training_state"]["opt_D"])
 
 
-GRID_KILL_SCRIPT = textwrap.dedent("""
-    import os, sys, time, torch
-    torch.set_num_threads(1)
-    real_replace = os.replace
-    def slow_replace(src, dst, *a, **k):
-        # Test hook (this process only): stop with the first snapshot renamed into place and its
-        # fakes grid written to its temporary file, so that the parent can SIGKILL us there.
-        if os.path.basename(str(dst)) == 'fakes-000000016.png':
-            open(sys.argv[3], 'w').close()
-            time.sleep(600)
-        return real_replace(src, dst, *a, **k)
-    os.replace = slow_replace
-    sys.path.insert(0, sys.argv[4])
-    from test_train import TINY, GRID_KILL_OPTS
-    from sg3lib.train import train
-    train(sys.argv[1], sys.argv[2], kimg=0.032, **dict(TINY, **GRID_KILL_OPTS))
-""")
 # One step per tick, a snapshot every 2; ADA updates every 2 steps, so the first tick after the
 # resume at 16 images has no update of its own (its stats line reports the r_t of before).
 GRID_KILL_OPTS = dict(tick=0.008, snap=2, ada_interval=2)
@@ -215,22 +208,9 @@ def test_sigkill_between_snapshot_and_its_grid_loses_nothing(tmp_path, one_threa
     """Killed after a snapshot, while writing its fakes grid: the resumed run leaves no temporary,
     writes the missing grid, and ends with the files, stats lines and networks of a straight run."""
     data = make_zip(tmp_path / "d.zip")
-    run, marker = tmp_path / "run", tmp_path / "writing"
-    script = tmp_path / "kill_me.py"
-    script.write_text(GRID_KILL_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(script), data, str(run), str(marker), str(ROOT / "tests")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300  # a hang guard, not a speed check
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail("training subprocess ended early:\n" + proc.stdout.read().decode())
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail("training subprocess never reached the first grid")
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    run = tmp_path / "run"
+    train_until_killed(tmp_path, data, run,
+                       kill_script("fakes-000000016.png", "dict(TINY, kimg=0.032, **GRID_KILL_OPTS)"), "the first grid")
     assert snaps(run) == ["snapshot-000000016.pt"] and not (run / "fakes-000000016.png").exists()
     train(data, run, resume="latest", kimg=0.032, **dict(TINY, **GRID_KILL_OPTS))
     straight = tmp_path / "straight"
