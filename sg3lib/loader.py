@@ -295,14 +295,16 @@ def describe(nets):
 
 
 def add_info_arguments(parser):
-    parser.add_argument("path", help="official .pkl, sg3lib snapshot .pt, or an http(s) URL of either")
+    parser.add_argument("path", help="official .pkl, sg3lib snapshot .pt, a run folder (its newest snapshot), "
+                                     "or an http(s) URL of a file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def run_info(args):
-    try:
-        info = describe(load(args.path))
-    except LoadError as e:
+    from .checkpoint import newest_if_folder
+    try:  # a run folder, as sg3 generate/rank/train take one: its newest snapshot
+        info = describe(load(newest_if_folder(args.path)))
+    except (LoadError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.json:

@@ -331,6 +331,18 @@ def test_clear_errors(tmp_path):
     assert (tmp_path / "exists.zip").read_bytes() == b"old"
 
 
+def test_an_archive_name_other_than_zip_is_refused_not_written_as_a_folder(tmp_path):
+    """dataset.tar / .tar.gz / .tgz used to become a folder of that name; the error names the .zip to use."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    for name, use in (("d.tar", "d.zip"), ("d.tar.gz", "d.zip"), ("d.TGZ", "d.zip"), ("d.7z", "d.zip")):
+        with pytest.raises(CurateError, match=rf"{name}: a dataset is written as NAME.zip .*use .*{use}"):
+            curate(tmp_path / "raw", tmp_path / name, 32, workers=0, progress=False)
+        assert not (tmp_path / name).exists()
+    rep = curate(tmp_path / "raw", tmp_path / "plain_folder", 32, workers=0, progress=False)  # folders still work
+    assert rep["accepted"] == 1 and (tmp_path / "plain_folder" / "dataset.json").is_file()
+
+
 def test_exception_mid_write_leaves_nothing(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -422,7 +434,8 @@ def test_command_line(tmp_path, capsys):
     assert "3 of 4 images written" in out and "not_an_image" in out
     assert len(ImageDataset(tmp_path / "o.zip", resolution=32)) == 3
     assert main(["curate", str(raw), str(tmp_path / "p.zip"), "--resolution", "48"]) == 2
-    assert "power of two" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "power of two" in said.err and "power of two" not in said.out  # errors go to stderr
 
 
 def test_truncated_is_caught_even_if_pillow_was_told_to_be_lenient(tmp_path, monkeypatch):

@@ -158,7 +158,7 @@ def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
     # an unconditional dataset for a conditional D: a clear error, not a traceback
     plain = official_zip(tmp_path / "plain.zip", pictures(4), None)
     assert main(["rank", "--network", str(snap), "--data", str(plain), "--out", str(tmp_path / "r2")]) == 2
-    assert "conditional" in capsys.readouterr().out
+    assert "conditional" in capsys.readouterr().err  # errors go to stderr
 
 
 def test_rank_refuses_an_empty_copy_and_zero_passes(tmp_path):
@@ -187,7 +187,7 @@ def test_rank_takes_a_run_folder_and_refuses_dest_without_drop_bottom(tmp_path, 
     assert len(ImageDataset(tmp_path / "cleaner.zip")) == 3
     capsys.readouterr()
     assert main(args + ["--dest", str(tmp_path / "other.zip")]) == 2  # the copy needs --drop-bottom
-    assert "--drop-bottom" in capsys.readouterr().out and not (tmp_path / "other.zip").exists()
+    assert "--drop-bottom" in capsys.readouterr().err and not (tmp_path / "other.zip").exists()
 
 
 def test_unconditional_use_does_not_need_the_labels_file(tmp_path):
@@ -265,8 +265,39 @@ def test_rank_refuses_an_existing_dest_unless_overwrite(tmp_path, capsys):
     args = ["rank", "--network", str(snap), "--data", str(ds_path), "--out", str(tmp_path / "r"), "--passes", "1",
             "--drop-bottom", "25", "--dest", str(tmp_path / "keep.zip")]
     assert main(args) == 2
-    assert "already exists: " in capsys.readouterr().out and (tmp_path / "keep.zip").read_bytes() == b"precious"
+    assert "already exists: " in capsys.readouterr().err and (tmp_path / "keep.zip").read_bytes() == b"precious"
     assert not (tmp_path / "r" / "rank.csv").exists()  # refused before scoring
     assert main(args + ["--overwrite"]) == 0 and len(ImageDataset(tmp_path / "keep.zip")) == 3
     assert main(args[:-2]) == 0  # the default copy in the out folder: new the first time...
-    assert main(args[:-2]) == 2 and "ds-top75.zip" in capsys.readouterr().out  # ...refused the second
+    assert main(args[:-2]) == 2 and "ds-top75.zip" in capsys.readouterr().err  # ...refused the second
+
+
+def test_rank_drop_bottom_is_checked_as_a_percentage(tmp_path, capsys):
+    """--drop-bottom takes percent: 150 is refused in those words (not 'a fraction in [0, 1), got 1.5'),
+    before the network or the dataset is read."""
+    from sg3lib.cli import main
+    for bad in ("150", "100", "-5", "nan", "five"):
+        with pytest.raises(SystemExit):
+            main(["rank", "--network", str(tmp_path / "none.pt"), "--data", str(tmp_path / "none.zip"),
+                  "--drop-bottom", bad])
+        err = capsys.readouterr().err
+        assert "argument --drop-bottom" in err and "fraction" not in err, (bad, err)
+
+
+def test_rank_refuses_a_dest_named_like_another_archive_before_scoring(tmp_path, capsys):
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.cli import main
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    snap = save_snapshot(tmp_path / "snapshot-000000004.pt", snapshot_from_networks({"D": tiny_d()}))
+    assert main(["rank", "--network", str(snap), "--data", str(ds_path), "--out", str(tmp_path / "r"),
+                 "--drop-bottom", "25", "--dest", str(tmp_path / "clean.tar")]) == 2
+    assert "use " + str(tmp_path / "clean.zip") in capsys.readouterr().err
+    assert not (tmp_path / "clean.tar").exists() and not (tmp_path / "r" / "rank.csv").exists()
+
+
+def test_a_folder_of_raw_non_square_images_points_at_sg3_curate(tmp_path):
+    """`sg3 train --data RAW_FOLDER` (a typical first mistake) says how to make a dataset of it."""
+    for i in range(2):
+        Image.new("RGB", (48, 32), (i * 90, 10, 10)).save(tmp_path / f"{i}.png")
+    with pytest.raises(DatasetError, match="48x32, not square; make a dataset of them with `sg3 curate`"):
+        ImageDataset(tmp_path).resolution

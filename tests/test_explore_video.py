@@ -429,3 +429,26 @@ def test_cli_montage_and_device_errors_are_one_line(network_file, tmp_path, monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="^error: --device cuda, but torch sees no CUDA GPU"):
         sg3(["generate", "--network", str(network_file), "--device", "cuda", "--outdir", str(tmp_path)])
+
+
+def test_cli_output_paths_that_cannot_be_written_are_one_line(network_file, tmp_path):
+    """A file where --outdir (or --output's folder) should be, or a folder named like the mp4:
+    an 'error:' line naming the flag, not a FileExistsError/IsADirectoryError traceback."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    (tmp_path / "v.mp4").mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.fromarray(np.zeros([16, 16, 3], np.uint8)).save(run / "fakes000000.png")
+    cases = ((["generate", "--network", str(network_file), "--seeds", "0", "--outdir", str(tmp_path / "taken")],
+              "--outdir: cannot create the folder"),
+             (["generate", "--network", str(network_file), "--seeds", "0",
+               "--outdir", str(tmp_path / "taken" / "sub")], "--outdir: cannot create the folder"),
+             (["video", "--network", str(network_file), "--frames", "2",
+               "--output", str(tmp_path / "taken" / "w.mp4")], "--output: cannot create the folder"),
+             (["video", "--kind", "montage", "--run-dir", str(run),
+               "--output", str(tmp_path / "taken" / "m.mp4")], "--output: cannot create the folder"),
+             (["video", "--network", str(network_file), "--frames", "2", "--output", str(tmp_path / "v.mp4")],
+              "is a folder"))
+    for argv, match in cases:
+        with pytest.raises(SystemExit, match=f"^error: .*{match}"):
+            sg3(argv)

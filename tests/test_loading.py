@@ -700,6 +700,23 @@ def test_sg3_info(tmp_path, fixtures_dir, capsys):
     assert "empty" in capsys.readouterr().err
 
 
+def test_sg3_info_takes_a_run_folder(tmp_path, capsys):
+    """As --network in sg3 generate/rank: a run folder stands for its newest snapshot; a folder
+    without one is an 'error:' line (it used to point a command-line user at a Python function)."""
+    from sg3lib import checkpoint as ck
+    from sg3lib.explore.generate import tiny_generator
+    run = tmp_path / "run"
+    run.mkdir()
+    for n in (4, 12):
+        ck.save_snapshot(run / ck.snapshot_name(n), ck.snapshot_from_networks({"G_ema": tiny_generator()}))
+    assert sg3_main(["info", str(run)]) == 0
+    assert f"file          {run / ck.snapshot_name(12)}" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert sg3_main(["info", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no snapshot-*.pt in this folder" in err and "find_latest" not in err
+
+
 def test_written_files_get_the_usual_modes(server, tmp_path, fixtures_dir):
     """Snapshots, exported .pkl files and downloads are readable by others as open() would make
     them (a rename keeps mkstemp's private 0600)."""

@@ -517,3 +517,30 @@ def test_switching_to_noaug_or_fixed_on_resume_uses_the_new_p(tmp_path):
     assert load(run / "snapshot-000000016.pt")["training_state"]["ada"]["p"] == 0.0
     out = train(data, run, resume="latest", kimg=0.024, **dict(TINY, aug="fixed", p=0.125))
     assert out["ada_p"] == 0.125
+
+
+def test_continuing_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
+    """`--resume latest` on a run that has reached its --kimg (stored in the snapshot) used to end
+    silently with exit 0; it says why nothing happened and what to pass."""
+    data = make_zip(tmp_path / "d.zip", n=8)
+    train(data, tmp_path / "r", kimg=0.008, **TINY)
+    capsys.readouterr()
+    out = train(data, tmp_path / "r", resume="latest", **TINY)
+    assert out["cur_nimg"] == 8 and out["snapshot"] is None
+    said = capsys.readouterr().out
+    assert "nothing to train" in said and "already at 8 images" in said and "larger --kimg" in said
+
+
+def test_resume_from_a_run_folder_takes_its_newest_snapshot(tmp_path):
+    """--resume RUN_FOLDER, as --network RUN_FOLDER in sg3 generate/rank: the newest snapshot there."""
+    d1, d2 = make_zip(tmp_path / "d1.zip", seed=1), make_zip(tmp_path / "d2.zip", seed=2)
+    train(d1, tmp_path / "src", kimg=0.016, **dict(TINY, tick=0.008))  # snapshots at 8 and 16 images
+    out = train(d2, tmp_path / "dst", resume=str(tmp_path / "src"), kimg=0.008,
+                **dict(TINY, glr=0.0, dlr=0.0, precision="fp32"))
+    assert out["cur_nimg"] == 8  # another dataset: a new run from the weights
+    g_src = load(tmp_path / "src" / "snapshot-000000016.pt")["networks"]["G"]["state_dict"]
+    g_dst = load(tmp_path / "dst" / "snapshot-000000008.pt")["networks"]["G"]["state_dict"]
+    assert all(torch.equal(g_src[k], g_dst[k]) for k in g_src if not k.endswith("w_avg"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainError, match="no snapshot-.*in this folder"):
+        train(d2, tmp_path / "dst2", resume=str(tmp_path / "empty"), kimg=0.008, **TINY)

@@ -15,6 +15,7 @@ import collections
 import io
 import itertools
 import os
+import sys
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageColor
 
 from . import images as im
-from .writer import DatasetWriter
+from .writer import DatasetWriter, check_dest_name
 from .dedupe import ExactIndex, NearIndex
 from .report import Report
 
@@ -358,6 +359,10 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(f"source not found: {src} (give a folder of images or a .zip)")
     if not src.is_dir() and not zipfile.is_zipfile(src):
         raise CurateError(f"source {src} is neither a folder nor a zip file")
+    try:
+        check_dest_name(dest)
+    except ValueError as e:
+        raise CurateError(str(e)) from None
     if dest.exists() and not overwrite:
         raise CurateError(f"destination already exists: {dest}; choose another name or pass overwrite=True (--overwrite)")
     report_dir = Path(report_dir) if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
@@ -537,7 +542,7 @@ def run_curate(args):
         rep = curate(args.src, args.dest, args.resolution, workers=args.workers, report_dir=args.report_dir,
                      overwrite=args.overwrite, **opts)
     except (CurateError, FileExistsError) as e:
-        print(f"sg3 curate: error: {e}")
+        print(f"sg3 curate: error: {e}", file=sys.stderr)
         return 2
     print(f"{rep['accepted']} of {rep['total']} images written to {rep['dest']} in {rep['seconds']} s")
     for reason, n in rep["counts"].items():
@@ -548,7 +553,6 @@ def run_curate(args):
 
 
 if __name__ == "__main__":
-    import sys
     ap = argparse.ArgumentParser(prog="python -m sg3lib.data.curate")
     add_curate_arguments(ap)
     sys.exit(run_curate(ap.parse_args()))

@@ -256,7 +256,8 @@ class ImageDataset(_Base):
     @property
     def resolution(self):
         if self._shape[1] != self._shape[2]:
-            raise DatasetError(f"{self.path}: images are {self._shape[2]}x{self._shape[1]}, not square")
+            raise DatasetError(f"{self.path}: images are {self._shape[2]}x{self._shape[1]}, not square; make a "
+                               "dataset of them with `sg3 curate` (it crops or pads them to squares)")
         return self._shape[1]
 
     @property

@@ -11,9 +11,11 @@ Outputs (in out_dir): `rank.csv` (rank, name, score, std, label; best first),
 dataset without the lowest-scoring fraction (written through DatasetWriter: temporary
 name, renamed when complete).
 """
+import argparse
 import csv
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from PIL import Image
 
 from .dataset import ImageDataset
 from .report import _atomic_save, contact_sheet
-from .writer import DatasetWriter
+from .writer import DatasetWriter, check_dest_name
 
 
 def _discriminator(network, device):
@@ -71,6 +73,7 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
     out_dir = Path(out_dir)
     if drop_bottom > 0:
         dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
+        check_dest_name(dest)  # before scoring, as below
         if dest.exists() and not overwrite:  # checked before scoring, which can take long
             raise FileExistsError(f"destination already exists: {dest}; choose another --dest or pass "
                                   "--overwrite (overwrite=True) to replace it")
@@ -145,6 +148,18 @@ def _to_png(b):
     return buf.getvalue()
 
 
+def _percent(text):
+    """An argparse type: --drop-bottom in percent, 0 <= X < 100 (the library takes a fraction, and
+    its error would speak of one)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage like 5, got {text!r}") from None
+    if not 0 <= v < 100:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"is a percentage from 0 up to (not including) 100, got {text}")
+    return v
+
+
 def add_rank_arguments(p):
     p.add_argument("--network", required=True,
                    help="snapshot .pt, run folder (its newest snapshot) or official .pkl (path or URL) holding D")
@@ -152,7 +167,7 @@ def add_rank_arguments(p):
     p.add_argument("--out", default=None, help="output folder (default: <data>_rank/)")
     p.add_argument("--passes", type=int, default=4, help="shuffled passes averaged per image")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--drop-bottom", type=float, default=0.0, help="percent: write a copy without the bottom X%%")
+    p.add_argument("--drop-bottom", type=_percent, default=0.0, help="percent: write a copy without the bottom X%%")
     p.add_argument("--dest", default=None, help="where the filtered copy goes (.zip or folder)")
     p.add_argument("--device", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
@@ -165,7 +180,7 @@ def run_rank(args):
                    drop_bottom=args.drop_bottom / 100.0, dest=args.dest, device=args.device,
                    overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"sg3 rank: error: {e}")
+        print(f"sg3 rank: error: {e}", file=sys.stderr)
         return 2
     print(f"ranked {len(res['names'])} images -> {res['csv']}")
     print(f"  best {res['names'][0]} ({res['scores'][0]:.3f}), worst {res['names'][-1]} ({res['scores'][-1]:.3f})")

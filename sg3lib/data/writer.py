@@ -16,6 +16,22 @@ def image_name(index):
     return f"{index // 1000:05d}/img{index:08d}.png"
 
 
+# Archive suffixes that are not .zip: a dataset named so would be written as a folder under that
+# name (dataset.tar a folder), which neither tar nor the user expects.
+OTHER_ARCHIVES = (".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
+
+
+def check_dest_name(dest):
+    """ValueError for a destination named like an archive the official format is not."""
+    dest = Path(dest)
+    stem = dest
+    while stem.suffix.lower() in OTHER_ARCHIVES:  # dataset.tar.gz -> dataset
+        stem = stem.with_suffix("")
+    if stem != dest:
+        raise ValueError(f"{dest}: a dataset is written as NAME.zip (the official format) or as a folder, "
+                         f"not as {dest.name[len(stem.name):]}; use {stem.with_name(stem.name + '.zip')}")
+
+
 class DatasetWriter:
     """Write the official format to a temporary name; `close()` renames it into place.
 
@@ -24,6 +40,7 @@ class DatasetWriter:
     """
 
     def __init__(self, dest, overwrite=False):
+        check_dest_name(dest)
         self.dest = Path(dest)
         self.kind = "zip" if self.dest.suffix.lower() == ".zip" else "dir"
         if self.dest.exists() and not overwrite:

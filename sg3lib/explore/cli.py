@@ -152,6 +152,17 @@ def _check_class(G, class_idx):
         raise SystemExit(f"error: --class {class_idx} is out of range: this network has classes 0..{G.c_dim - 1}")
 
 
+def _make_folder(folder, flag):
+    """Create the output folder before any work; one that cannot be made (a file of that name on
+    the way, no permission) is an 'error:' line naming the flag, not a traceback after rendering."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file of that name is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+            else e.strerror
+        raise SystemExit(f"error: {flag}: cannot create the folder {folder} ({why}); choose another") from None
+
+
 @contextlib.contextmanager
 def _user_errors():
     """The library's ValueErrors (a bad seed list, layer range, a StyleGAN2 network asked to rotate)
@@ -171,9 +182,9 @@ def run_generate(args):
     with _user_errors():
         seeds = L.parse_seeds(args.seeds)
         col_seeds = L.parse_seeds(args.col_seeds) if args.kind == "mix-grid" else None
-    G = _load(args)
+    G = _load(args)  # first: a wrong --network leaves no empty output folder behind
     out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out, "--outdir")
     common = dict(cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, noise_mode=args.noise_mode,
                   batch_size=args.batch)
     with _user_errors():
@@ -251,9 +262,13 @@ def run_video(args):
     with _user_errors():
         video._mp4(args.output)  # before any work
     _refuse_unused(args)
+    if Path(args.output).is_dir():
+        raise SystemExit(f"error: --output {args.output} is a folder; give the path of the .mp4 to write")
     if args.kind == "montage":
         if not args.run_dir:
             raise SystemExit("error: --kind montage needs --run-dir (a training run folder)")
+        if Path(args.run_dir).is_dir():  # a missing --run-dir is the montage's own error, no folder made
+            _make_folder(Path(args.output).parent, "--output")
         try:
             path, n, skipped = video.training_montage(args.run_dir, args.output, fps=args.fps or 4)
         except (FileNotFoundError, ValueError) as e:  # no fakes grids there, none readable, not an .mp4
@@ -263,6 +278,7 @@ def run_video(args):
     with _user_errors():
         seeds = L.parse_seeds(args.seeds)
     G = _load(args)
+    _make_folder(Path(args.output).parent, "--output")
     with _user_errors():
         path = video.interpolation_video(
             G, args.output, kind=args.kind, seeds=seeds, grid=args.grid, fps=args.fps or 30,

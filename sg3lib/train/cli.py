@@ -40,7 +40,8 @@ def add_train_arguments(p):
                                        "(always at --p), noaug (none)")
     a("--target", type=float, help="ADA target for r_t = E[sign(D(real))] (default 0.6)")
     a("--p", type=float, help="augmentation probability: ada's starting value (default 0), fixed's constant one")
-    a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, an official .pkl or a URL")
+    a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, a run folder (its newest "
+                     "snapshot), an official .pkl or a URL")
     a("--freezed", type=int, help="freeze the first N layers of D (transfer learning)")
     a("--cbase", type=int, help="capacity multiplier (channel_base; stylegan3-r's D takes half of it, "
                                 "as the official config R doubles G's feature maps only)")

@@ -298,6 +298,12 @@ def _load_resume(src, device):
     """(kind, payload) for --resume: ('snapshot', snap) or ('networks', {'G','D','G_ema'})."""
     from .. import checkpoint as ck
     s = str(src)
+    if os.path.isdir(s):  # a run folder: its newest snapshot, as sg3 generate and sg3 rank read one
+        latest = ck.find_latest(s)
+        if latest is None:
+            raise TrainError(f"cannot resume from {s}: no snapshot-*.pt in this folder; pass a snapshot "
+                             "or .pkl file, or 'latest' for the newest snapshot in --outdir")
+        s = str(latest)
     if os.path.exists(s) and not s.endswith(".pkl"):
         try:
             return "snapshot", ck.load_snapshot(s)
@@ -407,7 +413,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     float32 layers use TF32 tensor cores; off, as in the official training). torch's global flags
     (TF32, cuDNN autotuning, deterministic algorithms) are set for the run and restored after it.
     resume: None, 'latest' (newest complete snapshot in outdir; starts fresh if there is none),
-    a snapshot path (same dataset: continue exactly; other dataset: new run from its weights),
+    a snapshot path or a run folder (its newest snapshot; same dataset: continue exactly; other
+    dataset: new run from its weights),
     or an official .pkl / URL (new run from its weights). A new run (from scratch or from other
     weights) in a folder that already holds snapshots is refused (TrainError), not overwritten.
     callback(event, info): called with ('tick', stats record) and ('snapshot', {'path', 'grid'}).
@@ -542,6 +549,9 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         elif not os.path.exists(os.path.join(outdir, grid_name(state["cur_nimg"]))):
             # killed between the snapshot and its grid: the grid is a function of G_ema alone
             save_grid(G_ema, c, labels, os.path.join(outdir, grid_name(state["cur_nimg"])), device)
+    if rank == 0 and state["cur_nimg"] >= total:  # a finished run continued at its own length
+        print(f"nothing to train: {outdir} is already at {state['cur_nimg']} images (--kimg {c['kimg']:g}); "
+              "pass a larger --kimg to continue it")
     bar = tqdm(total=total, initial=min(state["cur_nimg"], total), unit="img", desc="training",
                disable=not progress or rank != 0)
     t_tick = time.time()
