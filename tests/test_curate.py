@@ -559,6 +559,17 @@ def test_macos_metadata_is_its_own_reason_and_no_class(tmp_path):
     assert rep["counts"] == {"accepted": 2, "macos_metadata": 3} and rep["classes"] == ["cats", "dogs"]
 
 
+@pytest.mark.parametrize("workers", [-1, 1.5, "2"])
+def test_workers_must_be_a_count(tmp_path, workers):
+    """--workers -1 was taken (a pool of -1 processes fails later, deep in concurrent.futures)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    with pytest.raises(CurateError, match="workers=.*the number of worker processes"):
+        curate(raw, tmp_path / "o.zip", 32, workers=workers, progress=False)
+    assert not (tmp_path / "o.zip").exists()
+
+
 def test_folders_without_images_are_no_class(tmp_path):
     """Jupyter leaves .ipynb_checkpoints/ beside the class folders; it must not become a class
     (one more label dimension, no image ever carrying it)."""

@@ -79,7 +79,10 @@ def test_training_montage(tmp_path):
     path, n, skipped = X.training_montage(run, tmp_path / "montage.mp4", fps=2, label=False, progress=False)
     assert n == 4 and len(skipped) == 1 and "fakes000080.png" in skipped[0]
     assert X.read_video_info(path) == (4, (48, 32), 2.0)
-    with pytest.raises(FileNotFoundError, match="fakes"):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        X.training_montage(tmp_path / "nowhere", tmp_path / "x.mp4")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no fakes"):
         X.training_montage(tmp_path / "empty", tmp_path / "x.mp4")
 
 
@@ -422,8 +425,11 @@ def test_videos_are_named_mp4(G, tmp_path):
 
 
 def test_cli_montage_and_device_errors_are_one_line(network_file, tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="^error: .*no fakes"):
+    with pytest.raises(SystemExit, match="^error: .*nowhere: no such folder"):
         sg3(["video", "--kind", "montage", "--run-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "m.mp4")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="^error: .*empty: no fakes"):
+        sg3(["video", "--kind", "montage", "--run-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "m.mp4")])
     with pytest.raises(SystemExit, match="^error: --device gpu: not a torch device"):
         sg3(["generate", "--network", str(network_file), "--device", "gpu", "--outdir", str(tmp_path)])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

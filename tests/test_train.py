@@ -303,14 +303,17 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     good = make_zip(tmp_path / "d.zip", n=4)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(TrainError, match="cannot write to the output folder"):
+    with pytest.raises(TrainError, match="cannot create the output folder .*a_file is a file"):
         train(good, blocker / "run", kimg=0.008, **TINY)
+    with pytest.raises(TrainError, match="--outdir .*a_file is a file, not a folder"):
+        train(good, blocker, kimg=0.008, **TINY)
     with pytest.raises(TrainError, match="batch-gpu 4 must be a multiple of the minibatch-stddev group 3"):
         train(good, tmp_path / "r3", kimg=0.008, **dict(TINY, mbstd_group=3))
     with pytest.raises(TrainError, match="dataset not found"):
         train(tmp_path / "nope.zip", tmp_path / "r4", kimg=0.008, **TINY)
     with pytest.raises(TrainError, match="unknown --compile 'fast'; choose one of none, default, reduce-overhead"):
         train(good, tmp_path / "r5", kimg=0.008, **dict(TINY, compile="fast"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("r")]  # refused runs leave no empty folders
 
 
 def test_transfer_learning_from_other_run_and_freezed(tmp_path):

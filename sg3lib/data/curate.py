@@ -14,6 +14,7 @@ import argparse
 import collections
 import io
 import itertools
+import numbers
 import os
 import sys
 import time
@@ -377,7 +378,9 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(f"cannot create the destination folder {parent}: {e.strerror}")
     if not os.access(parent, os.W_OK):
         raise CurateError(f"destination folder is not writable: {parent}; choose a folder you can write to")
-    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+    if workers is not None and not (isinstance(workers, numbers.Integral) and workers >= 0):
+        raise CurateError(f"workers={workers!r}: the number of worker processes, 0 (in this process) or more")
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
     chunk = max(1, min(16, (256 * 256 * 16) // (resolution * resolution)))
 
     total, list_names, classes = _list_source(src)

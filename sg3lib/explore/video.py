@@ -202,6 +202,8 @@ def training_montage(run_dir, path, fps=4, max_side=1080, label=True, progress=T
     run_dir, path = Path(run_dir), _mp4(path)
     _above_zero("fps", fps, "frames per second")
     max_side = _whole("max_side", max_side, "the longest side in pixels, a whole number of at least 2", lo=2)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such folder; point at a training run folder (its --outdir)")
     files = sorted(run_dir.glob("fakes*.png"), key=lambda p: (_kimg(p.name) is not None, _kimg(p.name) or 0, p.name))
     if not files:
         raise FileNotFoundError(f"{run_dir}: no fakes*.png grids found; point at a training run folder")

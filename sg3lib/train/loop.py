@@ -137,6 +137,22 @@ def set_rng_state(s):
 
 
 def _check_outdir(outdir):
+    """Before any work, without creating anything (a run refused for its options leaves no empty
+    folder): a file in the way, or a folder this process cannot write into."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise TrainError(f"--outdir {outdir} is a file, not a folder; choose a folder for the run")
+    existing = outdir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise TrainError(f"cannot create the output folder {outdir}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainError(f"cannot write to the output folder {outdir} ({existing} is not writable). "
+                         "Choose a folder you can write to (--outdir).")
+
+
+def _make_outdir(outdir):
+    """Create the run folder and prove it takes a file (os.access does not know every file system)."""
     try:
         os.makedirs(outdir, exist_ok=True)
         probe = os.path.join(outdir, f".write-test-{os.getpid()}")
@@ -483,6 +499,8 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         _check_no_other_run(outdir)  # after the options' errors, before any write
     elif resume != "latest" and resume_kind == "snapshot":
         _check_continues_newest(outdir, resume)
+    if rank == 0:
+        _make_outdir(outdir)
     _set_numerics(c)
 
     # Networks, optimizers, state.
