@@ -511,26 +511,33 @@ def add_curate_arguments(p):
     p.add_argument("src", help="folder of images (searched recursively) or a .zip")
     p.add_argument("dest", help="output: NAME.zip (official dataset zip) or a folder")
     p.add_argument("--resolution", type=int, required=True, help="output size in px, a power of two")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=3)
-    p.add_argument("--square", choices=("crop", "pad", "reflect", "none"), default="crop")
-    p.add_argument("--background", default="white", help="colour under transparent pixels")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 = grayscale, 3 = RGB (default 3)")
+    p.add_argument("--square", choices=("crop", "pad", "reflect", "none"), default="crop",
+                   help="how a non-square image is made square (default crop: the centre); none rejects it")
+    p.add_argument("--background", default="white", help="colour under transparent pixels (default white)")
     p.add_argument("--pad-color", default=None, help="colour of --square pad borders (default: --background)")
     p.add_argument("--labels", choices=("folders",), default=None, help="class labels from sub-folder names")
-    p.add_argument("--min-size", type=int, default=DEFAULTS["min_size"], help="px; 0 = off")
-    p.add_argument("--min-bytes", type=int, default=DEFAULTS["min_bytes"], help="0 = off")
-    p.add_argument("--max-aspect", type=float, default=DEFAULTS["max_aspect"], help="0 = off")
-    p.add_argument("--max-upscale", type=float, default=DEFAULTS["max_upscale"], help="0 = off")
-    p.add_argument("--min-colors", type=int, default=DEFAULTS["min_colors"], help="0 = off")
-    p.add_argument("--reject-grayscale", action="store_true")
+    p.add_argument("--min-size", type=int, default=DEFAULTS["min_size"], help="reject a shorter side below this, px (default %(default)s; 0 = off)")
+    p.add_argument("--min-bytes", type=int, default=DEFAULTS["min_bytes"],
+                   help="reject smaller files, bytes (default %(default)s; 0 = off)")
+    p.add_argument("--max-aspect", type=float, default=DEFAULTS["max_aspect"],
+                   help="reject a long/short side ratio above this (default %(default)s; 0 = off)")
+    p.add_argument("--max-upscale", type=float, default=DEFAULTS["max_upscale"],
+                   help="reject an image that must be enlarged more than this (default %(default)s; 0 = off)")
+    p.add_argument("--min-colors", type=int, default=DEFAULTS["min_colors"],
+                   help="reject an image with fewer distinct colours as monochrome (default %(default)s; 0 = off)")
+    p.add_argument("--reject-grayscale", action="store_true", help="with --channels 3, reject images without colour")
     p.add_argument("--no-dedupe", action="store_true", help="keep exact duplicates")
     p.add_argument("--near-dup", type=int, default=DEFAULTS["near_dup_threshold"],
-                   help="perceptual-hash Hamming threshold; -1 = off")
-    p.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"])
+                   help="perceptual-hash Hamming distance counted as a near duplicate (default %(default)s; -1 = off)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"],
+                   help="refuse files claiming more pixels, decompression bombs (default %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="stop after N kept images (the rest is not read)")
-    p.add_argument("--png-compress-level", type=int, default=0, choices=range(10))
+    p.add_argument("--png-compress-level", type=int, default=0, choices=range(10),
+                   help="0 (default, fast to read, as the official tool) to 9 (smallest)")
     p.add_argument("--workers", type=int, default=None, help="processes (default min(4, cpus)); 0 = in-process")
-    p.add_argument("--report-dir", default=None)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--report-dir", default=None, help="default: <dest>_report beside the dataset")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dest")
 
 
 def run_curate(args):
