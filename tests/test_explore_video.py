@@ -304,7 +304,8 @@ def test_cli_translate_needs_two_numbers(network_file, tmp_path, capsys):
 
 @pytest.mark.parametrize("opt,value", [("--frames", "0"), ("--frames", "-3"), ("--fps", "0"), ("--duration", "0"),
                                        ("--batch", "0"), ("--grid", "0"), ("--fps", "nan"), ("--fps", "inf"),
-                                       ("--duration", "inf"), ("--amount", "nan")])
+                                       ("--duration", "inf"), ("--amount", "nan"), ("--sigma", "-1"),
+                                       ("--sigma", "nan"), ("--sigma", "inf")])
 def test_cli_video_counts_must_be_positive(network_file, tmp_path, capsys, opt, value):
     """--frames 0 used to mean fps x duration and --fps 0 thirty frames a second: an explicit value is never ignored."""
     with pytest.raises(SystemExit) as e:
@@ -360,7 +361,7 @@ def test_cli_library_errors_are_one_line(network_file, tmp_path):
 def test_cli_video_refuses_options_its_kind_ignores(network_file, tmp_path):
     for kind, opt, value in (("walk", "--method", "lerp"), ("loop", "--space", "w"), ("keyframes", "--layers", "fine"),
                              ("mix", "--method", "slerp"), ("loop", "--amount", "0.1"),
-                             ("walk", "--run-dir", str(tmp_path))):
+                             ("walk", "--run-dir", str(tmp_path)), ("loop", "--sigma", "2"), ("mix", "--sigma", "2")):
         with pytest.raises(SystemExit, match=f"^error: {opt} applies to --kind .* only, not {kind}"):
             sg3(["video", "--network", str(network_file), "--kind", kind, opt, value, "--frames", "2",
                  "--output", str(tmp_path / "v.mp4")])
@@ -374,7 +375,8 @@ def test_cli_montage_refuses_network_options(network_file, tmp_path):
     Image.fromarray(np.zeros([16, 16, 3], np.uint8)).save(run / "fakes-init.png")
     for extra in (["--network", str(network_file)], ["--psi", "0.5"], ["--seeds", "0-3"], ["--class", "1"],
                   ["--noise-mode", "random"], ["--grid", "2"], ["--frames", "9"], ["--duration", "4"],
-                  ["--batch", "8"], ["--device", "cpu"], ["--amount", "-30"], ["--psi", "1", "--centre", "class"]):
+                  ["--batch", "8"], ["--device", "cpu"], ["--amount", "-30"], ["--psi", "1", "--centre", "class"],
+                  ["--sigma", "4"]):
         with pytest.raises(SystemExit) as e:
             sg3(["video", "--kind", "montage", "--run-dir", str(run), *extra, "--output", str(tmp_path / "m.mp4")])
         msg = str(e.value.code)
@@ -458,3 +460,70 @@ def test_cli_output_paths_that_cannot_be_written_are_one_line(network_file, tmp_
     for argv, match in cases:
         with pytest.raises(SystemExit, match=f"^error: .*{match}"):
             sg3(argv)
+
+
+# ----------------------------------------------------------------------------- grids and walks
+
+def _w_rows(ws):
+    return ws.reshape(-1, ws.shape[-1])
+
+
+@pytest.mark.parametrize("kind", ["keyframes", "walk", "loop", "mix", "translate", "rotate"])
+@pytest.mark.parametrize("seeds", [[5], [0, 1], [3, 0, 1]])
+def test_grid_cells_share_no_seed(G, kind, seeds):
+    """With --seeds 5, loop cell k drew seeds 5+k and 6+k, so neighbouring cells showed the same face at
+    different moments (mix: base 5+k, loop 6+k and 7+k). No w of one cell, on any layer or frame, may
+    appear in another; cell 0 is still the one-cell video."""
+    if kind == "keyframes" and len(seeds) < 2:
+        seeds = [5, 6]
+    cells = [X.latent_path(G, kind, 8, seeds, cell=k)[0] for k in range(4)]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            gap = torch.cdist(_w_rows(cells[a]), _w_rows(cells[b])).min()
+            assert gap > 1e-3, (kind, seeds, a, b)  # the same seed maps to the same w (gap ~1e-6)
+    s0 = seeds[0]
+    one_cell = {"keyframes": lambda: X.keyframe_path(G, seeds, 8),
+                "walk": lambda: X.random_walk(G, 8, seed=s0),
+                "loop": lambda: X.circular_loop(G, 8, seeds=(s0, s0 + 1)),
+                "mix": lambda: X.style_mix_walk(G, s0, 8, seed=s0 + 1),
+                "translate": lambda: X.map_z(G, X.seeds_to_z([s0], G.z_dim)).repeat(8, 1, 1)}
+    torch.testing.assert_close(cells[0], one_cell.get(kind, one_cell["translate"])())
+
+
+def test_grid_cells_shift_by_the_seeds_a_cell_draws(G):
+    """Cell k shifts its seeds by k x the range given (as before), or by the seeds a cell draws if more."""
+    ws, _ = X.latent_path(G, "loop", 4, [0, 1, 2], cell=2)
+    torch.testing.assert_close(ws, X.circular_loop(G, 4, seeds=(6, 7)))
+    ws, _ = X.latent_path(G, "mix", 4, [5], cell=1)
+    torch.testing.assert_close(ws, X.style_mix_walk(G, 8, 4, seed=9))
+
+
+def test_cli_video_walk_sigma(network_file, tmp_path, monkeypatch, G):
+    """random_walk's sigma had no option: --sigma sets the walk's smoothing width in frames."""
+    from sg3lib.explore import video
+    seen, real = [], video.latent_path
+    monkeypatch.setattr(video, "latent_path", lambda *a, **k: seen.append(real(*a, **k)[0]) or seen[-1:] + [None])
+    for sigma in ("2", "0"):
+        assert sg3(["video", "--network", str(network_file), "--device", "cpu", "--kind", "walk", "--seeds", "3",
+                    "--sigma", sigma, "--frames", "8", "--fps", "8", "--output", str(tmp_path / "w.mp4")]) == 0
+        torch.testing.assert_close(seen[-1], X.random_walk(G, 8, seed=3, sigma=float(sigma)))
+        assert not torch.allclose(seen[-1], X.random_walk(G, 8, seed=3))  # not the default n/8
+
+
+def test_random_walk_sigma_must_be_a_width(G):
+    """sigma=nan smoothed every frame into nan (a grey video, reported as written)."""
+    for sigma in (float("nan"), float("inf"), -1, "2", True):
+        with pytest.raises(ValueError, match="sigma="):
+            X.random_walk(G, 4, sigma=sigma)
+    assert X.random_walk(G, 4, sigma=np.float32(1.5)).isfinite().all()
+
+
+def test_cli_generate_refuses_a_transform_on_stylegan2_before_writing(tmp_path):
+    """--rotate on a StyleGAN2 network made the output folder and started a progress bar, then failed with
+    the library's 'translate/rotate needs ...' (not the flags' names)."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    sg2 = save_snapshot(tmp_path / "sg2.pt", snapshot_from_networks({"G_ema": make_G("sg2")}))
+    for opt in (["--rotate", "30"], ["--translate", "0.1,0"]):
+        with pytest.raises(SystemExit, match="^error: --translate and --rotate need a StyleGAN3 network"):
+            sg3(["generate", "--network", str(sg2), *opt, "--outdir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -64,34 +64,62 @@ def test_interpolator_endpoints_are_the_seeds(G):
         view.close()
 
 
+def _between(G, method, space, a=2, b=6, t=0.5):
+    """The Interpolator's image of seeds a..b at t (psi 1), computed directly."""
+    if space == "z":
+        za, zb = X.seeds_to_z([a, b], G.z_dim)
+        ws = X.map_z(G, X.interpolate(za[None], zb[None], t, method))
+    else:
+        wa, wb = X.map_z(G, X.seeds_to_z([a, b], G.z_dim))
+        ws = X.interpolate(wa[None], wb[None], t, method)
+    return X.synthesize(G, ws)[0]
+
+
 def test_interpolator_method_follows_the_space_until_one_is_picked(G):
     """slerp in Z, lerp in W (latents.default_method), as the videos do; it stayed slerp in W. A method the
-    user picks (buttons or argument) is kept when the space changes."""
+    user picks (buttons or argument) is kept when the space changes; 'auto' follows the space again."""
+    assert not np.array_equal(_between(G, "slerp", "w"), _between(G, "lerp", "w"))  # the checks below can tell
+    assert not np.array_equal(_between(G, "slerp", "z"), _between(G, "lerp", "z"))
     view = Interpolator(G, seed_a=2, seed_b=6, psi=1.0, display_size=16)
     try:
         method, space = view.controls["method"], view.controls["space"]
-        assert method.value == "slerp"
-        space.value = "w"
-        assert method.value == "lerp"
-        wa, wb = X.map_z(G, X.seeds_to_z([2, 6], G.z_dim))
-        want = X.synthesize(G, X.lerp(wa, wb, 0.5)[None])[0]
-        assert np.array_equal(np.asarray(view.render_sync()), want)
-        space.value = "z"
-        assert method.value == "slerp"
+        for s, want in (("z", "slerp"), ("w", "lerp"), ("z", "slerp")):
+            space.value = s
+            assert np.array_equal(np.asarray(view.render_sync()), _between(G, want, s)), s
+            assert f"method {want} (auto)" in view.caption.value
         method.value = "lerp"  # the user's pick
         for s in ("w", "z"):
             space.value = s
-            assert method.value == "lerp"
+            assert np.array_equal(np.asarray(view.render_sync()), _between(G, "lerp", s)), s
+        method.value = "auto"  # follow the space again
+        assert np.array_equal(np.asarray(view.render_sync()), _between(G, "slerp", "z"))
     finally:
         view.close()
     for kwargs, methods in ((dict(space="w"), ("lerp", "slerp")), (dict(space="w", method="slerp"), ("slerp",) * 2)):
-        view = Interpolator(G, display_size=16, **kwargs)
+        view = Interpolator(G, seed_a=2, seed_b=6, psi=1.0, display_size=16, **kwargs)
         try:
-            seen = [view.controls["method"].value]
+            seen = [np.asarray(view.render_sync())]
             view.controls["space"].value = "z"
-            assert tuple(seen + [view.controls["method"].value]) == methods
+            seen.append(np.asarray(view.render_sync()))
+            for img, m, s in zip(seen, methods, ("w", "z")):
+                assert np.array_equal(img, _between(G, m, s)), (kwargs, s)
         finally:
             view.close()
+
+
+def test_interpolator_keeps_a_pick_of_the_method_already_shown(G):
+    """The method shown in Z was 'slerp' (followed, not picked); clicking 'slerp' then sends no change (a
+    frontend sends none for the button already selected, traitlets fires none for an equal value), so it did
+    not count as a pick and moving to W switched the user's visible slerp to lerp."""
+    view = Interpolator(G, seed_a=2, seed_b=6, psi=1.0, display_size=16)
+    try:
+        view.controls["method"].value = "slerp"  # the user clicks slerp
+        view.controls["space"].value = "w"
+        assert view.controls["method"].value == "slerp"
+        assert np.array_equal(np.asarray(view.render_sync()), _between(G, "slerp", "w"))
+        assert "method slerp" in view.caption.value and "auto" not in view.caption.value
+    finally:
+        view.close()
 
 
 def test_style_mixer_presets_set_the_layer_range(G):

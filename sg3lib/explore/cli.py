@@ -3,7 +3,7 @@
     sg3 generate --network net.pt --seeds 0-7 --psi 0.7 --outdir out/images
     sg3 generate --network net.pt --kind psi-grid --seeds 0-3 --psis 1,0.7,0.5,0
     sg3 generate --network net.pt --kind mix-grid --seeds 0-3 --col-seeds 10-14 --layers coarse
-    sg3 video --network net.pt --kind walk --grid 4 --duration 8 --output out/walk.mp4
+    sg3 video --network net.pt --kind walk --grid 4 --duration 8 --sigma 20 --output out/walk.mp4
     sg3 video --network net.pt --kind rotate --amount -30 --output out/rock.mp4
     sg3 video --kind montage --run-dir runs/00001 --output out/montage.mp4
 """
@@ -183,6 +183,9 @@ def run_generate(args):
         seeds = L.parse_seeds(args.seeds)
         col_seeds = L.parse_seeds(args.col_seeds) if args.kind == "mix-grid" else None
     G = _load(args)  # first: a wrong --network leaves no empty output folder behind
+    if (tx, ty, args.rotate) != (0, 0, 0) and not L.is_stylegan3(G):  # before the folder and the progress bar
+        raise SystemExit("error: --translate and --rotate need a StyleGAN3 network (synthesis.input.transform); "
+                         "this one has none: leave them out")
     out = Path(args.outdir)
     _make_folder(out, "--outdir")
     common = dict(cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, noise_mode=args.noise_mode,
@@ -203,12 +206,12 @@ def run_generate(args):
 
 # The video options that only some kinds read: given for another kind, they are refused, not ignored.
 _VIDEO_ONLY = {"method": ("keyframes",), "space": ("keyframes", "walk"), "layers": ("mix",),
-               "amount": ("translate", "rotate"), "run_dir": ("montage",)}
+               "amount": ("translate", "rotate"), "sigma": ("walk",), "run_dir": ("montage",)}
 # What the network videos read and a montage (pictures already drawn) does not. The parser keeps
 # their defaults aside (args.network_defaults) and run_video fills them in, so that an option
 # given to a montage can be told from one left out.
 _NETWORK_OPTIONS = ("network", "seeds", "psi", "cutoff", "class_idx", "centre", "noise_mode", "device", "batch",
-                    "grid", "duration", "frames", "method", "space", "layers", "amount")
+                    "grid", "duration", "frames", "method", "space", "layers", "amount", "sigma")
 
 
 def add_video_arguments(p):
@@ -233,6 +236,9 @@ def add_video_arguments(p):
                    help="translate: radius of the circle in image widths (default 0.25); rotate: degrees "
                         "(default 360, one even turn; an angle that is no whole number of turns swings out "
                         "and back, so the video loops)")
+    p.add_argument("--sigma", type=_at_least(0.0, float), default=None,
+                   help="walk: the width of its smoothing in frames (default frames/8); smaller moves faster, "
+                        "0 is a new image every frame")
     p.add_argument("--run-dir", help="montage: the training run folder")
     p.set_defaults(network_defaults={k: p.get_default(k) for k in _NETWORK_OPTIONS},
                    **{k: None for k in _NETWORK_OPTIONS})  # see _NETWORK_OPTIONS
@@ -284,6 +290,6 @@ def run_video(args):
             G, args.output, kind=args.kind, seeds=seeds, grid=args.grid, fps=args.fps or 30,
             duration=args.duration, n_frames=args.frames, noise_mode=args.noise_mode, batch_size=args.batch,
             psi=args.psi, cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, method=args.method,
-            space=args.space or "z", layers=args.layers or "fine", amount=args.amount)
+            space=args.space or "z", layers=args.layers or "fine", amount=args.amount, sigma=args.sigma)
     print(f"wrote {path}")
     return 0

@@ -9,6 +9,7 @@ Periodic paths (walks, loops) are functions of a phase t in [0, 1): frame i sits
 so frame n (t = 1) is frame 0 again and a looped video has no seam.
 """
 import math
+import numbers
 import weakref
 
 import numpy as np
@@ -263,8 +264,11 @@ def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, clas
     """A seamless random loop: white noise over n_frames smoothed by a wrapping Gaussian of width
     sigma frames (default n_frames/8). space='z' smooths z (marginally N(0, I), like a seed);
     space='w' smooths around the truncation centre in W. endpoint=True appends frame n, computed
-    from the periodic path (it equals frame 0)."""
+    from the periodic path (it equals frame 0). sigma=0 is unsmoothed noise: a new image each frame."""
     sigma = n_frames / 8 if sigma is None else sigma
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
+        raise ValueError(f"sigma={sigma!r}: the walk's smoothing width in frames, a finite number of at least 0 "
+                         "(None: n_frames/8)")  # nan smoothed every frame into nan, a grey video
     rnd = np.random.RandomState(seed)
     if space not in ("z", "w"):
         raise ValueError(f"space={space!r}: use 'z' or 'w'")

@@ -116,10 +116,16 @@ def grid_shape(n):
     return math.ceil(n / cols), cols
 
 
+# How many consecutive seeds from the first one a cell of each kind draws (keyframes: the seeds given).
+_SEEDS_PER_CELL = {"loop": 2, "mix": 3}
+
+
 def latent_path(G, kind, n_frames, seeds=(0, 1, 2), cell=0, psi=1.0, cutoff=None, class_idx=None,
                 method=None, space="z", layers="fine", sigma=None, amount=None, centre="global"):
     """ws [n_frames, num_ws, w_dim] and transforms (or None) for one video cell. Every kind is a
-    loop: frame n_frames would equal frame 0. Cell k of a grid shifts the seeds so cells differ.
+    loop: frame n_frames would equal frame 0. Cell k of a grid shifts the seeds by k times the width
+    of the seeds a cell draws (the range given; at least 2 for loop, 3 for mix), so cells share no seed
+    and cell 0 is the one-cell video. sigma (walk): smoothing width in frames (default n_frames/8).
     method (keyframes): 'slerp', 'lerp' or None (slerp in Z, lerp in W)."""
     seeds = L.parse_seeds(seeds)
     if not seeds:
@@ -127,7 +133,9 @@ def latent_path(G, kind, n_frames, seeds=(0, 1, 2), cell=0, psi=1.0, cutoff=None
     if kind in ("translate", "rotate") and not L.is_stylegan3(G):  # before the encoder starts, not mid-video
         raise ValueError(f"kind={kind!r} needs a StyleGAN3 generator (synthesis.input.transform); "
                          "this network has none")
-    shift = cell * (max(seeds) - min(seeds) + 1)
+    # Cell k moves every seed it draws by k x (the width of the seeds one cell draws), so no two cells
+    # share a seed: loop draws s0 and s0 + 1 and mix s0..s0 + 2 even from a single seed.
+    shift = cell * max(max(seeds) - min(seeds) + 1, _SEEDS_PER_CELL.get(kind, 1))
     s0 = seeds[0] + shift
     common = dict(class_idx=class_idx, psi=psi, cutoff=cutoff, centre=centre)
     if kind == "keyframes":

@@ -251,46 +251,42 @@ class LatentExplorer(_LiveView):
 
 
 class Interpolator(_LiveView):
-    """Between two seeds: t in [0, 1], lerp or slerp, in Z (then map) or in W. The method follows
-    the space (slerp in Z, lerp in W: latents.default_method) until one is picked, by the method
-    buttons or the `method` argument; a picked method is kept when the space changes."""
+    """Between two seeds: t in [0, 1], lerp or slerp, in Z (then map) or in W. The method 'auto'
+    (the default) follows the space: slerp in Z, lerp in W (latents.default_method); 'slerp' or
+    'lerp', picked by the buttons or the `method` argument, is kept when the space changes.
+    'auto' is a button of its own so that every pick is a change: clicking the button already
+    selected sends nothing, so a followed 'slerp' could not be told from a picked one."""
 
     def __init__(self, G, seed_a=0, seed_b=1, psi=0.7, display_size=256, debounce=0.01, space="z",
                  method=None):
-        self._method_picked = method is not None
-        self._following = False  # True while the space sets the method (that is not a pick)
         c = {"seed_a": _seed("seed A", seed_a), "seed_b": _seed("seed B", seed_b),
              "t": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="t"),
-             "method": W.ToggleButtons(options=["slerp", "lerp"], value=method or L.default_method(space),
-                                       description="method"),
+             "method": W.ToggleButtons(options=["auto", "slerp", "lerp"], value=method or "auto",
+                                       description="method",
+                                       tooltips=["slerp in Z, lerp in W", "spherical", "straight line"]),
              "space": W.ToggleButtons(options=["z", "w"], value=space, description="space"),
              "psi": _psi(psi), **_class_controls(G)}
-        c["method"].observe(self._on_method, names="value")
-        c["space"].observe(self._on_space, names="value")
         super().__init__(G, c, display_size, debounce)
 
-    def _on_method(self, change):
-        if not self._following:
-            self._method_picked = True
+    @staticmethod
+    def resolved_method(s):
+        """The interpolation a state renders with: 'auto' is the space's default."""
+        return L.default_method(s["space"]) if s["method"] == "auto" else s["method"]
 
-    def _on_space(self, change):
-        if self._method_picked:
-            return
-        self._following = True
-        try:
-            self.controls["method"].value = L.default_method(change["new"])
-        finally:
-            self._following = False
+    def describe(self, state):  # the caption names the method rendered, 'slerp (auto)'
+        if state["method"] == "auto":
+            state = {**state, "method": f"{self.resolved_method(state)} (auto)"}
+        return super().describe(state)
 
     def render(self, s):
         G = self.G
         if s["space"] == "z":
             za, zb = L.seeds_to_z([s["seed_a"], s["seed_b"]], G.z_dim)
-            z = L.interpolate(za[None], zb[None], s["t"], s["method"])
+            z = L.interpolate(za[None], zb[None], s["t"], self.resolved_method(s))
             ws = L.map_z(G, z, s.get("class"), s["psi"], None, s.get("centre", "global"))
         else:
             wa, wb = _map(G, [s["seed_a"], s["seed_b"]], s)
-            ws = L.interpolate(wa[None], wb[None], s["t"], s["method"])
+            ws = L.interpolate(wa[None], wb[None], s["t"], self.resolved_method(s))
         return synthesize(G, ws, "const")[0]
 
 
