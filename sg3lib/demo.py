@@ -6,6 +6,7 @@ out/demo/. On a GPU it trains longer by default (--kimg).
 """
 import argparse
 import importlib.util
+import math
 import shutil
 import sys
 import time
@@ -15,6 +16,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUILDER = ROOT / "data" / "build_demo.py"  # the repository's script that renders the demo dataset
+BATCH, FPS = 8, 15  # the demo's minibatch (images) and video frame rate
+MIN_KIMG = 2 * BATCH / 1000  # a minibatch before the stop and one after the resume
+MIN_RESOLUTION = 8  # the discriminator's smallest
+MAX_RESOLUTION = 256  # the emoji are 128 px high, and curation enlarges at most 2x (max_upscale)
+RUN_MARK = ".sg3lib-demo-run"  # in the demo's run folder: the demo may delete it on the next run
 
 
 def _say(msg):
@@ -42,16 +48,73 @@ def _build_dataset(out, resolution):
     return Path(report["dest"])
 
 
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _kimg(text):
+    value = _number(text)
+    if value < MIN_KIMG:  # below it, training stops before the resume trains a single step
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_KIMG:g} (two minibatches of {BATCH} images: "
+                                         f"one before the stop, one after the resume), got {text}")
+    return value
+
+
+def _seconds(text):
+    value = _number(text)
+    if round(value * FPS) < 1:
+        raise argparse.ArgumentTypeError(f"must give at least one frame at {FPS} fps ({1 / FPS:.3g} s or more), "
+                                         f"got {text}")
+    return value
+
+
+def _resolution(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < MIN_RESOLUTION or value > MAX_RESOLUTION or value & (value - 1):
+        raise argparse.ArgumentTypeError(
+            f"must be a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION} (the emoji are 128 px high and curation enlarges "
+            f"them at most 2x), got {text}")
+    return value
+
+
+def _check_out(out):
+    """Refuse an --out that the demo cannot use, before it renders or trains anything."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"sg3lib.demo: --out {out} is a file; give a folder (default: out/demo)")
+    run = out / "run"
+    if run.is_dir() and any(run.iterdir()) and not _made_by_demo(out):
+        raise SystemExit(
+            f"sg3lib.demo: {run} holds a run the demo did not make; the demo starts a new run there each time "
+            f"and would delete it. Choose another --out, or move {run} away")
+
+
+def _made_by_demo(out):
+    """A run folder the demo marked, or (from before the mark) one beside the demo's own dataset."""
+    return (out / "run" / RUN_MARK).exists() or any((out / "data").glob("emoji-*.zip"))
+
+
 def _train(dataset, run_dir, kimg, on_gpu):
     from sg3lib.train import train
-    small = dict(cfg="stylegan3-t", batch=8, cbase=4096 if on_gpu else 1024, cmax=128 if on_gpu else 32,
+    small = dict(cfg="stylegan3-t", batch=BATCH, cbase=4096 if on_gpu else 1024, cmax=128 if on_gpu else 32,
                  z_dim=64, w_dim=64, map=2, mirror=True, aug="ada", tick=kimg / 4, snap=1,
                  keep_snapshots=3, workers=0, seed=0)
     half = round(kimg / 2, 3)
     _say(f"training StyleGAN3-T for {half} kimg, then stopping (as a disconnect would)")
     # Each demo is a new run: a previous demo's run in this (the demo's own) folder goes first,
     # since train() refuses to start a new run over another run's snapshots.
+    # main() has checked that the folder is the demo's own.
     shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    (run_dir / RUN_MARK).write_text("made by python -m sg3lib.demo, which replaces this run when run again\n")
     train(dataset, run_dir, kimg=half, **small)
     _say(f"resuming from the latest snapshot in {run_dir} and training to {kimg} kimg")
     return train(dataset, run_dir, resume="latest", kimg=kimg, **small)
@@ -64,7 +127,7 @@ def _explore(snapshot, out, seconds):
     psi_path, mix_path, video_path = out / "psi_grid.png", out / "style_mixing.png", out / "interpolation.mp4"
     psi_grid(G, seeds=range(4), psis=(1.0, 0.7, 0.5, 0.0)).save(psi_path)
     style_mix_grid(G, row_seeds=range(3), col_seeds=range(10, 14), layers="coarse").save(mix_path)
-    interpolation_video(G, video_path, kind="keyframes", seeds=(0, 1, 2, 3), grid=4, fps=15, duration=seconds)
+    interpolation_video(G, video_path, kind="keyframes", seeds=(0, 1, 2, 3), grid=4, fps=FPS, duration=seconds)
     return psi_path, mix_path, video_path
 
 
@@ -72,12 +135,15 @@ def main(argv=None):
     on_gpu = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="out/demo", help="where everything is written (default: out/demo)")
-    ap.add_argument("--kimg", type=float, default=20.0 if on_gpu else 0.096,
-                    help="thousands of real images shown to D (default: 0.096 on a CPU, about 3 minutes on 2 cores; 20 on a GPU)")
-    ap.add_argument("--video-seconds", type=float, default=4.0, help="length of the mp4 (default 4)")
-    ap.add_argument("--resolution", type=int, default=32, help="dataset resolution (default 32)")
+    ap.add_argument("--kimg", type=_kimg, default=20.0 if on_gpu else 0.096,
+                    help=f"thousands of real images shown to D, at least {MIN_KIMG:g} (default: 0.096 on a CPU, "
+                         "about 3 minutes on 2 cores; 20 on a GPU)")
+    ap.add_argument("--video-seconds", type=_seconds, default=4.0, help=f"length of the mp4 at {FPS} fps (default 4)")
+    ap.add_argument("--resolution", type=_resolution, default=32,
+                    help=f"dataset resolution, a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION} (default 32)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    _check_out(out)  # a rerun into the demo's own folder replaces its run; anything else is refused
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     dataset = _build_dataset(out, args.resolution)

@@ -301,3 +301,71 @@ def test_a_folder_of_raw_non_square_images_points_at_sg3_curate(tmp_path):
         Image.new("RGB", (48, 32), (i * 90, 10, 10)).save(tmp_path / f"{i}.png")
     with pytest.raises(DatasetError, match="48x32, not square; make a dataset of them with `sg3 curate`"):
         ImageDataset(tmp_path).resolution
+
+
+def test_rank_contact_sheets_shrink_big_images_into_their_tiles(tmp_path):
+    """A 128 px dataset: each 64 px tile shows its own image, shrunk (pasted at full size, the
+    images covered each other and the captions)."""
+    from sg3lib.data.rank import rank
+    from sg3lib.networks import build_network
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    D = build_network("training.networks_stylegan2.Discriminator",
+                      dict(c_dim=0, img_resolution=128, img_channels=3, channel_base=512, channel_max=4,
+                           num_fp16_res=0)).eval()
+    rng = np.random.default_rng(0)
+    imgs = [np.kron(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), np.ones((32, 32, 1), np.uint8))
+            for _ in range(3)]  # 4x4 blocks of colour: the same picture at any size
+    res = rank(D, official_zip(tmp_path / "big.zip", imgs, None), tmp_path / "r", passes=1, progress=False)
+    sheet = np.asarray(Image.open(res["sheets"]["top"]).convert("RGB")).astype(int)
+    for k, name in enumerate(res["names"]):
+        want = np.asarray(Image.fromarray(imgs[int(name[-12:-4])]).resize((64, 64), Image.NEAREST)).astype(int)
+        x = k * 68 + 2  # cells of tile + 4 px, after a 16 px title
+        got = sheet[18:82, x:x + 64]
+        assert np.abs(got - want)[4:-4, 4:-4].mean() < 8, (k, name)  # block edges may blur
+
+
+def test_rank_drop_bottom_rounds_half_up_and_refuses_dropping_none(tmp_path):
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ten.zip", pictures(10), None)
+    res = rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.25, progress=False)
+    assert len(res["dropped"]) == 3 and len(ImageDataset(res["dest"])) == 7  # 2.5 images: 3 (round() gave 2)
+    res = rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.15, progress=False)
+    assert len(res["dropped"]) == 2  # 1.5 images: 2
+    with pytest.raises(ValueError, match=r"less than half an image.*at least 10% \(one image\)"):
+        rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.04, progress=False)
+    assert not (tmp_path / "r" / "ten-top96.zip").exists()  # a copy of everything was written
+
+
+def test_rank_refuses_bad_batch_device_and_size_clearly(tmp_path, capsys, monkeypatch):
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.cli import main
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    snap = save_snapshot(tmp_path / "snapshot-000000004.pt", snapshot_from_networks({"D": tiny_d()}))
+    args = ["rank", "--network", str(snap), "--data", str(ds_path), "--out", str(tmp_path / "r"), "--passes", "1"]
+    for extra, message in ((["--batch", "0"], "batch_size must be >= 1 (sg3 rank --batch), got 0"),
+                           (["--device", "cuda"], "torch sees no CUDA GPU here; use cpu (--device cpu)"),
+                           (["--device", "gpu0"], "'gpu0' is not a torch device; use cpu, cuda or cuda:N")):
+        assert main(args + extra) == 2, extra  # (--batch 0 ranked; a bad --device was a traceback)
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "rank.csv").exists()
+    big = official_zip(tmp_path / "big.zip", pictures(2, size=16), None)
+    assert main(args[:3] + ["--data", str(big)]) == 2
+    assert "expects 8px with 3; rank with a network trained at this size, or curate the images to 8px " \
+           "(sg3 curate --resolution 8)" in capsys.readouterr().err
+
+
+def test_rank_leaves_the_callers_discriminator_as_it_was(tmp_path):
+    """A notebook's own D (a module or in a load() dict) keeps its training mode and gradients."""
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    D = tiny_d(mbstd=False).train()
+    first = rank(D, ds_path, tmp_path / "r", passes=1, progress=False)
+    assert D.training and all(p.requires_grad for p in D.parameters())
+    again = rank({"D": D}, ds_path, tmp_path / "r", passes=1, progress=False)
+    assert D.training and all(p.requires_grad for p in D.parameters())
+    assert first["names"] == again["names"] and np.array_equal(first["scores"], again["scores"])

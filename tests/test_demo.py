@@ -22,6 +22,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert frames == 15 and fps == 15, (frames, fps)
     snaps = sorted((out / "run").glob("snapshot-*.pt"))
     assert snaps and snaps[-1].name == "snapshot-000000016.pt"
+    assert (out / "run" / ".sg3lib-demo-run").exists()  # a rerun may replace this run
 
 
 def test_demo_reads_the_repositorys_dataset_builder_from_any_folder(tmp_path, monkeypatch):
@@ -63,3 +64,81 @@ def test_demo_without_the_repository_says_to_run_it_from_a_clone(tmp_path):
     assert proc.returncode != 0
     assert f"{site / 'data' / 'build_demo.py'} not found" in proc.stderr, proc.stderr[-2000:]
     assert "clone of the repository" in proc.stderr
+
+
+class _Started(Exception):
+    """Raised in place of the demo's first step: the options were accepted."""
+
+
+def _stop_at_the_first_step(monkeypatch):
+    import sg3lib.demo as demo
+
+    def build(out, resolution):
+        raise _Started(out)
+    monkeypatch.setattr(demo, "_build_dataset", build)
+    return demo
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--video-seconds", "inf", "finite"), ("--video-seconds", "nan", "finite"),
+    ("--video-seconds", "0", "at least one frame at 15 fps"), ("--video-seconds", "-1", "at least one frame"),
+    ("--kimg", "inf", "finite"), ("--kimg", "nan", "finite"), ("--kimg", "0", "at least 0.016"),
+    ("--kimg", "0.008", "one before the stop, one after the resume"),
+    ("--resolution", "33", "power of two from 8 to 256"), ("--resolution", "512", "power of two from 8 to 256"),
+    ("--resolution", "4", "power of two from 8 to 256"),
+])
+def test_demo_refuses_bad_numbers_before_it_starts(tmp_path, monkeypatch, capsys, option, value, message):
+    """Each was accepted and failed later: after training (inf seconds), in it (inf/nan kimg: a
+    traceback; 0.008: no snapshot after the resume), in curation (512: every emoji rejected) or in
+    building D (4 px)."""
+    demo = _stop_at_the_first_step(monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        demo.main(["--out", str(tmp_path / "demo"), option, value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument {option}: " in err and message in err, err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_takes_its_smallest_values(tmp_path, monkeypatch):
+    demo = _stop_at_the_first_step(monkeypatch)
+    with pytest.raises(_Started):
+        demo.main(["--out", str(tmp_path / "demo"), "--kimg", "0.016", "--video-seconds", str(1 / 15),
+                   "--resolution", "8"])
+
+
+def test_demo_does_not_delete_a_run_it_did_not_make(tmp_path, monkeypatch):
+    """`--out runs` where runs/run is someone's training: refused (the demo deleted it to start anew)."""
+    demo = _stop_at_the_first_step(monkeypatch)
+    out = tmp_path / "runs"
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "snapshot-000400000.pt").write_bytes(b"weeks of training")
+    with pytest.raises(SystemExit, match=r"runs/run holds a run the demo did not make.*Choose another --out"):
+        demo.main(["--out", str(out)])
+    assert (out / "run" / "snapshot-000400000.pt").read_bytes() == b"weeks of training"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="--out .*file is a file; give a folder"):
+        demo.main(["--out", str(tmp_path / "file")])
+    (out / "run" / demo.RUN_MARK).write_text("")  # the demo's own run (marked): a rerun goes ahead
+    with pytest.raises(_Started):
+        demo.main(["--out", str(out)])
+    (out / "run" / demo.RUN_MARK).unlink()
+    (out / "data").mkdir()
+    (out / "data" / "emoji-32.zip").write_bytes(b"")  # an earlier demo's folder, from before the mark
+    with pytest.raises(_Started):
+        demo.main(["--out", str(out)])
+
+
+def test_demo_marks_its_run_folder_and_replaces_the_old_run(tmp_path, monkeypatch):
+    import sg3lib.demo as demo
+    import sg3lib.train
+    calls = []
+
+    def train(data, outdir, resume=None, kimg=None, **opts):
+        calls.append((resume, kimg, sorted(p.name for p in outdir.iterdir())))
+        return dict(snapshot=outdir / "snapshot-000000016.pt", run_dir=str(outdir))
+    monkeypatch.setattr(sg3lib.train, "train", train)
+    run = tmp_path / "demo" / "run"
+    run.mkdir(parents=True)
+    (run / "snapshot-000000008.pt").write_bytes(b"the previous demo")
+    demo._train(tmp_path / "ds.zip", run, 0.016, on_gpu=False)
+    assert calls == [(None, 0.008, [demo.RUN_MARK]), ("latest", 0.016, [demo.RUN_MARK])]

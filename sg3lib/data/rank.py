@@ -12,8 +12,10 @@ dataset without the lowest-scoring fraction (written through DatasetWriter: temp
 name, renamed when complete).
 """
 import argparse
+import copy
 import csv
 import io
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,53 +25,89 @@ import torch
 from PIL import Image
 
 from .dataset import ImageDataset
+from .images import thumbnail
 from .report import _atomic_save, contact_sheet
 from .writer import DatasetWriter, check_dest_name
 
 
-def _discriminator(network, device):
-    if isinstance(network, torch.nn.Module):
-        return network.to(device)
-    if isinstance(network, dict):
-        nets = network
-    else:
-        from ..checkpoint import newest_if_folder
-        from ..loader import load
-        network = newest_if_folder(network)  # a run folder: its newest snapshot
-        nets = load(network, device=device)
+def _device(device, default=None):
+    if device is None:
+        return default or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N (--device)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}, but torch sees no CUDA GPU here; use cpu (--device cpu)")
+    if dev.type == "cuda" and dev.index is None:  # 'cuda' names the current GPU, as parameters do
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _d_of(nets, source):
     if "D" not in nets:
-        raise ValueError(f"{network if not isinstance(network, dict) else 'the network dict'} has no "
-                         f"discriminator 'D' (it holds {', '.join(k for k in nets if k != 'meta')}); ranking "
-                         "needs a training snapshot or an official pkl with D")
+        raise ValueError(f"{source} has no discriminator 'D' (it holds {', '.join(k for k in nets if k != 'meta')}); "
+                         "ranking needs a training snapshot or an official pkl with D")
     return nets["D"]
+
+
+def _discriminator(network, device):
+    """(D, the device to score on). The caller's own D (a module, or in a load() dict) is scored on
+    its own device unless `device` names another; then on a copy: the caller's stays where it is."""
+    if isinstance(network, (torch.nn.Module, dict)):
+        D = network if isinstance(network, torch.nn.Module) else _d_of(network, "the network dict")
+        own = next((p.device for p in D.parameters()), None)
+        device = _device(device, default=own)
+        return (D if own in (None, device) else copy.deepcopy(D).to(device)), device
+    from ..checkpoint import newest_if_folder
+    from ..loader import load
+    device = _device(device)
+    path = newest_if_folder(network)  # a run folder: its newest snapshot
+    return _d_of(load(path, device=device), path), device
+
+
+def _count_to_drop(drop_bottom, n):
+    """The bottom fraction as a number of images, rounded half up (round() takes halves to even: 0.5
+    images to 0, 2.5 to 2); a fraction that rounds to no image is refused rather than copying all."""
+    if not 0 <= drop_bottom < 1:
+        raise ValueError(f"drop_bottom is a fraction in [0, 1) (sg3 rank --drop-bottom: a percentage below 100), "
+                         f"got {drop_bottom:g}")
+    n_drop = math.floor(drop_bottom * n + 0.5 + 1e-9)  # 1e-9: 0.29 * 50 is 14.499999999999998
+    if drop_bottom > 0 and n_drop == 0:
+        raise ValueError(f"drop_bottom={drop_bottom:g} ({drop_bottom * 100:g}%) of {n} images is less than half an "
+                         f"image, so the copy would drop none; drop at least {100 / n:.3g}% (one image) or none")
+    if n_drop >= n:  # checked before scoring: the copy would be an empty dataset
+        raise ValueError(f"drop_bottom={drop_bottom:g} of {n} images would drop all of them; keep some")
+    return n_drop
 
 
 def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=None, device=None,
          seed=0, progress=True, overwrite=False):
     """Score the images of `data` (path or ImageDataset) with D of `network` (path, run folder, URL,
     sg3lib.load() dict or module). Returns a dict: names, scores (mean), stds, csv path,
-    sheets, and dest (the filtered copy) when drop_bottom (a fraction 0..1) is > 0.
-    An existing dest is refused (before any scoring) unless overwrite=True."""
+    sheets, and dest (the filtered copy) when drop_bottom (a fraction 0..1) is > 0; the number
+    dropped is drop_bottom * images rounded half up, at least one. An existing dest is refused
+    (before any scoring) unless overwrite=True. device=None: a given module's own device, else
+    cuda if available; a given module is left as it was (training mode, device, gradients)."""
     if dest is not None and drop_bottom <= 0:
         raise ValueError(f"dest={dest} is the copy without the lowest-scoring images: set drop_bottom > 0 "
                          "(sg3 rank --drop-bottom PERCENT)")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    D = _discriminator(network, device).eval().requires_grad_(False)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (sg3 rank --batch), got {batch_size}")
+    D, device = _discriminator(network, device)
     ds = data if isinstance(data, ImageDataset) else ImageDataset(data, use_labels=D.c_dim > 0)
     if (ds.num_channels, ds.resolution) != (D.img_channels, D.img_resolution):
         raise ValueError(f"{ds.path}: images are {ds.resolution}px with {ds.num_channels} channel(s), but the "
-                         f"discriminator expects {D.img_resolution}px with {D.img_channels}")
+                         f"discriminator expects {D.img_resolution}px with {D.img_channels}; rank with a network "
+                         f"trained at this size, or curate the images to {D.img_resolution}px "
+                         f"(sg3 curate --resolution {D.img_resolution})")
     if D.c_dim and ds.label_dim != D.c_dim:
         raise ValueError(f"the discriminator is conditional (c_dim={D.c_dim}) but {ds.path} has "
                          f"label_dim={ds.label_dim}; curate it with labels='folders' (or pick another network)")
-    if not 0 <= drop_bottom < 1:
-        raise ValueError(f"drop_bottom is a fraction in [0, 1), got {drop_bottom}")
     if passes < 1:
         raise ValueError(f"passes must be >= 1 (each image is scored once per pass), got {passes}")
     n = len(ds.image_names)
-    n_drop = int(round(drop_bottom * n))
-    if n_drop >= n:  # checked before scoring: the copy would be an empty dataset
-        raise ValueError(f"drop_bottom={drop_bottom:g} of {n} images would drop all of them; keep some")
+    n_drop = _count_to_drop(drop_bottom, n)
     out_dir = Path(out_dir)
     if drop_bottom > 0:
         dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
@@ -77,31 +115,12 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
         if dest.exists() and not overwrite:  # checked before scoring, which can take long
             raise FileExistsError(f"destination already exists: {dest}; choose another --dest or pass "
                                   "--overwrite (overwrite=True) to replace it")
-    group = getattr(getattr(getattr(D, "b4", None), "mbstd", None), "group_size", 1) or 1
-    batch = max(group, batch_size - batch_size % group)
-    total, sq, count = np.zeros(n), np.zeros(n), np.zeros(n)
-    rng = np.random.default_rng(seed)
-    from tqdm.auto import tqdm
-    steps = passes * -(-n // batch)
-    with tqdm(total=steps, desc=f"ranking {ds.name}", unit="batch", disable=not progress) as bar:
-        for _ in range(passes):
-            order = rng.permutation(n)
-            pad = -len(order) % batch  # fill the last batch with other images; their extra scores are not counted
-            order = np.concatenate([order, rng.choice(n, pad, replace=pad > n)]) if pad else order
-            real = np.arange(len(order)) < n
-            for s in range(0, len(order), batch):
-                idx = order[s:s + batch]
-                imgs = torch.from_numpy(np.stack([ds.load_image(i) for i in idx])).to(device)
-                imgs = imgs.float() / 127.5 - 1  # [0, 255] -> [-1, 1], as in training
-                c = torch.from_numpy(np.stack([ds.get_label(i) for i in idx])).to(device) if D.c_dim else None
-                logits = D(imgs, c).float().flatten().cpu().numpy().astype(np.float64)
-                keep = real[s:s + batch]
-                np.add.at(total, idx[keep], logits[keep])
-                np.add.at(sq, idx[keep], logits[keep] ** 2)
-                np.add.at(count, idx[keep], 1)
-                bar.update(1)
-    mean = total / count
-    std = np.sqrt(np.maximum(sq / count - mean ** 2, 0))
+    was_training = D.training
+    try:  # scored in eval mode without a graph; a caller's own D gets its mode back
+        with torch.no_grad():
+            mean, std = _scores(D.eval(), ds, passes, batch_size, device, seed, progress)
+    finally:
+        D.train(was_training)
     order = np.argsort(-mean, kind="stable")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "rank.csv"
@@ -137,9 +156,40 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
     return result
 
 
+def _scores(D, ds, passes, batch_size, device, seed, progress):
+    """Mean and spread of each image's logit over `passes` shuffled passes (in image order)."""
+    n = len(ds.image_names)
+    group = getattr(getattr(getattr(D, "b4", None), "mbstd", None), "group_size", 1) or 1
+    batch = max(group, batch_size - batch_size % group)
+    total, sq, count = np.zeros(n), np.zeros(n), np.zeros(n)
+    rng = np.random.default_rng(seed)
+    from tqdm.auto import tqdm
+    steps = passes * -(-n // batch)
+    with tqdm(total=steps, desc=f"ranking {ds.name}", unit="batch", disable=not progress) as bar:
+        for _ in range(passes):
+            order = rng.permutation(n)
+            pad = -len(order) % batch  # fill the last batch with other images; their extra scores are not counted
+            order = np.concatenate([order, rng.choice(n, pad, replace=pad > n)]) if pad else order
+            real = np.arange(len(order)) < n
+            for s in range(0, len(order), batch):
+                idx = order[s:s + batch]
+                imgs = torch.from_numpy(np.stack([ds.load_image(i) for i in idx])).to(device)
+                imgs = imgs.float() / 127.5 - 1  # [0, 255] -> [-1, 1], as in training
+                c = torch.from_numpy(np.stack([ds.get_label(i) for i in idx])).to(device) if D.c_dim else None
+                logits = D(imgs, c).float().flatten().cpu().numpy().astype(np.float64)
+                keep = real[s:s + batch]
+                np.add.at(total, idx[keep], logits[keep])
+                np.add.at(sq, idx[keep], logits[keep] ** 2)
+                np.add.at(count, idx[keep], 1)
+                bar.update(1)
+    mean = total / count
+    return mean, np.sqrt(np.maximum(sq / count - mean ** 2, 0))
+
+
 def _thumb(ds, i):
+    """A contact-sheet tile: the image fitted into 64 px (a full-size one would cover its neighbours)."""
     a = ds.load_image(i).transpose(1, 2, 0)
-    return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a[:, :, :3])
+    return thumbnail(Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a[:, :, :3]), 64)
 
 
 def _to_png(b):
@@ -166,10 +216,13 @@ def add_rank_arguments(p):
     p.add_argument("--data", required=True, help="dataset zip or folder (official format)")
     p.add_argument("--out", default=None, help="output folder (default: <data>_rank/)")
     p.add_argument("--passes", type=int, default=4, help="shuffled passes averaged per image")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--drop-bottom", type=_percent, default=0.0, help="percent: write a copy without the bottom X%%")
-    p.add_argument("--dest", default=None, help="where the filtered copy goes (.zip or folder)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--batch", type=int, default=32,
+                   help="images per D call (rounded down to a multiple of D's minibatch-stddev group)")
+    p.add_argument("--drop-bottom", type=_percent, default=0.0,
+                   help="percent below 100: write a copy without the bottom X%% (rounded half up, at least one image)")
+    p.add_argument("--dest", default=None,
+                   help="where the filtered copy goes (.zip or folder; default: <out>/<data>-top<100-X>.zip)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
 
 
@@ -184,6 +237,7 @@ def run_rank(args):
         return 2
     print(f"ranked {len(res['names'])} images -> {res['csv']}")
     print(f"  best {res['names'][0]} ({res['scores'][0]:.3f}), worst {res['names'][-1]} ({res['scores'][-1]:.3f})")
+    print(f"  contact sheets: {res['sheets']['top']}, {res['sheets']['bottom']}")
     if res["dest"]:
         print(f"  copy without the bottom {args.drop_bottom:g}% ({len(res['dropped'])} images): {res['dest']}")
     return 0
