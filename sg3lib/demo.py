@@ -152,9 +152,11 @@ def main(argv=None):
     _say(f"done in {time.time() - t0:.0f} s. Look at:")
     for p in (*paths, result["snapshot"], Path(result["run_dir"]) / "stats.jsonl"):
         print(f"    {p}")
-    print("Next: open notebooks/03_truncation_psi.ipynb and 04_interpolation_widgets.ipynb (they load "
-          "the newest snapshot under out/demo/ by default; set SG3_NETWORK to a snapshot or .pkl for "
-          f"another, e.g. SG3_NETWORK={result['snapshot']}).")
+    default_out = Path(args.out).resolve() == (ROOT / "out" / "demo").resolve()
+    where = ("they load the newest snapshot under out/demo/ by default" if default_out else
+             f"they look under out/demo/ by default, not {out}: set SG3_NETWORK={result['snapshot']}")
+    print(f"Next: open notebooks/03_truncation_psi.ipynb and 04_interpolation_widgets.ipynb ({where}; "
+          "SG3_NETWORK takes any snapshot or .pkl).")
     return 0
 
 

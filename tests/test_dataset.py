@@ -131,6 +131,7 @@ def test_rank_scores_sort_and_drop_bottom(tmp_path):
     rows = (tmp_path / "r" / "rank.csv").read_text().splitlines()
     assert rows[0] == "rank,name,score,std,label" and [r.split(",")[1] for r in rows[1:]] == want
     assert (tmp_path / "r" / "rank_top.png").exists() and (tmp_path / "r" / "rank_bottom.png").exists()
+    assert not [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]  # no temporaries left
     kept = ImageDataset(res["dest"], use_labels=True)
     assert len(kept) == 6 and sorted(res["dropped"]) == sorted(want[-2:])
     kept_src = [n for n in names if n not in res["dropped"]]

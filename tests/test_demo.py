@@ -25,6 +25,18 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (out / "run" / ".sg3lib-demo-run").exists()  # a rerun may replace this run
 
 
+def test_demo_elsewhere_says_how_the_notebooks_find_its_network(tmp_path, monkeypatch, capsys):
+    """The notebooks look under out/demo/ of the clone: a demo written elsewhere must say to set
+    SG3_NETWORK, not that they find it by default. (The work itself is stubbed out here.)"""
+    from sg3lib import demo
+    snap = tmp_path / "elsewhere" / "run" / "snapshot-000000016.pt"
+    monkeypatch.setattr(demo, "_build_dataset", lambda out, res: out / "data" / "emoji-32.zip")
+    monkeypatch.setattr(demo, "_train", lambda ds, run_dir, kimg, on_gpu: {"snapshot": snap, "run_dir": run_dir})
+    monkeypatch.setattr(demo, "_explore", lambda snapshot, out, seconds: [])
+    assert demo.main(["--out", str(tmp_path / "elsewhere")]) == 0
+    assert f"not {tmp_path / 'elsewhere'}: set SG3_NETWORK={snap}" in capsys.readouterr().out
+
+
 def test_demo_reads_the_repositorys_dataset_builder_from_any_folder(tmp_path, monkeypatch):
     """The demo's dataset comes from data/build_demo.py beside sg3lib/, even where another `data`
     package is importable (here: in the current folder), which `import data.build_demo` would take."""
