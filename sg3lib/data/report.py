@@ -17,6 +17,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from ..files import temp_file_beside
+
 SHEET_MARK = "sg3lib contact sheet"  # a PNG text chunk: tells our sheets from a user's files
 _SHEET_NAME = re.compile(r"(accepted_sample|rejected_[A-Za-z0-9_]+)\.png")
 
@@ -162,8 +164,13 @@ def contact_sheet(tiles, tile=64, title="", cols=8):
 
 
 def _atomic_save(img, path):
-    tmp = path.with_name(f".{path.name}.partial")
     mark = PngInfo()
     mark.add_text("Software", SHEET_MARK)
-    img.save(tmp, format="PNG", pnginfo=mark)
-    os.replace(tmp, path)
+    fd, tmp = temp_file_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG", pnginfo=mark)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
