@@ -75,18 +75,24 @@ class Report:
         summary = dict(header, counts=dict(sorted(self.counts.items())),
                        notes=dict(sorted(self.notes.items())), contact_sheets=sheets)
         path = self.out_dir / "curation_report.json"
-        tmp = path.with_name(f".{path.name}.partial")
-        with open(tmp, "w", encoding="utf-8") as out:
-            body = json.dumps(summary, indent=1)
-            out.write(body[:-2] + ',\n "files": {')  # stream the per-reason lists in
-            for i, reason in enumerate(sorted(self._files)):
-                out.write(("," if i else "") + f"\n  {json.dumps(reason)}: [")
-                with open(self._tmp / f"{reason}.jsonl", encoding="utf-8") as lines:
-                    for k, line in enumerate(lines):
-                        out.write(("," if k else "") + "\n   " + line.rstrip("\n"))
-                out.write("\n  ]")
-            out.write("\n }\n}\n")
-        os.replace(tmp, path)
+        fd, tmp = temp_file_beside(path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                body = json.dumps(summary, indent=1)
+                out.write(body[:-2] + ',\n "files": {')  # stream the per-reason lists in
+                for i, reason in enumerate(sorted(self._files)):
+                    out.write(("," if i else "") + f"\n  {json.dumps(reason)}: [")
+                    with open(self._tmp / f"{reason}.jsonl", encoding="utf-8") as lines:
+                        for k, line in enumerate(lines):
+                            out.write(("," if k else "") + "\n   " + line.rstrip("\n"))
+                    out.write("\n  ]")
+                out.write("\n }\n}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._remove_stale_sheets(set(sheets.values()))
         return dict(summary, report_dir=str(self.out_dir), report_json=str(path))
