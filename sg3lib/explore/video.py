@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
