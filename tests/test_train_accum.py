@@ -1,13 +1,16 @@
 """Gradient accumulation and multi-process training give the same result as one big batch."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from sg3lib.train import train
-from test_train import make_zip
+from test_train import assert_same_state, make_zip, stats_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +22,29 @@ def _max_diff(a, b):
 def _weights(path):
     s = torch.load(path, weights_only=True)
     return s, {n: s["networks"][n]["state_dict"] for n in ("G", "D")}
+
+
+# StyleGAN2 (path length and R1 on) at 16 px, batch 8: about a second per step on one core.
+TINY_ARGS = ["--cfg", "stylegan2", "--batch", "8", "--tick", "0.008", "--snap", "1", "--cbase", "256", "--cmax",
+             "16", "--map", "2", "--z-dim", "16", "--w-dim", "16", "--workers", "0", "--gamma", "1", "--p", "0.3",
+             "--no-progress"]
+
+
+def _torchrun(args, **popen):
+    """`torchrun --nproc_per_node=2 -m sg3lib.cli train ARGS` on the CPU (gloo); a Popen if asked."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "sg3lib.cli", "train"] + [str(a) for a in args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    if popen:
+        return subprocess.Popen(cmd, env=env, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # a hang guard
+
+
+def _close_stats(a, b, rtol=1e-4):
+    assert len(a) == len(b) and all(set(x) == set(y) for x, y in zip(a, b)), (a, b)
+    for x, y in zip(a, b):
+        for k in x:
+            assert abs(x[k] - y[k]) <= rtol * max(abs(y[k]), 1e-3), (k, x[k], y[k])
 
 
 def test_grad_accumulation_4x2_equals_1x8(tmp_path):
@@ -44,6 +70,7 @@ def test_grad_accumulation_4x2_equals_1x8(tmp_path):
             torch.testing.assert_close(ma[i]["exp_avg_sq"], mb[i]["exp_avg_sq"], rtol=1e-3, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_equals_one_process(tmp_path):
     """torchrun --nproc_per_node=2 on the CPU (gloo), global batch 8 = 2 x 4, equals one process
     with 2 rounds of 4."""
@@ -71,6 +98,13 @@ def test_two_process_gloo_equals_one_process(tmp_path):
         ma, mb = s1["training_state"][opt]["state"], s2["training_state"][opt]["state"]
         for i in ma:
             torch.testing.assert_close(ma[i]["exp_avg"], mb[i]["exp_avg"], rtol=1e-3, atol=1e-7)
+    # stats.jsonl: the whole batch's means (rank 0 logged those of its own half).
+    _close_stats(stats_lines(tmp_path / "two"), stats_lines(tmp_path / "one"))
+    # The 2-process snapshot continues in one process (2 rounds of 4) as the 1-process run.
+    assert main(["train", "--outdir", str(tmp_path / "cont"), "--resume",
+                 str(tmp_path / "two" / "snapshot-000000008.pt")] + args) == 0
+    _, w3 = _weights(tmp_path / "cont" / "snapshot-000000016.pt")
+    assert _max_diff(w1["G"], w3["G"]) < 5e-5 and _max_diff(w1["D"], w3["D"]) < 5e-5
 
 
 def test_two_processes_without_batch_gpu(tmp_path):
@@ -85,3 +119,95 @@ def test_two_processes_without_batch_gpu(tmp_path):
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     s = torch.load(tmp_path / "two" / "snapshot-000000008.pt", weights_only=True)
     assert s["meta"]["config"]["batch_gpu"] == 4
+
+
+@pytest.mark.slow
+def test_one_process_snapshot_continues_on_two_processes(tmp_path):
+    """A snapshot of one process without --batch-gpu (8 per round) continued by 2 processes: its
+    stored batch-gpu does not fit, so each takes half (it was refused: '--batch 8 must be a multiple
+    of --batch-gpu 8 x 2'), and the open tick's sums are counted once: as one process continuing
+    with --batch-gpu 4 (the same split, so StyleGAN2's per-round noise is the same too)."""
+    import shutil
+    from sg3lib.cli import main
+    data = make_zip(tmp_path / "d.zip")
+    args = ["--data", data] + TINY_ARGS + ["--tick", "0.016", "--deterministic"]
+    assert main(["train", "--outdir", str(tmp_path / "two"), "--kimg", "0.008"] + args) == 0
+    shutil.copytree(tmp_path / "two", tmp_path / "one")
+    assert main(["train", "--outdir", str(tmp_path / "one"), "--kimg", "0.016", "--resume", "latest",
+                 "--batch-gpu", "4"] + args) == 0
+    r = _torchrun(["--outdir", tmp_path / "two", "--kimg", "0.016", "--resume", "latest"] + args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "does not fit 2 process(es): using 4" in r.stdout
+    s1, w1 = _weights(tmp_path / "one" / "snapshot-000000016.pt")
+    s2, w2 = _weights(tmp_path / "two" / "snapshot-000000016.pt")
+    assert s2["meta"]["config"]["batch_gpu"] == 4
+    assert _max_diff(w1["G"], w2["G"]) < 5e-5 and _max_diff(w1["D"], w2["D"]) < 5e-5
+    _close_stats(stats_lines(tmp_path / "two"), stats_lines(tmp_path / "one"))
+
+
+def _processes_naming(text):
+    """Pids of the processes whose command line contains `text` (Linux /proc)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process list from /proc")
+def test_sigkill_of_torchrun_ends_its_ranks_and_resume_is_exact(tmp_path):
+    """SIGKILL of torchrun's process group after a snapshot ends the ranks too (torchrun starts
+    them in sessions of their own: they trained on, writing snapshots beside the resumed run); the
+    2-process resume with --resume latest equals a run that never stopped, bit for bit, and only
+    rank 0 cleans up what the kill left (one message)."""
+    data = make_zip(tmp_path / "d.zip")
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    args = ["--data", data] + TINY_ARGS + ["--deterministic"]
+    proc = _torchrun(["--outdir", run, "--kimg", "1"] + args, start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120  # hang guards, not speed checks
+    while not (run / "snapshot-000000008.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run / "snapshot-000000008.pt").exists()
+    gone_by = time.time() + 10  # they end with torchrun; orphans trained on for 20 s and more
+    while _processes_naming(str(run)) and time.time() < gone_by:
+        time.sleep(0.2)
+    left = _processes_naming(str(run))
+    for pid in left:  # leave no orphan training behind
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "ranks kept training after torchrun was killed"
+    (run / ".fakes-000000099.png.tmp-x").write_bytes(b"cut")  # what a killed grid write leaves
+    r = _torchrun(["--outdir", run, "--kimg", "0.024", "--resume", "latest"] + args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("removed 1 partial file(s)") == 1 and "resuming from" in r.stdout
+    r = _torchrun(["--outdir", straight, "--kimg", "0.024"] + args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    a = torch.load(run / "snapshot-000000024.pt", weights_only=True)
+    b = torch.load(straight / "snapshot-000000024.pt", weights_only=True)
+    assert_same_state(a["networks"], b["networks"])
+    for k in ("opt_G", "opt_D", "ada", "pl_mean", "step"):
+        assert_same_state(a["training_state"][k], b["training_state"][k])
+    assert stats_lines(run) == stats_lines(straight)
+    assert not list(run.glob(".*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_setup_error_of_one_or_all_ranks_is_one_message(tmp_path):
+    """A bad --data (every rank fails) and an outdir that cannot be made (only rank 0 checks it):
+    one 'error:' line, not one per rank, and every rank ends (the timeout is a hang guard)."""
+    data = make_zip(tmp_path / "d.zip")
+    (tmp_path / "a_file").write_text("")
+    for args, says in (([ "--data", tmp_path / "nope.zip", "--outdir", tmp_path / "r"], "dataset not found"),
+                       (["--data", data, "--outdir", tmp_path / "a_file" / "r"], "output folder")):
+        r = _torchrun(args + TINY_ARGS + ["--kimg", "0.008"])
+        out = r.stdout + r.stderr
+        assert r.returncode != 0
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and says in errors[0], out[-3000:]

@@ -248,6 +248,21 @@ def test_batch_gpu_defaults_to_a_share_of_the_batch():
     assert C.make_config(64, batch=32)["batch_gpu"] == 32
 
 
+def test_batch_split_errors_name_the_flag():
+    """A batch that no --batch-gpu can split over the processes says so (it blamed the default
+    --batch-gpu); zero or negative sizes are errors (0 divided by zero, --batch-gpu 0 was taken as
+    the default, negative sizes ran with negative rounds)."""
+    with pytest.raises(ValueError, match="--batch 7 cannot be split evenly over 2 processes"):
+        C.check_batch(C.make_config(16, batch=7, world=2), 2)
+    for opts, flag in ((dict(batch=0), "--batch 0"), (dict(batch=-8), "--batch -8"),
+                       (dict(batch_gpu=0), "--batch-gpu 0"), (dict(batch_gpu=-4), "--batch-gpu -4"),
+                       (dict(mbstd_group=0), "--mbstd-group 0")):
+        with pytest.raises(ValueError, match=f"{flag} must be a whole number >= 1"):
+            C.check_batch(C.make_config(16, **dict(dict(batch=8), **opts)), 1)
+    c = C.make_config(16, batch=12, batch_gpu=2, mbstd_group=2, world=2)
+    assert C.check_batch(c, 2) == 3  # 2 processes x 3 rounds of 2
+
+
 def test_augmentation_modes_are_the_official_ones():
     """--aug ada adapts p from --p, fixed keeps --p, noaug never augments: a p given to noaug, a
     fixed mode without p, or a p outside [0, 1] is an error that says what to use."""

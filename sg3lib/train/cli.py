@@ -80,7 +80,8 @@ def run_train(args):
         out = train(args.data, args.outdir, cfg=args.cfg, resume=args.resume, device=args.device,
                     progress=not args.no_progress, **opts)
     except TrainError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not e.quiet:  # under torchrun: one message, from the lowest rank that failed
+            print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         from .distributed import cleanup

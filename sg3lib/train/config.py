@@ -17,6 +17,8 @@ the 4 highest resolutions of G and D in float16 on CUDA (float32 on the CPU, whe
 convolutions would be slow), activations clamped at 256; --precision fp32 turns both off (no
 float16 layers, no clamping), as the official --fp32 does.
 """
+import numbers
+
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes
 AUG_MODES = ("ada", "fixed", "noaug")  # the official training's --aug choices
 
@@ -69,6 +71,9 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     if resolution < 4 or resolution & (resolution - 1):
         raise ValueError(f"image resolution {resolution} is not a power of two >= 4; "
                          "curate the dataset to 16, 32, ..., 1024 px (sg3 curate --resolution)")
+    for key in ("batch", "batch_gpu", "mbstd_group"):  # 0 would divide by zero, < 0 never end
+        if c[key] is not None and (isinstance(c[key], bool) or not isinstance(c[key], numbers.Integral) or c[key] < 1):
+            raise ValueError(f"--{key.replace('_', '-')} {c[key]!r} must be a whole number >= 1")
     c["batch_gpu"] = c["batch_gpu"] or max(c["batch"] // world, 1)  # as the official batch // gpus
     # D's capacity: config R doubles G's feature maps only (the official configs keep D at
     # cbase 32768 / cmax 512 in every config), so D defaults to half of R's G.
@@ -111,6 +116,9 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
 def check_batch(c, world_size):
     """Validate the batch split: global batch = world_size * batch_gpu * rounds."""
     b, bg = c["batch"], c["batch_gpu"]
+    if b % world_size:  # no --batch-gpu can split it evenly
+        raise ValueError(f"--batch {b} cannot be split evenly over {world_size} processes; give a "
+                         f"multiple of {world_size} (the batch is the total over all processes)")
     if b % (bg * world_size):
         raise ValueError(f"--batch {b} must be a multiple of --batch-gpu {bg} x {world_size} process(es)")
     if bg % c["mbstd_group"]:

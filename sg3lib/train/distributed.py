@@ -5,6 +5,9 @@ all_reduce per optimizer step (losses are already scaled by 1/global batch, so t
 global mean). Only rank 0 writes files.
 """
 import os
+import signal
+import threading
+import time
 
 import torch
 import torch.distributed as dist
@@ -21,8 +24,31 @@ def init(device=None):
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
+        _end_with_launcher()
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
+
+
+def _end_with_launcher():
+    """torchrun starts each rank in a session of its own, so a kill of torchrun's process group
+    (SIGKILL, a closed terminal) would leave the ranks training on, writing snapshots next to the
+    run that resumes them. Linux ends a rank with its parent; elsewhere a thread watches for it."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        if ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL)) != 0:  # PR_SET_PDEATHSIG
+            raise OSError("prctl failed")
+    except Exception:  # not Linux
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+        return
+    if os.getppid() != parent:  # the launcher ended before the kernel watched it
+        os._exit(1)
+
+
+def _watch_parent(parent):
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def world_size():
@@ -39,6 +65,21 @@ def all_reduce_sum(t):
         else:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def first_failed_rank(failed):
+    """The lowest rank whose `failed` is true, or None. A collective: every rank calls it once
+    after its setup, whether that worked or not, so that a rank that failed alone does not leave
+    the others waiting in their first collective."""
+    world = world_size()
+    if world == 1:
+        return 0 if failed else None
+    t = torch.tensor([dist.get_rank() if failed else world], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    first = int(t.item())
+    return None if first == world else first
 
 
 def broadcast_module(module):

@@ -19,7 +19,10 @@ import glob
 import math
 import os
 import random
+import sys
 import time
+import traceback
+import warnings
 
 import numpy as np
 import torch
@@ -40,7 +43,9 @@ PHASE_IDS = {"Gmain": 1, "Greg": 2, "Dmain": 3, "Dreg": 4, "data": 5, "grid": 6}
 
 
 class TrainError(RuntimeError):
-    """A problem the user can fix (bad dataset, outdir, resume config); the message says how."""
+    """A problem the user can fix (bad dataset, outdir, resume config); the message says how.
+    `quiet`: another process of the run shows the message (sg3 train prints it once)."""
+    quiet = False
 
 
 # ----------------------------------------------------------------------------------------
@@ -272,8 +277,14 @@ def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
     return path
 
 
-def _find_latest(run_dir):
+def _find_latest(run_dir, clean=True):
+    """The newest complete snapshot. Only the writer (rank 0) cleans up what killed writes left;
+    the other ranks look without deleting (or warning twice)."""
     from .. import checkpoint as ck
+    if not clean:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ck.find_latest(run_dir, clean=False)
     partial = [p for pattern in LEFTOVERS for p in glob.glob(os.path.join(run_dir, pattern))]
     for tmp in partial:
         try:
@@ -438,8 +449,45 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     'G', 'D', 'G_ema' (the trained modules)}.
     Multi-process: launched with torchrun, each process calls train(); only rank 0 writes.
     """
-    from tqdm.auto import tqdm
     rank, world, device = dist_mod.init(device)
+    gate = _SetupGate(rank)
+    try:
+        return _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, world, gate)
+    except Exception as e:
+        gate.fail(e)
+        raise
+
+
+class _SetupGate:
+    """Setup errors (options, dataset, outdir, resume source) end every rank together, with one
+    message: before their first collective the ranks agree whether any of them failed. Otherwise a
+    rank that failed alone (rank 0 checks the outdir) leaves the others waiting, and an error of
+    every rank is printed once per rank."""
+
+    def __init__(self, rank):
+        self.rank, self.passed = rank, False
+
+    def check(self, error=None):
+        self.passed = True
+        first = dist_mod.first_failed_rank(error is not None)
+        if first is None or dist_mod.world_size() == 1:
+            return  # (one process: the caller raises its error as it is)
+        if first == self.rank:
+            print(f"error: {error}" if isinstance(error, TrainError) else
+                  "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                  file=sys.stderr, flush=True)
+        dist_mod.barrier()  # torchrun stops all ranks once one ends: the message first
+        e = TrainError(f"process {first} of the run failed; its message says why")
+        e.quiet = True
+        raise e from error
+
+    def fail(self, error):
+        if not self.passed:  # later errors (a full disk on rank 0) end the run through torchrun
+            self.check(error)
+
+
+def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, world, gate):
+    from tqdm.auto import tqdm
     outdir = os.path.abspath(str(outdir))
     data = os.path.abspath(str(data))
     if rank == 0:
@@ -448,7 +496,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     # Resume source.
     resume_kind, payload, prev_cfg = None, None, None
     if resume == "latest":
-        latest = _find_latest(outdir)
+        latest = _find_latest(outdir, clean=rank == 0)
         if latest:
             resume_kind, payload = _load_resume(latest, device)
             if rank == 0:
@@ -481,6 +529,14 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     if user.get("aug") not in (None, base.get("aug")) and user.get("p") is None:
         base.pop("p", None)  # the stored p belongs to the stored --aug mode (e.g. ADA's start)
     base.update({k: v for k, v in user.items() if v is not None})
+    if (resume_kind == "snapshot" and user.get("batch_gpu") is None and base.get("batch_gpu")
+            and base["batch"] % (base["batch_gpu"] * world)):
+        # The stored split was made for another number of processes. Data order and random numbers
+        # go by global image number, so another split continues the same run.
+        if rank == 0:
+            print(f"the snapshot's --batch-gpu {base['batch_gpu']} does not fit {world} process(es): "
+                  f"using {max(base['batch'] // world, 1)}")
+        base.pop("batch_gpu")
     base["data"] = data
     for k in ("resolution", "img_channels", "c_dim"):
         base.pop(k, None)
@@ -517,6 +573,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             if payload.get(name) is None:
                 raise TrainError(f"{resume} holds no {name}; transfer learning needs G, D and G_ema")
             _load_weights(net, payload[name].state_dict(), name, resume)
+    gate.check()  # the first collective: every rank's setup is done, or all end here
     dist_mod.broadcast_module(G)
     dist_mod.broadcast_module(D)
     dist_mod.broadcast_module(G_ema)
@@ -747,15 +804,32 @@ class _Run:
         return {k: {"sum": v.detach().cpu().clone(), "count": self.counts[k]} for k, v in self.sums.items()}
 
     def load_tick_sums(self, sums, device):
-        self.sums = {k: v["sum"].to(device) for k, v in sums.items()}
-        self.counts = {k: int(v["count"]) for k, v in sums.items()}
+        # The snapshot holds the sums of all ranks: rank 0 takes them, the others start from zero
+        # with the same keys (tick_stats adds the ranks' sums key by key).
+        own = self.rank == 0
+        self.sums = {k: (v["sum"] if own else torch.zeros_like(v["sum"])).to(device) for k, v in sums.items()}
+        self.counts = {k: int(v["count"]) if own else 0 for k, v in sums.items()}
+
+    def _global_sums(self):
+        """The tick's sums and counts over all ranks (each rank has those of its own images)."""
+        if self.world == 1 or not self.sums:
+            return dict(self.sums), dict(self.counts)
+        keys = sorted(self.sums)  # the same order on every rank
+        at = {k: i for i, k in enumerate(keys)}
+        flat = torch.stack([self.sums[k].double() for k in keys]
+                           + [torch.tensor(float(self.counts[k]), device=self.device, dtype=torch.float64)
+                              for k in keys])
+        dist_mod.all_reduce_sum(flat)
+        return ({k: flat[at[k]].to(v.dtype) for k, v in self.sums.items()},
+                {k: int(flat[len(keys) + at[k]]) for k in self.sums})
 
     def tick_stats(self, state, dt, n_imgs, tick_done=True):
         """The tick's stats record; the sums restart only at the tick's end (not at a run's end)."""
         rec = {"kimg": state["cur_nimg"] / 1000, "tick": state["cur_tick"] + 1, "step": state["step"]}
-        for k, v in self.sums.items():
+        sums, counts = self._global_sums()
+        for k, v in sums.items():
             if not k.startswith("_") and k not in ("real_sign",):
-                rec[k] = float(v) / max(self.counts[k], 1)
+                rec[k] = float(v) / max(counts[k], 1)
         rec["ada_p"] = self.ada.p
         if self.ada.rt is not None:
             rec["ada_rt"] = self.ada.rt
@@ -770,4 +844,8 @@ class _Run:
         rec["time"] = time.time()
         if tick_done:
             self.sums, self.counts = {}, {}
+        elif self.world > 1:  # the open tick goes into rank 0's snapshot: all ranks' sums there
+            own = self.rank == 0
+            self.sums = {k: v if own else torch.zeros_like(v) for k, v in sums.items()}
+            self.counts = {k: n if own else 0 for k, n in counts.items()}
         return rec
