@@ -314,3 +314,40 @@ def test_truncating_the_stats_log_is_durable_and_leaves_no_temporary(tmp_path, m
     assert os.listdir(tmp_path) == ["stats.jsonl"]
     assert any(os.path.basename(p).startswith(".stats.jsonl.tmp-") for p in synced)  # the data, before the rename
     assert str(tmp_path) in synced  # and the folder's entry after it
+
+
+def test_ada_keeps_p_when_r_t_is_at_the_target():
+    """ADA sec. 3: p += sign(r_t - target) * B * interval / (ada_kimg * 1000), with sign(0) = 0."""
+    step = 40 * 4 / (500 * 1000)  # batch 40, every 4 steps, 0 -> 1 in 500 kimg
+    for sign_sum, expected in ((96.0, 0.3), (98.0, 0.3 + step), (94.0, 0.3 - step)):
+        ada = aug.AdaController(p=0.3, target=0.6, interval=4, speed_kimg=500)
+        ada.accumulate(torch.tensor(sign_sum), 160)  # 4 steps of 40 real images
+        assert ada.update(3, 40) == pytest.approx(expected, abs=1e-12), sign_sum
+    assert ada.rt == pytest.approx(94 / 160)
+
+
+def test_gradients_are_sanitised_as_the_official_training():
+    """Official training: NaN gradients become 0 and every element is clamped to +-1e5 (a finite
+    3e5 too, not only inf)."""
+    from sg3lib.train.loop import _Run
+    layer = torch.nn.Linear(6, 1, bias=False)
+    torch.nn.init.zeros_(layer.weight)
+    layer.weight.grad = torch.tensor([[float("nan"), float("inf"), -float("inf"), 3e5, -3e5, 1.5]])
+    _Run._opt_step(object.__new__(_Run), layer, torch.optim.SGD(layer.parameters(), lr=1.0))
+    expected = -torch.tensor([[0.0, 1e5, -1e5, 1e5, -1e5, 1.5]])  # SGD at lr 1: w = -grad
+    assert torch.equal(layer.weight.detach(), expected)
+
+
+def test_blur_is_a_true_gaussian_of_standard_deviation_sigma():
+    """StyleGAN3-R's blur of D's images: deliberately exp(-t^2 / (2 sigma^2)) (std sigma), not the
+    official exp2(-t^2 / sigma^2) (std 0.85 sigma); README says so."""
+    sigma, r = 10.0, 30  # taps to ceil(3 sigma)
+    x = torch.zeros(1, 1, 2 * r + 1, 2 * r + 1, dtype=torch.float64)
+    x[0, 0, r, r] = 1
+    y = blur(x, sigma)[0, 0]
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    f = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    f = f / f.sum()
+    torch.testing.assert_close(y, torch.outer(f, f))
+    std = float((y.sum(0) * t ** 2).sum().sqrt())
+    assert 0.97 * sigma < std < sigma  # (truncated at 3 sigma); the official kernel's is ~8.4

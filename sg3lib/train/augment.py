@@ -238,7 +238,8 @@ def augment(x, p, rnd):
 class AdaController:
     """Adjusts p towards the target of r_t = E[sign(D(real))] (ADA sec. 3).
 
-    Every `interval` steps: p += sign(r_t - target) * (images seen) / (speed_kimg * 1000),
+    Every `interval` steps: p += sign(r_t - target) * (images seen) / (speed_kimg * 1000)
+    (unchanged when r_t is exactly at the target),
     so p can go from 0 to 1 in `speed_kimg` thousand images. The running sums are part of the
     training state so that a resumed run adjusts p exactly as an uninterrupted one.
     """
@@ -260,7 +261,9 @@ class AdaController:
         if not self.enabled or (step + 1) % self.interval or self.count == 0:
             return self.p
         self.rt = float(self.sign_sum) / self.count  # sums of +-1: exact in float32 up to 2**24
-        adjust = math.copysign(1.0, self.rt - self.target) * batch * self.interval / (self.speed * 1000)
+        # ADA sec. 3: p moves by sign(r_t - target) steps; sign(0) = 0 (at the target p stays).
+        sign = (self.rt > self.target) - (self.rt < self.target)
+        adjust = sign * batch * self.interval / (self.speed * 1000)
         self.p = min(max(self.p + adjust, 0.0), 1.0)
         self.sign_sum, self.count = 0.0, 0.0
         return self.p

@@ -707,7 +707,8 @@ class _Run:
         if params:
             flat = torch.cat([p.grad.flatten() for p in params])
             dist_mod.all_reduce_sum(flat)
-            torch.nan_to_num_(flat, nan=0, posinf=1e5, neginf=-1e5)
+            # As the official training: NaN -> 0, and every element (inf too) clamped to +-1e5.
+            torch.nan_to_num_(flat, nan=0.0).clamp_(-1e5, 1e5)
             i = 0
             for p in params:
                 p.grad.copy_(flat[i:i + p.numel()].view_as(p))

@@ -8,8 +8,11 @@
   (||J_w^T y||_2 - a)^2 with y ~ N(0, I)/sqrt(H*W) and a the running mean of the lengths.
 - Style mixing (StyleGAN 2019 sec. 3.1): a fraction of the images take the ws of a second
   latent from a random layer on.
-- StyleGAN3 blur (Karras et al. 2021, appendix "training configurations"): real and fake
-  images are blurred with a Gaussian whose sigma fades from 10 px to 0 over the first kimg.
+- StyleGAN3-R blur (Karras et al. 2021, appendix "training configurations"): real and fake
+  images are blurred with a Gaussian whose sigma fades linearly from 10 px to 0 over the first
+  `blur_fade_kimg` (batch * 200 / 32: 200 kimg at batch 32). Deliberately a true Gaussian of
+  standard deviation sigma; the official kernel exp2(-t^2 / sigma^2) has std sigma / sqrt(2 ln 2)
+  (0.85 sigma), so this blur is a little wider at the same sigma.
 
 Split invariance (exact gradient accumulation and multi-process equality). Every random
 number that belongs to an image (z, the second z of style mixing, the mixing cutoff, the
