@@ -849,3 +849,13 @@ def test_contact_sheet_captions_name_unreadable_folders(tmp_path, monkeypatch):
     rep.add("corrupt", dict(path="cats/x.png", detail=""))
     rep.finish({})
     assert [c for _, c in drawn["unreadable_folder"]] == ["locked/"] and [c for _, c in drawn["corrupt"]] == ["x.png"]
+
+
+def test_max_images_takes_any_whole_number_but_not_a_bool(tmp_path):
+    """A numpy integer (a count computed with numpy) is a whole number, as workers= takes one; True is not 1."""
+    import numpy as np
+    capped_source(tmp_path / "raw")
+    rep = curate(tmp_path / "raw", tmp_path / "np.zip", 64, workers=0, progress=False, max_images=np.int64(3))
+    assert rep["accepted"] == 3
+    with pytest.raises(CurateError, match="max_images must be a whole number >= 1"):
+        curate(tmp_path / "raw", tmp_path / "b.zip", 64, workers=0, progress=False, max_images=True)

@@ -547,3 +547,13 @@ def test_resume_from_a_run_folder_takes_its_newest_snapshot(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TrainError, match="no snapshot-.*in this folder"):
         train(d2, tmp_path / "dst2", resume=str(tmp_path / "empty"), kimg=0.008, **TINY)
+
+
+def test_resume_from_its_own_run_folder_continues_it(tmp_path):
+    """--resume RUN_FOLDER --outdir RUN_FOLDER continues the run (as --resume latest), not refused as a
+    folder holding a snapshot 'not older than' the folder itself."""
+    d1 = make_zip(tmp_path / "d1.zip", seed=1)
+    train(d1, tmp_path / "run", kimg=0.016, **dict(TINY, tick=0.008))
+    out = train(d1, tmp_path / "run", resume=str(tmp_path / "run"), kimg=0.024, **dict(TINY, tick=0.008))
+    assert out["cur_nimg"] == 24
+    assert (tmp_path / "run" / "snapshot-000000024.pt").exists()

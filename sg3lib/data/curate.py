@@ -71,8 +71,10 @@ def _settings(resolution, options):
         raise CurateError(f"square must be crop, pad, reflect or none, got {s['square']!r}")
     if s["labels"] not in (None, "folders"):
         raise CurateError(f"labels must be None or 'folders', got {s['labels']!r}")
-    if s["max_images"] is not None and (not isinstance(s["max_images"], int) or s["max_images"] < 1):
+    m = s["max_images"]  # any whole number (numpy's too, as workers takes), not True
+    if m is not None and (isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1):
         raise CurateError(f"max_images must be a whole number >= 1 (or None for all), got {s['max_images']!r}")
+    s["max_images"] = None if m is None else int(m)  # (the report is JSON)
     s["pad_color"] = s["background"] if s["pad_color"] is None else s["pad_color"]
     for key in ("background", "pad_color"):
         c = s[key]

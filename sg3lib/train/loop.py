@@ -321,16 +321,21 @@ def _check_continues_newest(outdir, src):
                          "Continue in another --outdir (same --resume), or move the newer snapshots away.")
 
 
+def _resume_file(src):
+    """--resume as a file: a run folder stands for its newest snapshot, as in sg3 generate and sg3
+    rank (resolved once, so that the checks after loading compare that snapshot, not the folder)."""
+    from .. import checkpoint as ck
+    try:
+        return str(ck.newest_if_folder(str(src)))
+    except FileNotFoundError:
+        raise TrainError(f"cannot resume from {src}: no snapshot-*.pt in this folder; pass a snapshot "
+                         "or .pkl file, or 'latest' for the newest snapshot in --outdir") from None
+
+
 def _load_resume(src, device):
     """(kind, payload) for --resume: ('snapshot', snap) or ('networks', {'G','D','G_ema'})."""
     from .. import checkpoint as ck
     s = str(src)
-    if os.path.isdir(s):  # a run folder: its newest snapshot, as sg3 generate and sg3 rank read one
-        latest = ck.find_latest(s)
-        if latest is None:
-            raise TrainError(f"cannot resume from {s}: no snapshot-*.pt in this folder; pass a snapshot "
-                             "or .pkl file, or 'latest' for the newest snapshot in --outdir")
-        s = str(latest)
     if os.path.exists(s) and not s.endswith(".pkl"):
         try:
             return "snapshot", ck.load_snapshot(s)
@@ -504,6 +509,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         elif rank == 0:
             print(f"no snapshot in {outdir} yet: starting a new run")
     elif resume:
+        resume = _resume_file(resume)
         resume_kind, payload = _load_resume(resume, device)
     if resume_kind == "snapshot":
         prev_cfg = _snap_config(payload)
