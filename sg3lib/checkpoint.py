@@ -170,7 +170,6 @@ def snapshot_counter(path):
     return int(m.group(1)) if m else -1
 
 
-
 def _zip_names(path):
     """The names in a ZIP file, or None where its directory is missing or damaged."""
     try:

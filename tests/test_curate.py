@@ -755,7 +755,7 @@ def test_max_images_stops_reading_and_keeps_the_same_selection(tmp_path, monkeyp
         "a5_corrupt.png": "over_max_images", "a6.png": "over_max_images", "a7_dup.png": "over_max_images",
         "a8.txt": "not_an_image_extension"}  # every file still listed, once; the unread under over_max_images
     assert sum(rep["counts"].values()) == rep["total"] == len(files)
-    assert "not read" in report["files"]["over_max_images"][0]["detail"]
+    assert "not used" in report["files"]["over_max_images"][0]["detail"]
     monkeypatch.undo()
     pooled = curate(tmp_path / "raw", tmp_path / "pool.zip", 64, workers=2, progress=False, max_images=3)
     assert _images(tmp_path / "pool.zip") == _images(tmp_path / "cap.zip")  # the workers stopped early too

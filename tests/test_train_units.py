@@ -288,6 +288,9 @@ def test_ada_state_keeps_the_last_r_t():
     assert resumed.rt == ada.rt == 0.5
     resumed.load_state_dict({"p": 0.2, "sign_sum": 0.0, "count": 0.0})  # a snapshot from before rt was kept
     assert resumed.rt is None
+    fixed = aug.AdaController(p=0.3, enabled=False)  # continued with --aug fixed: no adapted r_t to report
+    fixed.load_state_dict(ada.state_dict())
+    assert fixed.rt is None and fixed.p == 0.3
 
 
 def test_snapshot_retention_options_are_checked():

@@ -467,7 +467,7 @@ def _report_unread(rel, s, report, unlisted):
     """A file after max_images was reached: what its name says, else over_max_images (not read)."""
     r = _by_name(rel)
     if r is None:
-        r = im.Reject("over_max_images", f"max_images={s['max_images']} reached before this file; not read")
+        r = im.Reject("over_max_images", f"max_images={s['max_images']} reached before this file; not used")
     elif r.reason == "unreadable_folder":
         r.detail = _unreadable_detail(unlisted.get(rel))
     report.add(r.reason, dict(path=rel, detail=r.detail))

@@ -276,6 +276,6 @@ class AdaController:
         """Restore the running sums; p too, when adapting (a fixed or no augmentation keeps its own p,
         even continuing a run that adapted it)."""
         self.sign_sum, self.count = float(s["sign_sum"]), float(s["count"])
-        self.rt = s.get("rt")  # absent in older snapshots
         if self.enabled:
             self.p = float(s["p"])
+            self.rt = s.get("rt")  # absent in older snapshots; a fixed p has no r_t of its own to report
