@@ -299,6 +299,7 @@ def test_snapshot_retention_options_are_checked():
     with pytest.raises(ValueError, match="--keep-every-kimg 0.0001 is less than one image"):
         C.make_config(16, keep_every_kimg=0.0001)
     assert C.make_config(16, keep_snapshots=0)["keep_snapshots"] == 0  # 0 keeps all
+    assert C.make_config(16, keep_every_kimg=0)["keep_every_kimg"] is None  # 0: no milestones
 
 
 def test_truncating_the_stats_log_is_durable_and_leaves_no_temporary(tmp_path, monkeypatch):

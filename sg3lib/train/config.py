@@ -102,6 +102,8 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     if c["keep_snapshots"] < 0:  # prune would keep none, not even the snapshot just written
         raise ValueError(f"--keep-snapshots {c['keep_snapshots']} is negative; give N >= 1 to keep "
                          "the last N snapshots, or 0 to keep all")
+    if c["keep_every_kimg"] == 0:  # 0 = off, as --keep-snapshots 0 and curate's limits
+        c["keep_every_kimg"] = None
     if c["keep_every_kimg"] is not None and c["keep_every_kimg"] * 1000 < 1:
         raise ValueError(f"--keep-every-kimg {c['keep_every_kimg']} is less than one image (0.001 kimg); "
                          "give the milestone interval in kimg, e.g. 1000")
