@@ -282,7 +282,8 @@ def describe(nets):
     for attr in ("img_resolution", "img_channels", "z_dim", "w_dim", "c_dim", "num_ws"):
         value = getattr(ref, attr, None) if ref is not None else None
         info[attr] = value if value is not None else (meta.get("init_kwargs") or {}).get(attr)
-    cfg = meta.get("init_kwargs") or {}
+    # the built network's kwargs: StyleGAN2-ADA files nest channel_base in synthesis_kwargs, sg3lib's are flat
+    cfg = getattr(ref, "init_kwargs", None) or meta.get("init_kwargs") or {}
     info["channel_base"], info["channel_max"] = cfg.get("channel_base"), cfg.get("channel_max")
     info["networks"] = {
         k: {"official_class": getattr(m, "official_class", meta["networks"].get(k, {}).get("official_class")),

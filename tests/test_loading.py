@@ -749,3 +749,53 @@ def test_old_torch_gets_one_warning_about_weights_only(tmp_path, fixtures_dir, m
         warnings.simplefilter("always")
         load(pkl)
     assert not [w for w in seen if "CVE-2025-32434" in str(w.message)]  # once per process
+
+
+def test_stylegan2_ada_pkl_loads_and_sg3_info_reads_its_nested_kwargs(tmp_path, fixtures_dir, capsys):
+    """A StyleGAN2-ADA (PyTorch) snapshot: module training.networks, channel_base & co. nested in
+    G's synthesis_kwargs, a persistent AugmentPipe and a `progress` dict beside the networks."""
+    meta, state, npz = fixture(fixtures_dir, "sg2_64")
+    kwargs = {k: v for k, v in meta["init_kwargs"].items() if k != "fused_modconv_default"}
+    kwargs["synthesis_kwargs"] = {k: kwargs.pop(k) for k in ("channel_base", "channel_max", "num_fp16_res",
+                                                             "conv_clamp")}
+    src = "# training/networks.py of StyleGAN2-ADA\nclass SynthesisBlock: pass\n"
+    G = op.persistent_from_state_dict("training.networks.Generator", kwargs, state, BUFFERS, src)
+    dmeta, dstate, _ = fixture(fixtures_dir, "d_64")
+    D = op.persistent_from_state_dict("training.networks.Discriminator", dmeta["init_kwargs"], dstate, BUFFERS, src)
+    augment = op.PersistentObject({"type": "class", "version": 6, "module_src": "# training/augment.py",
+                                   "class_name": "AugmentPipe", "state": {
+                                       "_parameters": OrderedDict(), "_modules": OrderedDict(),
+                                       "_buffers": OrderedDict(p=torch.tensor(0.25)), "_init_args": (),
+                                       "_init_kwargs": op.EasyDict(xflip=1, rotate90=1), "xflip": 1.0}})
+    path = tmp_path / "network-snapshot-000200.pkl"
+    with open(path, "wb") as f:
+        op.dump_official({"G": G, "D": D, "G_ema": G, "augment_pipe": augment,
+                          "training_set_kwargs": op.EasyDict(path="/data/cats.zip", resolution=np.int64(64)),
+                          "progress": {"cur_nimg": torch.tensor(200000), "best_fid": np.float64(3.5)}}, f)
+    nets = load(path)
+    assert nets["meta"]["arch"] == "stylegan2" and nets["meta"]["ignored"] == ["augment_pipe", "progress"]
+    assert nets["meta"]["training_set_kwargs"] == {"path": "/data/cats.zip", "resolution": 64}
+    with torch.no_grad():
+        img = nets["G_ema"].synthesis(torch.from_numpy(npz["out_ws"][1:2]), noise_mode="const")
+    np.testing.assert_allclose(img.numpy(), npz["out_img_const"][1:2], atol=1e-4)
+    assert sg3_main(["info", str(path)]) == 0
+    assert "channels      base 2048, max 64\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cfg", ["stylegan3-r", "stylegan2"])
+def test_snapshot_exported_as_official_pkl_reads_back_bit_for_bit(tmp_path, cfg):
+    """The README's export: sg3lib snapshot -> write_official_pkl -> sg3lib.load gives the same
+    tensors (dtypes included) and constructor kwargs for G, D and G_ema."""
+    from sg3lib import checkpoint as ck
+    from sg3lib.train.config import make_config, network_kwargs
+    (gc, gk), (dc, dk) = network_kwargs(make_config(16, 3, 4, cfg=cfg, cbase=256, cmax=16, map=2, z_dim=8, w_dim=8))
+    torch.manual_seed(0)
+    nets = {"G": build_network(gc, gk), "D": build_network(dc, dk), "G_ema": build_network(gc, gk)}
+    snap = ck.save_snapshot(tmp_path / "snapshot-000000016.pt", ck.snapshot_from_networks(nets))
+    back = load(op.write_official_pkl(tmp_path / "out.pkl", load(snap)))
+    stored = torch.load(snap, weights_only=True)["networks"]
+    for k in ("G", "D", "G_ema"):
+        a, b = stored[k]["state_dict"], back[k].state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[n], b[n]) and a[n].dtype == b[n].dtype for n in a), k
+        assert back["meta"]["networks"][k] == {"official_class": stored[k]["official_class"],
+                                               "init_kwargs": stored[k]["init_kwargs"]}

@@ -557,3 +557,50 @@ def test_resume_from_its_own_run_folder_continues_it(tmp_path):
     out = train(d1, tmp_path / "run", resume=str(tmp_path / "run"), kimg=0.024, **dict(TINY, tick=0.008))
     assert out["cur_nimg"] == 24
     assert (tmp_path / "run" / "snapshot-000000024.pt").exists()
+
+
+def test_transfer_mismatch_names_what_differs(tmp_path):
+    """--resume from a network that the dataset or --cfg cannot fit: one error naming each of
+    resolution, channels, classes and cfg that differs and what to do, before anything is written."""
+    import json
+    from PIL import Image
+    from sg3lib import load as sg3lib_load
+    from sg3lib.compat.official_pkl import write_official_pkl
+    from sg3lib.networks import build_network
+    from sg3lib.train.config import make_config, network_kwargs
+
+    def pkl(name, c_dim=0):
+        c = make_config(16, 3, c_dim, cfg="stylegan2", cbase=256, cmax=16, map=2, z_dim=16, w_dim=16)
+        (gc, gk), (dc, dk) = network_kwargs(c)
+        G = build_network(gc, gk)
+        return str(write_official_pkl(tmp_path / name, {"G": G, "D": build_network(dc, dk), "G_ema": G}))
+
+    plain, cond = pkl("plain.pkl"), pkl("cond.pkl", c_dim=3)
+    g_only = str(write_official_pkl(tmp_path / "g_only.pkl", {"G_ema": sg3lib_load(plain)["G_ema"]}))
+    d16, d8 = make_zip(tmp_path / "d16.zip", n=8), make_zip(tmp_path / "d8.zip", n=8, res=8)
+    gray = tmp_path / "gray.zip"
+    with zipfile.ZipFile(gray, "w") as z:
+        for i in range(8):
+            buf = io.BytesIO()
+            Image.fromarray(np.full([16, 16], i * 30, np.uint8)).save(buf, format="PNG")
+            z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
+    labelled = make_zip(tmp_path / "labelled.zip", n=8)
+    with zipfile.ZipFile(labelled, "a") as z:
+        z.writestr("dataset.json", json.dumps({"labels": [[f"00000/img{i:08d}.png", i % 5] for i in range(8)]}))
+    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    cases = [(plain, d8, {}, r"resolution: the network makes 16x16 images, the dataset has 8x8: .*--resolution 16"),
+             (plain, str(gray), {}, r"channels: the network makes 3-channel images, the dataset has 1: .*--channels 3"),
+             (cond, d16, {}, r"classes: the network is conditional \(3 classes\), the run is not: pass --cond"),
+             (cond, labelled, {}, r"classes: the network is conditional.*pass --cond \(the dataset has labels\)"),
+             (cond, labelled, {"cond": True}, r"classes: the network has 3 classes, the dataset's labels 5"),
+             (plain, labelled, {"cond": True}, r"classes: the network is unconditional.*leave --cond off"),
+             (plain, d16, {"cfg": "stylegan3-t"}, r"cfg: the network is stylegan2, the run's --cfg is stylegan3-t: "
+                                                  r"leave --cfg out")]
+    for i, (src, data, opts, message) in enumerate(cases):
+        with pytest.raises(TrainError, match=rf"cannot start from .*{os.path.basename(src)} on .*\n  {message}"):
+            train(data, tmp_path / f"run{i}", resume=src, kimg=0.008, **dict(bare, **opts))
+        assert not (tmp_path / f"run{i}").exists()
+    # A generator-only file: that, not a --cfg that was never given.
+    with pytest.raises(TrainError, match=r"g_only.pkl holds no G, D; transfer learning needs G, D and G_ema"):
+        train(d16, tmp_path / "run_g", resume=g_only, kimg=0.008, **bare)
+    assert not (tmp_path / "run_g").exists()

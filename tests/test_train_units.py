@@ -181,6 +181,14 @@ def test_blur_and_ema_and_config():
     assert C.scaled_adam(0.002, (0.0, 0.99), 16) == (0.002 * 16 / 17, (0.0, 0.99 ** (16 / 17)))
 
 
+def test_freezed_must_be_a_count():
+    """--freezed -1 used to freeze nothing without a word; the official option takes N >= 0 only."""
+    assert C.make_config(64, freezed=3)["freezed"] == 3
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"--freezed .* must be a whole number >= 0"):
+            C.make_config(64, freezed=bad)
+
+
 def test_update_ema_averages_parameters_and_copies_buffers():
     torch.manual_seed(0)
     G, G_ema = torch.nn.BatchNorm1d(5), torch.nn.BatchNorm1d(5)

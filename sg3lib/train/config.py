@@ -74,6 +74,9 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     for key in ("batch", "batch_gpu", "mbstd_group"):  # 0 would divide by zero, < 0 never end
         if c[key] is not None and (isinstance(c[key], bool) or not isinstance(c[key], numbers.Integral) or c[key] < 1):
             raise ValueError(f"--{key.replace('_', '-')} {c[key]!r} must be a whole number >= 1")
+    f = c["freezed"]  # a negative count would freeze nothing without a word
+    if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 0:
+        raise ValueError(f"--freezed {f!r} must be a whole number >= 0 (the number of D's first layers to freeze)")
     c["batch_gpu"] = c["batch_gpu"] or max(c["batch"] // world, 1)  # as the official batch // gpus
     # D's capacity: config R doubles G's feature maps only (the official configs keep D at
     # cbase 32768 / cmax 512 in every config), so D defaults to half of R's G.

@@ -242,6 +242,48 @@ def _arch_of(G, D=None):
     return arch
 
 
+def _source_generator(kind, payload):
+    """(official_class, init_kwargs) of the generator a transfer starts from, or None."""
+    if kind == "transfer":  # another run's snapshot: specs, not modules
+        spec = (payload.get("networks") or {}).get("G")
+        return (spec["official_class"], spec["init_kwargs"]) if isinstance(spec, dict) else None
+    G = payload["G"]
+    return str(getattr(G, "official_class", "")), dict(getattr(G, "init_kwargs", {}) or {})
+
+
+def _check_transfer_fits(source, generator, c, ds, data):
+    """A transfer loads every weight of its source or stops. Where the dataset or --cfg cannot fit
+    the source's networks, say which of resolution, channels, classes and cfg differ and what to do
+    (the weights' names and shapes alone do not tell a user that)."""
+    from ..loader import arch_of
+    official_class, k = generator
+    res, ch, c_dim = k.get("img_resolution"), k.get("img_channels"), k.get("c_dim") or 0
+    problems = []
+    if res is not None and res != c["resolution"]:
+        problems.append(f"resolution: the network makes {res}x{res} images, the dataset has "
+                        f"{c['resolution']}x{c['resolution']}: make a {res} px dataset "
+                        f"(sg3 curate --resolution {res})")
+    if ch is not None and ch != c["img_channels"]:
+        problems.append(f"channels: the network makes {ch}-channel images, the dataset has "
+                        f"{c['img_channels']}: make the dataset with sg3 curate --channels {ch}")
+    if c_dim and not c["c_dim"]:
+        problems.append(f"classes: the network is conditional ({c_dim} classes), the run is not: pass --cond "
+                        + ("(the dataset has labels)" if ds.has_labels else
+                           f"with a dataset labelled with {c_dim} classes (dataset.json)"))
+    elif c["c_dim"] and not c_dim:
+        problems.append(f"classes: the network is unconditional, the run has --cond ({c['c_dim']} classes): "
+                        "leave --cond off, or start from a conditional network")
+    elif c_dim != c["c_dim"]:
+        problems.append(f"classes: the network has {c_dim} classes, the dataset's labels {c['c_dim']}: "
+                        f"label the dataset with {c_dim} classes")
+    src_cfg = arch_of(official_class, k) if official_class else None
+    if src_cfg and src_cfg != c["cfg"]:
+        problems.append(f"cfg: the network is {src_cfg}, the run's --cfg is {c['cfg']}: leave --cfg out "
+                        "(a transfer takes it from its source) or start from a network of that cfg")
+    if problems:
+        raise TrainError(f"cannot start from {source} on {data}:\n  " + "\n  ".join(problems))
+
+
 def _load_weights(module, state, what, source):
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -511,6 +553,11 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     elif resume:
         resume = _resume_file(resume)
         resume_kind, payload = _load_resume(resume, device)
+    if resume_kind == "networks":  # before anything is set up from an incomplete source
+        missing = [name for name in ("G", "D", "G_ema") if payload.get(name) is None]
+        if missing:
+            raise TrainError(f"{resume} holds no {', '.join(missing)}; transfer learning needs G, D and G_ema "
+                             "(a training snapshot, not a generator-only file)")
     if resume_kind == "snapshot":
         prev_cfg = _snap_config(payload)
         if prev_cfg and "dcbase" not in prev_cfg:  # snapshots older than D's own capacity keys
@@ -551,6 +598,9 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         rounds = config_mod.check_batch(c, world)
     except ValueError as e:
         raise TrainError(str(e)) from None
+    generator = _source_generator(resume_kind, payload) if resume_kind in ("transfer", "networks") else None
+    if generator:
+        _check_transfer_fits(resume, generator, c, ds, data)
     if resume_kind == "snapshot" and prev_cfg:
         diff = config_mod.arch_diff(prev_cfg, c)
         if diff:
@@ -576,8 +626,6 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             _load_weights(net, _snap_state_dict(payload, name), name, resume)
     elif resume_kind == "networks":
         for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
-            if payload.get(name) is None:
-                raise TrainError(f"{resume} holds no {name}; transfer learning needs G, D and G_ema")
             _load_weights(net, payload[name].state_dict(), name, resume)
     gate.check()  # the first collective: every rank's setup is done, or all end here
     dist_mod.broadcast_module(G)
