@@ -16,7 +16,6 @@ killed run leaves at most a hidden temporary file, which `find_latest` removes.
 """
 import collections
 import json
-import os
 import re
 import struct
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .files import fsync_dir, temp_file_beside
+from .files import atomic_write
 from .loader import LoadError
 
 FORMAT = "sg3lib-snapshot"
@@ -116,17 +115,8 @@ def save_snapshot(path, snapshot):
         raise ValueError(f"snapshot meta must be JSON-able (numbers, strings, lists, dicts): {e}") from None
     _check_loadable(snapshot, "snapshot")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)  # the usual file modes, unlike mkstemp
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(snapshot, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        torch.save(snapshot, f)
     return path
 
 

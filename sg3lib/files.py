@@ -1,11 +1,12 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
-and the folder fsync that makes such a rename survive a crash.
+the folder fsync that makes such a rename survive a crash, and `atomic_write`, which does both.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared
 machine or by a container running as another user. These create them as `open()` and `mkdir()`
 do (0666 / 0777 less the umask). Standard library only: curation imports this without torch.
 """
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -49,3 +50,23 @@ def fsync_dir(folder):
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb", sync=True, **open_kwargs):
+    """`with atomic_write(path) as f:` writes `path` whole or not at all: into a temporary beside
+    it, then (with `sync`) fsynced, renamed into place and the folder fsynced. An exception in the
+    block leaves the old file, if any, and no temporary."""
+    fd, tmp = temp_file_beside(path)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if sync:
+            fsync_dir(Path(path).parent)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -26,7 +26,6 @@ read from an official checkout); by default a short comment stands in and only s
 """
 import _compat_pickle
 import collections
-import os
 import pickle
 import re
 import types
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import fsync_dir, temp_file_beside
+from ..files import atomic_write
 from ..loader import LoadError
 from ..networks.layers import jsonable
 from .restricted import (  # noqa: F401  (UnsafePickleError is part of this module's API)
@@ -458,17 +457,8 @@ def write_official_pkl(path, networks, training_set_kwargs=None, augment_pipe=No
     data["augment_pipe"] = augment_pipe
     data["training_set_kwargs"] = None if training_set_kwargs is None else _to_easy(dict(training_set_kwargs))
     path = Path(path)
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            dump_official(data, f, protocol=protocol)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        dump_official(data, f, protocol=protocol)
     return path
 
 

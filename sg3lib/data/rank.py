@@ -16,7 +16,6 @@ import copy
 import csv
 import io
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..files import temp_file_beside
+from ..files import atomic_write
 from .dataset import ImageDataset
 from .images import thumbnail
 from .report import _atomic_save, contact_sheet
@@ -125,20 +124,12 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
     order = np.argsort(-mean, kind="stable")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "rank.csv"
-    fd, tmp = temp_file_beside(csv_path)  # a name of its own: two rankings into one folder do not collide
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["rank", "name", "score", "std", "label"])
-            for r, i in enumerate(order):
-                lab = ds._raw_labels[i] if ds.has_labels and ds._raw_labels.ndim == 1 else ""
-                w.writerow([r + 1, ds.image_names[i], f"{mean[i]:.6f}", f"{std[i]:.6f}", lab])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, csv_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(csv_path, "w", newline="") as f:  # a temporary of its own: two rankings do not collide
+        w = csv.writer(f)
+        w.writerow(["rank", "name", "score", "std", "label"])
+        for r, i in enumerate(order):
+            lab = ds._raw_labels[i] if ds.has_labels and ds._raw_labels.ndim == 1 else ""
+            w.writerow([r + 1, ds.image_names[i], f"{mean[i]:.6f}", f"{std[i]:.6f}", lab])
     sheets = {}
     for which, idxs in (("top", order[:32]), ("bottom", order[::-1][:32])):
         tiles = [(_thumb(ds, i), f"{mean[i]:.2f}") for i in idxs]

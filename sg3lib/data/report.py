@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from ..files import temp_file_beside
+from ..files import atomic_write
 
 SHEET_MARK = "sg3lib contact sheet"  # a PNG text chunk: tells our sheets from a user's files
 _SHEET_NAME = re.compile(r"(accepted_sample|rejected_[A-Za-z0-9_]+)\.png")
@@ -75,24 +75,16 @@ class Report:
         summary = dict(header, counts=dict(sorted(self.counts.items())),
                        notes=dict(sorted(self.notes.items())), contact_sheets=sheets)
         path = self.out_dir / "curation_report.json"
-        fd, tmp = temp_file_beside(path)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                body = json.dumps(summary, indent=1)
-                out.write(body[:-2] + ',\n "files": {')  # stream the per-reason lists in
-                for i, reason in enumerate(sorted(self._files)):
-                    out.write(("," if i else "") + f"\n  {json.dumps(reason)}: [")
-                    with open(self._tmp / f"{reason}.jsonl", encoding="utf-8") as lines:
-                        for k, line in enumerate(lines):
-                            out.write(("," if k else "") + "\n   " + line.rstrip("\n"))
-                    out.write("\n  ]")
-                out.write("\n }\n}\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(path, "w", encoding="utf-8") as out:
+            body = json.dumps(summary, indent=1)
+            out.write(body[:-2] + ',\n "files": {')  # stream the per-reason lists in
+            for i, reason in enumerate(sorted(self._files)):
+                out.write(("," if i else "") + f"\n  {json.dumps(reason)}: [")
+                with open(self._tmp / f"{reason}.jsonl", encoding="utf-8") as lines:
+                    for k, line in enumerate(lines):
+                        out.write(("," if k else "") + "\n   " + line.rstrip("\n"))
+                out.write("\n  ]")
+            out.write("\n }\n}\n")
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._remove_stale_sheets(set(sheets.values()))
         return dict(summary, report_dir=str(self.out_dir), report_json=str(path))
@@ -172,11 +164,5 @@ def contact_sheet(tiles, tile=64, title="", cols=8):
 def _atomic_save(img, path):
     mark = PngInfo()
     mark.add_text("Software", SHEET_MARK)
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG", pnginfo=mark)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, sync=False) as f:  # a picture of the report: not worth an fsync
+        img.save(f, format="PNG", pnginfo=mark)

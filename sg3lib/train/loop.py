@@ -32,7 +32,7 @@ from . import config as config_mod
 from . import distributed as dist_mod
 from .ema import ema_beta, update_ema
 from .loss import Phases
-from ..files import temp_file_beside
+from ..files import atomic_write
 from .stats import StatsWriter, truncate_after
 
 # Temporaries of killed writes. A run folder has one writer (this run), so any seen when it
@@ -427,14 +427,8 @@ def save_grid(G_ema, cfg, labels, path, device):
     C = img.shape[1]
     img = img.reshape(rows, cols, C, res, res).permute(0, 3, 1, 4, 2).reshape(rows * res, cols * res, C)
     # A hidden temporary name: a grid cut off by a kill is neither a fakes*.png nor left behind.
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img.numpy()[:, :, 0] if C == 1 else img.numpy()).save(f, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, sync=False) as f:  # a picture: redrawn on resume if lost
+        Image.fromarray(img.numpy()[:, :, 0] if C == 1 else img.numpy()).save(f, format="PNG")
 
 
 def grid_name(nimg):

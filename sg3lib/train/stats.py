@@ -6,7 +6,7 @@ which `read_stats` skips (and counts).
 import json
 import os
 
-from ..files import fsync_dir, temp_file_beside
+from ..files import atomic_write
 
 
 class StatsWriter:
@@ -57,16 +57,7 @@ def truncate_after(run_dir, kimg):
     recs, _ = read_stats(run_dir)
     if not os.path.exists(path):
         return
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            for r in recs:
-                if r.get("kimg", 0) <= kimg + 1e-9:
-                    f.write(json.dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())  # the log is the run's history: not an empty file after a crash
-        os.replace(tmp, path)
-        fsync_dir(run_dir)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "w") as f:  # fsynced: the log is the run's history, not an empty file after a crash
+        for r in recs:
+            if r.get("kimg", 0) <= kimg + 1e-9:
+                f.write(json.dumps(r) + "\n")
