@@ -124,7 +124,7 @@ def _explore(snapshot, out, seconds):
     from sg3lib.explore import interpolation_video, psi_grid, style_mix_grid
     from sg3lib.explore.generate import load_generator
     G = load_generator(snapshot)
-    psi_path, mix_path, video_path = out / "psi_grid.png", out / "style_mixing.png", out / "interpolation.mp4"
+    psi_path, mix_path, video_path = out / "psi_grid.png", out / "style_mix_grid.png", out / "interpolation.mp4"
     psi_grid(G, seeds=range(4), psis=(1.0, 0.7, 0.5, 0.0)).save(psi_path)
     style_mix_grid(G, row_seeds=range(3), col_seeds=range(10, 14), layers="coarse").save(mix_path)
     interpolation_video(G, video_path, kind="keyframes", seeds=(0, 1, 2, 3), grid=4, fps=FPS, duration=seconds)

@@ -15,7 +15,7 @@ def test_demo_runs_end_to_end(tmp_path):
                            "--video-seconds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming from" in proc.stdout
-    for name in ("psi_grid.png", "style_mixing.png", "interpolation.mp4"):
+    for name in ("psi_grid.png", "style_mix_grid.png", "interpolation.mp4"):
         assert (out / name).stat().st_size > 1000, name
     from sg3lib.explore import read_video_info
     frames, size, fps = read_video_info(out / "interpolation.mp4")
