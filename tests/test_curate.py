@@ -570,6 +570,28 @@ def test_workers_must_be_a_count(tmp_path, workers):
     assert not (tmp_path / "o.zip").exists()
 
 
+def test_a_killed_curations_lists_are_removed_by_the_next_once_stale(tmp_path):
+    """A curation killed mid-way leaves .report-*.partial/ (a line per file so far); the next one
+    into that report folder removes it once untouched for an hour, and leaves a younger one be."""
+    import os
+    import time
+    from sg3lib.data import report as report_module
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    rep_dir = tmp_path / "o_report"
+    stale, young = rep_dir / ".report-old.partial", rep_dir / ".report-new.partial"
+    for d in (stale, young):
+        d.mkdir(parents=True)
+        (d / "accepted.jsonl").write_text('{"path": "x.png"}\n')
+    old = time.time() - report_module.STALE_PARTIAL_S - 60
+    for p in (stale, stale / "accepted.jsonl"):
+        os.utime(p, (old, old))
+    with pytest.warns(UserWarning, match="removed 1 leftover folder"):
+        curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
+    assert not stale.exists() and young.exists()
+
+
 def test_folders_without_images_are_no_class(tmp_path):
     """Jupyter leaves .ipynb_checkpoints/ beside the class folders; it must not become a class
     (one more label dimension, no image ever carrying it)."""

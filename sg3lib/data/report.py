@@ -12,6 +12,8 @@ import random
 import re
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -28,6 +30,7 @@ class Report:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._previous = _previous_sheets(self.out_dir / "curation_report.json")  # read before it is replaced
+        _remove_stale_partials(self.out_dir)
         self._tmp = Path(tempfile.mkdtemp(dir=self.out_dir, prefix=".report-", suffix=".partial"))
         self._files = {}
         self.counts, self.notes = {}, {}
@@ -102,6 +105,25 @@ class Report:
         for f in self._files.values():
             f.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+STALE_PARTIAL_S = 3600  # a curation in progress appends to its lists far more often than this
+
+
+def _remove_stale_partials(out_dir):
+    """The per-reason lists a killed curation left (.report-*.partial/, one line per file: large for
+    a big folder). One untouched for STALE_PARTIAL_S belongs to no curation still running."""
+    now, removed = time.time(), []
+    for d in out_dir.glob(".report-*.partial"):
+        try:
+            newest = max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.iterdir()])
+        except OSError:  # removed meanwhile, or not ours to read
+            continue
+        if d.is_dir() and now - newest > STALE_PARTIAL_S:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    if removed:
+        warnings.warn(f"{out_dir}: removed {len(removed)} leftover folder(s) of interrupted curations {removed}")
 
 
 def _previous_sheets(path):
