@@ -369,10 +369,12 @@ def test_cli_train_and_error_exit(tmp_path, capsys):
     args = ["train", "--data", data, "--outdir", str(tmp_path / "r"), "--cfg", "stylegan2", "--batch", "8",
             "--batch-gpu", "4", "--kimg", "0.008", "--tick", "0.008", "--cbase", "256", "--cmax", "16",
             "--map", "2", "--z-dim", "16", "--w-dim", "16", "--workers", "0", "--gamma", "1",
-            "--aug", "noaug", "--mirror", "true", "--seed", "3", "--no-progress", "--deterministic"]
+            "--aug", "noaug", "--mirror", "true", "--seed", "3", "--ada-kimg", "250", "--no-progress",
+            "--deterministic"]
     assert main(args) == 0
     s = load(tmp_path / "r" / "snapshot-000000008.pt")
     assert s["meta"]["config"]["seed"] == 3 and s["meta"]["config"]["mirror"] is True
+    assert s["meta"]["config"]["ada_kimg"] == 250  # the only way to override a transfer's 100 from the shell
     assert main(args[:-4] + ["--batch-gpu", "3"]) == 2
     assert "must be a multiple" in capsys.readouterr().err
     # Continuing needs only --data, --outdir, --resume latest and the new length: the rest is stored.

@@ -189,6 +189,13 @@ def test_freezed_must_be_a_count():
             C.make_config(64, freezed=bad)
 
 
+def test_ada_kimg_must_be_positive():
+    assert C.make_config(64, ada_kimg=100)["ada_kimg"] == 100
+    for bad in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"--ada-kimg .* must be a number above 0"):
+            C.make_config(64, ada_kimg=bad)
+
+
 def test_update_ema_averages_parameters_and_copies_buffers():
     torch.manual_seed(0)
     G, G_ema = torch.nn.BatchNorm1d(5), torch.nn.BatchNorm1d(5)

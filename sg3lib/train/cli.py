@@ -40,6 +40,8 @@ def add_train_arguments(p):
                                        "(always at --p), noaug (none)")
     a("--target", type=float, help="ADA target for r_t = E[sign(D(real))] (default 0.6)")
     a("--p", type=float, help="augmentation probability: ada's starting value (default 0), fixed's constant one")
+    a("--ada-kimg", type=float, help="ADA speed: kimg for p to go from 0 to 1 (default 500; 100 when "
+                                     "starting from another network's weights, as the official --resume)")
     a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, a run folder (its newest "
                      "snapshot), an official .pkl or a URL")
     a("--freezed", type=int, help="freeze the first N layers of D (transfer learning)")
