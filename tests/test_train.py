@@ -606,3 +606,30 @@ def test_transfer_mismatch_names_what_differs(tmp_path):
     with pytest.raises(TrainError, match=r"g_only.pkl holds no G, D; transfer learning needs G, D and G_ema"):
         train(d16, tmp_path / "run_g", resume=g_only, kimg=0.008, **bare)
     assert not (tmp_path / "run_g").exists()
+
+
+def test_resumed_tensorboard_purges_from_the_snapshot_on(tmp_path, monkeypatch):
+    """Killed after a snapshot, a run redoes its later ticks; TensorBoard is told to hide the events
+    from the snapshot's image count on (a stand-in writer: TensorBoard is not installed here)."""
+    import types
+    made = []
+
+    class FakeWriter:
+        def __init__(self, log_dir, purge_step=None):
+            made.append(purge_step)
+
+        def add_scalar(self, *args, **kwargs):
+            pass
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "run"
+    train(data, run, kimg=0.016, tensorboard=True, **dict(TINY, tick=0.008))
+    train(data, run, resume="latest", kimg=0.024, tensorboard=True, **dict(TINY, tick=0.008))
+    assert made == [None, 16 + 1]

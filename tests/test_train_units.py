@@ -370,3 +370,22 @@ def test_blur_is_a_true_gaussian_of_standard_deviation_sigma():
     torch.testing.assert_close(y, torch.outer(f, f))
     std = float((y.sum(0) * t ** 2).sum().sqrt())
     assert 0.97 * sigma < std < sigma  # (truncated at 3 sigma); the official kernel's is ~8.4
+
+
+def test_tensorboard_hides_the_events_of_work_lost_after_the_snapshot(monkeypatch, tmp_path):
+    """A resumed run redoes the ticks after its snapshot: their TensorBoard events are purged
+    (SummaryWriter's purge_step), as their stats.jsonl lines are dropped. TensorBoard itself is not
+    installed here, so a stand-in records what the writer is asked for."""
+    import sys
+    import types
+    from sg3lib.train.stats import StatsWriter
+    made = []
+
+    class FakeWriter:
+        def __init__(self, log_dir, purge_step=None):
+            made.append((log_dir, purge_step))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    StatsWriter(tmp_path, tensorboard=True, purge_step=4001)
+    StatsWriter(tmp_path, tensorboard=True)
+    assert made == [(tmp_path, 4001), (tmp_path, None)]

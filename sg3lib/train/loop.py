@@ -660,11 +660,13 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     run = _Run(c, rank, world, rounds, device, G, D, G_ema, opt_G, opt_D, phases, ada, labels, frozen,
                G_interval, D_interval)
     run.load_tick_sums(tick_sums, device)
-    writer = StatsWriter(outdir, c["tensorboard"]) if rank == 0 else None
     total = int(math.ceil(c["kimg"] * 1000))
     last_snap = None
     # The stats line of a tick cut short by the end of a run is replaced by the whole tick's.
     open_tick = state["tick_start_nimg"] if state["tick_start_nimg"] < state["cur_nimg"] else None
+    kept = open_tick if open_tick is not None else state["cur_nimg"]  # the stats before this resume's
+    writer = StatsWriter(outdir, c["tensorboard"], purge_step=kept + 1 if state["cur_nimg"] else None) \
+        if rank == 0 else None
     if rank == 0:
         truncate_after(outdir, state["cur_nimg"] / 1000)
         if state["cur_nimg"] == 0:

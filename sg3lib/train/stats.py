@@ -10,13 +10,16 @@ from ..files import atomic_write
 
 
 class StatsWriter:
-    def __init__(self, run_dir, tensorboard=False):
+    """purge_step: on resume, the first image count whose TensorBoard events belong to lost work (after
+    the snapshot); TensorBoard hides those, as truncate_after drops their stats.jsonl lines."""
+
+    def __init__(self, run_dir, tensorboard=False, purge_step=None):
         self.path = os.path.join(run_dir, "stats.jsonl")
         self.tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(run_dir)
+                self.tb = SummaryWriter(run_dir, purge_step=purge_step)
             except ImportError:
                 print("TensorBoard is not installed (pip install tensorboard); writing stats.jsonl only")
 
