@@ -223,6 +223,17 @@ def test_psi_grid_layout_and_columns(G):
     assert np.asarray(labelled)[:top, left:].min() < 128  # some text was drawn in the band
 
 
+def test_psi_grid_corner_names_the_cutoff(G, monkeypatch):
+    """A psi grid truncated with a cutoff (or a class centre) looked like one truncated everywhere:
+    its corner says what else shaped the truncation."""
+    from sg3lib.explore import grids
+    corners, real = [], grids.image_grid
+    monkeypatch.setattr(grids, "image_grid", lambda *a, **k: corners.append(a[5] if len(a) > 5 else None) or real(*a, **k))
+    X.psi_grid(G, [0, 1], [1.0, 0.5], progress=False)
+    X.psi_grid(G, [0, 1], [1.0, 0.5], cutoff=2, progress=False)
+    assert corners == [None, "cutoff 2"]
+
+
 def test_style_mix_grid(G):
     rows, cols = [0, 1], [2, 3, 4]
     img = np.asarray(X.style_mix_grid(G, rows, cols, layers=(0, G.num_ws), labels=False, progress=False)).astype(int)

@@ -76,7 +76,15 @@ def psi_grid(G, seeds, psis=(1.0, 0.7, 0.5, 0.0), cutoff=None, class_idx=None, c
     imgs = synthesize(G, ws.flatten(0, 1), noise_mode, batch_size, progress=progress, desc="psi grid")
     if not labels:
         return image_grid(imgs, len(seeds), len(psis))
-    return image_grid(imgs, len(seeds), len(psis), [f"seed {s}" for s in seeds], [f"psi={p:g}" for p in psis])
+    return image_grid(imgs, len(seeds), len(psis), [f"seed {s}" for s in seeds], [f"psi={p:g}" for p in psis],
+                      _truncation_label(cutoff, class_idx, centre))
+
+
+def _truncation_label(cutoff, class_idx, centre):
+    """The corner of a psi grid names what else shaped its truncation (None when nothing did)."""
+    parts = ([f"class {class_idx}"] if class_idx is not None else []) + \
+        ([f"cutoff {cutoff}"] if cutoff is not None else []) + (["class centre"] if centre == "class" else [])
+    return ", ".join(parts) or None
 
 
 @torch.no_grad()
