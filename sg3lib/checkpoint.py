@@ -18,14 +18,13 @@ import collections
 import json
 import re
 import struct
-import time
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
-from .files import atomic_write
+from .files import atomic_write, remove_stale
 from .loader import LoadError
 
 FORMAT = "sg3lib-snapshot"
@@ -178,17 +177,8 @@ def _complete(path):
 def _scan(folder, pattern, clean, stale_s):
     """(complete snapshots sorted by counter, removed temporaries, skipped incomplete files)."""
     folder = Path(folder)
-    removed, skipped = [], []
-    now = time.time()
-    for tmp in sorted(folder.glob(f".{pattern}.tmp-*")):
-        try:
-            stale = clean and now - tmp.stat().st_mtime > stale_s  # younger ones may be a save in progress
-        except FileNotFoundError:  # a save in another process renamed it into place after the listing
-            continue
-        if stale:
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    good, odd = [], []
+    removed = remove_stale(folder, f".{pattern}.tmp-*", stale_s) if clean else []  # younger: a save in progress
+    skipped, good, odd = [], [], []
     for p in folder.glob(pattern):
         if snapshot_counter(p) < 0:  # e.g. a copy Drive made on a second upload: not ours to use or delete
             odd.append(p)

@@ -24,6 +24,18 @@ _NUM = r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 _NEGATIVE_VALUE = re.compile(rf"-{_NUM}(\s*,\s*[-+]?{_NUM})*")
 
 
+def finite_number(text):
+    """An argparse type: a finite number, negative too (float() takes 'nan' and 'inf', which
+    would draw grey images or never end)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not abs(v) < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
 def join_negative_values(parser, args):
     """argparse takes a token that starts with '-' for an option unless it is a plain negative number,
     so `--translate -0.1,0` fails ('expected one argument') where `--translate=-0.1,0` works.

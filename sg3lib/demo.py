@@ -6,13 +6,14 @@ out/demo/. On a GPU it trains longer by default (--kimg).
 """
 import argparse
 import importlib.util
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from sg3lib.cli import finite_number
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUILDER = ROOT / "data" / "build_demo.py"  # the repository's script that renders the demo dataset
@@ -48,18 +49,8 @@ def _build_dataset(out, resolution):
     return Path(report["dest"])
 
 
-def _number(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
 def _kimg(text):
-    value = _number(text)
+    value = finite_number(text)
     if value < MIN_KIMG:  # below it, training stops before the resume trains a single step
         raise argparse.ArgumentTypeError(f"must be at least {MIN_KIMG:g} (two minibatches of {BATCH} images: "
                                          f"one before the stop, one after the resume), got {text}")
@@ -67,7 +58,7 @@ def _kimg(text):
 
 
 def _seconds(text):
-    value = _number(text)
+    value = finite_number(text)
     if round(value * FPS) < 1:
         raise argparse.ArgumentTypeError(f"must give at least one frame at {FPS} fps ({1 / FPS:.3g} s or more), "
                                          f"got {text}")

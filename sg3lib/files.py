@@ -1,5 +1,6 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
-the folder fsync that makes such a rename survive a crash, and `atomic_write`, which does both.
+the folder fsync that makes such a rename survive a crash, `atomic_write`, which does both, and
+`remove_stale` for what killed writes left behind.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared
@@ -9,6 +10,8 @@ do (0666 / 0777 less the umask). Standard library only: curation imports this wi
 import contextlib
 import os
 import secrets
+import shutil
+import time
 from pathlib import Path
 
 
@@ -70,3 +73,22 @@ def atomic_write(path, mode="wb", sync=True, **open_kwargs):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale(folder, pattern, stale_s=None):
+    """Remove what killed writes left: the files, or folders with their contents, matching `pattern`
+    in `folder` and untouched for more than `stale_s` seconds (None: of any age). A younger one may
+    be a write still in progress. Returns the removed Paths, in name order."""
+    now, removed = time.time(), []
+    for p in sorted(Path(folder).glob(pattern)):
+        try:
+            newest = max([p.stat().st_mtime] + ([c.stat().st_mtime for c in p.iterdir()] if p.is_dir() else []))
+        except OSError:  # renamed into place or removed meanwhile, or not ours to read
+            continue
+        if stale_s is None or now - newest > stale_s:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

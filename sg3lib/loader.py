@@ -15,14 +15,13 @@ import json
 import os
 import re
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
 
-from .files import temp_file_beside
+from .files import remove_stale, temp_file_beside
 
 
 class LoadError(ValueError):
@@ -60,14 +59,7 @@ STALE_DOWNLOAD_S = 600  # a live download writes at least every 60 s (the read t
 def _remove_stale_downloads(dest):
     """Delete what killed downloads of `dest` left (a Colab disconnect leaves hundreds of MB in the
     cache otherwise); one still being written by another process is younger than STALE_DOWNLOAD_S."""
-    now, removed = time.time(), []
-    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.tmp-*"):
-        try:
-            if now - tmp.stat().st_mtime > STALE_DOWNLOAD_S:
-                tmp.unlink()
-                removed.append(tmp.name)
-        except FileNotFoundError:  # renamed into place or removed meanwhile
-            continue
+    removed = [p.name for p in remove_stale(dest.parent, f".{glob.escape(dest.name)}.tmp-*", STALE_DOWNLOAD_S)]
     if removed:
         warnings.warn(f"{dest.parent}: removed {len(removed)} leftover file(s) of interrupted downloads {removed}")
 
@@ -77,7 +69,7 @@ def download(url, progress=True):
     from tqdm.auto import tqdm
 
     folder = cache_dir()
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(urllib.parse.urlparse(url).path).name)[-80:] or "download"
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", _file_name(url))[-80:] or "download"
     dest = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}"
     if dest.is_file() and dest.stat().st_size > 0:
         return dest

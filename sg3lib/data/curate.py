@@ -121,8 +121,7 @@ def _walk(root, unlisted=None):
 def _is_labelled_image(rel):
     """Does `rel` make its top-level folder a class? Only files named as images do: a folder of
     notebooks (.ipynb_checkpoints/), an unreadable folder or macOS metadata is no class."""
-    return ("/" in rel and not rel.endswith("/") and not im.is_macos_metadata(rel)
-            and os.path.splitext(rel)[1].lower() in im.IMAGE_EXTS)
+    return "/" in rel and _by_name(rel) is None
 
 
 def _list_source(src):

@@ -12,14 +12,13 @@ import random
 import re
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from ..files import atomic_write
+from ..files import atomic_write, remove_stale
 
 SHEET_MARK = "sg3lib contact sheet"  # a PNG text chunk: tells our sheets from a user's files
 _SHEET_NAME = re.compile(r"(accepted_sample|rejected_[A-Za-z0-9_]+)\.png")
@@ -113,15 +112,7 @@ STALE_PARTIAL_S = 3600  # a curation in progress appends to its lists far more o
 def _remove_stale_partials(out_dir):
     """The per-reason lists a killed curation left (.report-*.partial/, one line per file: large for
     a big folder). One untouched for STALE_PARTIAL_S belongs to no curation still running."""
-    now, removed = time.time(), []
-    for d in out_dir.glob(".report-*.partial"):
-        try:
-            newest = max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.iterdir()])
-        except OSError:  # removed meanwhile, or not ours to read
-            continue
-        if d.is_dir() and now - newest > STALE_PARTIAL_S:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d.name)
+    removed = [d.name for d in remove_stale(out_dir, ".report-*.partial", STALE_PARTIAL_S)]
     if removed:
         warnings.warn(f"{out_dir}: removed {len(removed)} leftover folder(s) of interrupted curations {removed}")
 

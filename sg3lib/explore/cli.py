@@ -12,6 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from ..cli import finite_number
 from . import latents as L
 
 __all__ = ["add_generate_arguments", "run_generate", "add_video_arguments", "run_video"]
@@ -42,21 +43,10 @@ def _positive(text):
     return v
 
 
-def _finite(text):
-    """An argparse type: a finite number (negative too)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not abs(v) < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    return v
-
-
 def _floats(text):
     """'1,0.7,0.5,0' -> [1.0, 0.7, 0.5, 0.0] (finite numbers: a nan psi draws a grey field)."""
     try:
-        return [_finite(v) for v in text.split(",")]
+        return [finite_number(v) for v in text.split(",")]
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, like '1,0.7,0.5,0', "
                                          f"got {text!r}") from None
@@ -76,7 +66,7 @@ def _seeds(text):
 def _pair(text):
     """'X,Y' -> (X, Y), the official gen_images.py spelling ('-0.1,0' too: sg3lib.cli passes it on)."""
     try:
-        pair = tuple(_finite(v) for v in text.split(","))
+        pair = tuple(finite_number(v) for v in text.split(","))
     except argparse.ArgumentTypeError:
         pair = ()
     if len(pair) != 2:
@@ -87,7 +77,7 @@ def _pair(text):
 def _common(p):
     p.add_argument("--network", help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
     p.add_argument("--seeds", type=_seeds, default="0-3", help="seeds, e.g. '0-3,7' (default 0-3)")
-    p.add_argument("--psi", type=_finite, default=1.0, help="truncation psi (default 1: none)")
+    p.add_argument("--psi", type=finite_number, default=1.0, help="truncation psi (default 1: none)")
     p.add_argument("--cutoff", type=_at_least(0), default=None, help="truncate only the first N ws (default all)")
     p.add_argument("--class", dest="class_idx", type=_at_least(0), default=None, metavar="N",
                    help="class index (conditional networks: required)")
@@ -108,7 +98,7 @@ def add_generate_arguments(p):
     p.add_argument("--layers", default="coarse", help="mix-grid layers: coarse, middle, fine or 'lo-hi'")
     p.add_argument("--translate", type=_pair, default=(0.0, 0.0), metavar="X,Y",
                    help="images, StyleGAN3 only: move by X,Y image widths, e.g. -0.1,0")
-    p.add_argument("--rotate", type=_finite, default=0.0, help="images, StyleGAN3 only: degrees")
+    p.add_argument("--rotate", type=finite_number, default=0.0, help="images, StyleGAN3 only: degrees")
 
 
 def _save(img, path):
@@ -179,9 +169,7 @@ def run_generate(args):
     tx, ty = args.translate
     if (tx, ty, args.rotate) != (0, 0, 0) and args.kind != "images":
         raise SystemExit(f"error: --translate and --rotate apply to --kind images only, not {args.kind}")
-    with _user_errors():
-        seeds = L.parse_seeds(args.seeds)
-        col_seeds = L.parse_seeds(args.col_seeds) if args.kind == "mix-grid" else None
+    seeds, col_seeds = args.seeds, args.col_seeds  # parsed by argparse (_seeds)
     G = _load(args)  # first: a wrong --network leaves no empty output folder behind
     if (tx, ty, args.rotate) != (0, 0, 0) and not L.is_stylegan3(G):  # before the folder and the progress bar
         raise SystemExit("error: --translate and --rotate need a StyleGAN3 network (synthesis.input.transform); "
@@ -232,7 +220,7 @@ def add_video_arguments(p):
     p.add_argument("--space", choices=["z", "w"], default=None,
                    help="keyframes, walk: interpolate the latents z (default) or the mapped ws")
     p.add_argument("--layers", default=None, help="mix: the layers that move (default fine)")
-    p.add_argument("--amount", type=_finite, default=None,
+    p.add_argument("--amount", type=finite_number, default=None,
                    help="translate: radius of the circle in image widths (default 0.25); rotate: degrees "
                         "(default 360, one even turn; an angle that is no whole number of turns swings out "
                         "and back, so the video loops)")
@@ -281,8 +269,7 @@ def run_video(args):
             raise SystemExit(f"error: {e}") from None
         print(f"wrote {path} ({n} frames, {len(skipped)} skipped)")
         return 0
-    with _user_errors():
-        seeds = L.parse_seeds(args.seeds)
+    seeds = L.parse_seeds(args.seeds)  # a given --seeds is parsed by argparse; the default is its text
     G = _load(args)
     _make_folder(Path(args.output).parent, "--output")
     with _user_errors():

@@ -279,14 +279,14 @@ class Interpolator(_LiveView):
         return super().describe(state)
 
     def render(self, s):
-        G = self.G
+        G, method = self.G, self.resolved_method(s)
         if s["space"] == "z":
             za, zb = L.seeds_to_z([s["seed_a"], s["seed_b"]], G.z_dim)
-            z = L.interpolate(za[None], zb[None], s["t"], self.resolved_method(s))
+            z = L.interpolate(za[None], zb[None], s["t"], method)
             ws = L.map_z(G, z, s.get("class"), s["psi"], None, s.get("centre", "global"))
         else:
             wa, wb = _map(G, [s["seed_a"], s["seed_b"]], s)
-            ws = L.interpolate(wa[None], wb[None], s["t"], self.resolved_method(s))
+            ws = L.interpolate(wa[None], wb[None], s["t"], method)
         return synthesize(G, ws, "const")[0]
 
 

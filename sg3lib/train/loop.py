@@ -15,7 +15,6 @@ re-seeded from (seed, step, phase, round) before each round).
 """
 import copy
 import functools
-import glob
 import math
 import os
 import random
@@ -32,7 +31,7 @@ from . import config as config_mod
 from . import distributed as dist_mod
 from .ema import ema_beta, update_ema
 from .loss import Phases
-from ..files import atomic_write
+from ..files import atomic_write, remove_stale
 from .stats import StatsWriter, truncate_after
 
 # Temporaries of killed writes. A run folder has one writer (this run), so any seen when it
@@ -327,12 +326,7 @@ def _find_latest(run_dir, clean=True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ck.find_latest(run_dir, clean=False)
-    partial = [p for pattern in LEFTOVERS for p in glob.glob(os.path.join(run_dir, pattern))]
-    for tmp in partial:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:  # another rank removed it first
-            pass
+    partial = [p for pattern in LEFTOVERS for p in remove_stale(run_dir, pattern)]
     if partial:
         print(f"removed {len(partial)} partial file(s) of an interrupted save: "
               + ", ".join(os.path.basename(t) for t in partial))
