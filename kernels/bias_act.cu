@@ -9,7 +9,7 @@ struct ActOut { float y, d1, d2; };  // act(s), act'(s), act''(s)
 
 __device__ ActOut activate(int act, float s, float alpha) {
     switch (act) {
-        case kRelu: return {s > 0.f ? s : 0.f, s > 0.f ? 1.f : 0.f, 0.f};
+        case kRelu: return {s <= 0.f ? 0.f : s, s > 0.f ? 1.f : 0.f, 0.f};  // NaN stays NaN, as torch.relu
         case kLrelu: return {s > 0.f ? s : s * alpha, s > 0.f ? 1.f : alpha, 0.f};
         case kTanh: { float t = tanhf(s); float d = 1.f - t * t; return {t, d, -2.f * t * d}; }
         case kSigmoid: {
@@ -43,8 +43,10 @@ __device__ __forceinline__ float biased_input(const BiasActArgs& a, int64_t i) {
     const float s = load_as_float(a.x, i, a.dtype);
     return a.b ? s + load_as_float(a.b, (i / a.b_stride) % a.b_size, a.dtype) : s;
 }
+// A NaN stays NaN, as torch.clamp (fminf/fmaxf would return the bound and hide a diverged layer).
 __device__ __forceinline__ float clamp_output(const BiasActArgs& a, float y) {
-    return (a.clamp >= 0.f) ? fminf(fmaxf(y, -a.clamp), a.clamp) : y;
+    if (!(a.clamp >= 0.f)) return y;
+    return y > a.clamp ? a.clamp : (y < -a.clamp ? -a.clamp : y);
 }
 __device__ __forceinline__ bool inside_clamp(const BiasActArgs& a, float y) {
     return !(a.clamp >= 0.f) || (y >= -a.clamp && y <= a.clamp);

@@ -666,6 +666,16 @@ def test_simulated_filtered_lrelu_negative_clamp_is_none(simulated):
         assert_close(got, want, 1e-5, "unfused" if unfused else "fused")
 
 
+def test_simulated_filtered_lrelu_refuses_factors_below_one(simulated):
+    """up or down below 1 is refused with the reference's ValueError, not a ZeroDivisionError from the
+    geometry (down 0) or the binding's RuntimeError (up 0)."""
+    x, f = torch.randn(1, 2, 6, 7), torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+    for up, down, name in ((2, 0, "down"), (0, 2, "up"), (-1, 1, "up")):
+        for impl in ("ref", "sim"):
+            with pytest.raises(ValueError, match=f"{name} factors must be >= 1"):
+                _call_flrelu(impl, x, f, f, None, up, down, 12, math.sqrt(2), 0.2, None, False)
+
+
 def test_mask_packing_round_trips():
     codes = torch.randint(0, 3, (2, 3, 5, 11), dtype=torch.uint8)
     packed = _cuda._pack_codes(codes)
@@ -838,6 +848,19 @@ def test_simulated_bias_act_derivatives_at_the_kink(simulated, act):
         return
     second_derivatives = [torch.autograd.grad(g.sum(), x)[0] for g in firsts]
     assert torch.allclose(second_derivatives[1], second_derivatives[0]), second_derivatives
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_simulated_bias_act_keeps_nan_and_inf_as_the_reference(simulated, act):
+    """A NaN stays NaN, clamped or not, as in the reference (torch.clamp, torch.relu): the kernel's
+    fminf/fmaxf clamp turned it into -clamp, and its relu into 0, hiding a diverged layer."""
+    x = torch.tensor([[float("nan"), float("inf"), -float("inf"), 0.5, -3.0, 0.0]])
+    alpha = 0.2 if act == "lrelu" else 0.0
+    for clamp in (None, 1.0):
+        for grad in (False, True):  # the plain forward, and the one that records slope codes
+            xi = x.clone().requires_grad_(grad)
+            got, want = (f(xi, None, 1, act, alpha, 1.5, clamp).detach() for f in (_cuda.bias_act, bias_act_ref))
+            torch.testing.assert_close(got, want, equal_nan=True, msg=f"{act} clamp {clamp} grad {grad}")
 
 
 # =============================================================================================
@@ -1032,3 +1055,47 @@ def test_kernel_r1_style_double_backward(dev):
         (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
         grads.append(torch.autograd.grad(gx.square().sum(), b)[0])
     assert_close(grads[1], grads[0], 1e-4, "R1 gradient wrt bias")
+
+
+@pytest.mark.gpu
+def test_gpu_offsets_past_2_31_and_planes_past_65535():
+    """Sizes the simulator cannot run: element offsets past 2**31 (a 1024 px batch of 32 has
+    filtered_lrelu masks and upsampled maps that large) and more planes than grid.y's 65535, where
+    the fused kernel loops. The last sample, where 32-bit offsets would wrap, must match the
+    reference computed on it alone. About 25 GiB of GPU memory, a few seconds on an H100."""
+    if torch.cuda.get_device_properties(0).total_memory < 48 * 2 ** 30:
+        pytest.skip("needs 48 GiB of GPU memory")
+    from sg3lib import ops
+    torch.manual_seed(10)
+    dev, half = _gpu(), torch.float16
+    # bias_act over 2**31 + 4 elements, the bias along dim 0 (stride 2**30 + 2), forward and backward
+    x = torch.randn(2, 2 ** 30 + 2, device=dev, dtype=half).requires_grad_(True)
+    b = torch.randn(2, device=dev)
+    y = ops.bias_act(x, b, 0, "lrelu", clamp=2.0, impl="cuda")
+    (dx,) = torch.autograd.grad(y, x, y)
+    tail = x[1:, -999:].detach().float().requires_grad_(True)
+    want = ops.bias_act(tail, b[1:], 0, "lrelu", clamp=2.0, impl="ref")
+    assert_close(y[1:, -999:], want, _tol(half), "bias_act forward")
+    assert_close(dx[1:, -999:], torch.autograd.grad(want, tail, y[1:, -999:].float())[0], _tol(half), "bias_act dx")
+    del x, y, dx
+    # upfirdn2d (separable, up 2) to an output of 2.5e9 elements
+    x = torch.randn(1, 600, 1024, 1024, device=dev, dtype=half)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=dev) / 8
+    y = ops.upfirdn2d(x, f, up=2, padding=[2, 1], gain=4, impl="cuda")
+    assert y.numel() > 2 ** 31
+    assert_close(y[:, -1:], ops.upfirdn2d(x[:, -1:].float(), f, up=2, padding=[2, 1], gain=4, impl="ref"),
+                 _tol(half), "upfirdn2d")
+    del x, y
+    # filtered_lrelu (an SG3 layer): 600000 planes, x of 2.2e9 elements, a mask of 2.4e9 bytes
+    x = torch.randn(1000, 600, 60, 60, device=dev, dtype=half).requires_grad_(True)
+    b = torch.randn(600, device=dev)
+    fu = torch.rand(12, device=dev) + 0.1
+    fd = torch.rand(12, device=dev) + 0.1
+    kw = dict(fu=fu / fu.sum(), fd=fd / fd.sum(), b=b, up=2, down=2, padding=[9, 8, 9, 8], clamp=4.0)
+    y = ops.filtered_lrelu(x, impl="cuda", **kw)
+    dy = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    last = x[-1:].detach().float().requires_grad_(True)
+    want = ops.filtered_lrelu(last, impl="ref", **kw)
+    assert_close(y[-1:], want, _tol(half), "filtered_lrelu forward")
+    assert_close(dx[-1:], torch.autograd.grad(want, last, dy[-1:].float())[0], _tol(half), "filtered_lrelu dx")

@@ -836,6 +836,9 @@ def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_fil
         return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     if x.ndim != 4:
         raise ValueError(f"filtered_lrelu expects x of shape [N, C, H, W], got {tuple(x.shape)}")
+    for name, factor in (("up", up), ("down", down)):
+        if factor < 1:  # as the reference says it (the geometry below would divide by a zero down)
+            raise ValueError(f"{name} factors must be >= 1, got {factor!r}")
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[1]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match the {x.shape[1]} channels of x")
     for name, f in (("fu", fu), ("fd", fd)):

@@ -250,7 +250,7 @@ class SimulatedExt:
         tw4 = (tw + 3) // 4  # the mask: 2 bits per sample, 4 samples per byte
         for t, fh, fw, sep in ((w1, f1h, f1w, sep1), (w2, f2h, f2w, sep2)):
             assert t.dtype == torch.float32 and (not sep or fh == fw) and t.numel() == (fw if sep else fh * fw)
-        assert th >= 1 and tw >= 1 and oh >= 1 and ow >= 1
+        assert up >= 1 and down >= 1 and th >= 1 and tw >= 1 and oh >= 1 and ow >= 1
         if backward:
             assert not b.numel() and mask.dtype == torch.uint8 and tuple(mask.shape) == (n, c, th, tw4)
         gx, gw1, gw2 = (Guarded.copy_of(t.contiguous()) for t in (x, w1, w2))
