@@ -37,8 +37,9 @@ def enc(img, fmt, **kw):
     return buf.getvalue()
 
 
-def linear_rgb_icc():
-    """A minimal ICC v2 RGB profile: sRGB primaries (D50) with a linear (gamma 1.0) curve."""
+def linear_rgb_icc(grey=False):
+    """A minimal ICC v2 RGB profile: sRGB primaries (D50) with a linear (gamma 1.0) curve
+    (grey=True: a grey profile with that curve)."""
     def s15(v):
         return struct.pack(">i", int(round(v * 65536)))
 
@@ -50,13 +51,16 @@ def linear_rgb_icc():
     tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
             (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
             (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv)]
+    if grey:
+        tags = tags[:2] + [(b"kTRC", curv)]
     offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
     for sig, body in tags:
         body += b"\0" * (-len(body) % 4)
         table += sig + struct.pack(">II", offset + len(data), len(body))
         data += body
     size = offset + len(data)
-    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntr"
+              + (b"GRAY" if grey else b"RGB ") + b"XYZ "
               + b"\0" * 12 + b"acsp" + b"\0" * 24 + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + data
@@ -881,3 +885,104 @@ def test_max_images_takes_any_whole_number_but_not_a_bool(tmp_path):
     assert rep["accepted"] == 3
     with pytest.raises(CurateError, match="max_images must be a whole number >= 1"):
         curate(tmp_path / "raw", tmp_path / "b.zip", 64, workers=0, progress=False, max_images=True)
+
+
+def srgb_of_linear(v):
+    """8-bit sRGB code of linear-light 8-bit values: the sRGB transfer curve, computed here."""
+    lin = np.asarray(v, dtype=np.float64) / 255
+    return np.round(255 * np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055))
+
+
+def to_rgb(data, channels=3, background=(0, 128, 255)):
+    from sg3lib.data import images as im
+    notes = []
+    img, _ = im.decode(data)
+    return np.asarray(im.to_rgb_or_l(img, channels, background, notes)).astype(int), notes
+
+
+def test_palette_and_16bit_grey_images_get_their_icc_profile_converted():
+    """A palette PNG's profile describes its palette colours, a 16-bit grey PNG's its grey levels:
+    both were left as stored (the palette silently, the 16-bit profile dropped when scaling)."""
+    levels = np.array([40, 90, 128, 200, 250])
+    pal = Image.fromarray(np.repeat(levels, 8)[None].repeat(4, 0).astype(np.uint8)).convert("RGB")
+    pal = pal.convert("P", palette=Image.ADAPTIVE, colors=8)
+    a, notes = to_rgb(enc(pal, "PNG", icc_profile=linear_rgb_icc()))
+    assert np.abs(a[0, ::8, 0] - srgb_of_linear(levels)).max() <= 2 and "icc_converted" in notes
+    a, notes = to_rgb(enc(pal, "PNG", icc_profile=linear_rgb_icc(), transparency=0))  # P + tRNS as well
+    assert "icc_converted" in notes and "alpha_composited" in notes
+    grey16 = Image.fromarray((np.repeat(levels, 8)[None].repeat(4, 0) * 257).astype(np.uint16))
+    a, notes = to_rgb(enc(grey16, "PNG", icc_profile=linear_rgb_icc(grey=True)), channels=1)
+    assert np.abs(a[0, ::8] - srgb_of_linear(levels)).max() <= 2 and "icc_converted" in notes
+
+
+def grey_png(values, bits, trns):
+    """A grey PNG of `bits` per pixel (1/2/4/16, which Pillow cannot all write) with a tRNS grey value."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    rows = b""
+    for row in values:
+        bitstring = "".join(format(int(v), f"0{bits}b") for v in row)
+        bitstring += "0" * (-len(bitstring) % 8)
+        rows += b"\0" + int(bitstring, 2).to_bytes(len(bitstring) // 8, "big")
+    h, w = values.shape
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, 0, 0, 0, 0))
+            + chunk(b"tRNS", struct.pack(">H", trns)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bits,clear", [(1, 1), (2, 3), (2, 1), (4, 15), (16, 40000)])
+def test_grey_png_transparency_at_any_bit_depth(bits, clear):
+    """The tRNS grey value is in the file's own bits: 1 is white in a 1-bit file, 40000 a 16-bit grey.
+    Those pixels came out as their grey (or white), not as the background."""
+    top = (1 << bits) - 1
+    values = np.array([[0, clear, top // 2, top, clear, 0, top, clear]] * 4)
+    bg = (0, 128, 255)
+    a, notes = to_rgb(grey_png(values, bits, clear), background=bg)
+    is_clear = values == clear
+    assert (a[is_clear] == bg).all() and "alpha_composited" in notes
+    opaque = np.round(values[~is_clear] * 255 / top)  # the grey level, scaled to 8 bits
+    assert (np.abs(a[~is_clear] - opaque[:, None]) <= 1).all()
+
+
+def test_float_tiff_is_rounded_not_truncated():
+    """0.999 of white is 254.7: 255, not 254 (the float path truncated, a half level darker on average)."""
+    a, _ = to_rgb(enc(Image.fromarray(np.full((4, 4), 0.999, np.float32)), "TIFF"), channels=1)
+    assert (a == 255).all()
+    a, _ = to_rgb(enc(Image.fromarray(np.full((4, 4), 127.6, np.float32)), "TIFF"), channels=1)
+    assert (a == 128).all()
+
+
+def test_exif_orientations_all_come_out_upright():
+    """Not a regression test (this worked before): each of the 8 EXIF orientations, stored as the
+    camera would, turns a 2x3 pattern of distinct colours back upright (PNG, so exact)."""
+    colours = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 0]], [[255, 0, 255], [0, 255, 255]]])
+    upright = colours.repeat(4, 0).repeat(4, 1).astype(np.uint8)  # 12 high, 8 wide
+    # What the camera stores, so that the EXIF instruction gives `upright` (the EXIF 2.3 table).
+    stored = {1: upright, 2: upright[:, ::-1], 3: upright[::-1, ::-1], 4: upright[::-1],
+              5: upright.transpose(1, 0, 2), 6: np.rot90(upright, 1), 7: upright[::-1, ::-1].transpose(1, 0, 2),
+              8: np.rot90(upright, -1)}
+    for orientation, pixels in stored.items():
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        a, _ = to_rgb(enc(Image.fromarray(np.ascontiguousarray(pixels)), "PNG", exif=exif.tobytes()))
+        assert a.shape == upright.shape and (a == upright).all(), orientation
+
+
+def test_jpeg_aliases_are_read_and_other_image_types_named(tmp_path):
+    """.jfif/.jpe are JPEG files (browsers save downloads as .jfif): they were 'not an image type',
+    as were HEIC photos; an image type curate does not read is unsupported_format, named."""
+    from sg3lib.data import images as im
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i, name in enumerate(["a.jfif", "b.JPE", "c.jpg"]):
+        (raw / name).write_bytes(enc(picture(60 + i, 64, 64), "JPEG", quality=95))
+    (raw / "d.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 200)
+    (raw / "e.jxl").write_bytes(b"\xff\x0a" + b"\0" * 200)
+    avif = enc(picture(63, 64, 64), "AVIF") if im._AVIF else b"\0" * 200
+    (raw / "f.avif").write_bytes(avif)
+    rep = curate(raw, tmp_path / "d.zip", 64, workers=0, progress=False)
+    full, where = _report_files(rep)
+    assert where == {"a.jfif": "accepted", "b.JPE": "accepted", "c.jpg": "accepted", "d.heic": "unsupported_format",
+                     "e.jxl": "unsupported_format", "f.avif": "accepted" if im._AVIF else "unsupported_format"}
+    details = {e["path"]: e["detail"] for e in full["files"]["unsupported_format"]}
+    assert details["d.heic"].startswith("HEIC (.heic) is not read") and "convert" in details["d.heic"]
+    assert details["e.jxl"].startswith("JPEG XL (.jxl)")

@@ -15,10 +15,29 @@ import warnings
 import zlib
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageFile, ImageOps, features
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF"}
+
+def _pillow_reads_avif():
+    """Pillow decodes AVIF from 11.2 on, where its build has libavif (older ones warn: unknown feature)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return bool(features.check("avif"))
+        except Exception:
+            return False
+
+
+_AVIF = _pillow_reads_avif()
+# .jfif/.jpe/.jif are JPEG files too (browsers on Windows save many downloads as .jfif).
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+              ".gif") + ((".avif",) if _AVIF else ())
+FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF"} | ({"AVIF"} if _AVIF else set())
+# Image types that are not read here, by extension: the report names the format, not "not an image".
+UNREAD_IMAGE_TYPES = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".jxl": "JPEG XL", ".jp2": "JPEG 2000",
+                      ".j2k": "JPEG 2000", ".svg": "SVG", ".psd": "Photoshop", ".ico": "ICO", ".tga": "TGA",
+                      ".ppm": "Netpbm", ".pgm": "Netpbm", ".dng": "camera raw", ".cr2": "camera raw",
+                      ".nef": "camera raw", ".arw": "camera raw"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own bomb limit (about 0.25 GiB of RGBA)
 
 
@@ -68,6 +87,7 @@ def _pillow_pixel_limit(max_pixels):
         Image.MAX_IMAGE_PIXELS = limit
 
 
+_FORMAT_NAMES = "png/jpeg/webp/bmp/tiff/gif" + ("/avif" if _AVIF else "")
 _BOMB_ADVICE = "If the file is a genuine large photo, raise the limit: --max-pixels (curate(max_pixels=...))."
 
 
@@ -91,13 +111,14 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
         except Exception as e:  # bad header checksums etc.
             raise Reject("corrupt", f"{type(e).__name__}: {e}")
         if img.format not in FORMATS:
-            raise Reject("unsupported_format", f"format {img.format} is not one of png/jpeg/webp/bmp/tiff/gif")
+            raise Reject("unsupported_format", f"format {img.format} is not one of {_FORMAT_NAMES}")
         w, h = img.size
         # Refuse from the header, before allocating: a tiny file can claim gigapixels.
         if w * h > max_pixels:
             raise Reject("decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}. {_BOMB_ADVICE}")
         if img.format == "PNG":
             check_png_crc(data)
+            _widen_grey_transparency(img)
         if draft_size is not None and img.format == "JPEG" and img.mode in ("RGB", "L"):
             img.draft(img.mode, draft_size)
         lenient = ImageFile.LOAD_TRUNCATED_IMAGES  # a caller may have set it; a full check needs it off
@@ -113,6 +134,18 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     return img, (w, h)
 
 
+_GREY_TOP = {"1": 1, "L;2": 3, "L;4": 15}  # PNG raw modes of 1/2/4-bit grey -> their brightest value
+
+
+def _widen_grey_transparency(img):
+    """Pillow widens 1/2/4-bit grey PNG pixels to 0-255 but keeps the tRNS grey value in the file's
+    own bits (white is 1 in a 1-bit file): widen it the same way, so the right pixels go clear."""
+    t = img.info.get("transparency")
+    top = _GREY_TOP.get(img.tile[0][3] if img.tile else None)
+    if isinstance(t, int) and top is not None and 0 <= t <= top:
+        img.info["transparency"] = t * 255 // top
+
+
 _SRGB = None
 _TRANSFORMS = {}  # per-process cache: building a colour transform costs ~ms
 
@@ -121,6 +154,8 @@ def _to_srgb(img, notes):
     """Convert an embedded ICC profile's colours to sRGB (skipped when it already is sRGB)."""
     global _SRGB
     icc = img.info.get("icc_profile")
+    if icc and img.mode in ("P", "PA"):  # the profile describes the palette's colours
+        img = img.convert("RGBA" if _has_alpha(img) else "RGB")
     if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
         return img
     try:
@@ -152,13 +187,20 @@ def _to_srgb(img, notes):
 
 
 def _high_bit_depth_to_8(img):
-    """16-bit and float modes to 8-bit by scaling (Pillow's convert('L') would clip at 255)."""
-    a = np.asarray(img)
+    """16-bit and float modes to 8-bit by scaling (Pillow's convert('L') would clip at 255);
+    the ICC profile stays with the pixels, a transparent grey value becomes an alpha channel."""
+    a = np.asarray(img).astype(np.float64)
     if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
-        a = (a.astype(np.float64) / 257.0).round()
+        a = a / 257.0
     elif img.mode == "F" and a.max(initial=0) <= 1.0:
-        a = a.astype(np.float64) * 255.0
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        a = a * 255.0
+    out = Image.fromarray(np.clip(a.round(), 0, 255).astype(np.uint8))
+    info = dict(img.info)
+    trns = info.pop("transparency", None)
+    if isinstance(trns, int):  # a PNG tRNS grey value, in the file's own 16 bits: those pixels are clear
+        out = Image.merge("LA", (out, Image.fromarray(np.where(np.asarray(img) == trns, 0, 255).astype(np.uint8))))
+    out.info = info
+    return out
 
 
 def _has_alpha(img):
