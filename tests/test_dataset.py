@@ -89,6 +89,25 @@ def test_odd_file_is_named(tmp_path):
         ImageDataset(tmp_path / "d.zip", use_labels=True)
 
 
+def test_labels_as_the_official_reader_takes_them(tmp_path):
+    """Class indices may be written as whole floats (3.0, as a pandas column writes them), as the
+    official reader takes them; 2.5, a negative index, a non-number, a NaN in a label vector and a
+    label that is no flat vector are refused naming the image."""
+    imgs = pictures(3)
+    ds = ImageDataset(official_zip(tmp_path / "floats.zip", imgs, [0.0, 2.0, 1]), use_labels=True)
+    assert ds.label_dim == 3 and [ds.get_label(i).argmax() for i in range(3)] == [0, 2, 1]
+    ds = ImageDataset(official_zip(tmp_path / "vec.zip", imgs, [[0.5, 1], [0, 0], [1, 0.25]]), use_labels=True)
+    assert ds.label_dim == 2 and ds.get_label(2).tolist() == [1, 0.25]
+    for i, (labels, message) in enumerate((([0, 2.5, 1], r"img00000001.png has 2.5"),
+                                           ([0, -1, 1], r"img00000001.png has -1"),
+                                           ([0, 1, None], r"img00000002.png has None"),
+                                           ([[0, 1], [float("nan"), 0], [1, 0]], r"img00000001.png .* not finite"),
+                                           ([[[0, 1]], [[1, 0]], [[1, 1]]], r"class indices or vectors of numbers"))):
+        path = official_zip(tmp_path / f"bad{i}.zip", imgs, labels)
+        with pytest.raises(DatasetError, match=message):
+            ImageDataset(path, use_labels=True)
+
+
 def test_pickle_and_dataloader_workers(tmp_path):
     imgs = pictures(6)
     ds = ImageDataset(official_zip(tmp_path / "ds.zip", imgs, [0, 1, 0, 1, 0, 1]), use_labels=True)
@@ -144,6 +163,7 @@ def test_rank_scores_sort_and_drop_bottom(tmp_path):
 def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
     from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
     from sg3lib.cli import main
+    from sg3lib.data.rank import rank
     torch.set_num_threads(1)
     ds_path = official_zip(tmp_path / "ds.zip", pictures(10, seed=4), [i % 2 for i in range(10)])
     snap = save_snapshot(tmp_path / "snapshot-000001000.pt", snapshot_from_networks({"D": tiny_d(c_dim=2)}))
@@ -159,7 +179,14 @@ def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
     # an unconditional dataset for a conditional D: a clear error, not a traceback
     plain = official_zip(tmp_path / "plain.zip", pictures(4), None)
     assert main(["rank", "--network", str(snap), "--data", str(plain), "--out", str(tmp_path / "r2")]) == 2
-    assert "conditional" in capsys.readouterr().err  # errors go to stderr
+    err = capsys.readouterr().err  # errors go to stderr
+    assert "conditional (2 classes), but" in err and "plain.zip has no labels (dataset.json)" in err
+    # labels for another number of classes: said as such, not as missing labels
+    three = official_zip(tmp_path / "three.zip", pictures(4), [0, 1, 2, 0])
+    assert main(["rank", "--network", str(snap), "--data", str(three), "--out", str(tmp_path / "r3")]) == 2
+    assert "three.zip has labels for 3 classes: rank a dataset labelled with the same 2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="labels, but the dataset was opened without use_labels=True"):
+        rank(str(snap), ImageDataset(ds_path), tmp_path / "r4", progress=False)
 
 
 def test_rank_refuses_an_empty_copy_and_zero_passes(tmp_path):

@@ -94,3 +94,18 @@ def test_notebook_02_default_dataset_is_notebook_01s_output():
         err = [o for o in outs if o.get("output_type") == "error"]
         assert err and err[0]["ename"] == "FileNotFoundError", outs
         assert dest in err[0]["evalue"] and "01_curate_dataset.ipynb" in err[0]["evalue"]
+
+
+def test_notebook_02_has_a_cond_setting(tmp_path, monkeypatch):
+    """A labelled dataset (01's default) trains a conditional model when SG3_TRAIN_COND / cond says so;
+    left out (None) the run is unconditional, or as START_FROM (train() decides)."""
+    nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "settings = dict(" in c.source)
+    monkeypatch.setenv("SG3_TRAIN_DATA", json.dumps(make_zip(tmp_path / "d.zip", n=1)))
+    monkeypatch.setenv("SG3_TRAIN_OUTDIR", json.dumps(str(tmp_path / "run")))
+    for env, expected in ((None, None), ("true", True)):
+        if env is not None:
+            monkeypatch.setenv("SG3_TRAIN_COND", env)
+        ns = {"os": os, "RUNS": str(tmp_path), "DATASET": "unused", "IN_COLAB": False}
+        exec(cell, ns)
+        assert ns["settings"]["cond"] is expected

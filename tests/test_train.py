@@ -592,9 +592,13 @@ def test_transfer_mismatch_names_what_differs(tmp_path):
     bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
     cases = [(plain, d8, {}, r"resolution: the network makes 16x16 images, the dataset has 8x8: .*--resolution 16"),
              (plain, str(gray), {}, r"channels: the network makes 3-channel images, the dataset has 1: .*--channels 3"),
-             (cond, d16, {}, r"classes: the network is conditional \(3 classes\), the run is not: pass --cond"),
-             (cond, labelled, {}, r"classes: the network is conditional.*pass --cond \(the dataset has labels\)"),
-             (cond, labelled, {"cond": True}, r"classes: the network has 3 classes, the dataset's labels 5"),
+             (cond, d16, {}, r"classes: the network is conditional \(3 classes\), the dataset has no labels: "
+                             r"label it with 3 classes .*sg3 curate --labels folders"),
+             (cond, d16, {"cond": True}, r"classes: the network is conditional \(3 classes\), the dataset has no "
+                                         r"labels"),
+             (cond, labelled, {"cond": False}, r"classes: the network is conditional \(3 classes\), the run has "
+                                               r"--cond false: leave --cond out"),
+             (cond, labelled, {}, r"classes: the network has 3 classes, the dataset's labels 5"),
              (plain, labelled, {"cond": True}, r"classes: the network is unconditional.*leave --cond off"),
              (plain, d16, {"cfg": "stylegan3-t"}, r"cfg: the network is stylegan2, the run's --cfg is stylegan3-t: "
                                                   r"leave --cfg out")]
@@ -606,6 +610,54 @@ def test_transfer_mismatch_names_what_differs(tmp_path):
     with pytest.raises(TrainError, match=r"g_only.pkl holds no G, D; transfer learning needs G, D and G_ema"):
         train(d16, tmp_path / "run_g", resume=g_only, kimg=0.008, **bare)
     assert not (tmp_path / "run_g").exists()
+
+
+def labelled_zip(path, classes, n=8, seed=0):
+    """make_zip with a dataset.json that gives image i the class i % classes."""
+    import json
+    data = make_zip(path, n=n, seed=seed)
+    with zipfile.ZipFile(data, "a") as z:
+        z.writestr("dataset.json", json.dumps({"labels": [[f"00000/img{i:08d}.png", i % classes]
+                                                          for i in range(n)]}))
+    return data
+
+
+def test_transfer_from_a_conditional_network_takes_its_classes(tmp_path):
+    """--resume from a conditional .pkl, or another run's conditional snapshot, without --cond: the
+    classes come from the source as the rest of its architecture does, and every weight loads."""
+    from sg3lib.compat.official_pkl import write_official_pkl
+    from sg3lib.networks import build_network
+    from sg3lib.train.config import make_config, network_kwargs
+    c = make_config(16, 3, 3, cfg="stylegan2", cbase=256, cmax=16, map=2, z_dim=16, w_dim=16)
+    (gc, gk), (dc, dk) = network_kwargs(c)
+    nets = {"G": build_network(gc, gk), "D": build_network(dc, dk), "G_ema": build_network(gc, gk)}
+    pkl = str(write_official_pkl(tmp_path / "cond.pkl", nets))
+    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    out = train(labelled_zip(tmp_path / "d.zip", 3), tmp_path / "a", resume=pkl, kimg=0.008,
+                **dict(bare, glr=0.0, dlr=0.0))
+    assert out["G"].c_dim == 3 and out["D"].c_dim == 3
+    d0, d1 = nets["D"].state_dict(), out["D"].state_dict()
+    assert all(torch.equal(d0[k], d1[k]) for k in d0)
+    assert load(tmp_path / "a" / "snapshot-000000008.pt")["meta"]["config"]["cond"] is True
+    out = train(labelled_zip(tmp_path / "d2.zip", 3, seed=4), tmp_path / "b", resume=str(tmp_path / "a"),
+                kimg=0.008, **bare)
+    assert out["G"].c_dim == 3 and load(tmp_path / "b" / "snapshot-000000008.pt")["meta"]["config"]["cond"]
+
+
+def test_fakes_grid_of_a_conditional_run_shows_its_classes(tmp_path):
+    """A dataset sorted by class (as sg3 curate --labels folders writes it): the fakes grid has one
+    class per row (one per cell when there are more classes than rows), not the first class alone."""
+    from sg3lib.explore.generate import tiny_generator
+    from sg3lib.train.loop import save_grid
+    for n_classes, expected in ((3, [[0] * 8, [1] * 8, [2] * 8, [0] * 8]),
+                                (6, [[(r * 8 + i) % 6 for i in range(8)] for r in range(4)])):
+        G = tiny_generator(resolution=16, c_dim=n_classes)
+        seen, forward = [], G.forward
+        G.forward = lambda z, c, **kw: (seen.append(c.argmax(1)), forward(z, c, **kw))[1]
+        labels = torch.eye(n_classes)[torch.arange(n_classes).repeat_interleave(40)]
+        save_grid(G, {"resolution": 16, "seed": 0}, labels, tmp_path / "fakes.png", "cpu")
+        assert torch.cat(seen).view(4, 8).tolist() == expected
+        assert (tmp_path / "fakes.png").is_file()
 
 
 def test_resumed_tensorboard_purges_from_the_snapshot_on(tmp_path, monkeypatch):

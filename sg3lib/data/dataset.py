@@ -3,10 +3,12 @@
 Format (a fact shared with the official dataset tool, so zips go both ways): a ZIP of
 uncompressed PNGs (or a folder of them), all the same size and channel count, named
 `00000/img00000000.png` (1000 per folder), plus an optional `dataset.json`
-`{"labels": [["00000/img00000000.png", 3], ...]}` with integer class labels (or null).
+`{"labels": [["00000/img00000000.png", 3], ...]}` with integer class labels or vectors of numbers
+(or null).
 We add `"class_names"` (index -> sub-folder name); other readers ignore the extra key.
 """
 import json
+import math
 import os
 import struct
 import warnings
@@ -164,15 +166,27 @@ class ImageDataset(_Base):
         except ValueError:  # ragged vectors
             raise DatasetError(f"{self.path}: labels in dataset.json must all have the same length")
         if raw.ndim == 1:
-            if not np.issubdtype(raw.dtype, np.integer) or (raw < 0).any():
-                raise DatasetError(f"{self.path}: labels in dataset.json must be class indices >= 0")
-            raw = raw.astype(np.int64)
-        else:
-            try:
-                raw = raw.astype(np.float32)
-            except (TypeError, ValueError):
-                raise DatasetError(f"{self.path}: labels in dataset.json must be class indices or vectors of numbers")
+            return self._class_indices(raw), meta.get("class_names")
+        try:
+            raw = raw.astype(np.float32)
+        except (TypeError, ValueError):
+            raw = None
+        if raw is None or raw.ndim != 2:
+            raise DatasetError(f"{self.path}: labels in dataset.json must be class indices or vectors of numbers")
+        if not np.isfinite(raw).all():  # a NaN label makes every output NaN: nothing would train
+            bad = self._names[int(np.flatnonzero(~np.isfinite(raw).all(axis=1))[0])]
+            raise DatasetError(f"{self.path}: the label of {bad} in dataset.json is not finite (NaN or infinity)")
         return raw, meta.get("class_names")
+
+    def _class_indices(self, raw):
+        """Class labels as int64. Whole numbers written as floats (3.0) are class indices too, as
+        the official reader takes them; 2.5, a negative number or a non-number is refused."""
+        for name, v in zip(self._names, raw.tolist()):
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not (number and math.isfinite(v) and v >= 0 and v == int(v)):
+                raise DatasetError(f"{self.path}: labels in dataset.json must be class indices >= 0; "
+                                   f"{name} has {v!r}")
+        return raw.astype(np.int64)
 
     def _check_shapes(self, check):
         names = self._names if check else self._names[:1]

@@ -102,8 +102,12 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
                          f"trained at this size, or curate the images to {D.img_resolution}px "
                          f"(sg3 curate --resolution {D.img_resolution})")
     if D.c_dim and ds.label_dim != D.c_dim:
-        raise ValueError(f"the discriminator is conditional (c_dim={D.c_dim}) but {ds.path} has "
-                         f"label_dim={ds.label_dim}; curate it with labels='folders' (or pick another network)")
+        found = (f"labels for {ds.label_dim} classes" if ds.label_dim else
+                 "labels, but the dataset was opened without use_labels=True" if ds.has_labels else
+                 "no labels (dataset.json)")
+        raise ValueError(f"the discriminator is conditional ({D.c_dim} classes), but {ds.path} has {found}: "
+                         f"rank a dataset labelled with the same {D.c_dim} classes as its training data "
+                         "(sg3 curate --labels folders labels one class per sub-folder), or an unconditional network")
     if passes < 1:
         raise ValueError(f"passes must be >= 1 (each image is scored once per pass), got {passes}")
     n = len(ds.image_names)

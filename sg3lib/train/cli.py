@@ -35,7 +35,8 @@ def add_train_arguments(p):
     a("--tick", type=float, help="kimg per tick: stats line and progress (default 4)")
     a("--snap", type=int, help="ticks per snapshot (default 50)")
     a("--mirror", type=_bool, help="add x-flipped copies of the dataset (true/false)")
-    a("--cond", type=_bool, help="train a class-conditional model from dataset.json labels")
+    a("--cond", type=_bool, help="train a class-conditional model from dataset.json labels (default false; "
+                                 "starting from another network's weights: as that network)")
     a("--aug", choices=AUG_MODES, help="augmentation: ada (default; adapts p towards --target), fixed "
                                        "(always at --p), noaug (none)")
     a("--target", type=float, help="ADA target for r_t = E[sign(D(real))] (default 0.6)")

@@ -168,7 +168,9 @@ def _make_outdir(outdir):
                          "Choose a folder you can write to (--outdir).") from None
 
 
-def _open_dataset(data, mirror, cond):
+def _open_dataset(data, mirror, cond, need_labels=None):
+    """need_labels (default: cond): refuse a dataset without labels here. A transfer from a
+    conditional network says what is missing itself (_check_transfer_fits)."""
     from ..data import ImageDataset
     from ..data.dataset import DatasetError
     try:
@@ -176,7 +178,8 @@ def _open_dataset(data, mirror, cond):
         res = ds.resolution
     except DatasetError as e:
         raise TrainError(f"bad dataset: {e}") from None
-    if cond and not ds.has_labels:  # never a silent skip: the user asked for a conditional model
+    if (cond if need_labels is None else need_labels) and not ds.has_labels:
+        # never a silent skip: the user asked for a conditional model
         raise TrainError(f"dataset {data} has no labels (dataset.json with \"labels\"), so it cannot "
                          "train a conditional model; add labels or leave --cond off")
     if res < 4 or res & (res - 1):
@@ -265,10 +268,14 @@ def _check_transfer_fits(source, generator, c, ds, data):
     if ch is not None and ch != c["img_channels"]:
         problems.append(f"channels: the network makes {ch}-channel images, the dataset has "
                         f"{c['img_channels']}: make the dataset with sg3 curate --channels {ch}")
-    if c_dim and not c["c_dim"]:
-        problems.append(f"classes: the network is conditional ({c_dim} classes), the run is not: pass --cond "
-                        + ("(the dataset has labels)" if ds.has_labels else
-                           f"with a dataset labelled with {c_dim} classes (dataset.json)"))
+    if c_dim and not ds.has_labels:
+        problems.append(f"classes: the network is conditional ({c_dim} classes), the dataset has no labels: "
+                        f"label it with {c_dim} classes (dataset.json; sg3 curate --labels folders makes one "
+                        "class per sub-folder), or start from an unconditional network")
+    elif c_dim and not c["c_dim"]:  # labels there, and --cond false given
+        problems.append(f"classes: the network is conditional ({c_dim} classes), the run has --cond false: "
+                        "leave --cond out (a transfer takes it from its source), or start from an "
+                        "unconditional network")
     elif c["c_dim"] and not c_dim:
         problems.append(f"classes: the network is unconditional, the run has --cond ({c['c_dim']} classes): "
                         "leave --cond off, or start from a conditional network")
@@ -413,7 +420,7 @@ def save_grid(G_ema, cfg, labels, path, device):
     cols, rows = (8, 4) if res <= 256 else (4, 2)
     gen = generator(cfg["seed"], 0, PHASE_IDS["grid"])
     z = torch.randn([cols * rows, G_ema.z_dim], generator=gen)
-    c = labels[torch.arange(cols * rows) % len(labels)] if labels is not None else torch.zeros([cols * rows, 0])
+    c = _grid_labels(labels, cols, rows)
     imgs = []
     for i in range(0, cols * rows, 8):
         imgs.append(G_ema(z[i:i + 8].to(device), c[i:i + 8].to(device), noise_mode="const").float().cpu())
@@ -423,6 +430,18 @@ def save_grid(G_ema, cfg, labels, path, device):
     # A hidden temporary name: a grid cut off by a kill is neither a fakes*.png nor left behind.
     with atomic_write(path, sync=False) as f:  # a picture: redrawn on resume if lost
         Image.fromarray(img.numpy()[:, :, 0] if C == 1 else img.numpy()).save(f, format="PNG")
+
+
+def _grid_labels(labels, cols, rows):
+    """The fakes grid's labels: one class per row, as the official grid has them (or one per cell
+    when there are more classes than rows). The dataset's first labels would fill the grid with its
+    first class: curated datasets are sorted by class."""
+    if labels is None:
+        return torch.zeros([cols * rows, 0])
+    distinct = torch.unique(labels, dim=0).flip(0)  # one-hot rows, descending: classes 0, 1, 2, ...
+    n = len(distinct)
+    cell = torch.arange(rows).repeat_interleave(cols) if n <= rows else torch.arange(rows * cols)
+    return distinct[cell % n]
 
 
 def grid_name(nimg):
@@ -561,12 +580,16 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                 if k in prev_cfg and k not in config_mod.NOT_TRANSFERRED}
     elif resume_kind == "networks" and payload.get("G") is not None:
         base = _arch_of(payload["G"], payload.get("D"))
+    generator = _source_generator(resume_kind, payload) if resume_kind in ("transfer", "networks") else None
     if resume_kind in ("transfer", "networks"):
         base.update(config_mod.TRANSFER)  # the user's options below still override these
+    source_cond = bool(generator and generator[1].get("c_dim"))
+    if generator:  # classes are part of the architecture a transfer takes from its source
+        base["cond"] = source_cond
     user = dict(opts, cfg=cfg)
     mirror = user.get("mirror") if user.get("mirror") is not None else base.get("mirror", False)
     cond = user.get("cond") if user.get("cond") is not None else base.get("cond", False)
-    ds = _open_dataset(data, mirror, cond)
+    ds = _open_dataset(data, mirror, cond, need_labels=cond and not source_cond)
     if user.get("aug") not in (None, base.get("aug")) and user.get("p") is None:
         base.pop("p", None)  # the stored p belongs to the stored --aug mode (e.g. ADA's start)
     base.update({k: v for k, v in user.items() if v is not None})
@@ -586,7 +609,6 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         rounds = config_mod.check_batch(c, world)
     except ValueError as e:
         raise TrainError(str(e)) from None
-    generator = _source_generator(resume_kind, payload) if resume_kind in ("transfer", "networks") else None
     if generator:
         _check_transfer_fits(resume, generator, c, ds, data)
     if resume_kind == "snapshot" and prev_cfg:
