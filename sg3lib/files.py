@@ -1,6 +1,6 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
 the folder fsync that makes such a rename survive a crash, `atomic_write`, which does both, and
-`remove_stale` for what killed writes left behind.
+`remove_stale` for what killed writes left behind, and `cache_home`, sg3lib's cache folder.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared
@@ -92,3 +92,12 @@ def remove_stale(folder, pattern, stale_s=None):
                 p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def cache_home():
+    """sg3lib's cache folder (downloads/, kernels/): $SG3LIB_CACHE, else $XDG_CACHE_HOME/sg3lib,
+    else ~/.cache/sg3lib. One rule for both, so that moving the cache moves all of it."""
+    base = os.environ.get("SG3LIB_CACHE")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sg3lib"

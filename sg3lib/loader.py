@@ -21,7 +21,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from .files import remove_stale, temp_file_beside
+from .files import cache_home, remove_stale, temp_file_beside
 
 
 class LoadError(ValueError):
@@ -40,8 +40,8 @@ _HTML_ADVICE = ("The server sent a web page instead of the file (a login, quota,
 # URLs
 
 def cache_dir():
-    """Download cache: $SG3LIB_CACHE/downloads, else ~/.cache/sg3lib/downloads (beside the kernels')."""
-    return Path(os.environ.get("SG3LIB_CACHE") or Path.home() / ".cache" / "sg3lib") / "downloads"
+    """Download cache: downloads/ in sg3lib's cache folder (sg3lib.files.cache_home), beside kernels/."""
+    return cache_home() / "downloads"
 
 
 def _is_url(x):
@@ -288,12 +288,14 @@ def describe(nets):
 
 
 def add_info_arguments(parser):
+    """Add `sg3 info`'s options to argparse parser `parser`."""
     parser.add_argument("path", help="official .pkl, sg3lib snapshot .pt, a run folder (its newest snapshot), "
                                      "or an http(s) URL of a file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def run_info(args):
+    """Run `sg3 info` with parsed `args`: print the summary; returns the exit status."""
     from .checkpoint import newest_if_folder
     try:  # a run folder, as sg3 generate/rank/train take one: its newest snapshot
         info = describe(load(newest_if_folder(args.path)))

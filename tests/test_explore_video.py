@@ -314,6 +314,15 @@ def test_cli_video_counts_must_be_positive(network_file, tmp_path, capsys, opt, 
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("opt", ["--fps", "--duration"])
+def test_cli_video_negative_rate_or_length_is_told_the_bound_that_holds(network_file, tmp_path, capsys, opt):
+    """`--fps -1` said 'must be at least 0.0', and the 0 that this suggests was refused next."""
+    for value in ("-1", "0"):
+        with pytest.raises(SystemExit):
+            sg3(["video", "--network", str(network_file), opt, value, "--output", str(tmp_path / "v.mp4")])
+        assert f"argument {opt}: must be a number above 0, got {value}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,opt", [(["--psi", "nan"], "--psi"), (["--psi", "inf"], "--psi"),
                                       (["--seeds", ""], "--seeds"), (["--seeds", " , "], "--seeds"),
                                       (["--kind", "psi-grid", "--psis", "1,nan"], "--psis"),

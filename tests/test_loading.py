@@ -642,6 +642,21 @@ def test_url_download_and_cache(server, tmp_path, fixtures_dir):
     assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temporaries left
 
 
+def test_downloads_and_kernel_builds_share_one_cache_folder(tmp_path, monkeypatch):
+    """XDG_CACHE_HOME moved the kernel builds but not the downloads (hundreds of MB left in
+    ~/.cache); SG3LIB_CACHE moves both, and wins."""
+    from sg3lib.ops import _cuda
+    monkeypatch.delenv("SG3LIB_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert loader.cache_dir() == tmp_path / "xdg" / "sg3lib" / "downloads"
+    assert _cuda.cache_root() == tmp_path / "xdg" / "sg3lib" / "kernels"
+    monkeypatch.setenv("SG3LIB_CACHE", str(tmp_path / "mine"))
+    assert (loader.cache_dir(), _cuda.cache_root()) == (tmp_path / "mine" / "downloads", tmp_path / "mine" / "kernels")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("SG3LIB_CACHE")
+    assert loader.cache_dir().parent == _cuda.cache_root().parent == Path.home() / ".cache" / "sg3lib"
+
+
 def test_a_killed_download_leaves_nothing_behind_for_long(server, tmp_path):
     """A download killed mid-way (a Colab disconnect) leaves its temporary file; the next download
     of that URL removes it once stale, and leaves a younger one (a download in progress) alone."""

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 from nbclient import NotebookClient
 
@@ -35,6 +36,7 @@ def _text(nb):
     return "\n".join(out)
 
 
+@pytest.mark.slow  # four runs of the notebook, training in each: ~40 s on 2 cores
 def test_notebook_02_runs_and_resumes(tmp_path):
     data = make_zip(tmp_path / "d.zip", n=8)
     run = tmp_path / "run"

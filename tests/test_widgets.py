@@ -75,6 +75,13 @@ def _between(G, method, space, a=2, b=6, t=0.5):
     return X.synthesize(G, ws)[0]
 
 
+def _settled(view):
+    """Render in this thread once the worker has shown every state asked for (else its older render
+    can land after ours and leave an older caption)."""
+    assert view.wait()
+    return view.render_sync()
+
+
 def test_interpolator_method_follows_the_space_until_one_is_picked(G):
     """slerp in Z, lerp in W (latents.default_method), as the videos do; it stayed slerp in W. A method the
     user picks (buttons or argument) is kept when the space changes; 'auto' follows the space again."""
@@ -85,22 +92,22 @@ def test_interpolator_method_follows_the_space_until_one_is_picked(G):
         method, space = view.controls["method"], view.controls["space"]
         for s, want in (("z", "slerp"), ("w", "lerp"), ("z", "slerp")):
             space.value = s
-            assert np.array_equal(np.asarray(view.render_sync()), _between(G, want, s)), s
+            assert np.array_equal(np.asarray(_settled(view)), _between(G, want, s)), s
             assert f"method {want} (auto)" in view.caption.value
         method.value = "lerp"  # the user's pick
         for s in ("w", "z"):
             space.value = s
-            assert np.array_equal(np.asarray(view.render_sync()), _between(G, "lerp", s)), s
+            assert np.array_equal(np.asarray(_settled(view)), _between(G, "lerp", s)), s
         method.value = "auto"  # follow the space again
-        assert np.array_equal(np.asarray(view.render_sync()), _between(G, "slerp", "z"))
+        assert np.array_equal(np.asarray(_settled(view)), _between(G, "slerp", "z"))
     finally:
         view.close()
     for kwargs, methods in ((dict(space="w"), ("lerp", "slerp")), (dict(space="w", method="slerp"), ("slerp",) * 2)):
         view = Interpolator(G, seed_a=2, seed_b=6, psi=1.0, display_size=16, **kwargs)
         try:
-            seen = [np.asarray(view.render_sync())]
+            seen = [np.asarray(_settled(view))]
             view.controls["space"].value = "z"
-            seen.append(np.asarray(view.render_sync()))
+            seen.append(np.asarray(_settled(view)))
             for img, m, s in zip(seen, methods, ("w", "z")):
                 assert np.array_equal(img, _between(G, m, s)), (kwargs, s)
         finally:
@@ -116,7 +123,7 @@ def test_interpolator_keeps_a_pick_of_the_method_already_shown(G):
         view.controls["method"].value = "slerp"  # the user clicks slerp
         view.controls["space"].value = "w"
         assert view.controls["method"].value == "slerp"
-        assert np.array_equal(np.asarray(view.render_sync()), _between(G, "slerp", "w"))
+        assert np.array_equal(np.asarray(_settled(view)), _between(G, "slerp", "w"))
         assert "method slerp" in view.caption.value and "auto" not in view.caption.value
     finally:
         view.close()

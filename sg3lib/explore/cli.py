@@ -36,10 +36,11 @@ def _at_least(lo, kind=int):
 
 
 def _positive(text):
-    """An argparse type: a number above 0."""
-    v = _at_least(0.0, float)(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    """An argparse type: a finite number above 0 (one message for -1 and 0 alike: 'at least 0.0'
+    for -1 sent the user to 0, which is refused too)."""
+    v = finite_number(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
     return v
 
 
@@ -89,6 +90,7 @@ def _common(p):
 
 
 def add_generate_arguments(p):
+    """Add `sg3 generate`'s options to argparse parser `p`."""
     _common(p)
     p.add_argument("--kind", choices=["images", "psi-grid", "mix-grid"], default="images")
     p.add_argument("--outdir", default="out/generate", help="folder for the PNGs (created)")
@@ -164,6 +166,7 @@ def _user_errors():
 
 
 def run_generate(args):
+    """Run `sg3 generate` with parsed `args`: write the PNGs; returns the exit status."""
     from . import grids
     from .generate import generate
     tx, ty = args.translate
@@ -203,6 +206,7 @@ _NETWORK_OPTIONS = ("network", "seeds", "psi", "cutoff", "class_idx", "centre", 
 
 
 def add_video_arguments(p):
+    """Add `sg3 video`'s options to argparse parser `p`."""
     from .video import VIDEO_KINDS
     _common(p)
     p.add_argument("--kind", choices=list(VIDEO_KINDS) + ["montage"], default="keyframes",
@@ -252,6 +256,7 @@ def _refuse_unused(args):
 
 
 def run_video(args):
+    """Run `sg3 video` with parsed `args`: write the mp4; returns the exit status."""
     from . import video
     with _user_errors():
         video._mp4(args.output)  # before any work

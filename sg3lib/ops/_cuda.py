@@ -1,10 +1,11 @@
 """CUDA path of sg3lib.ops: builds kernels/ on first use and wraps them in autograd Functions.
 
 Build: torch.utils.cpp_extension + ninja, in a subprocess with a time limit, into a per-user cache
-`~/.cache/sg3lib/kernels/<key>` (or $SG3LIB_CACHE/kernels/<key>). The build is for the architectures
-of all visible GPUs (build_archs), and the key hashes the kernel sources, the torch and CUDA versions,
-`nvcc --version`, the Python version and those architectures, so a change of any of them builds
-afresh and nothing stale is ever loaded. A finished build is stamped with its key and later
+`~/.cache/sg3lib/kernels/<key>` (sg3lib.files.cache_home: $SG3LIB_CACHE or $XDG_CACHE_HOME/sg3lib
+moves ~/.cache/sg3lib). The build is for the architectures of all visible GPUs (build_archs), and
+the key hashes the kernel sources, the torch and CUDA versions, `nvcc --version`, the Python
+version and those architectures, so a change of any of them builds afresh and nothing stale is
+ever loaded. A finished build is stamped with its key and later
 imported directly (no ninja run), so a cache folder that was copied (file times lost) still loads. A
 file lock serialises builds of one key across processes; a lock left by a dead process (judged only
 from the same pid namespace: not from another container with the same hostname) or older than the
@@ -56,6 +57,7 @@ try:
 except ImportError:  # not POSIX
     fcntl = None
 
+from ..files import cache_home
 from .bias_act import bias_act_ref
 from .filtered_lrelu import filtered_lrelu_ref
 from .upfirdn2d import filter_size, upfirdn2d_ref
@@ -84,10 +86,8 @@ def kernel_dir():
 
 
 def cache_root():
-    base = os.environ.get("SG3LIB_CACHE")
-    if not base:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sg3lib"
-    return Path(base) / "kernels"
+    """The kernel builds' folder: kernels/ in sg3lib's cache folder (sg3lib.files.cache_home)."""
+    return cache_home() / "kernels"
 
 
 def cuda_include_dir(home):
