@@ -182,7 +182,8 @@ def build(spec, source="<file>", device="cpu"):
 
 
 def load(path_or_url, device="cpu", progress=True):
-    """Load the networks of an official .pkl, an sg3lib snapshot, or an http(s) URL of either.
+    """Load the networks of an official .pkl, an sg3lib snapshot (or a run folder: its newest
+    snapshot), or an http(s) URL of either.
 
     Returns {'G', 'D', 'G_ema' (whichever the file holds; modules in eval mode, G_ema with
     requires_grad False), 'meta': {'arch', 'format', 'kimg' (None if unknown), 'init_kwargs' (the
@@ -194,7 +195,15 @@ def load(path_or_url, device="cpu", progress=True):
     _warn_if_weights_only_is_unsafe()
     source = str(path_or_url)
     if not _is_url(source):
-        return _load_file(Path(path_or_url).expanduser(), source, device)
+        path = Path(path_or_url).expanduser()
+        if path.is_dir():  # a run folder, as the command line and notebooks take one: its newest snapshot
+            from .checkpoint import newest_if_folder
+            try:
+                path = Path(newest_if_folder(path))
+            except FileNotFoundError as e:
+                raise LoadError(str(e)) from None
+            source = str(path)
+        return _load_file(path, source, device)
     path = download(source, progress=progress)
     try:
         out = _load_file(path, source, device)

@@ -732,6 +732,24 @@ def test_sg3_info_takes_a_run_folder(tmp_path, capsys):
     assert err.startswith("error: ") and "no snapshot-*.pt in this folder" in err and "find_latest" not in err
 
 
+def test_load_takes_a_run_folder(tmp_path):
+    """sg3lib.load(run folder) is its newest snapshot, as the command line and notebooks take it (it
+    was refused: 'not a file'); a folder without one is a LoadError naming it."""
+    from sg3lib import checkpoint as ck
+    from sg3lib.explore.generate import tiny_generator
+    run = tmp_path / "run"
+    run.mkdir()
+    for n in (4000, 12000):
+        ck.save_snapshot(run / ck.snapshot_name(n), ck.snapshot_from_networks({"G_ema": tiny_generator(seed=n)}))
+    nets = load(run)
+    assert nets["meta"]["kimg"] == 12 and nets["meta"]["source"] == str(run / ck.snapshot_name(12000))
+    want = load(run / ck.snapshot_name(12000))["G_ema"].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in nets["G_ema"].state_dict().items())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LoadError, match="empty: no snapshot"):
+        load(tmp_path / "empty")
+
+
 def test_written_files_get_the_usual_modes(server, tmp_path, fixtures_dir):
     """Snapshots, exported .pkl files and downloads are readable by others as open() would make
     them (a rename keeps mkstemp's private 0600)."""
