@@ -121,6 +121,77 @@ def test_pickle_and_dataloader_workers(tmp_path):
     assert torch.cat([b[1] for b in batches])[:, 1].tolist() == [0, 1, 0, 1, 0, 1]
 
 
+def raw_png(size, depth, colour_type):
+    """A PNG of zeros with any bit depth (Pillow writes no 16-bit colour PNGs)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row = bytes(1 + (size * depth * {0: 1, 2: 3, 4: 2, 6: 4}[colour_type] + 7) // 8)
+    ihdr = struct.pack(">IIBBBBB", size, size, depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b"")
+
+
+def test_pixels_training_cannot_use_are_refused_when_the_dataset_opens(tmp_path):
+    """A zip not made by curate with a 16-bit grey, 1-bit, float or CMYK image passed the check of
+    every header and failed when training first drew the image (or, CMYK alone, trained on CMYK as
+    if RGBA); now opening the dataset names the file. 16-bit colour PNGs load as 8-bit RGB(A)."""
+    grey = pictures(1, channels=1)[0]
+    float_tiff, cmyk_jpeg = io.BytesIO(), io.BytesIO()
+    Image.fromarray(grey.astype(np.float32)).save(float_tiff, format="TIFF")
+    Image.fromarray(pictures(1)[0]).convert("CMYK").save(cmyk_jpeg, format="JPEG")
+    for first, odd, ext, kind in ((png(grey), raw_png(8, 16, 0), "png", "16-bit grey"),
+                                  (png(grey), raw_png(8, 1, 0), "png", "1-bit"),
+                                  (png(grey), float_tiff.getvalue(), "tif", "floating-point grey"),
+                                  (png(pictures(1, channels=4)[0]), cmyk_jpeg.getvalue(), "jpg", "CMYK")):
+        path = tmp_path / f"{ext}{len(kind)}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("00000/img00000000.png", first)
+            z.writestr(f"00000/img00000001.{ext}", odd)
+        with pytest.raises(DatasetError, match=rf"img00000001\.{ext} of .*{path.name} is a {kind}.*sg3 curate"):
+            ImageDataset(path)
+    with zipfile.ZipFile(tmp_path / "rgb16.zip", "w") as z:
+        z.writestr("00000/img00000000.png", png(pictures(1)[0]))
+        z.writestr("00000/img00000001.png", raw_png(8, 16, 2))
+    ds = ImageDataset(tmp_path / "rgb16.zip")
+    assert ds[1][0].dtype == np.uint8 and ds[1][0].shape == (3, 8, 8) and not ds[1][0].any()
+
+
+def test_a_damaged_image_is_named_when_it_is_read(tmp_path):
+    """Data broken behind a good header (a truncated file) is found only when the image is read:
+    the error used to be Pillow's 'image file is truncated' alone, inside a loader worker's
+    traceback, with no word of which of the dataset's images it was."""
+    imgs = pictures(3, size=32)
+    with zipfile.ZipFile(tmp_path / "cut.zip", "w") as z:
+        for i, a in enumerate(imgs):
+            z.writestr(f"00000/img{i:08d}.png", png(a)[:-200] if i == 1 else png(a))
+    ds = ImageDataset(tmp_path / "cut.zip")
+    assert (ds[2][0] == imgs[2].transpose(2, 0, 1)).all()
+    with pytest.raises(DatasetError, match=r"cut\.zip: image 00000/img00000001\.png cannot be read \(OSError"):
+        ds[1]
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1)
+    with pytest.raises(DatasetError, match=r"img00000001\.png cannot be read"):
+        next(iter(loader))
+
+
+def test_linked_sub_folders_of_a_folder_dataset_are_read(tmp_path):
+    """A folder dataset put together from links (`ln -s /data/part1 ds/00001`) used to lose the
+    images of every linked sub-folder without a word (curate reads them); a link back to a
+    folder above is not followed (it would never end)."""
+    import os
+    imgs = pictures(3)
+    for i, a in enumerate(imgs):
+        folder = tmp_path / ("ds/00000" if i == 0 else "elsewhere")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"img{i:08d}.png").write_bytes(png(a))
+    os.symlink(tmp_path / "elsewhere", tmp_path / "ds" / "00001")
+    os.symlink(tmp_path / "ds", tmp_path / "elsewhere" / "back")  # ds/00001/back/00001/back/...
+    ds = ImageDataset(tmp_path / "ds")
+    assert ds.image_names == ["00000/img00000000.png", "00001/img00000001.png", "00001/img00000002.png"]
+    assert (ds[2][0] == imgs[2].transpose(2, 0, 1)).all()
+
+
 # -- discriminator ranking (sg3lib.data.rank) ---------------------------------------------------
 
 def tiny_d(c_dim=0, mbstd=True):
@@ -281,6 +352,23 @@ def test_zip_made_again_on_a_mac_and_a_file_that_is_no_image(tmp_path):
         z.writestr("00000/img00000001.png", b"not a picture" * 10)
     with pytest.raises(DatasetError, match=r"img00000001\.png of .*bad\.zip cannot be read"):
         ImageDataset(tmp_path / "bad.zip")
+
+
+def test_labels_of_a_dataset_folder_zipped_as_a_folder(tmp_path):
+    """curate's folder output zipped by the OS's "Compress" (and again on a Mac) holds ds/dataset.json
+    beside ds/00000/: its labels used to be lost without a word, and a conditional run was refused
+    as having no labels."""
+    imgs = pictures(3)
+    with zipfile.ZipFile(tmp_path / "ds.zip", "w") as z:
+        for i, a in enumerate(imgs):
+            z.writestr(f"ds/00000/img{i:08d}.png", png(a))
+        z.writestr("ds/dataset.json", json.dumps({"labels": [[f"00000/img{i:08d}.png", i % 2] for i in range(3)],
+                                                  "class_names": ["cats", "dogs"]}))
+        z.writestr("__MACOSX/ds/._dataset.json", b"\0\5\26\7" + b"\0" * 60)
+    with pytest.warns(UserWarning, match="macOS metadata"):
+        ds = ImageDataset(tmp_path / "ds.zip", use_labels=True)
+    assert ds.has_labels and ds.class_names == ["cats", "dogs"]
+    assert [ds.get_label(i).tolist() for i in range(3)] == [[1, 0], [0, 1], [1, 0]]
 
 
 def test_rank_refuses_an_existing_dest_unless_overwrite(tmp_path, capsys):

@@ -459,6 +459,16 @@ def test_cond_without_labels_is_a_clear_error(tmp_path):
         train(data, tmp_path / "r", kimg=0.008, cond=True, **TINY)
 
 
+def test_bad_workers_is_refused_before_the_run_folder_is_made(tmp_path):
+    """--workers -1 (or 1.5, True) used to pass the options' checks and reach torch's DataLoader,
+    whose ValueError came after the run folder and the networks were made."""
+    data = make_zip(tmp_path / "d.zip", n=8)
+    for i, bad in enumerate((-1, 1.5, True)):
+        with pytest.raises(TrainError, match=r"--workers .* must be a whole number >= 0"):
+            train(data, tmp_path / f"r{i}", kimg=0.008, **dict(TINY, workers=bad))
+        assert not (tmp_path / f"r{i}").exists()
+
+
 def test_learning_rate_given_on_resume_is_used(tmp_path):
     """Continuing with --glr/--dlr 0: Adam uses the new rates (not the snapshot's), so nothing moves."""
     data = make_zip(tmp_path / "d.zip")

@@ -33,14 +33,19 @@ class DatasetError(ValueError):
 
 
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (3, palette, handled apart)
+# Pillow modes that load_image returns as 8-bit pixels -> channels (palette images as RGB).
+_MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3}
+_MODE_WORDS = {"1": "1-bit black-and-white", "I": "32-bit grey", "F": "floating-point grey", "CMYK": "CMYK",
+               **{m: "16-bit grey" for m in ("I;16", "I;16B", "I;16L", "I;16N")}}
 
 
 def _header_shape(head, fname, open_full):
-    """(channels, height, width) from a file's first bytes; PNG parsed directly (fast),
-    anything else through Pillow's header reader."""
+    """(channels, height, width) from a file's first bytes; 8-bit PNG parsed directly (fast),
+    anything else through Pillow's header reader. Pixels that are not 8-bit grey/RGB(A) (16-bit
+    grey, 1-bit, float, CMYK) are refused here, not when training first draws the image."""
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         w, h, depth, ctype = struct.unpack(">IIBB", head[16:26])
-        if ctype in _PNG_CHANNELS:
+        if depth == 8 and ctype in _PNG_CHANNELS:
             return _PNG_CHANNELS[ctype], h, w
     with open_full() as f:
         try:
@@ -48,18 +53,30 @@ def _header_shape(head, fname, open_full):
         except Exception as e:  # not an image, or a broken header
             raise DatasetError(f"image {fname} cannot be read ({type(e).__name__}: {e}); remove it "
                                "or re-run `sg3 curate` on the source images")
-        c = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3, "1": 1, "I;16": 1, "I": 1}.get(img.mode, len(img.getbands()))
-        return c, img.size[1], img.size[0]
+        if img.mode not in _MODE_CHANNELS:
+            kind = _MODE_WORDS.get(img.mode, img.mode)
+            raise DatasetError(f"image {fname} is a {kind} image (Pillow mode {img.mode}); a dataset holds "
+                               "8-bit grey, RGB or RGBA images: re-run `sg3 curate` on the source images "
+                               "(it converts 16-bit, 1-bit, float and CMYK images)")
+        return _MODE_CHANNELS[img.mode], img.size[1], img.size[0]
 
 
 def _folder_files(root):
     """Relative posix paths of the files under root; an unreadable sub-folder is an error
-    (pathlib's rglob would skip it silently, and its images would be missing from training)."""
+    (pathlib's rglob would skip it silently, and its images would be missing from training).
+    Linked sub-folders are read too, as curate reads them (not a link to a folder above)."""
     def fail(e):
         raise DatasetError(f"cannot read the folder {e.filename} of dataset {root} ({e.strerror}); "
                            "fix its permissions or move it out of the dataset")
-    names = []
-    for d, _, files in os.walk(root, onerror=fail):
+    names, chains = [], {root: frozenset([os.path.realpath(root)])}  # folder -> the real folders above
+    for d, dirs, files in os.walk(root, onerror=fail, followlinks=True):
+        chain, kept = chains.pop(d), []
+        for s in dirs:
+            real = os.path.realpath(os.path.join(d, s))
+            if real not in chain:  # a link to a folder it is in would never end
+                kept.append(s)
+                chains[os.path.join(d, s)] = chain | {real}
+        dirs[:] = kept
         rel = os.path.relpath(d, root)
         for f in files:
             if os.path.isfile(os.path.join(d, f)):
@@ -141,10 +158,21 @@ class ImageDataset(_Base):
             warnings.warn(f"{e}; labels ignored (use_labels=False)", stacklevel=3)
             return None, None
 
+    def _labels_file(self, all_names):
+        """(dataset.json's name, the folder its image names leave out). A dataset folder zipped as
+        a folder (the OS's "Compress"; every name starts with `ds/`) has it in that folder."""
+        if "dataset.json" in all_names:
+            return "dataset.json", ""
+        top = self._names[0].split("/", 1)[0] + "/"
+        if top + "dataset.json" in all_names and all(n.startswith(top) for n in self._names):
+            return top + "dataset.json", top
+        return None, ""
+
     def _load_labels(self, all_names):
-        if "dataset.json" not in all_names:
+        labels_file, folder = self._labels_file(all_names)
+        if labels_file is None:
             return None, None
-        with self._open("dataset.json") as f:
+        with self._open(labels_file) as f:
             try:
                 meta = json.load(f)
             except ValueError as e:
@@ -157,12 +185,13 @@ class ImageDataset(_Base):
         except (TypeError, ValueError):
             raise DatasetError(f"{self.path}: 'labels' in dataset.json must be a list of [image name, label] "
                                "pairs, as the official dataset tool writes it")
-        missing = [n for n in self._names if n not in table]
+        keys = [n[len(folder):] for n in self._names]
+        missing = [n for n, k in zip(self._names, keys) if k not in table]
         if missing:
             raise DatasetError(f"{self.path}: dataset.json has no label for {missing[0]} "
                                f"({len(missing)} images unlabelled)")
         try:
-            raw = np.array([table[n] for n in self._names])
+            raw = np.array([table[k] for k in keys])
         except ValueError:  # ragged vectors
             raise DatasetError(f"{self.path}: labels in dataset.json must all have the same length")
         if raw.ndim == 1:
@@ -217,14 +246,21 @@ class ImageDataset(_Base):
     def load_image(self, raw_idx):
         """uint8 [C,H,W] numpy array of image number raw_idx (no flip)."""
         name = self._names[raw_idx]
-        with self._open(name) as f:
-            img = Image.open(f)
-            if img.mode == "P":
-                img = img.convert("RGB")
-            a = np.asarray(img)
+        try:
+            with self._open(name) as f:
+                img = Image.open(f)
+                if img.mode == "P":
+                    img = img.convert("RGB")
+                a = np.asarray(img)
+        except MemoryError:
+            raise
+        except Exception as e:  # damaged data behind a good header (truncated, bad CRC), a file gone
+            raise DatasetError(f"{self.path}: image {name} cannot be read ({type(e).__name__}: {e}); "
+                               "remove it or re-run `sg3 curate` on the source images") from e
         a = a[:, :, None] if a.ndim == 2 else a
         if a.dtype != np.uint8:
-            raise DatasetError(f"{self.path}: image {name} has {a.dtype} pixels; expected 8-bit")
+            raise DatasetError(f"{self.path}: image {name} has {a.dtype} pixels; expected 8-bit "
+                               "(re-run `sg3 curate` on the source images)")
         a = a.transpose(2, 0, 1)
         if a.shape != self._shape:
             raise DatasetError(f"{self.path}: image {name} has shape {a.shape}, expected {self._shape}")

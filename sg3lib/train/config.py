@@ -76,6 +76,10 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
             raise ValueError(f"--{key.replace('_', '-')} {c[key]!r} must be a whole number >= 1")
     if not 0 < c["ada_kimg"] < float("inf"):  # p's step divides by it (nan fails this too)
         raise ValueError(f"--ada-kimg {c['ada_kimg']!r} must be a number above 0 (kimg for p to go from 0 to 1)")
+    w = c["workers"]  # checked here: torch's DataLoader would refuse it after the run folder is made
+    if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 0:
+        raise ValueError(f"--workers {w!r} must be a whole number >= 0 (data loader processes; 0 loads "
+                         "in the training process)")
     f = c["freezed"]  # a negative count would freeze nothing without a word
     if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 0:
         raise ValueError(f"--freezed {f!r} must be a whole number >= 0 (the number of D's first layers to freeze)")
