@@ -100,6 +100,24 @@ def test_resume_is_exact(tmp_path):
     assert [r["loss_D"] for r in ra] == [r["loss_D"] for r in rb]
 
 
+def test_resume_caps_the_stored_workers_at_this_machines_cpus(tmp_path, monkeypatch):
+    """--workers is the machine's, not the run's: a run made with 12 loader processes on a workstation
+    and resumed on Colab's 2 CPUs started 12 (torch warns, memory runs out). An explicit --workers wins."""
+    from sg3lib.train import loop
+    data, run = make_zip(tmp_path / "d.zip"), tmp_path / "r"
+    train(data, run, kimg=0.008, **dict(TINY, tick=0.008))
+    snap = run / "snapshot-000000008.pt"
+    s = load(snap)
+    s["meta"]["config"]["workers"] = 12  # as a workstation's run stored it
+    torch.save(s, snap)
+    monkeypatch.setattr(loop, "_cpus", lambda: 1)
+    opts = {k: v for k, v in TINY.items() if k != "workers"}
+    train(data, run, resume="latest", kimg=0.016, **dict(opts, tick=0.008))
+    assert load(run / "snapshot-000000016.pt")["meta"]["config"]["workers"] == 1
+    train(data, run, resume="latest", kimg=0.024, workers=0, **dict(opts, tick=0.008))
+    assert load(run / "snapshot-000000024.pt")["meta"]["config"]["workers"] == 0
+
+
 def test_snapshot_loads_weights_only(tmp_path):
     data = make_zip(tmp_path / "d.zip")
     train(data, tmp_path / "r", kimg=0.016, keep_snapshots=1, **TINY)

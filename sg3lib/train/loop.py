@@ -168,6 +168,14 @@ def _make_outdir(outdir):
                          "Choose a folder you can write to (--outdir).") from None
 
 
+def _cpus():
+    """CPUs this process may use (a container's or Colab's limit, not the host's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _open_dataset(data, mirror, cond, need_labels=None):
     """need_labels (default: cond): refuse a dataset without labels here. A transfer from a
     conditional network says what is missing itself (_check_transfer_fits)."""
@@ -592,6 +600,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     ds = _open_dataset(data, mirror, cond, need_labels=cond and not source_cond)
     if user.get("aug") not in (None, base.get("aug")) and user.get("p") is None:
         base.pop("p", None)  # the stored p belongs to the stored --aug mode (e.g. ADA's start)
+    if resume_kind == "snapshot" and base.get("workers"):  # a property of the machine, not of the run:
+        base["workers"] = min(base["workers"], _cpus())  # 12 stored on a workstation, resumed on Colab's 2
     base.update({k: v for k, v in user.items() if v is not None})
     if (resume_kind == "snapshot" and user.get("batch_gpu") is None and base.get("batch_gpu")
             and base["batch"] % (base["batch_gpu"] * world)):
