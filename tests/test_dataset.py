@@ -1,6 +1,7 @@
 """ImageDataset reads the official format (zip or folder) and refuses non-uniform data clearly."""
 import io
 import json
+import os
 import pickle
 import zipfile
 
@@ -369,6 +370,40 @@ def test_labels_of_a_dataset_folder_zipped_as_a_folder(tmp_path):
         ds = ImageDataset(tmp_path / "ds.zip", use_labels=True)
     assert ds.has_labels and ds.class_names == ["cats", "dogs"]
     assert [ds.get_label(i).tolist() for i in range(3)] == [[1, 0], [0, 1], [1, 0]]
+
+
+def windows_replace(monkeypatch):
+    """os.replace as on Windows: a file that this process holds open cannot be replaced."""
+    real = os.replace
+
+    def replace(src, dst):
+        target = os.path.realpath(dst)
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                held = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if held == target:
+                raise PermissionError(13, "The process cannot access the file because it is being used by "
+                                          "another process", str(dst))
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_rank_can_replace_the_dataset_it_ranks_on_windows(tmp_path, monkeypatch):
+    """`sg3 rank --data ds.zip --drop-bottom 25 --dest ds.zip --overwrite` cleans a dataset in place.
+    Its zip was still open for reading when the copy was renamed over it, which Windows refuses
+    (PermissionError, after all the scoring); Linux does not mind."""
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    windows_replace(monkeypatch)
+    for own in (False, True):  # a path, or the caller's own dataset
+        before = len(ImageDataset(ds_path))
+        data = ImageDataset(ds_path) if own else ds_path
+        rank(tiny_d(), data, tmp_path / "r", passes=1, drop_bottom=0.25, dest=ds_path, overwrite=True,
+             progress=False)
+        assert len(ImageDataset(ds_path)) == before - 1
 
 
 def test_rank_refuses_an_existing_dest_unless_overwrite(tmp_path, capsys):

@@ -139,6 +139,30 @@ def test_find_nvcc_takes_condas_cuda_layout(monkeypatch, tmp_path):
     assert str(inc) in _cuda._load_kwargs("x", tmp_path / "build")["extra_include_paths"]
 
 
+def _pretend_windows(monkeypatch):
+    """sys.platform 'win32' for sg3lib's own checks. torch.utils.cpp_extension is imported first: it
+    fixes its platform constants at import (a first import under 'win32' made LIB_EXT '.pyd' for
+    the rest of the process, and later tests could not load a built library)."""
+    import torch.utils.cpp_extension  # noqa: F401
+    monkeypatch.setattr(sys, "platform", "win32")
+
+
+def test_find_nvcc_takes_nvcc_exe_on_windows(monkeypatch, tmp_path):
+    """A Windows toolkit (CUDA_PATH, or conda's Library/) has bin/nvcc.exe and no bin/nvcc: looking
+    for bin/nvcc found no toolkit there, so the kernels were never built on Windows."""
+    home = tmp_path / "Library"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "nvcc.exe").write_bytes(b"MZ")
+    (home / "bin" / "nvcc.exe").chmod(0o755)  # Windows's os.access X_OK: the file exists
+    (home / "include").mkdir()
+    (home / "include" / "cuda_runtime.h").write_text("")
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.setenv("CUDA_PATH", str(home))
+    _pretend_windows(monkeypatch)
+    assert _cuda.find_nvcc() == (str(home / "bin" / "nvcc.exe"), f"nvcc at {home / 'bin' / 'nvcc.exe'}")
+    assert Path(_cuda._load_kwargs("x", tmp_path / "build")["sources"][0]).is_file()
+
+
 def test_first_error_line_picks_the_cause():
     log = ("[1/4] c++ -c sg3_binding.cpp\nFAILED: upfirdn2d.cuda.o\n"
            "kernels/upfirdn2d.cu(12): error: identifier \"foo\" is undefined\n"
@@ -476,6 +500,39 @@ def test_build_timeout_kills_the_whole_build(fresh_loader, monkeypatch, tmp_path
         assert not _cuda.available()[0]
     assert time.monotonic() - start < 10
     assert not list((tmp_path / "cache").rglob("*.lock")), "the build lock must be released"
+    time.sleep(2.5)
+    assert not late.exists(), "the build's child processes outlived its timeout"
+
+
+def test_build_timeout_kills_the_process_tree_on_windows(fresh_loader, monkeypatch, tmp_path):
+    """Windows has no process groups (os.killpg, SIGKILL): killing only the build's Python left its
+    ninja, nvcc and cl compiling into the build folder after the lock was released. There the tree
+    is ended with taskkill /T, before its root (whose death would orphan the rest); a stand-in for
+    taskkill ends the group, as the real one ends the tree."""
+    _pretend_gpu(monkeypatch)
+    from torch.utils import cpp_extension
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
+    monkeypatch.setattr(_cuda, "find_nvcc", lambda: ("/bin/true", "nvcc at /bin/true"))
+    monkeypatch.setenv("SG3LIB_BUILD_TIMEOUT", "0.5")
+    late = tmp_path / "written-after-the-timeout"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/sh\n( sleep 1.5; echo late > {late} ) &\nsleep 30\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    killpg, real_run, taskkills = os.killpg, subprocess.run, []
+
+    def run(cmd, *args, **kwargs):
+        if cmd[0] != "taskkill":
+            return real_run(cmd, *args, **kwargs)
+        taskkills.append(cmd)
+        killpg(int(cmd[-1]), 9)
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.delattr(os, "killpg")
+    monkeypatch.setattr(subprocess, "run", run)
+    _pretend_windows(monkeypatch)
+    with pytest.warns(UserWarning, match="timed out"):
+        assert not _cuda.available()[0]
+    assert len(taskkills) == 1 and taskkills[0][:4] == ["taskkill", "/F", "/T", "/PID"]
     time.sleep(2.5)
     assert not late.exists(), "the build's child processes outlived its timeout"
 

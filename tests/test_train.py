@@ -713,3 +713,30 @@ def test_resumed_tensorboard_purges_from_the_snapshot_on(tmp_path, monkeypatch):
     train(data, run, kimg=0.016, tensorboard=True, **dict(TINY, tick=0.008))
     train(data, run, resume="latest", kimg=0.024, tensorboard=True, **dict(TINY, tick=0.008))
     assert made == [None, 16 + 1]
+
+
+def test_training_where_there_is_no_resource_module(tmp_path, monkeypatch):
+    """Windows has no `resource` module (peak RSS): CPU training there ran to its first tick and
+    died with ModuleNotFoundError. The stats line goes without mem_peak_gb instead."""
+    monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` raises ImportError
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.016, **TINY)
+    import json
+    lines = [json.loads(line) for line in open(tmp_path / "r" / "stats.jsonl")]
+    assert lines and all("mem_peak_gb" not in r and "sec_per_kimg" in r for r in lines)
+
+
+def test_peak_memory_on_the_cpu_is_in_gib_on_macos_too(monkeypatch):
+    """ru_maxrss is in KiB on Linux and in bytes on macOS: a 3 GiB process is 3.0 on both."""
+    import types
+    from sg3lib.train import loop
+    for platform, maxrss in (("linux", 3 * 2 ** 20), ("darwin", 3 * 2 ** 30)):
+        usage = types.SimpleNamespace(ru_maxrss=maxrss)
+        fake = types.SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who, usage=usage: usage)
+        monkeypatch.setitem(sys.modules, "resource", fake)
+        monkeypatch.setattr(sys, "platform", platform)
+        run = object.__new__(loop._Run)
+        run.sums, run.counts, run.world, run.rank, run.device = {}, {}, 1, 0, torch.device("cpu")
+        run.ada = types.SimpleNamespace(p=0.0, rt=None)
+        rec = run.tick_stats({"cur_nimg": 16, "cur_tick": 0, "step": 2}, 1.0, 16)
+        assert rec["mem_peak_gb"] == 3.0, platform

@@ -153,6 +153,7 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
                 if not ds.image_names[i].lower().endswith(".png"):
                     data_bytes = _to_png(data_bytes)
                 wr.add(data_bytes, None if labels is None else labels[i].tolist())
+            ds.close()  # dest may be this very zip, which Windows cannot replace while it is open
             wr.close(class_names=ds.class_names)
         result.update(dest=str(dest), dropped=sorted(ds.image_names[i] for i in drop))
     return result

@@ -15,8 +15,9 @@ Anything that goes wrong (no GPU, CPU build of torch, no nvcc, no ninja, a faile
 build, a held lock) gives one warning naming the cause, and the ops fall back to the reference path.
 `report()` says which path each op takes.
 
-Environment: SG3LIB_CUDA=0 disables the kernels; CUDA_HOME picks the toolkit (its bin/nvcc);
-SG3LIB_CACHE moves the cache; SG3LIB_BUILD_TIMEOUT (seconds, default 900) bounds a build.
+Environment: SG3LIB_CUDA=0 disables the kernels; CUDA_HOME (or CUDA_PATH) picks the toolkit (its
+bin/nvcc, bin/nvcc.exe on Windows); SG3LIB_CACHE moves the cache; SG3LIB_BUILD_TIMEOUT (seconds,
+default 900) bounds a build.
 TORCH_CUDA_ARCH_LIST is not read (see build_archs).
 
 Autograd (Karras et al. 2020/2021 need first derivatives everywhere and second derivatives of
@@ -99,10 +100,15 @@ def cuda_include_dir(home):
     return None
 
 
+def _nvcc_in(home):
+    """Where toolkit root `home` keeps nvcc: bin/nvcc, bin/nvcc.exe on Windows."""
+    return Path(home) / "bin" / ("nvcc.exe" if sys.platform == "win32" else "nvcc")
+
+
 def _toolkit_problem(home):
     """Why `home` is not a usable CUDA toolkit root (nvcc and the runtime headers), or None."""
-    if not os.access(Path(home) / "bin" / "nvcc", os.X_OK):
-        return f"nvcc not found at {Path(home) / 'bin' / 'nvcc'}"
+    if not os.access(_nvcc_in(home), os.X_OK):
+        return f"nvcc not found at {_nvcc_in(home)}"
     if cuda_include_dir(home) is None:
         return f"{home} has nvcc but no include/cuda_runtime.h"
     return None
@@ -119,7 +125,7 @@ def find_nvcc():
     for home in [chosen] if chosen else filter(None, guesses):
         problem = _toolkit_problem(home)
         if problem is None:
-            nvcc = Path(home) / "bin" / "nvcc"
+            nvcc = _nvcc_in(home)
             return str(nvcc), f"nvcc at {nvcc}"
         if chosen:
             return None, f"{problem} (CUDA_HOME={chosen})"
@@ -410,12 +416,25 @@ def _run_build(cmd, env, timeout):
         try:
             out, err = proc.communicate(timeout=timeout)
         except BaseException:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (AttributeError, OSError):  # no process groups here (not POSIX)
-                proc.kill()
+            _kill_build(proc)
             raise
     return proc.returncode, out + err
+
+
+def _kill_build(proc):
+    """End the build and all it started: its process group; on Windows, which has none (and ignores
+    start_new_session), its process tree, taken while the build's Python still links it to ninja, nvcc, cl."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return
+    except (AttributeError, OSError):  # no process groups here (not POSIX)
+        pass
+    if sys.platform == "win32":
+        try:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    proc.kill()
 
 
 def _build_and_load():

@@ -752,6 +752,17 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             "ada_p": ada.p, "G": G, "D": D, "G_ema": G_ema}
 
 
+def peak_rss_gb():
+    """This process's peak resident memory in GiB, or None where the platform does not say (Windows
+    has no `resource` module). ru_maxrss is in KiB on Linux but in bytes on macOS."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 30 if sys.platform == "darwin" else peak / 2 ** 20
+
+
 class _Run:
     """One training step (all phases, all rounds) and the tick's running statistics."""
 
@@ -916,8 +927,9 @@ class _Run:
             rec["mem_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            import resource
-            rec["mem_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+            peak = peak_rss_gb()
+            if peak is not None:  # not on Windows: the stats line goes without it
+                rec["mem_peak_gb"] = peak
         rec["time"] = time.time()
         if tick_done:
             self.sums, self.counts = {}, {}
