@@ -1,13 +1,15 @@
 """sg3lib.networks against the official networks' fixtures: names, shapes, filters, geometry, outputs."""
 import copy
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
+from sg3lib import ops
 from sg3lib.networks import (SUPPORTED_CLASSES, Discriminator, StyleGAN2Generator, StyleGAN3Generator,
-                             build_network)
+                             build_network, stylegan3)
 
 GENERATORS = ["sg3t_64", "sg3r_64", "sg3t_256_cond", "sg2_64"]
 SG3 = ["sg3t_64", "sg3r_64", "sg3t_256_cond"]
@@ -303,20 +305,32 @@ def test_bf16_mode_runs_reduced_layers_in_bfloat16_and_stays_close(fixtures_dir)
     G = build_network(meta["official_class"], meta["init_kwargs"])
     G.load_state_dict(_state(arrays))
     G.eval().requires_grad_(False).set_bf16(True)
-    seen = []
+    seen, filters = [], []
     hooks = [getattr(G.synthesis, n).register_forward_hook(lambda m, i, o: seen.append(o.dtype))
              for n in G.synthesis.layer_names]
-    img = G.synthesis(torch.from_numpy(arrays["out_ws"][:1]), noise_mode="const")
+
+    real_op = ops.filtered_lrelu
+
+    def record(x, fu=None, fd=None, **kw):
+        filters.extend(f.dtype for f in (fu, fd) if f is not None)
+        return real_op(x, fu, fd, **kw)
+
+    with mock.patch.object(stylegan3.ops, "filtered_lrelu", record):  # the module the layers call
+        img = G.synthesis(torch.from_numpy(arrays["out_ws"][1:]), noise_mode="const")
     for h in hooks:
         h.remove()
     fp16_layers = [getattr(G.synthesis, n).use_fp16 for n in G.synthesis.layer_names]
     assert seen == [torch.bfloat16 if f else torch.float32 for f in fp16_layers] and any(fp16_layers)
+    assert filters and set(filters) == {torch.float32}  # as the official network: the kernel's taps are float32
     assert img.dtype == torch.float32
-    ref = torch.from_numpy(arrays["out_img_const"][:1])
-    rel = ((img - ref).norm() / ref.norm()).item()
-    assert 0 < rel < 0.1, rel  # bfloat16 has 8 mantissa bits: close, but not equal
+    ref = torch.from_numpy(arrays["out_img_const"])
+    rel = ((img - ref[1:]).norm() / ref[1:].norm()).item()
+    # bfloat16 has 8 mantissa bits: close, but not equal. Measured 0.9%; with the filter taps rounded
+    # to bfloat16 it was 5.6% (3.9% where only the op kept float32 arithmetic). Sample 0 is left out:
+    # its image is a small residue of large activations (norm 0.5), relative errors 7% either way.
+    assert 0 < rel < 0.02, rel
     G.set_bf16(False)
-    _close(G.synthesis(torch.from_numpy(arrays["out_ws"][:1]), noise_mode="const"), ref, "after bf16 off")
+    _close(G.synthesis(torch.from_numpy(arrays["out_ws"][:1]), noise_mode="const"), ref[:1], "after bf16 off")
 
 
 def _tiny(arch):
