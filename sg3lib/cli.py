@@ -79,7 +79,11 @@ def main(argv=None):
     cmd_parser = argparse.ArgumentParser(prog=f"sg3 {name}", description=COMMANDS[name][1])
     getattr(module, f"add_{name}_arguments")(cmd_parser)
     args = cmd_parser.parse_args(join_negative_values(cmd_parser, argv[1:]))
-    return int(getattr(module, f"run_{name}")(args) or 0)
+    try:
+        return int(getattr(module, f"run_{name}")(args) or 0)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (train's says how to continue), not a traceback
+        print(f"sg3 {name}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 130  # as a shell reports a command ended by SIGINT
 
 
 if __name__ == "__main__":

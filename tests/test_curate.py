@@ -986,3 +986,53 @@ def test_jpeg_aliases_are_read_and_other_image_types_named(tmp_path):
     details = {e["path"]: e["detail"] for e in full["files"]["unsupported_format"]}
     assert details["d.heic"].startswith("HEIC (.heic) is not read") and "convert" in details["d.heic"]
     assert details["e.jxl"].startswith("JPEG XL (.jxl)")
+
+
+INTERRUPT_SCRIPT = r"""
+import sys, time
+from sg3lib.cli import main
+from sg3lib.data.writer import DatasetWriter
+real = DatasetWriter.add
+def slow_add(self, png, label=None):
+    name = real(self, png, label)
+    if self.count == 3:
+        open(sys.argv[3], "w").close()  # the parent interrupts from here on
+    time.sleep(0.2)
+    return name
+DatasetWriter.add = slow_add
+sys.exit(main(["curate", sys.argv[1], sys.argv[2], "--resolution", "32", "--workers", "2"]))
+"""
+
+
+def test_ctrl_c_stops_the_worker_pool_with_one_line(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C and Jupyter's interrupt send it, reaches
+    the pool's workers too: the main process stops them, and the user sees one line, not one
+    traceback per worker; no dataset, partial file or process is left."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s in range(40):
+        (raw / f"{s:02d}.png").write_bytes(enc(picture(s, 64, 64), "PNG"))
+    out, marker = tmp_path / "out", tmp_path / "writing"
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT, str(raw), str(out / "d.zip"), str(marker)],
+                            cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120  # a hang guard, not a speed check
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("curation never wrote its third image:\n" + proc.communicate()[1].decode())
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("curation did not end on SIGINT")
+    err = err.decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "sg3 curate: interrupted", err
+    assert not (out / "d.zip").exists() and not list(out.glob(".d.zip.*")), sorted(out.iterdir())
+    assert not list((out / "d_report").glob(".report-*")), "the report's temporary folder is left"
+    time.sleep(0.5)  # (a worker that outlived its parent would be reparented, still in the group)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)

@@ -261,6 +261,55 @@ def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
         rank(str(snap), ImageDataset(ds_path), tmp_path / "r4", progress=False)
 
 
+def _open_in_this_process(path):
+    """Is `path` open in this process? (Linux /proc; elsewhere nothing is known, so False.)"""
+    import os
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        return False
+    targets = []
+    for fd in os.listdir(fds):
+        try:
+            targets.append(os.readlink(os.path.join(fds, fd)))
+        except OSError:
+            continue
+    return os.path.realpath(path) in targets
+
+
+def test_an_interrupted_rank_keeps_neither_the_dataset_open_nor_its_discriminator(tmp_path, monkeypatch):
+    """An interrupt while scoring, the traceback kept as a notebook keeps it: the dataset zip rank
+    opened is closed (Windows could not delete or replace it) and the D it loaded is freed."""
+    import gc
+    import weakref
+    import sg3lib.data.rank as rank_mod
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(8), None)
+    snap = save_snapshot(tmp_path / "snapshot-000001000.pt", snapshot_from_networks({"D": tiny_d()}))
+    loaded, reads = [], []
+    real_discriminator, real_load = rank_mod._discriminator, ImageDataset.load_image
+
+    def discriminator(*a, **k):
+        D, device = real_discriminator(*a, **k)
+        loaded.append(weakref.ref(D))
+        return D, device
+
+    def load_image(self, i):
+        reads.append(i)
+        if len(reads) == 5:  # in the second batch
+            raise KeyboardInterrupt
+        return real_load(self, i)
+
+    monkeypatch.setattr(rank_mod, "_discriminator", discriminator)
+    monkeypatch.setattr(ImageDataset, "load_image", load_image)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        rank_mod.rank(str(snap), ds_path, tmp_path / "r", passes=1, batch_size=4, progress=False)
+    kept = caught.value  # held, with its traceback, as a notebook holds the last error
+    assert not _open_in_this_process(ds_path)
+    gc.collect()
+    assert len(loaded) == 1 and loaded[0]() is None, "the traceback keeps the discriminator alive"
+    del kept
+
+
 def test_rank_refuses_an_empty_copy_and_zero_passes(tmp_path):
     from sg3lib.data.rank import rank
     torch.set_num_threads(1)

@@ -108,6 +108,20 @@ def test_cli_generate(network_file, tmp_path, G):
     assert w > 4 * 16 and h > 3 * 16
 
 
+def test_ctrl_c_while_sg3_generate_saves_leaves_no_temporary(network_file, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a (big, slow to encode) grid is being written: one line, exit status 130, and
+    neither the grid nor its half-written temporary in the output folder."""
+    def interrupted_save(self, fp, *a, **k):
+        open(fp, "wb").write(b"\x89PNG half a grid")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    assert sg3(["generate", "--network", str(network_file), "--kind", "psi-grid", "--seeds", "0,1",
+                "--psis", "1,0", "--outdir", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "sg3 generate: interrupted"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_cli_video(network_file, tmp_path):
     out = tmp_path / "walk.mp4"
     assert sg3(["video", "--network", str(network_file), "--kind", "walk", "--grid", "2", "--frames", "7",

@@ -3,6 +3,7 @@
 Tiny networks on 16 px images, deterministic mode, a few steps each (seconds on a CPU)."""
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -740,3 +741,111 @@ def test_peak_memory_on_the_cpu_is_in_gib_on_macos_too(monkeypatch):
         run.ada = types.SimpleNamespace(p=0.0, rt=None)
         rec = run.tick_stats({"cur_nimg": 16, "cur_tick": 0, "step": 2}, 1.0, 16)
         assert rec["mem_peak_gb"] == 3.0, platform
+
+
+def _open_in_this_process(path):
+    """Is `path` open in this process? (Linux /proc; elsewhere nothing is known, so False.)"""
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        return False
+    targets = []
+    for fd in os.listdir(fds):
+        try:
+            targets.append(os.readlink(os.path.join(fds, fd)))
+        except OSError:
+            continue
+    return os.path.realpath(path) in targets
+
+
+def test_interrupt_frees_the_run_and_a_rerun_continues(tmp_path, monkeypatch):
+    """A notebook's "Interrupt kernel" during a snapshot write, the traceback kept as IPython keeps
+    it: the loader's processes are gone, the dataset zip is closed, the networks are freed (a rerun
+    in the kernel needs no second copy on the GPU), the message names the snapshot to continue
+    from, and the rerun continues from it."""
+    import gc
+    import multiprocessing
+    import weakref
+    import sg3lib.train.loop as loop
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "run"
+    nets, saves = [], []
+    real_build, real_save = loop._build, torch.save
+
+    def build(*a, **k):
+        out = real_build(*a, **k)
+        nets.extend(weakref.ref(n) for n in out)
+        return out
+
+    def save(obj, f, *a, **k):
+        saves.append(1)
+        if len(saves) == 2:  # the second snapshot, half written
+            f.write(b"PK\x03\x04 half a snapshot")
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(loop, "_build", build)
+    monkeypatch.setattr(torch, "save", save)
+    opts = dict(TINY, tick=0.008, workers=2)  # a snapshot after every step
+    with pytest.raises(KeyboardInterrupt) as caught:
+        train(data, run, kimg=0.032, **opts)
+    monkeypatch.setattr(torch, "save", real_save)
+    kept = caught.value  # held, with its traceback, as a notebook holds the last error
+    assert multiprocessing.active_children() == []  # the loader's workers
+    assert not _open_in_this_process(data)
+    gc.collect()
+    assert len(nets) == 3 and all(r() is None for r in nets), "the traceback keeps the networks alive"
+    assert isinstance(kept, loop.TrainingInterrupted)
+    assert str(kept) == ("training interrupted at 0.016 kimg; the newest snapshot is snapshot-000000008.pt "
+                         "(0.008 kimg): continue from it with train(..., resume='latest') "
+                         "(sg3 train --resume latest)")
+    assert sorted(p.name for p in run.iterdir()) == ["fakes-000000008.png", "fakes-init.png",
+                                                     "snapshot-000000008.pt", "stats.jsonl"]
+    out = train(data, run, resume="latest", kimg=0.016, **opts)
+    assert out["cur_nimg"] == 16 and snaps(run) == ["snapshot-000000008.pt", "snapshot-000000016.pt"]
+    del kept
+
+
+def test_interrupt_while_setting_up_says_no_snapshot_was_written(tmp_path, monkeypatch):
+    import sg3lib.train.loop as loop
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_grid", interrupted)  # the initial grid, before the first step
+    with pytest.raises(loop.TrainingInterrupted, match=r"^training interrupted at 0 kimg; no snapshot was "
+                                                       r"written yet: run it again to start over$"):
+        train(make_zip(tmp_path / "d.zip", n=8), tmp_path / "run", kimg=0.008, **TINY)
+
+
+def test_ctrl_c_in_sg3_train_ends_it_with_one_line(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C and Jupyter's interrupt send it (to the
+    loader's workers too): exit status 130 and a line saying how to continue, no traceback, no
+    process left over."""
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "run"
+    args = ["train", "--data", data, "--outdir", str(run), "--cfg", "stylegan2", "--batch", "8",
+            "--batch-gpu", "4", "--kimg", "10", "--tick", "0.008", "--snap", "1", "--cbase", "256", "--cmax", "16",
+            "--map", "2", "--z-dim", "16", "--w-dim", "16", "--workers", "2", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "sg3lib.cli"] + args, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300  # a hang guard, not a speed check
+    while not snaps(run) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    if proc.poll() is not None or not snaps(run):
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("sg3 train never wrote its first snapshot:\n" + proc.communicate()[1].decode())
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("sg3 train did not end on SIGINT")
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert re.search(r"sg3 train: training interrupted at [\d.]+ kimg; the newest snapshot is "
+                     r"snapshot-\d{9}\.pt .*--resume latest", err), err
+    time.sleep(0.5)  # (a worker that outlived its parent would be reparented, still in the group)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)

@@ -16,6 +16,7 @@ import io
 import itertools
 import numbers
 import os
+import signal
 import sys
 import time
 import zipfile
@@ -152,6 +153,15 @@ def _init_worker(src, settings):
     _W.update(src=src, s=settings, zip=None)
 
 
+def _init_pool_worker(init, src, settings):
+    """A pool process ignores SIGINT: a terminal's Ctrl-C and a notebook's interrupt reach every
+    process of the group, and each worker would end with a traceback of its own; the main process
+    takes the interrupt and stops the pool. (`init` is passed in, so that it is the one named at
+    the pool's start in spawned workers too.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init(src, settings)
+
+
 def _read(rel):
     src = _W["src"]
     if src.is_dir():
@@ -274,7 +284,7 @@ def _run_pool(src, settings, todo, workers):
     When a worker dies (killed for lack of memory, a crash in a decoder) the pool is lost: the
     first unfinished chunk is redone one file at a time, which finds the file that kills, and
     the unfinished rest is returned, to be run in a new pool."""
-    ex = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(src, settings))
+    ex = ProcessPoolExecutor(workers, initializer=_init_pool_worker, initargs=(_init_worker, src, settings))
     pending = collections.deque()  # (chunk, future; None when the pool refused it)
     try:
         while True:
@@ -330,7 +340,7 @@ def _one_by_one(src, settings, chunk):
 
 def _single_worker(src, settings):
     """A one-process pool that has shown it can start (else every file would be blamed)."""
-    ex = ProcessPoolExecutor(1, initializer=_init_worker, initargs=(src, settings))
+    ex = ProcessPoolExecutor(1, initializer=_init_pool_worker, initargs=(_init_worker, src, settings))
     if _result_unless_crashed(ex.submit(_process_chunk, [])) is None:
         ex.shutdown()
         raise CurateError("curation worker processes die before they process any file; run with workers=0 "

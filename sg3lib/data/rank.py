@@ -17,6 +17,7 @@ import csv
 import io
 import math
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,20 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
         raise ValueError(f"batch_size must be >= 1 (sg3 rank --batch), got {batch_size}")
     D, device = _discriminator(network, device)
     ds = data if isinstance(data, ImageDataset) else ImageDataset(data, use_labels=D.c_dim > 0)
+    try:
+        return _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, progress, overwrite)
+    except KeyboardInterrupt as e:
+        # A notebook keeps the last traceback: without its frames' locals, it keeps neither the batch's
+        # activations nor a D loaded here (on the GPU) alive, so running the cell again fits.
+        traceback.clear_frames(e.__traceback__)
+        del D
+        raise
+    finally:
+        if ds is not data:  # opened here: closed here, also on an error or an interrupt
+            ds.close()
+
+
+def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, progress, overwrite):
     if (ds.num_channels, ds.resolution) != (D.img_channels, D.img_resolution):
         raise ValueError(f"{ds.path}: images are {ds.resolution}px with {ds.num_channels} channel(s), but the "
                          f"discriminator expects {D.img_resolution}px with {D.img_channels}; rank with a network "

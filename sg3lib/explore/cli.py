@@ -105,8 +105,11 @@ def add_generate_arguments(p):
 
 def _save(img, path):
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    img.save(tmp)
-    os.replace(tmp, path)
+    try:
+        img.save(tmp)
+        os.replace(tmp, path)
+    finally:  # an interrupt (Ctrl-C) or full disk mid-save leaves no half-written temporary
+        tmp.unlink(missing_ok=True)
     return path
 
 

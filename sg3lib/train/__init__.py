@@ -7,6 +7,6 @@ Files: config (presets), loss (losses per phase), augment (ADA), ema, loop (trai
 distributed (torchrun), stats (stats.jsonl), cli (`sg3 train`).
 """
 from .config import PRESETS, make_config
-from .loop import TrainError, train
+from .loop import TrainError, TrainingInterrupted, train
 
-__all__ = ["train", "TrainError", "make_config", "PRESETS"]
+__all__ = ["train", "TrainError", "TrainingInterrupted", "make_config", "PRESETS"]

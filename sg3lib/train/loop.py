@@ -13,6 +13,7 @@ The global RNG states (torch, cuda, numpy, python) are saved and restored as wel
 that uses them (e.g. StyleGAN2's noise inputs draw from torch's global generator, which is
 re-seeded from (seed, step, phase, round) before each round).
 """
+import contextlib
 import copy
 import functools
 import math
@@ -45,6 +46,11 @@ class TrainError(RuntimeError):
     """A problem the user can fix (bad dataset, outdir, resume config); the message says how.
     `quiet`: another process of the run shows the message (sg3 train prints it once)."""
     quiet = False
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """train() stopped by an interrupt (Ctrl-C, a notebook's "Interrupt kernel"); the message says
+    where it stopped and how to continue. A KeyboardInterrupt, so code that catches those still does."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -509,15 +515,48 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     callback(event, info): called with ('tick', stats record) and ('snapshot', {'path', 'grid'}).
     Returns {'run_dir', 'snapshot' (last written, or None), 'cur_nimg', 'step', 'ada_p',
     'G', 'D', 'G_ema' (the trained modules)}.
+    An interrupt (KeyboardInterrupt) raises TrainingInterrupted, saying where training stopped and
+    which snapshot resume='latest' continues from; the interrupted frames' variables are cleared,
+    so the traceback a notebook keeps does not keep the networks in memory.
     Multi-process: launched with torchrun, each process calls train(); only rank 0 writes.
     """
     rank, world, device = dist_mod.init(device)
     gate = _SetupGate(rank)
+    progress_of = {}  # the run's counters, for the message of an interrupt
     try:
-        return _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, world, gate)
+        # Closed on every way out: the loader's worker processes, the dataset's zip, the bar.
+        with contextlib.ExitStack() as closing:
+            return _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, world, gate,
+                          closing, progress_of)
+    except KeyboardInterrupt as e:
+        stopped = _interruption(e, outdir, progress_of)
     except Exception as e:
         gate.fail(e)
         raise
+    raise stopped  # (outside the except: it holds no reference to the interrupt's frames)
+
+
+def _interruption(error, outdir, progress_of):
+    """The TrainingInterrupted to raise for a KeyboardInterrupt. The interrupt's frames are
+    cleared: a notebook keeps the last traceback, and its frames would keep the networks, Adam's
+    moments and the activations of the step alive (on the GPU), so a rerun would need twice the
+    memory. The new exception's short traceback says where training stopped, not where torch was."""
+    from .. import checkpoint as ck
+    e = error
+    while e is not None:
+        traceback.clear_frames(e.__traceback__)
+        e = e.__context__
+    state = progress_of.get("state")
+    where = "while setting up" if state is None else f"at {state['cur_nimg'] / 1000:g} kimg"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the resumed run warns about what it finds)
+        latest = ck.find_latest(os.path.abspath(str(outdir)), clean=False)
+    if latest:
+        how = (f"the newest snapshot is {os.path.basename(latest)} ({ck.snapshot_counter(latest) / 1000:g} kimg): "
+               "continue from it with train(..., resume='latest') (sg3 train --resume latest)")
+    else:
+        how = "no snapshot was written yet: run it again to start over"
+    return TrainingInterrupted(f"training interrupted {where}; {how}")
 
 
 class _SetupGate:
@@ -548,7 +587,8 @@ class _SetupGate:
             self.check(error)
 
 
-def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, world, gate):
+def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, world, gate, closing,
+           progress_of):
     from tqdm.auto import tqdm
     outdir = os.path.abspath(str(outdir))
     data = os.path.abspath(str(data))
@@ -598,6 +638,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     mirror = user.get("mirror") if user.get("mirror") is not None else base.get("mirror", False)
     cond = user.get("cond") if user.get("cond") is not None else base.get("cond", False)
     ds = _open_dataset(data, mirror, cond, need_labels=cond and not source_cond)
+    closing.callback(ds.close)
     if user.get("aug") not in (None, base.get("aug")) and user.get("p") is None:
         base.pop("p", None)  # the stored p belongs to the stored --aug mode (e.g. ADA's start)
     if resume_kind == "snapshot" and base.get("workers"):  # a property of the machine, not of the run:
@@ -639,6 +680,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     G, D, G_ema = _build(c, device)
     labels = _labels(ds)
     state = {"cur_nimg": 0, "cur_tick": 0, "step": 0, "tick_start_nimg": 0}
+    progress_of["state"] = state
     tick_sums = {}
     ada = aug.AdaController(c["p"], c["target"], c["ada_interval"], c["ada_kimg"], c["aug"] == "ada")
     if resume_kind in ("snapshot", "transfer"):
@@ -682,6 +724,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     loader = iter(torch.utils.data.DataLoader(ds, batch_size=c["batch_gpu"], sampler=sampler,
                                               num_workers=c["workers"], pin_memory=device.type == "cuda",
                                               persistent_workers=c["workers"] > 0))
+    closing.callback(_stop_workers, loader)
 
     run = _Run(c, rank, world, rounds, device, G, D, G_ema, opt_G, opt_D, phases, ada, labels, frozen,
                G_interval, D_interval)
@@ -693,6 +736,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     kept = open_tick if open_tick is not None else state["cur_nimg"]  # the stats before this resume's
     writer = StatsWriter(outdir, c["tensorboard"], purge_step=kept + 1 if state["cur_nimg"] else None) \
         if rank == 0 else None
+    if writer:
+        closing.callback(writer.close)
     if rank == 0:
         truncate_after(outdir, state["cur_nimg"] / 1000)
         if state["cur_nimg"] == 0:
@@ -705,6 +750,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
               "pass a larger --kimg to continue it")
     bar = tqdm(total=total, initial=min(state["cur_nimg"], total), unit="img", desc="training",
                disable=not progress or rank != 0)
+    closing.callback(bar.close)
     t_tick = time.time()
     tick_imgs = 0
     while state["cur_nimg"] < total:
@@ -745,9 +791,6 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             if callback:
                 callback("snapshot", {"path": last_snap, "grid": grid})
         dist_mod.barrier()
-    bar.close()
-    if writer:
-        writer.close()
     return {"run_dir": outdir, "snapshot": last_snap, "cur_nimg": state["cur_nimg"], "step": state["step"],
             "ada_p": ada.p, "G": G, "D": D, "G_ema": G_ema}
 
@@ -761,6 +804,14 @@ def peak_rss_gb():
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2 ** 30 if sys.platform == "darwin" else peak / 2 ** 20
+
+
+def _stop_workers(loader):
+    """End the data loader's worker processes now, also after an error or interrupt (the traceback a
+    notebook keeps would otherwise keep them running until the next error)."""
+    stop = getattr(loader, "_shutdown_workers", None)  # torch's own, run when the iterator is collected
+    if stop is not None:  # (none without workers)
+        stop()
 
 
 class _Run:
