@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import open_in_this_process
 from sg3lib.data import DatasetError, ImageDataset
 
 
@@ -261,19 +262,6 @@ def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
         rank(str(snap), ImageDataset(ds_path), tmp_path / "r4", progress=False)
 
 
-def _open_in_this_process(path):
-    """Is `path` open in this process? (Linux /proc; elsewhere nothing is known, so False.)"""
-    import os
-    fds = "/proc/self/fd"
-    if not os.path.isdir(fds):
-        return False
-    targets = []
-    for fd in os.listdir(fds):
-        try:
-            targets.append(os.readlink(os.path.join(fds, fd)))
-        except OSError:
-            continue
-    return os.path.realpath(path) in targets
 
 
 def test_an_interrupted_rank_keeps_neither_the_dataset_open_nor_its_discriminator(tmp_path, monkeypatch):
@@ -304,7 +292,7 @@ def test_an_interrupted_rank_keeps_neither_the_dataset_open_nor_its_discriminato
     with pytest.raises(KeyboardInterrupt) as caught:
         rank_mod.rank(str(snap), ds_path, tmp_path / "r", passes=1, batch_size=4, progress=False)
     kept = caught.value  # held, with its traceback, as a notebook holds the last error
-    assert not _open_in_this_process(ds_path)
+    assert not open_in_this_process(ds_path)
     gc.collect()
     assert len(loaded) == 1 and loaded[0]() is None, "the traceback keeps the discriminator alive"
     del kept
@@ -426,15 +414,9 @@ def windows_replace(monkeypatch):
     real = os.replace
 
     def replace(src, dst):
-        target = os.path.realpath(dst)
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                held = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if held == target:
-                raise PermissionError(13, "The process cannot access the file because it is being used by "
-                                          "another process", str(dst))
+        if open_in_this_process(dst):
+            raise PermissionError(13, "The process cannot access the file because it is being used by "
+                                      "another process", str(dst))
         real(src, dst)
     monkeypatch.setattr(os, "replace", replace)
 

@@ -481,10 +481,9 @@ def test_lock_is_exclusive_among_processes_breaking_stale_locks(tmp_path):
     assert [int(o.split()[-1]) for o in outs] == [0, 0, 0, 0], "two processes held the lock at once"
 
 
-def test_build_timeout_kills_the_whole_build(fresh_loader, monkeypatch, tmp_path):
-    """A build past SG3LIB_BUILD_TIMEOUT: the ninja and nvcc that the build's Python started must die
-    with it, not go on writing into the build folder once the lock is released (while the next
-    process builds there). Stand-in: a 'python' whose background child writes a file later."""
+def _build_that_outlives_its_timeout(monkeypatch, tmp_path):
+    """A build past SG3LIB_BUILD_TIMEOUT (0.5 s) whose stand-in 'python' starts a background child
+    that writes the returned file 1.5 s later, unless it is killed with the build."""
     _pretend_gpu(monkeypatch)
     from torch.utils import cpp_extension
     monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
@@ -495,6 +494,14 @@ def test_build_timeout_kills_the_whole_build(fresh_loader, monkeypatch, tmp_path
     fake_python.write_text(f"#!/bin/sh\n( sleep 1.5; echo late > {late} ) &\nsleep 30\n")
     fake_python.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake_python))
+    return late
+
+
+def test_build_timeout_kills_the_whole_build(fresh_loader, monkeypatch, tmp_path):
+    """A build past SG3LIB_BUILD_TIMEOUT: the ninja and nvcc that the build's Python started must die
+    with it, not go on writing into the build folder once the lock is released (while the next
+    process builds there). Stand-in: a 'python' whose background child writes a file later."""
+    late = _build_that_outlives_its_timeout(monkeypatch, tmp_path)
     start = time.monotonic()
     with pytest.warns(UserWarning, match="timed out"):
         assert not _cuda.available()[0]
@@ -509,16 +516,7 @@ def test_build_timeout_kills_the_process_tree_on_windows(fresh_loader, monkeypat
     ninja, nvcc and cl compiling into the build folder after the lock was released. There the tree
     is ended with taskkill /T, before its root (whose death would orphan the rest); a stand-in for
     taskkill ends the group, as the real one ends the tree."""
-    _pretend_gpu(monkeypatch)
-    from torch.utils import cpp_extension
-    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
-    monkeypatch.setattr(_cuda, "find_nvcc", lambda: ("/bin/true", "nvcc at /bin/true"))
-    monkeypatch.setenv("SG3LIB_BUILD_TIMEOUT", "0.5")
-    late = tmp_path / "written-after-the-timeout"
-    fake_python = tmp_path / "python"
-    fake_python.write_text(f"#!/bin/sh\n( sleep 1.5; echo late > {late} ) &\nsleep 30\n")
-    fake_python.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake_python))
+    late = _build_that_outlives_its_timeout(monkeypatch, tmp_path)
     killpg, real_run, taskkills = os.killpg, subprocess.run, []
 
     def run(cmd, *args, **kwargs):

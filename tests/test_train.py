@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import open_in_this_process
 from sg3lib.train import TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -743,18 +744,6 @@ def test_peak_memory_on_the_cpu_is_in_gib_on_macos_too(monkeypatch):
         assert rec["mem_peak_gb"] == 3.0, platform
 
 
-def _open_in_this_process(path):
-    """Is `path` open in this process? (Linux /proc; elsewhere nothing is known, so False.)"""
-    fds = "/proc/self/fd"
-    if not os.path.isdir(fds):
-        return False
-    targets = []
-    for fd in os.listdir(fds):
-        try:
-            targets.append(os.readlink(os.path.join(fds, fd)))
-        except OSError:
-            continue
-    return os.path.realpath(path) in targets
 
 
 def test_interrupt_frees_the_run_and_a_rerun_continues(tmp_path, monkeypatch):
@@ -791,7 +780,7 @@ def test_interrupt_frees_the_run_and_a_rerun_continues(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", real_save)
     kept = caught.value  # held, with its traceback, as a notebook holds the last error
     assert multiprocessing.active_children() == []  # the loader's workers
-    assert not _open_in_this_process(data)
+    assert not open_in_this_process(data)
     gc.collect()
     assert len(nets) == 3 and all(r() is None for r in nets), "the traceback keeps the networks alive"
     assert isinstance(kept, loop.TrainingInterrupted)
