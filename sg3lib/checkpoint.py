@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .files import atomic_write, remove_stale
-from .loader import LoadError
+from .loader import LoadError, read_head
 
 FORMAT = "sg3lib-snapshot"
 VERSION = 1
@@ -149,8 +149,7 @@ def load_snapshot(path, map_location="cpu"):
 
 
 def _looks_zip(path):
-    with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"
+    return read_head(path, 4) == b"PK\x03\x04"
 
 
 def snapshot_counter(path):

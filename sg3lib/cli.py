@@ -36,6 +36,31 @@ def finite_number(text):
     return v
 
 
+def torch_device(device):
+    """The torch.device that `device` (a --device value) names, if torch can use it here; else a
+    ValueError saying why ('mps' or 'cuda:5' parse as devices, then fail on first use deep inside)."""
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N (--device)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}, but torch sees no CUDA GPU here; use cpu (--device cpu)")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}, but torch sees {torch.cuda.device_count()} GPU(s) here: "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1} (--device)")
+    if dev.type in ("cpu", "cuda"):  # (a probe on CUDA would start a context on GPU 0 in every process)
+        return dev
+    if dev.type == "meta":
+        raise ValueError(f"device {device!r} holds no data (shapes only); use cpu or cuda (--device)")
+    try:
+        torch.zeros(1).to(dev)
+    except (RuntimeError, AssertionError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
+        raise ValueError(f"device {device!r}: torch cannot use it here ({why}); use cpu or cuda (--device)") from None
+    return dev
+
+
 def join_negative_values(parser, args):
     """argparse takes a token that starts with '-' for an option unless it is a plain negative number,
     so `--translate -0.1,0` fails ('expected one argument') where `--translate=-0.1,0` works.

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from sg3lib.cli import finite_number
+from sg3lib.files import check_folder_writable
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUILDER = ROOT / "data" / "build_demo.py"  # the repository's script that renders the demo dataset
@@ -51,6 +52,8 @@ def _build_dataset(out, resolution):
 
 def _kimg(text):
     value = finite_number(text)
+    if not value * 1000 < float("inf"):  # training counts images: kimg * 1000
+        raise argparse.ArgumentTypeError(f"too large to count images by (kimg x 1000 overflows), got {text}")
     if value < MIN_KIMG:  # below it, training stops before the resume trains a single step
         raise argparse.ArgumentTypeError(f"must be at least {MIN_KIMG:g} (two minibatches of {BATCH} images: "
                                          f"one before the stop, one after the resume), got {text}")
@@ -59,6 +62,8 @@ def _kimg(text):
 
 def _seconds(text):
     value = finite_number(text)
+    if not value * FPS < float("inf"):  # round() of an infinite frame count raises OverflowError
+        raise argparse.ArgumentTypeError(f"too long to count its frames at {FPS} fps, got {text}")
     if round(value * FPS) < 1:
         raise argparse.ArgumentTypeError(f"must give at least one frame at {FPS} fps ({1 / FPS:.3g} s or more), "
                                          f"got {text}")
@@ -81,6 +86,10 @@ def _check_out(out):
     """Refuse an --out that the demo cannot use, before it renders or trains anything."""
     if out.exists() and not out.is_dir():
         raise SystemExit(f"sg3lib.demo: --out {out} is a file; give a folder (default: out/demo)")
+    try:  # a file on the way (--out file.png/demo) or no permission: before the dataset is rendered
+        check_folder_writable(out, "--out")
+    except ValueError as e:
+        raise SystemExit(f"sg3lib.demo: {e}") from None
     run = out / "run"
     if run.is_dir() and any(run.iterdir()) and not _made_by_demo(out):
         raise SystemExit(

@@ -1,6 +1,7 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
 the folder fsync that makes such a rename survive a crash, `atomic_write`, which does both, and
-`remove_stale` for what killed writes left behind, and `cache_home`, sg3lib's cache folder.
+`remove_stale` for what killed writes left behind, `check_folder_writable` for output folders, and
+`cache_home`, sg3lib's cache folder.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared
@@ -101,3 +102,19 @@ def cache_home():
     if base:
         return Path(base)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sg3lib"
+
+
+def check_folder_writable(folder, what):
+    """ValueError naming `what` (the argument or flag) unless files can be written in `folder`, or
+    it can be created: a file where a folder on the way should be, or no write permission, found
+    before long work rather than as an OSError at its end. Creates nothing."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what}: cannot create the folder {folder} ({existing} is a file); choose another")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: cannot write to {existing} (permission denied); choose a folder you can "
+                         "write to")
+    return folder

@@ -121,6 +121,15 @@ def download(url, progress=True):
 # ---------------------------------------------------------------------------------------------
 # Files
 
+def read_head(path, n):
+    """The first n bytes of a file; a LoadError naming it where it cannot be read (no permission)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise LoadError(f"{path}: cannot read the file ({e.strerror or e}); check its permissions") from None
+
+
 def sniff(path):
     """'pickle', 'torch-zip' or 'torch-legacy' from the first bytes; LoadError for anything else."""
     path = Path(path)
@@ -129,8 +138,7 @@ def sniff(path):
     if path.is_dir():
         raise LoadError(f"{path}: is a folder; pass a .pkl or .pt file (sg3lib.checkpoint.find_latest "
                         "finds the newest snapshot in a folder)")
-    with open(path, "rb") as f:
-        head = f.read(512)
+    head = read_head(path, 512)
     if not head:
         raise LoadError(f"{path}: the file is empty (0 bytes): a failed download or copy? Get it again.")
     if _looks_html(head):

@@ -98,11 +98,12 @@ def _stop_at_the_first_step(monkeypatch):
     ("--kimg", "0.008", "one before the stop, one after the resume"),
     ("--resolution", "33", "power of two from 8 to 256"), ("--resolution", "512", "power of two from 8 to 256"),
     ("--resolution", "4", "power of two from 8 to 256"),
+    ("--video-seconds", "1e308", "too long to count its frames"), ("--kimg", "1e308", "too large to count images"),
 ])
 def test_demo_refuses_bad_numbers_before_it_starts(tmp_path, monkeypatch, capsys, option, value, message):
     """Each was accepted and failed later: after training (inf seconds), in it (inf/nan kimg: a
-    traceback; 0.008: no snapshot after the resume), in curation (512: every emoji rejected) or in
-    building D (4 px)."""
+    traceback; 0.008: no snapshot after the resume), in curation (512: every emoji rejected), in
+    building D (4 px) or in argparse (1e308 seconds: an OverflowError counting frames)."""
     demo = _stop_at_the_first_step(monkeypatch)
     with pytest.raises(SystemExit) as stop:
         demo.main(["--out", str(tmp_path / "demo"), option, value])
@@ -130,6 +131,8 @@ def test_demo_does_not_delete_a_run_it_did_not_make(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit, match="--out .*file is a file; give a folder"):
         demo.main(["--out", str(tmp_path / "file")])
+    with pytest.raises(SystemExit, match=r"--out: cannot create the folder .*file/demo \(.*file is a file\)"):
+        demo.main(["--out", str(tmp_path / "file" / "demo")])  # was a NotADirectoryError traceback
     (out / "run" / demo.RUN_MARK).write_text("")  # the demo's own run (marked): a rerun goes ahead
     with pytest.raises(_Started):
         demo.main(["--out", str(out)])

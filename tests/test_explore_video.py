@@ -184,6 +184,7 @@ def test_cli_uses_the_gpu_when_there_is_one(network_file, monkeypatch):
     args = SimpleNamespace(network=str(network_file), device=None)
     for gpu, expected in ((True, "cuda"), (False, "cpu")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: int(gpu))
         cli._load(args)
         assert seen[-1] == expected
     cli._load(SimpleNamespace(network=str(network_file), device="cpu"))
@@ -367,11 +368,13 @@ def test_cli_class_errors_name_the_flag(tmp_path):
                 "--outdir", str(tmp_path / "ok")]) == 0
 
 
-def test_cli_library_errors_are_one_line(network_file, tmp_path):
+def test_cli_library_errors_are_one_line(network_file, tmp_path, capsys):
     from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
     sg2 = save_snapshot(tmp_path / "sg2.pt", snapshot_from_networks({"G_ema": make_G("sg2")}))
-    for argv, match in ((["generate", "--network", str(network_file), "--seeds", "-3"], "seed -3 is out of range"),
-                        (["generate", "--network", str(network_file), "--kind", "mix-grid", "--layers", "bogus"],
+    with pytest.raises(SystemExit) as stop:  # a seed out of range: refused as it is parsed, before loading
+        sg3(["generate", "--network", str(network_file), "--seeds", "-3", "--outdir", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "argument --seeds: seed -3 is out of range" in capsys.readouterr().err
+    for argv, match in ((["generate", "--network", str(network_file), "--kind", "mix-grid", "--layers", "bogus"],
                          "layers='bogus'"),
                         (["video", "--network", str(sg2), "--kind", "rotate", "--frames", "2"], "StyleGAN3"),
                         (["video", "--network", str(network_file), "--seeds", "0", "--frames", "2"], "two seeds")):

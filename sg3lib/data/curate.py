@@ -26,8 +26,9 @@ from pathlib import Path
 
 from PIL import Image, ImageColor
 
+from ..files import check_folder_writable
 from . import images as im
-from .writer import DatasetWriter, check_dest_name
+from .writer import DatasetWriter, check_dest_name, why_not_a_dataset
 from .dedupe import ExactIndex, NearIndex
 from .report import Report
 
@@ -373,7 +374,7 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     if not src.exists():
         raise CurateError(f"source not found: {src} (give a folder of images or a .zip)")
     if not src.is_dir() and not zipfile.is_zipfile(src):
-        raise CurateError(f"source {src} is neither a folder nor a zip file")
+        raise CurateError(f"source {src} {why_not_a_dataset(src)}")
     try:
         check_dest_name(dest)
     except ValueError as e:
@@ -392,6 +393,10 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(f"cannot create the destination folder {parent}: {e.strerror}")
     if not os.access(parent, os.W_OK):
         raise CurateError(f"destination folder is not writable: {parent}; choose a folder you can write to")
+    try:  # the report is written at the end, after the work
+        check_folder_writable(report_dir, "the report folder (report_dir, --report-dir)")
+    except ValueError as e:
+        raise CurateError(str(e)) from None
     if workers is not None and not (isinstance(workers, numbers.Integral) and workers >= 0):
         raise CurateError(f"workers={workers!r}: the number of worker processes, 0 (in this process) or more")
     workers = min(4, os.cpu_count() or 1) if workers is None else workers

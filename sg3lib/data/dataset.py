@@ -20,6 +20,7 @@ from PIL import Image
 
 from .images import IMAGE_EXTS, is_macos_metadata
 from .writer import DatasetWriter, image_name  # noqa: F401 (re-exported: the format's two halves)
+from .writer import looks_like_a_network, why_not_a_dataset
 
 try:
     import torch
@@ -117,9 +118,12 @@ class ImageDataset(_Base):
         elif not os.path.exists(self.path):
             raise DatasetError(f"dataset not found: {self.path} (expected a .zip or a folder)")
         else:
-            raise DatasetError(f"{self.path} is neither a folder nor a zip file")
+            raise DatasetError(f"{self.path} {why_not_a_dataset(self.path)}")
         names = _without_macos_metadata(names, self.path)
         self._names = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        if not self._names and self._type == "zip" and looks_like_a_network(names):
+            raise DatasetError(f"{self.path} is a PyTorch file (a network snapshot?), not a dataset; give a "
+                               "dataset .zip or folder (sg3 curate makes one)")
         if not self._names:
             raise DatasetError(f"no images (png/jpg/webp/bmp/tiff/gif) found in {self.path}")
         self._raw_labels, self._class_names = self._labels_or_none(set(names))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..files import atomic_write
+from ..files import atomic_write, check_folder_writable
 from .dataset import ImageDataset
 from .images import thumbnail
 from .report import _atomic_save, contact_sheet
@@ -34,12 +34,8 @@ from .writer import DatasetWriter, check_dest_name
 def _device(device, default=None):
     if device is None:
         return default or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N (--device)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}, but torch sees no CUDA GPU here; use cpu (--device cpu)")
+    from ..cli import torch_device
+    dev = torch_device(device)
     if dev.type == "cuda" and dev.index is None:  # 'cuda' names the current GPU, as parameters do
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
@@ -127,10 +123,11 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
         raise ValueError(f"passes must be >= 1 (each image is scored once per pass), got {passes}")
     n = len(ds.image_names)
     n_drop = _count_to_drop(drop_bottom, n)
-    out_dir = Path(out_dir)
+    out_dir = check_folder_writable(out_dir, "out_dir (sg3 rank --out)")  # before scoring, as below
     if drop_bottom > 0:
         dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
-        check_dest_name(dest)  # before scoring, as below
+        check_dest_name(dest)
+        check_folder_writable(dest.parent, "dest (sg3 rank --dest)")
         if dest.exists() and not overwrite:  # checked before scoring, which can take long
             raise FileExistsError(f"destination already exists: {dest}; choose another --dest or pass "
                                   "--overwrite (overwrite=True) to replace it")
@@ -179,6 +176,7 @@ def _scores(D, ds, passes, batch_size, device, seed, progress):
     n = len(ds.image_names)
     group = getattr(getattr(getattr(D, "b4", None), "mbstd", None), "group_size", 1) or 1
     batch = max(group, batch_size - batch_size % group)
+    batch = min(batch, -(-n // group) * group)  # no larger than the data: the rest would be padding
     total, sq, count = np.zeros(n), np.zeros(n), np.zeros(n)
     rng = np.random.default_rng(seed)
     from tqdm.auto import tqdm
@@ -235,7 +233,8 @@ def add_rank_arguments(p):
     p.add_argument("--out", default=None, help="output folder (default: <data>_rank/)")
     p.add_argument("--passes", type=int, default=4, help="shuffled passes averaged per image")
     p.add_argument("--batch", type=int, default=32,
-                   help="images per D call (rounded down to a multiple of D's minibatch-stddev group)")
+                   help="images per D call (rounded down to a multiple of D's minibatch-stddev group; "
+                        "at most the dataset's size, rounded up to the group)")
     p.add_argument("--drop-bottom", type=_percent, default=0.0,
                    help="percent below 100: write a copy without the bottom X%% (rounded half up, at least one image)")
     p.add_argument("--dest", default=None,

@@ -32,6 +32,29 @@ def check_dest_name(dest):
                          f"not as {dest.name[len(stem.name):]}; use {stem.with_name(stem.name + '.zip')}")
 
 
+def why_not_a_dataset(path):
+    """What `path`, an existing file that zipfile does not take, is instead: said as the rest of a
+    sentence that starts with its name (a dataset cut off in a download says so, not 'not a zip')."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e}); check its permissions"
+    if not head:
+        return "is empty (0 bytes): an interrupted download or copy? Copy it again"
+    if head.startswith(b"PK"):
+        return ("is a damaged or truncated zip (its directory at the end is missing or unreadable): "
+                "an interrupted download, upload or copy? Copy it again")
+    if head[:1] == b"\x80":
+        return "is a Python pickle (a network .pkl?), not a dataset; give a dataset .zip or folder"
+    return "is neither a folder nor a zip file; give a dataset .zip or folder"
+
+
+def looks_like_a_network(names):
+    """Whether the names in a zip are a PyTorch file's (an sg3lib snapshot .pt is a zip)."""
+    return any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
+
+
 class DatasetWriter:
     """Write the official format to a temporary name; `close()` renames it into place.
 

@@ -12,7 +12,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..cli import finite_number
+from ..cli import finite_number, torch_device
+from ..files import check_folder_writable
 from . import latents as L
 
 __all__ = ["add_generate_arguments", "run_generate", "add_video_arguments", "run_video"]
@@ -129,6 +130,10 @@ def _load(args):
     if kind == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {device}, but torch sees no CUDA GPU here; use --device cpu")
     try:
+        torch_device(device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    try:
         G = load_generator(args.network, device=device)
     except (LoadError, FileNotFoundError, ValueError) as e:  # a message naming the file, not a traceback
         raise SystemExit(f"error: {e}") from None
@@ -156,6 +161,10 @@ def _make_folder(folder, flag):
         why = "a file of that name is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) \
             else e.strerror
         raise SystemExit(f"error: {flag}: cannot create the folder {folder} ({why}); choose another") from None
+    try:  # an existing folder without write permission
+        check_folder_writable(folder, flag)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 @contextlib.contextmanager

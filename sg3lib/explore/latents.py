@@ -53,6 +53,9 @@ def parse_seeds(text):
             raise ValueError(f"cannot read seeds {text!r}: write them like '0-3,7,10'") from None
         if hi < lo:
             raise ValueError(f"seed range {part!r} runs backwards: write the smaller seed first, like '{hi}-{lo}'")
+        for s in (lo, hi):  # before the range is listed: '0-10000000000' would fill the memory first
+            if not 0 <= s < 2 ** 32:
+                raise ValueError(f"seed {s} is out of range: seeds are integers in [0, 2**32)")
         seeds.extend(range(lo, hi + 1))
     return seeds
 

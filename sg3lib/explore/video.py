@@ -165,7 +165,10 @@ def interpolation_video(G, path, kind="keyframes", seeds=(0, 1, 2), grid=1, fps=
     if n_frames is not None:  # an explicit 0 is not 'use fps * duration'
         n = _whole("n_frames", n_frames, "a whole number of at least 1 (leave it None for round(fps * duration))")
     else:
-        n = round(fps * _above_zero("duration", duration, "seconds (or give n_frames)"))
+        frames = fps * _above_zero("duration", duration, "seconds (or give n_frames)")
+        if not frames < 2 ** 63:  # round(inf) raises OverflowError; torch counts frames in int64
+            raise ValueError(f"fps={fps} x duration={duration} gives {frames:g} frames: too many to count")
+        n = round(frames)
     if n < 1:
         raise ValueError(f"fps={fps} x duration={duration} gives {n} frames: a video needs at least one")
     batch_size = _whole("batch_size", batch_size, "frames rendered per forward pass, a whole number of at least 1")

@@ -58,6 +58,35 @@ def default_gamma(resolution, batch):
     return 0.0002 * resolution ** 2 / batch
 
 
+# Numeric options and what they take (the official training's ranges): a nan, a negative or a zero
+# network size failed deep inside (ZeroDivisionError, torch's 'Invalid learning rate'), or trained
+# silently on garbage (a nan --gamma, a --target of 2).
+_WHOLE_AT_LEAST = dict(cbase=1, cmax=1, dcbase=1, dcmax=1, map=1, z_dim=1, w_dim=1, snap=0, workers=0)
+_NUMBER_RANGES = dict(gamma=(0, "a number >= 0 (0: no R1)"), glr=(0, "a learning rate >= 0"),
+                      dlr=(0, "a learning rate >= 0"), kimg=(None, "a finite number of kimg above 0"),
+                      tick=(None, "a finite number of kimg above 0"))
+
+
+def _check_numbers(c):
+    for key, lo in _WHOLE_AT_LEAST.items():
+        v = c[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo):
+            raise ValueError(f"--{key.replace('_', '-')} {v!r} must be a whole number >= {lo}")
+    for key, (lo, what) in _NUMBER_RANGES.items():
+        v = c[key]
+        if v is None:  # gamma: the heuristic, filled in below
+            continue
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and abs(v * 1000) < float("inf") and \
+            (v >= lo if lo is not None else v > 0)  # (kimg and tick count images: kimg * 1000)
+        if not ok:
+            raise ValueError(f"--{key.replace('_', '-')} {v!r} must be {what}")
+    if not 0 <= c["target"] <= 1:  # r_t is a mean of signs; the official range is [0, 1] (nan fails too)
+        raise ValueError(f"--target {c['target']!r} must be a number in [0, 1] (the ADA target for r_t)")
+    k = c["keep_every_kimg"]
+    if k is not None and not abs(k) < float("inf"):
+        raise ValueError(f"--keep-every-kimg {k!r} must be a finite number of kimg (0: no milestones)")
+
+
 def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     """Return the full config dict: preset of `opts['cfg']`, then user options (None = default).
     `world`: number of processes; batch_gpu defaults to an equal share of the batch."""
@@ -80,6 +109,7 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 0:
         raise ValueError(f"--workers {w!r} must be a whole number >= 0 (data loader processes; 0 loads "
                          "in the training process)")
+    _check_numbers(c)
     f = c["freezed"]  # a negative count would freeze nothing without a word
     if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 0:
         raise ValueError(f"--freezed {f!r} must be a whole number >= 0 (the number of D's first layers to freeze)")
@@ -89,6 +119,11 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     half = 2 if cfg_name == "stylegan3-r" else 1
     c["dcbase"] = c["dcbase"] or c["cbase"] // half
     c["dcmax"] = c["dcmax"] or c["cmax"] // half
+    for key, net in (("cbase", "G"), ("dcbase", "D")):  # channels at the top resolution: base // res
+        if c[key] < resolution or (net == "D" and c["dcmax"] < 1):
+            raise ValueError(f"--cbase {c['cbase']} and --cmax {c['cmax']} leave {net}'s {resolution} px layers "
+                             f"without channels; give --cbase {resolution * half} or more and --cmax {half} "
+                             "or more" + (" (stylegan3-r's D takes half of each)" if half > 1 else ""))
     if c["conv_clamp"] is None and c["precision"] != "fp32":
         c["conv_clamp"] = 256  # float16 range guard (None: no clamping, the fp32 default)
     c["mbstd_group"] = min(c["mbstd_group"], c["batch_gpu"])

@@ -395,7 +395,12 @@ def _load_resume(src, device):
     s = str(src)
     if os.path.exists(s) and not s.endswith(".pkl"):
         try:
-            return "snapshot", ck.load_snapshot(s)
+            snap = ck.load_snapshot(s)
+            if _snap_training_state(snap) and _snap_config(snap):
+                return "snapshot", snap
+            # Weights without a run's state (snapshot_from_networks): a source of weights, as an
+            # official .pkl (they failed as a continuation: KeyError 'G', or None's ts[k]).
+            first_error = None
         except Exception as e:  # not our format: let sg3lib.load try (official .pkl etc.)
             first_error = e
     else:
@@ -405,7 +410,8 @@ def _load_resume(src, device):
         return "networks", load(s, device="cpu")
     except Exception as e:
         raise TrainError(f"cannot resume from {s}: {e}" + (f" (as a snapshot: {first_error})"
-                                                            if first_error else "")) from None
+                                                            if first_error and str(first_error) != str(e)
+                                                            else "")) from None
 
 
 def _snap_state_dict(snap, name):
@@ -520,6 +526,12 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     so the traceback a notebook keeps does not keep the networks in memory.
     Multi-process: launched with torchrun, each process calls train(); only rank 0 writes.
     """
+    if device is not None:  # before the process group: 'mps' or 'cuda' without a GPU end with a message
+        from ..cli import torch_device
+        try:
+            torch_device(device)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
     rank, world, device = dist_mod.init(device)
     gate = _SetupGate(rank)
     progress_of = {}  # the run's counters, for the message of an interrupt
@@ -723,7 +735,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     sampler = StreamSampler(len(ds), c["seed"], c["batch"], rank, world, state["cur_nimg"])
     loader = iter(torch.utils.data.DataLoader(ds, batch_size=c["batch_gpu"], sampler=sampler,
                                               num_workers=c["workers"], pin_memory=device.type == "cuda",
-                                              persistent_workers=c["workers"] > 0))
+                                              persistent_workers=c["workers"] > 0,
+                                              worker_init_fn=_ignore_interrupts if c["workers"] else None))
     closing.callback(_stop_workers, loader)
 
     run = _Run(c, rank, world, rounds, device, G, D, G_ema, opt_G, opt_D, phases, ada, labels, frozen,
@@ -804,6 +817,14 @@ def peak_rss_gb():
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2 ** 30 if sys.platform == "darwin" else peak / 2 ** 20
+
+
+def _ignore_interrupts(worker_id):
+    """A data loader worker ignores SIGINT: Ctrl-C and a notebook's interrupt reach the whole process
+    group, and a worker that died of it first made the main process fail with 'DataLoader worker
+    exited unexpectedly' instead of stopping with TrainingInterrupted; the main process ends them."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _stop_workers(loader):
