@@ -120,6 +120,21 @@ def test_resume_caps_the_stored_workers_at_this_machines_cpus(tmp_path, monkeypa
     assert load(run / "snapshot-000000024.pt")["meta"]["config"]["workers"] == 0
 
 
+def test_resume_on_a_dataset_of_another_size_says_the_data_order_changed(tmp_path):
+    """The data order is a permutation of the dataset's length, stored in the snapshot: resuming on a
+    dataset that gained images (or with --mirror toggled) continued silently in another order."""
+    import warnings
+    data, run = make_zip(tmp_path / "d.zip"), tmp_path / "r"
+    opts = dict(TINY, tick=0.008)
+    train(data, run, kimg=0.008, **opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the same dataset: nothing to say
+        train(data, run, resume="latest", kimg=0.016, **opts)
+    make_zip(tmp_path / "d.zip", n=24)  # the user added images
+    with pytest.warns(UserWarning, match=r"has 24 images .* where the run had 16"):
+        train(data, run, resume="latest", kimg=0.024, **opts)
+
+
 def test_snapshot_loads_weights_only(tmp_path):
     data = make_zip(tmp_path / "d.zip")
     train(data, tmp_path / "r", kimg=0.016, keep_snapshots=1, **TINY)

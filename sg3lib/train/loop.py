@@ -719,6 +719,12 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         ts = _snap_training_state(payload)
         for k in state:
             state[k] = int(ts[k])
+        stored_len = (ts.get("data") or {}).get("dataset_len")
+        if rank == 0 and stored_len is not None and stored_len != len(ds):
+            # The data order is a permutation of the dataset's length: another length is another order.
+            warnings.warn(f"{data} has {len(ds)} images (mirrored copies counted) where the run had {stored_len} "
+                          "when this snapshot was written: it continues with another data order than a run "
+                          "that was never stopped (the dataset or --mirror changed)", stacklevel=3)
         opt_G.load_state_dict(ts["opt_G"])
         opt_D.load_state_dict(ts["opt_D"])
         # load_state_dict also puts back the stored lr and betas: the run's config (options given
