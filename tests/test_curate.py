@@ -1036,3 +1036,15 @@ def test_ctrl_c_stops_the_worker_pool_with_one_line(tmp_path):
     time.sleep(0.5)  # (a worker that outlived its parent would be reparented, still in the group)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
+
+
+@pytest.mark.parametrize("key, value", [("max_aspect", float("nan")), ("max_upscale", float("nan")),
+                                        ("max_aspect", -1.0), ("max_upscale", 0.5), ("max_aspect", float("inf"))])
+def test_ratio_filters_out_of_range_are_refused(tmp_path, key, value):
+    """A nan --max-aspect/--max-upscale compared False and turned the filter off without a word; below
+    1 every image would be rejected (a long/short ratio and an enlargement are at least 1)."""
+    from sg3lib.cli import main as sg3_main
+    with pytest.raises(CurateError, match=rf"{key} \(--{key.replace('_', '-')}\) must be a finite ratio >= 1"):
+        curate(tmp_path, tmp_path.parent / "out.zip", 16, **{key: value})
+    assert sg3_main(["curate", str(tmp_path), str(tmp_path.parent / "out.zip"), "--resolution", "16",
+                     f"--{key.replace('_', '-')}={value}"]) == 2  # as every CurateError

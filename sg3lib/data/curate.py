@@ -77,6 +77,11 @@ def _settings(resolution, options):
     if m is not None and (isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1):
         raise CurateError(f"max_images must be a whole number >= 1 (or None for all), got {s['max_images']!r}")
     s["max_images"] = None if m is None else int(m)  # (the report is JSON)
+    for key in ("max_aspect", "max_upscale"):  # ratios: a nan compared False and turned the filter off
+        v = s[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not 1 <= v < float("inf")):
+            raise CurateError(f"{key} (--{key.replace('_', '-')}) must be a finite ratio >= 1 (or None / 0 on "
+                              f"the command line: off), got {v!r}")
     s["pad_color"] = s["background"] if s["pad_color"] is None else s["pad_color"]
     for key in ("background", "pad_color"):
         c = s[key]
@@ -540,9 +545,9 @@ def add_curate_arguments(p):
     p.add_argument("--min-bytes", type=int, default=DEFAULTS["min_bytes"],
                    help="reject smaller files, bytes (default %(default)s; 0 = off)")
     p.add_argument("--max-aspect", type=float, default=DEFAULTS["max_aspect"],
-                   help="reject a long/short side ratio above this (default %(default)s; 0 = off)")
+                   help="reject a long/short side ratio above this, at least 1 (default %(default)s; 0 = off)")
     p.add_argument("--max-upscale", type=float, default=DEFAULTS["max_upscale"],
-                   help="reject an image that must be enlarged more than this (default %(default)s; 0 = off)")
+                   help="reject an image that must be enlarged more than this, at least 1 (default %(default)s; 0 = off)")
     p.add_argument("--min-colors", type=int, default=DEFAULTS["min_colors"],
                    help="reject an image with fewer distinct colours as monochrome (default %(default)s; 0 = off)")
     p.add_argument("--reject-grayscale", action="store_true", help="with --channels 3, reject images without colour")
