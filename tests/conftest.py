@@ -63,3 +63,24 @@ def open_in_this_process(path):
         except OSError:
             continue
     return os.path.realpath(path) in targets
+
+
+def interrupt_group_when(proc, ready, what, wait_s, end_s):
+    """Once `ready()` holds, send SIGINT to `proc`'s process group (started with start_new_session),
+    as a terminal's Ctrl-C and Jupyter's interrupt send it; return its stderr once it has ended.
+    `what` names the process in the failure messages; the waits are hang guards, not speed checks."""
+    import signal
+    import subprocess
+    import time
+    deadline = time.time() + wait_s
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is not None or not ready():
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"{what} never got to the point of the interrupt:\n" + proc.communicate()[1].decode())
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.communicate(timeout=end_s)[1].decode()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"{what} did not end on SIGINT")

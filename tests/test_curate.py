@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import interrupt_group_when
 from sg3lib.data import CurateError, ImageDataset, curate
 from sg3lib.data.writer import DatasetWriter
 
@@ -1016,19 +1017,7 @@ def test_ctrl_c_stops_the_worker_pool_with_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT, str(raw), str(out / "d.zip"), str(marker)],
                             cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120  # a hang guard, not a speed check
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    if not marker.exists():
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("curation never wrote its third image:\n" + proc.communicate()[1].decode())
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("curation did not end on SIGINT")
-    err = err.decode()
+    err = interrupt_group_when(proc, marker.exists, "curation (its third image)", 120, 60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "sg3 curate: interrupted", err
     assert not (out / "d.zip").exists() and not list(out.glob(".d.zip.*")), sorted(out.iterdir())

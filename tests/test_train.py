@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import open_in_this_process
+from conftest import interrupt_group_when, open_in_this_process
 from sg3lib.train import TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -833,19 +833,7 @@ def test_ctrl_c_in_sg3_train_ends_it_with_one_line(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "sg3lib.cli"] + args, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300  # a hang guard, not a speed check
-    while not snaps(run) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    if proc.poll() is not None or not snaps(run):
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("sg3 train never wrote its first snapshot:\n" + proc.communicate()[1].decode())
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("sg3 train did not end on SIGINT")
-    err = err.decode()
+    err = interrupt_group_when(proc, lambda: bool(snaps(run)), "sg3 train (its first snapshot)", 300, 120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     assert re.search(r"sg3 train: training interrupted at [\d.]+ kimg; the newest snapshot is "

@@ -9,11 +9,10 @@
 """
 import argparse
 import contextlib
-import os
 from pathlib import Path
 
 from ..cli import finite_number, torch_device
-from ..files import check_folder_writable
+from ..files import atomic_write, check_folder_writable
 from . import latents as L
 
 __all__ = ["add_generate_arguments", "run_generate", "add_video_arguments", "run_video"]
@@ -105,12 +104,8 @@ def add_generate_arguments(p):
 
 
 def _save(img, path):
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        img.save(tmp)
-        os.replace(tmp, path)
-    finally:  # an interrupt (Ctrl-C) or full disk mid-save leaves no half-written temporary
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, sync=False) as f:  # an interrupt or a full disk mid-save leaves no temporary
+        img.save(f, format="PNG")
     return path
 
 

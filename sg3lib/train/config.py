@@ -59,19 +59,24 @@ def default_gamma(resolution, batch):
 
 
 # Numeric options and what they take (the official training's ranges): a nan, a negative or a zero
-# network size failed deep inside (ZeroDivisionError, torch's 'Invalid learning rate'), or trained
-# silently on garbage (a nan --gamma, a --target of 2).
-_WHOLE_AT_LEAST = dict(cbase=1, cmax=1, dcbase=1, dcmax=1, map=1, z_dim=1, w_dim=1, snap=0, workers=0)
+# size failed deep inside (ZeroDivisionError, torch's 'Invalid learning rate'; torch's DataLoader
+# refuses --workers only after the run folder is made) or trained silently on garbage (a nan
+# --gamma, a --target of 2, a negative --freezed freezing nothing).
+_WHOLE_AT_LEAST = dict(batch=1, batch_gpu=1, mbstd_group=1, cbase=1, cmax=1, dcbase=1, dcmax=1, map=1, z_dim=1,
+                       w_dim=1, snap=0, workers=0, freezed=0)
+_WHOLE_NOTES = dict(workers=" (data loader processes; 0 loads in the training process)",
+                    freezed=" (the number of D's first layers to freeze)")
 _NUMBER_RANGES = dict(gamma=(0, "a number >= 0 (0: no R1)"), glr=(0, "a learning rate >= 0"),
                       dlr=(0, "a learning rate >= 0"), kimg=(None, "a finite number of kimg above 0"),
-                      tick=(None, "a finite number of kimg above 0"))
+                      tick=(None, "a finite number of kimg above 0"),
+                      ada_kimg=(None, "a number above 0 (kimg for p to go from 0 to 1)"))  # p's step divides by it
 
 
 def _check_numbers(c):
     for key, lo in _WHOLE_AT_LEAST.items():
         v = c[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo):
-            raise ValueError(f"--{key.replace('_', '-')} {v!r} must be a whole number >= {lo}")
+            raise ValueError(f"--{key.replace('_', '-')} {v!r} must be a whole number >= {lo}{_WHOLE_NOTES.get(key, '')}")
     for key, (lo, what) in _NUMBER_RANGES.items():
         v = c[key]
         if v is None:  # gamma: the heuristic, filled in below
@@ -100,19 +105,7 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     if resolution < 4 or resolution & (resolution - 1):
         raise ValueError(f"image resolution {resolution} is not a power of two >= 4; "
                          "curate the dataset to 16, 32, ..., 1024 px (sg3 curate --resolution)")
-    for key in ("batch", "batch_gpu", "mbstd_group"):  # 0 would divide by zero, < 0 never end
-        if c[key] is not None and (isinstance(c[key], bool) or not isinstance(c[key], numbers.Integral) or c[key] < 1):
-            raise ValueError(f"--{key.replace('_', '-')} {c[key]!r} must be a whole number >= 1")
-    if not 0 < c["ada_kimg"] < float("inf"):  # p's step divides by it (nan fails this too)
-        raise ValueError(f"--ada-kimg {c['ada_kimg']!r} must be a number above 0 (kimg for p to go from 0 to 1)")
-    w = c["workers"]  # checked here: torch's DataLoader would refuse it after the run folder is made
-    if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 0:
-        raise ValueError(f"--workers {w!r} must be a whole number >= 0 (data loader processes; 0 loads "
-                         "in the training process)")
     _check_numbers(c)
-    f = c["freezed"]  # a negative count would freeze nothing without a word
-    if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 0:
-        raise ValueError(f"--freezed {f!r} must be a whole number >= 0 (the number of D's first layers to freeze)")
     c["batch_gpu"] = c["batch_gpu"] or max(c["batch"] // world, 1)  # as the official batch // gpus
     # D's capacity: config R doubles G's feature maps only (the official configs keep D at
     # cbase 32768 / cmax 512 in every config), so D defaults to half of R's G.

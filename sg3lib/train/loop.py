@@ -182,9 +182,9 @@ def _cpus():
         return os.cpu_count() or 1
 
 
-def _open_dataset(data, mirror, cond, need_labels=None):
-    """need_labels (default: cond): refuse a dataset without labels here. A transfer from a
-    conditional network says what is missing itself (_check_transfer_fits)."""
+def _open_dataset(data, mirror, cond, need_labels):
+    """need_labels: refuse a dataset without labels here (a transfer from a conditional network
+    says what is missing itself: _check_transfer_fits)."""
     from ..data import ImageDataset
     from ..data.dataset import DatasetError
     try:
@@ -192,7 +192,7 @@ def _open_dataset(data, mirror, cond, need_labels=None):
         res = ds.resolution
     except DatasetError as e:
         raise TrainError(f"bad dataset: {e}") from None
-    if (cond if need_labels is None else need_labels) and not ds.has_labels:
+    if need_labels and not ds.has_labels:
         # never a silent skip: the user asked for a conditional model
         raise TrainError(f"dataset {data} has no labels (dataset.json with \"labels\"), so it cannot "
                          "train a conditional model; add labels or leave --cond off")
