@@ -171,7 +171,9 @@ def test_sigkill_of_torchrun_ends_its_ranks_and_resume_is_exact(tmp_path):
     proc = _torchrun(["--outdir", run, "--kimg", "1"] + args, start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120  # hang guards, not speed checks
-    while not (run / "snapshot-000000008.pt").exists() and proc.poll() is None and time.time() < deadline:
+    # The kill comes once the snapshot's grid is written too: a kill inside that write leaves a
+    # temporary of its own beside the planted one below (seen under load: 'removed 2 partial files').
+    while not (run / "fakes-000000008.png").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
