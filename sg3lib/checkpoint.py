@@ -140,12 +140,26 @@ def load_snapshot(path, map_location="cpu"):
         raise
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+        if _names_a_class(str(e)):
             raise LoadError(f"{path}: a PyTorch file holding pickled Python objects, which sg3lib does not "
                             "load (it could run code). Only sg3lib snapshots and official .pkl files are "
                             f"read. ({msg})") from None
-        raise LoadError(f"{path}: not a readable PyTorch file, truncated or corrupt ({msg})") from None
+        if "weightsunpickler error" in str(e).lower():  # torch's first line says nothing about the file
+            msg = str(e)[str(e).lower().index("weightsunpickler error"):].split("\n\n")[0]
+            msg = "".join(ch if ch.isprintable() else "?" for ch in " ".join(msg.split()))[:200]  # garbled bytes
+        raise LoadError(f"{path}: not a readable PyTorch file, truncated or corrupt ({msg}): an interrupted "
+                        "save or a damaged copy. Use an earlier snapshot or copy it again.") from None
     return _validate(snapshot, path)
+
+
+# weights_only's refusal of a real class names it as module.name; damaged pickle bytes give an unknown
+# opcode, or a 'global' of garbled bytes, which are no reason to suspect code in the file.
+_CLASS_REFUSED = re.compile(r"Unsupported (global: GLOBAL|class) "  # ('class': the wording of older torch)
+                            r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+( was not an allowed|\s*$)", re.M)
+
+
+def _names_a_class(message):
+    return _CLASS_REFUSED.search(message) is not None
 
 
 def _looks_zip(path):
@@ -168,13 +182,22 @@ def _zip_names(path):
         return None
 
 
-def _complete(path):
-    """A finished torch zip file has its central directory at the end; a cut-off one does not."""
-    return any(n.endswith("data.pkl") for n in _zip_names(path) or ())
+def _problem(path):
+    """What is wrong with a snapshot-named file, or None where it looks complete. A finished torch zip
+    file has its central directory at the end; a cut-off one does not."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty (0 bytes)"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if any(n.endswith("data.pkl") for n in _zip_names(path) or ()):
+        return None
+    return "truncated or damaged (no complete ZIP directory at its end)"
 
 
 def _scan(folder, pattern, clean, stale_s):
-    """(complete snapshots sorted by counter, removed temporaries, skipped incomplete files)."""
+    """(complete snapshots sorted by counter, removed temporaries, [(incomplete file, what is wrong)],
+    files named like snapshots but without a counter, e.g. Drive's copies)."""
     folder = Path(folder)
     removed = remove_stale(folder, f".{pattern}.tmp-*", stale_s) if clean else []  # younger: a save in progress
     skipped, good, odd = [], [], []
@@ -182,25 +205,38 @@ def _scan(folder, pattern, clean, stale_s):
         if snapshot_counter(p) < 0:  # e.g. a copy Drive made on a second upload: not ours to use or delete
             odd.append(p)
         elif p.is_file():
-            (good if _complete(p) else skipped).append(p)
-    if removed or skipped:
-        warnings.warn(f"{folder}: removed {len(removed)} leftover temporary file(s) from interrupted saves"
-                      f"{' ' + str([p.name for p in removed]) if removed else ''}; skipped {len(skipped)} "
-                      f"incomplete snapshot(s){' ' + str([p.name for p in skipped]) if skipped else ''}")
+            why = _problem(p)
+            if why:
+                skipped.append((p, why))
+            else:
+                good.append(p)
+    skipped = _newest_first(skipped)
+    said = ([f"removed {len(removed)} leftover temporary file(s) from interrupted saves "
+             f"{[p.name for p in removed]}"] if removed else []) \
+        + ([f"skipped {len(skipped)} incomplete snapshot(s) {_listing(skipped)}"] if skipped else [])
+    if said:
+        warnings.warn(f"{folder}: " + "; ".join(said))
     if odd:
         warnings.warn(f"{folder}: ignored {len(odd)} file(s) not named snapshot-NNNNNNNNN.pt (a copy? rename it "
                       f"to use it): {sorted(p.name for p in odd)}")
-    return sorted(good, key=lambda p: (snapshot_counter(p), p.name)), removed, skipped
+    return sorted(good, key=lambda p: (snapshot_counter(p), p.name)), removed, skipped, sorted(odd)
+
+
+def _listing(problems):
+    """'[snapshot-000000016.pt: empty (0 bytes), ...]' for [(path, what is wrong)]."""
+    return "[" + ", ".join(f"{p.name}: {why}" for p, why in problems) + "]"
 
 
 def newest_if_folder(path):
-    """`path` itself, or for a run folder its newest complete snapshot (FileNotFoundError if none)."""
+    """`path` itself, or for a run folder its newest complete snapshot (FileNotFoundError if none,
+    naming the snapshot-named files there that are cut off)."""
     if not Path(path).is_dir():
         return path
-    found = find_latest(path)
-    if found is None:
-        raise FileNotFoundError(f"{path}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
-    return found
+    good, _, skipped, odd = _scan(path, PATTERN, clean=False, stale_s=0)
+    if not good:
+        raise FileNotFoundError(_nothing_reads(path, skipped, odd, resuming=False) if skipped or odd else
+                                f"{path}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
+    return good[-1]
 
 
 def find_latest(folder, pattern=PATTERN, clean=True, stale_s=60.0):
@@ -212,19 +248,60 @@ def find_latest(folder, pattern=PATTERN, clean=True, stale_s=60.0):
     """
     if not Path(folder).is_dir():
         return None
-    good, _, _ = _scan(folder, pattern, clean, stale_s)
+    good = _scan(folder, pattern, clean, stale_s)[0]
     return good[-1] if good else None
 
 
-def prune(folder, keep_last=5, keep_every_kimg=None, pattern=PATTERN):
+def find_resumable(folder, clean=True, stale_s=60.0, map_location="cpu"):
+    """(path, loaded snapshot, skipped) of the newest snapshot in `folder` that loads, for resuming.
+
+    `skipped` lists (path, what is wrong) for each snapshot-named file newer than it that does not
+    read (empty, cut off, damaged contents), newest first; they are left in place. (None, None, [])
+    when the folder holds no snapshot at all. A folder whose snapshots all fail to read raises
+    LoadError naming each file and what to do: it holds a run, which starting over would overwrite.
+    """
+    if not Path(folder).is_dir():
+        return None, None, []
+    good, _, cut, odd = _scan(folder, PATTERN, clean, stale_s)
+    failed = []
+    for path in reversed(good):
+        try:
+            snap = load_snapshot(path, map_location=map_location)
+        except LoadError as e:  # whole by its ZIP directory, damaged inside
+            failed.append((path, str(e).replace(f"{path}: ", "", 1)))
+            continue
+        newer = [pw for pw in cut if snapshot_counter(pw[0]) > snapshot_counter(path)]
+        return path, snap, _newest_first(failed + newer)
+    if failed or cut or odd:
+        raise LoadError(_nothing_reads(folder, _newest_first(failed + cut), odd))
+    return None, None, []
+
+
+def _newest_first(problems):
+    return sorted(problems, key=lambda pw: (snapshot_counter(pw[0]), pw[0].name), reverse=True)
+
+
+def _nothing_reads(folder, problems, odd, resuming=True):
+    lines = [f"  {p.name}: {why}" for p, why in problems]
+    lines += [f"  {p.name}: a copy, not named snapshot-NNNNNNNNN.pt (rename it to use it)" for p in odd]
+    return (f"{folder}: no snapshot there can be read:\n" + "\n".join(lines) + "\nA file cut off by an "
+            "interrupted save, upload or copy: copy it again from where it came from (on Google Drive: wait "
+            "until it has synced, or restore an earlier version of it), or move these files out of the "
+            "folder." + (" To start a new run instead, use another --outdir." if resuming else ""))
+
+
+def prune(folder, keep_last=5, keep_every_kimg=None, pattern=PATTERN, keep=()):
     """Delete old complete snapshots; returns the deleted paths.
 
     Keeps the `keep_last` newest and, if `keep_every_kimg` is set, the first snapshot in each
     interval of that many kimg (so a long run keeps e.g. one snapshot per 1000 kimg). The newest
-    is always kept, whatever `keep_last` says: it may be the only complete snapshot there is.
+    is always kept, whatever `keep_last` says: it may be the only complete snapshot there is. So
+    are the paths in `keep` (the snapshot a run has just written: a damaged newer file that a
+    resume skipped still looks newest by its name).
     """
-    good, _, _ = _scan(folder, pattern, clean=False, stale_s=0)
-    keep = set(good[-max(int(keep_last), 1):])
+    good = _scan(folder, pattern, clean=False, stale_s=0)[0]
+    protected = {Path(p).resolve() for p in keep}
+    keep = set(good[-max(int(keep_last), 1):]) | {p for p in good if p.resolve() in protected}
     if keep_every_kimg:
         seen = set()
         for p in good:

@@ -223,3 +223,91 @@ def test_memory_error_is_not_reported_as_a_corrupt_file(tmp_path, fixtures_dir, 
     monkeypatch.setattr(torch, "load", short_of_memory)
     with pytest.raises(MemoryError):
         ck.load_snapshot(path)
+
+
+def _unreadable_but_complete(path):
+    """A file whose ZIP directory is whole (so it passes as complete) but whose pickle is garbage:
+    what a copy with damaged contents looks like."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"not a pickle at all")
+        z.writestr("archive/version", b"3\n")
+
+
+def test_find_resumable_falls_back_past_unreadable_snapshots_and_names_them(tmp_path, fixtures_dir):
+    """Drive after a disconnect: the newest snapshots are cut off, empty or damaged. Resuming takes
+    the newest one that reads and names each newer one it skipped with what is wrong."""
+    snap = small_snapshot(fixtures_dir)
+    for nimg in (8, 16):
+        ck.save_snapshot(tmp_path / ck.snapshot_name(nimg), snap)
+    full = (tmp_path / ck.snapshot_name(16)).read_bytes()
+    (tmp_path / ck.snapshot_name(24)).write_bytes(full[: len(full) // 2])
+    (tmp_path / ck.snapshot_name(32)).write_bytes(b"")
+    _unreadable_but_complete(tmp_path / ck.snapshot_name(40))
+    with pytest.warns(UserWarning, match="skipped 2 incomplete"):
+        path, loaded, skipped = ck.find_resumable(tmp_path)
+    assert path == tmp_path / ck.snapshot_name(16) and loaded["format"] == ck.FORMAT
+    assert [p.name for p, _ in skipped] == [ck.snapshot_name(n) for n in (40, 32, 24)]
+    reasons = dict((p.name, why) for p, why in skipped)
+    assert "empty" in reasons[ck.snapshot_name(32)]
+    assert "truncated" in reasons[ck.snapshot_name(24)]
+    assert "corrupt" in reasons[ck.snapshot_name(40)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ck.snapshot_name(n) for n in (8, 16, 24, 32, 40)]
+
+
+def test_find_resumable_refuses_when_no_snapshot_reads(tmp_path, fixtures_dir):
+    """Only broken snapshots (or only a Drive copy): not 'no snapshot' (a new run would overwrite the
+    run's stats and files) but an error naming each file, what is wrong and what to do."""
+    assert ck.find_resumable(tmp_path) == (None, None, [])
+    (tmp_path / ck.snapshot_name(8)).write_bytes(b"")
+    (tmp_path / ck.snapshot_name(16)).write_bytes(b"PK\x03\x04 cut off")
+    with pytest.warns(UserWarning):
+        with pytest.raises(LoadError) as e:
+            ck.find_resumable(tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and ck.snapshot_name(8) in msg and ck.snapshot_name(16) in msg
+    assert "empty" in msg and "truncated" in msg and "copy" in msg and "another --outdir" in msg
+    copy_only = tmp_path / "copy"
+    copy_only.mkdir()
+    ck.save_snapshot(copy_only / ck.snapshot_name(8), small_snapshot(fixtures_dir))
+    (copy_only / ck.snapshot_name(8)).rename(copy_only / ck.snapshot_name(8).replace(".pt", " (1).pt"))
+    with pytest.warns(UserWarning):
+        with pytest.raises(LoadError, match=r"\(1\)\.pt.*rename"):
+            ck.find_resumable(copy_only)
+    with pytest.warns(UserWarning):
+        with pytest.raises(FileNotFoundError, match=r"snapshot-000000016.pt: truncated"):
+            ck.newest_if_folder(tmp_path)  # sg3 info / generate / load of the run folder say it too
+
+
+def test_prune_keeps_the_snapshot_just_written(tmp_path, fixtures_dir):
+    """A damaged newer snapshot that resuming skipped is still 'newest' by its name: pruning to one
+    snapshot must not delete the one the run has just written (the only one that reads)."""
+    snap = small_snapshot(fixtures_dir)
+    for nimg in (8, 16):
+        ck.save_snapshot(tmp_path / ck.snapshot_name(nimg), snap)
+    _unreadable_but_complete(tmp_path / ck.snapshot_name(40))
+    ck.prune(tmp_path, keep_last=1, keep=[tmp_path / ck.snapshot_name(16)])
+    assert sorted(p.name for p in tmp_path.glob(ck.PATTERN)) == [ck.snapshot_name(16), ck.snapshot_name(40)]
+
+
+def test_damaged_contents_are_reported_as_corrupt_not_as_pickled_objects(tmp_path, fixtures_dir):
+    """A snapshot whose ZIP directory is whole but whose pickle bytes were damaged (a bad copy) was
+    reported as 'a PyTorch file holding pickled Python objects ... (it could run code)'."""
+    good = ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
+    garbage = tmp_path / "garbage.pt"
+    _unreadable_but_complete(garbage)  # a byte that is no pickle opcode
+    flipped = bytearray(good.read_bytes())
+    start = flipped.index(b"data.pkl") + len(b"data.pkl")
+    start = flipped.index(b"\x80", start)  # the pickle's PROTO opcode
+    for i in range(start + 2, start + 40):
+        flipped[i] ^= 0x5A
+    (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
+    for path in (garbage, tmp_path / "flipped.pt"):
+        with pytest.raises(LoadError) as e:
+            ck.load_snapshot(path)
+        assert "corrupt" in str(e.value) and "pickled Python objects" not in str(e.value), str(e.value)
+        assert str(path) in str(e.value)
+    import argparse
+    torch.save({"opts": argparse.Namespace(a=1)}, tmp_path / "objects.pt")  # a real pickled class
+    with pytest.raises(LoadError, match="pickled Python objects"):
+        ck.load_snapshot(tmp_path / "objects.pt")

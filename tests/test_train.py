@@ -841,3 +841,46 @@ def test_ctrl_c_in_sg3_train_ends_it_with_one_line(tmp_path):
     time.sleep(0.5)  # (a worker that outlived its parent would be reparented, still in the group)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
+
+
+def test_resume_latest_refuses_when_every_snapshot_is_cut_off(tmp_path, capsys):
+    """Drive after a disconnect left only a truncated and an empty snapshot: resuming said 'no
+    snapshot yet: starting a new run', cut stats.jsonl and overwrote the run's snapshot files. It
+    refuses, naming each file and what is wrong, and leaves the folder as it is; so does a new run."""
+    data, run = make_zip(tmp_path / "d.zip"), tmp_path / "run"
+    train(data, run, kimg=0.016, **dict(TINY, tick=0.008))
+    full = (run / "snapshot-000000016.pt").read_bytes()
+    (run / "snapshot-000000016.pt").write_bytes(full[: len(full) // 3])
+    (run / "snapshot-000000008.pt").write_bytes(b"")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="skipped 2 incomplete"):
+        with pytest.raises(TrainError) as e:
+            train(data, run, resume="latest", kimg=0.024, **dict(TINY, tick=0.008))
+    msg = str(e.value)
+    assert "snapshot-000000016.pt: truncated" in msg and "snapshot-000000008.pt: empty" in msg
+    assert "no snapshot" not in capsys.readouterr().out
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(data, run, kimg=0.008, **TINY)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_latest_skips_a_damaged_newest_snapshot_and_keeps_what_it_writes(tmp_path, capsys):
+    """A newest snapshot whose ZIP directory is whole but whose contents are damaged: resuming
+    goes on from the newest one that reads, says which it skipped, continues exactly, and pruning
+    (--keep-snapshots 1) keeps the snapshot it writes, not only the damaged one."""
+    import zipfile
+    data, run = make_zip(tmp_path / "d.zip"), tmp_path / "run"
+    opts = dict(TINY, tick=0.008)
+    train(data, run, kimg=0.016, **opts)
+    with zipfile.ZipFile(run / "snapshot-000000040.pt", "w") as z:
+        z.writestr("archive/data.pkl", b"damaged")
+    capsys.readouterr()
+    train(data, run, resume="latest", kimg=0.024, keep_snapshots=1, **opts)
+    said = capsys.readouterr().out
+    assert "resuming from" in said and "snapshot-000000016.pt" in said
+    assert "skipped 1" in said and "snapshot-000000040.pt" in said
+    assert snaps(run) == ["snapshot-000000024.pt", "snapshot-000000040.pt"]
+    train(data, tmp_path / "straight", kimg=0.024, **opts)
+    a, b = load(run / "snapshot-000000024.pt"), load(tmp_path / "straight" / "snapshot-000000024.pt")
+    assert_same_state(a["networks"], b["networks"])

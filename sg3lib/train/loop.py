@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -335,32 +336,46 @@ def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
         raise TrainError(f"could not write snapshot {path}: {e.strerror or e}. The previous snapshot "
                          "is kept; free disk space and resume with --resume latest.") from e
     if keep:
-        ck.prune(run_dir, keep, keep_every_kimg=cfg.get("keep_every_kimg"))
+        ck.prune(run_dir, keep, keep_every_kimg=cfg.get("keep_every_kimg"), keep=[path])
     return path
 
 
 def _find_latest(run_dir, clean=True):
-    """The newest complete snapshot. Only the writer (rank 0) cleans up what killed writes left;
-    the other ranks look without deleting (or warning twice)."""
+    """(path, loaded snapshot) of the newest snapshot that reads, or (None, None) where the folder
+    holds none. Only the writer (rank 0) cleans up what killed writes left and reports what it
+    skipped; the other ranks look without deleting (or warning twice). A folder whose snapshots are
+    all cut off or damaged is a TrainError naming them: starting over would overwrite that run."""
     from .. import checkpoint as ck
-    if not clean:
-        with warnings.catch_warnings():
+    from ..loader import LoadError
+    if clean:
+        partial = [p for pattern in LEFTOVERS for p in remove_stale(run_dir, pattern)]
+        if partial:
+            print(f"removed {len(partial)} partial file(s) of an interrupted save: "
+                  + ", ".join(os.path.basename(t) for t in partial))
+    with warnings.catch_warnings():
+        if not clean:
             warnings.simplefilter("ignore")
-            return ck.find_latest(run_dir, clean=False)
-    partial = [p for pattern in LEFTOVERS for p in remove_stale(run_dir, pattern)]
-    if partial:
-        print(f"removed {len(partial)} partial file(s) of an interrupted save: "
-              + ", ".join(os.path.basename(t) for t in partial))
-    return ck.find_latest(run_dir)
+        try:
+            path, snap, skipped = ck.find_resumable(run_dir, clean=clean)
+        except LoadError as e:
+            raise TrainError(f"cannot resume: {e}") from None
+    if skipped and clean:
+        print(f"skipped {len(skipped)} newer snapshot(s) that cannot be read (left in place; the run "
+              "replaces each when it gets there again): "
+              + "; ".join(f"{p.name}: {why}" for p, why in skipped))
+    return (str(path), snap) if path else (None, None)
 
 
 def _check_no_other_run(outdir):
     """A new run (from scratch or from other weights) starts its counters at 0: in a folder that
     holds another run's snapshots it would cut that run's stats.jsonl and overwrite its snapshots."""
     from .. import checkpoint as ck
-    latest = ck.find_latest(outdir, clean=False)
-    if latest:
-        raise TrainError(f"{outdir} already holds a run ({os.path.basename(latest)}); continue it with "
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (cut-off snapshots count: they are still that run's)
+        found = sorted(Path(outdir).glob(ck.PATTERN), key=lambda p: (ck.snapshot_counter(p), p.name)) \
+            if os.path.isdir(outdir) else []
+    if found:
+        raise TrainError(f"{outdir} already holds a run ({found[-1].name}); continue it with "
                          "--resume latest, or start the new run in another --outdir")
 
 
@@ -384,18 +399,19 @@ def _resume_file(src):
     from .. import checkpoint as ck
     try:
         return str(ck.newest_if_folder(str(src)))
-    except FileNotFoundError:
-        raise TrainError(f"cannot resume from {src}: no snapshot-*.pt in this folder; pass a snapshot "
-                         "or .pkl file, or 'latest' for the newest snapshot in --outdir") from None
+    except FileNotFoundError as e:
+        raise TrainError(f"cannot resume from {e}" + ("" if "cannot be read" in str(e) else
+                         ", or 'latest' for the newest snapshot in --outdir")) from None
 
 
-def _load_resume(src, device):
-    """(kind, payload) for --resume: ('snapshot', snap) or ('networks', {'G','D','G_ema'})."""
+def _load_resume(src, device, snap=None):
+    """(kind, payload) for --resume: ('snapshot', snap) or ('networks', {'G','D','G_ema'}).
+    `snap`: `src` already loaded (resume='latest' has read it to know that it reads)."""
     from .. import checkpoint as ck
     s = str(src)
     if os.path.exists(s) and not s.endswith(".pkl"):
         try:
-            snap = ck.load_snapshot(s)
+            snap = ck.load_snapshot(s) if snap is None else snap
             if _snap_training_state(snap) and _snap_config(snap):
                 return "snapshot", snap
             # Weights without a run's state (snapshot_from_networks): a source of weights, as an
@@ -610,9 +626,9 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     # Resume source.
     resume_kind, payload, prev_cfg = None, None, None
     if resume == "latest":
-        latest = _find_latest(outdir, clean=rank == 0)
+        latest, snap = _find_latest(outdir, clean=rank == 0)
         if latest:
-            resume_kind, payload = _load_resume(latest, device)
+            resume_kind, payload = _load_resume(latest, device, snap)
             if rank == 0:
                 print(f"resuming from {latest}")
         elif rank == 0:
