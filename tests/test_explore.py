@@ -38,6 +38,19 @@ def test_parse_seeds():
         X.parse_seeds("7-3")
 
 
+def test_seeds_as_arrays_and_whole_numbers_only():
+    """np.arange(4) / torch.arange(4) as seeds were 'cannot read seeds array([0, 1, 2, 3])'; a seed 1.5
+    was silently seed 1. Any sequence of whole numbers is seeds; anything else is refused by name."""
+    assert X.parse_seeds(np.arange(3)) == X.parse_seeds(torch.arange(3)) == X.parse_seeds(range(3)) == [0, 1, 2]
+    assert X.parse_seeds([np.int64(4), 5.0]) == [4, 5] and X.parse_seeds(7) == [7]
+    G = make_G()
+    assert np.array_equal(X.generate_arrays(G, np.array([1, 2]), progress=False),
+                          X.generate_arrays(G, [1, 2], progress=False))
+    for bad in ([1.5], [float("nan")], ["x"], np.array([0.5])):
+        with pytest.raises(ValueError, match="whole number"):
+            X.parse_seeds(bad)
+
+
 def test_generate_is_the_official_forward_for_a_seed(G):
     z = torch.from_numpy(np.random.RandomState(3).randn(G.z_dim)).float()[None]
     ref = X.to_uint8(G(z, torch.zeros(1, 0), truncation_psi=0.6, noise_mode="const"))

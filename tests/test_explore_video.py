@@ -553,3 +553,25 @@ def test_cli_generate_refuses_a_transform_on_stylegan2_before_writing(tmp_path):
         with pytest.raises(SystemExit, match="^error: --translate and --rotate need a StyleGAN3 network"):
             sg3(["generate", "--network", str(sg2), *opt, "--outdir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_generate_names_the_class_of_a_conditional_network(tmp_path):
+    """Two classes of one seed into one --outdir: both kept (seed0000.png for each overwrote the first),
+    each the image of its class; an unconditional network keeps the official seedNNNN.png."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    Gc = make_G(c_dim=3)
+    net = save_snapshot(tmp_path / "c.pt", snapshot_from_networks({"G_ema": Gc}))
+    out = tmp_path / "out"
+    for c in ("0", "2"):
+        assert sg3(["generate", "--network", str(net), "--device", "cpu", "--seeds", "0", "--class", c,
+                    "--outdir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["seed0000-class0.png", "seed0000-class2.png"]
+    for c in (0, 2):
+        want = X.generate_arrays(Gc, [0], class_idx=c, progress=False)[0]
+        assert np.array_equal(np.asarray(Image.open(out / f"seed0000-class{c}.png")), want)
+    assert not np.array_equal(*(np.asarray(Image.open(out / f"seed0000-class{c}.png")) for c in (0, 2)))
+    for kind, name in (("psi-grid", "psi_grid"), ("mix-grid", "style_mix_grid")):
+        for c in ("0", "2"):
+            assert sg3(["generate", "--network", str(net), "--device", "cpu", "--kind", kind, "--seeds", "0",
+                        "--col-seeds", "1", "--psis", "1,0", "--class", c, "--outdir", str(out / kind)]) == 0
+        assert sorted(p.name for p in (out / kind).iterdir()) == [f"{name}-class0.png", f"{name}-class2.png"]

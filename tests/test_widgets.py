@@ -329,3 +329,49 @@ def test_ending_a_script_while_a_render_runs_is_clean(tmp_path, how):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
     r = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]  # before the fix: 134 (close: every run here; exit: often)
+
+
+_RERUN_CELLS = """
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.run_cell("from sg3lib.explore import tiny_generator\\n"
+            "from sg3lib.explore.widgets import LatentExplorer, StyleMixer\\n"
+            "G = tiny_generator()", cell_id="setup")
+def run(source, cell_id=None):
+    r = ip.run_cell(source, cell_id=cell_id)
+    assert r.success, r.error_in_exec
+cell = "view = LatentExplorer(G, display_size=16)\\nview"
+run(cell, "a")
+first = ip.user_ns["view"]
+run("other = StyleMixer(G, display_size=16)", "b")              # another cell: stays
+run(cell, "a")                                                    # the same cell again: replaces `first`
+second = ip.user_ns["view"]
+assert first is not second and not first._thread.is_alive(), "the first view's worker still runs"
+assert second._thread.is_alive() and ip.user_ns["other"]._thread.is_alive()
+run("view = StyleMixer(G, display_size=16)", "a")                # the cell edited: still the same cell
+assert not second._thread.is_alive()
+third = ip.user_ns["view"]
+run("pair = [LatentExplorer(G, display_size=16) for _ in range(2)]", "c")   # one run, two views: both stay
+assert all(v._thread.is_alive() for v in ip.user_ns["pair"])
+run(cell)                                                         # no cell id (e.g. classic Notebook): the
+fourth = ip.user_ns["view"]                                       # source text tells a rerun apart
+run(cell)
+assert not fourth._thread.is_alive() and ip.user_ns["view"]._thread.is_alive() and third._thread.is_alive()
+print("ok")
+"""
+
+
+def test_running_a_cell_again_stops_the_view_it_made_before(tmp_path):
+    """Rerunning a notebook cell that makes a widget left the old one's worker thread (and the
+    network, widgets and images it holds) alive for the rest of the session; now the new view
+    closes the views that an earlier run of the same cell made."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "cells.py"
+    script.write_text(_RERUN_CELLS)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+               OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.stdout + r.stderr)[-3000:]

@@ -188,17 +188,20 @@ def run_generate(args):
     _make_folder(out, "--outdir")
     common = dict(cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, noise_mode=args.noise_mode,
                   batch_size=args.batch)
+    # Conditional networks: the class is in the name, so the classes of one seed do not overwrite each
+    # other in one --outdir (unconditional: the official gen_images.py's seedNNNN.png).
+    tag = f"-class{args.class_idx}" if G.c_dim else ""
     with _user_errors():
         if args.kind == "images":
             tf = L.make_transform((tx, ty), args.rotate) if (tx, ty, args.rotate) != (0, 0, 0) else None
             for s, img in zip(seeds, generate(G, seeds, psi=args.psi, transform=tf, **common)):
-                _save(img, out / f"seed{s:04d}.png")
-            print(f"wrote {len(seeds)} images to {out}/seed*.png")
+                _save(img, out / f"seed{s:04d}{tag}.png")
+            print(f"wrote {len(seeds)} images to {out}/seed*{tag}.png")
         elif args.kind == "psi-grid":
-            print(f"wrote {_save(grids.psi_grid(G, seeds, args.psis, **common), out / 'psi_grid.png')}")
+            print(f"wrote {_save(grids.psi_grid(G, seeds, args.psis, **common), out / f'psi_grid{tag}.png')}")
         else:
             img = grids.style_mix_grid(G, seeds, col_seeds, args.layers, psi=args.psi, **common)
-            print(f"wrote {_save(img, out / 'style_mix_grid.png')}")
+            print(f"wrote {_save(img, out / f'style_mix_grid{tag}.png')}")
     return 0
 
 

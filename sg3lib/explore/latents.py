@@ -39,9 +39,12 @@ def seeds_to_z(seeds, z_dim, device="cpu"):
 
 
 def parse_seeds(text):
-    """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]; lists pass through. Ranges include both ends."""
-    if isinstance(text, (list, tuple, range)):
-        return [int(s) for s in text]
+    """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]; a number, list, range or numpy/torch array of whole
+    numbers passes through as a list. Ranges include both ends."""
+    if isinstance(text, numbers.Integral) or getattr(text, "ndim", None) == 0:
+        text = [text]  # one seed (also a 0-d array)
+    if not isinstance(text, (str, bytes)) and hasattr(text, "__iter__"):
+        return [_whole_seed(s) for s in (text.tolist() if hasattr(text, "tolist") else text)]
     seeds = []
     for part in str(text).split(","):
         part = part.strip()
@@ -58,6 +61,17 @@ def parse_seeds(text):
                 raise ValueError(f"seed {s} is out of range: seeds are integers in [0, 2**32)")
         seeds.extend(range(lo, hi + 1))
     return seeds
+
+
+def _whole_seed(s):
+    """A seed from a list: a whole number (1.5 was silently seed 1)."""
+    try:
+        ok = not isinstance(s, bool) and (int(s) == s or isinstance(s, str) and str(int(s)) == s.strip())
+    except (TypeError, ValueError, OverflowError):  # 'x', nan, inf
+        ok = False
+    if not ok:
+        raise ValueError(f"seed {s!r} is not a whole number: seeds are integers in [0, 2**32)")
+    return int(s)
 
 
 def class_labels(G, class_idx, n=1, device=None):
@@ -327,7 +341,8 @@ def is_stylegan3(G):
 def make_transform(translate=(0.0, 0.0), angle=0.0):
     """The 3x3 matrix for synthesis.input.transform that shows the image moved by `translate`
     (in image widths: (0.25, 0) moves the content a quarter width right, +y moves it down)
-    and rotated by `angle` degrees.
+    and rotated by `angle` degrees (counter-clockwise as shown, about the image centre; the move
+    follows the rotation, along the screen's axes).
     The input layer samples its features through this matrix, so it holds the inverse of the
     rotation + translation we want to see (as the official visualizer does)."""
     a = math.radians(angle)

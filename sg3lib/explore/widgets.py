@@ -9,6 +9,8 @@ events costs one render and stale states are dropped. The caption under the imag
 values that image was rendered with. For scripts and tests: `.render_sync()` renders the
 current state in the calling thread, `.wait()` blocks until the worker has caught up;
 `.close()` (also run at exit) waits for a render in progress, then closes every widget.
+Running a notebook cell again closes the views its earlier run made (their workers stop); views
+made by other cells stay open.
 
 A seed is a slider (0..100000, for scrubbing) with a box beside it that takes any seed below
 2**32. psi's slider spans the official visualizer's [-1, 2], widened to a starting psi outside it.
@@ -55,6 +57,8 @@ class _LiveView:
         self._closed = False
         for w in controls.values():
             w.observe(self._on_change, names="value")
+        self._cell = _running_cell()
+        _close_earlier_runs(self._cell)
         self._thread = threading.Thread(target=self._work, daemon=True, name=type(self).__name__)
         self._thread.start()
         _live.add(self)
@@ -151,6 +155,35 @@ def _descendants(w):
     yield w
     for c in getattr(w, "children", ()):
         yield from _descendants(c)
+
+
+def _running_cell():
+    """(cell, run) of the notebook cell running now, None outside IPython. The cell is its id where
+    the front end sends one (JupyterLab, Notebook 7), else its source text (e.g. the classic Notebook);
+    the run is a weak reference to IPython's result object for this execution of it."""
+    import sys
+    ipython = sys.modules.get("IPython")  # not imported: not in a notebook
+    shell = ipython.get_ipython() if ipython else None
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    info = getattr(result, "info", None)
+    if info is None:
+        return None
+    try:
+        return (getattr(info, "cell_id", None) or info.raw_cell), weakref.ref(result)
+    except TypeError:  # an IPython whose results take no weak reference: views are not replaced
+        return None
+
+
+def _close_earlier_runs(cell):
+    """Running a cell again replaces the view its last run showed: close the views an earlier run
+    of the same cell made (each kept its worker thread, the network and its images alive for the
+    rest of the session). Views made by this run, or by other cells, stay."""
+    if cell is None:
+        return
+    for view in list(_live):
+        old = view._cell
+        if old is not None and old[0] == cell[0] and old[1]() is not cell[1]():
+            view.close()
 
 
 @atexit.register
