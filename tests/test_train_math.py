@@ -1,0 +1,90 @@
+"""The training losses against the papers' formulas, computed here by hand (StyleGAN2 sec. 2-3,
+ADA sec. 3, StyleGAN3 appendix): R1 with lazy gain, path length with the sqrt(H*W) noise scale,
+the non-saturating logistic losses, style mixing's crossover, ADA's speed and EMA's half-life."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sg3lib.networks import build_network
+from sg3lib.train import augment as aug
+from sg3lib.train import config as C
+from sg3lib.train.ema import ema_beta
+from sg3lib.train.loop import draw_step, slice_step
+from sg3lib.train.loss import Phases, blur
+
+
+def _phases(**opts):
+    """Tiny StyleGAN3-T G and D at 16 px (no noise inputs: every forward is deterministic)."""
+    torch.manual_seed(0)
+    c = C.make_config(16, cfg="stylegan3-t", batch=4, cbase=256, cmax=16, z_dim=8, w_dim=8, precision="fp32",
+                      gamma=3.0, **opts)
+    (gc, gk), (dc, dk) = C.network_kwargs(c)
+    G, D = build_network(gc, gk), build_network(dc, dk)
+    r = slice_step(draw_step(c, 0, "Gmain", 4, 8, None, "cpu"), 0, 4, "cpu")
+    return Phases(G, D, c, "cpu"), G, D, r
+
+
+def test_r1_is_gamma_half_squared_gradient_norm_times_the_interval():
+    ph, G, D, r = _phases()
+    real = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    loss, st = ph.D_r1(r, real, torch.zeros(4, 0), 1.5, 0.5, 16)
+    x = real.clone().requires_grad_(True)
+    g, = torch.autograd.grad(D(aug.augment(blur(x, 1.5), 0.5, r["aug_real"])).sum(), x)
+    torch.testing.assert_close(loss, g.square().sum() * (3.0 / 2) * 16)
+    torch.testing.assert_close(st["r1_penalty"], g.square().sum())
+
+
+def test_path_length_uses_noise_over_sqrt_hw_and_the_running_mean():
+    ph, G, D, r = _phases(pl_weight=2.0)
+    ph.pl_mean.fill_(0.3)
+    y = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    loss, st = ph.G_pl(r, 4, y)
+    # By hand: ||J_w^T y|| with y ~ N(0, I) / sqrt(H * W), the squared norm averaged over the ws.
+    ws = G.mapping(r["z"], r["c"]).detach().requires_grad_(True)
+    jty, = torch.autograd.grad((G.synthesis(ws) * y / 16).sum(), ws)
+    lengths = jty.square().sum(2).mean(1).sqrt()
+    torch.testing.assert_close(st["_pl_len"], lengths.sum())
+    torch.testing.assert_close(loss, (lengths - 0.3).square().sum() * 2.0 * 4)
+    ph.update_pl_mean(lengths.sum(), 4)  # a <- a + decay (mean length - a)
+    torch.testing.assert_close(ph.pl_mean, torch.tensor(0.3 + 0.01 * (lengths.mean().item() - 0.3)))
+
+
+def test_non_saturating_logistic_losses():
+    ph, G, D, r = _phases()
+    real = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fake = G.synthesis(G.mapping(r["z"], r["c"]))
+        d_fake = D(aug.augment(fake, 0.4, r["aug"]))
+        d_real = D(aug.augment(real, 0.4, r["aug_real"]))
+        g_loss, _ = ph.G_main(r, 0.0, 0.4)
+        d_loss, st = ph.D_main(r, real, torch.zeros(4, 0), 0.0, 0.4)
+    torch.testing.assert_close(g_loss, F.softplus(-d_fake).sum())
+    torch.testing.assert_close(d_loss, F.softplus(d_fake).sum() + F.softplus(-d_real).sum())
+    assert st["real_sign"] == d_real.sign().sum()
+
+
+def test_style_mixing_takes_the_second_ws_from_a_random_layer_on():
+    ph, G, D, r = _phases(style_mixing=0.5)
+    r["mix_u"] = torch.tensor([0.1, 0.9, 0.2, 0.7])  # images 0 and 2 mix
+    r["cut_u"] = torch.tensor([0.0, 0.5, 0.999, 0.5])
+    _, ws = ph.run_G(r["z"], r["c"], r["z2"], r["mix_u"], r["cut_u"])
+    w1, w2 = G.mapping(r["z"], r["c"]), G.mapping(r["z2"], r["c"])
+    n = ws.shape[1]
+    for i, cut in ((0, 1), (1, n), (2, n - 1), (3, n)):  # cutoff 1 + floor(u (num_ws - 1)), in [1, num_ws)
+        torch.testing.assert_close(ws[i, :cut], w1[i, :cut])
+        torch.testing.assert_close(ws[i, cut:], w2[i, cut:])
+
+
+def test_ada_goes_from_0_to_1_in_ada_kimg_and_ema_halves_in_ema_kimg():
+    ada = aug.AdaController(0.0, 0.6, 4, 500)
+    step = 0
+    while ada.p < 1:
+        ada.accumulate(32.0, 32)  # r_t = 1, above the target
+        ada.update(step, 32)
+        step += 1
+    assert step * 32 == pytest.approx(500_000, abs=4 * 32)  # one adjustment: 4 steps of 32
+    beta = ema_beta(10 ** 9, 32, 10, 0.05)
+    assert 32 * math.log(0.5) / math.log(beta) == pytest.approx(10_000)  # half-life ema_kimg
+    assert ema_beta(20_000, 32, 10, 0.05) == pytest.approx(0.5 ** (32 / 1000))  # ramp-up: 0.05 * seen
