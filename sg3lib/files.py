@@ -1,7 +1,8 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
 the folder fsync that makes such a rename survive a crash, `atomic_write`, which does both, and
-`remove_stale` for what killed writes left behind, `check_folder_writable` for output folders, and
-`cache_home`, sg3lib's cache folder.
+`remove_stale` for what killed writes left behind, `check_folder_writable` for output folders,
+`exchange`, which swaps two folders in one step where the system can, and `cache_home`, sg3lib's
+cache folder.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared
@@ -9,6 +10,8 @@ machine or by a container running as another user. These create them as `open()`
 do (0666 / 0777 less the umask). Standard library only: curation imports this without torch.
 """
 import contextlib
+import ctypes
+import errno
 import os
 import secrets
 import shutil
@@ -74,6 +77,31 @@ def atomic_write(path, mode="wb", sync=True, **open_kwargs):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # Linux's <fcntl.h> and <linux/fs.h>
+
+
+def _renameat2():
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except (OSError, TypeError):  # no C library to load by that name (Windows)
+        return None
+
+
+def exchange(a, b):
+    """Swap the paths `a` and `b` (folders or files) in one step: Linux's renameat2(RENAME_EXCHANGE).
+    A folder cannot be replaced by os.replace, and two renames leave a moment where neither is in
+    place. False, with nothing changed, where the system or the file system cannot swap."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # old kernel, some file systems
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def remove_stale(folder, pattern, stale_s=None):

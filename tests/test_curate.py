@@ -9,6 +9,7 @@ import sys
 import time
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1037,3 +1038,184 @@ def test_ratio_filters_out_of_range_are_refused(tmp_path, key, value):
         curate(tmp_path, tmp_path.parent / "out.zip", 16, **{key: value})
     assert sg3_main(["curate", str(tmp_path), str(tmp_path.parent / "out.zip"), "--resolution", "16",
                      f"--{key.replace('_', '-')}={value}"]) == 2  # as every CurateError
+
+
+def two_pictures(raw):
+    """A folder with one picture and an exact copy of it (another file format)."""
+    raw.mkdir(parents=True)
+    (raw / "a.png").write_bytes(enc(picture(70, 64, 48), "PNG"))
+    (raw / "b_copy.bmp").write_bytes(enc(picture(70, 64, 48), "BMP"))
+    return raw
+
+
+@pytest.mark.parametrize("options, flags, said", [
+    (dict(channels=1, reject_grayscale=True), ["--channels", "1", "--reject-grayscale"], "reject_grayscale"),
+    (dict(pad_color="red"), ["--pad-color", "red"], "pad_color .*square is 'crop'"),
+    (dict(pad_color="red", square="reflect"), ["--pad-color", "red", "--square", "reflect"], "square is 'reflect'"),
+    (dict(dedupe=False), ["--no-dedupe"], r"still rejects them .*--near-dup -1"),
+])
+def test_options_that_would_do_nothing_are_refused(tmp_path, capsys, options, flags, said):
+    """--reject-grayscale with --channels 1 and --pad-color without --square pad were ignored without a
+    word; --no-dedupe alone kept no duplicate (the near-duplicate filter, 0 bits, rejected it instead)."""
+    from sg3lib.cli import main
+    raw = two_pictures(tmp_path / "raw")
+    with pytest.raises(CurateError, match=said):
+        curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False, **options)
+    assert main(["curate", str(raw), str(tmp_path / "o.zip"), "--resolution", "32", *flags]) == 2
+    assert "sg3 curate: error:" in capsys.readouterr().err and not (tmp_path / "o_report").exists()
+    # what each asked for works when said whole
+    rep = curate(raw, tmp_path / "k.zip", 32, workers=0, progress=False, dedupe=False, near_dup_threshold=None)
+    assert rep["counts"] == {"accepted": 2}
+    rep = curate(raw, tmp_path / "p.zip", 32, workers=0, progress=False, square="pad", pad_color=(255, 0, 0))
+    assert tuple(ImageDataset(tmp_path / "p.zip").load_image(0)[:, 0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("options, flags, said", [
+    (dict(max_pixels=0), ["--max-pixels", "0"], "max_pixels .* >= 1"),
+    (dict(png_compress_level=12), None, "png_compress_level .* 0 to 9"),
+    (dict(near_dup_threshold=100), ["--near-dup", "100"], "near_dup_threshold .* 0 to 32"),
+])
+def test_numbers_that_reject_every_image_are_refused_before_the_work(tmp_path, options, flags, said):
+    """max_pixels=0 called every image a decompression bomb, png_compress_level=12 made each an 'error',
+    a near-dup distance of 100 bits made every image after the first a near duplicate: found at the end."""
+    from sg3lib.cli import main
+    raw = two_pictures(tmp_path / "raw")
+    with pytest.raises(CurateError, match=said):
+        curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False, **options)
+    if flags:
+        assert main(["curate", str(raw), str(tmp_path / "o.zip"), "--resolution", "32", *flags]) == 2
+    assert not (tmp_path / "o_report").exists()
+
+
+def test_animations_and_multi_page_files_are_noted_as_first_frame_only(tmp_path):
+    """An animated GIF/WebP/PNG or a multi-page TIFF gave its first frame without a word in the report."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frames = [picture(80, 64, 64), picture(81, 64, 64)]
+    for i, (name, fmt) in enumerate([("a.gif", "GIF"), ("b.webp", "WEBP"), ("c.png", "PNG"), ("d.tiff", "TIFF")]):
+        f0, f1 = picture(82 + 2 * i, 64, 64), picture(83 + 2 * i, 64, 64)
+        (raw / name).write_bytes(enc(f0, fmt, save_all=True, append_images=[f1]))
+    (raw / "e_still.gif").write_bytes(enc(frames[0], "GIF"))
+    rep = curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 5} and rep["notes"]["first_frame_only"] == 4
+    full, _ = _report_files(rep)
+    noted = {e["path"] for e in full["files"]["accepted"] if "first_frame_only" in e.get("notes", [])}
+    assert noted == {"a.gif", "b.webp", "c.png", "d.tiff"}
+
+
+def test_overwrite_never_replaces_the_source_or_a_folder_that_is_not_a_dataset(tmp_path):
+    """dest = the folder holding the source, with --overwrite, deleted the source images once the new
+    dataset was in place; a source zip given as dest was replaced by the dataset."""
+    photos = tmp_path / "photos"
+    raw = two_pictures(photos / "raw")
+    with pytest.raises(CurateError, match="source .*raw is inside the destination .*photos"):
+        curate(raw, photos, 32, workers=0, progress=False, overwrite=True, report_dir=tmp_path / "r")
+    assert sorted(p.name for p in raw.iterdir()) == ["a.png", "b_copy.bmp"]
+    src_zip = tmp_path / "in.zip"
+    with zipfile.ZipFile(src_zip, "w") as z:
+        z.writestr("a.png", enc(picture(71, 64, 64), "PNG"))
+    with pytest.raises(CurateError, match="source .*in.zip is the destination"):
+        curate(src_zip, src_zip, 32, workers=0, progress=False, overwrite=True)
+    assert zipfile.ZipFile(src_zip).namelist() == ["a.png"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.pdf").write_bytes(b"%PDF")
+    with pytest.raises(CurateError, match="not a dataset .*thesis.pdf"):
+        curate(raw, tmp_path / "mine", 32, workers=0, progress=False, overwrite=True)
+    assert (tmp_path / "mine" / "thesis.pdf").exists()
+    (tmp_path / "d.zip").mkdir()
+    with pytest.raises(CurateError, match="d.zip is a folder"):  # was an IsADirectoryError after the work
+        curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False, overwrite=True)
+    curate(raw, tmp_path / "ds", 32, workers=0, progress=False)  # a dataset folder is still replaced,
+    (tmp_path / "ds" / ".DS_Store").write_bytes(b"\0")  # also after a file browser has looked into it
+    rep = curate(raw, tmp_path / "ds", 32, workers=0, progress=False, overwrite=True, min_colors=None)
+    assert rep["accepted"] == 1 and len(ImageDataset(tmp_path / "ds")) == 1
+
+
+def test_report_folder_inside_a_folder_dataset_is_refused(tmp_path):
+    raw = two_pictures(tmp_path / "raw")
+    with pytest.raises(CurateError, match="report folder .* inside the dataset folder"):
+        curate(raw, tmp_path / "ds", 32, workers=0, progress=False, report_dir=tmp_path / "ds" / "report")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_refused_call_creates_no_destination_folder(tmp_path):
+    """The destination's folder was created before the other checks: a refused call (here labels
+    from one class folder) left a new, empty folder tree behind."""
+    raw = tmp_path / "raw"
+    two_pictures(raw / "only_class")
+    with pytest.raises(CurateError, match="labels='folders'"):
+        curate(raw, tmp_path / "new" / "sub" / "d.zip", 32, labels="folders", workers=0, progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def old_and_new(tmp_path):
+    dest = tmp_path / "ds"
+    (dest / "00000").mkdir(parents=True, exist_ok=True)
+    (dest / "00000" / "img00000000.png").write_bytes(b"old")
+    w = DatasetWriter(dest, overwrite=True)
+    w.add(enc(picture(72, 8, 8), "PNG"))
+    return dest, w
+
+
+def test_a_folder_dataset_is_swapped_into_place_in_one_step(tmp_path, monkeypatch):
+    """Two renames left a moment with no dataset under dest; where the system swaps in one step, the
+    old one is never moved away from dest."""
+    from sg3lib import files
+    (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir()
+    if not files.exchange(tmp_path / "x", tmp_path / "y"):
+        pytest.skip("this file system cannot swap two folders (the fallback is tested below)")
+    dest, w = old_and_new(tmp_path)
+    real = os.replace
+
+    def no_move_of_dest(a, b):
+        assert Path(a) != dest, "the old dataset was moved away from dest"
+        return real(a, b)
+    monkeypatch.setattr(os, "replace", no_move_of_dest)
+    w.close()
+    assert len(ImageDataset(dest)) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "x", "y"]
+
+
+def test_a_failed_folder_replacement_puts_the_old_dataset_back(tmp_path, monkeypatch):
+    """Where folders cannot be swapped: the old one is moved aside; when the new one cannot take its
+    place, the old one went missing (under a hidden .old name); now it is moved back."""
+    from sg3lib import files
+    monkeypatch.setattr(files, "exchange", lambda a, b: False)
+    dest, w = old_and_new(tmp_path)
+    real = os.replace
+
+    def failing(a, b):
+        if Path(b) == dest and Path(a) == w.tmp:
+            raise OSError(5, "Input/output error")
+        return real(a, b)
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="Input/output"), w:
+        w.close()
+    assert (dest / "00000" / "img00000000.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temporary, no .old left
+    monkeypatch.setattr(os, "replace", real)
+    dest, w = old_and_new(tmp_path)
+    w.close()  # the fallback itself
+    assert len(ImageDataset(dest)) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_default_workers_follow_the_cpus_this_process_may_use(tmp_path, monkeypatch):
+    """curate counted the host's CPUs (os.cpu_count), not the affinity or a container's quota as
+    training does: 4 processes on a job pinned to one core."""
+    from sg3lib import cpus
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path / "no_cgroup")
+    assert cpus.usable_cpus() == 1
+    raw = two_pictures(tmp_path / "raw")
+    rep = curate(raw, tmp_path / "o.zip", 32, progress=False, near_dup_threshold=None)
+    assert rep["workers"] == 1 and rep["accepted"] == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    v2.mkdir(), (v1 / "cpu").mkdir(parents=True)
+    (v2 / "cpu.max").write_text("250000 100000\n")
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpus.usable_cpus(v2) == 3 and cpus.usable_cpus(v1) == 3
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpus.usable_cpus(v2) == 16 and cpus.usable_cpus(v1) == 16

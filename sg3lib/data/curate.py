@@ -16,6 +16,7 @@ import io
 import itertools
 import numbers
 import os
+import re
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image, ImageColor
 
+from ..cpus import usable_cpus
 from ..files import check_folder_writable
 from . import images as im
 from .writer import DatasetWriter, check_dest_name, why_not_a_dataset
@@ -82,6 +84,8 @@ def _settings(resolution, options):
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not 1 <= v < float("inf")):
             raise CurateError(f"{key} (--{key.replace('_', '-')}) must be a finite ratio >= 1 (or None / 0 on "
                               f"the command line: off), got {v!r}")
+    _check_counts(s)
+    _check_combinations(s)
     s["pad_color"] = s["background"] if s["pad_color"] is None else s["pad_color"]
     for key in ("background", "pad_color"):
         c = s[key]
@@ -92,6 +96,42 @@ def _settings(resolution, options):
             raise CurateError(f"{key} must be a colour name, '#rrggbb' or an (r, g, b) tuple, got {c!r}")
     s["resolution"] = resolution
     return s
+
+
+def _whole(v):
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral)
+
+
+def _check_counts(s):
+    """Numbers whose wrong value rejects every image (as 'error' or 'decompression_bomb'), found at the end."""
+    mp, level, t = s["max_pixels"], s["png_compress_level"], s["near_dup_threshold"]
+    if not _whole(mp) or mp < 1:
+        raise CurateError(f"max_pixels (--max-pixels) must be a whole number of pixels >= 1, got {mp!r}: it "
+                          "refuses decompression bombs and has no 'off'; raise it for huge photos "
+                          f"(default {im.DEFAULT_MAX_PIXELS})")
+    if not _whole(level) or not 0 <= level <= 9:
+        raise CurateError(f"png_compress_level (--png-compress-level) must be a whole number from 0 to 9, "
+                          f"got {level!r}")
+    if t is not None and (not _whole(t) or not 0 <= t <= 32):
+        raise CurateError(f"near_dup_threshold (--near-dup) must be a whole number of bits from 0 to 32 (or None, -1 "
+                          f"on the command line: off), got {t!r}; unrelated images' 64-bit hashes differ in about 32 "
+                          "bits, so a larger one calls them near duplicates")
+    s["max_pixels"], s["png_compress_level"] = int(mp), int(level)
+    s["near_dup_threshold"] = None if t is None else int(t)
+
+
+def _check_combinations(s):
+    """Options that do nothing in the mode chosen: the call has a mistake, said before the work."""
+    if s["reject_grayscale"] and s["channels"] == 1:
+        raise CurateError("reject_grayscale (--reject-grayscale) rejects images without colour, but channels=1 "
+                          "(--channels 1) makes a grey dataset, where it does nothing; drop one of the two")
+    if s["pad_color"] is not None and s["square"] != "pad":
+        raise CurateError(f"pad_color (--pad-color) colours the borders that square='pad' (--square pad) adds, but "
+                          f"square is {s['square']!r}, which adds none; use --square pad or drop --pad-color")
+    if not s["dedupe"] and s["near_dup_threshold"] is not None:
+        raise CurateError(f"dedupe=False (--no-dedupe) keeps exact duplicates, but the near-duplicate filter "
+                          f"(near_dup_threshold={s['near_dup_threshold']}, --near-dup) still rejects them (an exact "
+                          "copy is 0 bits away); turn it off as well: near_dup_threshold=None (--near-dup -1)")
 
 
 # -- input listing (streamed, deterministic order) -----------------------------------------
@@ -206,7 +246,7 @@ def _process(rel):
         if s["min_bytes"] and len(data) < s["min_bytes"]:
             raise im.Reject("file_too_small", f"{len(data)} bytes < min_bytes={s['min_bytes']}")
         R = s["resolution"]
-        img, orig = im.decode(data, s["max_pixels"], (2 * R, 2 * R) if s["fast_jpeg"] else None)
+        img, orig = im.decode(data, s["max_pixels"], (2 * R, 2 * R) if s["fast_jpeg"] else None, notes)
         del data
         img = im.to_rgb_or_l(img, s["channels"], s["background"], notes)
         return _filter_and_pack(img, s, notes, _oriented(orig, img.size))
@@ -386,25 +426,24 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(str(e)) from None
     if dest.exists() and not overwrite:
         raise CurateError(f"destination already exists: {dest}; choose another name or pass overwrite=True (--overwrite)")
+    if dest.exists():
+        _check_replaceable(src, dest)
     report_dir = Path(report_dir) if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
     for what, path in (("destination", dest), ("report folder", report_dir)):
         if src.is_dir() and path.resolve().is_relative_to(src.resolve()):  # it would be read back as input
             raise CurateError(f"the {what} {path} is inside the source folder {src}; curation would read "
                               f"its own output (temporary files, contact sheets); choose a place outside {src}")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CurateError(f"cannot create the destination folder {parent}: {e.strerror}")
-    if not os.access(parent, os.W_OK):
-        raise CurateError(f"destination folder is not writable: {parent}; choose a folder you can write to")
-    try:  # the report is written at the end, after the work
+    if dest.suffix.lower() != ".zip" and report_dir.resolve().is_relative_to(dest.resolve()):
+        raise CurateError(f"the report folder {report_dir} is inside the dataset folder {dest}; its contact sheets "
+                          f"would be taken for training images; choose a place outside {dest} (--report-dir)")
+    try:  # checked before the scan, and created by nobody yet: a refused call leaves no folders behind
+        check_folder_writable(dest.parent, "the destination (dest)")
         check_folder_writable(report_dir, "the report folder (report_dir, --report-dir)")
     except ValueError as e:
         raise CurateError(str(e)) from None
     if workers is not None and not (isinstance(workers, numbers.Integral) and workers >= 0):
         raise CurateError(f"workers={workers!r}: the number of worker processes, 0 (in this process) or more")
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    workers = min(4, usable_cpus()) if workers is None else int(workers)
     chunk = max(1, min(16, (256 * 256 * 16) // (resolution * resolution)))
 
     total, list_names, classes = _list_source(src)
@@ -461,6 +500,32 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     return summary
 
 
+# A dataset folder holds these besides its NNNNN/ folders (the others: what a file browser leaves).
+_DATASET_FILES = {"dataset.json", ".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def _check_replaceable(src, dest):
+    """overwrite=True replaces `dest` whole (a folder with all it holds): only ever a dataset, never
+    the source nor a folder of other files."""
+    s, d = src.resolve(), dest.resolve()
+    if s == d or s.is_relative_to(d):
+        raise CurateError(f"the source {src} is {'the destination' if s == d else 'inside the destination'} {dest}, "
+                          f"which overwrite (--overwrite) would replace, source and all; choose another destination")
+    if dest.suffix.lower() == ".zip":
+        if dest.is_dir():
+            raise CurateError(f"destination {dest} is a folder, which a dataset .zip cannot replace; remove it "
+                              "or choose another name")
+        return
+    if not dest.is_dir():
+        raise CurateError(f"destination {dest} is a file, not a dataset folder; remove it or choose another name")
+    others = sorted(n for n in os.listdir(dest) if n not in _DATASET_FILES
+                    and not (re.fullmatch(r"\d{5}", n) and (dest / n).is_dir()))
+    if others:
+        raise CurateError(f"destination {dest} is a folder that is not a dataset (it holds "
+                          f"{', '.join(map(repr, others[:3]))}{', ...' if len(others) > 3 else ''}); overwrite "
+                          "(--overwrite) would delete it all; empty it yourself or choose another name")
+
+
 class _Feed:
     """The input names as they are handed to the workers, remembering those whose result is
     not in yet: once max_images is reached, these and the ones never handed out are the rest."""
@@ -497,7 +562,7 @@ def _report_unread(rel, s, report, unlisted):
 
 def _handle(rel, r, s, writer, report, exact, near, kept, class_index):
     """Main-process decisions for one worker result: duplicates, labels, writing, report."""
-    entry = dict(path=rel)
+    entry = dict(path=rel, notes=r["notes"]) if r.get("notes") else dict(path=rel)  # which file was converted how
     status = r["status"]
     label = None
     if status == "ok" and s["labels"] == "folders":

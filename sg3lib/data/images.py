@@ -91,8 +91,9 @@ _FORMAT_NAMES = "png/jpeg/webp/bmp/tiff/gif" + ("/avif" if _AVIF else "")
 _BOMB_ADVICE = "If the file is a genuine large photo, raise the limit: --max-pixels (curate(max_pixels=...))."
 
 
-def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
-    """Fully decode `data` (bytes) to a loaded PIL image (frame 0 for animations).
+def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None, notes=None):
+    """Fully decode `data` (bytes) to a loaded PIL image (frame 0 for animations and
+    multi-page files, noted as 'first_frame_only' in `notes`).
 
     `draft_size` lets JPEG decode at a reduced DCT scale that still covers that size
     (the whole stream is still decoded, so truncation is still caught). Returns
@@ -116,6 +117,8 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
         # Refuse from the header, before allocating: a tiny file can claim gigapixels.
         if w * h > max_pixels:
             raise Reject("decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}. {_BOMB_ADVICE}")
+        if notes is not None and _has_more_frames(img):
+            notes.append("first_frame_only")
         if img.format == "PNG":
             check_png_crc(data)
             _widen_grey_transparency(img)
@@ -132,6 +135,18 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     if img.size[0] < 1 or img.size[1] < 1:
         raise Reject("corrupt", f"image has size {img.size}")
     return img, (w, h)
+
+
+def _has_more_frames(img):
+    """An animation (GIF, WebP, APNG) or a multi-page TIFF, of which only frame 0 is used. Asked
+    before the decode (Pillow reads the next frame's header only). An MPO's second picture is a
+    camera's preview or depth map, not more of the image: not counted."""
+    if img.format == "MPO":
+        return False
+    try:
+        return bool(getattr(img, "is_animated", False))
+    except Exception:  # a damaged later frame: frame 0 may still decode
+        return False
 
 
 _GREY_TOP = {"1": 1, "L;2": 3, "L;4": 15}  # PNG raw modes of 1/2/4-bit grey -> their brightest value

@@ -8,7 +8,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from ..files import temp_dir_beside, temp_file_beside
+from .. import files
+from ..files import fsync_dir, temp_dir_beside, temp_file_beside
 
 
 def image_name(index):
@@ -68,6 +69,9 @@ class DatasetWriter:
         self.kind = "zip" if self.dest.suffix.lower() == ".zip" else "dir"
         if self.dest.exists() and not overwrite:
             raise FileExistsError(f"destination already exists: {self.dest} (pass overwrite=True / --overwrite)")
+        if self.kind == "zip" and self.dest.is_dir():  # found at the end by os.replace, after all the work
+            raise FileExistsError(f"destination {self.dest} is a folder, which a dataset .zip cannot replace; "
+                                  "remove it or choose another name")
         parent = self.dest.parent
         parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "zip":
@@ -105,14 +109,28 @@ class DatasetWriter:
             os.replace(self.tmp, self.dest)
         else:
             (self.tmp / "dataset.json").write_bytes(meta)
-            old = None
-            if self.dest.exists():  # a folder cannot be replaced in one step: move the old aside
-                old = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
-                os.replace(self.dest, old)
-            os.replace(self.tmp, self.dest)
-            if old is not None:
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
+            self._put_folder_in_place()
+        fsync_dir(self.dest.parent)
         return self.dest
+
+    def _put_folder_in_place(self):
+        """os.replace cannot put a folder where another one is. Swapped in one step where the system
+        can; else the old one is moved aside, and moved back if the new one cannot take its place."""
+        if not (self.dest.exists() or self.dest.is_symlink()):
+            os.replace(self.tmp, self.dest)
+            return
+        if files.exchange(self.tmp, self.dest):
+            old = self.tmp  # the old dataset, now under the temporary name
+        else:
+            old = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
+            os.replace(self.dest, old)
+            try:
+                os.replace(self.tmp, self.dest)
+            except BaseException:
+                os.replace(old, self.dest)  # never neither: the old dataset goes back
+                raise
+        self.tmp = old  # (an abort from here on removes the old one, not the new)
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
     def abort(self):
         if self.kind == "zip":

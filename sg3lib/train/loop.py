@@ -177,10 +177,8 @@ def _make_outdir(outdir):
 
 def _cpus():
     """CPUs this process may use (a container's or Colab's limit, not the host's core count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from ..cpus import usable_cpus
+    return usable_cpus()
 
 
 def _open_dataset(data, mirror, cond, need_labels):
