@@ -551,3 +551,108 @@ def test_rank_leaves_the_callers_discriminator_as_it_was(tmp_path):
     again = rank({"D": D}, ds_path, tmp_path / "r", passes=1, progress=False)
     assert D.training and all(p.requires_grad for p in D.parameters())
     assert first["names"] == again["names"] and np.array_equal(first["scores"], again["scores"])
+
+
+def test_rank_overwrite_never_replaces_a_folder_holding_the_dataset_or_other_files(tmp_path, capsys):
+    """`--dest datasets --overwrite` (the folder the zip is in) replaced that folder whole with the
+    copy: the dataset zip and every other file in it were deleted. Refused before scoring now."""
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    (tmp_path / "datasets").mkdir()
+    ds_path = official_zip(tmp_path / "datasets" / "ds.zip", pictures(4), None)
+    (tmp_path / "datasets" / "notes.txt").write_text("precious")
+    with pytest.raises(ValueError, match="inside the destination"):
+        rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.25, dest=tmp_path / "datasets",
+             overwrite=True, progress=False)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(ValueError, match="not a dataset"):
+        rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.25, dest=tmp_path / "photos",
+             overwrite=True, progress=False)
+    assert sorted(os.listdir(tmp_path / "datasets")) == ["ds.zip", "notes.txt"]
+    assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"precious"
+    assert not (tmp_path / "r" / "rank.csv").exists()  # refused before scoring
+    with pytest.raises(ValueError, match="would replace the ranking"):  # a folder copy over the ranking
+        rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.25, dest=tmp_path / "r", progress=False)
+    # another dataset folder may be replaced, and so may the dataset itself (cleaned in place)
+    official_zip(tmp_path / "other.zip", pictures(2), None)
+    old = ImageDataset(tmp_path / "other.zip")
+    folder = tmp_path / "old_copy"
+    from sg3lib.data.writer import DatasetWriter
+    with DatasetWriter(folder) as w:
+        for i in range(len(old)):
+            w.add(png(old[i][0].transpose(1, 2, 0)))
+        w.close()
+    res = rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.25, dest=folder, overwrite=True,
+               progress=False)
+    assert len(ImageDataset(res["dest"])) == 3
+
+
+def test_rank_refuses_writing_its_output_into_a_folder_dataset(tmp_path):
+    """--out inside a folder dataset put rank_top.png / rank_bottom.png among its images: the next
+    run read them as images (and refused the dataset for their other size)."""
+    from sg3lib.data.rank import rank
+    from sg3lib.data.writer import DatasetWriter
+    torch.set_num_threads(1)
+    folder = tmp_path / "ds"
+    with DatasetWriter(folder) as w:
+        for a in pictures(4):
+            w.add(png(a))
+        w.close()
+    for out, dest in ((folder / "rank", None), (tmp_path / "r", folder / "clean")):
+        with pytest.raises(ValueError, match="inside the dataset folder"):
+            rank(tiny_d(), folder, out, passes=1, drop_bottom=0.25 if dest else 0, dest=dest, progress=False)
+    assert sorted(os.listdir(folder)) == ["00000", "dataset.json"] and len(ImageDataset(folder)) == 4
+    res = rank(tiny_d(), folder, tmp_path / "r", passes=1, drop_bottom=0.25, dest=folder, overwrite=True,
+               progress=False)  # in place: allowed, as for a zip
+    assert len(ImageDataset(folder)) == 3 and res["dest"] == str(folder)
+
+
+def test_rank_says_how_to_fix_a_channel_mismatch(tmp_path):
+    """A grey dataset for an RGB discriminator: the advice was `sg3 curate --resolution 8`, which the
+    images already have; the fix is --channels 3."""
+    from sg3lib.data.rank import rank
+    grey = official_zip(tmp_path / "grey.zip", pictures(2, channels=1), None)
+    with pytest.raises(ValueError) as e:
+        rank(tiny_d(), grey, tmp_path / "r", passes=1, progress=False)
+    assert "1 channel(s), but the discriminator expects 8px with 3" in str(e.value)
+    assert "sg3 curate --channels 3" in str(e.value) and "--resolution" not in str(e.value)
+    big_grey = official_zip(tmp_path / "bg.zip", pictures(2, size=16, channels=1), None)
+    with pytest.raises(ValueError, match=r"sg3 curate --resolution 8 --channels 3\)"):
+        rank(tiny_d(), big_grey, tmp_path / "r", passes=1, progress=False)
+
+
+def test_rank_refuses_a_discriminator_that_scores_nan(tmp_path, capsys):
+    """A snapshot of a run that diverged gives NaN logits: the ranking was written anyway (all 'nan',
+    in file order) and --drop-bottom dropped the last files, as if they were the worst."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.cli import main
+    torch.set_num_threads(1)
+    D = tiny_d()
+    with torch.no_grad():
+        next(iter(D.parameters())).fill_(float("nan"))
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    snap = save_snapshot(tmp_path / "snapshot-000000004.pt", snapshot_from_networks({"D": D}))
+    assert main(["rank", "--network", str(snap), "--data", str(ds_path), "--out", str(tmp_path / "r"),
+                 "--passes", "1", "--drop-bottom", "25"]) == 2
+    err = capsys.readouterr().err
+    assert "no finite score (NaN or infinity) for 4 of 4 images" in err and "earlier snapshot" in err
+    assert not (tmp_path / "r" / "rank.csv").exists() and not (tmp_path / "r" / "ds-top75.zip").exists()
+
+
+def test_rank_default_out_folder_for_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`sg3 rank --data .` (run inside a folder dataset) was a traceback (Path('.') has no name to put
+    _rank after); the ranking goes beside the folder, as for any other path."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.cli import main
+    from sg3lib.data.writer import DatasetWriter
+    torch.set_num_threads(1)
+    snap = save_snapshot(tmp_path / "snapshot-000000004.pt", snapshot_from_networks({"D": tiny_d()}))
+    with DatasetWriter(tmp_path / "faces") as w:
+        for a in pictures(4):
+            w.add(png(a))
+        w.close()
+    monkeypatch.chdir(tmp_path / "faces")
+    assert main(["rank", "--network", str(snap), "--data", ".", "--passes", "1"]) == 0
+    assert (tmp_path / "faces_rank" / "rank.csv").exists()
+    assert sorted(os.listdir(tmp_path / "faces")) == ["00000", "dataset.json"]

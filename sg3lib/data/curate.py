@@ -16,7 +16,6 @@ import io
 import itertools
 import numbers
 import os
-import re
 import signal
 import sys
 import time
@@ -30,7 +29,7 @@ from PIL import Image, ImageColor
 from ..cpus import usable_cpus
 from ..files import check_folder_writable
 from . import images as im
-from .writer import DatasetWriter, check_dest_name, why_not_a_dataset
+from .writer import DatasetWriter, check_dest_name, check_replaceable, why_not_a_dataset
 from .dedupe import ExactIndex, NearIndex
 from .report import Report
 
@@ -427,7 +426,10 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     if dest.exists() and not overwrite:
         raise CurateError(f"destination already exists: {dest}; choose another name or pass overwrite=True (--overwrite)")
     if dest.exists():
-        _check_replaceable(src, dest)
+        try:
+            check_replaceable(src, dest)
+        except ValueError as e:
+            raise CurateError(str(e)) from None
     report_dir = Path(report_dir) if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
     for what, path in (("destination", dest), ("report folder", report_dir)):
         if src.is_dir() and path.resolve().is_relative_to(src.resolve()):  # it would be read back as input
@@ -498,32 +500,6 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(f"no image of {src} was accepted, so {dest} was not written; counts per reason: "
                           f"{summary['counts']}; see {summary['report_json']}")
     return summary
-
-
-# A dataset folder holds these besides its NNNNN/ folders (the others: what a file browser leaves).
-_DATASET_FILES = {"dataset.json", ".DS_Store", "Thumbs.db", "desktop.ini"}
-
-
-def _check_replaceable(src, dest):
-    """overwrite=True replaces `dest` whole (a folder with all it holds): only ever a dataset, never
-    the source nor a folder of other files."""
-    s, d = src.resolve(), dest.resolve()
-    if s == d or s.is_relative_to(d):
-        raise CurateError(f"the source {src} is {'the destination' if s == d else 'inside the destination'} {dest}, "
-                          f"which overwrite (--overwrite) would replace, source and all; choose another destination")
-    if dest.suffix.lower() == ".zip":
-        if dest.is_dir():
-            raise CurateError(f"destination {dest} is a folder, which a dataset .zip cannot replace; remove it "
-                              "or choose another name")
-        return
-    if not dest.is_dir():
-        raise CurateError(f"destination {dest} is a file, not a dataset folder; remove it or choose another name")
-    others = sorted(n for n in os.listdir(dest) if n not in _DATASET_FILES
-                    and not (re.fullmatch(r"\d{5}", n) and (dest / n).is_dir()))
-    if others:
-        raise CurateError(f"destination {dest} is a folder that is not a dataset (it holds "
-                          f"{', '.join(map(repr, others[:3]))}{', ...' if len(others) > 3 else ''}); overwrite "
-                          "(--overwrite) would delete it all; empty it yourself or choose another name")
 
 
 class _Feed:

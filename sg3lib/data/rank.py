@@ -16,6 +16,7 @@ import copy
 import csv
 import io
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -109,9 +110,7 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
 def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, progress, overwrite):
     if (ds.num_channels, ds.resolution) != (D.img_channels, D.img_resolution):
         raise ValueError(f"{ds.path}: images are {ds.resolution}px with {ds.num_channels} channel(s), but the "
-                         f"discriminator expects {D.img_resolution}px with {D.img_channels}; rank with a network "
-                         f"trained at this size, or curate the images to {D.img_resolution}px "
-                         f"(sg3 curate --resolution {D.img_resolution})")
+                         f"discriminator expects {D.img_resolution}px with {D.img_channels}; {_mismatch_fix(ds, D)}")
     if D.c_dim and ds.label_dim != D.c_dim:
         found = (f"labels for {ds.label_dim} classes" if ds.label_dim else
                  "labels, but the dataset was opened without use_labels=True" if ds.has_labels else
@@ -131,12 +130,18 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
         if dest.exists() and not overwrite:  # checked before scoring, which can take long
             raise FileExistsError(f"destination already exists: {dest}; choose another --dest or pass "
                                   "--overwrite (overwrite=True) to replace it")
+    _check_places(ds, out_dir, dest if drop_bottom > 0 else None, overwrite)
     was_training = D.training
     try:  # scored in eval mode without a graph; a caller's own D gets its mode back
         with torch.no_grad():
             mean, std = _scores(D.eval(), ds, passes, batch_size, device, seed, progress)
     finally:
         D.train(was_training)
+    bad = np.flatnonzero(~np.isfinite(mean))
+    if bad.size:  # NaN sorts last: the copy would drop whichever files come last, as if they were the worst
+        raise ValueError(f"the discriminator gave no finite score (NaN or infinity) for {bad.size} of {n} images "
+                         f"(first: {ds.image_names[bad[0]]}); its weights are broken (a run that diverged?): "
+                         "rank with an earlier snapshot; nothing was written")
     order = np.argsort(-mean, kind="stable")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "rank.csv"
@@ -169,6 +174,42 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
             wr.close(class_names=ds.class_names)
         result.update(dest=str(dest), dropped=sorted(ds.image_names[i] for i in drop))
     return result
+
+
+def _mismatch_fix(ds, D):
+    """What to do about images of another size or channel count than D's: the curate flags that make
+    them match (curate writes 1 or 3 channels)."""
+    flags = [f"--resolution {D.img_resolution}"] if ds.resolution != D.img_resolution else []
+    if ds.num_channels != D.img_channels:
+        if D.img_channels not in (1, 3):
+            return (f"rank with a network trained on {ds.num_channels}-channel images ({D.img_channels}-channel "
+                    "datasets are not made by sg3 curate, which writes 1 or 3 channels)")
+        flags.append(f"--channels {D.img_channels}")
+    if len(flags) == 1 and flags[0].startswith("--resolution"):
+        return (f"rank with a network trained at this size, or curate the images to {D.img_resolution}px "
+                f"(sg3 curate {flags[0]})")
+    return f"rank with a network trained on such images, or curate them to match (sg3 curate {' '.join(flags)})"
+
+
+def _check_places(ds, out_dir, dest, overwrite):
+    """Refused before scoring. A folder dataset would read files put inside it (contact sheets, a folder
+    copy) as its images; a folder dest replaces the ranking if it holds out_dir; and overwrite replaces
+    dest whole, so it must be the dataset itself (cleaned in place) or another dataset, never a folder
+    that holds the dataset or other files."""
+    from .writer import check_replaceable
+    src = Path(ds.path).resolve()
+    if src.is_dir():
+        for what, p in (("out_dir (sg3 rank --out)", out_dir), ("dest (sg3 rank --dest)", dest)):
+            if p is not None and not (p is dest and p.resolve() == src) and p.resolve().is_relative_to(src):
+                raise ValueError(f"{what} {p} is inside the dataset folder {ds.path}, whose files would be taken "
+                                 f"for images of the dataset; choose a place outside {ds.path}")
+    if dest is None:
+        return
+    if dest.suffix.lower() != ".zip" and out_dir.resolve().is_relative_to(dest.resolve()):
+        raise ValueError(f"dest (sg3 rank --dest) {dest} holds out_dir (--out) {out_dir}: the copy would replace "
+                         "the ranking (rank.csv, contact sheets); choose another --dest or --out")
+    if overwrite and dest.exists() and dest.resolve() != src:
+        check_replaceable(src, dest)
 
 
 def _scores(D, ds, passes, batch_size, device, seed, progress):
@@ -244,7 +285,8 @@ def add_rank_arguments(p):
 
 
 def run_rank(args):
-    out = args.out or str(Path(args.data).with_suffix("")) + "_rank"
+    data = Path(os.path.abspath(args.data))  # '.' or '..' has no name of its own to put _rank after
+    out = args.out or str(data.with_suffix("")) + "_rank"
     try:
         res = rank(args.network, args.data, out, passes=args.passes, batch_size=args.batch,
                    drop_bottom=args.drop_bottom / 100.0, dest=args.dest, device=args.device,

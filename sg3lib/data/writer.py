@@ -4,6 +4,7 @@ Kept apart from dataset.py so that curation does not import torch.
 """
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -54,6 +55,32 @@ def why_not_a_dataset(path):
 def looks_like_a_network(names):
     """Whether the names in a zip are a PyTorch file's (an sg3lib snapshot .pt is a zip)."""
     return any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
+
+
+# A dataset folder holds these besides its NNNNN/ folders (the others: what a file browser leaves).
+_DATASET_FILES = {"dataset.json", ".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def check_replaceable(src, dest):
+    """overwrite replaces `dest` whole (a folder with all it holds): only ever a dataset, never the
+    source nor a folder of other files (ValueError naming what it holds). Used by curate and rank."""
+    s, d = src.resolve(), dest.resolve()
+    if s == d or s.is_relative_to(d):
+        raise ValueError(f"the source {src} is {'the destination' if s == d else 'inside the destination'} {dest}, "
+                         f"which overwrite (--overwrite) would replace, source and all; choose another destination")
+    if dest.suffix.lower() == ".zip":
+        if dest.is_dir():
+            raise ValueError(f"destination {dest} is a folder, which a dataset .zip cannot replace; remove it "
+                             "or choose another name")
+        return
+    if not dest.is_dir():
+        raise ValueError(f"destination {dest} is a file, not a dataset folder; remove it or choose another name")
+    others = sorted(n for n in os.listdir(dest) if n not in _DATASET_FILES
+                    and not (re.fullmatch(r"\d{5}", n) and (dest / n).is_dir()))
+    if others:
+        raise ValueError(f"destination {dest} is a folder that is not a dataset (it holds "
+                         f"{', '.join(map(repr, others[:3]))}{', ...' if len(others) > 3 else ''}); overwrite "
+                         "(--overwrite) would delete it all; empty it yourself or choose another name")
 
 
 class DatasetWriter:
