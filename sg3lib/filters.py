@@ -59,6 +59,10 @@ def design_lowpass(numtaps, cutoff, width, fs, radial=False):
         raise ValueError(f"numtaps must be >= 1, got {numtaps}")
     if numtaps == 1:
         return None
+    if not fs > 0:
+        raise ValueError(f"fs (sampling rate) must be > 0, got {fs}")
+    if not 0 < cutoff < fs / 2:  # at or above Nyquist the "low-pass" passes aliases (sinc(c m), c >= 1)
+        raise ValueError(f"cutoff must lie strictly between 0 and fs / 2 = {fs / 2:g}, got {cutoff:g}")
     window = kaiser_window(numtaps, width, fs)
     m = np.arange(numtaps) - (numtaps - 1) / 2
     if not radial:

@@ -91,3 +91,12 @@ def test_identity_and_setup_filter():
     f = setup_filter([1, 3, 3, 1])
     assert f.shape == (4, 4) and torch.allclose(f, torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64)
     assert setup_filter([1, 3, 3, 1], gain=4).sum().item() == pytest.approx(4)
+
+
+@pytest.mark.parametrize("cutoff,fs", [(8, 16), (10, 16), (0, 16), (-1, 16), (2, 0)])
+def test_cutoff_outside_zero_to_nyquist_is_refused(cutoff, fs):
+    """A cutoff at or above fs/2 (or a non-positive one) is no low-pass: refuse it instead of
+    returning a filter that passes aliases (sinc(c m) with c >= 1)."""
+    for radial in (False, True):
+        with pytest.raises(ValueError, match="cutoff|fs"):
+            design_lowpass(6, cutoff, 2, fs, radial=radial)

@@ -289,3 +289,63 @@ def test_conv_with_frozen_weight_keeps_only_the_weight(up, down, k, groups):
     torch.testing.assert_close(dx[0], dx[1])
     ddx = [torch.autograd.grad(d.square().sum(), x, retain_graph=True)[0] for d in dx]
     torch.testing.assert_close(ddx[0], ddx[1])
+
+
+def test_band_plan_cached_under_inference_mode_serves_autograd_later():
+    """A notebook generates under torch.inference_mode(), then projects or trains with autograd:
+    the band matrices cached by the first call must not be inference tensors, which autograd
+    refuses to save ("Inference tensors cannot be saved for backward")."""
+    g = torch.Generator().manual_seed(11)
+    f = torch.rand(7, generator=g, dtype=torch.float64)  # taps no other test uses: a fresh plan
+    x = torch.randn(1, 2, 9, 8, generator=g, dtype=torch.float64)
+    with torch.inference_mode():
+        ops.upfirdn2d(x, f, up=2, padding=3, impl="ref")
+    xg = x.clone().requires_grad_(True)
+    y = ops.upfirdn2d(xg, f, up=2, padding=3, impl="ref")
+    (dx,) = torch.autograd.grad(y.square().sum(), xg)
+    xd = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(_upfirdn_by_definition(xd, f, 2, 1, (3, 3, 3, 3), False, 1).square().sum(), xd)
+    torch.testing.assert_close(dx, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5, 4), (2, 0, 5, 4)], ids=["batch0", "channels0"])
+@pytest.mark.parametrize("fshape,up", [(None, 1), (None, 2), ((3, 2), 1), ((3, 2), 2), ((4,), 1)])
+def test_upfirdn2d_empty_batch_gives_empty_output(shape, fshape, up):
+    """An empty batch (no seeds left to render, say) gives an empty result of the right size."""
+    x = torch.randn(*shape, dtype=torch.float64)
+    f = None if fshape is None else torch.rand(fshape, dtype=torch.float64)
+    fh, fw = (1, 1) if f is None else (f.shape[0], f.shape[-1])
+    y = ops.upfirdn2d(x, f, up=up, padding=[2, 1, 0, 1], impl="ref")
+    assert y.shape == (shape[0], shape[1], 5 * up + 1 - fh + 1, 4 * up + 3 - fw + 1)
+    y = ops.filtered_lrelu(x, None, None, torch.zeros(shape[1], dtype=x.dtype), impl="ref")
+    assert y.shape == shape
+
+
+def test_factors_and_padding_take_numpy_ints_and_refuse_floats_clearly():
+    """Layer geometry is often computed with numpy (np.int64 is not an int); a float factor is
+    refused with the argument's name, not "object of type 'float' has no len()"."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(1, 2, 6, 5, generator=g, dtype=torch.float64)
+    f = torch.rand(4, generator=g, dtype=torch.float64)
+    want = ops.upfirdn2d(x, f, up=2, down=2, padding=1, impl="ref")
+    got = ops.upfirdn2d(x, f, up=np.int64(2), down=np.int64(2), padding=np.int64(1), impl="ref")
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="up must be an int"):
+        ops.upfirdn2d(x, f, up=2.0, impl="ref")
+    with pytest.raises(ValueError, match="padding must be an int"):
+        ops.upfirdn2d(x, f, padding=1.5, impl="ref")
+    with pytest.raises(ValueError, match="down must be an int"):
+        ops.filtered_lrelu(x, f, f, up=2, down=[2, 2], padding=3, impl="ref")
+    with pytest.raises(ValueError, match=r"filtered_lrelu expects x of shape \[N, C, H, W\]"):
+        ops.filtered_lrelu(x[0], f, f, up=2, down=2, padding=3, impl="ref")
+
+
+@pytest.mark.parametrize("gain", [-1.5, 0.0])
+def test_filtered_lrelu_clamp_with_nonpositive_gain_is_the_definition(gain):
+    """clamp(lrelu(x) * gain, +-clamp) for any gain, as the CUDA kernel computes (moving the gain
+    past the clamp must keep the bounds ordered and must not divide by zero)."""
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) * 3
+    y = ops.filtered_lrelu(x, None, None, gain=gain, slope=0.2, clamp=1.0, impl="ref")
+    want = (torch.nn.functional.leaky_relu(x, 0.2) * gain).clamp(-1.0, 1.0)
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)

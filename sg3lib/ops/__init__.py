@@ -9,7 +9,7 @@
 import math
 
 from .bias_act import bias_act_ref
-from .filtered_lrelu import filtered_lrelu_ref
+from .filtered_lrelu import check_args as check_filtered_lrelu_args, filtered_lrelu_ref
 from .upfirdn2d import parse_padding, parse_scaling, upfirdn2d_ref
 
 __all__ = ["upfirdn2d", "filtered_lrelu", "bias_act", "report"]
@@ -43,10 +43,11 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
 def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2),
                    slope=0.2, clamp=None, flip_filter=False, impl=None):
     """Bias, upsample with fu, leaky ReLU times gain, clamp, downsample with fd (StyleGAN3 sec. 3.2)."""
+    up, down = check_filtered_lrelu_args(x, up, down)
     cuda = _use_cuda(x, impl)
     if cuda is None:
         return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
-    return cuda.filtered_lrelu(x, fu, fd, b, int(up), int(down), parse_padding(padding), float(gain),
+    return cuda.filtered_lrelu(x, fu, fd, b, up, down, parse_padding(padding), float(gain),
                                float(slope), None if clamp is None else float(clamp), bool(flip_filter))
 
 

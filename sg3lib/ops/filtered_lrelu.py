@@ -10,7 +10,7 @@ carries gain up**2 so that zero-stuffing keeps the signal's magnitude.
 import math
 
 from .bias_act import add_bias
-from .upfirdn2d import upfirdn2d_ref
+from .upfirdn2d import as_int, upfirdn2d_ref
 
 import torch
 
@@ -18,8 +18,20 @@ import torch
 _GROUP_ELEMS = 1 << 20  # elements of the upsampled maps per group
 
 
+def check_args(x, up, down):
+    """The checks both paths share: x [N, C, H, W]; up and down one int each (same along x and y)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"filtered_lrelu expects x of shape [N, C, H, W], got {getattr(x, 'shape', type(x))}")
+    factors = as_int(up, "up"), as_int(down, "down")
+    for name, v in zip(("up", "down"), factors):
+        if v < 1:
+            raise ValueError(f"{name} factors must be >= 1, got {v}")  # as upfirdn2d says it
+    return factors
+
+
 def filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2),
                        slope=0.2, clamp=None, flip_filter=False):
+    up, down = check_args(x, up, down)
     clamp = None if clamp is None or clamp < 0 else clamp  # negative: none, as in bias_act (and the kernel)
     out_dtype = x.dtype
     if x.dtype in (torch.float16, torch.bfloat16):
@@ -47,10 +59,12 @@ def filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gai
 
 def _one_group(x, fu, fd, up, down, padding, gain, slope, clamp, flip_filter):
     x = upfirdn2d_ref(x, fu, up=up, padding=padding, flip_filter=flip_filter, gain=up ** 2)
-    # clamp(lrelu(x) * gain, +-clamp) = gain * clamp(lrelu(x), +-clamp / gain): the gain rides on
-    # the downsampling pass, which saves a full pass over the largest map.
+    # clamp(lrelu(x) * gain, +-clamp) = gain * clamp(lrelu(x), +-clamp / |gain|) (the clamp is odd):
+    # the gain rides on the downsampling pass, which saves a full pass over the largest map.
+    # With gain 0 the output is 0 whatever the clamp.
     inplace = not (torch.is_grad_enabled() and x.requires_grad)
     x = torch.nn.functional.leaky_relu(x, slope, inplace=inplace)
-    if clamp is not None:
-        x = x.clamp_(-clamp / gain, clamp / gain) if inplace else x.clamp(-clamp / gain, clamp / gain)
+    if clamp is not None and gain != 0:
+        lim = clamp / abs(gain)
+        x = x.clamp_(-lim, lim) if inplace else x.clamp(-lim, lim)
     return upfirdn2d_ref(x, fd, down=down, flip_filter=flip_filter, gain=gain)

@@ -12,20 +12,42 @@ by block so that only the band is multiplied and inserted zeros never are; 2-D (
 filters use a strided transposed convolution. Built from torch matmuls and convolutions, it
 supports any order of autograd and is also the fast CPU path.
 """
+import operator
+
 import torch
 import torch.nn.functional as F
 
 
-def _pair(v, name):
-    if isinstance(v, int):
-        return v, v
-    if len(v) != 2:
-        raise ValueError(f"{name} must be an int or [x, y], got {v!r}")
-    return int(v[0]), int(v[1])
+def as_int(v, name, what="an int"):
+    """v as a Python int: numpy and torch integers too (layer geometry is often numpy arithmetic);
+    a float (2.0) is refused with the argument's name rather than silently truncated."""
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise ValueError(f"{name} must be {what}, got {v!r}") from None
+
+
+def _ints(v, name, lengths, what):
+    """An integer, or a sequence (list, tuple, numpy array) of len in `lengths`, as a list of ints."""
+    try:
+        return [operator.index(v)]
+    except TypeError:
+        pass
+    try:
+        items = list(v)
+    except TypeError:
+        raise ValueError(f"{name} must be {what}, got {v!r}") from None
+    try:
+        if len(items) in lengths:
+            return [operator.index(i) for i in items]
+    except TypeError:
+        pass
+    raise ValueError(f"{name} must be {what}, got {v!r}")
 
 
 def parse_scaling(up_or_down, name="up"):
-    sx, sy = _pair(up_or_down, name)
+    s = _ints(up_or_down, name, (2,), "an int or [x, y] of ints")
+    sx, sy = s * 2 if len(s) == 1 else s
     if sx < 1 or sy < 1:
         raise ValueError(f"{name} factors must be >= 1, got {up_or_down!r}")
     return sx, sy
@@ -33,14 +55,12 @@ def parse_scaling(up_or_down, name="up"):
 
 def parse_padding(padding):
     """int, [x, y] or [x0, x1, y0, y1] -> (x0, x1, y0, y1)."""
-    if isinstance(padding, int):
-        return padding, padding, padding, padding
-    padding = [int(p) for p in padding]
-    if len(padding) == 2:
-        return padding[0], padding[0], padding[1], padding[1]
-    if len(padding) == 4:
-        return tuple(padding)
-    raise ValueError(f"padding must be an int, [x, y] or [x0, x1, y0, y1], got {padding!r}")
+    p = _ints(padding, "padding", (2, 4), "an int, [x, y] or [x0, x1, y0, y1] of ints")
+    if len(p) == 1:
+        return p[0], p[0], p[0], p[0]
+    if len(p) == 2:
+        return p[0], p[0], p[1], p[1]
+    return tuple(p)
 
 
 def filter_size(f):
@@ -66,6 +86,8 @@ def _conv(x, w, stride=1):
     """Apply the same small filter bank w [O, 1, kh, kw] to every image of x [B, 1, H, W] as one
     depthwise convolution (groups=B): much faster on CPU than B images through a 1-channel conv."""
     b = x.shape[0]
+    if b == 0:  # no images: groups=0 is refused, and the plain convolution gives the same empty result
+        return F.conv2d(x, w, stride=stride)
     y = F.conv2d(x.reshape(1, b, x.shape[2], x.shape[3]), w.repeat(b, 1, 1, 1), stride=stride, groups=b)
     return y.reshape(b, w.shape[0], y.shape[2], y.shape[3])
 
@@ -102,7 +124,11 @@ def _band_plan(n, w, up, down, p0, p1):
     if plan is None:
         if len(_PLANS) > 256:
             _PLANS.clear()
-        plan = _PLANS[key] = _make_plan(n, w, up, down, p0, p1)
+        # Built as ordinary tensors even under torch.inference_mode(): a later call with autograd
+        # (projection, training in the same notebook) saves them for the backward, which autograd
+        # refuses for inference tensors.
+        with torch.inference_mode(False):
+            plan = _PLANS[key] = _make_plan(n, w.clone(), up, down, p0, p1)
     return plan
 
 
