@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import warnings
+import collections
 from collections import OrderedDict
 from pathlib import Path
 
@@ -832,3 +833,55 @@ def test_snapshot_exported_as_official_pkl_reads_back_bit_for_bit(tmp_path, cfg)
         assert list(a) == list(b) and all(torch.equal(a[n], b[n]) and a[n].dtype == b[n].dtype for n in a), k
         assert back["meta"]["networks"][k] == {"official_class": stored[k]["official_class"],
                                                "init_kwargs": stored[k]["init_kwargs"]}
+
+
+@pytest.mark.parametrize("call,of", [(("collections", "OrderedDict"), "tensor"),
+                                     (("dnnlib.util", "EasyDict"), "tensor"),
+                                     (("collections", "OrderedDict"), "array")],
+                         ids=["odict-tensor", "easydict", "odict-array"])
+def test_dicts_are_not_built_from_tensors_or_arrays(tmp_path, call, of):
+    """OrderedDict(t) of a [N, 2] tensor makes two tensors per row (a 2 MB file took 1.8 GB before the
+    memory meter saw the dict): the dict constructors, like set, take only lists written in the file."""
+    rows = torch.arange(20_000, dtype=torch.int8).reshape(-1, 2) if of == "tensor" else np.zeros((10_000, 2))
+    data = pickle.dumps(_Reduce(collections.OrderedDict, rows), protocol=4)
+    module, name = call
+    named = b"\x8c" + bytes([len(module)]) + module.encode() + b"\x94\x8c" + bytes([len(name)]) + name.encode()
+    data = data.replace(b"\x8c\x0bcollections\x94\x8c\x0bOrderedDict", named)  # protocol 4's STACK_GLOBAL
+    path = tmp_path / "rows.pkl"
+    path.write_bytes(data)
+    assert call in globals_in(path)
+    with pytest.raises(LoadError, match=f"{name} of a (Tensor|ndarray); pickles build it from a list") as e:
+        load(path)
+    assert str(path) in str(e.value)
+
+
+def test_a_pickled_state_dict_gets_a_short_error(tmp_path):
+    """pickle.dump(G.state_dict()): hundreds of keys; the error names a few, the count and what to pass."""
+    state = OrderedDict((f"synthesis.L{i}_36_64.{k}", torch.zeros(1)) for i in range(300) for k in ("weight", "bias"))
+    path = _write(tmp_path / "weights.pkl", state)
+    with pytest.raises(LoadError, match="not a StyleGAN snapshot") as e:
+        load(path)
+    msg = str(e.value)
+    assert str(path) in msg and "synthesis.L0_36_64.bias" in msg and "600 keys" in msg
+    assert len(msg) < 600, len(msg)
+
+
+D_SIGNATURE = ("c_dim", "img_resolution", "img_channels", "architecture", "channel_base", "channel_max", "num_fp16_res",
+               "conv_clamp", "cmap_dim", "block_kwargs", "mapping_kwargs", "epilogue_kwargs")
+
+
+@pytest.mark.parametrize("name,signature", [
+    ("sg3t_64", ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs")),
+    ("d_64_cond", D_SIGNATURE)], ids=["G", "D"])
+def test_every_positional_argument_of_the_official_constructors(tmp_path, fixtures_dir, name, signature):
+    """Networks made as Generator(512, 0, 512, 256, 3, {'num_layers': 2}): the persistence hook keeps
+    the arguments as given, in _init_args; each official positional parameter maps to its name."""
+    meta, state, _ = fixture(fixtures_dir, name)
+    obj = persistent(fixtures_dir, name)
+    kwargs = {**{k: None for k in D_SIGNATURE[3:] if name.startswith("d")}, **meta["init_kwargs"]}
+    obj.state["_init_args"] = tuple(kwargs.pop(k) for k in signature)
+    obj.state["_init_kwargs"] = op.EasyDict(kwargs)
+    key = "D" if name.startswith("d") else "G_ema"
+    nets = load(op.write_official_pkl(tmp_path / "positional.pkl", {key: obj}))
+    assert nets["meta"]["networks"][key]["init_kwargs"] == {**kwargs, **dict(zip(signature, obj.state["_init_args"]))}
+    assert all(torch.equal(v, state[k]) for k, v in nets[key].state_dict().items())

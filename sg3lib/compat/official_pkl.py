@@ -39,7 +39,8 @@ from ..files import atomic_write
 from ..loader import LoadError
 from ..networks.layers import jsonable
 from .restricted import (  # noqa: F401  (UnsafePickleError is part of this module's API)
-    RestrictedUnpickler, UnsafePickleError, _Frozen, _Sealed, plain_globals, size_checked_globals)
+    RestrictedUnpickler, UnsafePickleError, _Frozen, _Sealed, _only_listed, check_listed, plain_globals,
+    size_checked_globals)
 
 SG3_CLASS = "training.networks_stylegan3.Generator"
 SG2_CLASS = "training.networks_stylegan2.Generator"
@@ -47,15 +48,23 @@ D_CLASS = "training.networks_stylegan2.Discriminator"
 NETWORK_KEYS = ("G", "D", "G_ema")
 PERSISTENCE_VERSION = 6  # the `version` field official snapshots carry
 
-# Positional order of the official constructors, used only if a pickle has `_init_args`.
+# Positional order of the official constructors, used only if a pickle has `_init_args` (the
+# persistence hook keeps arguments as they were passed). StyleGAN2-ADA's Generator takes
+# synthesis_kwargs as a seventh; StyleGAN3's and networks_stylegan2's take them as **kwargs.
 _POSITIONAL = {
-    "Generator": ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"),
-    "Discriminator": ("c_dim", "img_resolution", "img_channels"),
+    "Generator": ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"),
+    "Discriminator": ("c_dim", "img_resolution", "img_channels", "architecture", "channel_base", "channel_max",
+                      "num_fp16_res", "conv_clamp", "cmap_dim", "block_kwargs", "mapping_kwargs", "epilogue_kwargs"),
 }
 
 
 class EasyDict(dict, metaclass=_Sealed):
     """Stands in for `dnnlib.util.EasyDict`: a dict whose keys are also attributes."""
+
+    def __init__(self, *args, **kwargs):
+        # pickles make EasyDicts with NEWOBJ (no call); a call on a tensor would make objects per row
+        check_listed("EasyDict", args, (dict, list, tuple))
+        super().__init__(*args, **kwargs)
 
     def __getattr__(self, name):
         try:
@@ -108,7 +117,7 @@ def _allowed_globals():
     """The names an official snapshot refers to, except the size-checked ones (see `restricted`)."""
     allowed = dict(plain_globals())
     allowed.update({
-        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("collections", "OrderedDict"): _only_listed(collections.OrderedDict),
         ("dnnlib.util", "EasyDict"): EasyDict,
         ("dnnlib", "EasyDict"): EasyDict,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentObject,
@@ -278,9 +287,9 @@ def _snapshot_contents(data, path):
     if isinstance(data, PersistentObject):  # someone pickled a bare network
         data = {"G_ema" if data.class_name == "Generator" else "D": data}
     if not isinstance(data, dict) or not any(isinstance(data.get(k), PersistentObject) for k in NETWORK_KEYS):
-        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        found, hint = _what(data)
         raise LoadError(f"{path}: a Python pickle, but not a StyleGAN snapshot (found {found}; "
-                        "expected a dict with G, D and/or G_ema networks)")
+                        f"expected a dict with G, D and/or G_ema networks){hint}")
     networks = {}
     for key in NETWORK_KEYS:
         obj = data.get(key)
@@ -304,6 +313,18 @@ def _snapshot_contents(data, path):
     return {"networks": networks,
             "training_set_kwargs": jsonable(tsk) if isinstance(tsk, dict) else None,
             "ignored": ignored}
+
+
+def _what(data):
+    """(what a pickle holds, advice) for an error, kept short: a state dict has hundreds of keys."""
+    if not isinstance(data, dict):
+        return type(data).__name__, ""
+    keys = sorted(map(str, data))
+    found = str(keys) if len(keys) <= 8 else f"a dict of {len(keys)} keys: {keys[:5]}..."
+    if data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return found, (". It looks like a state dict, which lacks the constructor arguments: pass an official "
+                       "snapshot or an sg3lib .pt, or build the network and call load_state_dict on it")
+    return found, ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ It is the pure-Python `pickle._Unpickler`, because the C one cannot be changed o
   bytes of the objects it makes or grows, and a pickle that builds more than a few times its own
   size is refused. Without it, a file of empty sets (one byte each, 216 bytes in memory) took 245
   times its size, and calls on one memoized object (bytearray of the same bytes, again and again)
-  took memory quadratic in the file's size.
+  took memory quadratic in the file's size. Constructors that make one object per element (set,
+  OrderedDict, EasyDict, torch.Size) take only lists from the file (`check_listed`): the meter sees
+  a call's result only once it is built, and OrderedDict of a tensor made 900 times the file's size.
 - numpy dtypes are plain numbers only: numpy's own dtype.__setstate__ crashes the process on
   some malformed datetime states.
 """
@@ -119,12 +121,19 @@ def _plain_dtype_state(state):
             and state[1] in ("<", ">", "|", "=") and state[2:] in _PLAIN_DTYPE_STATE_TAILS)
 
 
+def check_listed(name, args, kinds=(list, tuple)):
+    """LoadError unless `args` is empty or one list/tuple written in the file: given an array or a
+    tensor, set, dict and the like make one Python object per element (per row), all of it before
+    the memory meter sees the result (OrderedDict of a [N, 2] tensor: 900 times the file's size)."""
+    if args and (len(args) > 1 or not isinstance(args[0], kinds)):
+        raise LoadError(f"{name} of a {type(args[0]).__name__}; pickles build it from a list")
+
+
 def _only_listed(fn):
     """`fn` for the allow-list, called only on a list or tuple written in the file (set, frozenset,
-    torch.Size): given an array or a tensor it would make one Python object per element."""
+    torch.Size, OrderedDict; see check_listed)."""
     def checked(*args):
-        if args and (len(args) > 1 or not isinstance(args[0], (list, tuple))):
-            raise LoadError(f"{fn.__name__} of a {type(args[0]).__name__}; pickles build it from a list")
+        check_listed(fn.__name__, args)
         return fn(*args)
     checked.__qualname__ = fn.__qualname__
     return checked
