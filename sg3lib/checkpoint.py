@@ -172,6 +172,16 @@ def snapshot_counter(path):
     return int(m.group(1)) if m else -1
 
 
+def _in_counter_order(path):
+    return snapshot_counter(path), Path(path).name
+
+
+def snapshot_files(folder, pattern=PATTERN):
+    """Every file in `folder` named like a snapshot, complete or not (Drive's copies too), oldest
+    first: what says that a folder holds a run."""
+    return sorted(Path(folder).glob(pattern), key=_in_counter_order) if Path(folder).is_dir() else []
+
+
 def _zip_names(path):
     """The names in a ZIP file, or None where its directory is missing or damaged."""
     try:
@@ -219,7 +229,7 @@ def _scan(folder, pattern, clean, stale_s):
     if odd:
         warnings.warn(f"{folder}: ignored {len(odd)} file(s) not named snapshot-NNNNNNNNN.pt (a copy? rename it "
                       f"to use it): {sorted(p.name for p in odd)}")
-    return sorted(good, key=lambda p: (snapshot_counter(p), p.name)), removed, skipped, sorted(odd)
+    return sorted(good, key=_in_counter_order), removed, skipped, sorted(odd)
 
 
 def _listing(problems):
@@ -278,7 +288,7 @@ def find_resumable(folder, clean=True, stale_s=60.0, map_location="cpu"):
 
 
 def _newest_first(problems):
-    return sorted(problems, key=lambda pw: (snapshot_counter(pw[0]), pw[0].name), reverse=True)
+    return sorted(problems, key=lambda pw: _in_counter_order(pw[0]), reverse=True)
 
 
 def _nothing_reads(folder, problems, odd, resuming=True):

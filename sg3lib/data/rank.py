@@ -29,7 +29,7 @@ from ..files import atomic_write, check_folder_writable
 from .dataset import ImageDataset
 from .images import thumbnail
 from .report import _atomic_save, contact_sheet
-from .writer import DatasetWriter, check_dest_name
+from .writer import DatasetWriter, check_dest_name, check_replaceable
 
 
 def _device(device, default=None):
@@ -196,7 +196,6 @@ def _check_places(ds, out_dir, dest, overwrite):
     copy) as its images; a folder dest replaces the ranking if it holds out_dir; and overwrite replaces
     dest whole, so it must be the dataset itself (cleaned in place) or another dataset, never a folder
     that holds the dataset or other files."""
-    from .writer import check_replaceable
     src = Path(ds.path).resolve()
     if src.is_dir():
         for what, p in (("out_dir (sg3 rank --out)", out_dir), ("dest (sg3 rank --dest)", dest)):

@@ -61,6 +61,10 @@ def looks_like_a_network(names):
 _DATASET_FILES = {"dataset.json", ".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
+def _zip_over_folder(dest):
+    return f"destination {dest} is a folder, which a dataset .zip cannot replace; remove it or choose another name"
+
+
 def check_replaceable(src, dest):
     """overwrite replaces `dest` whole (a folder with all it holds): only ever a dataset, never the
     source nor a folder of other files (ValueError naming what it holds). Used by curate and rank."""
@@ -70,8 +74,7 @@ def check_replaceable(src, dest):
                          f"which overwrite (--overwrite) would replace, source and all; choose another destination")
     if dest.suffix.lower() == ".zip":
         if dest.is_dir():
-            raise ValueError(f"destination {dest} is a folder, which a dataset .zip cannot replace; remove it "
-                             "or choose another name")
+            raise ValueError(_zip_over_folder(dest))
         return
     if not dest.is_dir():
         raise ValueError(f"destination {dest} is a file, not a dataset folder; remove it or choose another name")
@@ -97,8 +100,7 @@ class DatasetWriter:
         if self.dest.exists() and not overwrite:
             raise FileExistsError(f"destination already exists: {self.dest} (pass overwrite=True / --overwrite)")
         if self.kind == "zip" and self.dest.is_dir():  # found at the end by os.replace, after all the work
-            raise FileExistsError(f"destination {self.dest} is a folder, which a dataset .zip cannot replace; "
-                                  "remove it or choose another name")
+            raise FileExistsError(_zip_over_folder(self.dest))
         parent = self.dest.parent
         parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "zip":

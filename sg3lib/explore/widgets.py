@@ -18,6 +18,7 @@ A seed is a slider (0..100000, for scrubbing) with a box beside it that takes an
 import atexit
 import html
 import io
+import sys
 import threading
 import time
 import weakref
@@ -161,7 +162,6 @@ def _running_cell():
     """(cell, run) of the notebook cell running now, None outside IPython. The cell is its id where
     the front end sends one (JupyterLab, Notebook 7), else its source text (e.g. the classic Notebook);
     the run is a weak reference to IPython's result object for this execution of it."""
-    import sys
     ipython = sys.modules.get("IPython")  # not imported: not in a notebook
     shell = ipython.get_ipython() if ipython else None
     result = getattr(getattr(shell, "displayhook", None), "exec_result", None)

@@ -23,7 +23,6 @@ import sys
 import time
 import traceback
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -368,10 +367,7 @@ def _check_no_other_run(outdir):
     """A new run (from scratch or from other weights) starts its counters at 0: in a folder that
     holds another run's snapshots it would cut that run's stats.jsonl and overwrite its snapshots."""
     from .. import checkpoint as ck
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # (cut-off snapshots count: they are still that run's)
-        found = sorted(Path(outdir).glob(ck.PATTERN), key=lambda p: (ck.snapshot_counter(p), p.name)) \
-            if os.path.isdir(outdir) else []
+    found = ck.snapshot_files(outdir)  # cut-off snapshots count too: they are still that run's
     if found:
         raise TrainError(f"{outdir} already holds a run ({found[-1].name}); continue it with "
                          "--resume latest, or start the new run in another --outdir")
