@@ -233,6 +233,17 @@ def test_rank_scores_sort_and_drop_bottom(tmp_path):
         assert (img == imgs[i].transpose(2, 0, 1)).all() and onehot.argmax() == labels[i]
 
 
+def test_rank_copy_shows_progress(tmp_path, capsys):
+    """Writing the filtered copy of a large dataset takes as long as scoring it: it gets a bar too."""
+    from sg3lib.data.rank import rank
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4, seed=1), None)
+    rank(tiny_d(mbstd=False), ds_path, tmp_path / "r", passes=1, drop_bottom=0.25, progress=True)
+    err = capsys.readouterr().err
+    assert "ranking ds" in err and "writing ds-top75.zip" in err and "3/3" in err
+    rank(tiny_d(mbstd=False), ds_path, tmp_path / "q", passes=1, drop_bottom=0.25, progress=False)
+    assert "writing" not in capsys.readouterr().err
+
+
 def test_rank_conditional_with_minibatch_std_and_cli(tmp_path, capsys):
     from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
     from sg3lib.cli import main

@@ -161,10 +161,10 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
     if drop_bottom > 0:
         drop = set(order[n - n_drop:].tolist())
         labels = ds._raw_labels if ds.has_labels else None
+        from tqdm.auto import tqdm
+        keep = [i for i in range(n) if i not in drop]
         with DatasetWriter(dest, overwrite=overwrite) as wr:
-            for i in range(n):
-                if i in drop:
-                    continue
+            for i in tqdm(keep, desc=f"writing {Path(dest).name}", unit="img", disable=not progress):
                 with ds._open(ds.image_names[i]) as f:
                     data_bytes = f.read()
                 if not ds.image_names[i].lower().endswith(".png"):
