@@ -35,6 +35,32 @@ def test_write_video_pads_odd_sizes_and_takes_a_callable(tmp_path):
     assert X.read_video_info(path)[:2] == (6, (22, 16))  # H.264 needs even sizes
 
 
+def test_two_videos_written_to_one_name_at_once_both_finish_whole(tmp_path):
+    """Two threads (say two notebook cells' background renders) writing the same file used to share
+    one temporary name: one's ffmpeg wrote over the other's, and the slower failed or renamed a
+    mix into place. Each write now has a temporary of its own; the file is one of the two, whole."""
+    import threading
+    results = {}
+
+    def write(level):
+        try:
+            frames = lambda i: np.full([16, 16, 3], level, np.uint8)
+            results[level] = X.write_video(tmp_path / "same.mp4", frames, fps=10, n_frames=20, progress=False)
+        except Exception as e:  # reported below
+            results[level] = e
+    threads = [threading.Thread(target=write, args=(v,)) for v in (40, 200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(not isinstance(r, Exception) for r in results.values()), results
+    from moviepy import VideoFileClip
+    with VideoFileClip(str(tmp_path / "same.mp4")) as clip:
+        levels = {int(round(f.mean() / 10)) * 10 for f in clip.iter_frames()}
+    assert X.read_video_info(tmp_path / "same.mp4")[0] == 20 and levels in ({40}, {200})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.mp4"]
+
+
 @pytest.mark.parametrize("kind,grid,size", [("loop", 1, (16, 16)), ("keyframes", 3, (32, 32)),
                                             ("rotate", 1, (16, 16))])
 def test_interpolation_video(G, tmp_path, kind, grid, size):

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from ..files import fsync_dir, temp_file_beside
 from . import latents as L
 from .generate import synthesize
 from .grids import _font, label_size
@@ -72,7 +73,9 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
     if not n:
         raise ValueError(f"{path}: no frames to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")  # ffmpeg picks the format by suffix
+    fd, tmp = temp_file_beside(path, suffix=".mp4")  # a name of its own (ffmpeg picks the format by suffix)
+    os.close(fd)  # ffmpeg writes it over
+    tmp = Path(tmp)
     bar = tqdm(total=n, desc=desc, unit="frame", disable=not progress)
     seen = set()
 
@@ -91,7 +94,10 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
     try:
         clip.write_videofile(str(tmp), fps=fps, codec="libx264", audio=False, logger=None,
                              ffmpeg_params=["-crf", str(crf)])
+        with open(tmp, "rb") as f:  # on disk before the rename, as atomic_write does
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         bar.close()
         clip.close()
