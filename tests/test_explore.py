@@ -244,7 +244,9 @@ def test_psi_grid_corner_names_the_cutoff(G, monkeypatch):
     monkeypatch.setattr(grids, "image_grid", lambda *a, **k: corners.append(a[5] if len(a) > 5 else None) or real(*a, **k))
     X.psi_grid(G, [0, 1], [1.0, 0.5], progress=False)
     X.psi_grid(G, [0, 1], [1.0, 0.5], cutoff=2, progress=False)
-    assert corners == [None, "cutoff 2"]
+    X.psi_grid(G, [0, 1], [1.0, 0.5], centre="class", progress=False)  # unconditional: w_avg is the centre
+    X.psi_grid(make_G(c_dim=3), [0], [0.5], class_idx=1, centre="class", progress=False)
+    assert corners == [None, "cutoff 2", None, "class 1, class centre"]
 
 
 def test_style_mix_grid(G):

@@ -77,13 +77,14 @@ def psi_grid(G, seeds, psis=(1.0, 0.7, 0.5, 0.0), cutoff=None, class_idx=None, c
     if not labels:
         return image_grid(imgs, len(seeds), len(psis))
     return image_grid(imgs, len(seeds), len(psis), [f"seed {s}" for s in seeds], [f"psi={p:g}" for p in psis],
-                      _truncation_label(cutoff, class_idx, centre))
+                      _truncation_label(cutoff, class_idx, centre == "class" and G.c_dim > 0))
 
 
-def _truncation_label(cutoff, class_idx, centre):
-    """The corner of a psi grid names what else shaped its truncation (None when nothing did)."""
+def _truncation_label(cutoff, class_idx, class_centre):
+    """The corner of a psi grid names what else shaped its truncation (None when nothing did);
+    an unconditional network has no class centre (map_z truncates it towards w_avg)."""
     parts = ([f"class {class_idx}"] if class_idx is not None else []) + \
-        ([f"cutoff {cutoff}"] if cutoff is not None else []) + (["class centre"] if centre == "class" else [])
+        ([f"cutoff {cutoff}"] if cutoff is not None else []) + (["class centre"] if class_centre else [])
     return ", ".join(parts) or None
 
 
