@@ -657,6 +657,73 @@ def test_transfer_mismatch_names_what_differs(tmp_path):
     assert not (tmp_path / "run_g").exists()
 
 
+def _tiny_official_pkl(path, cfg="stylegan2", d_architecture=None, **sizes):
+    """An official-format .pkl of tiny networks (16 px); `d_architecture`: D's, if not resnet."""
+    from sg3lib.compat.official_pkl import write_official_pkl
+    from sg3lib.networks import build_network
+    from sg3lib.train.config import make_config, network_kwargs
+    c = make_config(16, cfg=cfg, **dict(dict(cbase=256, cmax=16, map=2, z_dim=16, w_dim=16), **sizes))
+    (gc, gk), (dc, dk) = network_kwargs(c)
+    if d_architecture:
+        dk["architecture"] = d_architecture
+    torch.manual_seed(5)
+    nets = {"G": build_network(gc, gk), "D": build_network(dc, dk), "G_ema": build_network(gc, gk)}
+    return str(write_official_pkl(path, nets)), nets
+
+
+def test_transfer_with_sizes_other_than_the_network_names_each_option(tmp_path):
+    """--cbase/--cmax/--map/--z-dim/--w-dim given with a .pkl of other sizes: the error names each
+    option with the network's value and the run's, not only a list of tensors whose shapes differ."""
+    pkl, _ = _tiny_official_pkl(tmp_path / "net.pkl")
+    data = make_zip(tmp_path / "d.zip", n=8)
+    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    cases = [(dict(cbase=128), r"--cbase: the network has 256, the run 128"),
+             (dict(cmax=8), r"--cmax: the network has 16, the run 8"),
+             (dict(map=3), r"--map: the network has 2, the run 3"),
+             (dict(z_dim=8, w_dim=8), r"--z-dim: the network has 16, the run 8\n  --w-dim: the network has 16, "
+                                      r"the run 8")]
+    for i, (opts, message) in enumerate(cases):
+        with pytest.raises(TrainError, match=rf"net.pkl: G does not fit the options given:\n  {message}.*\n"
+                                             r"Leave these options out \(a transfer takes them from its source\)"):
+            train(data, tmp_path / f"run{i}", resume=pkl, kimg=0.008, **dict(bare, **opts))
+        assert not (tmp_path / f"run{i}").exists()  # refused before anything is written
+    # Sizes that give the same channels at 16 px load (nothing to refuse).
+    assert train(data, tmp_path / "ok", resume=pkl, kimg=0.008, **dict(bare, cbase=512))["cur_nimg"] == 8
+
+
+def test_transfer_keeps_the_architecture_of_a_non_resnet_discriminator(tmp_path):
+    """StyleGAN2-ADA's cifar config trains D with architecture 'orig' (no skip layers): a transfer
+    from such a .pkl builds that D (it was refused: missing b16.skip.weight, with no option to fix
+    it), every weight loads, and the run continues from its snapshot."""
+    pkl, nets = _tiny_official_pkl(tmp_path / "orig.pkl", d_architecture="orig")
+    data = make_zip(tmp_path / "d.zip", n=8)
+    bare = {k: v for k, v in TINY.items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    out = train(data, tmp_path / "run", resume=pkl, kimg=0.008, **dict(bare, glr=0.0, dlr=0.0))
+    assert out["D"].init_kwargs["architecture"] == "orig"
+    d0, d1 = nets["D"].state_dict(), out["D"].state_dict()
+    assert set(d0) == set(d1) and all(torch.equal(d0[k], d1[k]) for k in d0)
+    assert load(tmp_path / "run" / "snapshot-000000008.pt")["meta"]["config"]["darch"] == "orig"
+    out = train(data, tmp_path / "run", resume="latest", kimg=0.016, **bare)
+    assert out["cur_nimg"] == 16 and out["D"].init_kwargs["architecture"] == "orig"
+
+
+def test_new_settings_from_a_snapshot_of_the_same_dataset_say_how(tmp_path):
+    """--resume SNAPSHOT on the dataset its run trained on continues that run, so another
+    architecture (here --freezed) is refused; the message said to do what was done (another --outdir
+    with --resume at the snapshot). It says how to start a new run from those weights, which works."""
+    import sg3lib
+    from sg3lib.compat.official_pkl import write_official_pkl
+    data = make_zip(tmp_path / "d.zip", n=8)
+    train(data, tmp_path / "src", kimg=0.008, **TINY)
+    snap = str(tmp_path / "src" / "snapshot-000000008.pt")
+    with pytest.raises(TrainError, match=r"freezed: 0 -> 2\n.*continues that run.*write_official_pkl") as e:
+        train(data, tmp_path / "dst", resume=snap, kimg=0.016, **dict(TINY, freezed=2))
+    assert "another --outdir with --resume pointing at this snapshot" not in str(e.value)
+    pkl = write_official_pkl(tmp_path / "start.pkl", sg3lib.load(snap))
+    out = train(data, tmp_path / "dst", resume=str(pkl), kimg=0.008, **dict(TINY, freezed=2))
+    assert out["cur_nimg"] == 8
+
+
 def labelled_zip(path, classes, n=8, seed=0):
     """make_zip with a dataset.json that gives image i the class i % classes."""
     import json

@@ -46,10 +46,13 @@ DEFAULTS = dict(
     D_reg_interval=16, G_reg_interval=4, pl_batch_shrink=2, pl_decay=0.01, ema_kimg=None,
     ema_rampup=0.05, blur_fade_kimg=None, keep_snapshots=5, keep_every_kimg=None, deterministic=False,
     tensorboard=False, stats_batch=4, compile="none", tf32=False, z_dim=512, w_dim=512, conv_clamp=None,
-    cond=False, dcbase=None, dcmax=None,
+    cond=False, dcbase=None, dcmax=None, darch="resnet",
 )
+# D's architectures (StyleGAN2 fig. 7). Every preset trains resnet; a transfer takes its source's
+# (StyleGAN2-ADA's cifar config trains 'orig'), so `darch` has no command-line flag.
+D_ARCHITECTURES = ("orig", "skip", "resnet")
 
-ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "dcbase", "dcmax", "map",
+ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "dcbase", "dcmax", "darch", "map",
              "z_dim", "w_dim", "mbstd_group", "conv_clamp", "precision", "conv_kernel", "radial", "freezed")
 
 
@@ -146,6 +149,9 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
                          "give the milestone interval in kimg, e.g. 1000")
     if c["precision"] not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"unknown --precision {c['precision']!r}; choose fp32, fp16 or bf16")
+    if c["darch"] not in D_ARCHITECTURES:
+        raise ValueError(f"unknown D architecture darch={c['darch']!r}; choose one of "
+                         f"{', '.join(D_ARCHITECTURES)}")
     if c["compile"] not in COMPILE_MODES:
         raise ValueError(f"unknown --compile {c['compile']!r}; choose one of {', '.join(COMPILE_MODES)}")
     c["betas"] = list(c["betas"])
@@ -183,7 +189,7 @@ def network_kwargs(c):
     else:
         G_class = "training.networks_stylegan2.Generator"
     common.update(channel_base=c["dcbase"], channel_max=c["dcmax"])  # D's own capacity (config R)
-    D = dict(architecture="resnet", **common, block_kwargs=dict(freeze_layers=0),
+    D = dict(architecture=c["darch"], **common, block_kwargs=dict(freeze_layers=0),
              mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=c["mbstd_group"]))
     return (G_class, G), ("training.networks_stylegan2.Discriminator", D)
 

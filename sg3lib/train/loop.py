@@ -234,14 +234,15 @@ def _frozen_params(D, n):
 
 
 def _d_arch(init_kwargs):
-    """D's capacity (dcbase, dcmax) from its constructor arguments: config R's D is not G's size."""
+    """D's capacity (dcbase, dcmax) and architecture (darch) from its constructor arguments: config
+    R's D is not G's size, and StyleGAN2-ADA's cifar config trains an 'orig' D."""
     k = init_kwargs or {}
-    return {ours: k[theirs] for ours, theirs in (("dcbase", "channel_base"), ("dcmax", "channel_max"))
-            if theirs in k}
+    return {ours: k[theirs] for ours, theirs in (("dcbase", "channel_base"), ("dcmax", "channel_max"),
+                                                 ("darch", "architecture")) if theirs in k}
 
 
 def _arch_of(G, D=None):
-    """Architecture options (cfg, cbase, cmax, dcbase, dcmax, map, z_dim, w_dim) of loaded networks."""
+    """Architecture options (cfg, cbase, cmax, dcbase, dcmax, darch, map, z_dim, w_dim) of loaded networks."""
     arch = _d_arch(dict(getattr(D, "init_kwargs", {}) or {}))
     k = dict(getattr(G, "init_kwargs", {}) or {})
     cls = str(getattr(G, "official_class", ""))
@@ -302,17 +303,34 @@ def _check_transfer_fits(source, generator, c, ds, data):
         raise TrainError(f"cannot start from {source} on {data}:\n  " + "\n  ".join(problems))
 
 
-def _load_weights(module, state, what, source):
+# Size options a transfer takes from its source unless given (dcbase/dcmax follow the source's D).
+SIZE_OPTIONS = ("cbase", "cmax", "map", "z_dim", "w_dim")
+
+
+def _resized_options(source_arch, c):
+    """'--cbase: the network has 512, the run 256' for each size option given with a transfer that
+    differs from its source: the reason its weights do not load, which their shapes do not name."""
+    return [f"--{k.replace('_', '-')}: the network has {source_arch[k]}, the run {c[k]}" for k in SIZE_OPTIONS
+            if k in source_arch and source_arch[k] != c[k]]
+
+
+def _load_weights(module, state, what, source, resized=()):
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
-    shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+    shape = [f"{k}: {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} here" for k in own
              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or extra or shape:
         lines = ([f"missing {k}" for k in missing[:10]] + [f"unexpected {k}" for k in extra[:10]]
                  + [f"shape {s}" for s in shape[:10]])
+        if resized:  # options given with a transfer: name them, not a page of tensor names
+            raise TrainError(f"{source}: {what} does not fit the options given:\n  " + "\n  ".join(resized)
+                             + "\nLeave these options out (a transfer takes them from its source), or start "
+                             f"from a network of those sizes. ({len(missing) + len(extra) + len(shape)} "
+                             f"weights differ, e.g. {lines[0]})")
         raise TrainError(f"{source}: {what} does not fit this architecture:\n  " + "\n  ".join(lines)
-                         + "\nUse the same --cfg/--cbase/--cmax/--map and resolution as the source.")
+                         + "\nUse the same --cfg/--cbase/--cmax/--map/--z-dim/--w-dim and resolution as the "
+                         "source.")
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(state[k].to(v.device, v.dtype))
@@ -637,7 +655,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                              "(a training snapshot, not a generator-only file)")
     if resume_kind == "snapshot":
         prev_cfg = _snap_config(payload)
-        if prev_cfg and "dcbase" not in prev_cfg:  # snapshots older than D's own capacity keys
+        if prev_cfg:  # snapshots older than D's own keys (dcbase, dcmax, darch): from D's arguments
             prev_cfg = dict(_d_arch(payload["networks"].get("D", {}).get("init_kwargs")), **prev_cfg)
         if prev_cfg and prev_cfg.get("data") != data and resume != "latest":
             resume_kind = "transfer"  # another run's snapshot on another dataset: weights only
@@ -650,6 +668,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                 if k in prev_cfg and k not in config_mod.NOT_TRANSFERRED}
     elif resume_kind == "networks" and payload.get("G") is not None:
         base = _arch_of(payload["G"], payload.get("D"))
+    source_arch = dict(base) if resume_kind in ("transfer", "networks") else {}  # before options override it
     generator = _source_generator(resume_kind, payload) if resume_kind in ("transfer", "networks") else None
     if resume_kind in ("transfer", "networks"):
         base.update(config_mod.TRANSFER)  # the user's options below still override these
@@ -687,15 +706,19 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     if resume_kind == "snapshot" and prev_cfg:
         diff = config_mod.arch_diff(prev_cfg, c)
         if diff:
+            src = latest if resume == "latest" else resume
+            how = ("start a new run in another --outdir with --resume pointing at this snapshot"
+                   if prev_cfg.get("data") != data else  # there it would continue again: same dataset
+                   "to start a new run from its weights on this dataset (a snapshot of a run on the dataset it "
+                   "trained on continues that run), export them and start from the .pkl: "
+                   f"sg3lib.compat.official_pkl.write_official_pkl('start.pkl', sg3lib.load('{src}')), "
+                   "then --resume start.pkl in another --outdir")
             raise TrainError(f"cannot continue {outdir} with a different architecture:\n  "
-                             + "\n  ".join(diff) + "\nUse the original settings, or start a new "
-                             "run in another --outdir with --resume pointing at this snapshot.")
+                             + "\n  ".join(diff) + f"\nUse the original settings, or {how}.")
     if resume != "latest" and resume_kind != "snapshot":  # ('latest' has looked: none there, or continuing it)
         _check_no_other_run(outdir)  # after the options' errors, before any write
     elif resume != "latest" and resume_kind == "snapshot":
         _check_continues_newest(outdir, resume)
-    if rank == 0:
-        _make_outdir(outdir)
     _set_numerics(c)
 
     # Networks, optimizers, state.
@@ -705,12 +728,15 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     progress_of["state"] = state
     tick_sums = {}
     ada = aug.AdaController(c["p"], c["target"], c["ada_interval"], c["ada_kimg"], c["aug"] == "ada")
+    resized = _resized_options(source_arch, c)
     if resume_kind in ("snapshot", "transfer"):
         for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
-            _load_weights(net, _snap_state_dict(payload, name), name, resume)
+            _load_weights(net, _snap_state_dict(payload, name), name, resume, resized)
     elif resume_kind == "networks":
         for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
-            _load_weights(net, payload[name].state_dict(), name, resume)
+            _load_weights(net, payload[name].state_dict(), name, resume, resized)
+    if rank == 0:  # after the weights load: a source that does not fit leaves no empty run folder
+        _make_outdir(outdir)
     gate.check()  # the first collective: every rank's setup is done, or all end here
     dist_mod.broadcast_module(G)
     dist_mod.broadcast_module(D)
