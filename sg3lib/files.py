@@ -59,6 +59,15 @@ def fsync_dir(folder):
         os.close(fd)
 
 
+def move_into_place(tmp, path):
+    """atomic_write's ending for a temporary another writer filled (zipfile, ffmpeg): flush it to
+    disk, rename it to `path` and flush the folder, so a crash leaves the old file or the new one."""
+    with open(tmp, "rb+") as f:  # rb+: Windows cannot flush a file opened only for reading
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb", sync=True, **open_kwargs):
     """`with atomic_write(path) as f:` writes `path` whole or not at all: into a temporary beside

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..files import atomic_write, check_folder_writable
 from .dataset import ImageDataset
@@ -161,10 +162,9 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
     if drop_bottom > 0:
         drop = set(order[n - n_drop:].tolist())
         labels = ds._raw_labels if ds.has_labels else None
-        from tqdm.auto import tqdm
         keep = [i for i in range(n) if i not in drop]
         with DatasetWriter(dest, overwrite=overwrite) as wr:
-            for i in tqdm(keep, desc=f"writing {Path(dest).name}", unit="img", disable=not progress):
+            for i in tqdm(keep, desc=f"writing {dest.name}", unit="img", disable=not progress):
                 with ds._open(ds.image_names[i]) as f:
                     data_bytes = f.read()
                 if not ds.image_names[i].lower().endswith(".png"):
@@ -219,7 +219,6 @@ def _scores(D, ds, passes, batch_size, device, seed, progress):
     batch = min(batch, -(-n // group) * group)  # no larger than the data: the rest would be padding
     total, sq, count = np.zeros(n), np.zeros(n), np.zeros(n)
     rng = np.random.default_rng(seed)
-    from tqdm.auto import tqdm
     steps = passes * -(-n // batch)
     with tqdm(total=steps, desc=f"ranking {ds.name}", unit="batch", disable=not progress) as bar:
         for _ in range(passes):

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 from .. import files
-from ..files import fsync_dir, temp_dir_beside, temp_file_beside
+from ..files import fsync_dir, move_into_place, temp_dir_beside, temp_file_beside
 
 
 def image_name(index):
@@ -133,13 +133,11 @@ class DatasetWriter:
         if self.kind == "zip":
             self._zip.writestr("dataset.json", meta)
             self._zip.close()
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self.tmp, self.dest)
+            move_into_place(self.tmp, self.dest)
         else:
             (self.tmp / "dataset.json").write_bytes(meta)
             self._put_folder_in_place()
-        fsync_dir(self.dest.parent)
+            fsync_dir(self.dest.parent)
         return self.dest
 
     def _put_folder_in_place(self):

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from ..files import fsync_dir, temp_file_beside
+from ..files import move_into_place, temp_file_beside
 from . import latents as L
 from .generate import synthesize
 from .grids import _font, label_size
@@ -94,10 +94,7 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
     try:
         clip.write_videofile(str(tmp), fps=fps, codec="libx264", audio=False, logger=None,
                              ffmpeg_params=["-crf", str(crf)])
-        with open(tmp, "rb") as f:  # on disk before the rename, as atomic_write does
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        move_into_place(tmp, path)
     finally:
         bar.close()
         clip.close()
