@@ -951,3 +951,53 @@ def test_resume_latest_skips_a_damaged_newest_snapshot_and_keeps_what_it_writes(
     train(data, tmp_path / "straight", kimg=0.024, **opts)
     a, b = load(run / "snapshot-000000024.pt"), load(tmp_path / "straight" / "snapshot-000000024.pt")
     assert_same_state(a["networks"], b["networks"])
+
+
+def test_without_the_bar_each_tick_prints_one_line(tmp_path, capsys):
+    """`--no-progress` (a log file, nohup) used to print nothing while training: a run's only sign of
+    life was stats.jsonl. Without the bar each tick prints one line (its image count and losses)."""
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.032, **TINY)
+    lines = [s for s in capsys.readouterr().out.splitlines() if s.startswith("tick ")]
+    assert len(lines) == 2, lines
+    assert "kimg 0.016" in lines[0] and "kimg 0.032" in lines[1] and all("loss_D" in s for s in lines)
+
+
+def test_a_tick_with_a_non_finite_loss_is_flagged_on_stderr(tmp_path, capsys, monkeypatch):
+    """A diverged run (NaN or inf losses) went on writing NaN into stats.jsonl and the bar without a
+    word; the tick that first has one says so on stderr, with what to do."""
+    from sg3lib.train import loop
+    real = loop._Run.tick_stats
+
+    def diverged(self, state, *a, **k):
+        rec = real(self, state, *a, **k)
+        if state["cur_nimg"] > 16:
+            rec["loss_G"] = float("nan")
+        return rec
+
+    monkeypatch.setattr(loop._Run, "tick_stats", diverged)
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.032, **TINY)
+    err = capsys.readouterr().err
+    assert err.count("loss_G is nan") == 1 and "kimg 0.032" in err and "snapshot" in err, err
+
+
+def test_snapshot_time_is_not_counted_in_the_next_tick(tmp_path, monkeypatch):
+    """sec_per_tick and sec_per_kimg are training speed: the tick after a snapshot also counted the
+    time of writing the snapshot and its grid. A stand-in clock moves only while the grid is drawn."""
+    import types
+    from sg3lib.train import loop
+    now = [1000.0]
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: now[0]))
+    real_grid = loop.save_grid
+
+    def slow_grid(*a, **k):
+        now[0] += 100.0
+        return real_grid(*a, **k)
+
+    monkeypatch.setattr(loop, "save_grid", slow_grid)
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.032, **TINY)
+    import json
+    recs = [json.loads(line) for line in open(tmp_path / "r" / "stats.jsonl")]
+    assert len(recs) == 2 and [r["sec_per_tick"] for r in recs] == [0.0, 0.0], recs

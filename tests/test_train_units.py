@@ -389,3 +389,40 @@ def test_tensorboard_hides_the_events_of_work_lost_after_the_snapshot(monkeypatc
     StatsWriter(tmp_path, tensorboard=True, purge_step=4001)
     StatsWriter(tmp_path, tensorboard=True)
     assert made == [(tmp_path, 4001), (tmp_path, None)]
+
+
+def test_tensorboard_step_is_the_image_count(monkeypatch, tmp_path):
+    """The events' step is the image count: int(kimg * 1000) made 4004 images step 4003 (4.004 * 1000
+    is 4003.9999...), off by one from the purge step a resume gives in images."""
+    import sys
+    import types
+    from sg3lib.train.stats import StatsWriter
+    steps = []
+
+    class FakeWriter:
+        def __init__(self, log_dir, purge_step=None):
+            pass
+
+        def add_scalar(self, key, value, global_step):
+            steps.append((key, global_step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    StatsWriter(tmp_path, tensorboard=True).write({"kimg": 4.004, "loss_G": 1.0})
+    assert steps == [("loss_G", 4004)]
+
+
+def test_an_unreadable_stats_line_is_skipped_counted_and_reported(tmp_path, capsys):
+    """A stats.jsonl with bytes that are not UTF-8 (a damaged disk block) made every resume fail with
+    UnicodeDecodeError, since a resume rewrites the log: the line is skipped like a cut one, and the
+    rewrite says how many lines it dropped and from which file."""
+    from sg3lib.train.stats import read_stats, truncate_after
+    (tmp_path / "stats.jsonl").write_bytes(b'{"kimg": 0.1}\n\xff\xfe\x00garbage\n{"kimg": 0.2}\n')
+    recs, bad = read_stats(tmp_path)
+    assert [r["kimg"] for r in recs] == [0.1, 0.2] and bad == 1
+    truncate_after(tmp_path, 0.2)
+    said = capsys.readouterr().out
+    assert "1 unreadable line" in said and str(tmp_path / "stats.jsonl") in said
+    assert read_stats(tmp_path) == ([{"kimg": 0.1}, {"kimg": 0.2}], 0)

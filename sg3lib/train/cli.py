@@ -72,7 +72,7 @@ def add_train_arguments(p):
            "and newer GPUs; the official training, and the default here, keep full float32)")
     a("--tensorboard", action="store_true", default=None, help="also write TensorBoard events")
     a("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
-    a("--no-progress", action="store_true", help="no progress bar")
+    a("--no-progress", action="store_true", help="no progress bar: one line per tick instead (a log file)")
 
 
 def run_train(args):

@@ -33,7 +33,7 @@ from . import distributed as dist_mod
 from .ema import ema_beta, update_ema
 from .loss import Phases
 from ..files import atomic_write, remove_stale
-from .stats import StatsWriter, truncate_after
+from .stats import StatsWriter, divergence_warning, tick_line, truncate_after
 
 # Temporaries of killed writes. A run folder has one writer (this run), so any seen when it
 # starts is dead, however young. (fakes-*.png.tmp.png and stats.jsonl.tmp: those of older versions.)
@@ -808,6 +808,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     closing.callback(bar.close)
     t_tick = time.time()
     tick_imgs = 0
+    diverged = False  # said once, at the first tick with a NaN or infinite value
     while state["cur_nimg"] < total:
         run.step(state, loader)
         bar.update(c["batch"])
@@ -821,7 +822,6 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         # finishes it and keeps the ticks and snapshots of a run that had the larger --kimg.
         dt = time.time() - t_tick
         rec = run.tick_stats(state, dt, tick_imgs, tick_done)
-        t_tick, tick_imgs = time.time(), 0
         if tick_done:
             state["cur_tick"] += 1
             state["tick_start_nimg"] = state["cur_nimg"]
@@ -831,6 +831,12 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                 truncate_after(outdir, open_tick / 1000)
             writer.write(rec)
             bar.set_postfix(loss_G=rec.get("loss_G"), loss_D=rec.get("loss_D"), p=rec["ada_p"])
+            if not progress:
+                print(tick_line(rec), flush=True)
+            warning = None if diverged else divergence_warning(rec)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
+                diverged = True
             if callback:
                 callback("tick", rec)
         open_tick = None
@@ -846,6 +852,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             if callback:
                 callback("snapshot", {"path": last_snap, "grid": grid})
         dist_mod.barrier()
+        t_tick, tick_imgs = time.time(), 0  # the next tick's time is training only, not the snapshot's
     return {"run_dir": outdir, "snapshot": last_snap, "cur_nimg": state["cur_nimg"], "step": state["step"],
             "ada_p": ada.p, "G": G, "D": D, "G_ema": G_ema}
 

@@ -4,6 +4,7 @@ Each line is written and flushed whole, so a killed run leaves at most a truncat
 which `read_stats` skips (and counts).
 """
 import json
+import math
 import os
 
 from ..files import atomic_write
@@ -31,7 +32,7 @@ class StatsWriter:
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "kimg":
-                    self.tb.add_scalar(k, v, global_step=int(record.get("kimg", 0) * 1000))
+                    self.tb.add_scalar(k, v, global_step=round(record.get("kimg", 0) * 1000))
             self.tb.flush()
 
     def close(self):
@@ -45,7 +46,7 @@ def read_stats(run_dir):
     recs, bad = [], 0
     if not os.path.exists(path):
         return recs, bad
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # damaged bytes: a bad line, not a crash
         for line in f:
             try:
                 recs.append(json.loads(line))
@@ -57,10 +58,28 @@ def read_stats(run_dir):
 def truncate_after(run_dir, kimg):
     """Drop records newer than `kimg` (a resumed run rewrites them), atomically."""
     path = os.path.join(run_dir, "stats.jsonl")
-    recs, _ = read_stats(run_dir)
+    recs, bad = read_stats(run_dir)
     if not os.path.exists(path):
         return
+    if bad:
+        print(f"{path}: dropped {bad} unreadable line{'s' * (bad > 1)} (cut short or damaged)")
     with atomic_write(path, "w") as f:  # fsynced: the log is the run's history, not an empty file after a crash
         for r in recs:
             if r.get("kimg", 0) <= kimg + 1e-9:
                 f.write(json.dumps(r) + "\n")
+
+
+def tick_line(rec):
+    """One line for a tick, for a run without the progress bar (a log file)."""
+    parts = [f"tick {rec['tick']}", f"kimg {rec['kimg']:g}"]
+    parts += [f"{k} {rec[k]:.4g}" for k in ("loss_G", "loss_D", "ada_p", "sec_per_kimg", "mem_peak_gb") if k in rec]
+    return "  ".join(parts)
+
+
+def divergence_warning(rec):
+    """A warning if the record has NaN or infinite values (a diverged run), else None."""
+    bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        return (f"warning: {', '.join(f'{k} is {rec[k]}' for k in bad)} at kimg {rec['kimg']:g}: training has "
+                "diverged; resume from an earlier snapshot with a lower --glr/--dlr or a larger --gamma")
+    return None
