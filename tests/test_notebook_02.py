@@ -49,12 +49,24 @@ def test_notebook_02_runs_and_resumes(tmp_path):
     assert "starting a new run" in text and "images shown: 8" in text
     assert (run / "snapshot-000000008.pt").is_file() and (run / "stats.jsonl").is_file()
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert images >= 2  # the fakes grid and the loss plot were shown
+    assert images >= 3  # the fakes grid, the loss plot and the ranking's bottom sheet were shown
+    # The trained D ranked the dataset: every image in rank.csv, the lowest named, no copy asked for.
+    rows = (run / "rank" / "rank.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8 and "lowest scores: 00000/img0000000" in text and "left out" not in text
     # Run it again with a longer kimg: it resumes from the latest snapshot instead of restarting.
     env["SG3_TRAIN_KIMG"] = "0.012"
     nb = _run(ROOT / "notebooks" / "02_train.ipynb", env)
     text = _text(nb)
     assert "resuming from" in text and "snapshot-000000008.pt" in text and "images shown: 12" in text
+    # DROP_BOTTOM writes the copy without the lowest quarter, trainable as the next run's DATA.
+    env["SG3_TRAIN_DROP_BOTTOM"] = "25"
+    text = _text(_run(ROOT / "notebooks" / "02_train.ipynb", env))
+    assert "nothing to train" in text and "2 images left out" in text
+    from sg3lib.data import ImageDataset
+    kept = ImageDataset(str(run / "rank" / "d-top75.zip"))
+    assert len(kept) == 6
+    kept.close()
+    del env["SG3_TRAIN_DROP_BOTTOM"]
 
     # Transfer learning: a new run folder on another dataset starts from that run's weights...
     env.update({"SG3_TRAIN_DATA": json.dumps(make_zip(tmp_path / "d2.zip", n=8, seed=5)),
