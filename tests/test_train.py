@@ -421,6 +421,17 @@ def test_cli_train_and_error_exit(tmp_path, capsys):
         {"cfg": "stylegan2", "cmax": 16, "seed": 3, "mirror": True, "aug": "noaug"}
 
 
+def test_freezed_past_the_last_layer_of_d_is_refused(tmp_path):
+    """--freezed counts D's layers before its epilogue; a number past them (a typo, or a count taken from
+    a bigger network) froze every one of them and trained only the epilogue, without a word. It is
+    refused naming how many layers D has, before the run folder is made; freezing all of them works."""
+    data = make_zip(tmp_path / "d.zip")
+    with pytest.raises(TrainError, match=r"--freezed 8 .* D has 7 layers .* 0 to 7"):
+        train(data, tmp_path / "r", kimg=0.008, **dict(TINY, freezed=8))
+    assert not (tmp_path / "r").exists()
+    train(data, tmp_path / "r", kimg=0.008, **dict(TINY, freezed=7))
+
+
 def test_conditional_training(tmp_path):
     """--cond: labels from dataset.json; G and D get c_dim = number of classes."""
     import json

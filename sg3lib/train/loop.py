@@ -221,15 +221,19 @@ def _build(cfg, device):
 def _frozen_params(D, n):
     """Names of D's parameters in its first n layers (fromrgb, conv0, conv1, skip of the highest
     resolution first), as the official --freezed counts them: those are not trained."""
-    frozen = set()
+    frozen, total = set(), 0
     for bname, block in D.named_children():
         first = getattr(block, "first_layer_idx", None)
         if first is None:
             continue
         layers = [l for l in ("fromrgb", "conv0", "conv1", "skip") if hasattr(block, l)]
+        total += len(layers)
         for i, lname in enumerate(layers):
             if first + i < n:
                 frozen.update(f"{bname}.{lname}.{p}" for p, _ in getattr(block, lname).named_parameters())
+    if n > total:  # would freeze them all, as n = total does: a typo, or a count for a bigger D
+        raise TrainError(f"--freezed {n} is more than D's layers: D has {total} layers before its epilogue; "
+                         f"freeze 0 to {total} of them")
     return frozen
 
 
@@ -723,6 +727,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
 
     # Networks, optimizers, state.
     G, D, G_ema = _build(c, device)
+    frozen = _frozen_params(D, c["freezed"])  # before any write: a --freezed past D's layers is refused
     labels = _labels(ds)
     state = {"cur_nimg": 0, "cur_tick": 0, "step": 0, "tick_start_nimg": 0}
     progress_of["state"] = state
@@ -742,7 +747,6 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     dist_mod.broadcast_module(D)
     dist_mod.broadcast_module(G_ema)
 
-    frozen = _frozen_params(D, c["freezed"])
     G_interval = c["G_reg_interval"] if c["pl_weight"] > 0 else None
     D_interval = c["D_reg_interval"] if c["gamma"] > 0 else None
     hp_G = config_mod.scaled_adam(c["glr"], c["betas"], G_interval)
