@@ -5,9 +5,12 @@ the module of the chosen command alone (so `sg3 info` does not pay for moviepy).
 A module for command NAME defines `add_NAME_arguments(parser)` and `run_NAME(args) -> int`.
 """
 import argparse
+import functools
 import importlib
+import os
 import re
 import sys
+import warnings
 
 COMMANDS = {
     "curate": ("sg3lib.data.curate", "clean a folder or zip of images into a training dataset"),
@@ -89,6 +92,18 @@ def join_negative_values(parser, args):
     return out
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _show_warning(command, show, message, category, filename, *rest, **kw):
+    """sg3lib's own warnings (they say what to do) as one line of the command; others (torch's,
+    a library's) as Python shows them, with their source line."""
+    if os.path.abspath(filename).startswith(_PACKAGE):
+        print(f"sg3 {command}: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        show(message, category, filename, *rest, **kw)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="sg3", description="sg3lib: StyleGAN3 toolkit")
@@ -105,7 +120,9 @@ def main(argv=None):
     getattr(module, f"add_{name}_arguments")(cmd_parser)
     args = cmd_parser.parse_args(join_negative_values(cmd_parser, argv[1:]))
     try:
-        return int(getattr(module, f"run_{name}")(args) or 0)
+        with warnings.catch_warnings():  # (restores Python's own on the way out)
+            warnings.showwarning = functools.partial(_show_warning, name, warnings.showwarning)
+            return int(getattr(module, f"run_{name}")(args) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C: one line (train's says how to continue), not a traceback
         print(f"sg3 {name}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130  # as a shell reports a command ended by SIGINT

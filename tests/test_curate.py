@@ -614,6 +614,32 @@ def test_folders_without_images_are_no_class(tmp_path):
     assert ImageDataset(tmp_path / "o.zip", use_labels=True).label_dim == 2
 
 
+def test_a_class_left_without_images_is_counted_and_warned(tmp_path, capsys):
+    """A class folder whose every image is rejected (here: too small) kept its label with no image
+    carrying it, silently: a conditional run then has a class it can never learn. The report counts
+    the images of each class and curate warns about an empty one (the numbering stays the folders')."""
+    raw = tmp_path / "raw"
+    for k, (cls, sizes) in enumerate((("birds", [16]), ("cats", [64, 64]), ("dogs", [64]))):
+        (raw / cls).mkdir(parents=True)
+        for i, r in enumerate(sizes):
+            (raw / cls / f"{i}.png").write_bytes(enc(picture(80 + 10 * k + i, r, r), "PNG"))
+    with pytest.warns(UserWarning, match="class 'birds' .*no image"):
+        rep = curate(raw, tmp_path / "e.zip", 32, labels="folders", workers=0, progress=False)
+    assert rep["images_per_class"] == {"birds": 0, "cats": 2, "dogs": 1}
+    with open(tmp_path / "e_report" / "curation_report.json") as f:
+        assert json.load(f)["images_per_class"] == rep["images_per_class"]
+    assert ImageDataset(tmp_path / "e.zip", use_labels=True).label_dim == 3
+    # sg3 curate says it in one line of its own, not as Python's warning with a source line.
+    from sg3lib.cli import main
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as a shell's python shows it
+        assert main(["curate", str(raw), str(tmp_path / "f.zip"), "--resolution", "32", "--labels", "folders",
+                     "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "sg3 curate: warning: class 'birds'" in err and "UserWarning" not in err and "warnings.warn" not in err
+
+
 def test_labels_from_folders_needs_two_class_folders(tmp_path):
     src = tmp_path / "wrapped.zip"  # `zip -r wrapped.zip raw`: every class folder under one
     with zipfile.ZipFile(src, "w") as z:

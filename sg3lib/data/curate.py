@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -481,6 +482,7 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
                 bar.update(1)
                 _report_unread(rel, s, report, unlisted)
             accepted = writer.count
+            per_class = collections.Counter(writer.labels)  # label index -> images kept
             if accepted:
                 writer.close(class_names=classes if s["labels"] == "folders" else None)
             else:
@@ -493,12 +495,18 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     header = dict(src=str(src), dest=str(dest), resolution=resolution, total=total,
                   accepted=report.counts.get("accepted", 0), rejected=total - report.counts.get("accepted", 0),
                   classes=classes if s["labels"] == "folders" else None,
+                  images_per_class={c: per_class[i] for c, i in class_index.items()} if s["labels"] == "folders" else None,
                   settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
                   workers=workers, seconds=round(time.time() - t0, 2))
     summary = report.finish(header)
     if not accepted:
         raise CurateError(f"no image of {src} was accepted, so {dest} was not written; counts per reason: "
                           f"{summary['counts']}; see {summary['report_json']}")
+    for c, n in (summary["images_per_class"] or {}).items():
+        if not n:  # its label stays (the classes are numbered as the folders): a class no image carries
+            warnings.warn(f"class {c!r} ({src / c}) has no image in {dest}: none was kept (see "
+                          f"{summary['report_json']}); a conditional run would have a class it cannot learn; "
+                          "remove that folder and curate again to leave the class out")
     return summary
 
 
