@@ -839,7 +839,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                 print(tick_line(rec), flush=True)
             warning = None if diverged else divergence_warning(rec)
             if warning:
-                print(warning, file=sys.stderr, flush=True)
+                bar.write(warning, file=sys.stderr)  # above the bar, which is drawn again below
                 diverged = True
             if callback:
                 callback("tick", rec)
