@@ -1,8 +1,8 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
 the folder fsync that makes such a rename survive a crash, `atomic_write`, which does both, and
 `remove_stale` for what killed writes left behind, `check_folder_writable` for output folders,
-`exchange`, which swaps two folders in one step where the system can, and `cache_home`, sg3lib's
-cache folder.
+`exchange`, which swaps two folders in one step where the system can, `local_copy` (a file copied
+once to a fast disk) and `cache_home`, sg3lib's cache folder.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared
@@ -130,6 +130,27 @@ def remove_stale(folder, pattern, stale_s=None):
                 p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def local_copy(src, folder, progress=True):
+    """`folder`/<src's name>, a copy of the file `src` (e.g. a dataset zip on a mounted Google Drive,
+    which reads slowly every epoch), made whole with a progress bar, or the copy made before while
+    `src` keeps its size and modification time (the copy has both)."""
+    src, dest = Path(src), Path(folder) / Path(src).name
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such file to copy")
+    st = src.stat()
+    if dest.is_file() and (dest.stat().st_size, dest.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+        return dest
+    from tqdm.auto import tqdm
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as f, atomic_write(dest) as out, \
+            tqdm(total=st.st_size, unit="B", unit_scale=True, desc=f"copying {src.name}", disable=not progress) as bar:
+        while chunk := f.read(1 << 22):
+            out.write(chunk)
+            bar.update(len(chunk))
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))  # what the next call compares
+    return dest
 
 
 def cache_home():

@@ -667,3 +667,33 @@ def test_rank_default_out_folder_for_the_current_folder(tmp_path, monkeypatch, c
     assert main(["rank", "--network", str(snap), "--data", ".", "--passes", "1"]) == 0
     assert (tmp_path / "faces_rank" / "rank.csv").exists()
     assert sorted(os.listdir(tmp_path / "faces")) == ["00000", "dataset.json"]
+
+
+def test_a_local_copy_of_a_dataset_is_made_once_and_renewed_when_it_changes(tmp_path, capsys):
+    """Colab reads a dataset zip on Drive through a slow network file system, every epoch again:
+    notebook 02 trains from a local copy. The copy is made whole (temporary name, then renamed),
+    reused while the source is unchanged (size and time), made again when the source changes."""
+    import time
+    from sg3lib.files import local_copy
+    src = tmp_path / "drive" / "data.zip"
+    src.parent.mkdir()
+    official_zip(src, pictures(3), None)
+    copy = local_copy(src, tmp_path / "local", progress=False)
+    assert copy == tmp_path / "local" / "data.zip" and copy.read_bytes() == src.read_bytes()
+    assert _count(copy) == 3 and os.listdir(tmp_path / "local") == ["data.zip"]
+    mtime = copy.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert local_copy(src, tmp_path / "local", progress=False) == copy and copy.stat().st_mtime_ns == mtime
+    official_zip(src, pictures(5), None)  # the user uploaded a new version under the same name
+    os.utime(src, ns=(mtime + 10 ** 9, mtime + 10 ** 9))
+    local_copy(src, tmp_path / "local", progress=False)
+    assert _count(copy) == 5 and os.listdir(tmp_path / "local") == ["data.zip"]
+    with pytest.raises(FileNotFoundError, match="no-such.zip"):
+        local_copy(tmp_path / "no-such.zip", tmp_path / "local", progress=False)
+
+
+def _count(path):
+    ds = ImageDataset(path)
+    n = len(ds)
+    ds.close()
+    return n
