@@ -289,7 +289,7 @@ def test_truncation_psi0_gives_w_avg_and_update_emas_moves_it():
 def test_bad_shapes_give_clear_errors():
     G = StyleGAN3Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
                            channel_max=8)
-    with pytest.raises(ValueError, match=r"c is required"):
+    with pytest.raises(ValueError, match=r"c is required \(expected shape \[N, 3\]\)"):  # was '[None, 3]'
         G.mapping(torch.randn([2, 8]), None)
     with pytest.raises(ValueError, match=r"z must have shape \[N, 8\]"):
         G.mapping(torch.randn([2, 7]), torch.zeros([2, 3]))
@@ -428,3 +428,49 @@ def test_fp16_on_cuda_stays_close_to_the_fp32_reference(fixtures_dir, name, full
     img = G.synthesis(ws, noise_mode="const").cpu()
     assert img.dtype == torch.float32
     assert ((img - ref).norm() / ref.norm()).item() < 0.05
+
+
+def test_batch_and_size_mismatches_give_clear_errors():
+    """A non-square image reached D's dense layer ('mat1 and mat2 shapes cannot be multiplied'),
+    labels for another batch size failed in torch.cat (G) or a broadcast (D), D with
+    mbstd_num_channels not dividing its channels failed in a reshape, and truncation of a mapping
+    without w_avg raised AttributeError."""
+    G = StyleGAN3Generator(z_dim=8, c_dim=2, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8)
+    c4 = torch.eye(2)[[0, 1, 0, 1]]
+    with pytest.raises(ValueError, match=r"c has 2 rows but z has 4"):
+        G.mapping(torch.randn([4, 8]), c4[:2])
+    D = Discriminator(c_dim=2, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    with pytest.raises(ValueError, match=r"img must have shape \[N, 3, 16, 16\], got \[4, 3, 16, 8\]"):
+        D(torch.zeros([4, 3, 16, 8]), c4)
+    for n in (1, 2):
+        with pytest.raises(ValueError, match=rf"c has {n} rows but img has 4"):
+            D(torch.zeros([4, 3, 16, 16]), c4[:n])
+    with pytest.raises(ValueError, match="mbstd_num_channels=3 must divide"):
+        Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=8,
+                      epilogue_kwargs={"mbstd_num_channels": 3})
+    G2 = StyleGAN2Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                            channel_max=8, mapping_kwargs={"w_avg_beta": None})
+    with pytest.raises(ValueError, match="w_avg"):
+        G2.mapping(torch.randn([2, 8]), None, truncation_psi=0.5)
+    assert G2(torch.randn([2, 8]), None, update_emas=True).shape == (2, 3, 16, 16)
+
+
+def test_discriminator_scores_an_empty_batch():
+    """An empty batch gave ZeroDivisionError in the minibatch-std layer (G already gives an empty
+    image batch)."""
+    D = Discriminator(c_dim=2, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    assert D(torch.zeros([0, 3, 16, 16]), torch.zeros([0, 2])).shape == (0, 1)
+
+
+@pytest.mark.parametrize("cls", [StyleGAN3Generator, StyleGAN2Generator], ids=["sg3", "sg2"])
+def test_update_emas_with_an_empty_batch_keeps_the_running_statistics(cls):
+    """The mean of no samples is NaN: G(empty z, update_emas=True) set w_avg (and StyleGAN3's
+    magnitude EMAs) to NaN for good, and every later truncated or StyleGAN3 image with them."""
+    G = cls(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    G.mapping.w_avg.normal_()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    assert G(torch.zeros([0, 8]), None, update_emas=True).shape == (0, 3, 16, 16)
+    assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
+    G(torch.randn([2, 8]), None, update_emas=True)  # a real batch still moves them
+    assert not torch.equal(G.mapping.w_avg, before["mapping.w_avg"])

@@ -87,6 +87,8 @@ class MinibatchStdLayer(nn.Module):
 
     def forward(self, x):
         n, c, h, w = x.shape
+        if n == 0:  # no samples, no groups
+            return torch.cat([x, x.new_zeros([0, self.num_channels, h, w])], dim=1)
         g = min(self.group_size, n) if self.group_size is not None else n
         if n % g:
             raise ValueError(f"batch size {n} must be divisible by the minibatch-std group size {g}")
@@ -108,6 +110,9 @@ class DiscriminatorEpilogue(nn.Module):
         _check_architecture(architecture)
         self.in_channels, self.cmap_dim, self.resolution = in_channels, cmap_dim, resolution
         self.architecture = architecture
+        if mbstd_num_channels > 0 and in_channels % mbstd_num_channels:
+            raise ValueError(f"mbstd_num_channels={mbstd_num_channels} must divide the {in_channels} "
+                             "channels of the discriminator's 4x4 features")
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
@@ -167,9 +172,12 @@ class Discriminator(nn.Module):
         self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common)
 
     def forward(self, img, c=None, update_emas=False, force_fp32=False):
-        if img.ndim != 4 or img.shape[1] != self.img_channels or img.shape[2] != self.img_resolution:
+        if img.ndim != 4 or tuple(img.shape[1:]) != (self.img_channels, self.img_resolution, self.img_resolution):
             raise ValueError(f"img must have shape [N, {self.img_channels}, {self.img_resolution}, "
                              f"{self.img_resolution}], got {list(img.shape)}")
+        if self.c_dim and c is not None and c.ndim >= 1 and len(c) != len(img):
+            # (one row would broadcast to every image: a label given for the wrong batch scores silently)
+            raise ValueError(f"c has {len(c)} rows but img has {len(img)}: give one label per image")
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img, force_fp32=force_fp32)

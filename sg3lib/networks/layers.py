@@ -125,16 +125,20 @@ class MappingNetwork(nn.Module):
             parts.append(normalize_2nd_moment(z.float()))
         if self.c_dim:
             _check_shape(c, [None, self.c_dim], "c")
+            if self.z_dim and len(c) != len(z):
+                raise ValueError(f"c has {len(c)} rows but z has {len(z)}: give one label per latent")
             parts.append(normalize_2nd_moment(self.embed(c.float())))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
-        if update_emas and self.w_avg_beta is not None:
+        if update_emas and self.w_avg_beta is not None and x.shape[0] > 0:  # (no samples: no mean)
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is None:
             return x
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
+            if not hasattr(self, "w_avg"):
+                raise ValueError("truncation needs w_avg, which this mapping does not track (w_avg_beta=None)")
             cut = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
             x = x.clone()
             x[:, :cut] = self.w_avg.lerp(x[:, :cut], truncation_psi)
@@ -145,10 +149,10 @@ class MappingNetwork(nn.Module):
 
 
 def _check_shape(t, shape, name):
+    want = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
     if t is None:
-        raise ValueError(f"{name} is required (expected shape {shape}), got None")
+        raise ValueError(f"{name} is required (expected shape {want}), got None")
     if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
-        want = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
         raise ValueError(f"{name} must have shape {want}, got {list(t.shape)}")
 
 

@@ -156,7 +156,7 @@ class SynthesisLayer(nn.Module):
     def forward(self, x, w, noise_mode="random", force_fp32=False, update_emas=False):
         del noise_mode  # StyleGAN3 has no noise inputs; accepted for API compatibility
         styles = self.affine(w)
-        if update_emas:
+        if update_emas and x.shape[0] > 0:  # an empty batch has no magnitude (its mean is NaN)
             with torch.autograd.no_grad():
                 cur = x.detach().float().square().mean()
                 self.magnitude_ema.copy_(cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
