@@ -18,8 +18,10 @@ All geometric steps are composed into one affine matrix per image. An image whos
 moves whole pixels (flips, quarter turns, integer translations: the paper's pixel blitting, or
 no geometric step at all) is copied exactly. Any other is resampled as the paper does to keep
 aliasing out: 2x upsampling with the Symlet-6 wavelet's low-pass filter, bilinear resampling at
-the doubled resolution, 2x downsampling with the same filter; reflect padding throughout. The
-orthonormal filter makes downsampling undo upsampling exactly away from the borders. Every step
+the doubled resolution, 2x downsampling with the same filter. The image is first reflect-padded
+as far as the batch's transforms read (at most its size - 1 a side, as the paper), so the borders
+mirror the image itself and the orthonormal filter makes downsampling undo upsampling exactly,
+up to the borders (the padding costs memory: about 0.3-0.4 of the size a side). Every step
 is linear in the image with constant weights (gather, convolutions), so it is differentiable
 twice: lazy R1 takes the gradient of D(augment(real)) with respect to the real image.
 
@@ -103,27 +105,31 @@ def _reflect(i, n):
     return torch.where(i > n - 1, period - i, i)
 
 
-def resample(x, M):
-    """Bilinear resampling of x [N,C,H,W] at M @ (output pixel), reflect padding. Twice differentiable."""
+def resample(x, M, size=None, whole=False):
+    """Bilinear resampling of x [N,C,H,W] at M @ (output pixel), reflect padding. The output grid
+    (`size` (h, w), default x's) has x's centre. `whole`: every position is a pixel centre (pixel
+    blitting), so it is rounded onto it and the copy is exact. Twice differentiable."""
     N, C, H, W = x.shape
+    Ho, Wo = size or (H, W)
     dev = x.device
-    ys, xs = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float32),
-                            torch.arange(W, device=dev, dtype=torch.float32), indexing="ij")
-    cx, cy = (W - 1) / 2, (H - 1) / 2
-    pts = torch.stack([xs.flatten() - cx, ys.flatten() - cy, torch.ones(H * W, device=dev)])
-    src = M.to(dev) @ pts  # [N, 3, HW]
-    sx, sy = src[:, 0] + cx, src[:, 1] + cy
+    ys, xs = torch.meshgrid(torch.arange(Ho, device=dev, dtype=torch.float32),
+                            torch.arange(Wo, device=dev, dtype=torch.float32), indexing="ij")
+    pts = torch.stack([xs.flatten() - (Wo - 1) / 2, ys.flatten() - (Ho - 1) / 2, torch.ones(Ho * Wo, device=dev)])
+    src = M.to(dev) @ pts  # [N, 3, HoWo]
+    sx, sy = src[:, 0] + (W - 1) / 2, src[:, 1] + (H - 1) / 2
+    if whole:  # cos(pi/2) is -4e-8 in float32: off the centre by a hair, which bilinear would blend
+        sx, sy = sx.round(), sy.round()
     x0, y0 = torch.floor(sx), torch.floor(sy)
     wx, wy = (sx - x0).unsqueeze(1).to(x.dtype), (sy - y0).unsqueeze(1).to(x.dtype)
     flat = x.reshape(N, C, H * W)
 
     def tap(iy, ix):
-        idx = (_reflect(iy, H) * W + _reflect(ix, W)).long().unsqueeze(1).expand(N, C, H * W)
+        idx = (_reflect(iy, H) * W + _reflect(ix, W)).long().unsqueeze(1).expand(N, C, Ho * Wo)
         return flat.gather(2, idx)
 
     out = (tap(y0, x0) * (1 - wx) * (1 - wy) + tap(y0, x0 + 1) * wx * (1 - wy)
            + tap(y0 + 1, x0) * (1 - wx) * wy + tap(y0 + 1, x0 + 1) * wx * wy)
-    return out.reshape(N, C, H, W)
+    return out.reshape(N, C, Ho, Wo)
 
 
 # Symlet-6 low-pass decomposition filter (Daubechies' least-asymmetric wavelet with 6 vanishing
@@ -159,14 +165,35 @@ def _down2(y, h):
     return out.reshape(N, C, H, W // 2)
 
 
+_REACH = 3  # pixels the filters reach past a sample: _down2 reads 5-6 fine samples a side, _up2's come from 3
+
+
+def _margin(M, H, W):
+    """Reflect padding (x, y) in pixels so that the resampling of the output and its filters'
+    reach reads inside the padded image: how far M takes the output's corners past the image,
+    plus the filters and the bilinear taps; at most the image size - 1 (torch's reflect limit,
+    past which resample() reflects the upsampled image)."""
+    cx, cy = (W - 1) / 2 + _REACH, (H - 1) / 2 + _REACH  # the output grid with _down2's reach
+    corners = torch.tensor([[-cx, -cy, 1.0], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]]).T
+    src = (M.detach().cpu().float() @ corners)[:, :2].abs().amax((0, 2))  # [2]: furthest x, y from the centre
+    need = (src - torch.tensor([(W - 1) / 2, (H - 1) / 2])).clamp(min=0) + _REACH + 1
+    return min(math.ceil(need[0].item()), W - 1), min(math.ceil(need[1].item()), H - 1)
+
+
 def resample_antialiased(x, M):
     """resample() through the doubled resolution with Symlet-6 filtering (ADA app. B): the
-    fractional steps of M (scales, free rotations, sub-pixel shifts) alias far less."""
+    fractional steps of M (scales, free rotations, sub-pixel shifts) alias far less. The image is
+    reflect-padded first as far as the transform reads, so the borders mirror the image itself."""
+    N, C, H, W = x.shape
     h = torch.tensor(SYM6, dtype=x.dtype, device=x.device)
+    mx, my = _margin(M, H, W)
+    xp = F.pad(x, (mx, mx, my, my), mode="reflect")  # symmetric: the centre stays where it was
     M2 = M.clone()
     M2[:, :2, 2] *= 2  # the same map in the doubled grid's (centred) pixel units
-    fine = resample(_along_last(x, lambda t: _up2(t, h)), M2)
-    return _along_last(fine, lambda t: _down2(t, h))
+    size = (2 * (H + 2 * _REACH), 2 * (W + 2 * _REACH))  # the output and what _down2 reads around it
+    fine = resample(_along_last(xp, lambda t: _up2(t, h)), M2, size)
+    out = _along_last(fine, lambda t: _down2(t, h))
+    return out[..., _REACH:_REACH + H, _REACH:_REACH + W]
 
 
 def _moves_whole_pixels(M, H, W):
@@ -183,11 +210,12 @@ def transform(x, M):
     N, _, H, W = x.shape
     exact = _moves_whole_pixels(M, H, W)
     if bool(exact.all()):
-        return resample(x, M)
+        return resample(x, M, whole=True)
     if not bool(exact.any()):
         return resample_antialiased(x, M)
     i, j = exact.nonzero()[:, 0], (~exact).nonzero()[:, 0]  # on the CPU, as M
-    out = torch.cat([resample(x[i.to(x.device)], M[i]), resample_antialiased(x[j.to(x.device)], M[j])])
+    out = torch.cat([resample(x[i.to(x.device)], M[i], whole=True),
+                     resample_antialiased(x[j.to(x.device)], M[j])])
     return out[torch.argsort(torch.cat([i, j])).to(x.device)]  # back to the batch's order
 
 
