@@ -200,6 +200,14 @@ def test_an_output_folder_without_write_permission_is_named(tmp_path, monkeypatc
     (dict(cbase=8), "--cbase 8 and --cmax 512 leave G's 16 px layers without channels; give --cbase 16"),
     (dict(cfg="stylegan3-r", cbase=16), "leave D's 16 px layers without channels; give --cbase 32 or more"),
     (dict(keep_every_kimg=float("nan")), "--keep-every-kimg nan must be a finite number"),
+    # train() options without a flag are named as train() takes them.
+    (dict(ada_interval=0), "ada_interval=0 must be a whole number >= 1"),  # ZeroDivisionError in the first steps
+    (dict(D_reg_interval=0), "D_reg_interval=0 must be a whole number >= 1"),
+    (dict(G_reg_interval=1.5), "G_reg_interval=1.5 must be a whole number >= 1"),
+    (dict(pl_batch_shrink=0), "pl_batch_shrink=0 must be a whole number >= 1"),
+    (dict(stats_batch=0), "stats_batch=0 must be a whole number >= 1"),  # w_avg never tracked
+    (dict(pl_weight=-2.0), "pl_weight=-2.0 must be a number >= 0"),
+    (dict(pl_decay=1.5), r"pl_decay=1.5 must be a number in \[0, 1\]"),
 ])
 def test_train_options_out_of_range_are_refused(opts, message):
     with pytest.raises(ValueError, match=message):

@@ -66,20 +66,29 @@ def default_gamma(resolution, batch):
 # refuses --workers only after the run folder is made) or trained silently on garbage (a nan
 # --gamma, a --target of 2, a negative --freezed freezing nothing).
 _WHOLE_AT_LEAST = dict(batch=1, batch_gpu=1, mbstd_group=1, cbase=1, cmax=1, dcbase=1, dcmax=1, map=1, z_dim=1,
-                       w_dim=1, snap=0, workers=0, freezed=0)
+                       w_dim=1, snap=0, workers=0, freezed=0, ada_interval=1, D_reg_interval=1, G_reg_interval=1,
+                       pl_batch_shrink=1, stats_batch=1)
 _WHOLE_NOTES = dict(workers=" (data loader processes; 0 loads in the training process)",
                     freezed=" (the number of D's first layers to freeze)")
 _NUMBER_RANGES = dict(gamma=(0, "a number >= 0 (0: no R1)"), glr=(0, "a learning rate >= 0"),
                       dlr=(0, "a learning rate >= 0"), kimg=(None, "a finite number of kimg above 0"),
                       tick=(None, "a finite number of kimg above 0"),
-                      ada_kimg=(None, "a number above 0 (kimg for p to go from 0 to 1)"))  # p's step divides by it
+                      ada_kimg=(None, "a number above 0 (kimg for p to go from 0 to 1)"),  # p's step divides by it
+                      pl_weight=(0, "a number >= 0 (0: no path length regularisation)"))
+# train() options that `sg3 train` has no flag for: named as train() takes them.
+_API_ONLY = ("ada_interval", "D_reg_interval", "G_reg_interval", "pl_batch_shrink", "stats_batch", "pl_weight",
+             "pl_decay", "dcbase", "dcmax")
+
+
+def _name(key, v):
+    return f"{key}={v!r}" if key in _API_ONLY else f"--{key.replace('_', '-')} {v!r}"
 
 
 def _check_numbers(c):
     for key, lo in _WHOLE_AT_LEAST.items():
         v = c[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo):
-            raise ValueError(f"--{key.replace('_', '-')} {v!r} must be a whole number >= {lo}{_WHOLE_NOTES.get(key, '')}")
+            raise ValueError(f"{_name(key, v)} must be a whole number >= {lo}{_WHOLE_NOTES.get(key, '')}")
     for key, (lo, what) in _NUMBER_RANGES.items():
         v = c[key]
         if v is None:  # gamma: the heuristic, filled in below
@@ -87,9 +96,11 @@ def _check_numbers(c):
         ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and abs(v * 1000) < float("inf") and \
             (v >= lo if lo is not None else v > 0)  # (kimg and tick count images: kimg * 1000)
         if not ok:
-            raise ValueError(f"--{key.replace('_', '-')} {v!r} must be {what}")
+            raise ValueError(f"{_name(key, v)} must be {what}")
     if not 0 <= c["target"] <= 1:  # r_t is a mean of signs; the official range is [0, 1] (nan fails too)
         raise ValueError(f"--target {c['target']!r} must be a number in [0, 1] (the ADA target for r_t)")
+    if not 0 <= c["pl_decay"] <= 1:  # the path length mean's EMA step
+        raise ValueError(f"{_name('pl_decay', c['pl_decay'])} must be a number in [0, 1]")
     k = c["keep_every_kimg"]
     if k is not None and not abs(k) < float("inf"):
         raise ValueError(f"--keep-every-kimg {k!r} must be a finite number of kimg (0: no milestones)")
