@@ -7,7 +7,8 @@
 - Path-length regularisation (StyleGAN2 eq. 4), lazy every `G_reg_interval` steps:
   (||J_w^T y||_2 - a)^2 with y ~ N(0, I)/sqrt(H*W) and a the running mean of the lengths.
 - Style mixing (StyleGAN 2019 sec. 3.1): a fraction of the images take the ws of a second
-  latent from a random layer on.
+  latent from a random layer on; the fraction and the layer are drawn per image, as the paper
+  says it (the official code draws one cutoff per round of batch-gpu images: the same on average).
 - StyleGAN3-R blur (Karras et al. 2021, appendix "training configurations"): real and fake
   images are blurred with a Gaussian whose sigma fades linearly from 10 px to 0 over the first
   `blur_fade_kimg` (batch * 200 / 32: 200 kimg at batch 32). Deliberately a true Gaussian of
