@@ -9,6 +9,7 @@ import functools
 import importlib
 import os
 import re
+import stat
 import sys
 import warnings
 
@@ -104,6 +105,13 @@ def _show_warning(command, show, message, category, filename, *rest, **kw):
         show(message, category, filename, *rest, **kw)
 
 
+def _stdout_is_a_pipe():
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # replaced (a notebook, a test's capture) or closed
+        return False
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="sg3", description="sg3lib: StyleGAN3 toolkit")
@@ -122,10 +130,17 @@ def main(argv=None):
     try:
         with warnings.catch_warnings():  # (restores Python's own on the way out)
             warnings.showwarning = functools.partial(_show_warning, name, warnings.showwarning)
-            return int(getattr(module, f"run_{name}")(args) or 0)
+            code = int(getattr(module, f"run_{name}")(args) or 0)
+            sys.stdout.flush()  # here, so that a reader gone (below) is not Python's error at exit
+            return code
     except KeyboardInterrupt as e:  # Ctrl-C: one line (train's says how to continue), not a traceback
         print(f"sg3 {name}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130  # as a shell reports a command ended by SIGINT
+    except BrokenPipeError:  # `sg3 info net.pt | head -1`: the reader has gone; the rest goes nowhere
+        if not _stdout_is_a_pipe():  # another pipe broke (a helper process's): not the reader's leaving
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python flushes stdout at exit)
+        return 141  # as a shell reports a command ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -95,6 +95,23 @@ def test_an_unreadable_network_file_is_named(tmp_path, monkeypatch, capsys, snap
         load(snapshot)
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, snapshot):
+    """`sg3 info net.pt | head -1`: once head had gone, the print (or Python's flush at exit) raised
+    BrokenPipeError, a traceback or 'Exception ignored ... BrokenPipeError' under the lines head showed."""
+    import subprocess
+    import sys
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before sg3 writes
+    try:
+        r = subprocess.run([sys.executable, "-m", "sg3lib.cli", "info", str(snapshot)], stdout=write,
+                           stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    finally:
+        os.close(write)
+    assert "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 141  # as a shell reports a command ended by SIGPIPE
+
+
 # -- datasets that are not datasets ------------------------------------------------------------
 
 def _truncated(path, src):

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -298,6 +299,18 @@ def test_options_square_pad_channels_and_filters_off(tmp_path):
     assert not (tmp_path / "n.zip").exists()
     with open(tmp_path / "n_report" / "curation_report.json") as f:
         assert json.load(f)["counts"] == {"not_square": 1, "monochrome": 1}
+
+
+def test_a_source_with_no_files_says_so(tmp_path):
+    """A folder (or zip) with nothing in it, say the wrong one, was 'no image of raw was accepted ...
+    counts per reason: {}': as if its images had all been refused. It now says the source holds no files."""
+    (tmp_path / "raw" / "empty_class").mkdir(parents=True)
+    zipfile.ZipFile(tmp_path / "raw.zip", "w").close()
+    for src in (tmp_path / "raw", tmp_path / "raw.zip"):
+        with pytest.raises(CurateError, match="^" + re.escape(f"{src} holds no files (its sub-folders searched "
+                                                              f"too), so {tmp_path / 'd.zip'} was not written; point at")):
+            curate(src, tmp_path / "d.zip", 32, workers=0, progress=False)
+        assert not (tmp_path / "d.zip").exists()
 
 
 def test_labels_from_folders_round_trip(tmp_path):

@@ -407,7 +407,31 @@ def test_cli_library_errors_are_one_line(network_file, tmp_path, capsys):
         with pytest.raises(SystemExit, match=f"^error: .*{match}"):
             sg3(argv + (["--outdir", str(tmp_path / "out")] if argv[0] == "generate" else
                         ["--output", str(tmp_path / "out" / "v.mp4")]))
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_work_refused_after_the_output_folder_leaves_no_empty_folder(network_file, tmp_path):
+    """Refusals the library makes (--kind rotate on StyleGAN2, one seed for key frames, a layer range past
+    the network's, a montage of no readable grid) came after the output folder was made: the command
+    failed and left an empty folder tree, where a wrong --network leaves none."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    sg2 = save_snapshot(tmp_path / "sg2.pt", snapshot_from_networks({"G_ema": make_G("sg2")}))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "fakes-000000004.png").write_bytes(b"not a png")
+    out = tmp_path / "out" / "a" / "b"
+    for argv in (["video", "--network", str(sg2), "--kind", "rotate", "--frames", "2", "--output", f"{out}/v.mp4"],
+                 ["video", "--network", str(network_file), "--seeds", "0", "--frames", "2", "--output", f"{out}/v.mp4"],
+                 ["video", "--network", str(sg2), "--kind", "mix", "--layers", "0-99", "--frames", "2",
+                  "--output", f"{out}/v.mp4"],
+                 ["video", "--kind", "montage", "--run-dir", str(tmp_path / "run"), "--output", f"{out}/v.mp4"],
+                 ["generate", "--network", str(sg2), "--kind", "mix-grid", "--layers", "0-99", "--outdir", str(out)]):
+        with pytest.raises(SystemExit, match="^error: "):
+            sg3(argv)
+        assert not (tmp_path / "out").exists(), argv
+    (tmp_path / "keep").mkdir()  # a folder that was there before stays
+    with pytest.raises(SystemExit, match="StyleGAN3"):
+        sg3(["video", "--network", str(sg2), "--kind", "rotate", "--frames", "2", "--output", f"{tmp_path}/keep/v.mp4"])
+    assert (tmp_path / "keep").is_dir()
 
 
 def test_cli_video_refuses_options_its_kind_ignores(network_file, tmp_path):

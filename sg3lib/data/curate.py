@@ -499,6 +499,9 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
                   settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
                   workers=workers, seconds=round(time.time() - t0, 2))
     summary = report.finish(header)
+    if not total:  # the wrong folder, say: nothing was refused, there was nothing
+        raise CurateError(f"{src} holds no files (its sub-folders searched too), so {dest} was not written; "
+                          "point at the folder or .zip that holds your images")
     if not accepted:
         raise CurateError(f"no image of {src} was accepted, so {dest} was not written; counts per reason: "
                           f"{summary['counts']}; see {summary['report_json']}")

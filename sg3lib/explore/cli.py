@@ -163,6 +163,24 @@ def _make_folder(folder, flag):
 
 
 @contextlib.contextmanager
+def _output_folder(folder, flag):
+    """Make `folder` (as _make_folder) for the work inside; if the work is refused (the library's
+    ValueError, as an 'error:' line), remove the folders this made, if still empty, as a refusal
+    before the folder leaves none. (An interrupt keeps them: what it wrote so far is there.)"""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    _make_folder(folder, flag)
+    try:
+        yield
+    except SystemExit:
+        for p in made:
+            try:
+                p.rmdir()
+            except OSError:  # not empty (another writer's files) or gone: leave it and those above
+                break
+        raise
+
+
+@contextlib.contextmanager
 def _user_errors():
     """The library's ValueErrors (a bad seed list, layer range, a StyleGAN2 network asked to rotate)
     as one 'error:' line, as argparse reports a bad option, not a traceback."""
@@ -174,8 +192,6 @@ def _user_errors():
 
 def run_generate(args):
     """Run `sg3 generate` with parsed `args`: write the PNGs; returns the exit status."""
-    from . import grids
-    from .generate import generate
     tx, ty = args.translate
     if (tx, ty, args.rotate) != (0, 0, 0) and args.kind != "images":
         raise SystemExit(f"error: --translate and --rotate apply to --kind images only, not {args.kind}")
@@ -185,7 +201,14 @@ def run_generate(args):
         raise SystemExit("error: --translate and --rotate need a StyleGAN3 network (synthesis.input.transform); "
                          "this one has none: leave them out")
     out = Path(args.outdir)
-    _make_folder(out, "--outdir")
+    with _output_folder(out, "--outdir"):
+        _generate(G, args, out, seeds, col_seeds, tx, ty)
+    return 0
+
+
+def _generate(G, args, out, seeds, col_seeds, tx, ty):
+    from . import grids
+    from .generate import generate
     common = dict(cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, noise_mode=args.noise_mode,
                   batch_size=args.batch)
     # Conditional networks: the class is in the name, so the classes of one seed do not overwrite each
@@ -202,7 +225,6 @@ def run_generate(args):
         else:
             img = grids.style_mix_grid(G, seeds, col_seeds, args.layers, psi=args.psi, **common)
             print(f"wrote {_save(img, out / f'style_mix_grid{tag}.png')}")
-    return 0
 
 
 # The video options that only some kinds read: given for another kind, they are refused, not ignored.
@@ -276,18 +298,15 @@ def run_video(args):
     if args.kind == "montage":
         if not args.run_dir:
             raise SystemExit("error: --kind montage needs --run-dir (a training run folder)")
-        if Path(args.run_dir).is_dir():  # a missing --run-dir is the montage's own error, no folder made
-            _make_folder(Path(args.output).parent, "--output")
-        try:
-            path, n, skipped = video.training_montage(args.run_dir, args.output, fps=args.fps or 4)
-        except (FileNotFoundError, ValueError) as e:  # no fakes grids there, none readable, not an .mp4
-            raise SystemExit(f"error: {e}") from None
+        if not Path(args.run_dir).is_dir():
+            _montage(video, args)  # raises the montage's own error, before any folder is made
+        with _output_folder(Path(args.output).parent, "--output"):
+            path, n, skipped = _montage(video, args)
         print(f"wrote {path} ({n} frames, {len(skipped)} skipped)")
         return 0
     seeds = L.parse_seeds(args.seeds)  # a given --seeds is parsed by argparse; the default is its text
     G = _load(args)
-    _make_folder(Path(args.output).parent, "--output")
-    with _user_errors():
+    with _output_folder(Path(args.output).parent, "--output"), _user_errors():
         path = video.interpolation_video(
             G, args.output, kind=args.kind, seeds=seeds, grid=args.grid, fps=args.fps or 30,
             duration=args.duration, n_frames=args.frames, noise_mode=args.noise_mode, batch_size=args.batch,
@@ -295,3 +314,10 @@ def run_video(args):
             space=args.space or "z", layers=args.layers or "fine", amount=args.amount, sigma=args.sigma)
     print(f"wrote {path}")
     return 0
+
+
+def _montage(video, args):
+    try:
+        return video.training_montage(args.run_dir, args.output, fps=args.fps or 4)
+    except (FileNotFoundError, ValueError) as e:  # no fakes grids there, none readable, not an .mp4
+        raise SystemExit(f"error: {e}") from None
