@@ -198,6 +198,17 @@ def test_cli_generate_refuses_a_transform_it_would_ignore(network_file, tmp_path
     assert not list(tmp_path.iterdir())
 
 
+def test_cli_generate_refuses_options_its_kind_ignores(network_file, tmp_path):
+    """As sg3 video: --psis (psi-grid's columns) given to images, --col-seeds or --layers to anything but
+    mix-grid, or --psi to a psi grid (its psis are the columns) did nothing, without a word."""
+    for kind, opt, value in (("images", "--psis", "1,0"), ("mix-grid", "--psis", "1,0"),
+                             ("images", "--col-seeds", "3"), ("psi-grid", "--layers", "fine"),
+                             ("psi-grid", "--psi", "0.7")):
+        with pytest.raises(SystemExit, match=f"^error: {opt} applies to --kind .* only, not {kind}"):
+            sg3(["generate", "--network", str(network_file), "--kind", kind, opt, value, "--outdir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
 def test_cli_uses_the_gpu_when_there_is_one(network_file, monkeypatch):
     """Without --device the commands pick cuda where torch sees a GPU, as the notebooks do."""
     import importlib
@@ -622,6 +633,7 @@ def test_cli_generate_names_the_class_of_a_conditional_network(tmp_path):
     assert not np.array_equal(*(np.asarray(Image.open(out / f"seed0000-class{c}.png")) for c in (0, 2)))
     for kind, name in (("psi-grid", "psi_grid"), ("mix-grid", "style_mix_grid")):
         for c in ("0", "2"):
+            grid = ["--psis", "1,0"] if kind == "psi-grid" else ["--col-seeds", "1"]
             assert sg3(["generate", "--network", str(net), "--device", "cpu", "--kind", kind, "--seeds", "0",
-                        "--col-seeds", "1", "--psis", "1,0", "--class", c, "--outdir", str(out / kind)]) == 0
+                        *grid, "--class", c, "--outdir", str(out / kind)]) == 0
         assert sorted(p.name for p in (out / kind).iterdir()) == [f"{name}-class0.png", f"{name}-class2.png"]

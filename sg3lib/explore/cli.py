@@ -94,13 +94,21 @@ def add_generate_arguments(p):
     _common(p)
     p.add_argument("--kind", choices=["images", "psi-grid", "mix-grid"], default="images")
     p.add_argument("--outdir", default="out/generate", help="folder for the PNGs (created)")
-    p.add_argument("--psis", type=_floats, default=[1.0, 0.7, 0.5, 0.0], metavar="P,P,...",
+    p.add_argument("--psis", type=_floats, default=None, metavar="P,P,...",
                    help="psi-grid columns (default 1,0.7,0.5,0)")
-    p.add_argument("--col-seeds", type=_seeds, default="10-13", help="mix-grid column (style) seeds")
-    p.add_argument("--layers", default="coarse", help="mix-grid layers: coarse, middle, fine or 'lo-hi'")
+    p.add_argument("--col-seeds", type=_seeds, default=None, help="mix-grid column (style) seeds (default 10-13)")
+    p.add_argument("--layers", default=None, help="mix-grid layers: coarse (default), middle, fine or 'lo-hi'")
     p.add_argument("--translate", type=_pair, default=(0.0, 0.0), metavar="X,Y",
                    help="images, StyleGAN3 only: move by X,Y image widths, e.g. -0.1,0")
     p.add_argument("--rotate", type=finite_number, default=0.0, help="images, StyleGAN3 only: degrees")
+    p.set_defaults(psi=None)  # (told from a given one: a psi grid's psis are its columns)
+
+
+# The generate options that only some kinds read (refused for the others, as sg3 video's), and
+# their defaults, filled in once the refusal is past.
+_GENERATE_ONLY = {"psi": ("images", "mix-grid"), "psis": ("psi-grid",), "col_seeds": ("mix-grid",),
+                  "layers": ("mix-grid",)}
+_GENERATE_DEFAULTS = dict(psi=1.0, psis=[1.0, 0.7, 0.5, 0.0], col_seeds=[10, 11, 12, 13], layers="coarse")
 
 
 def _save(img, path):
@@ -195,6 +203,11 @@ def run_generate(args):
     tx, ty = args.translate
     if (tx, ty, args.rotate) != (0, 0, 0) and args.kind != "images":
         raise SystemExit(f"error: --translate and --rotate apply to --kind images only, not {args.kind}")
+    for opt, kinds in _GENERATE_ONLY.items():
+        if getattr(args, opt) is not None and args.kind not in kinds:
+            raise SystemExit(f"error: {_flag(opt)} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
+        if getattr(args, opt) is None:
+            setattr(args, opt, _GENERATE_DEFAULTS[opt])
     seeds, col_seeds = args.seeds, args.col_seeds  # parsed by argparse (_seeds)
     G = _load(args)  # first: a wrong --network leaves no empty output folder behind
     if (tx, ty, args.rotate) != (0, 0, 0) and not L.is_stylegan3(G):  # before the folder and the progress bar
