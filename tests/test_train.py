@@ -432,6 +432,24 @@ def test_freezed_past_the_last_layer_of_d_is_refused(tmp_path):
     train(data, tmp_path / "r", kimg=0.008, **dict(TINY, freezed=7))
 
 
+def test_another_batch_on_resume_says_what_this_run_takes(tmp_path, capsys):
+    """A batch-4 run (D's minibatch-std group 4) continued with --batch 2 was told its stored
+    --batch-gpu 'does not fit 1 process(es)' and then refused for 'mbstd_group: 4 -> 2', a setting never
+    given; with --batch 6 it was told to set --mbstd-group, which a resume refuses. Each now says what
+    the run takes: a --batch-gpu (and --batch) that is a multiple of its group."""
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.008, **dict(TINY, batch=4, batch_gpu=4))
+    capsys.readouterr()
+    with pytest.raises(TrainError, match=r"(?s)mbstd_group: 4 -> 2 \(D's minibatch-std group.*multiple of 4"):
+        train(data, tmp_path / "r", resume="latest", kimg=0.016, **dict(TINY, batch=2, batch_gpu=None))
+    assert "does not split --batch 2 over 1 process" in capsys.readouterr().out
+    with pytest.raises(TrainError, match=r"--batch-gpu 6 must be a multiple of this run's minibatch-std group 4"
+                                         r" .*multiples of 4") as e:
+        train(data, tmp_path / "r", resume="latest", kimg=0.016, **dict(TINY, batch=6, batch_gpu=None))
+    assert "set --mbstd-group" not in str(e.value)
+    train(data, tmp_path / "r", resume="latest", kimg=0.016, **dict(TINY, batch=8, batch_gpu=None))
+
+
 def test_conditional_training(tmp_path):
     """--cond: labels from dataset.json; G and D get c_dim = number of classes."""
     import json

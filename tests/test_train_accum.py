@@ -137,7 +137,7 @@ def test_one_process_snapshot_continues_on_two_processes(tmp_path):
                  "--batch-gpu", "4"] + args) == 0
     r = _torchrun(["--outdir", tmp_path / "two", "--kimg", "0.016", "--resume", "latest"] + args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "does not fit 2 process(es): using 4" in r.stdout
+    assert "does not split --batch 8 over 2 process(es): using 4" in r.stdout
     s1, w1 = _weights(tmp_path / "one" / "snapshot-000000016.pt")
     s2, w2 = _weights(tmp_path / "two" / "snapshot-000000016.pt")
     assert s2["meta"]["config"]["batch_gpu"] == 4

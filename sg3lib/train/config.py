@@ -169,17 +169,21 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     return c
 
 
-def check_batch(c, world_size):
-    """Validate the batch split: global batch = world_size * batch_gpu * rounds."""
+def check_batch(c, world_size, group_fixed=False):
+    """Validate the batch split: global batch = world_size * batch_gpu * rounds. `group_fixed`: the
+    minibatch-std group is a continued run's (its D's), not the user's to set."""
     b, bg = c["batch"], c["batch_gpu"]
     if b % world_size:  # no --batch-gpu can split it evenly
         raise ValueError(f"--batch {b} cannot be split evenly over {world_size} processes; give a "
                          f"multiple of {world_size} (the batch is the total over all processes)")
     if b % (bg * world_size):
         raise ValueError(f"--batch {b} must be a multiple of --batch-gpu {bg} x {world_size} process(es)")
-    if bg % c["mbstd_group"]:
-        raise ValueError(f"--batch-gpu {bg} must be a multiple of the minibatch-stddev group "
-                         f"{c['mbstd_group']} (set --mbstd-group)")
+    g = c["mbstd_group"]
+    if bg % g and group_fixed:
+        raise ValueError(f"--batch-gpu {bg} must be a multiple of this run's minibatch-std group {g} (its D "
+                         f"groups {g} images): give a --batch-gpu and a --batch that are multiples of {g}")
+    if bg % g:
+        raise ValueError(f"--batch-gpu {bg} must be a multiple of the minibatch-stddev group {g} (set --mbstd-group)")
     return b // (bg * world_size)
 
 
@@ -207,7 +211,13 @@ def network_kwargs(c):
 
 def arch_diff(old, new):
     """List 'key: old -> new' for architecture keys that differ (total kimg etc. may change)."""
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in ARCH_KEYS if old.get(k) != new.get(k)]
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}{_DIFF_NOTES.get(k, '').format(old=old.get(k))}"
+            for k in ARCH_KEYS if old.get(k) != new.get(k)]
+
+
+# A key that follows from other options, said with what the run takes.
+_DIFF_NOTES = dict(mbstd_group=" (D's minibatch-std group, min(--mbstd-group, --batch-gpu): this run takes a "
+                               "--batch-gpu, and a --batch, that is a multiple of {old})")
 
 
 def lazy_ratio(interval):

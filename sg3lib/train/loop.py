@@ -694,15 +694,16 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         # The stored split was made for another number of processes. Data order and random numbers
         # go by global image number, so another split continues the same run.
         if rank == 0:
-            print(f"the snapshot's --batch-gpu {base['batch_gpu']} does not fit {world} process(es): "
-                  f"using {max(base['batch'] // world, 1)}")
+            print(f"the snapshot's --batch-gpu {base['batch_gpu']} does not split --batch {base['batch']} over "
+                  f"{world} process(es): using {max(base['batch'] // world, 1)}")
         base.pop("batch_gpu")
     base["data"] = data
     for k in ("resolution", "img_channels", "c_dim"):
         base.pop(k, None)
     try:
         c = config_mod.make_config(ds.resolution, ds.num_channels, ds.label_dim, world=world, **base)
-        rounds = config_mod.check_batch(c, world)
+        rounds = config_mod.check_batch(c, world, group_fixed=resume_kind == "snapshot" and bool(prev_cfg)
+                                        and prev_cfg.get("mbstd_group") == c["mbstd_group"])
     except ValueError as e:
         raise TrainError(str(e)) from None
     if generator:
