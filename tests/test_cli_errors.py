@@ -112,6 +112,17 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, snapshot):
     assert r.returncode == 141  # as a shell reports a command ended by SIGPIPE
 
 
+def test_an_image_given_as_resume_is_named_once(tmp_path, capsys, dataset):
+    """A PNG given to --resume (named .pt) was 'is an image, not a network file (as a snapshot: ... not
+    a readable PyTorch file, truncated or corrupt (WeightsUnpickler error:) ...)': the file's kind says it."""
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "net.pt", format="PNG")
+    code, err = run(["train", "--data", str(dataset), "--outdir", str(tmp_path / "t"), "--resume",
+                     str(tmp_path / "net.pt"), *SMALL], capsys)
+    assert code in (1, 2) and f"{tmp_path / 'net.pt'}: is an image, not a network file" in err, err
+    assert "as a snapshot" not in err and "Unpickler" not in err, err
+
+
 # -- datasets that are not datasets ------------------------------------------------------------
 
 def _truncated(path, src):

@@ -441,9 +441,18 @@ def _load_resume(src, device, snap=None):
     try:
         return "networks", load(s, device="cpu")
     except Exception as e:
-        raise TrainError(f"cannot resume from {s}: {e}" + (f" (as a snapshot: {first_error})"
-                                                            if first_error and str(first_error) != str(e)
-                                                            else "")) from None
+        # Why it failed as a snapshot, too, where it is a torch file (not for an image, a web page...).
+        why = f" (as a snapshot: {first_error})" if (first_error and str(first_error) != str(e)
+                                                     and _torch_file(s)) else ""
+        raise TrainError(f"cannot resume from {s}: {e}{why}") from None
+
+
+def _torch_file(path):
+    from ..loader import LoadError, sniff
+    try:
+        return sniff(path).startswith("torch")
+    except LoadError:
+        return False
 
 
 def _snap_state_dict(snap, name):
