@@ -1126,6 +1126,17 @@ def test_numbers_that_reject_every_image_are_refused_before_the_work(tmp_path, o
     assert not (tmp_path / "o_report").exists()
 
 
+@pytest.mark.parametrize("key, value", [("min_size", -5), ("min_bytes", -1), ("min_colors", 2.5),
+                                        ("min_size", float("nan"))])
+def test_lower_limits_that_are_no_whole_count_are_refused(tmp_path, key, value):
+    """A negative --min-size or --min-bytes (or a nan) compared False and turned the filter off without a
+    word; each is a whole count >= 0 (0 or None: off)."""
+    raw = two_pictures(tmp_path / "raw")
+    with pytest.raises(CurateError, match=rf"{key} \(--{key.replace('_', '-')}\) must be a whole number >= 0"):
+        curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False, **{key: value})
+    assert curate(raw, tmp_path / "k.zip", 32, workers=0, progress=False, **{key: 0})["accepted"] >= 1  # 0: off
+
+
 def test_animations_and_multi_page_files_are_noted_as_first_frame_only(tmp_path):
     """An animated GIF/WebP/PNG or a multi-page TIFF gave its first frame without a word in the report."""
     raw = tmp_path / "raw"

@@ -116,6 +116,12 @@ def _check_counts(s):
         raise CurateError(f"near_dup_threshold (--near-dup) must be a whole number of bits from 0 to 32 (or None, -1 "
                           f"on the command line: off), got {t!r}; unrelated images' 64-bit hashes differ in about 32 "
                           "bits, so a larger one calls them near duplicates")
+    for key in ("min_size", "min_bytes", "min_colors"):  # a negative (or nan) one compared False: off, silently
+        v = s[key]
+        if v is not None and (not _whole(v) or v < 0):
+            raise CurateError(f"{key} (--{key.replace('_', '-')}) must be a whole number >= 0 (0 or None: off), "
+                              f"got {v!r}")
+        s[key] = None if v is None else int(v)
     s["max_pixels"], s["png_compress_level"] = int(mp), int(level)
     s["near_dup_threshold"] = None if t is None else int(t)
 

@@ -76,7 +76,8 @@ def _count_to_drop(drop_bottom, n):
         raise ValueError(f"drop_bottom={drop_bottom:g} ({drop_bottom * 100:g}%) of {n} images is less than half an "
                          f"image, so the copy would drop none; drop at least {100 / n:.3g}% (one image) or none")
     if n_drop >= n:  # checked before scoring: the copy would be an empty dataset
-        raise ValueError(f"drop_bottom={drop_bottom:g} of {n} images would drop all of them; keep some")
+        raise ValueError(f"drop_bottom={drop_bottom:g} ({drop_bottom * 100:g}%) of {n} images would drop all of "
+                         "them; keep some")
     return n_drop
 
 
