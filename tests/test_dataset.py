@@ -177,6 +177,25 @@ def test_a_damaged_image_is_named_when_it_is_read(tmp_path):
         next(iter(loader))
 
 
+def test_a_damaged_zip_member_is_named_when_the_dataset_opens(tmp_path):
+    """A zip damaged in a copy (a member's header overwritten, or its compressed bytes) stopped the
+    dataset, and sg3 train, with zipfile's bare 'Bad magic number for file header' or 'Bad CRC-32'."""
+    for what in ("header", "data"):
+        path = tmp_path / f"{what}.zip"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for i, a in enumerate(pictures(3)):
+                z.writestr(f"00000/img{i:08d}.png", png(a))
+        b = bytearray(path.read_bytes())
+        at = [i for i in range(len(b)) if b[i:i + 4] == b"PK\x03\x04"][1]  # the second image's header
+        if what == "header":
+            b[at:at + 4] = b"XXXX"
+        else:
+            b[at + 60:at + 80] = b"\xff" * 20
+        path.write_bytes(bytes(b))
+        with pytest.raises(DatasetError, match=rf"img00000001\.png of .*{what}\.zip cannot be read \(BadZipFile"):
+            ImageDataset(path)
+
+
 def test_linked_sub_folders_of_a_folder_dataset_are_read(tmp_path):
     """A folder dataset put together from links (`ln -s /data/part1 ds/00001`) used to lose the
     images of every linked sub-folder without a word (curate reads them); a link back to a
@@ -418,6 +437,62 @@ def test_labels_of_a_dataset_folder_zipped_as_a_folder(tmp_path):
         ds = ImageDataset(tmp_path / "ds.zip", use_labels=True)
     assert ds.has_labels and ds.class_names == ["cats", "dogs"]
     assert [ds.get_label(i).tolist() for i in range(3)] == [[1, 0], [0, 1], [1, 0]]
+
+
+def test_a_zip_with_windows_separators_keeps_its_labels(tmp_path):
+    """Windows PowerShell's Compress-Archive writes `00000\\img00000000.png`: on Linux (Colab) such a
+    dataset was refused with use_labels ('no label for 00000\\img00000000.png'), and a nested one lost
+    the labels of ds\\dataset.json; the official reader takes `\\` as `/` too."""
+    imgs = pictures(3)
+    with zipfile.ZipFile(tmp_path / "win.zip", "w") as z:
+        for i, a in enumerate(imgs):
+            z.writestr(f"ds\\00000\\img{i:08d}.png", png(a))
+        z.writestr("ds\\dataset.json", json.dumps({"labels": [[f"00000/img{i:08d}.png", i % 2] for i in range(3)]}))
+    ds = ImageDataset(tmp_path / "win.zip", use_labels=True)
+    assert ds.image_names == [f"ds/00000/img{i:08d}.png" for i in range(3)]
+    assert [ds.get_label(i).tolist() for i in range(3)] == [[1, 0], [0, 1], [1, 0]]
+    assert (ds[2][0] == imgs[2].transpose(2, 0, 1)).all()
+
+
+def test_a_zip_member_that_zipfile_cannot_open_is_a_dataset_error(tmp_path):
+    """A zip made with a password, or by 7-Zip with Deflate64/PPMd, stopped the dataset (and sg3 train)
+    with a bare 'That compression method is not supported' or RuntimeError naming no fix."""
+    import struct
+    for what, message in (("method", r"img00000001\.png .*compression method.* re-zip"),
+                          ("password", r"img00000001\.png .*password.* re-zip")):
+        path = tmp_path / f"{what}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for i, a in enumerate(pictures(2)):
+                z.writestr(f"00000/img{i:08d}.png", png(a))
+        b = bytearray(path.read_bytes())
+        local, central = b.rfind(b"PK\x03\x04"), b.rfind(b"PK\x01\x02")  # the last image's headers
+        if what == "method":  # 9: Deflate64
+            b[local + 8:local + 10] = b[central + 10:central + 12] = struct.pack("<H", 9)
+        else:  # flag bit 0: encrypted
+            b[local + 6] |= 1
+            b[central + 8] |= 1
+        path.write_bytes(bytes(b))
+        with pytest.raises(DatasetError, match=message):
+            ImageDataset(path)
+
+
+def test_labels_that_would_give_a_wrong_class_count_are_refused(tmp_path):
+    """class_names decides label_dim with the labels: a string there counted its letters ('cats': 4
+    classes), a number failed with a TypeError; labels that are empty vectors gave label_dim 0, so a
+    conditional run (--cond) trained an unconditional network without a word."""
+    imgs = pictures(3)
+    for i, (labels, class_names, message) in enumerate((
+            ([0, 1, 0], "cats", "class_names .* list of names"),
+            ([0, 1, 0], 2, "class_names .* list of names"),
+            ([[], [], []], None, "empty"))):
+        path = tmp_path / f"{i}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for j, a in enumerate(imgs):
+                z.writestr(f"00000/img{j:08d}.png", png(a))
+            pairs = [[f"00000/img{j:08d}.png", x] for j, x in enumerate(labels)]
+            z.writestr("dataset.json", json.dumps({"labels": pairs, "class_names": class_names}))
+        with pytest.raises(DatasetError, match=message):
+            ImageDataset(path, use_labels=True)
 
 
 def windows_replace(monkeypatch):

@@ -1030,3 +1030,32 @@ def test_snapshot_time_is_not_counted_in_the_next_tick(tmp_path, monkeypatch):
     import json
     recs = [json.loads(line) for line in open(tmp_path / "r" / "stats.jsonl")]
     assert len(recs) == 2 and [r["sec_per_tick"] for r in recs] == [0.0, 0.0], recs
+
+
+def test_class_labels_for_drawing_c_are_kept_as_class_indices(tmp_path):
+    """The labels a conditional run draws c from were an images x classes float matrix, built with a
+    pass over all labels per image: 5 GB and many minutes for 1.28M images of 1000 classes before the
+    first step. They are kept as class indices, made one-hot when drawn: the same c as before."""
+    import json
+    from sg3lib.data import ImageDataset
+    from sg3lib.train.loop import _grid_labels, _labels, draw_step
+    data = make_zip(tmp_path / "d.zip", n=6)
+    classes = [4, 0, 2, 4, 1, 0]
+    with zipfile.ZipFile(data, "a") as z:
+        z.writestr("dataset.json", json.dumps({"labels": [[f"00000/img{i:08d}.png", k] for i, k in enumerate(classes)],
+                                               "class_names": [f"c{k}" for k in range(300)]}))
+    ds = ImageDataset(data, use_labels=True, xflip=True)
+    labels = _labels(ds)
+
+    def held(x):  # elements of the tensors it keeps
+        if isinstance(x, torch.Tensor):
+            return x.numel()
+        return sum(held(v) for v in vars(x).values()) if hasattr(x, "__dict__") else 0
+    assert len(labels) == 6 and held(labels) < 6 * 300
+    one_hot = torch.eye(300)[classes]
+    r = draw_step({"seed": 3}, 5, "Gmain", 16, 4, labels, "cpu")
+    idx = torch.randint(6, [16], generator=torch.Generator().manual_seed(0))
+    assert r["c"].shape == (16, 300) and r["c"].dtype == torch.float32
+    assert torch.equal(r["c"], draw_step({"seed": 3}, 5, "Gmain", 16, 4, one_hot, "cpu")["c"])
+    assert torch.equal(labels[idx], one_hot[idx])
+    assert torch.equal(_grid_labels(labels, 8, 4), _grid_labels(one_hot, 8, 4))

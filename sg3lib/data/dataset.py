@@ -13,6 +13,7 @@ import os
 import struct
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -108,13 +109,13 @@ class ImageDataset(_Base):
     def __init__(self, path, resolution=None, use_labels=False, xflip=False, check=True, as_tensor=False):
         self.path = str(path)
         self._use_labels, self._xflip, self._as_tensor = bool(use_labels), bool(xflip), bool(as_tensor)
-        self._zip, self._zip_pid = None, None
+        self._zip, self._zip_pid, self._zip_names = None, None, {}
         if os.path.isdir(self.path):
             self._type = "dir"
             names = _folder_files(self.path)
         elif zipfile.is_zipfile(self.path):
             self._type = "zip"
-            names = [n for n in self._get_zip().namelist() if not n.endswith("/")]
+            names = self._zip_members()
         elif not os.path.exists(self.path):
             raise DatasetError(f"dataset not found: {self.path} (expected a .zip or a folder)")
         else:
@@ -127,6 +128,7 @@ class ImageDataset(_Base):
         if not self._names:
             raise DatasetError(f"no images (png/jpg/webp/bmp/tiff/gif) found in {self.path}")
         self._raw_labels, self._class_names = self._labels_or_none(set(names))
+        self._label_dim = self._count_label_dim()  # once: get_label needs it for every image
         self._shape = self._check_shapes(check)
         if resolution is not None and (self._shape[1] != resolution or self._shape[2] != resolution):
             raise DatasetError(f"{self.path}: images are {self._shape[2]}x{self._shape[1]}, "
@@ -138,10 +140,33 @@ class ImageDataset(_Base):
             self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
         return self._zip
 
+    def _zip_members(self):
+        """The zip's file names with `/` between folders. Windows PowerShell's Compress-Archive writes
+        `\\`, which zipfile turns into `/` on Windows only (the official reader takes both too)."""
+        names = []
+        for n in self._get_zip().namelist():
+            posix = n.replace("\\", "/")
+            if posix != n:
+                self._zip_names[posix] = n
+            if not posix.endswith("/"):
+                names.append(posix)
+        return names
+
     def _open(self, name):
         if self._type == "dir":
             return open(os.path.join(self.path, name), "rb")
-        return self._get_zip().open(name, "r")
+        z = self._get_zip()
+        info = z.getinfo(self._zip_names.get(name, name))
+        # zipfile raises a bare RuntimeError / NotImplementedError for these, naming no file or fix
+        if info.flag_bits & 0x1:
+            raise DatasetError(f"{self.path}: {name} is encrypted (the zip has a password); re-zip the "
+                               "dataset without one (or make it with `sg3 curate`)")
+        try:
+            return z.open(info, "r")
+        except NotImplementedError:
+            raise DatasetError(f"{self.path}: {name} is stored with a compression method Python's zipfile "
+                               f"does not read (method {info.compress_type}, e.g. Deflate64 or PPMd); re-zip "
+                               "the dataset with Store or Deflate (or make it with `sg3 curate`)") from None
 
     def __getstate__(self):
         return dict(self.__dict__, _zip=None, _zip_pid=None)
@@ -184,6 +209,11 @@ class ImageDataset(_Base):
         labels = meta.get("labels") if isinstance(meta, dict) else None
         if labels is None:
             return None, None
+        class_names = meta.get("class_names")  # with the labels, it decides label_dim
+        if class_names is not None and not (isinstance(class_names, list)
+                                            and all(isinstance(c, str) for c in class_names)):
+            raise DatasetError(f"{self.path}: class_names in dataset.json must be a list of names (class "
+                               f"index -> name), not {type(class_names).__name__} {class_names!r:.40}")
         try:
             table = dict((str(k), v) for k, v in labels)
         except (TypeError, ValueError):
@@ -199,17 +229,20 @@ class ImageDataset(_Base):
         except ValueError:  # ragged vectors
             raise DatasetError(f"{self.path}: labels in dataset.json must all have the same length")
         if raw.ndim == 1:
-            return self._class_indices(raw), meta.get("class_names")
+            return self._class_indices(raw), class_names
         try:
             raw = raw.astype(np.float32)
         except (TypeError, ValueError):
             raw = None
         if raw is None or raw.ndim != 2:
             raise DatasetError(f"{self.path}: labels in dataset.json must be class indices or vectors of numbers")
+        if raw.shape[1] == 0:  # label_dim 0: a conditional run would train an unconditional network
+            raise DatasetError(f"{self.path}: labels in dataset.json are empty vectors ([]); give each image "
+                               "a class index or a vector of numbers, or \"labels\": null for none")
         if not np.isfinite(raw).all():  # a NaN label makes every output NaN: nothing would train
             bad = self._names[int(np.flatnonzero(~np.isfinite(raw).all(axis=1))[0])]
             raise DatasetError(f"{self.path}: the label of {bad} in dataset.json is not finite (NaN or infinity)")
-        return raw, meta.get("class_names")
+        return raw, class_names
 
     def _class_indices(self, raw):
         """Class labels as int64. Whole numbers written as floats (3.0) are class indices too, as
@@ -229,8 +262,12 @@ class ImageDataset(_Base):
             it = tqdm(names, desc=f"checking {os.path.basename(self.path)}", unit="img")
         first = None
         for n in it:
-            with self._open(n) as f:
-                head = f.read(32)
+            try:
+                with self._open(n) as f:
+                    head = f.read(32)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:  # damaged in a copy, unreadable
+                raise DatasetError(f"image {n} of {self.path} cannot be read ({type(e).__name__}: {e}); copy "
+                                   "the dataset again, or re-run `sg3 curate` on the source images") from None
             shape = _header_shape(head, f"{n} of {self.path}", lambda n=n: self._open(n))
             if first is None:
                 first = (n, shape)
@@ -256,7 +293,7 @@ class ImageDataset(_Base):
                 if img.mode == "P":
                     img = img.convert("RGB")
                 a = np.asarray(img)
-        except MemoryError:
+        except (MemoryError, DatasetError):  # (a DatasetError of _open names the file and the fix)
             raise
         except Exception as e:  # damaged data behind a good header (truncated, bad CRC), a file gone
             raise DatasetError(f"{self.path}: image {name} cannot be read ({type(e).__name__}: {e}); "
@@ -320,6 +357,9 @@ class ImageDataset(_Base):
 
     @property
     def label_dim(self):
+        return self._label_dim
+
+    def _count_label_dim(self):
         if not self._use_labels or self._raw_labels is None:
             return 0
         if self._raw_labels.dtype == np.int64:
