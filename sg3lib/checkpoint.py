@@ -198,8 +198,11 @@ def _problem(path):
     try:
         if path.stat().st_size == 0:
             return "empty (0 bytes)"
+        with open(path, "rb"):  # zipfile's OSError would read as a damaged directory
+            pass
     except OSError as e:
-        return f"cannot be read ({e.strerror or e})"
+        hint = "; check its permissions" if isinstance(e, PermissionError) else ""
+        return f"cannot be read ({e.strerror or e}){hint}"
     if any(n.endswith("data.pkl") for n in _zip_names(path) or ()):
         return None
     return "truncated or damaged (no complete ZIP directory at its end)"

@@ -311,3 +311,26 @@ def test_damaged_contents_are_reported_as_corrupt_not_as_pickled_objects(tmp_pat
     torch.save({"opts": argparse.Namespace(a=1)}, tmp_path / "objects.pt")  # a real pickled class
     with pytest.raises(LoadError, match="pickled Python objects"):
         ck.load_snapshot(tmp_path / "objects.pt")
+
+
+def test_a_snapshot_that_cannot_be_opened_is_not_called_truncated(tmp_path, fixtures_dir, monkeypatch):
+    """A complete snapshot without read permission (another user's, a Drive file not yet fetched) was
+    skipped as 'truncated or damaged', and resuming told the user to copy it again or move it away."""
+    path = ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
+    path.chmod(0)
+    real_open = open
+
+    def refuses(file, *args, **kwargs):  # what chmod 0 does, also for root, who may read anyway
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuses)
+    monkeypatch.setattr("io.open", refuses)
+    try:
+        with pytest.warns(UserWarning, match="Permission denied"):
+            with pytest.raises(LoadError) as e:
+                ck.find_resumable(tmp_path)
+    finally:
+        path.chmod(0o644)
+    assert "Permission denied" in str(e.value) and "truncated" not in str(e.value)

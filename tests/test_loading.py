@@ -885,3 +885,44 @@ def test_every_positional_argument_of_the_official_constructors(tmp_path, fixtur
     nets = load(op.write_official_pkl(tmp_path / "positional.pkl", {key: obj}))
     assert nets["meta"]["networks"][key]["init_kwargs"] == {**kwargs, **dict(zip(signature, obj.state["_init_args"]))}
     assert all(torch.equal(v, state[k]) for k, v in nets[key].state_dict().items())
+
+
+def test_exported_stylegan3_layers_keep_their_numpy_sizes(tmp_path):
+    """write_official_pkl kept only JSON-able attributes, so an exported StyleGAN3 generator's layers
+    lost in_size / out_size (numpy arrays, as the official SynthesisLayer keeps and checks them)."""
+    G = build_network(op.SG3_CLASS, dict(z_dim=4, c_dim=0, w_dim=4, img_resolution=16, img_channels=1,
+                                         channel_base=64, channel_max=4, num_layers=2, num_critical=1,
+                                         mapping_kwargs={"num_layers": 1}))
+    path = op.write_official_pkl(tmp_path / "g.pkl", {"G_ema": G})
+    with open(path, "rb") as f:
+        synthesis = op.unpickle_restricted(f)["G_ema"].state["_modules"]["synthesis"]
+    for name in G.synthesis.layer_names:
+        layer, state = getattr(G.synthesis, name), synthesis.state["_modules"][name].state
+        for attr in ("in_size", "out_size"):
+            np.testing.assert_array_equal(state[attr], getattr(layer, attr), err_msg=f"{name}.{attr}")
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in load(path)["G_ema"].state_dict().items())
+
+
+def test_export_refuses_what_it_cannot_write_as_networks(tmp_path, fixtures_dir):
+    """write_official_pkl(path, D) failed on `D.get`; {'generator': G} (a key the format does not
+    have) or a module that is no sg3lib network wrote a file without a network that loads, silently."""
+    meta = fixture(fixtures_dir, "d_64")[0]
+    D = build_network(meta["official_class"], meta["init_kwargs"])
+    path = tmp_path / "out.pkl"
+    for networks, match in [(D, "a dict"), ({"generator": D}, "'generator'.*G, D, G_ema"),
+                            ({"G_ema": torch.nn.Linear(2, 2)}, "G_ema.*Linear.*official_class"), ({}, "no network")]:
+        with pytest.raises((TypeError, ValueError), match=match):
+            op.write_official_pkl(path, networks)
+    assert not path.exists()
+
+
+def test_export_into_a_new_folder_and_keeps_the_training_set_kwargs(tmp_path, fixtures_dir):
+    """A missing folder failed with FileNotFoundError naming a hidden temporary ('.out.pkl.tmp-...'),
+    where save_snapshot makes the folder; and an official .pkl loaded and exported again lost its
+    training_set_kwargs, which sg3lib.load puts in meta."""
+    nets = load(official_pkl(tmp_path, fixtures_dir, g="sg3t_64"))
+    out = op.write_official_pkl(tmp_path / "exports" / "new" / "out.pkl", nets)
+    back = load(out)
+    assert back["meta"]["training_set_kwargs"] == nets["meta"]["training_set_kwargs"]
+    assert back["meta"]["training_set_kwargs"]["path"] == "/data/ffhq.zip"
+    assert all(torch.equal(v, nets["G_ema"].state_dict()[k]) for k, v in back["G_ema"].state_dict().items())

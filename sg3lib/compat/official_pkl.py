@@ -401,9 +401,13 @@ def _param(t):
 _PLAIN = (int, float, bool, str, type(None))
 
 
-def _isjsonable(v):
+def _is_plain_attr(v):
+    """Attributes an exported module's state keeps: numbers, strings, lists of them, and numpy
+    numbers and arrays (the official StyleGAN3 layers keep their in_size / out_size as arrays)."""
     if isinstance(v, (list, tuple)):
-        return all(_isjsonable(x) for x in v)
+        return all(_is_plain_attr(x) for x in v)
+    if isinstance(v, (np.ndarray, np.generic)):
+        return v.dtype.kind in "biuf"
     return isinstance(v, _PLAIN)
 
 
@@ -418,7 +422,7 @@ def persistent_from_module(module, module_src=None, official_class=None):
         state = _module_state(getattr(m, "init_kwargs", {}) if top else {})
         state["training"] = bool(m.training)
         for k, v in vars(m).items():  # plain attributes (z_dim, num_ws, ...) as the official state has
-            if not k.startswith("_") and k not in ("training", "init_kwargs", "official_class") and _isjsonable(v):
+            if not k.startswith("_") and k not in ("training", "init_kwargs", "official_class") and _is_plain_attr(v):
                 state[k] = v
         for name, p in m._parameters.items():
             state["_parameters"][name] = None if p is None else _param(p)
@@ -467,20 +471,43 @@ def write_official_pkl(path, networks, training_set_kwargs=None, augment_pipe=No
                        protocol=4):
     """Write an official-format snapshot pickle atomically (temporary name, fsync, rename, folder fsync).
 
-    networks: {'G': module or PersistentObject, 'D': ..., 'G_ema': ...} (missing ones are None).
+    networks: {'G': module or PersistentObject, 'D': ..., 'G_ema': ...} (missing ones are None), or
+    what sg3lib.load returns (whose meta gives training_set_kwargs when the argument is None).
     module_src: None, or {'training.networks_stylegan3': text, 'training.networks_stylegan2': text}
     with the official source, needed only if the official code is to load the file.
+    The folder is made if need be.
     """
+    _check_networks(networks)
     data = {}
     for key in NETWORK_KEYS:
         net = networks.get(key)
         data[key] = net if net is None or isinstance(net, PersistentObject) else persistent_from_module(net, module_src)
+    if training_set_kwargs is None:  # an official .pkl loaded and exported again keeps them
+        training_set_kwargs = (networks.get("meta") or {}).get("training_set_kwargs")
     data["augment_pipe"] = augment_pipe
     data["training_set_kwargs"] = None if training_set_kwargs is None else _to_easy(dict(training_set_kwargs))
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         dump_official(data, f, protocol=protocol)
     return path
+
+
+def _check_networks(networks):
+    """TypeError / ValueError before writing, where the file would hold no network that loads."""
+    if not isinstance(networks, dict):
+        raise TypeError(f"networks must be a dict such as {{'G_ema': G}} (or what sg3lib.load returns), "
+                        f"not a {type(networks).__name__}")
+    unknown = [k for k in networks if k not in NETWORK_KEYS + ("meta",)]
+    if unknown:
+        raise ValueError(f"networks has {unknown}; the official format holds G, D, G_ema")
+    for key in NETWORK_KEYS:
+        net = networks.get(key)
+        if net is not None and not isinstance(net, PersistentObject) and not hasattr(net, "official_class"):
+            raise ValueError(f"networks[{key!r}] is a {type(net).__name__} without .official_class; pass "
+                             "sg3lib networks (sg3lib.load, sg3lib.networks.build_network)")
+    if all(networks.get(k) is None for k in NETWORK_KEYS):
+        raise ValueError("networks holds no network: give G, D and/or G_ema")
 
 
 _KIMG_RE = re.compile(r"(\d+)\.pkl$")
