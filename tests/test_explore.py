@@ -70,6 +70,27 @@ def test_map_z_truncation_matches_the_mapping_network(G, psi, cutoff):
         assert torch.equal(X.map_z(G, z, psi=psi, cutoff=cutoff)[:, cutoff:], untruncated[:, cutoff:])
 
 
+def test_truncation_arguments_are_checked(G):
+    """psi=nan gave black images without a word, psi='0.5' a TypeError about tensor indices, cutoff=2.5
+    truncated 2 layers and cutoff=-1 all but the last (Python slicing); class_idx=1.5 was class 1 and
+    centre='bogus' passed whenever psi was 1. Each is now a ValueError naming the argument."""
+    z = X.seeds_to_z([0], G.z_dim)
+    Gc = make_G(c_dim=3)
+    for call, match in ((lambda: X.map_z(G, z, psi=float("nan")), "psi=nan"),
+                        (lambda: X.map_z(G, z, psi=float("inf")), "psi=inf"),
+                        (lambda: X.map_z(G, z, psi="0.5"), "psi='0.5'"),
+                        (lambda: X.map_z(G, z, psi=0.5, cutoff=2.5), "cutoff=2.5"),
+                        (lambda: X.map_z(G, z, psi=0.5, cutoff=-1), "cutoff=-1"),
+                        (lambda: X.map_z(G, z, centre="bogus"), "centre='bogus'"),
+                        (lambda: X.generate_arrays(Gc, [0], class_idx=1.5, progress=False), "class_idx=1.5")):
+        with pytest.raises(ValueError, match=match):
+            call()
+    # what the official mapping takes still works: whole numbers of any type, a cutoff past the last layer
+    torch.testing.assert_close(X.map_z(G, z, psi=np.float32(0.5), cutoff=np.int64(2)), X.map_z(G, z, psi=0.5, cutoff=2))
+    torch.testing.assert_close(X.map_z(G, z, psi=0.5, cutoff=99), X.map_z(G, z, psi=0.5))
+    assert torch.equal(X.class_labels(Gc, np.int64(2)), X.class_labels(Gc, 2.0))
+
+
 def test_class_centre_truncation():
     Gc = make_G(c_dim=3)
     z = X.seeds_to_z([0, 1], Gc.z_dim)
@@ -161,6 +182,44 @@ def test_a_partial_rotation_still_loops():
     torch.testing.assert_close(tf[n], tf[0], rtol=1e-5, atol=1e-5)
 
 
+def test_paths_take_seeds_as_the_other_explore_functions_do(G):
+    """keyframe_path(G, '0-2', n) and circular_loop(seeds='5-6') failed with "invalid literal for int()
+    ... '-'" (the string was read a character at a time), and circular_loop with one seed with "not
+    enough values to unpack": paths read seeds like generate does, and a loop names the two it needs."""
+    torch.testing.assert_close(X.keyframe_path(G, "0-2", 6), X.keyframe_path(G, [0, 1, 2], 6))
+    torch.testing.assert_close(X.keyframe_path(G, np.arange(3), 6), X.keyframe_path(G, [0, 1, 2], 6))
+    torch.testing.assert_close(X.circular_loop(G, 6, seeds="5-6"), X.circular_loop(G, 6, seeds=(5, 6)))
+    for seeds in ((5,), (5, 6, 7)):  # a third seed was silently dropped
+        with pytest.raises(ValueError, match="two seeds"):
+            X.circular_loop(G, 6, seeds=seeds)
+
+
+def test_path_frame_counts_are_checked(G):
+    """n_frames=0 with endpoint=True gave a NaN loop (phase 0/0) or an IndexError, -1 was refused as
+    'sigma=-0.125', and 2.5 frames drew 3 frames at phases that did not close the loop: every path and
+    sweep takes a whole number of at least 1 and names n_frames otherwise."""
+    paths = {"walk": lambda n: X.random_walk(G, n, endpoint=True),
+             "loop": lambda n: X.circular_loop(G, n, endpoint=True),
+             "keyframes": lambda n: X.keyframe_path(G, [0, 1], n, endpoint=True),
+             "mix": lambda n: X.style_mix_walk(G, 0, n, endpoint=True),
+             "sweep": lambda n: X.transform_sweep(n, endpoint=True)}
+    for name, path in paths.items():
+        for n in (0, -1, 2.5, None):
+            with pytest.raises(ValueError, match=f"n_frames={n}"):
+                path(n)
+        assert len(path(np.int64(3))) == 4  # whole numbers of any type
+
+
+def test_sweep_amount_must_be_a_finite_number():
+    """transform_sweep(amount=nan) made NaN transforms, so every frame of the video was black, and
+    amount='30' failed inside numpy: the amount is a finite number or None."""
+    for kind in ("translate", "rotate"):
+        for bad in (float("nan"), float("inf"), "30"):
+            with pytest.raises(ValueError, match="amount="):
+                X.transform_sweep(4, kind, bad)
+    torch.testing.assert_close(X.transform_sweep(4, "rotate", np.float32(90)), X.transform_sweep(4, "rotate", 90))
+
+
 def test_circular_loop_starts_at_its_seed_and_stays_gaussian(G):
     ws = X.circular_loop(G, 8, seeds=(5, 6))
     torch.testing.assert_close(ws[0], X.map_z(G, X.seeds_to_z([5], G.z_dim))[0], rtol=1e-5, atol=1e-5)
@@ -213,6 +272,20 @@ def test_translate_and_rotate_use_the_input_transform(G):
     np.testing.assert_allclose(m.numpy() @ fwd, np.eye(3), atol=1e-6)
     with pytest.raises(ValueError, match="StyleGAN3"):
         X.generate_arrays(make_G("sg2"), [1], transform=m, progress=False)
+
+
+def test_synthesize_takes_a_list_of_transforms_and_checks_their_count(G):
+    """A list of make_transform matrices failed with "only one element tensors can be converted", and
+    per-image transforms that did not match the ws in number failed with an IndexError midway (fewer)
+    or were silently dropped (more)."""
+    ws = X.map_z(G, X.seeds_to_z([0, 1, 2], G.z_dim))
+    tfs = [X.make_transform((0.1 * i, 0), 10 * i) for i in range(3)]
+    want = np.concatenate([X.synthesize(G, ws[i:i + 1], transforms=tfs[i]) for i in range(3)])
+    assert np.array_equal(X.synthesize(G, ws, transforms=tfs), want)
+    assert np.array_equal(X.synthesize(G, ws, transforms=torch.stack(tfs)), want)
+    for bad in (tfs[:2], tfs + tfs[:1], torch.eye(2)):
+        with pytest.raises(ValueError, match="transform"):
+            X.synthesize(G, ws, transforms=bad)
 
 
 # ----------------------------------------------------------------------------- grids
@@ -271,3 +344,17 @@ def test_translate_moves_the_content_by_image_widths():
     down = X.generate_arrays(G32, [1], transform=X.make_transform((0, 0.25), 0), progress=False)[0].astype(int)
     assert np.abs(right[:, 8:] - a[:, :-8]).mean() < 1 < np.abs(right - a).mean()
     assert np.abs(down[8:] - a[:-8]).mean() < 1 < np.abs(down - a).mean()
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_grids_of_networks_with_alpha(channels):
+    """Networks trained on grey+alpha or RGBA datasets (which training takes) crashed every grid with
+    "cannot reshape array": a grid shows the colour channels (grey for LA) and leaves alpha out, as
+    to_pil does for RGBA."""
+    Ga = make_G(img_channels=channels)
+    imgs = X.generate_arrays(Ga, [0, 1], psi=0.5, progress=False)
+    colour = imgs[..., :1].repeat(3, axis=-1) if channels == 2 else imgs[..., :3]
+    grid = np.asarray(X.psi_grid(Ga, [0, 1], [0.5], labels=False, progress=False))
+    assert np.array_equal(grid, np.concatenate(list(colour), axis=0))
+    assert X.psi_grid(Ga, [0, 1], [1, 0.5], progress=False).mode == "RGB"
+    assert X.style_mix_grid(Ga, [0], [1, 2], progress=False).mode == "RGB"

@@ -637,3 +637,35 @@ def test_cli_generate_names_the_class_of_a_conditional_network(tmp_path):
             assert sg3(["generate", "--network", str(net), "--device", "cpu", "--kind", kind, "--seeds", "0",
                         *grid, "--class", c, "--outdir", str(out / kind)]) == 0
         assert sorted(p.name for p in (out / kind).iterdir()) == [f"{name}-class0.png", f"{name}-class2.png"]
+
+
+def test_video_of_a_grey_alpha_network_is_grey(tmp_path):
+    """A 2-channel (grey + alpha) network's frames went to the encoder as 2 channels read as RGB: the
+    video was noise. Its frames show the grey channel, as grids do."""
+    G2 = make_G(img_channels=2)
+    path = X.interpolation_video(G2, tmp_path / "la.mp4", kind="loop", n_frames=3, progress=False)
+    import imageio_ffmpeg
+    gen = imageio_ffmpeg.read_frames(str(path))
+    w, h = next(gen)["size"]
+    first = np.frombuffer(next(gen), np.uint8).reshape(h, w, 3).astype(int)
+    grey = X.generate_arrays(G2, [0], progress=False)[0, :, :, :1].repeat(3, axis=-1)
+    assert np.abs(first - grey).mean() < 6  # H.264 loss only
+
+
+def test_write_video_of_a_callable_needs_a_frame_count(tmp_path):
+    """A callable without n_frames was refused as 'no frames to write' (it has frames: it lacked their
+    count); n_frames=-2 or 2.5 reached moviepy as a negative or fractional length."""
+    frame = lambda i: np.zeros([8, 8, 3], np.uint8)  # noqa: E731
+    for n, match in ((None, "n_frames=None"), (-2, "n_frames=-2"), (2.5, "n_frames=2.5"), (0, "n_frames=0")):
+        with pytest.raises(ValueError, match=match):
+            X.write_video(tmp_path / "c.mp4", frame, n_frames=n, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_style_mix_loop_refuses_walk_options_it_ignores(G):
+    """style_mix_walk(walk='loop', sigma=4) drew the same loop as without sigma: the options go to the
+    random walk only, and a loop says so instead of ignoring them."""
+    with pytest.raises(ValueError, match="sigma.*walk='random'"):
+        X.style_mix_walk(G, 0, 4, walk="loop", sigma=4)
+    assert not torch.allclose(X.style_mix_walk(G, 0, 8, walk="random", sigma=1),
+                              X.style_mix_walk(G, 0, 8, walk="random", sigma=4))

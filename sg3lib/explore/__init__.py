@@ -16,7 +16,7 @@ from .latents import (seed_to_z, seeds_to_z, parse_seeds, class_labels, class_ce
                       lerp, slerp, interpolate, default_method, layer_ranges, layer_range, smooth_wrap, keyframe_path,
                       random_walk, circular_loop, style_mix_walk, make_transform, transform_sweep,
                       is_stylegan3)
-from .generate import to_uint8, to_pil, synthesize, generate, generate_arrays, use_transform, load_generator, \
+from .generate import to_uint8, to_pil, to_rgb, synthesize, generate, generate_arrays, use_transform, load_generator, \
     tiny_generator
 from .grids import image_grid, psi_grid, style_mix_grid
 from .video import write_video, read_video_info, latent_path, interpolation_video, training_montage, VIDEO_KINDS

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from . import latents as L
 
-__all__ = ["to_uint8", "to_pil", "synthesize", "generate", "generate_arrays", "use_transform",
+__all__ = ["to_uint8", "to_pil", "to_rgb", "synthesize", "generate", "generate_arrays", "use_transform",
            "load_generator", "tiny_generator"]
 
 # Rendering may happen from widget worker threads and the notebook at once; the transform buffer
@@ -29,6 +29,13 @@ def to_uint8(img):
 def to_pil(arr):
     """An HWC uint8 array (1 or 3 channels) -> PIL image."""
     return Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr[:, :, :3]))
+
+
+def to_rgb(images):
+    """[..., H, W, C] uint8 -> [..., H, W, 3]: grey (and grey + alpha) repeated, colour kept; alpha is
+    left out, as to_pil does for RGBA (grids and videos have no transparency)."""
+    images = np.asarray(images)
+    return images[..., :1].repeat(3, axis=-1) if images.shape[-1] < 3 else images[..., :3]
 
 
 @contextlib.contextmanager
@@ -59,7 +66,8 @@ def synthesize(G, ws, noise_mode="const", batch_size=8, transforms=None, progres
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:  # not a silent 1
         raise ValueError(f"batch_size={batch_size!r}: images per forward pass, a whole number of at least 1")
     ws = torch.as_tensor(ws).to(L._device(G))
-    per_image = transforms is not None and torch.as_tensor(transforms).ndim == 3
+    transforms = _transforms(transforms, len(ws))
+    per_image = transforms is not None and transforms.ndim == 3
     step = 1 if per_image else batch_size  # one transform buffer: one image per call
     out = []
     for i in tqdm(range(0, len(ws), step), desc=desc, disable=not progress, leave=False):
@@ -69,6 +77,19 @@ def synthesize(G, ws, noise_mode="const", batch_size=8, transforms=None, progres
     if not out:
         return np.zeros([0, G.img_resolution, G.img_resolution, G.img_channels], np.uint8)
     return np.concatenate(out)
+
+
+def _transforms(transforms, n):
+    """None, one 3x3 matrix, or n of them as a [n, 3, 3] tensor (a list of matrices is stacked)."""
+    if transforms is None:
+        return None
+    if isinstance(transforms, (list, tuple)):
+        transforms = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in transforms])
+    transforms = torch.as_tensor(transforms, dtype=torch.float32)
+    if transforms.shape == (3, 3) or transforms.shape == (n, 3, 3):
+        return transforms
+    raise ValueError(f"transforms of shape {list(transforms.shape)}: give one 3x3 transform for all images "
+                     f"or one per image, [{n}, 3, 3] for these {n} ws")
 
 
 def generate_arrays(G, seeds, psi=1.0, cutoff=None, class_idx=None, noise_mode="const", centre="global",

@@ -4,7 +4,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from . import latents as L
-from .generate import synthesize
+from .generate import synthesize, to_rgb
 
 __all__ = ["image_grid", "psi_grid", "style_mix_grid", "label_size"]
 
@@ -30,8 +30,7 @@ def image_grid(images, rows, cols, row_labels=None, col_labels=None, corner_labe
     images = np.asarray(images)
     if len(images) != rows * cols:
         raise ValueError(f"image_grid: {len(images)} images for a {rows}x{cols} grid")
-    if images.shape[-1] == 1:
-        images = images.repeat(3, axis=-1)
+    images = to_rgb(images)  # grey, grey + alpha and RGBA networks too
     H, W = images.shape[1:3]
     grid = images.reshape(rows, cols, H, W, 3).transpose(0, 2, 1, 3, 4).reshape(rows * H, cols * W, 3)
     if not row_labels and not col_labels:

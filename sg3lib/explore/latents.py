@@ -84,10 +84,27 @@ def class_labels(G, class_idx, n=1, device=None):
         return c
     if class_idx is None:
         raise ValueError(f"this network is conditional (c_dim={G.c_dim}): pass class_idx in 0..{G.c_dim - 1}")
+    if not _is_whole(class_idx):  # 1.5 was silently class 1
+        raise ValueError(f"class_idx={class_idx!r} is not a whole number: this network has classes 0..{G.c_dim - 1}")
     if not 0 <= int(class_idx) < G.c_dim:
         raise ValueError(f"class_idx={class_idx} is out of range: this network has classes 0..{G.c_dim - 1}")
     c[:, int(class_idx)] = 1
     return c
+
+
+def _is_whole(v):
+    try:
+        return not isinstance(v, (bool, str)) and int(v) == v
+    except (TypeError, ValueError, OverflowError):  # None, nan, inf
+        return False
+
+
+def _frames(n_frames):
+    """A path's frame count: a whole number of at least 1 (0 with endpoint gave a NaN loop, phase 0/0;
+    2.5 drew frames at phases that did not close the loop)."""
+    if not _is_whole(n_frames) or n_frames < 1:
+        raise ValueError(f"n_frames={n_frames!r}: the number of frames, a whole number of at least 1")
+    return int(n_frames)
 
 
 def _device(G):
@@ -134,6 +151,9 @@ def map_z(G, z, class_idx=None, psi=1.0, cutoff=None, centre="global"):
     """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards `centre`:
     'global' (the network's w_avg, exactly as the official mapping does), 'class' (the class's own
     mean, see class_center) or a tensor [w_dim] / [num_ws, w_dim]."""
+    psi, cutoff = _truncation_args(psi, cutoff)
+    if isinstance(centre, str) and centre not in ("global", "class"):  # also when psi is 1
+        raise ValueError(f"centre={centre!r}: use 'global', 'class' or a tensor")
     z = torch.as_tensor(z, dtype=torch.float32).to(_device(G))
     c = class_labels(G, class_idx, len(z))
     ws = G.mapping(z, c, truncation_psi=1)
@@ -147,6 +167,17 @@ def map_z(G, z, class_idx=None, psi=1.0, cutoff=None, centre="global"):
         else:
             raise ValueError(f"centre={centre!r}: use 'global', 'class' or a tensor")
     return truncate(ws, centre.to(ws.device), psi, cutoff)
+
+
+def _truncation_args(psi, cutoff):
+    """psi a finite number (nan gave black images), cutoff None or a whole number of at least 0 (a
+    negative one sliced from the end, 2.5 became 2); a cutoff past the last layer truncates them all."""
+    if isinstance(psi, (bool, str)) or not isinstance(psi, numbers.Real) or not math.isfinite(psi):
+        raise ValueError(f"psi={psi!r}: the truncation strength, a finite number (1: none, 0: the centre)")
+    if cutoff is not None and (not _is_whole(cutoff) or cutoff < 0):
+        raise ValueError(f"cutoff={cutoff!r}: the number of layers truncated from the first, a whole number "
+                         "of at least 0 (None: all)")
+    return float(psi), None if cutoff is None else int(cutoff)
 
 
 # ----------------------------------------------------------------------------- interpolation
@@ -246,6 +277,7 @@ def keyframe_path(G, seeds, n_frames, method=None, space="z", loop=True, easing=
     default_method). loop=True returns to the first seed and is periodic (frame i at
     phase i/n; endpoint=True adds frame n, which is the first seed again); loop=False ends
     exactly on the last seed."""
+    n_frames, seeds = _frames(n_frames), parse_seeds(seeds)  # seeds: '0-3,7', a list, a range or an array
     if len(seeds) < 2:
         raise ValueError("a key-frame path needs at least two seeds")
     method = default_method(space) if method is None else method
@@ -282,6 +314,7 @@ def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, clas
     sigma frames (default n_frames/8). space='z' smooths z (marginally N(0, I), like a seed);
     space='w' smooths around the truncation centre in W. endpoint=True appends frame n, computed
     from the periodic path (it equals frame 0). sigma=0 is unsmoothed noise: a new image each frame."""
+    n_frames = _frames(n_frames)
     sigma = n_frames / 8 if sigma is None else sigma
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
         raise ValueError(f"sigma={sigma!r}: the walk's smoothing width in frames, a finite number of at least 0 "
@@ -305,7 +338,10 @@ def circular_loop(G, n_frames, seeds=(0, 1), endpoint=False, class_idx=None, psi
                   centre="global"):
     """z(t) = cos(2 pi t) z_a + sin(2 pi t) z_b for t = i / n_frames: a great loop through z_a
     (t = 0). Each z is exactly N(0, I) distributed because cos^2 + sin^2 = 1."""
-    za, zb = seeds_to_z(list(seeds)[:2], G.z_dim)
+    n_frames, seeds = _frames(n_frames), parse_seeds(seeds)
+    if len(seeds) != 2:  # one failed to unpack; a third was dropped without a word
+        raise ValueError(f"seeds={seeds}: a circular loop goes through two seeds, z_a (t = 0) and z_b")
+    za, zb = seeds_to_z(seeds, G.z_dim)
     n = n_frames + 1 if endpoint else n_frames
     t = torch.arange(n, dtype=torch.float64) / n_frames * (2 * math.pi)
     z = torch.cos(t)[:, None] * za.double() + torch.sin(t)[:, None] * zb.double()
@@ -316,7 +352,9 @@ def style_mix_walk(G, base_seed, n_frames, layers="fine", walk="loop", seed=0, e
                    class_idx=None, psi=1.0, cutoff=None, centre="global", **walk_kwargs):
     """Hold the base seed's ws on all layers except `layers`, which follow a periodic walk:
     layers='fine' keeps pose and shape and animates colour and texture; 'coarse' the opposite."""
-    lo, hi = layer_range(layers, G.num_ws)
+    n_frames, (lo, hi) = _frames(n_frames), layer_range(layers, G.num_ws)
+    if walk == "loop" and walk_kwargs:  # a loop has no sigma or space: refused, not ignored
+        raise ValueError(f"{', '.join(walk_kwargs)} given for walk='loop': they shape walk='random' only")
     if walk == "loop":
         moving = circular_loop(G, n_frames, seeds=(seed, seed + 1), endpoint=endpoint, class_idx=class_idx,
                                psi=psi, cutoff=cutoff, centre=centre)
@@ -357,6 +395,10 @@ def transform_sweep(n_frames, kind="translate", amount=None, endpoint=False):
     `amount` (default 0.25 image widths); 'rotate' turns `amount` degrees (default 360) at an
     even pace when that is a whole number of turns, and otherwise swings out to `amount` and back
     (a turn that stopped short would jump back to 0 at the loop's seam)."""
+    n_frames = _frames(n_frames)
+    if amount is not None and (isinstance(amount, (bool, str)) or not isinstance(amount, numbers.Real)
+                               or not math.isfinite(amount)):  # nan made every frame black
+        raise ValueError(f"amount={amount!r}: how far the sweep goes (image widths or degrees), a finite number")
     n = n_frames + 1 if endpoint else n_frames
     t = np.arange(n) / n_frames
     if kind == "translate":

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..files import move_into_place, temp_file_beside
 from . import latents as L
-from .generate import synthesize
+from .generate import synthesize, to_rgb
 from .grids import _font, label_size
 
 __all__ = ["write_video", "read_video_info", "latent_path", "interpolation_video", "training_montage",
@@ -69,7 +69,10 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
     path = _mp4(path)
     _above_zero("fps", fps, "frames per second")
     get = frames if callable(frames) else frames.__getitem__
-    n = n_frames if callable(frames) else len(frames)
+    if callable(frames):  # a callable has no length: its count is n_frames
+        n = _whole("n_frames", n_frames, "the number of frames, a whole number of at least 1 (a callable needs it)")
+    else:
+        n = len(frames)
     if not n:
         raise ValueError(f"{path}: no frames to write")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,7 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
         f = np.asarray(get(i))
         if f.ndim == 2:
             f = f[:, :, None]
-        return _even(f.repeat(3, axis=2) if f.shape[2] == 1 else f[:, :, :3])
+        return _even(to_rgb(f))  # 2 channels (grey + alpha) were encoded as if RGB
 
     # moviepy emits int(duration * fps) frames; half a frame of slack avoids float round-off.
     clip = VideoClip(frame_function=frame_at, duration=(n + 0.5) / fps)
