@@ -40,7 +40,7 @@ def kaiser_window(numtaps, width, fs):
 
 def _jinc(r, cutoff):
     """J1(2 pi cutoff r) / (pi r): the ideal radial low-pass of radius `cutoff`; equals cutoff at r = 0."""
-    arg = torch.as_tensor(2 * cutoff * np.pi * r, dtype=torch.float64)
+    arg = torch.as_tensor(2 * cutoff * np.pi * r, dtype=torch.float64, device="cpu")  # (also under a meta or cuda default)
     j1 = torch.special.bessel_j1(arg).numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         out = j1 / (np.pi * r)

@@ -166,14 +166,27 @@ def arch_of(official_class, init_kwargs):
 
 
 def build(spec, source="<file>", device="cpu"):
-    """An sg3lib module from {'official_class', 'init_kwargs', 'state_dict'} (strict load)."""
-    from .networks import build_network
+    """An sg3lib module from {'official_class', 'init_kwargs', 'state_dict'} (strict load). The
+    network is built on the meta device first (no memory) and compared with the weights: the sizes
+    a file states are trusted only once weights of those sizes are in it."""
+    import torch
+    from . import networks
 
-    try:
-        module = build_network(spec["official_class"], dict(spec["init_kwargs"]))
-    except Exception as e:
-        raise LoadError(f"{source}: cannot build {spec['official_class']} from its constructor arguments "
-                        f"{spec['init_kwargs']}: {type(e).__name__}: {e}") from None
+    def make():
+        try:
+            return networks.build_network(spec["official_class"], dict(spec["init_kwargs"]))
+        except Exception as e:
+            raise LoadError(f"{source}: cannot build {spec['official_class']} from its constructor arguments "
+                            f"{spec['init_kwargs']}: {type(e).__name__}: {e}") from None
+
+    with torch.device("meta"):
+        _check_fits(make(), spec, source)
+    module = make()
+    module.load_state_dict(spec["state_dict"], strict=True)
+    return module.to(device).eval()
+
+
+def _check_fits(module, spec, source):
     state = spec["state_dict"]
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -185,8 +198,6 @@ def build(spec, source="<file>", device="cpu"):
                         f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                         f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
                         f"shape mismatch {shapes[:5]}")
-    module.load_state_dict(state, strict=True)
-    return module.to(device).eval()
 
 
 def load(path_or_url, device="cpu", progress=True):

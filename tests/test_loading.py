@@ -926,3 +926,33 @@ def test_export_into_a_new_folder_and_keeps_the_training_set_kwargs(tmp_path, fi
     assert back["meta"]["training_set_kwargs"] == nets["meta"]["training_set_kwargs"]
     assert back["meta"]["training_set_kwargs"]["path"] == "/data/ffhq.zip"
     assert all(torch.equal(v, nets["G_ema"].state_dict()[k]) for k, v in back["G_ema"].state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ["sg2", "sg3", "sg3r"])
+def test_sizes_a_file_states_are_checked_before_anything_is_allocated(monkeypatch, arch):
+    """A 2 kB pickle stating img_resolution=16384 beside small weights made sg3lib build the whole
+    network it describes (3 GB, 11 s) before finding that the weights do not fit. The network is
+    first built on the meta device (no memory), and built for real only once the weights fit it."""
+    import sg3lib.networks as nets
+    G = build_network(*{"sg2": ("training.networks_stylegan2.Generator", dict(
+                            z_dim=8, w_dim=8, c_dim=0, img_resolution=16, img_channels=3, channel_base=256,
+                            channel_max=8, mapping_kwargs={"num_layers": 1})),
+                        "sg3": ("training.networks_stylegan3.Generator", dict(
+                            z_dim=8, w_dim=8, c_dim=0, img_resolution=16, img_channels=3, channel_base=256,
+                            channel_max=8, mapping_kwargs={"num_layers": 1})),
+                        "sg3r": ("training.networks_stylegan3.Generator", dict(
+                            z_dim=8, w_dim=8, c_dim=0, img_resolution=16, img_channels=3, channel_base=256,
+                            channel_max=8, conv_kernel=1, use_radial_filters=True,
+                            mapping_kwargs={"num_layers": 1}))}[arch])
+    devices, real = [], nets.build_network
+    monkeypatch.setattr(nets, "build_network", lambda *a, **k: devices.append(torch.empty(0).device.type)
+                        or real(*a, **k))
+    spec = {"official_class": G.official_class, "init_kwargs": G.init_kwargs, "state_dict": G.state_dict()}
+    assert torch.equal(loader.build(spec)(torch.zeros([1, 8]), None, noise_mode="const"),
+                       G.eval()(torch.zeros([1, 8]), None, noise_mode="const"))
+    assert devices == ["meta", "cpu"]
+    devices.clear()
+    crafted = dict(spec, init_kwargs=dict(G.init_kwargs, img_resolution=16384, channel_base=65536, channel_max=512))
+    with pytest.raises(LoadError, match="the weights do not fit"):
+        loader.build(crafted)
+    assert devices == ["meta"]
