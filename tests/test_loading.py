@@ -956,3 +956,19 @@ def test_sizes_a_file_states_are_checked_before_anything_is_allocated(monkeypatc
     with pytest.raises(LoadError, match="the weights do not fit"):
         loader.build(crafted)
     assert devices == ["meta"]
+
+
+def test_an_export_without_all_three_networks_warns_that_the_official_loader_needs_them(tmp_path):
+    """The official code's load_network_pkl asserts that G, D and G_ema are all modules: a file with
+    G_ema alone (what sg3lib.load of a generator gives) loads in sg3lib but not there, which the
+    export now says. With all three it is silent."""
+    from test_explore_helpers import make_G
+    G = make_G()
+    with pytest.warns(UserWarning, match=r"without D, G: the official code's load_network_pkl needs G, D and G_ema"):
+        op.write_official_pkl(tmp_path / "g.pkl", {"G_ema": G})
+    assert torch.equal(load(tmp_path / "g.pkl")["G_ema"].mapping.fc0.weight, G.mapping.fc0.weight)
+    D = build_network("training.networks_stylegan2.Discriminator", dict(c_dim=0, img_resolution=16, img_channels=3,
+                                                                          channel_base=128, channel_max=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        op.write_official_pkl(tmp_path / "all.pkl", {"G": G, "D": D, "G_ema": G})

@@ -508,6 +508,10 @@ def _check_networks(networks):
                              "sg3lib networks (sg3lib.load, sg3lib.networks.build_network)")
     if all(networks.get(k) is None for k in NETWORK_KEYS):
         raise ValueError("networks holds no network: give G, D and/or G_ema")
+    absent = sorted(k for k in NETWORK_KEYS if networks.get(k) is None)
+    if absent:  # sg3lib.load reads it; the official loader asserts that all three are modules
+        warnings.warn(f"writing an official .pkl without {', '.join(absent)}: the official code's load_network_pkl "
+                      "needs G, D and G_ema (sg3lib.load reads the file as it is)", stacklevel=3)
 
 
 _KIMG_RE = re.compile(r"(\d+)\.pkl$")
