@@ -159,13 +159,8 @@ def map_z(G, z, class_idx=None, psi=1.0, cutoff=None, centre="global"):
     ws = G.mapping(z, c, truncation_psi=1)
     if psi == 1:
         return ws
-    if isinstance(centre, str):
-        if centre == "global":
-            centre = G.mapping.w_avg
-        elif centre == "class":
-            centre = class_center(G, class_idx) if G.c_dim else G.mapping.w_avg
-        else:
-            raise ValueError(f"centre={centre!r}: use 'global', 'class' or a tensor")
+    if isinstance(centre, str):  # (checked above)
+        centre = class_center(G, class_idx) if centre == "class" and G.c_dim else G.mapping.w_avg
     return truncate(ws, centre.to(ws.device), psi, cutoff)
 
 
@@ -312,7 +307,7 @@ def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, clas
                 cutoff=None, centre="global"):
     """A seamless random loop: white noise over n_frames smoothed by a wrapping Gaussian of width
     sigma frames (default n_frames/8). space='z' smooths z (marginally N(0, I), like a seed);
-    space='w' smooths around the truncation centre in W. endpoint=True appends frame n, computed
+    space='w' smooths the mapped (truncated) ws' deviations from their mean over the video. endpoint=True appends frame n, computed
     from the periodic path (it equals frame 0). sigma=0 is unsmoothed noise: a new image each frame."""
     n_frames = _frames(n_frames)
     sigma = n_frames / 8 if sigma is None else sigma
