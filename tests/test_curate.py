@@ -956,6 +956,42 @@ def test_palette_and_16bit_grey_images_get_their_icc_profile_converted():
     assert np.abs(a[0, ::8] - srgb_of_linear(levels)).max() <= 2 and "icc_converted" in notes
 
 
+def test_a_transparent_colour_survives_the_icc_conversion():
+    """An RGB or grey PNG's tRNS colour and an ICC profile: the converted image lost the tRNS entry,
+    so the clear pixels came out as their stored colour (after conversion), not as the background."""
+    bg = (0, 128, 255)
+    rgb = np.full((4, 8, 3), 128, np.uint8)
+    rgb[:, :4] = (10, 20, 30)
+    a, notes = to_rgb(enc(Image.fromarray(rgb), "PNG", transparency=(10, 20, 30), icc_profile=linear_rgb_icc()),
+                      background=bg)
+    assert (a[:, :4] == bg).all() and (np.abs(a[:, 4:] - srgb_of_linear(128)) <= 2).all()
+    assert "icc_converted" in notes and "alpha_composited" in notes
+    grey = np.full((4, 8), 128, np.uint8)
+    grey[:, :4] = 7
+    a, notes = to_rgb(enc(Image.fromarray(grey), "PNG", transparency=7, icc_profile=linear_rgb_icc(grey=True)),
+                      background=bg)
+    assert (a[:, :4] == bg).all() and (np.abs(a[:, 4:] - srgb_of_linear(128)) <= 2).all()
+    assert "icc_converted" in notes and "alpha_composited" in notes
+
+
+def test_grey_images_with_an_rgb_profile_are_converted_not_called_unreadable():
+    """Pillow's convert('L') keeps the colour image's profile, so grey files often carry an RGB one:
+    the grey transform failed on it and the image was noted `icc_ignored` (an unreadable profile),
+    its grey levels left as stored in the profile's space."""
+    from PIL import ImageCms
+    grey = Image.fromarray(np.repeat(np.array([40, 90, 128, 200, 250], np.uint8), 8)[None].repeat(4, 0))
+    want = srgb_of_linear([40, 90, 128, 200, 250])
+    for channels in (1, 3):
+        a, notes = to_rgb(enc(grey, "PNG", icc_profile=linear_rgb_icc()), channels=channels)
+        assert np.abs(a[0, ::8].reshape(5, -1) - want[:, None]).max() <= 2 and notes == ["icc_converted"]
+    la = Image.merge("LA", (grey, Image.new("L", grey.size, 255)))
+    a, notes = to_rgb(enc(la, "PNG", icc_profile=linear_rgb_icc()))
+    assert np.abs(a[0, ::8] - want[:, None]).max() <= 2 and "icc_converted" in notes
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    a, notes = to_rgb(enc(grey, "PNG", icc_profile=srgb), channels=1)  # sRGB already: kept as it is
+    assert (a == np.asarray(grey)).all() and notes == []
+
+
 def grey_png(values, bits, trns):
     """A grey PNG of `bits` per pixel (1/2/4/16, which Pillow cannot all write) with a tRNS grey value."""
     def chunk(t, d):
@@ -1269,3 +1305,17 @@ def test_default_workers_follow_the_cpus_this_process_may_use(tmp_path, monkeypa
     (v2 / "cpu.max").write_text("max 100000\n")
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cpus.usable_cpus(v2) == 16 and cpus.usable_cpus(v1) == 16
+
+
+def test_the_same_input_gives_a_byte_identical_zip(tmp_path, monkeypatch):
+    """The zip members carried the time of writing, so two curations of the same folder (in process,
+    then with workers) gave different zips: a dataset's checksum changed with every run."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(3):
+        (raw / f"{i}.png").write_bytes(enc(picture(i, 64, 64), "PNG"))
+    curate(raw, tmp_path / "a.zip", 32, workers=0, progress=False)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3 * 86400)  # a later day
+    curate(raw, tmp_path / "b.zip", 32, workers=2, progress=False)
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()

@@ -167,31 +167,25 @@ _TRANSFORMS = {}  # per-process cache: building a colour transform costs ~ms
 
 def _to_srgb(img, notes):
     """Convert an embedded ICC profile's colours to sRGB (skipped when it already is sRGB)."""
-    global _SRGB
     icc = img.info.get("icc_profile")
     if icc and img.mode in ("P", "PA"):  # the profile describes the palette's colours
         img = img.convert("RGBA" if _has_alpha(img) else "RGB")
+    if icc and img.mode in ("RGB", "L") and "transparency" in img.info:
+        # a tRNS colour names stored colours, which the conversion changes (and drops): alpha first
+        img = img.convert("RGBA" if img.mode == "RGB" else "LA")
     if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
         return img
     try:
         key = (hashlib.blake2b(icc, digest_size=16).digest(), img.mode)
         if key not in _TRANSFORMS:
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            desc = (ImageCms.getProfileDescription(src) or "").strip()
-            if desc.lower().startswith("srgb") and img.mode in ("RGB", "RGBA"):
-                _TRANSFORMS[key] = None
-            else:
-                _SRGB = _SRGB or ImageCms.createProfile("sRGB")
-                in_mode = {"LA": "L"}.get(img.mode, img.mode)
-                out_mode = "RGBA" if in_mode == "RGBA" else "RGB"
-                _TRANSFORMS[key] = (ImageCms.buildTransform(src, _SRGB, in_mode, out_mode), in_mode)
+            _TRANSFORMS[key] = _transform(icc, img.mode)
             if len(_TRANSFORMS) > 64:
                 _TRANSFORMS.pop(next(iter(_TRANSFORMS)))
-        if _TRANSFORMS[key] is None:
-            return img
         transform, in_mode = _TRANSFORMS[key]
-        alpha = img.getchannel("A") if img.mode == "LA" else None
-        out = ImageCms.applyTransform(img.convert(in_mode) if alpha is not None else img, transform)
+        if transform is None:
+            return img
+        alpha = img.getchannel("A") if img.mode == "LA" and in_mode == "L" else None
+        out = ImageCms.applyTransform(img if img.mode == in_mode else img.convert(in_mode), transform)
         if alpha is not None:
             out.putalpha(alpha)
         notes.append("icc_converted")
@@ -199,6 +193,21 @@ def _to_srgb(img, notes):
     except Exception:  # a broken profile: keep the pixels as they are, but say so
         notes.append("icc_ignored")
         return img
+
+
+def _transform(icc, mode):
+    """(transform to sRGB, the mode it reads); the transform is None when the pixels are sRGB already."""
+    global _SRGB
+    src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if src.profile.xcolor_space.strip() == "RGB" and mode in ("L", "LA"):
+        mode = "RGB" if mode == "L" else "RGBA"  # grey with a colour profile (convert('L') keeps it): v is (v, v, v)
+    desc = (ImageCms.getProfileDescription(src) or "").strip()
+    if desc.lower().startswith("srgb") and mode in ("RGB", "RGBA"):
+        return None, mode
+    _SRGB = _SRGB or ImageCms.createProfile("sRGB")
+    in_mode = {"LA": "L"}.get(mode, mode)
+    out_mode = "RGBA" if in_mode == "RGBA" else "RGB"
+    return ImageCms.buildTransform(src, _SRGB, in_mode, out_mode), in_mode
 
 
 def _high_bit_depth_to_8(img):

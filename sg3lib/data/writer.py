@@ -18,6 +18,14 @@ def image_name(index):
     return f"{index // 1000:05d}/img{index:08d}.png"
 
 
+def _member(name):
+    """A zip entry with a fixed date (zip's earliest), not the time of writing: the same images give
+    the same zip bytes, run after run. Read and write for the owner, as writestr gives by default."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type, info.external_attr = zipfile.ZIP_STORED, 0o600 << 16
+    return info
+
+
 # Archive suffixes that are not .zip: a dataset named so would be written as a folder under that
 # name (dataset.tar a folder), which neither tar nor the user expects.
 OTHER_ARCHIVES = (".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
@@ -116,7 +124,7 @@ class DatasetWriter:
         """Append one encoded PNG; returns its name inside the dataset."""
         name = image_name(self.count)
         if self.kind == "zip":
-            self._zip.writestr(name, png)
+            self._zip.writestr(_member(name), png)
         else:
             p = self.tmp / name
             p.parent.mkdir(exist_ok=True)
@@ -131,7 +139,7 @@ class DatasetWriter:
             labels = [[image_name(i), x] for i, x in enumerate(self.labels)]
         meta = json.dumps({"labels": labels, "class_names": class_names}).encode()
         if self.kind == "zip":
-            self._zip.writestr("dataset.json", meta)
+            self._zip.writestr(_member("dataset.json"), meta)
             self._zip.close()
             move_into_place(self.tmp, self.dest)
         else:
