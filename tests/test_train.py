@@ -1059,3 +1059,22 @@ def test_class_labels_for_drawing_c_are_kept_as_class_indices(tmp_path):
     assert torch.equal(r["c"], draw_step({"seed": 3}, 5, "Gmain", 16, 4, one_hot, "cpu")["c"])
     assert torch.equal(labels[idx], one_hot[idx])
     assert torch.equal(_grid_labels(labels, 8, 4), _grid_labels(one_hot, 8, 4))
+
+
+def test_kimg_and_tick_count_whole_images_despite_float_rounding(tmp_path, monkeypatch):
+    """--kimg 4.03 and --tick 2.015 at batch 65 are 62 and 31 steps, but 4.03 * 1000 is
+    4030.0000000000005 in floating point: the run took a 63rd step (4095 images) and the first tick
+    ended a step late, at 2080. A stand-in step only counts images: the cadence is the loop's."""
+    from sg3lib.train import loop
+
+    def count_only(self, state, loader):
+        state["cur_nimg"] += self.c["batch"]
+        state["step"] += 1
+
+    monkeypatch.setattr(loop._Run, "step", count_only)
+    data = make_zip(tmp_path / "d.zip")
+    out = train(data, tmp_path / "r", kimg=4.03, **dict(TINY, batch=65, batch_gpu=65, mbstd_group=5, tick=2.015,
+                                                          snap=1, keep_snapshots=0))
+    assert (out["cur_nimg"], out["step"]) == (4030, 62)
+    assert [(r["kimg"], r["tick"]) for r in stats_lines(tmp_path / "r")] == [(2.015, 1), (4.03, 2)]
+    assert snaps(tmp_path / "r") == ["snapshot-000002015.pt", "snapshot-000004030.pt"]

@@ -451,3 +451,53 @@ def test_an_unreadable_stats_line_is_skipped_counted_and_reported(tmp_path, caps
     said = capsys.readouterr().out
     assert "1 unreadable line" in said and str(tmp_path / "stats.jsonl") in said
     assert read_stats(tmp_path) == ([{"kimg": 0.1}, {"kimg": 0.2}], 0)
+
+
+@pytest.mark.parametrize("opts,message", [
+    (dict(ema_kimg=float("nan")), r"ema_kimg=nan must be a number of kimg >= 0"),  # G_ema all nan, no word
+    (dict(ema_kimg=-1.0), r"ema_kimg=-1.0 must be a number of kimg >= 0"),
+    (dict(ema_rampup=-0.05), r"ema_rampup=-0.05 must be a number >= 0"),  # G_ema a copy of G all run
+    (dict(blur_sigma=float("nan")), r"blur_sigma=nan must be a number of pixels >= 0"),  # NaN to integer, step 1
+    (dict(blur_fade_kimg=float("inf")), r"blur_fade_kimg=inf must be a number of kimg >= 0"),
+    (dict(style_mixing=float("nan")), r"style_mixing=nan must be a probability in \[0, 1\]"),  # no mixing
+    (dict(style_mixing=1.5), r"style_mixing=1.5 must be a probability in \[0, 1\]"),
+    (dict(betas=(0.0, 1.0)), r"betas=\(0.0, 1.0\) must be two numbers in \[0, 1\)"),  # torch, after the run folder
+    (dict(betas=(0.9,)), r"betas=\(0.9,\) must be two numbers in \[0, 1\)"),
+    (dict(eps=-1e-8), r"eps=-1e-08 must be a number >= 0"),
+])
+def test_schedule_options_without_a_flag_are_checked(opts, message):
+    """train()'s EMA, blur, style mixing and Adam options were not checked: ema_kimg nan trained a
+    G_ema of NaN without a word, a negative ema_rampup made G_ema a plain copy of G for the whole
+    run, blur_sigma nan failed in the first step (cannot convert NaN to integer), style_mixing nan
+    silently mixed nothing, and torch refused betas (0, 1) only after the run folder was made."""
+    with pytest.raises(ValueError, match=message):
+        C.make_config(16, **opts)
+
+
+def test_schedule_options_at_their_limits_still_make_a_config():
+    c = C.make_config(16, ema_kimg=0, ema_rampup=0, blur_sigma=0, blur_fade_kimg=0, style_mixing=1,
+                      betas=[0.5, 0.999], eps=0)
+    assert (c["ema_kimg"], c["ema_rampup"], c["style_mixing"], c["betas"]) == (0, 0, 1, [0.5, 0.999])
+
+
+def test_keep_snapshots_must_be_a_count():
+    """train(keep_snapshots=nan) passed the check (nan < 0 is false) and the run ended at its first
+    snapshot, when pruning took int(nan); 2.5 kept 2 without a word."""
+    for bad in (float("nan"), 2.5, "3", True):
+        with pytest.raises(ValueError, match=r"--keep-snapshots .* must be a whole number >= 0"):
+            C.make_config(16, keep_snapshots=bad)
+
+
+def test_ada_switched_on_at_a_resume_adapts_from_its_own_steps():
+    """A fixed-p run summed sign(D(real)) over all of its steps (never reset: p never adapted), so an
+    ADA run continued from it took its first r_t over the whole earlier run, not its own 4 steps."""
+    fixed = aug.AdaController(p=0.2, interval=4, enabled=False)
+    for step in range(100):
+        fixed.accumulate(torch.tensor(-8.0), 8)  # r_t = -1 in the fixed run
+        fixed.update(step, 8)
+    ada = aug.AdaController(p=0.2, target=0.6, interval=4, speed_kimg=1)
+    ada.load_state_dict(fixed.state_dict())
+    for step in range(100, 104):
+        ada.accumulate(torch.tensor(8.0), 8)  # r_t = 1 since the switch: raise p
+        ada.update(step, 8)
+    assert ada.rt == 1.0 and ada.p > 0.2

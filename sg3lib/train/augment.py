@@ -280,7 +280,11 @@ class AdaController:
 
     def accumulate(self, real_logits_sign_sum, n):
         """Add one step's sum of sign(D(real)) (a number, or a tensor left on its device: no host
-        sync until update() reads it, every `interval` steps) over n images."""
+        sync until update() reads it, every `interval` steps) over n images. A controller that does not
+        adapt sums nothing: it never resets its sums, so an ADA run continued from it took its first
+        r_t over the whole earlier run."""
+        if not self.enabled:
+            return
         self.sign_sum = self.sign_sum + real_logits_sign_sum
         self.count += float(n)
 

@@ -74,14 +74,23 @@ _NUMBER_RANGES = dict(gamma=(0, "a number >= 0 (0: no R1)"), glr=(0, "a learning
                       dlr=(0, "a learning rate >= 0"), kimg=(None, "a finite number of kimg above 0"),
                       tick=(None, "a finite number of kimg above 0"),
                       ada_kimg=(None, "a number above 0 (kimg for p to go from 0 to 1)"),  # p's step divides by it
-                      pl_weight=(0, "a number >= 0 (0: no path length regularisation)"))
+                      pl_weight=(0, "a number >= 0 (0: no path length regularisation)"),
+                      ema_kimg=(0, "a number of kimg >= 0 (G_ema's half-life; 0: G_ema follows G)"),
+                      ema_rampup=(0, "a number >= 0 (0: no ramp-up)"),
+                      blur_sigma=(0, "a number of pixels >= 0 (0: no blur)"),
+                      blur_fade_kimg=(0, "a number of kimg >= 0"), eps=(0, "a number >= 0 (Adam's epsilon)"))
 # train() options that `sg3 train` has no flag for: named as train() takes them.
 _API_ONLY = ("ada_interval", "D_reg_interval", "G_reg_interval", "pl_batch_shrink", "stats_batch", "pl_weight",
-             "pl_decay", "dcbase", "dcmax")
+             "pl_decay", "dcbase", "dcmax", "ema_kimg", "ema_rampup", "blur_sigma", "blur_fade_kimg", "style_mixing",
+             "betas", "eps")
 
 
 def _name(key, v):
     return f"{key}={v!r}" if key in _API_ONLY else f"--{key.replace('_', '-')} {v!r}"
+
+
+def _real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _check_numbers(c):
@@ -93,7 +102,7 @@ def _check_numbers(c):
         v = c[key]
         if v is None:  # gamma: the heuristic, filled in below
             continue
-        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and abs(v * 1000) < float("inf") and \
+        ok = _real(v) and abs(v * 1000) < float("inf") and \
             (v >= lo if lo is not None else v > 0)  # (kimg and tick count images: kimg * 1000)
         if not ok:
             raise ValueError(f"{_name(key, v)} must be {what}")
@@ -101,6 +110,14 @@ def _check_numbers(c):
         raise ValueError(f"--target {c['target']!r} must be a number in [0, 1] (the ADA target for r_t)")
     if not 0 <= c["pl_decay"] <= 1:  # the path length mean's EMA step
         raise ValueError(f"{_name('pl_decay', c['pl_decay'])} must be a number in [0, 1]")
+    if not 0 <= c["style_mixing"] <= 1:  # (nan mixed nothing, silently)
+        raise ValueError(f"{_name('style_mixing', c['style_mixing'])} must be a probability in [0, 1]")
+    b = c["betas"]  # Adam's; torch refused them only after the run folder was made
+    if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(_real(v) and 0 <= v < 1 for v in b)):
+        raise ValueError(f"{_name('betas', b)} must be two numbers in [0, 1) (Adam's betas)")
+    k = c["keep_snapshots"]  # (a negative count: its own message, in make_config)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):  # nan ended the run at its first prune
+        raise ValueError(f"--keep-snapshots {k!r} must be a whole number >= 0 (0 keeps all)")
     k = c["keep_every_kimg"]
     if k is not None and not abs(k) < float("inf"):
         raise ValueError(f"--keep-every-kimg {k!r} must be a finite number of kimg (0: no milestones)")

@@ -528,6 +528,13 @@ def _grid_labels(labels, cols, rows):
     return distinct[cell % n]
 
 
+def kimg_images(kimg):
+    """A length in kimg (> 0) as a whole number of images: at least kimg * 1000, and at least one.
+    Rounded to a millionth of an image first: 4.03 * 1000 is 4030.0000000000005 in floating point,
+    which took one step more."""
+    return max(math.ceil(round(kimg * 1000, 6)), 1)
+
+
 def grid_name(nimg):
     return f"fakes-{int(nimg):09d}.png"
 
@@ -821,7 +828,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     run = _Run(c, rank, world, rounds, device, G, D, G_ema, opt_G, opt_D, phases, ada, labels, frozen,
                G_interval, D_interval)
     run.load_tick_sums(tick_sums, device)
-    total = int(math.ceil(c["kimg"] * 1000))
+    total = kimg_images(c["kimg"])
+    tick_len = kimg_images(c["tick"])
     last_snap = None
     # The stats line of a tick cut short by the end of a run is replaced by the whole tick's.
     open_tick = state["tick_start_nimg"] if state["tick_start_nimg"] < state["cur_nimg"] else None
@@ -851,7 +859,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         bar.update(c["batch"])
         tick_imgs += c["batch"]
         done = state["cur_nimg"] >= total
-        tick_done = state["cur_nimg"] >= state["tick_start_nimg"] + c["tick"] * 1000
+        tick_done = state["cur_nimg"] >= state["tick_start_nimg"] + tick_len
         if not done and not tick_done:
             continue
         # End of a tick, or of the run: stats, maybe a snapshot. A tick cut short by the end of
