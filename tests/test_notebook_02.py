@@ -1,6 +1,7 @@
 """notebooks/02_train.ipynb runs top to bottom (tiny network, tiny dataset), and a second
 execution resumes the run from its latest snapshot; with START_FROM, a new run starts from another
 run's weights (transfer learning) and, run again, resumes its own snapshots instead."""
+import base64
 import json
 import os
 from pathlib import Path
@@ -60,8 +61,12 @@ def test_notebook_02_runs_and_resumes(tmp_path):
     assert "resuming from" in text and "snapshot-000000008.pt" in text and "images shown: 12" in text
     # DROP_BOTTOM writes the copy without the lowest quarter, trainable as the next run's DATA.
     env["SG3_TRAIN_DROP_BOTTOM"] = "25"
-    text = _text(_run(ROOT / "notebooks" / "02_train.ipynb", env))
+    nb = _run(ROOT / "notebooks" / "02_train.ipynb", env)
+    text = _text(nb)
     assert "nothing to train" in text and "2 images left out" in text
+    # A resumed run's picture is its newest fakes grid until the next snapshot, not the untrained one.
+    shown = [o["data"]["image/png"] for o in nb.cells[7].outputs if "image/png" in o.get("data", {})]
+    assert shown and base64.b64decode(shown[0]) == (run / "fakes-000000012.png").read_bytes()
     from sg3lib.data import ImageDataset
     kept = ImageDataset(str(run / "rank" / "d-top75.zip"))
     assert len(kept) == 6
@@ -123,3 +128,52 @@ def test_notebook_02_has_a_cond_setting(tmp_path, monkeypatch):
         ns = {"os": os, "RUNS": str(tmp_path), "DATASET": "unused", "IN_COLAB": False}
         exec(cell, ns)
         assert ns["settings"]["cond"] is expected
+
+
+def test_notebook_02_result_cell_names_a_run_without_snapshot(tmp_path, monkeypatch):
+    """Training interrupted before its first snapshot: the Result cell used to fail with
+    'LoadError None: no such file'; it says that the run folder has no snapshot yet and why."""
+    monkeypatch.setenv("SG3_TRAIN_DATA", json.dumps(make_zip(tmp_path / "d.zip", n=1)))
+    monkeypatch.setenv("SG3_TRAIN_OUTDIR", json.dumps(str(tmp_path / "run")))
+    interrupt = nbformat.v4.new_code_cell(  # the user stops the Train cell before a snapshot is written
+        "import sg3lib.train\ndef _stopped(*a, **k): raise KeyboardInterrupt\nsg3lib.train.train = _stopped")
+    nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    nb.cells = [nb.cells[1], nb.cells[3], nb.cells[5], interrupt, nb.cells[7], nb.cells[9]]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    errors = [o for o in nb.cells[-1].outputs if o.output_type == "error"]
+    assert errors and errors[0]["ename"] == "FileNotFoundError", nb.cells[-1].outputs
+    assert f"no snapshot in {tmp_path / 'run'} yet" in errors[0]["evalue"]
+
+
+def test_notebook_02_missing_dataset_names_the_zips_beside_it(tmp_path, monkeypatch):
+    """01 names its zip by RESOLUTION (dataset-256.zip); 02's default is dataset-64.zip. A user who
+    curated at 256 used to be told to 'run 01_curate_dataset.ipynb first'; the zips there are named."""
+    nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "settings = dict(" in c.source)
+    make_zip(tmp_path / "dataset-256.zip", n=1)
+    monkeypatch.setenv("SG3_TRAIN_DATA", json.dumps(str(tmp_path / "dataset-64.zip")))
+    ns = {"os": os, "RUNS": str(tmp_path), "DATASET": "unused", "IN_COLAB": False}
+    with pytest.raises(FileNotFoundError) as e:
+        exec(cell, ns)
+    assert str(tmp_path / "dataset-64.zip") in str(e.value) and "dataset-256.zip" in str(e.value)
+    assert "set DATA" in str(e.value)
+
+
+def test_notebook_02_data_may_start_with_a_tilde(tmp_path, monkeypatch):
+    """DATA = '~/dataset.zip' used to be refused as 'no dataset at ~/dataset.zip' (os.path.exists
+    does not expand ~); it is read from the home folder, as curate and train read such paths. A run
+    folder '~/run' used to be made as a folder named '~' in the notebooks folder."""
+    nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "settings = dict(" in c.source)
+    make_zip(tmp_path / "dataset.zip", n=1)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SG3_TRAIN_DATA", json.dumps("~/dataset.zip"))
+    monkeypatch.setenv("SG3_TRAIN_OUTDIR", json.dumps("~/run"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ns = {"os": os, "RUNS": str(tmp_path), "DATASET": "unused", "IN_COLAB": False}
+    exec(cell, ns)
+    assert ns["DATA"] == str(tmp_path / "dataset.zip")
+    assert ns["RUN_DIR"] == str(tmp_path / "run") and (tmp_path / "run").is_dir()
+    assert not (tmp_path / "elsewhere" / "~").exists()  # the folder the notebook used to make

@@ -131,3 +131,33 @@ def test_colab_setup_mounts_drive_and_installs_only_when_needed(name, tmp_path, 
     assert [c[0] for c in calls] == ["pip", "widgets", "mount"], calls
     assert "install -q sg3lib[notebooks] @ git+https://github.com/sg3lib/sg3lib.git" in calls[0][1]
     assert calls[2] == ("mount", "/content/drive")
+
+
+@pytest.mark.parametrize("name", ["03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"])
+def test_a_mistyped_network_is_named_not_replaced_by_the_demo(name, network_file, tmp_path, monkeypatch):
+    """NETWORK edited to a path that does not exist used to load the newest demo snapshot instead
+    (printing only 'loaded the newest demo snapshot'), or a random network: the user's path is an error.
+    A path with ~ counts as existing when it does (it used to be taken for missing too)."""
+    import copy
+    import shutil
+    (tmp_path / "notebooks").mkdir()  # ROOT is the folder above the notebook's: its out/demo has a snapshot
+    demo_run = tmp_path / "out" / "demo" / "run"
+    demo_run.mkdir(parents=True)
+    shutil.copy(network_file, demo_run / "snapshot-000000001.pt")
+    monkeypatch.delenv("SG3_NETWORK", raising=False)
+    monkeypatch.setenv("SG3_OUT", str(tmp_path / "pictures"))
+    missing = tmp_path / "my_network.pkl"
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    edit = nbformat.v4.new_code_cell(f"NETWORK = {str(missing)!r}  # the user's edit")
+    home = nbformat.v4.new_code_cell("NETWORK = '~/network.pt'")  # sg3lib.load expands ~: so does the check
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(network_file, tmp_path / "network.pt")
+    nb.cells = [nb.cells[1], nb.cells[2], edit, nb.cells[3], home, copy.deepcopy(nb.cells[3])]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
+    outputs = nb.cells[3].outputs
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert errors and errors[0]["ename"] == "FileNotFoundError", outputs
+    assert str(missing) in errors[0]["evalue"] and "set NETWORK" in errors[0]["evalue"]
+    assert not any("loaded" in o.get("text", "") for o in outputs)
+    assert "loaded ~/network.pt" in "".join(o.get("text", "") for o in nb.cells[5].outputs), nb.cells[5].outputs
