@@ -203,11 +203,10 @@ def run_generate(args):
     tx, ty = args.translate
     if (tx, ty, args.rotate) != (0, 0, 0) and args.kind != "images":
         raise SystemExit(f"error: --translate and --rotate apply to --kind images only, not {args.kind}")
-    for opt, kinds in _GENERATE_ONLY.items():
-        if getattr(args, opt) is not None and args.kind not in kinds:
-            raise SystemExit(f"error: {_flag(opt)} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
+    _refuse_for_kind(args, _GENERATE_ONLY)
+    for opt, default in _GENERATE_DEFAULTS.items():
         if getattr(args, opt) is None:
-            setattr(args, opt, _GENERATE_DEFAULTS[opt])
+            setattr(args, opt, default)
     seeds, col_seeds = args.seeds, args.col_seeds  # parsed by argparse (_seeds)
     G = _load(args)  # first: a wrong --network leaves no empty output folder behind
     if (tx, ty, args.rotate) != (0, 0, 0) and not L.is_stylegan3(G):  # before the folder and the progress bar
@@ -285,6 +284,13 @@ def _flag(dest):
     return "--" + {"class_idx": "class"}.get(dest, dest).replace("_", "-")
 
 
+def _refuse_for_kind(args, only):
+    """One 'error:' line for an option given to a --kind that does not read it (`only`: option -> kinds)."""
+    for opt, kinds in only.items():
+        if getattr(args, opt) is not None and args.kind not in kinds:
+            raise SystemExit(f"error: {_flag(opt)} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
+
+
 def _refuse_unused(args):
     """One 'error:' line for options the chosen --kind would ignore."""
     if args.kind == "montage":
@@ -292,9 +298,7 @@ def _refuse_unused(args):
         if given:
             raise SystemExit(f"error: {', '.join(given)}: --kind montage reads no network (it makes a video of "
                              f"the fakes grids in --run-dir); leave {'it' if len(given) == 1 else 'them'} out")
-    for opt, kinds in _VIDEO_ONLY.items():
-        if getattr(args, opt) is not None and args.kind not in kinds:
-            raise SystemExit(f"error: {_flag(opt)} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
+    _refuse_for_kind(args, _VIDEO_ONLY)
     for k, v in args.network_defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
