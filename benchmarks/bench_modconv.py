@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import meta_gpu  # noqa: E402
 from bench_ops import timeit  # noqa: E402
-from results import append_results, machine_line  # noqa: E402
+from results import append_results, machine_line, stop_on_sigterm  # noqa: E402
 
 Layer = collections.namedtuple("Layer", "x_shape dtype weight_shape up padding demodulate filter_shape input_gain")
 
@@ -124,16 +124,20 @@ def main(argv=None):
     lines = ["| config | res | input | weight | up | dtype | layers | batched ms | grouped ms | faster | "
              "batched MiB | grouped MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     totals = collections.defaultdict(lambda: [0.0, 0.0, 0.0])  # (cfg, res): batched, grouped, best of each
-    for cfg, res, layer, n in tqdm(jobs, desc="bench", unit="layer"):
-        (tb, mb), (tg, mg) = (measure(layer, args.batch, device, grouped, warmup, iters) for grouped in (False, True))
-        tot = totals[(cfg, res)]
-        tot[0] += n * tb
-        tot[1] += n * tg
-        tot[2] += n * min(tb, tg)
-        faster = "-" if math.isnan(tb) or math.isnan(tg) else ("grouped" if tg < tb else "batched")
-        lines.append(f"| {cfg} | {res} | {'x'.join(map(str, layer.x_shape))} | {'x'.join(map(str, layer.weight_shape))} "
-                     f"| {layer.up} | {str(layer.dtype).replace('torch.', '')} | {n} | {tb:.2f} | {tg:.2f} | {faster} "
-                     f"| {_mib(mb)} | {_mib(mg)} |")
+    with stop_on_sigterm() as stop:  # the stage budget's SIGTERM: the finished layers are still written
+        for cfg, res, layer, n in tqdm(jobs, desc="bench", unit="layer"):
+            (tb, mb), (tg, mg) = (measure(layer, args.batch, device, grouped, warmup, iters)
+                                  for grouped in (False, True))
+            tot = totals[(cfg, res)]
+            tot[0] += n * tb
+            tot[1] += n * tg
+            tot[2] += n * min(tb, tg)
+            faster = "-" if math.isnan(tb) or math.isnan(tg) else ("grouped" if tg < tb else "batched")
+            lines.append(f"| {cfg} | {res} | {'x'.join(map(str, layer.x_shape))} | "
+                         f"{'x'.join(map(str, layer.weight_shape))} | {layer.up} | "
+                         f"{str(layer.dtype).replace('torch.', '')} | {n} | {tb:.2f} | {tg:.2f} | {faster} "
+                         f"| {_mib(mb)} | {_mib(mg)} |")
+    stopped = stop.note(len(lines) - 2, len(jobs))
     summary = ["", "| config | res | all batched ms | all grouped ms | each layer's faster form ms |",
                "|---|---|---|---|---|"]
     summary += [f"| {cfg} | {res} | {t[0]:.1f} | {t[1]:.1f} | {t[2]:.1f} |" for (cfg, res), t in totals.items()]
@@ -143,11 +147,12 @@ def main(argv=None):
                f"- machine: {machine_line(device)}\n- command: `{cmd.strip()}`\n"
                f"- batch {args.batch}, precision {args.precision} (each layer in the dtype training gives it); "
                f"median of {iters} forward + backward steps (gradients w.r.t. input, weight and styles) after "
-               f"{warmup} warm-up; MiB: peak allocated above the inputs during the steps\n\n"
+               f"{warmup} warm-up; MiB: peak allocated above the inputs during the steps\n{stopped}\n"
                + "\n".join(lines + summary) + "\n")
     print(section)
-    if not args.no_write:
+    if not args.no_write and len(lines) > 2:
         append_results(section)
+    stop.exit_if_stopped()
     return section
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from results import append_results, machine_line  # noqa: E402  (benchmarks/results.py)
+from results import append_results, machine_line, stop_on_sigterm  # noqa: E402  (benchmarks/results.py)
 from sg3lib import ops  # noqa: E402
 
 
@@ -127,16 +127,18 @@ def main(argv=None):
     from tqdm.auto import tqdm
     jobs = [(r, c, dt) for r in res_list for c in layer_cases(r, batch) for dt in dtypes]
     rows = []
-    for res, (op, label, make), dt in tqdm(jobs, desc="bench", unit="case"):
-        t = {}
-        for impl in impls:
-            try:
-                t[impl] = bench_one(make, impl, device, dt, warmup, iters)
-            except (torch.cuda.OutOfMemoryError, MemoryError):
-                t[impl] = (math.nan, math.nan)
-            if gpu:
-                torch.cuda.empty_cache()
-        rows.append((res, op, label, str(dt).replace("torch.", ""), t))
+    with stop_on_sigterm() as stop:  # the stage budget's SIGTERM: the finished cases are still written
+        for res, (op, label, make), dt in tqdm(jobs, desc="bench", unit="case"):
+            t = {}
+            for impl in impls:
+                try:
+                    t[impl] = bench_one(make, impl, device, dt, warmup, iters)
+                except (torch.cuda.OutOfMemoryError, MemoryError):
+                    t[impl] = (math.nan, math.nan)
+                if gpu:
+                    torch.cuda.empty_cache()
+            rows.append((res, op, label, str(dt).replace("torch.", ""), t))
+    stopped = stop.note(len(rows), len(jobs))
 
     head = "| res | op | layer | dtype | " + " | ".join(f"{i} fwd ms | {i} bwd ms" for i in impls)
     head += " | speed-up fwd / bwd |" if "cuda" in impls else " |"
@@ -151,10 +153,11 @@ def main(argv=None):
     section = (f"## {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
                f"{'GPU' if gpu else 'CPU'}\n\n- machine: {machine_line(device)}\n- command: `{cmd.strip()}`\n"
                f"- batch {batch}, median of {iters} calls after {warmup} warm-up; backward = autograd.grad "
-               f"w.r.t. x of a retained graph\n{note}\n{table}\n")
+               f"w.r.t. x of a retained graph\n{stopped}{note}\n{table}\n")
     print(section)
-    if not args.no_write:
+    if not args.no_write and rows:
         append_results(section)
+    stop.exit_if_stopped()
     return 0
 
 

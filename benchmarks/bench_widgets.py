@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from results import append_results, machine_line  # benchmarks/results.py
+from results import append_results, machine_line, stop_on_sigterm  # benchmarks/results.py
 from sg3lib.explore import load_generator
 from sg3lib.explore.widgets import Interpolator, LatentExplorer, StyleMixer
 from sg3lib.networks import build_network
@@ -66,24 +66,28 @@ def main(argv=None):
         name = f"random StyleGAN3-T, {cfg['img_resolution']} px, channel_base {cfg['channel_base']}"
     print(f"{name} on {args.device} ({torch.get_num_threads()} CPU threads)")
     vals = list(range(1, args.updates + 1))
+    cases = [("LatentExplorer seed", LatentExplorer, "seed", vals),
+             ("LatentExplorer rotate", LatentExplorer, "rotate", [float(v * 10) for v in vals]),
+             ("Interpolator t", Interpolator, "t", [v / (len(vals) + 1) for v in vals]),
+             ("StyleMixer style seed (style + mix)", StyleMixer, "style", vals),
+             ("StyleMixer layer range (mix only)", StyleMixer, "layers", [(1, 2 + v % (G.num_ws - 3)) for v in vals])]
     rows = []
-    for label, view, control, values in [
-            ("LatentExplorer seed", LatentExplorer(G), "seed", vals),
-            ("LatentExplorer rotate", LatentExplorer(G), "rotate", [float(v * 10) for v in vals]),
-            ("Interpolator t", Interpolator(G), "t", [v / (len(vals) + 1) for v in vals]),
-            ("StyleMixer style seed (style + mix)", StyleMixer(G), "style", vals),
-            ("StyleMixer layer range (mix only)", StyleMixer(G), "layers", [(1, 2 + v % (G.num_ws - 3)) for v in vals])]:
-        update, render = bench(view, control, values, args.updates)
-        print(f"  {label:36s} update {update * 1000:7.1f} ms   render {render * 1000:7.1f} ms   (medians)", flush=True)
-        rows.append(f"| {label} | {update * 1000:.1f} | {render * 1000:.1f} |")
+    with stop_on_sigterm() as stop:  # the stage budget's SIGTERM: the finished widgets are still written
+        for label, widget, control, values in cases:  # each view made when its turn comes, closed by bench
+            update, render = bench(widget(G), control, values, args.updates)
+            print(f"  {label:36s} update {update * 1000:7.1f} ms   render {render * 1000:7.1f} ms   (medians)",
+                  flush=True)
+            rows.append(f"| {label} | {update * 1000:.1f} | {render * 1000:.1f} |")
+    stopped = stop.note(len(rows), len(cases))
     cmd = "python benchmarks/bench_widgets.py " + " ".join(sys.argv[1:] if argv is None else argv)
     section = (f"## Widgets, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {args.device}\n\n"
                f"- machine: {machine_line(args.device)}\n- command: `{cmd.strip()}`\n"
                f"- {name}; update: slider change to image shown, render: render_sync() alone; medians of "
-               f"{args.updates}\n\n| widget (control moved) | update ms | render ms |\n|---|---|---|\n"
+               f"{args.updates}\n{stopped}\n| widget (control moved) | update ms | render ms |\n|---|---|---|\n"
                + "\n".join(rows) + "\n")
-    if not args.no_write:
+    if not args.no_write and rows:
         append_results(section)
+    stop.exit_if_stopped()
     return section
 
 

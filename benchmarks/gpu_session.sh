@@ -27,7 +27,7 @@
 # Several stages in one call share its budget, in order (a call costs a machine start when the last
 # one has gone back): bash benchmarks/gpu_session.sh check train256 generate
 # At the budget (SG3_STAGE_S, default 540 s, inside the call's 600) the running command gets SIGTERM
-# (bench_train and bench_generate then write the cases they finished), the rest is skipped, and the
+# (every bench_*.py a stage runs then writes the cases it finished), the rest is skipped, and the
 # logs and RESULTS.md still come back.
 # Everything a stage prints goes to $OUT/<stage>.log, and benchmarks/RESULTS.md (with the new
 # sections appended) to $OUT/RESULTS.md: copy the new sections into the repository's RESULTS.md.

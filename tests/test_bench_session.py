@@ -100,6 +100,13 @@ def test_every_bench_command_parses(stage, monkeypatch):
             module.main(argv)
 
 
+def test_every_staged_bench_writes_what_it_finished():
+    """Each bench script a stage runs ends its cases early on the budget's SIGTERM and still writes them
+    (bench_ops, bench_modconv and bench_widgets lost everything they had measured)."""
+    scripts = {script for lines in _stages().values() for script, _ in _bench_commands(lines)}
+    assert scripts and [s for s in sorted(scripts) if "stop_on_sigterm()" not in (ROOT / s).read_text()] == []
+
+
 def _cost(argv):
     """bench_train's measured cases for these arguments, in units of one fp16 case (2 ticks of 1 kimg;
     float32 without TF32 counted twice: CUDA cores, not tensor cores). The short runs (--sync-debug,
@@ -307,6 +314,52 @@ def test_training_stopped_at_the_deadline_writes_the_finished_cases(tmp_path):
     assert len(rows) == 1 and "| stylegan3-t | 256 | 32 | 16 |" in rows[0]
     assert "stopped" in text and "1 of 5 cases" in text
     assert r.returncode != 0  # the stage's log shows the stop too
+
+
+_STOPPED_AT = """
+import os, signal, sys, pathlib
+sys.path.insert(0, {bench!r})
+import results, {module}
+results.RESULTS = pathlib.Path({out!r})
+real, calls = {module}.{fn}, []
+def stopped_once(*a, **k):
+    calls.append(1)
+    if len(calls) == {at}:  # gpu_session.sh's deadline: timeout sends SIGTERM during this call
+        os.kill(os.getpid(), signal.SIGTERM)
+        import time; time.sleep(5)
+    return real(*a, **k)
+{module}.{fn} = stopped_once
+{module}.main({argv!r})
+"""
+
+
+@pytest.mark.parametrize("module, fn, at, argv, row, n_rows, done", [
+    ("bench_ops", "bench_one", 2, ["--device", "cpu", "--res", "16", "--iters", "1", "--warmup", "0"],
+     "| 16 | ", 1, "1 of 5 cases"),
+    ("bench_modconv", "measure", 3, ["--device", "cpu", "--cfg", "stylegan2", "--res", "8", "--batch", "1",
+                                     "--iters", "1", "--warmup", "0"], "| stylegan2 | 8 | ", 2, "1 of "),  # + summary
+    ("bench_widgets", "bench", 2, ["--updates", "2"], "| LatentExplorer", 1, "1 of 5 cases"),
+])
+def test_bench_stopped_at_the_deadline_writes_the_finished_cases(tmp_path, module, fn, at, argv, row, n_rows,
+                                                                  done):
+    """bench_ops, bench_modconv (the ops stage) and bench_widgets (generate's last) wrote their section only
+    at the very end: the stage budget's SIGTERM (a later stage of a shared call, a slow kernel build)
+    lost every figure they had measured."""
+    if module == "bench_widgets":
+        pytest.importorskip("ipywidgets")
+    if module == "bench_modconv":
+        layers = len(__import__("bench_modconv").synthesis_layers("stylegan2", 8, "fp32"))
+        done += f"{layers} cases"
+    out = tmp_path / "RESULTS.md"
+    code = _STOPPED_AT.format(bench=str(ROOT / "benchmarks"), out=str(out), module=module, fn=fn, at=at, argv=argv)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.exists(), r.stderr[-2000:]
+    text = out.read_text()
+    assert "- machine: " in text and "- command: `python benchmarks/" in text
+    assert len([ln for ln in text.splitlines() if ln.startswith(row)]) == n_rows, text
+    assert "stopped by signal 15" in text and done in text, text
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr[-2000:]
 
 
 def test_widgets_bench_records_its_figures(monkeypatch, tmp_path):
