@@ -673,6 +673,17 @@ def test_simulated_upfirdn2d_matches_reference(simulated, case):
     assert_close(hh[0], hh[1], 1e-5, "double backward")
 
 
+def test_simulated_upfirdn2d_refuses_a_filter_of_other_rank(simulated):
+    """A 0-D or 3-D filter gets the reference's ValueError on the CUDA path too: a 0-D one used to
+    fail with an IndexError from the output size check, and a 3-D one, on an input smaller than its
+    first dimension, with a misleading "output would be empty"."""
+    x = torch.randn(1, 2, 3, 3)
+    for f in (torch.tensor(2.0), torch.ones(5, 5, 5)):
+        for impl in ("ref", "sim"):
+            with pytest.raises(ValueError, match="filter must be 1-D"):
+                _call_upfirdn(impl, x, f, 1, 1, 0, False, 1.0)
+
+
 FLRELU_SIM_CASES = [  # (size hw, fu, fd, up, down, padding, gain, slope, clamp, flip, bias)
     ((4, 5), (6,), (6,), 2, 2, [3, 2, 3, 2], math.sqrt(2), 0.2, None, False, True),
     ((5, 4), (8,), (4,), 4, 2, [-1, -2, -1, -2], math.sqrt(2), 0.2, 0.4, False, True),

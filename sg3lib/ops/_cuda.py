@@ -738,6 +738,8 @@ def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
         return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {tuple(x.shape)}")
+    if f is not None and f.ndim not in (1, 2):  # before filter_size, which fails on a 0-D f (IndexError)
+        raise ValueError(f"filter must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
     fw, fh = filter_size(f)
     if x.shape[2] * up[1] + padding[2] + padding[3] < fh or x.shape[3] * up[0] + padding[0] + padding[1] < fw:
         raise ValueError(f"upfirdn2d output would be empty: input {tuple(x.shape[2:])}, up {up}, "
