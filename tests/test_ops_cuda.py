@@ -651,6 +651,7 @@ UPFIRDN_SIM_CASES = [  # (size hw, filter shape, up, down, padding, flip, gain)
     ((5, 5), (3, 4), [2, 1], [1, 2], [1, 2, 0, 3], True, 2.0),  # 2-D, mixed factors
     ((6, 7), (6,), 4, 2, [-1, -2, 3, -1], False, 16.0),   # SG3-like up 4, crop
     ((4, 5), None, 3, 1, 2, False, 9.0),                  # identity filter
+    ((5, 6), (4,), 2, 1, [2, 1], False, -4.0),            # negative gain, separable: was complex taps
 ]
 
 

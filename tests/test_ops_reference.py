@@ -349,3 +349,61 @@ def test_filtered_lrelu_clamp_with_nonpositive_gain_is_the_definition(gain):
     y = ops.filtered_lrelu(x, None, None, gain=gain, slope=0.2, clamp=1.0, impl="ref")
     want = (torch.nn.functional.leaky_relu(x, 0.2) * gain).clamp(-1.0, 1.0)
     torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fshape", [(4,), (4, 3)], ids=["separable", "2d"])
+@pytest.mark.parametrize("gain", [-2.0, -0.5])
+def test_upfirdn2d_negative_gain_is_the_definition(fshape, gain):
+    """A negative gain scales the output by gain: with a 1-D filter each pass took gain ** 0.5, a
+    complex number, and the matmul failed ("double != c10::complex<double>")."""
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(2, 3, 7, 6, generator=g, dtype=torch.float64)
+    f = torch.rand(fshape, generator=g, dtype=torch.float64)
+    y = ops.upfirdn2d(x, f, up=2, down=1, padding=[2, 1, 3, 0], gain=gain, impl="ref")
+    assert y.dtype == x.dtype
+    torch.testing.assert_close(y, _upfirdn_by_definition(x, f, 2, 1, (2, 1, 3, 0), False, gain),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_filtered_lrelu_negative_gain_with_separable_filters():
+    """The gain rides on the separable downsampling pass: a negative gain (which the CUDA kernel
+    applies pointwise) made the reference fail there, not only give clamp trouble."""
+    g = torch.Generator().manual_seed(15)
+    x = torch.randn(2, 3, 6, 5, generator=g, dtype=torch.float64) * 3
+    fu, fd = torch.rand(4, generator=g, dtype=torch.float64), torch.rand(6, generator=g, dtype=torch.float64)
+    y = ops.filtered_lrelu(x, fu, fd, up=2, down=2, padding=5, gain=-1.5, clamp=1.0, impl="ref")
+    t = _upfirdn_by_definition(x, fu, 2, 1, (5, 5, 5, 5), False, 4)
+    t = (torch.nn.functional.leaky_relu(t, 0.2) * -1.5).clamp(-1.0, 1.0)
+    torch.testing.assert_close(y, _upfirdn_by_definition(t, fd, 1, 2, (0, 0, 0, 0), False, 1),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_upfirdn2d_separable_in_reduced_precision_keeps_float32_taps(dtype):
+    """float16/bfloat16 in and out, float32 taps and intermediate inside, as the CUDA kernel
+    computes (and filtered_lrelu's reference): the taps and the result of the x pass were rounded to
+    x's dtype, 0.45% off in bfloat16 with an SG3 filter where rounding the output alone costs 0.3%."""
+    from sg3lib.filters import design_lowpass_filter
+    g = torch.Generator().manual_seed(16)
+    x = (torch.randn(2, 4, 20, 20, generator=g) * 3).to(dtype)
+    f = design_lowpass_filter(12, 4.0, 3.0, 32)
+    kw = dict(up=2, down=1, padding=[9, 8, 9, 8], gain=4)
+    y = ops.upfirdn2d(x, f, impl="ref", **kw)
+    assert y.dtype == dtype
+    assert torch.equal(y, ops.upfirdn2d(x.float(), f, impl="ref", **kw).to(dtype))
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_modulated_conv_grouped_on_an_empty_batch(up):
+    """The grouped form (the default on a GPU in training) of an empty batch gives an empty result
+    and gradients, as the batched form: it failed with "non-positive groups" (up 1) or a division
+    by zero (up 2), groups being the batch size."""
+    from sg3lib.ops.conv import modulated_conv2d
+    x = torch.randn(0, 4, 6, 6, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, requires_grad=True)
+    styles = torch.randn(0, 4, requires_grad=True)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+    y = modulated_conv2d(x, weight, styles, padding=1, up=up, resample_filter=f, grouped=True)
+    assert y.shape == (0, 5, 6 * up, 6 * up)
+    dx, dw = torch.autograd.grad(y.sum(), [x, weight])
+    assert dx.shape == x.shape and not bool(dw.any())

@@ -678,12 +678,13 @@ def _corr_passes(f, flip_filter, gain, device):
     f = f.to(device=device, dtype=torch.float32)
     if f.ndim not in (1, 2):
         raise ValueError(f"filter must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
-    f = f * (gain ** (f.ndim / 2))
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        return [f.contiguous()]
-    return [f.reshape(1, -1).contiguous(), f.reshape(-1, 1).contiguous()]
+        return [(f * gain).contiguous()]
+    # sqrt(|gain|) on each pass and the sign on one (gain ** 0.5 of a negative gain is complex)
+    f = f * abs(gain) ** 0.5
+    return [(-f if gain < 0 else f).reshape(1, -1).contiguous(), f.reshape(-1, 1).contiguous()]
 
 
 def _upfirdn2d_raw(x, f, up, down, padding, flip_filter, gain, out_dtype=None):

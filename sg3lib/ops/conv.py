@@ -162,7 +162,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, resamp
     if grouped is None:
         grouped = x.device.type != "cpu" and torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or styles.requires_grad)
-    if grouped:  # w''[n] = s_n * w * d_n, sample n's channels as group n
+    if grouped and n > 0:  # w''[n] = s_n * w * d_n, sample n's channels as group n (groups=0 is refused)
         # The [N, O, I] factors, not the per-sample weights, are what the backward keeps.
         factor = scale_in.reshape(n, 1, i) * (dcoefs.reshape(n, o, 1) if demodulate else 1)
         factor = factor.expand(n, o, i)

@@ -4,7 +4,9 @@
 
 Upsampling inserts up-1 zeros after each sample; negative padding crops. The filter is a true
 convolution (flipped) unless flip_filter=True. A 1-D filter is separable (applied along x then y,
-each pass scaled by sqrt(gain)); a 2-D filter `f[y, x]` is not.
+each pass scaled by sqrt(|gain|), one also by its sign); a 2-D filter `f[y, x]` is not.
+With float16/bfloat16 inputs the separable passes run in float32 and only the result is rounded;
+a 2-D filter is convolved in x's dtype (the convolution keeps its input for the backward).
 
 The reference path is the definition written as linear algebra: a separable pass along one axis
 is a banded matrix A with A[m, j] = w[p0 + j*up - m*down] (see resampling_matrix), applied block
@@ -194,12 +196,18 @@ def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     if out_h < 1 or out_w < 1:
         raise ValueError(f"upfirdn2d output would be empty: input {h}x{w}, up {up}, down {down}, "
                          f"padding {padding}, filter {fh}x{fw}")
-    f = f.to(x.dtype) * (gain ** (f.ndim / 2))
-    w_corr = f if flip_filter else f.flip(list(range(f.ndim)))
     if f.ndim == 1:
-        y = x.reshape(n * c, h, w)  # one filter for every channel: a batch of planes
-        y = _upfirdn_1d(y, w_corr, upx, downx, px0, px1, axis=2)
-        y = _upfirdn_1d(y, w_corr, upy, downy, py0, py1, axis=1)
-        return y.reshape(n, c, y.shape[1], y.shape[2])
+        # float16/bfloat16 in and out, float32 taps and intermediate inside, as the CUDA kernel
+        # computes (the matmuls keep only the band matrices for the backward, not a float32 x).
+        y = x.reshape(n * c, h, w).float() if x.dtype in (torch.float16, torch.bfloat16) else x.reshape(n * c, h, w)
+        f = f.to(y.dtype)
+        # sqrt(|gain|) on each pass and the sign on one (gain ** 0.5 of a negative gain is complex)
+        wy = (f if flip_filter else f.flip(0)) * abs(gain) ** 0.5
+        wx = -wy if gain < 0 else wy
+        y = _upfirdn_1d(y, wx, upx, downx, px0, px1, axis=2)
+        y = _upfirdn_1d(y, wy, upy, downy, py0, py1, axis=1)
+        return y.reshape(n, c, y.shape[1], y.shape[2]).to(x.dtype)
+    f = f.to(x.dtype) * gain
+    w_corr = f if flip_filter else f.flip([0, 1])
     y = _upfirdn2d_nonseparable(x.reshape(n * c, 1, h, w), w_corr, upx, upy, downx, downy, px0, px1, py0, py1)
     return y.reshape(n, c, y.shape[2], y.shape[3])
