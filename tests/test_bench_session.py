@@ -342,7 +342,7 @@ def stopped_once(*a, **k):
 ])
 def test_bench_stopped_at_the_deadline_writes_the_finished_cases(tmp_path, module, fn, at, argv, row, n_rows,
                                                                   done):
-    """bench_ops, bench_modconv (the ops stage) and bench_widgets (generate's last) wrote their section only
+    """bench_ops, bench_modconv (the ops stage) and bench_widgets (generate's first) wrote their section only
     at the very end: the stage budget's SIGTERM (a later stage of a shared call, a slow kernel build)
     lost every figure they had measured."""
     if module == "bench_widgets":
