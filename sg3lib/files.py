@@ -140,7 +140,8 @@ def local_copy(src, folder, progress=True):
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file to copy")
     st = src.stat()
-    if dest.is_file() and (dest.stat().st_size, dest.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+    have = dest.stat() if dest.is_file() else None
+    if have and (have.st_size, have.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         return dest
     from tqdm.auto import tqdm
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -203,10 +203,7 @@ def run_generate(args):
     tx, ty = args.translate
     if (tx, ty, args.rotate) != (0, 0, 0) and args.kind != "images":
         raise SystemExit(f"error: --translate and --rotate apply to --kind images only, not {args.kind}")
-    _refuse_for_kind(args, _GENERATE_ONLY)
-    for opt, default in _GENERATE_DEFAULTS.items():
-        if getattr(args, opt) is None:
-            setattr(args, opt, default)
+    _refuse_for_kind(args, _GENERATE_ONLY, _GENERATE_DEFAULTS)
     seeds, col_seeds = args.seeds, args.col_seeds  # parsed by argparse (_seeds)
     G = _load(args)  # first: a wrong --network leaves no empty output folder behind
     if (tx, ty, args.rotate) != (0, 0, 0) and not L.is_stylegan3(G):  # before the folder and the progress bar
@@ -284,11 +281,15 @@ def _flag(dest):
     return "--" + {"class_idx": "class"}.get(dest, dest).replace("_", "-")
 
 
-def _refuse_for_kind(args, only):
-    """One 'error:' line for an option given to a --kind that does not read it (`only`: option -> kinds)."""
+def _refuse_for_kind(args, only, defaults):
+    """One 'error:' line for an option given to a --kind that does not read it (`only`: option -> kinds);
+    then the options left out get their `defaults` (kept aside so that given ones can be told apart)."""
     for opt, kinds in only.items():
         if getattr(args, opt) is not None and args.kind not in kinds:
             raise SystemExit(f"error: {_flag(opt)} applies to --kind {' and '.join(kinds)} only, not {args.kind}")
+    for opt, default in defaults.items():
+        if getattr(args, opt) is None:
+            setattr(args, opt, default)
 
 
 def _refuse_unused(args):
@@ -298,10 +299,7 @@ def _refuse_unused(args):
         if given:
             raise SystemExit(f"error: {', '.join(given)}: --kind montage reads no network (it makes a video of "
                              f"the fakes grids in --run-dir); leave {'it' if len(given) == 1 else 'them'} out")
-    _refuse_for_kind(args, _VIDEO_ONLY)
-    for k, v in args.network_defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    _refuse_for_kind(args, _VIDEO_ONLY, args.network_defaults)
 
 
 def run_video(args):

@@ -167,7 +167,7 @@ def map_z(G, z, class_idx=None, psi=1.0, cutoff=None, centre="global"):
 def _truncation_args(psi, cutoff):
     """psi a finite number (nan gave black images), cutoff None or a whole number of at least 0 (a
     negative one sliced from the end, 2.5 became 2); a cutoff past the last layer truncates them all."""
-    if isinstance(psi, (bool, str)) or not isinstance(psi, numbers.Real) or not math.isfinite(psi):
+    if isinstance(psi, bool) or not isinstance(psi, numbers.Real) or not math.isfinite(psi):
         raise ValueError(f"psi={psi!r}: the truncation strength, a finite number (1: none, 0: the centre)")
     if cutoff is not None and (not _is_whole(cutoff) or cutoff < 0):
         raise ValueError(f"cutoff={cutoff!r}: the number of layers truncated from the first, a whole number "
@@ -307,8 +307,9 @@ def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, clas
                 cutoff=None, centre="global"):
     """A seamless random loop: white noise over n_frames smoothed by a wrapping Gaussian of width
     sigma frames (default n_frames/8). space='z' smooths z (marginally N(0, I), like a seed);
-    space='w' smooths the mapped (truncated) ws' deviations from their mean over the video. endpoint=True appends frame n, computed
-    from the periodic path (it equals frame 0). sigma=0 is unsmoothed noise: a new image each frame."""
+    space='w' smooths the mapped (truncated) ws' deviations from their mean over the video.
+    endpoint=True appends frame n, computed from the periodic path (it equals frame 0). sigma=0 is
+    unsmoothed noise: a new image each frame."""
     n_frames = _frames(n_frames)
     sigma = n_frames / 8 if sigma is None else sigma
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
@@ -391,7 +392,7 @@ def transform_sweep(n_frames, kind="translate", amount=None, endpoint=False):
     even pace when that is a whole number of turns, and otherwise swings out to `amount` and back
     (a turn that stopped short would jump back to 0 at the loop's seam)."""
     n_frames = _frames(n_frames)
-    if amount is not None and (isinstance(amount, (bool, str)) or not isinstance(amount, numbers.Real)
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, numbers.Real)
                                or not math.isfinite(amount)):  # nan made every frame black
         raise ValueError(f"amount={amount!r}: how far the sweep goes (image widths or degrees), a finite number")
     n = n_frames + 1 if endpoint else n_frames
