@@ -64,7 +64,9 @@ def _assert_close_to_scale(got, want, rtol, atol, msg):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan2"])
 def test_training_phases_on_the_cuda_path_match_the_reference(cfg, precision, monkeypatch):
-    c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8, precision=precision)
+    # path length regularisation on every config (StyleGAN3's presets leave it off, but a user may turn it on)
+    c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8, precision=precision,
+                    pl_weight=2.0)
     # fp16: the layers StyleGAN marks in float16, as on a GPU, on both paths
     with gpu_precision() if precision == "fp16" else contextlib.nullcontext():
         (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
@@ -81,17 +83,21 @@ def test_training_phases_on_the_cuda_path_match_the_reference(cfg, precision, mo
 
     assert ext.calls.get("bias_act_launch") and ext.calls.get("filtered_lrelu_launch" if cfg != "stylegan2"
                                                                else "upfirdn2d_launch")
-    assert set(got) == set(want) == ({"G main", "D main", "D R1"} | ({"G pl"} if cfg == "stylegan2" else set()))
+    assert set(got) == set(want) == {"G main", "D main", "D R1", "G pl"}
     for name in want:
         (loss0, grads0), (loss1, grads1) = want[name], got[name]
         if precision == "fp16":  # rounding differs between the kernels and the reference: compare to
-            torch.testing.assert_close(loss1, loss0, rtol=5e-3, atol=0, msg=f"{name} loss")  # the phase's scale
+            # the phase's scale. Path length is a second-order phase: StyleGAN3's in float16 is off from
+            # float32's by about a tenth of its largest gradient on both paths (measured: reference 0.125,
+            # kernels 0.078), so the float32 case is its exact check and this one a coarse one.
+            rtol, gtol = (2e-2, 2e-1) if name == "G pl" else (5e-3, 3e-2)
+            torch.testing.assert_close(loss1, loss0, rtol=rtol, atol=0, msg=f"{name} loss")
             scale = max(g.abs().max() for g in grads0 if g is not None)
             for i, (g0, g1) in enumerate(zip(grads0, grads1)):
                 if g0 is None and g1 is None:
                     continue
                 err = (g0 - (0 if g1 is None else g1)).abs().max() if g0 is not None else g1.abs().max()
-                assert err <= 3e-2 * scale, f"{name} gradient {i}: off by {err / scale:.1e} of the phase's largest"
+                assert err <= gtol * scale, f"{name} gradient {i}: off by {err / scale:.1e} of the phase's largest"
             continue
         _assert_fp32_phase_matches(name, want[name], got[name])
 
@@ -103,9 +109,9 @@ def _assert_fp32_phase_matches(name, want, got):
     assert len(grads0) == len(grads1)
     for i, (g0, g1) in enumerate(zip(grads0, grads1)):
         if g1 is None and g0 is not None:
-            # the slope codes end R1's graph where the reference carries zeros (lrelu'' = 0): a
+            # the slope codes end R1's and path length's graphs where the reference carries zeros (lrelu'' = 0): a
             # parameter reached only that way gets no gradient, as with the official CUDA ops
-            assert name == "D R1" and not g0.any(), f"{name}: gradient {i} missing on the CUDA path"
+            assert name in ("D R1", "G pl") and not g0.any(), f"{name}: gradient {i} missing on the CUDA path"
             continue
         assert (g0 is None) == (g1 is None), f"{name}: gradient {i} is None on the reference path only"
         if g0 is not None:
@@ -117,7 +123,7 @@ def _assert_fp32_phase_matches(name, want, got):
 def test_training_phases_with_the_kernels_on_cuda_match_the_reference(cfg, monkeypatch, full_float32):
     """On a GPU: every training phase with the compiled kernels against the reference ops on the
     same GPU (same networks and convolutions), in float32 without TF32: losses and gradients."""
-    c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8)
+    c = make_config(16, cfg=cfg, batch=2, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8, pl_weight=2.0)
     (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
     torch.manual_seed(0)
     cuda = torch.device("cuda")

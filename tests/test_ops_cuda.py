@@ -713,11 +713,16 @@ def test_simulated_filtered_lrelu_matches_reference(simulated, case, unfused):
     fd = torch.rand(fds) + 0.1 if fds else None
     ys = [_call_flrelu(i, x, fu, fd, b, up, down, padding, gain, slope, clamp, flip) for i in ("sim", "ref")]
     assert_close(ys[0], ys[1], 1e-5, "forward")
-    dy = torch.randn_like(ys[1])
+    dy = torch.randn_like(ys[1]).requires_grad_(True)
     inputs = [x] + ([b] if has_b else [])
-    gs = [torch.autograd.grad(y, inputs, dy) for y in ys]
+    gs = [torch.autograd.grad(y, inputs, dy, create_graph=True) for y in ys]
     for g0, g1 in zip(*gs):
         assert_close(g0, g1, 1e-5, "backward")
+    # second order, as path length regularisation takes it: d/d(dy) of <dx, v> (+ <db, vb>); the
+    # op is piecewise linear in x, so that is the whole double backward (d/dx is 0 almost everywhere)
+    v, vb = torch.randn_like(x), torch.randn(3)
+    hh = [torch.autograd.grad((g[0] * v).sum() + ((g[1] * vb).sum() if has_b else 0), dy) for g in gs]
+    assert_close(hh[0][0], hh[1][0], 1e-5, "double backward")
 
 
 def test_simulated_filtered_lrelu_negative_clamp_is_none(simulated):
@@ -1050,11 +1055,15 @@ def test_kernel_filtered_lrelu_sg3_layers(dev, case, dtype):
     y = ops.filtered_lrelu(x, impl="cuda", **kw)
     assert y.dtype == dtype
     assert_close(y, y_ref, _tol(dtype), "forward")
-    dy = torch.randn_like(y_ref)
-    g_ref = torch.autograd.grad(y_ref, [x, b], dy)
-    g = torch.autograd.grad(y, [x, b], dy.to(dtype))
+    dy = torch.randn_like(y_ref).requires_grad_(True)
+    g_ref = torch.autograd.grad(y_ref, [x, b], dy, create_graph=True)
+    g = torch.autograd.grad(y, [x, b], dy.to(dtype), create_graph=True)
     assert_close(g[0], g_ref[0], _tol(dtype), "dx")
     assert_close(g[1], g_ref[1], _tol(dtype) * 10, "db")  # a sum over many samples
+    v = torch.randn_like(g_ref[0])  # second order (path length regularisation): d/d(dy) of <dx, v>
+    h_ref = torch.autograd.grad((g_ref[0] * v).sum(), dy)[0]
+    h = torch.autograd.grad((g[0].float() * v).sum(), dy)[0]
+    assert_close(h, h_ref, _tol(dtype), "double backward")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])

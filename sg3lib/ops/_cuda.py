@@ -29,10 +29,13 @@ upfirdn2d and bias_act for the R1 penalty):
   slope code per element, not x; their backward is linear in dy and is its own derivative.
 - filtered_lrelu keeps a 2-bit code per intermediate sample (positive / negative / clamped) from
   the fused forward; the backward is the same fused kernel run on the transpose (dy up by `down`
-  with fd flipped, times the recorded slope, fu flipped and down by `up`): first order only.
+  with fd flipped, times the recorded slope, fu flipped and down by `up`). That backward is linear
+  in dy (the slopes are piecewise constant in x), and its derivative is the forward's linear map
+  with the recorded slopes (the fused kernel in the forward geometry, reading the mask): the two
+  are each other's backward, so any order works (path length regularisation on StyleGAN3).
 
 The kernels are torch custom ops (sg3lib::upfirdn2d_pass, ::filtered_lrelu_fwd, ::filtered_lrelu_bwd,
-::bias_act, ::bias_act_masked_fwd, ::bias_act_masked_bwd), each with a fake implementation that gives
+::filtered_lrelu_linear, ::bias_act, ::bias_act_masked_fwd, ::bias_act_masked_bwd), each with a fake implementation that gives
 its outputs' shapes: torch.compile keeps each as one opaque node (and CUDA graphs can capture it), and on the meta device the fakes run
 (benchmarks/bench_memory.py). Only these ops call the compiled extension.
 """
@@ -623,6 +626,26 @@ def _filtered_lrelu_bwd_fake(dy, mask, fu, fd, up, down, padding, gain, slope, f
     return dy.new_empty([dy.shape[0], dy.shape[1], h, w])
 
 
+def _filtered_lrelu_linear_impl(v, mask, fu, fd, up, down, padding, gain, slope, flip_filter, tw):
+    """The forward's linear map at the point that wrote mask, applied to v [N, C, h, w] (in v's
+    dtype): fu up, times gain and the recorded slope (0 where clamped), fd down; no bias."""
+    th, _, oh, ow = _flrelu_geometry(v.shape, fu, fd, up, down, padding)
+    w1, f1h, f1w, sep1 = _fused_taps(fu, up ** 2, not flip_filter, v.device)
+    w2, f2h, f2w, sep2 = _fused_taps(fd, 1.0, not flip_filter, v.device)
+    y, _ = _ext().filtered_lrelu(v, w1, w2, v.new_empty([0]), mask, f1h, f1w, sep1, f2h, f2w, sep2, up, down,
+                                 padding[0], padding[2], 0, 0, th, tw, oh, ow, gain, slope, -1.0, True, False)
+    if y is None:
+        t = _upfirdn2d_raw(v, fu, (up, up), (1, 1), padding, flip_filter, up ** 2, out_dtype=torch.float32)
+        t = _times_recorded_slope(t, _unpack_codes(mask, tw), gain, slope)
+        y = _upfirdn2d_raw(t, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, 1.0, out_dtype=v.dtype)
+    return y
+
+
+def _filtered_lrelu_linear_fake(v, mask, fu, fd, up, down, padding, gain, slope, flip_filter, tw):
+    _, _, oh, ow = _flrelu_geometry(v.shape, fu, fd, up, down, padding)
+    return v.new_empty([v.shape[0], v.shape[1], oh, ow])
+
+
 def _bias_act_impl(x, b, dy, ddx, dim, act, mode, alpha, gain, clamp):
     """mode 0: the activation; 1: its first derivative times dy; 2: the second times dy * ddx."""
     return _ext().bias_act(x, b, dy, ddx, dim, act, mode, alpha, gain, clamp)
@@ -658,6 +681,9 @@ _filtered_lrelu_fwd = _define("filtered_lrelu_fwd(Tensor x, Tensor? fu, Tensor? 
 _filtered_lrelu_bwd = _define("filtered_lrelu_bwd(Tensor dy, Tensor mask, Tensor? fu, Tensor? fd, int up, int down, "
                               "int[] padding, float gain, float slope, bool flip_filter, int h, int w, int tw) -> Tensor",
                               _filtered_lrelu_bwd_impl, _filtered_lrelu_bwd_fake)
+_filtered_lrelu_linear = _define("filtered_lrelu_linear(Tensor v, Tensor mask, Tensor? fu, Tensor? fd, int up, "
+                                 "int down, int[] padding, float gain, float slope, bool flip_filter, int tw) -> Tensor",
+                                 _filtered_lrelu_linear_impl, _filtered_lrelu_linear_fake)
 _bias_act_kernel = _define("bias_act(Tensor x, Tensor b, Tensor dy, Tensor ddx, int dim, int act, int mode, "
                            "float alpha, float gain, float clamp) -> Tensor", _bias_act_impl, _bias_act_fake)
 _bias_act_masked_fwd = _define("bias_act_masked_fwd(Tensor x, Tensor b, int dim, int act, float alpha, float gain, "
@@ -797,6 +823,11 @@ def _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp,
     return y, _pack_codes(codes)
 
 
+def _times_recorded_slope(t, codes, gain, slope):
+    """t times gain, gain * slope or 0 as the codes say (positive, negative, clamped)."""
+    return torch.where(codes == 1, t * gain, torch.where(codes == 2, t * (gain * slope), torch.zeros_like(t)))
+
+
 def _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, slope, flip_filter, shape):
     """dx (float32) from separate CUDA passes, as _filtered_lrelu_unfused computes y."""
     px0, px1, py0, py1 = padding
@@ -806,7 +837,7 @@ def _filtered_lrelu_grad_unfused(dy, mask, tw, fu, fd, up, down, padding, gain, 
     gy = _transpose_padding(th, dy.shape[2], fdh, 1, down, 0)
     dt = _upfirdn2d_raw(dy.float(), fd, (down, down), (1, 1), (gx[0], gx[1], gy[0], gy[1]),
                         not flip_filter, 1.0, out_dtype=torch.float32)
-    dt = torch.where(codes == 1, dt * gain, torch.where(codes == 2, dt * (gain * slope), torch.zeros_like(dt)))
+    dt = _times_recorded_slope(dt, codes, gain, slope)
     fuw, fuh = filter_size(fu)
     gx = _transpose_padding(shape[3], tw, fuw, up, 1, px0)
     gy = _transpose_padding(shape[2], th, fuh, up, 1, py0)
@@ -834,26 +865,58 @@ class _FilteredLrelu(torch.autograd.Function):
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        """The transpose in one fused pass: dy up by `down` with flipped fd, times the slope the mask
-        recorded, fu flipped and down by `up` (the paddings of the transposed upfirdn2d passes)."""
         fu, fd, mask = ctx.saved_tensors
         up, down, padding, gain, slope, flip_filter, shape, xdtype, bdtype = ctx.args
-        dy = dy.contiguous()
         if dy.dtype not in _KERNEL_DTYPES:
             dy = dy.float()
-        tw = _flrelu_geometry(shape, fu, fd, up, down, padding)[1]
-        dxb = _filtered_lrelu_bwd(dy, mask, fu, fd, up, down, list(padding), gain, slope, flip_filter,
-                                  shape[2], shape[3], tw)
+        dxb = _FilteredLreluGrad.apply(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter, shape)
         dx = dxb.to(xdtype) if ctx.needs_input_grad[0] else None
         db = dxb.sum([0, 2, 3], dtype=torch.float32).to(bdtype) if ctx.needs_input_grad[3] else None
         return dx, None, None, db, None, None, None, None, None, None, None
 
 
+class _FilteredLreluGrad(torch.autograd.Function):
+    """dy -> dx (and db's per-sample terms) for the forward that wrote mask: the transpose in one
+    fused pass (dy up by `down` with flipped fd, times the recorded slope, flipped fu and down by
+    `up`). Linear in dy; its backward is _FilteredLreluLinear."""
+
+    @staticmethod
+    def forward(ctx, dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter, shape):
+        ctx.save_for_backward(mask, fu, fd)
+        ctx.args = (up, down, padding, gain, slope, flip_filter)
+        tw = _flrelu_geometry(shape, fu, fd, up, down, padding)[1]
+        return _filtered_lrelu_bwd(dy.contiguous(), mask, fu, fd, up, down, list(padding), gain, slope, flip_filter,
+                                   shape[2], shape[3], tw)
+
+    @staticmethod
+    def backward(ctx, ddx):
+        mask, fu, fd = ctx.saved_tensors
+        return (_FilteredLreluLinear.apply(ddx, mask, fu, fd, *ctx.args),) + (None,) * 10
+
+
+class _FilteredLreluLinear(torch.autograd.Function):
+    """v -> the forward's linear map at the recorded slopes (filtered_lrelu's derivative, applied
+    to v); the transpose of _FilteredLreluGrad, which is its backward."""
+
+    @staticmethod
+    def forward(ctx, v, mask, fu, fd, up, down, padding, gain, slope, flip_filter):
+        ctx.save_for_backward(mask, fu, fd)
+        ctx.args = (up, down, padding, gain, slope, flip_filter)
+        ctx.shape = v.shape
+        tw = _flrelu_geometry(v.shape, fu, fd, up, down, padding)[1]
+        return _filtered_lrelu_linear(v.contiguous(), mask, fu, fd, up, down, list(padding), gain, slope,
+                                      flip_filter, tw)
+
+    @staticmethod
+    def backward(ctx, dd):
+        mask, fu, fd = ctx.saved_tensors
+        return (_FilteredLreluGrad.apply(dd, mask, fu, fd, *ctx.args, ctx.shape),) + (None,) * 9
+
+
 def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    """CUDA filtered_lrelu (fused forward); see sg3lib/ops/filtered_lrelu.py. First derivatives only
-    (the official op has no double backward either); filters that take a gradient go to the reference."""
+    """CUDA filtered_lrelu (fused forward); see sg3lib/ops/filtered_lrelu.py. Differentiable to any
+    order in x and b; filters that take a gradient go to the reference."""
     if x.dtype not in _KERNEL_DTYPES or _filter_grad(fu, fd):
         return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     if x.ndim != 4:
