@@ -9,6 +9,7 @@ whole by torch.compile (no graph break), with the eager results."""
 import contextlib
 import functools
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,42 @@ def test_training_phases_with_the_kernels_on_cuda_match_the_reference(cfg, monke
     assert set(got) == set(want)
     for name in want:
         _assert_fp32_phase_matches(name, want[name], got[name])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan2"])
+def test_training_phases_on_cuda_queue_without_host_syncs(cfg):
+    """On a GPU: each training phase (G main and D main with augmentation, R1, path length) queues its
+    work without waiting for the GPU, so the host stays ahead. torch's sync debug mode flags each call
+    that waits (a copy from pageable memory, an index tensor from the CPU, .item()); the test lists where."""
+    c = make_config(16, cfg=cfg, batch=4, cbase=128, cmax=8, map=2, z_dim=8, w_dim=8, pl_weight=2.0)
+    (g_class, g_kwargs), (d_class, d_kwargs) = network_kwargs(c)
+    torch.manual_seed(0)
+    cuda = torch.device("cuda")
+    G, D = build_network(g_class, g_kwargs).to(cuda), build_network(d_class, d_kwargs).to(cuda)
+    phases = Phases(G, D, c, cuda)
+    real, pl_noise = torch.randn([2, 4, 3, 16, 16], device=cuda)
+    real_c = torch.empty([4, 0], device=cuda)
+    sigma, p = 0.5, 0.6  # blur and augmentation on: half the images move by whole pixels, half resample
+    runs = {"Gmain": lambda r: phases.G_main(r, sigma, p), "Dmain": lambda r: phases.D_main(r, real, real_c, sigma, p),
+            "Dreg": lambda r: phases.D_r1(r, real, real_c, sigma, p, 4), "Greg": lambda r: phases.G_pl(r, 2, pl_noise)}
+
+    def run_phases():
+        for phase_id, run in runs.items():
+            r = slice_step(draw_step(c, 0, phase_id, 4, G.z_dim, None, CPU), 0, 4, cuda)
+            run(r)[0].backward()
+
+    run_phases()  # the first calls build and load the kernels and let cuDNN choose
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run_phases()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = sorted({f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)})
+    assert not sites, f"host syncs at {sites}"
 
 
 @pytest.mark.slow

@@ -182,6 +182,8 @@ def test_mbstd_order_groups_consecutive_samples():
             members = sorted(int(perm[j + m * (n // gg)]) for m in range(gg))
             assert members == list(range(members[0], members[0] + gg))
         assert torch.equal(perm[pos], torch.arange(n))
+    # made where D runs (an index from the CPU would be copied to the GPU on each call, a host sync)
+    assert {t.device.type for t in mbstd_order(8, 4, torch.device("meta"))} == {"meta"}
 
 
 def test_blur_and_ema_and_config():

@@ -700,7 +700,7 @@ def _corr_passes(f, flip_filter, gain, device):
     """Correlation kernels (float32, 2-D) to run: one for a 2-D filter, [1, k] then [k, 1] for a
     1-D (separable) one. Flipping here makes the kernels plain correlations."""
     if f is None:
-        f = torch.ones([1, 1])
+        f = torch.ones([1, 1], device=device)
     f = f.to(device=device, dtype=torch.float32)
     if f.ndim not in (1, 2):
         raise ValueError(f"filter must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
@@ -785,7 +785,7 @@ def _fused_taps(f, gain, flip, device):
     applied along x and along y, each time scaled by sqrt(gain); 2-D: [fh, fw] row-major scaled by
     gain. `flip` reverses the taps, which turns the convolution filter into the correlation kernel."""
     if f is None:
-        f = torch.ones([1])
+        f = torch.ones([1], device=device)  # made there: a copy from the CPU would wait for the GPU
     f = f.to(device=device, dtype=torch.float32)
     if f.ndim == 1:
         t = (f * math.sqrt(gain)).flip(0) if flip else f * math.sqrt(gain)

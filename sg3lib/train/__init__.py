@@ -4,7 +4,7 @@
     train('dataset.zip', 'runs/cats', cfg='stylegan3-t', kimg=1000, resume='latest')
 
 Files: config (presets), loss (losses per phase), augment (ADA), ema, loop (train),
-distributed (torchrun), stats (stats.jsonl), cli (`sg3 train`).
+distributed (devices, torchrun), stats (stats.jsonl), cli (`sg3 train`).
 """
 from .config import PRESETS, make_config
 from .loop import TrainError, TrainingInterrupted, train

@@ -34,6 +34,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .distributed import to_device
+
 _U_KEYS = ("xflip", "xflip_bit", "rot90", "rot90_k", "itrans", "itx", "ity", "iso", "prerot",
            "prerot_a", "aniso", "postrot", "postrot_a", "ftrans", "bright", "contrast", "lumaflip",
            "lumaflip_bit", "hue", "hue_a", "sat")
@@ -115,7 +117,7 @@ def resample(x, M, size=None, whole=False):
     ys, xs = torch.meshgrid(torch.arange(Ho, device=dev, dtype=torch.float32),
                             torch.arange(Wo, device=dev, dtype=torch.float32), indexing="ij")
     pts = torch.stack([xs.flatten() - (Wo - 1) / 2, ys.flatten() - (Ho - 1) / 2, torch.ones(Ho * Wo, device=dev)])
-    src = M.to(dev) @ pts  # [N, 3, HoWo]
+    src = to_device(M, dev) @ pts  # [N, 3, HoWo]
     sx, sy = src[:, 0] + (W - 1) / 2, src[:, 1] + (H - 1) / 2
     if whole:  # cos(pi/2) is -4e-8 in float32: off the centre by a hair, which bilinear would blend
         sx, sy = sx.round(), sy.round()
@@ -185,7 +187,7 @@ def resample_antialiased(x, M):
     fractional steps of M (scales, free rotations, sub-pixel shifts) alias far less. The image is
     reflect-padded first as far as the transform reads, so the borders mirror the image itself."""
     N, C, H, W = x.shape
-    h = torch.tensor(SYM6, dtype=x.dtype, device=x.device)
+    h = to_device(torch.tensor(SYM6, dtype=x.dtype), x.device)
     mx, my = _margin(M, H, W)
     xp = F.pad(x, (mx, mx, my, my), mode="reflect")  # symmetric: the centre stays where it was
     M2 = M.clone()
@@ -214,9 +216,9 @@ def transform(x, M):
     if not bool(exact.any()):
         return resample_antialiased(x, M)
     i, j = exact.nonzero()[:, 0], (~exact).nonzero()[:, 0]  # on the CPU, as M
-    out = torch.cat([resample(x[i.to(x.device)], M[i], whole=True),
-                     resample_antialiased(x[j.to(x.device)], M[j])])
-    return out[torch.argsort(torch.cat([i, j])).to(x.device)]  # back to the batch's order
+    out = torch.cat([resample(x[to_device(i, x.device)], M[i], whole=True),
+                     resample_antialiased(x[to_device(j, x.device)], M[j])])
+    return out[to_device(torch.argsort(torch.cat([i, j])), x.device)]  # back to the batch's order
 
 
 def colour_matrix(rnd, p):
@@ -253,7 +255,7 @@ def augment(x, p, rnd):
         return x
     N, C, H, W = x.shape
     x = transform(x, geometric_matrix(rnd, p, W))
-    M = colour_matrix(rnd, p).to(x.device, x.dtype)
+    M = to_device(colour_matrix(rnd, p).to(x.dtype), x.device)
     k = 3 if C >= 3 else 1  # colour channels: RGB or L; any further ones (alpha) move with the geometry only
     if k == 3:
         rgb = torch.einsum("nij,njhw->nihw", M[:, :3, :3], x[:, :3]) + M[:, :3, 3].reshape(N, 3, 1, 1)

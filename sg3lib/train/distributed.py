@@ -1,4 +1,4 @@
-"""Multi-process training with PyTorch's own engine (torchrun): NCCL on GPUs, gloo on CPU.
+"""Devices, and multi-process training with PyTorch's own engine (torchrun): NCCL on GPUs, gloo on CPU.
 
 Each process (rank) takes an equal slice of the global batch; gradients are summed with one
 all_reduce per optimizer step (losses are already scaled by 1/global batch, so the sum is the
@@ -11,6 +11,15 @@ import time
 
 import torch
 import torch.distributed as dist
+
+
+def to_device(t, device):
+    """CPU tensor t on `device`. To a GPU through pinned memory, without waiting: a copy from pageable
+    memory synchronises the stream, so the host could not queue the next work ahead of the GPU."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def init(device=None):

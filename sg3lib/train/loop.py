@@ -110,7 +110,7 @@ def draw_step(cfg, step, phase, n, z_dim, labels, device):
 def slice_step(r, a, b, device):
     out = {}
     for k, v in r.items():
-        out[k] = aug.slice_rnd(v, a, b) if isinstance(v, dict) else v[a:b].to(device)
+        out[k] = aug.slice_rnd(v, a, b) if isinstance(v, dict) else dist_mod.to_device(v[a:b], device)
     return out
 
 

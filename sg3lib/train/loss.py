@@ -46,12 +46,14 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
+from .distributed import to_device
 
 
-def mbstd_order(n, group):
-    """Permutation `perm` so that D(x[perm]) groups consecutive samples: returns (perm, inverse)."""
+def mbstd_order(n, group, device=None):
+    """Permutation `perm` so that D(x[perm]) groups consecutive samples: returns (perm, inverse),
+    made on `device` (an index from the CPU would be copied to the GPU, a host sync, each call)."""
     g = min(group, n)
-    i = torch.arange(n)
+    i = torch.arange(n, device=device)
     pos = (i % g) * (n // g) + i // g  # position of sample i in D's input
     perm = torch.empty_like(pos)
     perm[pos] = i
@@ -120,7 +122,7 @@ class Phases:
     def run_D(self, img, c, sigma, p, rnd, nets=None):
         img = blur(img, sigma)
         img = aug.augment(img, p, rnd)
-        perm, pos = mbstd_order(img.shape[0], self.cfg["mbstd_group"])
+        perm, pos = mbstd_order(img.shape[0], self.cfg["mbstd_group"], img.device)
         logits = (nets or self.eager).D(img[perm], c[perm] if c is not None and c.numel() else c)
         return logits[pos]
 
@@ -154,7 +156,8 @@ class Phases:
         """Update G's running statistics (w_avg, StyleGAN3's magnitude EMA) from the first n
         images of the step's global batch, once per step: the same on every rank and for every
         batch split (updating them per round would make the result depend on batch-gpu)."""
-        self.run_G(r["z"][:n].to(self.device), r["c"][:n].to(self.device), r["z2"][:n].to(self.device),
+        self.run_G(to_device(r["z"][:n], self.device), to_device(r["c"][:n], self.device),
+                   to_device(r["z2"][:n], self.device),
                    r["mix_u"][:n], r["cut_u"][:n], update_emas=True)
 
     def D_main(self, r, real, real_c, sigma, p):
