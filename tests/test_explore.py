@@ -288,6 +288,27 @@ def test_synthesize_takes_a_list_of_transforms_and_checks_their_count(G):
             X.synthesize(G, ws, transforms=bad)
 
 
+def test_layer_range_refuses_what_is_not_a_pair_of_whole_layers():
+    """layers=3 failed with "'int' object is not subscriptable", (3,) with an IndexError, and
+    (2.5, 6) became layers 2..5 without a word."""
+    for bad in (3, (3,), (1, 2, 3), (2.5, 6), ("a", 4), None):
+        with pytest.raises(ValueError, match="layers="):
+            X.layer_range(bad, 18)
+    assert X.layer_range([2, 6], 18) == X.layer_range(np.array([2, 6]), 18) == (2, 6)
+
+
+def test_make_transform_checks_its_arguments():
+    """make_transform(0.1) (one number for translate) failed with "'float' object is not subscriptable",
+    (0.1,) with an IndexError; a nan gave a nan matrix, so a black image without a word."""
+    for bad in (0.1, (0.1,), (0.1, 0.2, 0.3), "0.1,0", (float("nan"), 0), (0, float("inf")), None):
+        with pytest.raises(ValueError, match="translate="):
+            X.make_transform(bad)
+    for bad in (float("nan"), None, "30"):
+        with pytest.raises(ValueError, match="angle="):
+            X.make_transform((0, 0), bad)
+    assert torch.equal(X.make_transform([0.25, -0.1], 30), X.make_transform(np.array([0.25, -0.1]), 30))
+
+
 # ----------------------------------------------------------------------------- grids
 
 def test_psi_grid_layout_and_columns(G):
@@ -307,6 +328,19 @@ def test_psi_grid_layout_and_columns(G):
     assert left > 0 and top > 0                           # label bands on the left and on top
     assert np.array_equal(np.asarray(labelled)[top:, left:], np.asarray(plain))
     assert np.asarray(labelled)[:top, left:].min() < 128  # some text was drawn in the band
+
+
+def test_psi_grid_reads_psis_as_the_command_line_does(G):
+    """psis='1,0.5' (as typed for sg3 generate --psis) failed with "could not convert string to float: ','",
+    and psis='10' drew two columns, psi 1 and psi 0, one per character; one number failed as not iterable."""
+    want = np.asarray(X.psi_grid(G, [0], [1.0, 0.5], labels=False, progress=False))
+    assert np.array_equal(np.asarray(X.psi_grid(G, [0], "1, 0.5", labels=False, progress=False)), want)
+    assert X.psi_grid(G, [0], "10", labels=False, progress=False).size == (16, 16)  # one column, psi 10
+    one = np.asarray(X.psi_grid(G, [0], 0.5, labels=False, progress=False))
+    assert np.array_equal(one, want[:, 16:])
+    for bad in ("1,x", [1, None], [1, "a"], "1,nan", [True]):
+        with pytest.raises(ValueError, match="psi"):
+            X.psi_grid(G, [0], bad, progress=False)
 
 
 def test_psi_grid_corner_names_the_cutoff(G, monkeypatch):

@@ -1,4 +1,6 @@
 """Labelled image grids: truncation (psi) sweeps and style-mixing tables."""
+import numbers
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -68,7 +70,7 @@ def psi_grid(G, seeds, psis=(1.0, 0.7, 0.5, 0.0), cutoff=None, class_idx=None, c
              noise_mode="const", labels=True, batch_size=8, progress=True):
     """Rows are seeds, columns truncation psi (labelled 'psi=0.7'); returns a PIL image.
     psi=0 shows the truncation centre itself (the 'average' image)."""
-    seeds, psis = L.parse_seeds(seeds), [float(p) for p in psis]
+    seeds, psis = L.parse_seeds(seeds), _parse_psis(psis)
     _not_empty(seeds=seeds, psis=psis)
     z = L.seeds_to_z(seeds, G.z_dim)
     ws = torch.stack([L.map_z(G, z, class_idx, p, cutoff, centre) for p in psis], dim=1)  # [S, P, ...]
@@ -77,6 +79,25 @@ def psi_grid(G, seeds, psis=(1.0, 0.7, 0.5, 0.0), cutoff=None, class_idx=None, c
         return image_grid(imgs, len(seeds), len(psis))
     return image_grid(imgs, len(seeds), len(psis), [f"seed {s}" for s in seeds], [f"psi={p:g}" for p in psis],
                       _truncation_label(cutoff, class_idx, centre == "class" and G.c_dim > 0))
+
+
+def _parse_psis(psis):
+    """psi_grid's columns: a list or array of finite numbers, one number, or text as typed for
+    `sg3 generate --psis`, '1,0.7,0.5,0' (a string was read a character at a time: '10' was psi 1 and 0)."""
+    if hasattr(psis, "tolist"):  # numpy / torch arrays and scalars
+        psis = psis.tolist()
+    if isinstance(psis, str):
+        try:
+            psis = [float(p) for p in psis.split(",")]
+        except ValueError:
+            raise ValueError(f"cannot read psis {psis!r}: write them like '1,0.7,0.5,0'") from None
+    elif isinstance(psis, numbers.Real):
+        psis = [psis]
+    try:
+        psis = list(psis)
+    except TypeError:
+        raise ValueError(f"psis={psis!r}: the columns' truncation psi, a list like [1, 0.7, 0.5, 0]") from None
+    return [L._truncation_args(p, None)[0] for p in psis]  # finite numbers, each named if not
 
 
 def _truncation_label(cutoff, class_idx, class_centre):

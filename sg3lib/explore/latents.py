@@ -99,6 +99,13 @@ def _is_whole(v):
         return False
 
 
+def _is_finite(v):
+    try:
+        return not isinstance(v, (bool, str, bytes)) and math.isfinite(v)
+    except (TypeError, ValueError):  # None, a list, a tensor of several numbers
+        return False
+
+
 def _frames(n_frames):
     """A path's frame count: a whole number of at least 1 (0 with endpoint gave a NaN loop, phase 0/0;
     2.5 drew frames at phases that did not close the loop)."""
@@ -242,6 +249,7 @@ def layer_ranges(num_ws):
 
 def layer_range(layers, num_ws):
     """'coarse' | 'middle' | 'fine' | 'coarse+middle' | (lo, hi) | 'lo-hi' (inclusive) -> (lo, hi)."""
+    usage = f"layers={layers!r}: use coarse, middle, fine, 'lo-hi' or (lo, hi)"
     if isinstance(layers, str):
         named = layer_ranges(num_ws)
         if all(p in named for p in layers.split("+")):
@@ -254,8 +262,14 @@ def layer_range(layers, num_ws):
             lo, hi = layers.split("-")
             layers = (int(lo), int(hi) + 1)
         except ValueError:
-            raise ValueError(f"layers={layers!r}: use coarse, middle, fine, 'lo-hi' or (lo, hi)") from None
-    lo, hi = int(layers[0]), int(layers[1])
+            raise ValueError(usage) from None
+    try:  # 3 and (3,) failed deep inside with a TypeError or IndexError
+        lo, hi = layers
+    except (TypeError, ValueError):
+        raise ValueError(usage) from None
+    if not (_is_whole(lo) and _is_whole(hi)):  # (2.5, 6) was silently layers 2..5
+        raise ValueError(f"{usage}, whole numbers")
+    lo, hi = int(lo), int(hi)
     if not 0 <= lo < hi <= num_ws:
         raise ValueError(f"layer range {lo}..{hi - 1} is outside this network's 0..{num_ws - 1}")
     return lo, hi
@@ -379,9 +393,17 @@ def make_transform(translate=(0.0, 0.0), angle=0.0):
     follows the rotation, along the screen's axes).
     The input layer samples its features through this matrix, so it holds the inverse of the
     rotation + translation we want to see (as the official visualizer does)."""
+    try:  # one number failed with "'float' object is not subscriptable"
+        x, y = translate
+    except (TypeError, ValueError):
+        x = y = None
+    if not (_is_finite(x) and _is_finite(y)):  # nan gave a nan matrix: a black image
+        raise ValueError(f"translate={translate!r}: the move in image widths, a pair of finite numbers (x, y)")
+    if not _is_finite(angle):
+        raise ValueError(f"angle={angle!r}: the rotation in degrees, a finite number")
     a = math.radians(angle)
-    m = np.array([[math.cos(a), math.sin(a), translate[0]],
-                  [-math.sin(a), math.cos(a), translate[1]],
+    m = np.array([[math.cos(a), math.sin(a), float(x)],
+                  [-math.sin(a), math.cos(a), float(y)],
                   [0.0, 0.0, 1.0]])
     return torch.from_numpy(np.linalg.inv(m)).float()
 
