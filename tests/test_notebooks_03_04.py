@@ -137,7 +137,8 @@ def test_colab_setup_mounts_drive_and_installs_only_when_needed(name, tmp_path, 
 def test_a_mistyped_network_is_named_not_replaced_by_the_demo(name, network_file, tmp_path, monkeypatch):
     """NETWORK edited to a path that does not exist used to load the newest demo snapshot instead
     (printing only 'loaded the newest demo snapshot'), or a random network: the user's path is an error.
-    A path with ~ counts as existing when it does (it used to be taken for missing too)."""
+    A path with ~ counts as existing when it does (it used to be taken for missing too), and NETWORK may be
+    a pathlib.Path (a missing one failed with "argument of type 'PosixPath' is not iterable")."""
     import copy
     import shutil
     (tmp_path / "notebooks").mkdir()  # ROOT is the folder above the notebook's: its out/demo has a snapshot
@@ -152,12 +153,19 @@ def test_a_mistyped_network_is_named_not_replaced_by_the_demo(name, network_file
     home = nbformat.v4.new_code_cell("NETWORK = '~/network.pt'")  # sg3lib.load expands ~: so does the check
     monkeypatch.setenv("HOME", str(tmp_path))
     shutil.copy(network_file, tmp_path / "network.pt")
-    nb.cells = [nb.cells[1], nb.cells[2], edit, nb.cells[3], home, copy.deepcopy(nb.cells[3])]
+    path_edit = nbformat.v4.new_code_cell(f"NETWORK = Path({str(missing)!r})")
+    path_home = nbformat.v4.new_code_cell("NETWORK = Path('~/network.pt')")
+    load = nb.cells[3]
+    nb.cells = [nb.cells[1], nb.cells[2], edit, load, home, copy.deepcopy(load),
+                path_edit, copy.deepcopy(load), path_home, copy.deepcopy(load)]
     NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
-    outputs = nb.cells[3].outputs
-    errors = [o for o in outputs if o.output_type == "error"]
-    assert errors and errors[0]["ename"] == "FileNotFoundError", outputs
-    assert str(missing) in errors[0]["evalue"] and "set NETWORK" in errors[0]["evalue"]
-    assert not any("loaded" in o.get("text", "") for o in outputs)
-    assert "loaded ~/network.pt" in "".join(o.get("text", "") for o in nb.cells[5].outputs), nb.cells[5].outputs
+    for missing_cell in (3, 7):
+        outputs = nb.cells[missing_cell].outputs
+        errors = [o for o in outputs if o.output_type == "error"]
+        assert errors and errors[0]["ename"] == "FileNotFoundError", outputs
+        assert str(missing) in errors[0]["evalue"] and "set NETWORK" in errors[0]["evalue"]
+        assert not any("loaded" in o.get("text", "") for o in outputs)
+    for found_cell in (5, 9):
+        outputs = nb.cells[found_cell].outputs
+        assert "loaded ~/network.pt" in "".join(o.get("text", "") for o in outputs), outputs
