@@ -26,6 +26,12 @@ def test_seed_gives_the_official_z(seed):
 def test_seed_out_of_range_is_a_clear_error():
     with pytest.raises(ValueError, match="2\\*\\*32"):
         X.seed_to_z(2 ** 32, 4)
+    for bad in (1.5, "1", None, True, float("nan")):  # 1.5 was silently seed 1, "1" seed 1 too
+        with pytest.raises(ValueError, match="seed"):
+            X.seed_to_z(bad, 4)
+        with pytest.raises(ValueError, match="seed"):
+            X.seeds_to_z([0, bad], 4)
+    assert np.array_equal(X.seed_to_z(np.int64(3), 4), X.seed_to_z(3.0, 4))  # whole numbers of any type
 
 
 def test_parse_seeds():

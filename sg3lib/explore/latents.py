@@ -27,7 +27,7 @@ __all__ = [
 
 def seed_to_z(seed, z_dim):
     """The official tools' latent for a seed: RandomState(seed).randn(z_dim), float64 numpy."""
-    if not 0 <= int(seed) < 2 ** 32:
+    if not _is_whole(seed) or not 0 <= int(seed) < 2 ** 32:  # 1.5 and "1" were silently seed 1
         raise ValueError(f"seed {seed} is out of range: seeds are integers in [0, 2**32)")
     return np.random.RandomState(int(seed)).randn(z_dim)
 
