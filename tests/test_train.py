@@ -598,6 +598,47 @@ def test_switching_to_noaug_or_fixed_on_resume_uses_the_new_p(tmp_path):
     assert out["ada_p"] == 0.125
 
 
+def test_a_new_p_on_an_ada_resume_is_where_ada_goes_on_from(tmp_path, capsys):
+    """ADA's adapted p is part of the snapshot, and a --p given on resume was silently replaced by
+    it. The run's own --p (a command given again to continue it) still continues the adapted p; a
+    new one is where ADA goes on from, and says so."""
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "r"
+    opts = dict(TINY, aug="ada", p=0.3, ada_interval=1, ada_kimg=0.1)
+    train(data, run, kimg=0.008, **opts)
+    adapted = load(run / "snapshot-000000008.pt")["training_state"]["ada"]["p"]
+    assert adapted != 0.3
+    capsys.readouterr()
+    slow = dict(opts, ada_kimg=1000)  # (p moves by 8e-6 per step: where it starts is what is seen)
+    out = train(data, run, resume="latest", kimg=0.016, **slow)
+    assert abs(out["ada_p"] - adapted) < 1e-4 and "ADA goes on from" not in capsys.readouterr().out
+    out = train(data, run, resume="latest", kimg=0.024, **dict(slow, p=0.05))
+    assert "--p 0.05: ADA goes on from p 0.05" in capsys.readouterr().out
+    assert abs(out["ada_p"] - 0.05) < 1e-4
+
+
+def test_another_batch_on_resume_moves_the_defaults_that_follow_it(tmp_path, capsys):
+    """R1 gamma, G_ema's half-life and R's blur fade default to values derived from the batch; a run
+    continued with another --batch kept the old batch's (the CLI cannot set the last two), where a
+    run started with it has its own. A gamma the run was given stays."""
+    from sg3lib.train.config import batch_derived
+    data = make_zip(tmp_path / "d.zip")
+    auto = dict(TINY, gamma=None)
+    train(data, tmp_path / "a", kimg=0.008, **auto)
+    capsys.readouterr()
+    train(data, tmp_path / "a", resume="latest", kimg=0.024, **dict(auto, batch=16, batch_gpu=None))
+    said = capsys.readouterr().out
+    c = load(tmp_path / "a" / "snapshot-000000024.pt")["meta"]["config"]
+    for k, v in batch_derived(16, 16).items():
+        assert c[k] == v != batch_derived(16, 8)[k], k
+    assert "--batch 16 (the run had 8): gamma 0.0064 -> 0.0032, ema_kimg 2.5 -> 5 (" in said
+    assert "give --gamma 0.0064 to keep" in said and "blur_fade_kimg" not in said  # (StyleGAN2: no blur)
+    train(data, tmp_path / "g", kimg=0.008, **TINY)  # gamma 1, given
+    train(data, tmp_path / "g", resume="latest", kimg=0.024, **dict(TINY, gamma=None, batch=16, batch_gpu=None))
+    c = load(tmp_path / "g" / "snapshot-000000024.pt")["meta"]["config"]
+    assert c["gamma"] == 1.0 and c["ema_kimg"] == 5
+
+
 def test_continuing_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
     """`--resume latest` on a run that has reached its --kimg (stored in the snapshot) used to end
     silently with exit 0; it says why nothing happened and what to pass."""

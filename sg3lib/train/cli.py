@@ -40,7 +40,8 @@ def add_train_arguments(p):
     a("--aug", choices=AUG_MODES, help="augmentation: ada (default; adapts p towards --target), fixed "
                                        "(always at --p), noaug (none)")
     a("--target", type=float, help="ADA target for r_t = E[sign(D(real))] (default 0.6)")
-    a("--p", type=float, help="augmentation probability: ada's starting value (default 0), fixed's constant one")
+    a("--p", type=float, help="augmentation probability: ada's starting value (default 0; continuing a run, where its "
+                           "adapted p goes on from), fixed's constant one")
     a("--ada-kimg", type=float, help="ADA speed: kimg for p to go from 0 to 1 (default 500; 100 when "
                                      "starting from another network's weights, as the official --resume)")
     a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, a run folder (its newest "

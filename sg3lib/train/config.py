@@ -61,6 +61,12 @@ def default_gamma(resolution, batch):
     return 0.0002 * resolution ** 2 / batch
 
 
+def batch_derived(resolution, batch):
+    """The options whose defaults follow the batch: the R1 weight, G_ema's half-life (batch*10/32
+    kimg) and the length of config R's blur fade (batch*200/32 kimg)."""
+    return dict(gamma=default_gamma(resolution, batch), ema_kimg=batch * 10 / 32, blur_fade_kimg=batch * 200 / 32)
+
+
 # Numeric options and what they take (the official training's ranges): a nan, a negative or a zero
 # size failed deep inside (ZeroDivisionError, torch's 'Invalid learning rate'; torch's DataLoader
 # refuses --workers only after the run folder is made) or trained silently on garbage (a nan
@@ -151,12 +157,9 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     if c["conv_clamp"] is None and c["precision"] != "fp32":
         c["conv_clamp"] = 256  # float16 range guard (None: no clamping, the fp32 default)
     c["mbstd_group"] = min(c["mbstd_group"], c["batch_gpu"])
-    if c["gamma"] is None:
-        c["gamma"] = default_gamma(resolution, c["batch"])
-    if c["ema_kimg"] is None:
-        c["ema_kimg"] = c["batch"] * 10 / 32
-    if c["blur_fade_kimg"] is None:
-        c["blur_fade_kimg"] = c["batch"] * 200 / 32
+    for key, v in batch_derived(resolution, c["batch"]).items():
+        if c[key] is None:
+            c[key] = v
     if c["aug"] not in AUG_MODES:
         raise ValueError(f"unknown --aug {c['aug']!r}; choose one of {', '.join(AUG_MODES)}")
     if not 0 <= c["p"] <= 1:
@@ -248,4 +251,4 @@ def scaled_adam(lr, betas, interval):
 
 
 __all__ = ["PRESETS", "DEFAULTS", "make_config", "network_kwargs", "arch_diff", "check_batch",
-           "default_gamma", "scaled_adam"]
+           "default_gamma", "batch_derived", "scaled_adam"]

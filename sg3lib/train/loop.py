@@ -642,6 +642,22 @@ def _interruption(error, outdir, progress_of):
     return TrainingInterrupted(f"training interrupted {where}; {how}")
 
 
+def _follow_new_batch(base, prev_cfg, user, resolution, rank):
+    """A run continued with another --batch: the stored options that were the defaults derived from
+    the old batch (R1 gamma, G_ema's half-life, R's blur fade) follow the new one, as they would in
+    a run started with it. Values other than those defaults (given to the run), or given now, are kept."""
+    old, new = prev_cfg["batch"], user["batch"]
+    was, now = config_mod.batch_derived(resolution, old), config_mod.batch_derived(resolution, new)
+    moved = [k for k in was if user.get(k) is None and base.get(k) == was[k] and was[k] != now[k]]
+    for k in moved:
+        base.pop(k)
+    said = [k for k in moved if k != "blur_fade_kimg" or prev_cfg.get("blur_sigma")]  # (no blur: no fade)
+    if said and rank == 0:
+        keep = f"; give --gamma {was['gamma']:g} to keep the run's R1 weight" if "gamma" in said else ""
+        print(f"--batch {new} (the run had {old}): " + ", ".join(f"{k} {was[k]:g} -> {now[k]:g}" for k in said)
+              + f" (defaults that follow the batch{keep})")
+
+
 class _SetupGate:
     """Setup errors (options, dataset, outdir, resume source) end every rank together, with one
     message: before their first collective the ranks agree whether any of them failed. Otherwise a
@@ -727,6 +743,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         base.pop("p", None)  # the stored p belongs to the stored --aug mode (e.g. ADA's start)
     if resume_kind == "snapshot" and base.get("workers"):  # a property of the machine, not of the run:
         base["workers"] = min(base["workers"], _cpus())  # 12 stored on a workstation, resumed on Colab's 2
+    if resume_kind == "snapshot" and prev_cfg and user.get("batch") not in (None, prev_cfg.get("batch")):
+        _follow_new_batch(base, prev_cfg, user, ds.resolution, rank)
     base.update({k: v for k, v in user.items() if v is not None})
     if (resume_kind == "snapshot" and user.get("batch_gpu") is None and base.get("batch_gpu")
             and base["batch"] % (base["batch_gpu"] * world)):
@@ -813,6 +831,12 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             for group in opt.param_groups:
                 group.update(lr=lr, betas=betas)
         ada.load_state_dict(ts["ada"])
+        if c["aug"] == "ada" and user.get("p") not in (None, (prev_cfg or {}).get("p")) and ada.p != c["p"]:
+            # ADA's adapted p is part of the state; a new --p says where it goes on from (the run's
+            # own --p, as a command given again to continue it passes, is where it started)
+            if rank == 0:
+                print(f"--p {c['p']:g}: ADA goes on from p {c['p']:g} (the snapshot's was {ada.p:.4g})")
+            ada.p = float(c["p"])
         phases.pl_mean.copy_(ts["pl_mean"])
         set_rng_state(ts["rng"])
         tick_sums = ts.get("tick_sums") or {}  # a tick cut short by the end of the run (kimg)
