@@ -82,3 +82,24 @@ def test_notebook_01_previews_a_zip_source(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"3 files under {src}" in text
     assert "cats/cat0.png\\n40x30 RGB" in text and "cats/cat2.png\\n42x30 RGB" in text
+
+
+def test_notebook_01_says_when_nothing_was_rejected(tmp_path, monkeypatch):
+    """'What was rejected, and why' printed nothing at all for a clean folder: it says so."""
+    import numpy as np
+    from PIL import Image
+    src = tmp_path / "clean"
+    for k, cls in enumerate("aab"):  # distinct (no near-duplicates), coloured, large enough; 2 classes
+        (src / cls).mkdir(parents=True, exist_ok=True)
+        rgb = np.random.default_rng(k).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(src / cls / f"n{k}.png")
+    monkeypatch.setenv("SG3_NB_SRC", str(src))
+    monkeypatch.setenv("SG3_NB_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("SG3_NB_RESOLUTION", "32")
+    monkeypatch.setenv("SG3_NB_WORKERS", "0")
+    nb = nbformat.read(ROOT / "notebooks" / "01_curate_dataset.ipynb", as_version=4)
+    nb.cells = [nb.cells[1], nb.cells[5], nb.cells[7]]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    said = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert said.strip() == "nothing was rejected: all 3 file(s) were accepted", nb.cells[2].outputs
