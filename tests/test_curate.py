@@ -1020,6 +1020,33 @@ def test_grey_png_transparency_at_any_bit_depth(bits, clear):
     assert (np.abs(a[~is_clear] - opaque[:, None]) <= 1).all()
 
 
+def test_16_bit_rgb_png_transparency():
+    """A 16-bit RGB PNG's tRNS colour is in 16 bits, where Pillow gives 8-bit pixels (their high
+    bytes): no pixel matched (65280, 4660, 0), so the clear ones came out as their colour."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    px = np.zeros((4, 6, 3), np.uint16)
+    px[:, :2] = (0xFF00, 0x1234, 0)  # the tRNS colour
+    px[:, 2:4] = (0x1234, 0xFF00, 0)  # its channels swapped: opaque
+    px[:, 4:] = (0xFFFF, 0xFFFF, 0xFFFF)
+    rows = b"".join(b"\0" + px[y].astype(">u2").tobytes() for y in range(4))
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 4, 16, 2, 0, 0, 0))
+            + chunk(b"tRNS", struct.pack(">HHH", 0xFF00, 0x1234, 0)) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+    a, notes = to_rgb(data, background=(0, 0, 255))
+    assert (a[:, :2] == (0, 0, 255)).all() and "alpha_composited" in notes
+    assert (a[:, 2:4] == (0x12, 0xFF, 0)).all() and (a[:, 4:] == 255).all()
+
+
+def test_32_bit_integer_tiff_is_scaled_from_its_range():
+    """A 32-bit integer TIFF was scaled as 16-bit samples: every value above 65535 came out white."""
+    values = np.array([[0, 2 ** 29, 2 ** 30, 2 ** 31 - 1]] * 4, dtype=np.int32)
+    a, _ = to_rgb(enc(Image.fromarray(values), "TIFF"), channels=1)
+    assert (a[0] == [0, 64, 128, 255]).all()
+    a, _ = to_rgb(enc(Image.fromarray(np.array([[0, 300, 65535]] * 4, dtype=np.int32)), "TIFF"), channels=1)
+    assert (a[0] == [0, 1, 255]).all()  # (values in 16 bits: as before)
+
+
 def test_float_tiff_is_rounded_not_truncated():
     """0.999 of white is 254.7: 255, not 254 (the float path truncated, a half level darker on average)."""
     a, _ = to_rgb(enc(Image.fromarray(np.full((4, 4), 0.999, np.float32)), "TIFF"), channels=1)
@@ -1052,17 +1079,45 @@ def test_jpeg_aliases_are_read_and_other_image_types_named(tmp_path):
     raw.mkdir()
     for i, name in enumerate(["a.jfif", "b.JPE", "c.jpg"]):
         (raw / name).write_bytes(enc(picture(60 + i, 64, 64), "JPEG", quality=95))
-    (raw / "d.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 200)
+    heic = enc(picture(70, 64, 64), "HEIF", quality=-1) if im._HEIF else b"\0\0\0\x18ftypheic" + b"\0" * 200
+    (raw / "d.heic").write_bytes(heic)
     (raw / "e.jxl").write_bytes(b"\xff\x0a" + b"\0" * 200)
     avif = enc(picture(63, 64, 64), "AVIF") if im._AVIF else b"\0" * 200
     (raw / "f.avif").write_bytes(avif)
     rep = curate(raw, tmp_path / "d.zip", 64, workers=0, progress=False)
     full, where = _report_files(rep)
-    assert where == {"a.jfif": "accepted", "b.JPE": "accepted", "c.jpg": "accepted", "d.heic": "unsupported_format",
+    assert where == {"a.jfif": "accepted", "b.JPE": "accepted", "c.jpg": "accepted",
+                     "d.heic": "accepted" if im._HEIF else "unsupported_format",
                      "e.jxl": "unsupported_format", "f.avif": "accepted" if im._AVIF else "unsupported_format"}
     details = {e["path"]: e["detail"] for e in full["files"]["unsupported_format"]}
-    assert details["d.heic"].startswith("HEIC (.heic) is not read") and "convert" in details["d.heic"]
     assert details["e.jxl"].startswith("JPEG XL (.jxl)")
+
+
+def test_heic_without_pillow_heif_says_what_reads_it(tmp_path, monkeypatch):
+    """Without the pillow-heif plugin a phone's HEIC photos are unsupported_format, with the install
+    that reads them; with it (the [notebooks] extra) they are read, turned upright by their EXIF
+    orientation."""
+    from sg3lib.data import images as im
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "p.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 200)
+    (raw / "q.png").write_bytes(enc(picture(1, 64, 64), "PNG"))  # (a dataset of none is not written)
+    monkeypatch.setattr(im, "IMAGE_EXTS", tuple(e for e in im.IMAGE_EXTS if e not in (".heic", ".heif")))
+    full, where = _report_files(curate(raw, tmp_path / "d.zip", 64, workers=0, progress=False))
+    detail = full["files"]["unsupported_format"][0]["detail"]
+    assert detail == ("HEIC (.heic) is not read by curate; pip install pillow-heif to read them, or convert "
+                      "these files to PNG or JPEG first")
+    if not im._HEIF:
+        pytest.skip("pillow-heif is not installed: the reading half needs it")
+    monkeypatch.undo()
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    pixels[:, :32] = (250, 0, 0)  # red left, blue right; orientation 6: shown turned a quarter clockwise
+    pixels[:, 32:] = (0, 0, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    a, _ = to_rgb(enc(Image.fromarray(pixels), "HEIF", quality=-1, exif=exif.tobytes()))
+    assert a.shape == (64, 48, 3)
+    assert (np.abs(a[:32].astype(int) - (250, 0, 0)) <= 8).all() and (np.abs(a[32:].astype(int) - (0, 0, 250)) <= 8).all()
 
 
 INTERRUPT_SCRIPT = r"""

@@ -232,8 +232,9 @@ def _by_name(rel):
     if im.is_macos_metadata(rel):  # not images, though named like them (`._photo.jpg`)
         return im.Reject("macos_metadata", "macOS metadata (__MACOSX/ or ._ file), not an image")
     if ext in im.UNREAD_IMAGE_TYPES and ext not in im.IMAGE_EXTS:
+        how = im.UNREAD_ADVICE.get(ext, "")
         return im.Reject("unsupported_format", f"{im.UNREAD_IMAGE_TYPES[ext]} ({ext}) is not read by curate; "
-                                               f"convert these files to PNG or JPEG first")
+                                               f"{how + ', or ' if how else ''}convert these files to PNG or JPEG first")
     if ext not in im.IMAGE_EXTS:
         return im.Reject("not_an_image_extension", f"extension {ext or '(none)'!r} is not an image type")
     return None

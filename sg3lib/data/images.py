@@ -28,16 +28,31 @@ def _pillow_reads_avif():
             return False
 
 
+def _pillow_reads_heif():
+    """HEIC/HEIF (a phone camera's photos) through the pillow-heif plugin, where it is installed
+    (pip install pillow-heif, or sg3lib's [heif] extra). It turns images upright as it decodes them
+    (and sets their EXIF orientation to 1)."""
+    try:
+        import pillow_heif
+        pillow_heif.register_heif_opener()
+        return True
+    except Exception:  # not installed, or a build that does not load
+        return False
+
+
 _AVIF = _pillow_reads_avif()
+_HEIF = _pillow_reads_heif()
 # .jfif/.jpe/.jif are JPEG files too (browsers on Windows save many downloads as .jfif).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-              ".gif") + ((".avif",) if _AVIF else ())
-FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF"} | ({"AVIF"} if _AVIF else set())
+              ".gif") + ((".avif",) if _AVIF else ()) + ((".heic", ".heif") if _HEIF else ())
+FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF"} | ({"AVIF"} if _AVIF else set()) \
+    | ({"HEIF"} if _HEIF else set())
 # Image types that are not read here, by extension: the report names the format, not "not an image".
 UNREAD_IMAGE_TYPES = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".jxl": "JPEG XL", ".jp2": "JPEG 2000",
                       ".j2k": "JPEG 2000", ".svg": "SVG", ".psd": "Photoshop", ".ico": "ICO", ".tga": "TGA",
                       ".ppm": "Netpbm", ".pgm": "Netpbm", ".dng": "camera raw", ".cr2": "camera raw",
                       ".nef": "camera raw", ".arw": "camera raw"}
+UNREAD_ADVICE = {".heic": "pip install pillow-heif to read them", ".heif": "pip install pillow-heif to read them"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own bomb limit (about 0.25 GiB of RGBA)
 
 
@@ -87,7 +102,7 @@ def _pillow_pixel_limit(max_pixels):
         Image.MAX_IMAGE_PIXELS = limit
 
 
-_FORMAT_NAMES = "png/jpeg/webp/bmp/tiff/gif" + ("/avif" if _AVIF else "")
+_FORMAT_NAMES = "png/jpeg/webp/bmp/tiff/gif" + ("/avif" if _AVIF else "") + ("/heif" if _HEIF else "")
 _BOMB_ADVICE = "If the file is a genuine large photo, raise the limit: --max-pixels (curate(max_pixels=...))."
 
 
@@ -121,7 +136,7 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None, notes=None):
             notes.append("first_frame_only")
         if img.format == "PNG":
             check_png_crc(data)
-            _widen_grey_transparency(img)
+            _png_transparency_in_8_bits(img)
         if draft_size is not None and img.format == "JPEG" and img.mode in ("RGB", "L"):
             img.draft(img.mode, draft_size)
         lenient = ImageFile.LOAD_TRUNCATED_IMAGES  # a caller may have set it; a full check needs it off
@@ -152,13 +167,18 @@ def _has_more_frames(img):
 _GREY_TOP = {"1": 1, "L;2": 3, "L;4": 15}  # PNG raw modes of 1/2/4-bit grey -> their brightest value
 
 
-def _widen_grey_transparency(img):
-    """Pillow widens 1/2/4-bit grey PNG pixels to 0-255 but keeps the tRNS grey value in the file's
-    own bits (white is 1 in a 1-bit file): widen it the same way, so the right pixels go clear."""
+def _png_transparency_in_8_bits(img):
+    """Pillow widens 1/2/4-bit grey PNG pixels to 0-255, and narrows 16-bit RGB ones to their high
+    byte, but keeps the tRNS value in the file's own bits (white is 1 in a 1-bit file; red is
+    (65535, 0, 0) in a 16-bit one, which no 8-bit pixel equals): convert it the same way, so the
+    right pixels go clear. (16-bit grey keeps its 16 bits: _high_bit_depth_to_8 reads tRNS there.)"""
     t = img.info.get("transparency")
-    top = _GREY_TOP.get(img.tile[0][3] if img.tile else None)
+    rawmode = img.tile[0][3] if img.tile else None
+    top = _GREY_TOP.get(rawmode)
     if isinstance(t, int) and top is not None and 0 <= t <= top:
         img.info["transparency"] = t * 255 // top
+    elif rawmode == "RGB;16B" and isinstance(t, tuple) and len(t) == 3:
+        img.info["transparency"] = tuple(v >> 8 for v in t)  # (a colour within 1/65535 of it goes clear too)
 
 
 _SRGB = None
@@ -214,7 +234,10 @@ def _high_bit_depth_to_8(img):
     """16-bit and float modes to 8-bit by scaling (Pillow's convert('L') would clip at 255);
     the ICC profile stays with the pixels, a transparent grey value becomes an alpha channel."""
     a = np.asarray(img).astype(np.float64)
-    if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+    top = a.max(initial=0)
+    if img.mode == "I" and top > 65535:  # 32-bit samples (Pillow reads them as signed): all white at / 257
+        a = a * (255.0 / (2 ** 31 - 1 if top < 2 ** 31 else 2 ** 32 - 1))
+    elif img.mode.startswith("I;16") or (img.mode == "I" and top > 255):  # 16-bit (a PNG's grey is 'I')
         a = a / 257.0
     elif img.mode == "F" and a.max(initial=0) <= 1.0:
         a = a * 255.0
