@@ -307,7 +307,8 @@ def prune(folder, keep_last=5, keep_every_kimg=None, pattern=PATTERN, keep=()):
     """Delete old complete snapshots; returns the deleted paths.
 
     Keeps the `keep_last` newest and, if `keep_every_kimg` is set, the first snapshot in each
-    interval of that many kimg (so a long run keeps e.g. one snapshot per 1000 kimg). The newest
+    interval of that many kimg (so a long run keeps e.g. one snapshot per 1000 kimg, and its first
+    one, the first of the interval from 0). The newest
     is always kept, whatever `keep_last` says: it may be the only complete snapshot there is. So
     are the paths in `keep` (the snapshot a run has just written: a damaged newer file that a
     resume skipped still looks newest by its name).

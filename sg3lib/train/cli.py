@@ -66,7 +66,9 @@ def add_train_arguments(p):
       help="run G and D of the main phases under torch.compile in this mode (default none; "
            "the first steps compile, for minutes)")
     a("--keep-snapshots", type=int, help="keep the last N snapshots (default 5; 0 keeps all)")
-    a("--keep-every-kimg", type=float, help="also keep one snapshot per this many kimg (milestones; 0 = none)")
+    a("--keep-every-kimg", type=float,
+      help="also keep one snapshot per this many kimg: the first in each interval, so the run's first "
+           "snapshot too (milestones; 0 = none)")
     a("--deterministic", action="store_true", default=None, help="bit-reproducible (slower) kernels")
     a("--tf32", action="store_true", default=None,
       help="let the float32 layers' convolutions and matmuls use TF32 tensor cores (faster on Ampere "
