@@ -386,6 +386,21 @@ def test_translate_moves_the_content_by_image_widths():
     assert np.abs(down[8:] - a[:-8]).mean() < 1 < np.abs(down - a).mean()
 
 
+def test_to_pil_takes_one_uint8_image_and_says_what_it_got():
+    """to_pil of a grey + alpha image, a [H, W] array or a torch tensor failed inside Pillow ("tuple
+    index out of range", "Cannot handle this data type"), as did a float image or a whole batch,
+    with nothing saying what to pass."""
+    rgba = np.random.default_rng(0).integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    assert np.array_equal(np.asarray(X.to_pil(rgba)), rgba[..., :3])
+    assert np.array_equal(np.asarray(X.to_pil(rgba[..., :2])), rgba[..., 0])  # grey + alpha: the grey
+    assert np.array_equal(np.asarray(X.to_pil(rgba[..., 0])), rgba[..., 0])
+    assert np.array_equal(np.asarray(X.to_pil(torch.from_numpy(rgba))), rgba[..., :3])
+    with pytest.raises(ValueError, match=r"float32 \[6, 5, 3\]; float images of G .* to_uint8 first"):
+        X.to_pil(rgba[..., :3].astype(np.float32))
+    with pytest.raises(ValueError, match=r"uint8 \[2, 6, 5, 4\]: index a batch, e.g. images\[0\]"):
+        X.to_pil(np.stack([rgba, rgba]))
+
+
 @pytest.mark.parametrize("channels", [2, 4])
 def test_grids_of_networks_with_alpha(channels):
     """Networks trained on grey+alpha or RGBA datasets (which training takes) crashed every grid with

@@ -27,8 +27,17 @@ def to_uint8(img):
 
 
 def to_pil(arr):
-    """An HWC uint8 array (1 or 3 channels) -> PIL image."""
-    return Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr[:, :, :3]))
+    """One HWC (or HW) uint8 image, as generate gives -> PIL image: grey for 1 or 2 channels (grey +
+    alpha), RGB for 3 or 4 (alpha left out, as in grids and videos)."""
+    a = arr.detach().cpu().numpy() if torch.is_tensor(arr) else np.asarray(arr)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.dtype != np.uint8 or not 1 <= a.shape[2] <= 4:
+        raise ValueError(f"to_pil takes one uint8 image of shape [H, W] or [H, W, C] with C in 1-4, got "
+                         f"{a.dtype} {list(a.shape)}" + (": index a batch, e.g. images[0]" if a.ndim == 4 else "")
+                         + ("; float images of G (NCHW in [-1, 1]) go through to_uint8 first"
+                            if a.dtype.kind == "f" else ""))
+    return Image.fromarray(np.ascontiguousarray(a[:, :, 0] if a.shape[2] < 3 else a[:, :, :3]))
 
 
 def to_rgb(images):
