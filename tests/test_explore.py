@@ -94,6 +94,10 @@ def test_truncation_arguments_are_checked(G):
     # what the official mapping takes still works: whole numbers of any type, a cutoff past the last layer
     torch.testing.assert_close(X.map_z(G, z, psi=np.float32(0.5), cutoff=np.int64(2)), X.map_z(G, z, psi=0.5, cutoff=2))
     torch.testing.assert_close(X.map_z(G, z, psi=0.5, cutoff=99), X.map_z(G, z, psi=0.5))
+    # a one-number torch tensor, as a numpy scalar (it was refused); several numbers are not one psi
+    torch.testing.assert_close(X.map_z(G, z, psi=torch.tensor(0.5)), X.map_z(G, z, psi=0.5))
+    with pytest.raises(ValueError, match=r"psi=tensor\(\[0.5000, 0.6000\]\)"):
+        X.map_z(G, z, psi=torch.tensor([0.5, 0.6]))
     assert torch.equal(X.class_labels(Gc, np.int64(2)), X.class_labels(Gc, 2.0))
 
 

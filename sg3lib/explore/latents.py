@@ -174,6 +174,8 @@ def map_z(G, z, class_idx=None, psi=1.0, cutoff=None, centre="global"):
 def _truncation_args(psi, cutoff):
     """psi a finite number (nan gave black images), cutoff None or a whole number of at least 0 (a
     negative one sliced from the end, 2.5 became 2); a cutoff past the last layer truncates them all."""
+    if torch.is_tensor(psi) and psi.numel() == 1 and psi.dtype != torch.bool:  # one number, as numpy's are
+        psi = psi.item()
     if isinstance(psi, bool) or not isinstance(psi, numbers.Real) or not math.isfinite(psi):
         raise ValueError(f"psi={psi!r}: the truncation strength, a finite number (1: none, 0: the centre)")
     if cutoff is not None and (not _is_whole(cutoff) or cutoff < 0):
