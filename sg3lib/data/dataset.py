@@ -122,6 +122,7 @@ class ImageDataset(_Base):
             raise DatasetError(f"{self.path} {why_not_a_dataset(self.path)}")
         names = _without_macos_metadata(names, self.path)
         self._names = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        self._non_images = sorted(n for n in names if os.path.splitext(n)[1].lower() not in IMAGE_EXTS)
         if not self._names and self._type == "zip" and looks_like_a_network(names):
             raise DatasetError(f"{self.path} is a PyTorch file (a network snapshot?), not a dataset; give a "
                                "dataset .zip or folder (sg3 curate makes one)")
@@ -230,8 +231,8 @@ class ImageDataset(_Base):
             raise DatasetError(f"{self.path}: labels in dataset.json must all have the same length")
         if raw.ndim == 1:
             return self._class_indices(raw), class_names
-        try:
-            raw = raw.astype(np.float32)
+        try:  # float64, as parsed: a copy (sg3 rank --drop-bottom) writes them back unchanged
+            raw = raw.astype(np.float64)
         except (TypeError, ValueError):
             raw = None
         if raw is None or raw.ndim != 2:
@@ -315,7 +316,7 @@ class ImageDataset(_Base):
             onehot = np.zeros([self.label_dim], dtype=np.float32)
             onehot[self._raw_labels[raw_idx]] = 1
             return onehot
-        return self._raw_labels[raw_idx].copy()
+        return self._raw_labels[raw_idx].astype(np.float32)
 
     def __getitem__(self, idx):
         if idx < 0:
@@ -369,6 +370,25 @@ class ImageDataset(_Base):
     @property
     def label_shape(self):
         return [self.label_dim]
+
+    def other_files(self):
+        """{name as stored: name in a copy} of the files that are neither images nor dataset.json (a
+        licence, notes; not macOS metadata), which a copy of the dataset keeps. The copy's names leave
+        out the folder of a dataset folder zipped as a folder (found by its dataset.json), as its
+        image names do."""
+        labels_file, folder = self._labels_file(set(self._non_images))
+        out, taken = {}, set()
+        for n in self._non_images:
+            if n != labels_file:
+                short = n[len(folder):] if folder and n.startswith(folder) else n
+                out[n] = short if short not in taken and short != "dataset.json" else n
+                taken.add(out[n])
+        return out
+
+    def _file_size(self, name):
+        if self._type == "dir":
+            return os.path.getsize(os.path.join(self.path, name))
+        return self._get_zip().getinfo(self._zip_names.get(name, name)).file_size
 
     @property
     def class_names(self):

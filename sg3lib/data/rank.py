@@ -74,7 +74,8 @@ def _count_to_drop(drop_bottom, n):
     n_drop = math.floor(drop_bottom * n + 0.5 + 1e-9)  # 1e-9: 0.29 * 50 is 14.499999999999998
     if drop_bottom > 0 and n_drop == 0:
         raise ValueError(f"drop_bottom={drop_bottom:g} ({drop_bottom * 100:g}%) of {n} images is less than half an "
-                         f"image, so the copy would drop none; drop at least {100 / n:.3g}% (one image) or none")
+                         f"image, so the copy would drop none; drop at least {50 / n:.3g}% (half an image, "
+                         "rounded up to one) or none")
     if n_drop >= n:  # checked before scoring: the copy would be an empty dataset
         raise ValueError(f"drop_bottom={drop_bottom:g} ({drop_bottom * 100:g}%) of {n} images would drop all of "
                          "them; keep some")
@@ -86,7 +87,9 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
     """Score the images of `data` (path or ImageDataset) with D of `network` (path, run folder, URL,
     sg3lib.load() dict or module). Returns a dict: names, scores (mean), stds, csv path,
     sheets, and dest (the filtered copy) when drop_bottom (a fraction 0..1) is > 0; the number
-    dropped is drop_bottom * images rounded half up, at least one. An existing dest is refused
+    dropped is drop_bottom * images rounded half up (a fraction that rounds to none is refused). The
+    copy keeps the labels, the number of classes and the dataset's other files (a licence, notes;
+    listed as `other_files`). An existing dest is refused
     (before any scoring) unless overwrite=True. device=None: a given module's own device, else
     cuda if available; a given module is left as it was (training mode, device, gradients)."""
     if dest is not None and drop_bottom <= 0:
@@ -164,6 +167,7 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
         drop = set(order[n - n_drop:].tolist())
         labels = ds._raw_labels if ds.has_labels else None
         keep = [i for i in range(n) if i not in drop]
+        others = ds.other_files()
         with DatasetWriter(dest, overwrite=overwrite) as wr:
             for i in tqdm(keep, desc=f"writing {dest.name}", unit="img", disable=not progress):
                 with ds._open(ds.image_names[i]) as f:
@@ -171,10 +175,27 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
                 if not ds.image_names[i].lower().endswith(".png"):
                     data_bytes = _to_png(data_bytes)
                 wr.add(data_bytes, None if labels is None else labels[i].tolist())
+            for stored, name in others.items():  # cleaned in place, they would be lost with the old dataset
+                with ds._open(stored) as f:
+                    wr.add_file(name, f, ds._file_size(stored))
             ds.close()  # dest may be this very zip, which Windows cannot replace while it is open
-            wr.close(class_names=ds.class_names)
-        result.update(dest=str(dest), dropped=sorted(ds.image_names[i] for i in drop))
+            wr.close(class_names=_class_names_kept(ds, keep))
+        result.update(dest=str(dest), dropped=sorted(ds.image_names[i] for i in drop),
+                      other_files=sorted(others.values()))
     return result
+
+
+def _class_names_kept(ds, keep):
+    """class_names for the copy. Without them the number of classes is the highest label + 1, so a copy
+    that dropped every image of the last class would have one class fewer than the data D was trained
+    on (and refuse that D, or train another network); then the classes are named by their index."""
+    raw = ds._raw_labels
+    if ds.class_names is not None or raw is None or raw.dtype != np.int64:
+        return ds.class_names
+    classes = int(raw.max()) + 1
+    if int(raw[keep].max()) + 1 == classes:
+        return None
+    return [str(i) for i in range(classes)]
 
 
 def _mismatch_fix(ds, D):
@@ -276,7 +297,8 @@ def add_rank_arguments(p):
                    help="images per D call (rounded down to a multiple of D's minibatch-stddev group; "
                         "at most the dataset's size, rounded up to the group)")
     p.add_argument("--drop-bottom", type=_percent, default=0.0,
-                   help="percent below 100: write a copy without the bottom X%% (rounded half up, at least one image)")
+                   help="percent below 100: write a copy without the bottom X%% (rounded half up to whole images; "
+                        "one that rounds to none is refused)")
     p.add_argument("--dest", default=None,
                    help="where the filtered copy goes (.zip or folder; default: <out>/<data>-top<100-X>.zip)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu)")
@@ -298,4 +320,7 @@ def run_rank(args):
     print(f"  contact sheets: {res['sheets']['top']}, {res['sheets']['bottom']}")
     if res["dest"]:
         print(f"  copy without the bottom {args.drop_bottom:g}% ({len(res['dropped'])} image{'s' if len(res['dropped']) != 1 else ''}): {res['dest']}")
+        if res["other_files"]:
+            names = res["other_files"]
+            print(f"  it keeps the dataset's {len(names)} other file(s): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
     return 0

@@ -2,15 +2,17 @@
 
 Kept apart from dataset.py so that curation does not import torch.
 """
+import glob
 import json
 import os
 import re
 import shutil
+import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .. import files
-from ..files import fsync_dir, move_into_place, temp_dir_beside, temp_file_beside
+from ..files import fsync_dir, move_into_place, remove_stale, temp_dir_beside, temp_file_beside
 
 
 def image_name(index):
@@ -94,11 +96,34 @@ def check_replaceable(src, dest):
                          "(--overwrite) would delete it all; empty it yourself or choose another name")
 
 
+STALE_PARTIAL_S = 3600  # a write in progress adds an image far more often than this
+
+
+def _remove_stale_partials(dest):
+    """The temporaries killed writes of `dest` left beside it (a dataset's size each: a Colab disconnect
+    or an out-of-memory kill during `sg3 curate` leaves one per try)."""
+    removed = [p.name for p in remove_stale(dest.parent, f".{glob.escape(dest.name)}.tmp-*.partial", STALE_PARTIAL_S)]
+    if removed:
+        warnings.warn(f"{dest.parent}: removed {len(removed)} leftover(s) of interrupted writes of {dest.name} {removed}")
+
+
+def _flush_to_disk(paths):
+    """Flush the files a folder dataset was written as, before it replaces the old one: renamed into
+    place unflushed, a crash could leave empty images where the old dataset was."""
+    if hasattr(os, "sync"):  # one call (POSIX), where fsyncing each of 100k small files takes minutes
+        os.sync()
+        return
+    for p in paths:
+        with open(p, "rb+") as f:  # rb+: Windows cannot flush a file opened only for reading
+            os.fsync(f.fileno())
+
+
 class DatasetWriter:
     """Write the official format to a temporary name; `close()` renames it into place.
 
     Used as a context manager: an exception (or a killed process) leaves no file under
-    the destination name; after an exception the temporary file is removed as well.
+    the destination name; after an exception the temporary file is removed as well, and
+    what a killed write left (an hour untouched) is removed by the next write of `dest`.
     """
 
     def __init__(self, dest, overwrite=False):
@@ -111,6 +136,7 @@ class DatasetWriter:
             raise FileExistsError(_zip_over_folder(self.dest))
         parent = self.dest.parent
         parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(self.dest)
         if self.kind == "zip":
             fd, tmp = temp_file_beside(self.dest, suffix=".partial")
             os.close(fd)
@@ -133,6 +159,24 @@ class DatasetWriter:
         self.count += 1
         return name
 
+    def add_file(self, name, src, size=None):
+        """Copy a file that is not an image (a licence, notes) from the open binary file `src` into the
+        dataset as `name` (a relative posix path; not dataset.json, which close() writes). `size`, its
+        length where known, lets a zip hold one over 2 GiB."""
+        parts = PurePosixPath(name).parts
+        if not parts or name.startswith("/") or ".." in parts or ":" in parts[0] or name == "dataset.json":
+            raise ValueError(f"{name!r} cannot be a file of a dataset (it must be a relative path inside it)")
+        if self.kind == "zip":
+            info = _member(name)
+            info.file_size = size or 0
+            with self._zip.open(info, "w") as out:
+                shutil.copyfileobj(src, out)
+        else:
+            p = self.tmp / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with open(p, "wb") as out:
+                shutil.copyfileobj(src, out)
+
     def close(self, class_names=None):
         labels = None
         if any(x is not None for x in self.labels):
@@ -144,6 +188,7 @@ class DatasetWriter:
             move_into_place(self.tmp, self.dest)
         else:
             (self.tmp / "dataset.json").write_bytes(meta)
+            _flush_to_disk(p for p in self.tmp.rglob("*") if p.is_file())
             self._put_folder_in_place()
             fsync_dir(self.dest.parent)
         return self.dest

@@ -223,7 +223,7 @@ def _labels(ds):
     if ds.label_dim == 0:
         return None
     raw = torch.from_numpy(ds._raw_labels)
-    return ClassLabels(raw, ds.label_dim) if raw.dtype == torch.int64 else raw
+    return ClassLabels(raw, ds.label_dim) if raw.dtype == torch.int64 else raw.float()
 
 
 def _build(cfg, device):
