@@ -298,6 +298,25 @@ def test_synthesize_takes_a_list_of_transforms_and_checks_their_count(G):
             X.synthesize(G, ws, transforms=bad)
 
 
+def test_use_transform_keeps_a_widget_render_out_of_its_block(G):
+    """synthesize (what a widget's worker thread calls) took the render lock, use_transform did not:
+    a render in another thread drew inside the block with its own transform, and the two saves and
+    restores interleaved, leaving a stale transform in the network for every later image."""
+    import threading
+    ws = X.map_z(G, X.seeds_to_z([0], G.z_dim))
+    M, T = X.make_transform((0.3, 0), 0), X.make_transform((0, 0.2), 10)
+    done = []
+    worker = threading.Thread(target=lambda: done.append(X.synthesize(G, ws, transforms=T)))
+    with X.use_transform(G, M):
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not done  # waits for the block
+        assert torch.equal(G.synthesis.input.transform, torch.as_tensor(M, dtype=torch.float32))
+    worker.join(10)
+    assert done and torch.equal(G.synthesis.input.transform, torch.eye(3))
+    assert np.array_equal(done[0], X.synthesize(G, ws, transforms=T))
+
+
 def test_layer_range_refuses_what_is_not_a_pair_of_whole_layers():
     """layers=3 failed with "'int' object is not subscriptable", (3,) with an IndexError, and
     (2.5, 6) became layers 2..5 without a word."""

@@ -91,6 +91,28 @@ def test_video_paths_truncate_towards_the_class_centre():
         torch.testing.assert_close(ws, centre.expand_as(ws), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind,option", [("loop", {"space": "w"}), ("loop", {"sigma": 3}), ("walk", {"method": "lerp"}),
+                                         ("mix", {"space": "w"}), ("keyframes", {"layers": "coarse"}),
+                                         ("keyframes", {"amount": 0.5}), ("translate", {"sigma": 5})])
+def test_latent_path_refuses_an_option_its_kind_would_ignore(G, tmp_path, kind, option):
+    """`sg3 video` refused them; the library took them and drew the default path (kind='mix' with
+    space='w' still walked in Z), so a notebook user never learnt the option did nothing."""
+    with pytest.raises(ValueError, match=f"{next(iter(option))}=.* applies to kind .* not '{kind}'"):
+        X.latent_path(G, kind, 4, **option)
+    with pytest.raises(ValueError, match="applies to kind"):
+        X.interpolation_video(G, tmp_path / "v.mp4", kind=kind, n_frames=4, progress=False, **option)
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_latent_path_options_for_their_own_kinds(G):
+    z_walk, _ = X.latent_path(G, "walk", 6)
+    assert torch.equal(X.latent_path(G, "walk", 6, space="z")[0], z_walk)
+    assert not torch.allclose(X.latent_path(G, "walk", 6, space="w")[0], z_walk)
+    fine, _ = X.latent_path(G, "mix", 6)
+    assert torch.equal(X.latent_path(G, "mix", 6, layers="fine")[0], fine)
+    assert not torch.equal(X.latent_path(G, "mix", 6, layers="coarse")[0], fine)
+
+
 def test_interpolation_video_grid_must_have_a_cell(G, tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         X.interpolation_video(G, tmp_path / "v.mp4", grid=0, n_frames=3, progress=False)
@@ -146,6 +168,32 @@ def test_ctrl_c_while_sg3_generate_saves_leaves_no_temporary(network_file, tmp_p
                 "--psis", "1,0", "--outdir", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "sg3 generate: interrupted"
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_sg3_generate_saves_each_batch_before_drawing_the_next(network_file, tmp_path, monkeypatch, capsys):
+    """All seeds were drawn (and held twice in memory) before the first PNG was written: 50k seeds at
+    1024 px ran out of memory after hours, and Ctrl-C left nothing. An interrupt now keeps the batches
+    written, with the same pixels."""
+    import importlib
+    gen = importlib.import_module("sg3lib.explore.generate")  # the module (the package exports its function)
+    calls, real = [], gen.generate
+
+    def generate(G, seeds, **k):
+        calls.append(list(seeds))
+        if len(calls) == 3:
+            assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"seed{i:04d}.png" for i in range(4)]
+            raise KeyboardInterrupt
+        return real(G, seeds, **k)
+    monkeypatch.setattr(gen, "generate", generate)
+    assert sg3(["generate", "--network", str(network_file), "--seeds", "0-6", "--batch", "2",
+                "--outdir", str(tmp_path / "out")]) == 130
+    assert calls == [[0, 1], [2, 3], [4, 5]]
+    monkeypatch.setattr(gen, "generate", real)
+    assert sg3(["generate", "--network", str(network_file), "--seeds", "0-6", "--batch", "2",
+                "--outdir", str(tmp_path / "all")]) == 0
+    assert "7/7" in capsys.readouterr().err  # one bar over the batches
+    for i in range(4):
+        assert (tmp_path / "out" / f"seed{i:04d}.png").read_bytes() == (tmp_path / "all" / f"seed{i:04d}.png").read_bytes()
 
 
 def test_cli_video(network_file, tmp_path):

@@ -143,6 +143,22 @@ def test_style_mixer_presets_set_the_layer_range(G):
         view.close()
 
 
+def test_style_mixer_takes_a_layer_range_as_a_list_and_names_its_preset(G):
+    """layer_range and style_mix_grid take [lo, hi]; StyleMixer failed with "unhashable type: 'list'",
+    and a range equal to a preset showed as 'custom'."""
+    ranges = X.layer_ranges(G.num_ws)
+    assert ranges["coarse"] == (0, 2) and ranges["middle"] != (0, 4)  # what the cases below take
+    for layers, preset in (([0, 4], "custom"), ([0, 2], "coarse"), (ranges["middle"], "middle"),
+                           (np.array(ranges["fine"]), "fine"), ("fine", "fine")):
+        view = StyleMixer(G, layers=layers, display_size=16)
+        try:
+            want = X.layer_range(layers, G.num_ws)
+            assert view.controls["layers"].value == (want[0], want[1] - 1)
+            assert view.controls["preset"].value == preset
+        finally:
+            view.close()
+
+
 def test_style_mixer_renders_only_what_changed_and_shows_the_right_mix(G, monkeypatch):
     from sg3lib.explore import widgets
     batches = []

@@ -216,6 +216,8 @@ def run_generate(args):
 
 
 def _generate(G, args, out, seeds, col_seeds, tx, ty):
+    from tqdm.auto import tqdm
+
     from . import grids
     from .generate import generate
     common = dict(cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, noise_mode=args.noise_mode,
@@ -226,8 +228,14 @@ def _generate(G, args, out, seeds, col_seeds, tx, ty):
     with _user_errors():
         if args.kind == "images":
             tf = L.make_transform((tx, ty), args.rotate) if (tx, ty, args.rotate) != (0, 0, 0) else None
-            for s, img in zip(seeds, generate(G, seeds, psi=args.psi, transform=tf, **common)):
-                _save(img, out / f"seed{s:04d}{tag}.png")
+            # A batch at a time, each saved before the next is drawn: 50k seeds at 1024 px would not fit in
+            # memory, and an interrupted run keeps the images it made.
+            with tqdm(total=len(seeds), desc="generate", unit="img") as bar:
+                for i in range(0, len(seeds), args.batch):
+                    chunk = seeds[i:i + args.batch]
+                    for s, img in zip(chunk, generate(G, chunk, psi=args.psi, transform=tf, progress=False, **common)):
+                        _save(img, out / f"seed{s:04d}{tag}.png")
+                    bar.update(len(chunk))
             print(f"wrote {len(seeds)} images to {out}/seed*{tag}.png")
         elif args.kind == "psi-grid":
             print(f"wrote {_save(grids.psi_grid(G, seeds, args.psis, **common), out / f'psi_grid{tag}.png')}")
@@ -236,9 +244,6 @@ def _generate(G, args, out, seeds, col_seeds, tx, ty):
             print(f"wrote {_save(img, out / f'style_mix_grid{tag}.png')}")
 
 
-# The video options that only some kinds read: given for another kind, they are refused, not ignored.
-_VIDEO_ONLY = {"method": ("keyframes",), "space": ("keyframes", "walk"), "layers": ("mix",),
-               "amount": ("translate", "rotate"), "sigma": ("walk",), "run_dir": ("montage",)}
 # What the network videos read and a montage (pictures already drawn) does not. The parser keeps
 # their defaults aside (args.network_defaults) and run_video fills them in, so that an option
 # given to a montage can be told from one left out.
@@ -299,7 +304,8 @@ def _refuse_unused(args):
         if given:
             raise SystemExit(f"error: {', '.join(given)}: --kind montage reads no network (it makes a video of "
                              f"the fakes grids in --run-dir); leave {'it' if len(given) == 1 else 'them'} out")
-    _refuse_for_kind(args, _VIDEO_ONLY, args.network_defaults)
+    from .video import _KIND_ONLY  # the video options that only some kinds read (latent_path refuses them too)
+    _refuse_for_kind(args, {**_KIND_ONLY, "run_dir": ("montage",)}, args.network_defaults)
 
 
 def run_video(args):
@@ -326,7 +332,7 @@ def run_video(args):
             G, args.output, kind=args.kind, seeds=seeds, grid=args.grid, fps=args.fps or 30,
             duration=args.duration, n_frames=args.frames, noise_mode=args.noise_mode, batch_size=args.batch,
             psi=args.psi, cutoff=args.cutoff, class_idx=args.class_idx, centre=args.centre, method=args.method,
-            space=args.space or "z", layers=args.layers or "fine", amount=args.amount, sigma=args.sigma)
+            space=args.space, layers=args.layers, amount=args.amount, sigma=args.sigma)
     print(f"wrote {path}")
     return 0
 

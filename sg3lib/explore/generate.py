@@ -50,20 +50,23 @@ def to_rgb(images):
 @contextlib.contextmanager
 def use_transform(G, transform):
     """Temporarily set StyleGAN3's synthesis.input.transform (a 3x3 matrix, see
-    latents.make_transform); restores the previous value afterwards. None leaves it alone."""
+    latents.make_transform); restores the previous value afterwards. None leaves it alone. The block
+    holds the render lock, so a widget rendering meanwhile (in its own thread) neither draws with this
+    transform nor has its own left in the network afterwards."""
     if transform is None:
         yield
         return
     if not L.is_stylegan3(G):
         raise ValueError("translate/rotate needs a StyleGAN3 generator (synthesis.input.transform); "
                          "this network has none")
-    buf = G.synthesis.input.transform
-    old = buf.clone()
-    try:
-        buf.copy_(torch.as_tensor(transform, dtype=buf.dtype))
-        yield
-    finally:
-        buf.copy_(old)
+    with _render_lock:
+        buf = G.synthesis.input.transform
+        old = buf.clone()
+        try:
+            buf.copy_(torch.as_tensor(transform, dtype=buf.dtype))
+            yield
+        finally:
+            buf.copy_(old)
 
 
 @torch.no_grad()

@@ -125,13 +125,26 @@ def grid_shape(n):
 _SEEDS_PER_CELL = {"loop": 2, "mix": 3}
 
 
+# The options that only some kinds read: given for another kind, they are refused, not ignored.
+_KIND_ONLY = {"method": ("keyframes",), "space": ("keyframes", "walk"), "layers": ("mix",),
+              "sigma": ("walk",), "amount": ("translate", "rotate")}
+
+
 def latent_path(G, kind, n_frames, seeds=(0, 1, 2), cell=0, psi=1.0, cutoff=None, class_idx=None,
-                method=None, space="z", layers="fine", sigma=None, amount=None, centre="global"):
+                method=None, space=None, layers=None, sigma=None, amount=None, centre="global"):
     """ws [n_frames, num_ws, w_dim] and transforms (or None) for one video cell. Every kind is a
     loop: frame n_frames would equal frame 0. Cell k of a grid shifts the seeds by k times the width
     of the seeds a cell draws (the range given; at least 2 for loop, 3 for mix), so cells share no seed
     and cell 0 is the one-cell video. sigma (walk): smoothing width in frames (default n_frames/8).
-    method (keyframes): 'slerp', 'lerp' or None (slerp in Z, lerp in W)."""
+    method (keyframes): 'slerp', 'lerp' or None (slerp in Z, lerp in W). space (keyframes, walk):
+    'z' (default) or 'w'. layers (mix): default 'fine'. amount (translate, rotate). An option given to
+    a kind that does not read it is refused."""
+    given = dict(method=method, space=space, layers=layers, sigma=sigma, amount=amount)
+    for name, kinds in _KIND_ONLY.items():
+        if given[name] is not None and kind in VIDEO_KINDS and kind not in kinds:
+            raise ValueError(f"{name}={given[name]!r} applies to kind {' and '.join(map(repr, kinds))} only, "
+                             f"not {kind!r} (which would ignore it): leave it out")
+    space, layers = space or "z", layers if layers is not None else "fine"
     seeds = L.parse_seeds(seeds)
     if not seeds:
         raise ValueError("no seeds given: a video path starts from at least one seed")

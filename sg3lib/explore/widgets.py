@@ -332,13 +332,19 @@ class StyleMixer(_LiveView):
         self._presets = {k: (a, b - 1) for k, (a, b) in L.layer_ranges(G.num_ws).items()}
         c = {"base": _seed("base seed", base_seed), "style": _seed("style seed", style_seed),
              "preset": W.Dropdown(options=list(self._presets) + ["custom"],
-                                  value=layers if layers in self._presets else "custom", description="preset"),
+                                  value=layers if isinstance(layers, str) and layers in self._presets
+                                  else self._preset_of((lo, hi - 1)), description="preset"),
              "layers": W.IntRangeSlider(value=(lo, hi - 1), min=0, max=G.num_ws - 1, description="ws layers"),
              "psi": _psi(psi), **_class_controls(G)}
         c["preset"].observe(self._on_preset, names="value")
         c["layers"].observe(self._on_layers, names="value")
         self._cache = {}  # ws bytes -> image, see _images
         super().__init__(G, c, display_size * 3, debounce)
+
+    def _preset_of(self, layers):
+        """The preset whose range is `layers` (inclusive), else 'custom': (0, 2) given as a tuple is
+        'coarse' where that is coarse, and a list [lo, hi] is a range, not a dict key."""
+        return next((k for k, r in self._presets.items() if r == tuple(layers)), "custom")
 
     def _on_preset(self, change):
         if change["new"] in self._presets:
