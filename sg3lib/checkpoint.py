@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .files import atomic_write, remove_stale
-from .loader import LoadError, read_head
+from .loader import LoadError, read_head, short_of_memory
 
 FORMAT = "sg3lib-snapshot"
 VERSION = 1
@@ -42,20 +42,24 @@ def snapshot_name(nimg):
 def snapshot_from_networks(networks, meta=None, training_state=None):
     """Build the snapshot dict from {'G': module, 'D': module, 'G_ema': module} (None entries skipped).
 
-    Each module needs `.official_class` and `.init_kwargs` (every sg3lib network has them);
-    state dicts are detached copies on the CPU, so training can go on while the dict is saved.
+    Each module needs `.official_class` and `.init_kwargs` (every sg3lib network has them; one under
+    torch.compile, whole or in part, is saved as the network itself); state dicts are detached copies
+    on the CPU, so training can go on while the dict is saved.
     """
+    from .networks import plain_state_name, unwrapped
     nets = {}
     for name, module in networks.items():
         if module is None:
             continue
+        module = unwrapped(module)  # torch.compile(G): G's own names, not _orig_mod.*
         for attr in ("official_class", "init_kwargs"):
             if not hasattr(module, attr):
                 raise ValueError(f"network {name!r} ({type(module).__name__}) has no .{attr}; "
                                  "build it with sg3lib.networks.build_network")
         nets[name] = {"official_class": str(module.official_class),
                       "init_kwargs": json.loads(json.dumps(module.init_kwargs)),
-                      "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}}
+                      "state_dict": {plain_state_name(k): v.detach().cpu().clone()
+                                     for k, v in module.state_dict().items()}}
     return {"format": FORMAT, "version": VERSION, "networks": nets,
             "meta": dict(meta or {}), "training_state": dict(training_state or {})}
 
@@ -115,8 +119,32 @@ def save_snapshot(path, snapshot):
     _check_loadable(snapshot, "snapshot")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
-        torch.save(snapshot, f)
+        out = _WriteErrors(f)
+        try:
+            torch.save(snapshot, out)
+        except RuntimeError:  # torch's zip writer turns a failed write into "unexpected pos ..."
+            if out.error is not None:
+                raise out.error from None  # the OSError (disk full, quota) that callers report
+            raise
     return path
+
+
+class _WriteErrors:
+    """A file for torch.save that keeps the OSError of a failed write (disk full, a Drive quota),
+    which torch would report as a RuntimeError that names neither the file nor the cause."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        return self.f.flush()
 
 
 def load_snapshot(path, map_location="cpu"):
@@ -136,9 +164,11 @@ def load_snapshot(path, map_location="cpu"):
                             "`sg3 train`); expected an sg3lib snapshot .pt or an official .pkl")
     try:
         snapshot = torch.load(path, map_location=map_location, weights_only=True)
-    except MemoryError:  # torch checks each storage against its ZIP entry first: a real shortage, not a bad file
-        raise
     except Exception as e:
+        # torch checks each storage against its ZIP entry first: a failed allocation is a real shortage
+        shortage = short_of_memory(path, e)
+        if shortage is not None:
+            raise shortage from e
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if _names_a_class(str(e)):
             raise LoadError(f"{path}: a PyTorch file holding pickled Python objects, which sg3lib does not "

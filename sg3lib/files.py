@@ -12,10 +12,12 @@ do (0666 / 0777 less the umask). Standard library only: curation imports this wi
 import contextlib
 import ctypes
 import errno
+import glob
 import os
 import secrets
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 
@@ -132,6 +134,9 @@ def remove_stale(folder, pattern, stale_s=None):
     return removed
 
 
+STALE_COPY_S = 600
+
+
 def local_copy(src, folder, progress=True):
     """`folder`/<src's name>, a copy of the file `src` (e.g. a dataset zip on a mounted Google Drive,
     which reads slowly every epoch), made whole with a progress bar, or the copy made before while
@@ -139,6 +144,11 @@ def local_copy(src, folder, progress=True):
     src, dest = Path(src), Path(folder) / Path(src).name
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file to copy")
+    # A copy killed midway (Colab's "Restart runtime" keeps /content) left a hidden temporary of up to
+    # the dataset's size; one untouched for STALE_COPY_S is no copy still running (they write constantly).
+    removed = [p.name for p in remove_stale(dest.parent, f".{glob.escape(dest.name)}.tmp-*", STALE_COPY_S)]
+    if removed:
+        warnings.warn(f"{dest.parent}: removed {len(removed)} leftover(s) of interrupted copies of {src.name} {removed}")
     st = src.stat()
     have = dest.stat() if dest.is_file() else None
     if have and (have.st_size, have.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
@@ -158,9 +168,9 @@ def cache_home():
     """sg3lib's cache folder (downloads/, kernels/): $SG3LIB_CACHE, else $XDG_CACHE_HOME/sg3lib,
     else ~/.cache/sg3lib. One rule for both, so that moving the cache moves all of it."""
     base = os.environ.get("SG3LIB_CACHE")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sg3lib"
+    if base:  # '~/x' set from Python (os.environ) reaches here unexpanded, as TORCH_HOME may
+        return Path(base).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "sg3lib"
 
 
 def check_folder_writable(folder, what):

@@ -28,6 +28,30 @@ class LoadError(ValueError):
     """A network file (or URL) could not be loaded; the message names it and says why."""
 
 
+# torch reports a failed allocation as a RuntimeError ("DefaultCPUAllocator: can't allocate memory",
+# "not enough memory" on Windows, "CUDA out of memory"), not as MemoryError.
+_NO_MEMORY = re.compile(r"can't allocate memory|not enough memory|out of memory", re.I)
+
+
+def _kimg_text(kimg):
+    """25000.032 as such: format(kimg, 'g') keeps 6 digits (25000, 1.23457e+06)."""
+    if kimg is None:
+        return "unknown"
+    return f"{kimg:.3f}".rstrip("0").rstrip(".")
+
+
+def short_of_memory(path, e):
+    """A MemoryError naming `path` if `e`, raised while reading it, says this machine ran out of memory
+    (the file is not at fault: taken for a damaged one, a resume would go back to an older snapshot),
+    else None."""
+    if not (isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and _NO_MEMORY.search(str(e)))):
+        return None
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return MemoryError(f"{path}: not enough memory to load it ({first}); the file itself may well be whole. "
+                       "Free memory (close other notebooks or programs) and try again, or load it where "
+                       "there is more (map_location='cpu' for a GPU that is full)")
+
+
 NETWORK_KEYS = ("G", "D", "G_ema")
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _HTML_ADVICE = ("The server sent a web page instead of the file (a login, quota, error or "
@@ -338,7 +362,7 @@ def run_info(args):
     lines = [f"file          {info['source']}",
              f"format        {info['format']}",
              f"architecture  {info['arch']}",
-             f"kimg          {format(info['kimg'], 'g') if info['kimg'] is not None else 'unknown'}",
+             f"kimg          {_kimg_text(info['kimg'])}",
              f"resolution    {res}x{res}, {ch} channel{'s' if ch != 1 else ''}",
              f"channels      base {info['channel_base']}, max {info['channel_max']}",
              f"dims          {dims}"]

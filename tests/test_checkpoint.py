@@ -225,6 +225,59 @@ def test_memory_error_is_not_reported_as_a_corrupt_file(tmp_path, fixtures_dir, 
         ck.load_snapshot(path)
 
 
+def test_torchs_allocation_failure_is_a_shortage_not_a_damaged_snapshot(tmp_path, fixtures_dir, monkeypatch):
+    """torch reports a failed allocation as a RuntimeError, which was taken for a damaged file:
+    --resume latest then went back to an older snapshot (and later wrote over the good one)."""
+    older = ck.save_snapshot(tmp_path / ck.snapshot_name(4000), small_snapshot(fixtures_dir, 4000))
+    newest = ck.save_snapshot(tmp_path / ck.snapshot_name(8000), small_snapshot(fixtures_dir, 8000))
+    real = torch.load
+
+    def load(f, *a, **k):
+        if str(f) == str(newest):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 25165824 bytes. Error code 12 (Cannot allocate memory)")
+        return real(f, *a, **k)
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(MemoryError, match=f"{newest.name}: not enough memory to load it .*DefaultCPUAllocator"):
+        ck.find_resumable(tmp_path)
+    monkeypatch.setattr(torch, "load", real)
+    assert ck.find_resumable(tmp_path)[0] == newest and older.exists()
+
+
+def test_a_full_disk_while_saving_is_an_os_error_naming_the_cause(tmp_path, fixtures_dir, monkeypatch):
+    """torch's zip writer turned the OSError of a write on a full disk into "RuntimeError: [enforce
+    fail at inline_container.cc] unexpected pos", which the training loop did not report as a full
+    disk (free space and resume): the run ended with that traceback."""
+    import contextlib
+    import errno
+    path = ck.save_snapshot(tmp_path / ck.snapshot_name(4000), small_snapshot(fixtures_dir, 4000))
+    before = path.read_bytes()
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, data):
+            self.n += len(data)
+            if self.n > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+    real = ck.atomic_write
+
+    @contextlib.contextmanager
+    def full(p, *a, **k):
+        with real(p, *a, **k) as f:
+            yield FullDisk(f)
+    monkeypatch.setattr(ck, "atomic_write", full)
+    with pytest.raises(OSError) as e:
+        ck.save_snapshot(path, small_snapshot(fixtures_dir, 4000))
+    assert e.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def _unreadable_but_complete(path):
     """A file whose ZIP directory is whole (so it passes as complete) but whose pickle is garbage:
     what a copy with damaged contents looks like."""
@@ -334,3 +387,25 @@ def test_a_snapshot_that_cannot_be_opened_is_not_called_truncated(tmp_path, fixt
     finally:
         path.chmod(0o644)
     assert "Permission denied" in str(e.value) and "truncated" not in str(e.value)
+
+
+def test_a_network_under_torch_compile_is_saved_and_exported_as_the_network(tmp_path):
+    """torch.compile(G) passed as G (it forwards .official_class) saved `_orig_mod.*` weights, and a
+    compiled G.synthesis `synthesis._orig_mod.*`: the save said nothing and the file did not load
+    (the .pkl named the class OptimizedModule)."""
+    from sg3lib.compat.official_pkl import write_official_pkl
+    from test_explore_helpers import make_G
+    G = make_G()
+    want = {k: v.clone() for k, v in G.state_dict().items()}
+    whole = torch.compile(G)  # (nothing is compiled until it runs)
+    part = make_G()
+    part.synthesis = torch.compile(part.synthesis)
+    for name, net in (("whole", whole), ("part", part)):
+        ck.save_snapshot(tmp_path / f"{name}.pt", ck.snapshot_from_networks({"G_ema": net}))
+        with pytest.warns(UserWarning, match="without D, G"):
+            write_official_pkl(tmp_path / f"{name}.pkl", {"G_ema": net})
+        for suffix in (".pt", ".pkl"):
+            loaded = sg3lib.load(tmp_path / f"{name}{suffix}")["G_ema"]
+            assert type(loaded).__name__ == "Generator"
+            got = loaded.state_dict()
+            assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want), (name, suffix)

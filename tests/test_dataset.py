@@ -769,6 +769,34 @@ def test_a_local_copy_of_a_dataset_is_made_once_and_renewed_when_it_changes(tmp_
         local_copy(tmp_path / "no-such.zip", tmp_path / "local", progress=False)
 
 
+def test_a_killed_local_copy_leaves_nothing_the_next_call_keeps(tmp_path):
+    """Colab's "Restart runtime" during the copy keeps /content: the hidden temporary (up to the
+    dataset's size) stayed there, one per try."""
+    import time
+    from sg3lib.files import local_copy
+    src = official_zip(tmp_path / "data.zip", pictures(2), None)
+    (tmp_path / "local").mkdir()
+    killed = tmp_path / "local" / ".data.zip.tmp-0badf00d"
+    killed.write_bytes(b"PK half")
+    old = time.time() - 3600
+    os.utime(killed, (old, old))
+    running = tmp_path / "local" / ".data.zip.tmp-0000cafe"  # another process copying now
+    running.write_bytes(b"PK")
+    with pytest.warns(UserWarning, match="removed 1 leftover"):
+        local_copy(src, tmp_path / "local", progress=False)
+    assert sorted(os.listdir(tmp_path / "local")) == [".data.zip.tmp-0000cafe", "data.zip"]
+
+
+def test_the_cache_folder_from_python_may_start_with_a_tilde(monkeypatch, tmp_path):
+    from sg3lib.files import cache_home
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SG3LIB_CACHE", "~/sg3cache")
+    assert cache_home() == tmp_path / "sg3cache"
+    monkeypatch.delenv("SG3LIB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/xdg")
+    assert cache_home() == tmp_path / "xdg" / "sg3lib"
+
+
 def _count(path):
     ds = ImageDataset(path)
     n = len(ds)

@@ -528,6 +528,12 @@ def test_memory_error_is_not_reported_as_a_corrupt_file(tmp_path, monkeypatch):
     with pytest.raises(MemoryError):
         load(path)
 
+    def torch_short_of_memory(*args, **kwargs):  # how torch says it (was "the file is corrupt")
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1073741824 bytes.")
+    monkeypatch.setattr(op, "unpickle_restricted", torch_short_of_memory)
+    with pytest.raises(MemoryError, match="d.pkl: not enough memory to load it"):
+        load(path)
+
 
 def test_bad_files_give_clear_errors(tmp_path, fixtures_dir):
     good = official_pkl(tmp_path, fixtures_dir, d="d_64")
@@ -545,6 +551,14 @@ def test_bad_files_give_clear_errors(tmp_path, fixtures_dir):
         with pytest.raises(LoadError, match=expect) as e:
             load(path)
         assert str(path) in str(e.value)
+    # cut in its first bytes (inside an opcode's argument: struct.error, IndexError): truncated too,
+    # not "corrupt or not written by StyleGAN"
+    for cut in range(3, 200):
+        path = tmp_path / "early.pkl"
+        path.write_bytes(data[:cut])
+        with pytest.raises(LoadError) as e:
+            load(path)
+        assert "truncated" in str(e.value), (cut, str(e.value))
     tf = tmp_path / "stylegan2-ffhq-config-f.pkl"  # (G, D, Gs) of TensorFlow networks, each with its state
     tf.write_bytes(b"\x80\x03" + b"cdnnlib.tflib.network\nNetwork\n)\x81}b" * 3 + b"\x87.")
     with pytest.raises(LoadError, match="TensorFlow StyleGAN.*legacy.py") as e:
@@ -733,6 +747,32 @@ def test_sg3_info_takes_a_run_folder(tmp_path, capsys):
     assert err.startswith("error: ") and "no snapshot-*.pt in this folder" in err and "find_latest" not in err
 
 
+def test_sg3_info_shows_kimg_whole(tmp_path, capsys):
+    """format(kimg, 'g') kept 6 digits: 25,000,032 images showed as kimg 25000, 1,234,567,000 as 1.23457e+06."""
+    from sg3lib import checkpoint as ck
+    from sg3lib.explore.generate import tiny_generator
+    G = tiny_generator()
+    for nimg, shown in ((25000032, "25000.032"), (1234567000, "1234567"), (4000, "4"), (16, "0.016")):
+        path = ck.save_snapshot(tmp_path / ck.snapshot_name(nimg), ck.snapshot_from_networks({"G_ema": G}))
+        assert sg3_main(["info", str(path)]) == 0
+        assert f"kimg          {shown}\n" in capsys.readouterr().out
+
+
+def test_a_pickle_protocol_that_loaders_would_not_know_is_refused(tmp_path):
+    """Protocols 0 and 1 do not start with the pickle marker byte: the file written was refused by
+    sg3lib.load ('not a network file sg3lib knows')."""
+    G = build_network(op.SG3_CLASS, dict(z_dim=4, c_dim=0, w_dim=4, img_resolution=16, img_channels=1,
+                                         channel_base=64, channel_max=4, num_layers=2, num_critical=1,
+                                         mapping_kwargs={"num_layers": 1}))
+    for bad in (0, 1, 99, "4", True):
+        with pytest.raises(ValueError, match="protocol"):
+            op.write_official_pkl(tmp_path / "g.pkl", {"G_ema": G}, protocol=bad)
+        assert not (tmp_path / "g.pkl").exists()
+    for good in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        path = op.write_official_pkl(tmp_path / "g.pkl", {"G_ema": G}, protocol=good)
+        assert load(path)["G_ema"].img_resolution == 16
+
+
 def test_load_takes_a_run_folder(tmp_path):
     """sg3lib.load(run folder) is its newest snapshot, as the command line and notebooks take it (it
     was refused: 'not a file'); a folder without one is a LoadError naming it."""
@@ -900,6 +940,27 @@ def test_exported_stylegan3_layers_keep_their_numpy_sizes(tmp_path):
         layer, state = getattr(G.synthesis, name), synthesis.state["_modules"][name].state
         for attr in ("in_size", "out_size"):
             np.testing.assert_array_equal(state[attr], getattr(layer, attr), err_msg=f"{name}.{attr}")
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in load(path)["G_ema"].state_dict().items())
+
+
+def test_exported_modules_have_the_state_the_official_loader_rebuilds_a_module_from(tmp_path):
+    """The official format pickles each module's whole __dict__, and the official loader rebuilds it
+    with Module.__setstate__, which fills in some missing hook tables but not _forward_hooks or
+    _backward_hooks: an exported network could not be called there, even with module_src."""
+    G = build_network(op.SG3_CLASS, dict(z_dim=4, c_dim=0, w_dim=4, img_resolution=16, img_channels=1,
+                                         channel_base=64, channel_max=4, num_layers=2, num_critical=1,
+                                         mapping_kwargs={"num_layers": 1}))
+    path = op.write_official_pkl(tmp_path / "g.pkl", {"G_ema": G})
+    with open(path, "rb") as f:
+        root = op.unpickle_restricted(f)["G_ema"]
+    module_keys = set(vars(torch.nn.Module()))
+    todo = [("G_ema", root)]
+    while todo:
+        name, obj = todo.pop()
+        rebuilt = torch.nn.Module.__new__(torch.nn.Module)
+        rebuilt.__setstate__(dict(obj.state))
+        assert module_keys <= set(vars(rebuilt)), (name, sorted(module_keys - set(vars(rebuilt))))
+        todo += [(f"{name}.{k}", v) for k, v in obj.state["_modules"].items() if v is not None]
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in load(path)["G_ema"].state_dict().items())
 
 

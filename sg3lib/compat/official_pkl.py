@@ -28,6 +28,7 @@ import _compat_pickle
 import collections
 import pickle
 import re
+import struct
 import types
 import warnings
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_write
-from ..loader import LoadError
+from ..loader import LoadError, short_of_memory
 from ..networks.layers import jsonable
 from .restricted import (  # noqa: F401  (UnsafePickleError is part of this module's API)
     RestrictedUnpickler, UnsafePickleError, _Frozen, _Sealed, _only_listed, check_listed, plain_globals,
@@ -272,13 +273,15 @@ def _unpickle_file(path):
         if str(path) in str(e):
             raise
         raise type(e)(f"{path}: {e}") from None
-    except (EOFError, pickle.UnpicklingError) as e:
-        detail = f" ({e})" if str(e) else ""
+    except (EOFError, pickle.UnpicklingError, struct.error, IndexError) as e:
+        # (struct.error, IndexError: a file cut inside an opcode's argument, in its first bytes)
+        detail = f" ({e})" if str(e) and isinstance(e, (EOFError, pickle.UnpicklingError)) else ""
         raise LoadError(f"{path}: the pickle ends early or is corrupt{detail}: the file is truncated "
                         "(an interrupted download or copy?). Download or copy it again.") from None
-    except MemoryError:  # every size in the file was checked against the file: this machine is short of memory
-        raise
     except Exception as e:  # e.g. a tensor that torch refuses to rebuild
+        shortage = short_of_memory(path, e)  # every size in the file was checked against the file
+        if shortage is not None:
+            raise shortage from e
         raise LoadError(f"{path}: could not be read as an official StyleGAN pickle ({type(e).__name__}: "
                         f"{str(e)[:200]}): the file is corrupt or was not written by StyleGAN") from None
 
@@ -380,9 +383,19 @@ def _default_src(official_class):
             "Pass module_src= to embed it so that the official code can load this file.\n")
 
 
+# A module's hook tables, empty, as in the __dict__ the official format pickles: torch's
+# Module.__setstate__ (what the official loader rebuilds a module with) fills in some missing
+# ones, but not _forward_hooks or _backward_hooks, without which the module cannot be called.
+_HOOK_TABLES = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_forward_hooks_with_kwargs",
+                "_forward_hooks_always_called", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
+                "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                "_load_state_dict_post_hooks")
+
+
 def _module_state(init_kwargs):
     return {"training": False, "_parameters": collections.OrderedDict(), "_buffers": collections.OrderedDict(),
             "_non_persistent_buffers_set": set(), "_modules": collections.OrderedDict(),
+            **{k: collections.OrderedDict() for k in _HOOK_TABLES}, "_is_full_backward_hook": None,
             "_init_args": (), "_init_kwargs": EasyDict(_to_easy(init_kwargs or {}))}
 
 
@@ -412,7 +425,10 @@ def _is_plain_attr(v):
 
 
 def persistent_from_module(module, module_src=None, official_class=None):
-    """Wrap an sg3lib module tree as official persistent objects (state copied to CPU)."""
+    """Wrap an sg3lib module tree as official persistent objects (state copied to CPU); parts under
+    torch.compile are written as the modules they wrap."""
+    from ..networks import unwrapped
+    module = unwrapped(module)
     official_class = official_class or getattr(module, "official_class", None)
     if module_src is None or isinstance(module_src, dict):
         key = official_class.rsplit(".", 1)[0] if official_class else None
@@ -430,7 +446,7 @@ def persistent_from_module(module, module_src=None, official_class=None):
             state["_buffers"][name] = None if b is None else b.detach().cpu().clone()
         state["_non_persistent_buffers_set"] = set(m._non_persistent_buffers_set)
         for name, child in m._modules.items():
-            state["_modules"][name] = None if child is None else wrap(child, False)
+            state["_modules"][name] = None if child is None else wrap(unwrapped(child), False)
         return PersistentObject({"type": "class", "version": PERSISTENCE_VERSION, "module_src": module_src,
                                  "class_name": type(m).__name__, "state": state})
 
@@ -475,8 +491,12 @@ def write_official_pkl(path, networks, training_set_kwargs=None, augment_pipe=No
     what sg3lib.load returns (whose meta gives training_set_kwargs when the argument is None).
     module_src: None, or {'training.networks_stylegan3': text, 'training.networks_stylegan2': text}
     with the official source, needed only if the official code is to load the file.
-    The folder is made if need be.
+    The folder is made if need be. protocol: 2 to 5 (pickles of protocol 0 and 1 do not start with
+    the byte that marks a pickle, so no loader, sg3lib's included, would know the file for one).
     """
+    if isinstance(protocol, bool) or not isinstance(protocol, int) or not 2 <= protocol <= pickle.HIGHEST_PROTOCOL:
+        raise ValueError(f"protocol={protocol!r}: use a pickle protocol from 2 to {pickle.HIGHEST_PROTOCOL} "
+                         "(the official files are 4, the default)")
     _check_networks(networks)
     data = {}
     for key in NETWORK_KEYS:

@@ -12,6 +12,10 @@ conv_clamp), everything runs in float32 on the CPU; `force_fp32=True` (forward k
 float16 off. `net.set_bf16(True)` (or `sg3lib.networks.set_bf16(net, True)`) runs those layers
 in bfloat16 instead, on any device.
 """
+import re
+
+import torch
+
 from .discriminator import Discriminator
 from .layers import FullyConnectedLayer, MappingNetwork
 from .stylegan2 import Generator as StyleGAN2Generator
@@ -20,7 +24,8 @@ from .layers import set_bf16
 from .stylegan3 import layer_schedule
 
 __all__ = ["build_network", "StyleGAN3Generator", "StyleGAN2Generator", "Discriminator",
-           "MappingNetwork", "FullyConnectedLayer", "layer_schedule", "set_bf16", "SUPPORTED_CLASSES"]
+           "MappingNetwork", "FullyConnectedLayer", "layer_schedule", "set_bf16", "SUPPORTED_CLASSES",
+           "unwrapped"]
 
 SUPPORTED_CLASSES = {
     "training.networks_stylegan3.Generator": StyleGAN3Generator,
@@ -62,3 +67,22 @@ def _to_dict(obj):
     if isinstance(obj, dict):
         return {str(k): _to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def unwrapped(module):
+    """The module inside torch.compile's OptimizedModule and DistributedDataParallel, which keep it
+    as `_orig_mod` / `module` (their weights are named `_orig_mod.*` / `module.*`, and their class is
+    not the network's): what is saved and exported."""
+    while True:
+        inner = module._modules.get("_orig_mod") if type(module).__name__ == "OptimizedModule" else None
+        if inner is None and isinstance(module, torch.nn.parallel.DistributedDataParallel):
+            inner = module.module
+        if inner is None:
+            return module
+        module = inner
+
+
+def plain_state_name(name):
+    """A state-dict name without the `_orig_mod.` of a compiled sub-module (G.synthesis =
+    torch.compile(G.synthesis) names its weights synthesis._orig_mod.*)."""
+    return re.sub(r"(^|\.)_orig_mod\.", r"\1", name)
