@@ -141,6 +141,10 @@ SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.04
         -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
 _TAPS = len(SYM6)
 _SHIFT = _TAPS // 2 - 1  # fine sample 2i + 1/2 (between 2i and 2i+1) is the filter's centre: coarse pixel i
+# ...were Symlet-6 symmetric. It is not: its centre of mass (where _up2 puts a smooth signal's coarse pixel
+# i, and where _down2 reads it back from) is 0.402 fine samples before 2i + 1/2. A shift cancels that on
+# the way down; a flip or rotation in between turns it instead, by (I - L) times it.
+_DELAY = sum(k * v for k, v in enumerate(SYM6)) / sum(SYM6) - (_SHIFT + 0.5)  # in fine samples: -0.402
 
 
 def _along_last(x, fn):
@@ -188,6 +192,8 @@ def resample_antialiased(x, M):
     reflect-padded first as far as the transform reads, so the borders mirror the image itself."""
     N, C, H, W = x.shape
     h = to_device(torch.tensor(SYM6, dtype=x.dtype), x.device)
+    M = M.clone()  # turned about the filters' centre, where the doubled image is (see _DELAY)
+    M[:, :2, 2] += (torch.eye(2, dtype=M.dtype, device=M.device) - M[:, :2, :2]) @ M.new_full([2], _DELAY / 2)
     mx, my = _margin(M, H, W)
     xp = F.pad(x, (mx, mx, my, my), mode="reflect")  # symmetric: the centre stays where it was
     M2 = M.clone()
