@@ -47,9 +47,11 @@ def add_train_arguments(p):
     a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, a run folder (its newest "
                      "snapshot), an official .pkl or a URL")
     a("--freezed", type=int, help="freeze the first N layers of D (transfer learning)")
-    a("--cbase", type=int, help="capacity multiplier (channel_base; stylegan3-r's D takes half of it, "
-                                "as the official config R doubles G's feature maps only)")
-    a("--cmax", type=int, help="maximum channels per layer (channel_max)")
+    a("--cbase", type=int, help="capacity multiplier: G's channel_base (default 32768; stylegan3-r 65536, whose "
+                                "D takes half of it, as the official config R doubles G's feature maps only: "
+                                "the official --cfg stylegan3-r --cbase N is --cbase 2N here)")
+    a("--cmax", type=int, help="maximum channels per layer: G's channel_max (default 512; stylegan3-r 1024, "
+                               "whose D takes half of it, as of --cbase)")
     a("--map", type=int, help="mapping network layers")
     a("--z-dim", type=int, help="latent size (default 512)")
     a("--w-dim", type=int, help="intermediate latent size (default 512)")
