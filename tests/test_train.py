@@ -1119,3 +1119,95 @@ def test_kimg_and_tick_count_whole_images_despite_float_rounding(tmp_path, monke
     assert (out["cur_nimg"], out["step"]) == (4030, 62)
     assert [(r["kimg"], r["tick"]) for r in stats_lines(tmp_path / "r")] == [(2.015, 1), (4.03, 2)]
     assert snaps(tmp_path / "r") == ["snapshot-000002015.pt", "snapshot-000004030.pt"]
+
+
+def test_a_full_disk_when_writing_the_grid_or_the_stats_says_what_to_do(tmp_path, monkeypatch):
+    """Only the snapshot's OSError became "free disk space and resume": when the snapshot took the last
+    space, the fakes grid (or stats.jsonl) failed with a raw OSError from inside PIL."""
+    from PIL import Image
+    from sg3lib.train import stats
+    data = make_zip(tmp_path / "d.zip")
+
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Image.Image, "save", no_space)
+    with pytest.raises(TrainError, match=r"could not write .*fakes-init.png: No space left on device.*--resume latest"):
+        train(data, tmp_path / "a", kimg=0.016, **TINY)
+    monkeypatch.undo()
+    monkeypatch.setattr(stats.StatsWriter, "write", no_space)
+    with pytest.raises(TrainError, match=r"could not write .*stats.jsonl: No space left on device"):
+        train(data, tmp_path / "b", kimg=0.016, **TINY)
+
+
+def test_misspelt_options_are_refused_not_stored(tmp_path):
+    """make_config took any key: keep_snapshot=1 trained with the default and went into every snapshot."""
+    data = make_zip(tmp_path / "d.zip")
+    with pytest.raises(TrainError, match=r"unknown training option\(s\) 'keep_snapshot' \(did you mean 'keep_snapshots'\?\)"):
+        train(data, tmp_path / "r", kimg=0.016, keep_snapshot=1, **TINY)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seed", [2 ** 32, -1, 1.5, True])
+def test_a_seed_outside_32_bits_is_refused(tmp_path, seed):
+    """Every random stream took the seed's low 32 bits: --seed 4294967296 was --seed 0 again."""
+    with pytest.raises(TrainError, match="--seed .* must be a whole number from 0 to 4294967295"):
+        train(make_zip(tmp_path / "d.zip"), tmp_path / "r", kimg=0.016, **dict(TINY, seed=seed))
+
+
+def test_paths_from_the_home_folder_continue_the_run(tmp_path, monkeypatch, capsys):
+    """A '~' (from Python, or `--resume=~/...`, which the shell leaves alone) was not expanded: the
+    snapshot to continue was loaded as weights to start from (a new run from 0, transfer settings, no
+    Adam or ADA state), and an outdir '~/run' was made as a folder named '~' under the current one."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    make_zip(tmp_path / "d.zip")
+    train("~/d.zip", "~/run", kimg=0.016, **TINY)
+    assert snaps(tmp_path / "run") == ["snapshot-000000016.pt"] and not (tmp_path / "~").exists()
+    out = train("~/d.zip", "~/branch", resume="~/run/snapshot-000000016.pt", kimg=0.024, **dict(TINY, tick=0.008))
+    assert out["cur_nimg"] == 24 and snaps(tmp_path / "branch") == ["snapshot-000000024.pt"]
+
+
+def test_a_damaged_image_ends_sg3_train_with_one_line(tmp_path, capsys):
+    """A PNG whose header reads but whose data is damaged ended `sg3 train` with a 60-line traceback
+    (through the DataLoader's workers too); now one error line that says how to go on."""
+    from sg3lib.cli import main
+    data = make_zip(tmp_path / "d.zip")
+    with zipfile.ZipFile(data) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    name = sorted(n for n in members if n.endswith(".png"))[3]
+    members[name] = members[name][:60] + b"\0" * (len(members[name]) - 60)
+    with zipfile.ZipFile(data, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    for workers in ("0", "2"):
+        rc = main(["train", "--data", str(data), "--outdir", str(tmp_path / f"r{workers}"), "--cfg", "stylegan2",
+                   "--batch", "8", "--cbase", "256", "--cmax", "16", "--map", "2", "--z-dim", "16", "--w-dim", "16",
+                   "--kimg", "0.032", "--workers", workers, "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        line = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+        assert len(line) == 1 and name in line[0] and "cannot be read" in line[0], err
+        assert "no snapshot was written yet" in line[0] and "Traceback" not in err
+
+
+def test_a_fresh_start_removes_what_a_killed_save_left(tmp_path, capsys):
+    """Only resume='latest' cleaned the run folder: a run killed while saving its first snapshot and
+    started again without --resume kept the hidden temporary (a snapshot's size) for good."""
+    data = make_zip(tmp_path / "d.zip")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / ".snapshot-000000008.pt.tmp-0badf00d").write_bytes(b"PK half a snapshot")
+    train(data, tmp_path / "r", kimg=0.016, **TINY)
+    assert "removed 1 partial file(s) of an interrupted save" in capsys.readouterr().out
+    assert not list((tmp_path / "r").glob(".snapshot-*"))
+
+
+def test_flags_a_run_was_started_with_can_be_turned_off_when_continuing_it(tmp_path):
+    from sg3lib.train.cli import add_train_arguments
+    import argparse
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    base = ["--data", "d.zip", "--outdir", "r"]
+    for flag in ("deterministic", "tf32", "tensorboard"):
+        assert getattr(p.parse_args(base), flag) is None  # the run's own setting
+        assert getattr(p.parse_args(base + [f"--{flag}"]), flag) is True
+        assert getattr(p.parse_args(base + [f"--no-{flag}"]), flag) is False

@@ -71,11 +71,11 @@ def add_train_arguments(p):
     a("--keep-every-kimg", type=float,
       help="also keep one snapshot per this many kimg: the first in each interval, so the run's first "
            "snapshot too (milestones; 0 = none)")
-    a("--deterministic", action="store_true", default=None, help="bit-reproducible (slower) kernels")
-    a("--tf32", action="store_true", default=None,
+    a("--deterministic", action=argparse.BooleanOptionalAction, default=None, help="bit-reproducible (slower) kernels")
+    a("--tf32", action=argparse.BooleanOptionalAction, default=None,
       help="let the float32 layers' convolutions and matmuls use TF32 tensor cores (faster on Ampere "
            "and newer GPUs; the official training, and the default here, keep full float32)")
-    a("--tensorboard", action="store_true", default=None, help="also write TensorBoard events")
+    a("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="also write TensorBoard events")
     a("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     a("--no-progress", action="store_true", help="no progress bar: one line per tick instead (a log file)")
 

@@ -112,6 +112,9 @@ def _check_numbers(c):
             (v >= lo if lo is not None else v > 0)  # (kimg and tick count images: kimg * 1000)
         if not ok:
             raise ValueError(f"{_name(key, v)} must be {what}")
+    seed = c["seed"]  # every random stream takes it as 32 bits: 2**32 would repeat --seed 0
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"--seed {seed!r} must be a whole number from 0 to {2 ** 32 - 1}")
     if not 0 <= c["target"] <= 1:  # r_t is a mean of signs; the official range is [0, 1] (nan fails too)
         raise ValueError(f"--target {c['target']!r} must be a number in [0, 1] (the ADA target for r_t)")
     if not 0 <= c["pl_decay"] <= 1:  # the path length mean's EMA step
@@ -127,6 +130,23 @@ def _check_numbers(c):
     k = c["keep_every_kimg"]
     if k is not None and not abs(k) < float("inf"):
         raise ValueError(f"--keep-every-kimg {k!r} must be a finite number of kimg (0: no milestones)")
+
+
+def known_options():
+    """The option names make_config (and train()) take."""
+    return set(DEFAULTS) | {k for preset in PRESETS.values() for k in preset} | {"glr", "dlr"}
+
+
+def check_option_names(opts):
+    """ValueError for a name no option has (keep_snapshot for keep_snapshots): it would be stored in
+    the run's config and change nothing, silently."""
+    import difflib
+    unknown = sorted(set(opts) - known_options())
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known_options(), 1))
+                             else "") for k in unknown]
+        raise ValueError(f"unknown training option(s) {', '.join(hints)}; the options are "
+                         f"{', '.join(sorted(known_options()))}")
 
 
 def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):

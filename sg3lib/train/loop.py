@@ -379,6 +379,16 @@ def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
     return path
 
 
+def _remove_leftovers(run_dir):
+    """What a killed save left in the run folder (hidden temporaries of a snapshot's size): any seen
+    at the start is dead, the folder is this run's. Every start cleans them, not only a resume."""
+    if os.path.isdir(run_dir):
+        partial = [p for pattern in LEFTOVERS for p in remove_stale(run_dir, pattern)]
+        if partial:
+            print(f"removed {len(partial)} partial file(s) of an interrupted save: "
+                  + ", ".join(os.path.basename(t) for t in partial))
+
+
 def _find_latest(run_dir, clean=True):
     """(path, loaded snapshot) of the newest snapshot that reads, or (None, None) where the folder
     holds none. Only the writer (rank 0) cleans up what killed writes left and reports what it
@@ -387,10 +397,7 @@ def _find_latest(run_dir, clean=True):
     from .. import checkpoint as ck
     from ..loader import LoadError
     if clean:
-        partial = [p for pattern in LEFTOVERS for p in remove_stale(run_dir, pattern)]
-        if partial:
-            print(f"removed {len(partial)} partial file(s) of an interrupted save: "
-                  + ", ".join(os.path.basename(t) for t in partial))
+        _remove_leftovers(run_dir)
     with warnings.catch_warnings():
         if not clean:
             warnings.simplefilter("ignore")
@@ -509,8 +516,18 @@ def save_grid(G_ema, cfg, labels, path, device):
     C = img.shape[1]
     img = img.reshape(rows, cols, C, res, res).permute(0, 3, 1, 4, 2).reshape(rows * res, cols * res, C)
     # A hidden temporary name: a grid cut off by a kill is neither a fakes*.png nor left behind.
-    with atomic_write(path, sync=False) as f:  # a picture: redrawn on resume if lost
+    with _writing(path), atomic_write(path, sync=False) as f:  # a picture: redrawn on resume if lost
         Image.fromarray(img.numpy()[:, :, 0] if C == 1 else img.numpy()).save(f, format="PNG")
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """An OSError writing `path` (a full disk, a Drive quota) as a TrainError that says what to do."""
+    try:
+        yield
+    except OSError as e:
+        raise TrainError(f"could not write {path}: {e.strerror or e}. The snapshots written so far are kept; "
+                         "free disk space and resume with --resume latest.") from e
 
 
 def _grid_labels(labels, cols, rows):
@@ -597,6 +614,15 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
     so the traceback a notebook keeps does not keep the networks in memory.
     Multi-process: launched with torchrun, each process calls train(); only rank 0 writes.
     """
+    try:  # a misspelt option (keep_snapshot=1) would be stored in the run's config and change nothing
+        config_mod.check_option_names(opts)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    # '~/runs/x' from Python, or `--resume=~/...` (the shell expands no ~ after '='): read from the home
+    # folder, as everywhere else; unexpanded, a snapshot to continue was taken for weights to start from.
+    outdir, data = os.path.expanduser(str(outdir)), os.path.expanduser(str(data))
+    if isinstance(resume, (str, os.PathLike)) and str(resume) != "latest":
+        resume = os.path.expanduser(str(resume))
     if device is not None:  # before the process group: 'mps' or 'cuda' without a GPU end with a message
         from ..cli import torch_device
         try:
@@ -615,8 +641,17 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         stopped = _interruption(e, outdir, progress_of)
     except Exception as e:
         gate.fail(e)
+        from ..data.dataset import DatasetError
+        if isinstance(e, DatasetError):  # an image found damaged when read: one line, and how to go on
+            raise TrainError(f"{_last_line(e)}; {_how_to_continue(outdir)}") from e
         raise
     raise stopped  # (outside the except: it holds no reference to the interrupt's frames)
+
+
+def _last_line(e):
+    """The message of `e` without what DataLoader's workers put before it (their traceback)."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1].split(f"{type(e).__name__}: ", 1)[-1] if lines else type(e).__name__
 
 
 def _interruption(error, outdir, progress_of):
@@ -624,22 +659,24 @@ def _interruption(error, outdir, progress_of):
     cleared: a notebook keeps the last traceback, and its frames would keep the networks, Adam's
     moments and the activations of the step alive (on the GPU), so a rerun would need twice the
     memory. The new exception's short traceback says where training stopped, not where torch was."""
-    from .. import checkpoint as ck
     e = error
     while e is not None:
         traceback.clear_frames(e.__traceback__)
         e = e.__context__
     state = progress_of.get("state")
     where = "while setting up" if state is None else f"at {state['cur_nimg'] / 1000:g} kimg"
+    return TrainingInterrupted(f"training interrupted {where}; {_how_to_continue(outdir)}")
+
+
+def _how_to_continue(outdir):
+    from .. import checkpoint as ck
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (the resumed run warns about what it finds)
         latest = ck.find_latest(os.path.abspath(str(outdir)), clean=False)
     if latest:
-        how = (f"the newest snapshot is {os.path.basename(latest)} ({ck.snapshot_counter(latest) / 1000:g} kimg): "
-               "continue from it with train(..., resume='latest') (sg3 train --resume latest)")
-    else:
-        how = "no snapshot was written yet: run it again to start over"
-    return TrainingInterrupted(f"training interrupted {where}; {how}")
+        return (f"the newest snapshot is {os.path.basename(latest)} ({ck.snapshot_counter(latest) / 1000:g} kimg): "
+                "continue from it with train(..., resume='latest') (sg3 train --resume latest)")
+    return "no snapshot was written yet: run it again to start over"
 
 
 def _follow_new_batch(base, prev_cfg, user, resolution, rank):
@@ -693,6 +730,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     data = os.path.abspath(str(data))
     if rank == 0:
         _check_outdir(outdir)
+        if resume != "latest":  # ('latest' cleans as it looks for the newest snapshot)
+            _remove_leftovers(outdir)
 
     # Resume source.
     resume_kind, payload, prev_cfg = None, None, None
@@ -896,9 +935,10 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             state["tick_start_nimg"] = state["cur_nimg"]
         snap_now = done or (tick_done and c["snap"] and state["cur_tick"] % c["snap"] == 0)
         if rank == 0:
-            if open_tick is not None:
-                truncate_after(outdir, open_tick / 1000)
-            writer.write(rec)
+            with _writing(writer.path):
+                if open_tick is not None:
+                    truncate_after(outdir, open_tick / 1000)
+                writer.write(rec)
             bar.set_postfix(loss_G=rec.get("loss_G"), loss_D=rec.get("loss_D"), p=rec["ada_p"])
             if not progress:
                 print(tick_line(rec), flush=True)
