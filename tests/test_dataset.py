@@ -65,6 +65,13 @@ def test_folder_grayscale_and_null_labels(tmp_path):
     ds = ImageDataset(tmp_path, resolution=16, use_labels=True)
     assert len(ds) == 3 and ds.num_channels == 1 and not ds.has_labels and ds.label_dim == 0
     assert (ds[2][0][0] == imgs[2]).all()
+    # Pillow's read-only buffer came through for grey images: torch warned "The given NumPy array is
+    # not writable" for every batch the DataLoader made of them
+    assert all(ds[i][0].flags.writeable for i in range(3))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
 
 
 def test_odd_file_is_named(tmp_path):

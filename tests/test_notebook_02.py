@@ -177,3 +177,45 @@ def test_notebook_02_data_may_start_with_a_tilde(tmp_path, monkeypatch):
     assert ns["DATA"] == str(tmp_path / "dataset.zip")
     assert ns["RUN_DIR"] == str(tmp_path / "run") and (tmp_path / "run").is_dir()
     assert not (tmp_path / "elsewhere" / "~").exists()  # the folder the notebook used to make
+
+
+def test_notebook_02_paths_from_a_kernel_started_at_the_top_of_the_checkout(tmp_path):
+    """02 took the folder above the kernel's as the checkout, where 01, 03 and 04 take the current
+    folder unless it is notebooks/: started at the top (VS Code), it looked one folder too high."""
+    nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    nb.cells = [nb.cells[1], nbformat.v4.new_code_cell("print(RUNS, DATASET, sys.path[0])")]
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    runs, dataset, first = nb.cells[1].outputs[0]["text"].split()
+    assert (runs, dataset, first) == (str(ROOT / "out" / "runs"), str(ROOT / "out" / "01_curate" / "dataset-64.zip"),
+                                      str(ROOT))
+
+
+def test_notebook_02_train_cell_run_again_after_a_transfer_continues_it(tmp_path):
+    """RESUME was decided once, in the cell before Train: the Train cell run a second time (after a
+    stop, as the interrupt message suggests) passed START_FROM again, which the folder, now holding the
+    new run's snapshots, refused."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    from sg3lib.train import train
+    src = tmp_path / "src"
+    tiny = dict(cfg="stylegan2", batch=4, batch_gpu=4, tick=0.004, snap=1, cbase=256, cmax=16, map=2, z_dim=16,
+                w_dim=16, workers=0, mirror=False, gamma=1.0)
+    train(make_zip(tmp_path / "a.zip", n=4), src, kimg=0.004, progress=False, **tiny)
+    env = {f"SG3_TRAIN_{k.upper()}": json.dumps(v) for k, v in dict(
+        tiny, data=make_zip(tmp_path / "b.zip", n=4, seed=3), outdir=str(tmp_path / "new"), kimg=0.004,
+        start_from=str(src / "snapshot-000000004.pt")).items() if k not in ("cfg", "cbase", "cmax", "map", "z_dim", "w_dim")}
+    env["OMP_NUM_THREADS"] = "1"
+    nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    import copy
+    nb.cells = [copy.deepcopy(nb.cells[i]) for i in (1, 3, 5, 7, 7)]
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    first, again = ("".join(o.get("text", "") + o.get("evalue", "") for o in nb.cells[i].outputs) for i in (3, 4))
+    assert "(transfer learning)" in first and "images shown: 4" in first
+    assert not [o for o in nb.cells[4].outputs if o.output_type == "error"], again
+    assert "resuming from" in again and "nothing to train" in again

@@ -169,3 +169,22 @@ def test_a_mistyped_network_is_named_not_replaced_by_the_demo(name, network_file
     for found_cell in (5, 9):
         outputs = nb.cells[found_cell].outputs
         assert "loaded ~/network.pt" in "".join(o.get("text", "") for o in outputs), outputs
+
+
+@pytest.mark.parametrize("name", ["03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"])
+def test_without_the_demo_the_run_02_trained_locally_is_found(name, network_file, tmp_path, monkeypatch):
+    """Run locally, 02 trains into out/runs/demo-stylegan3-t; 03/04 looked only under out/demo and fell
+    back to a random network, with a note telling the user to train one with 02."""
+    import shutil
+    (tmp_path / "notebooks").mkdir()
+    run = tmp_path / "out" / "runs" / "demo-stylegan3-t"
+    run.mkdir(parents=True)
+    shutil.copy(network_file, run / "snapshot-000000004.pt")
+    monkeypatch.delenv("SG3_NETWORK", raising=False)
+    monkeypatch.setenv("SG3_OUT", str(tmp_path / "pictures"))
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb.cells = nb.cells[1:4]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert f"loaded the newest snapshot of 02_train.ipynb's run, {run}" in text and "RANDOMLY" not in text

@@ -327,7 +327,9 @@ class ImageDataset(_Base):
         img = self.load_image(raw_idx)
         if idx >= len(self._names):
             img = img[:, :, ::-1]
-        img, label = np.ascontiguousarray(img), self.get_label(idx)
+        # A copy of its own: a grey image's array is Pillow's read-only buffer (already contiguous, so
+        # ascontiguousarray kept it), which torch warns about in every DataLoader batch.
+        img, label = np.array(img, order="C"), self.get_label(idx)
         if self._as_tensor:
             return torch.from_numpy(img), torch.from_numpy(label)
         return img, label

@@ -757,6 +757,10 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             prev_cfg = dict(_d_arch(payload["networks"].get("D", {}).get("init_kwargs")), **prev_cfg)
         if prev_cfg and prev_cfg.get("data") != data and resume != "latest":
             resume_kind = "transfer"  # another run's snapshot on another dataset: weights only
+    if rank == 0 and resume_kind and resume != "latest":  # what the source is taken for, said once
+        print(f"continuing the run of {resume} (a snapshot of a run on this dataset) in {outdir}"
+              if resume_kind == "snapshot" else
+              f"starting a new run from the weights of {resume} (transfer learning)")
 
     # Dataset and config (a continued run takes its stored config; explicit options override;
     # transfer learning takes the source's architecture unless options say otherwise).
