@@ -1374,3 +1374,92 @@ def test_the_same_input_gives_a_byte_identical_zip(tmp_path, monkeypatch):
     monkeypatch.setattr(time, "time", lambda: real() + 3 * 86400)  # a later day
     curate(raw, tmp_path / "b.zip", 32, workers=2, progress=False)
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+
+
+def test_a_link_loop_in_the_source_is_a_file_reported_not_the_end_of_the_curation(tmp_path):
+    """DirEntry.is_dir() raised ELOOP for l1.png -> l2.png -> l1.png outside the folder listing's try:
+    the whole curation ended with "cannot read the source folder ... check its permissions"."""
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    (raw / "x.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    os.symlink("l2.png", raw / "sub" / "l1.png")
+    os.symlink("l1.png", raw / "sub" / "l2.png")
+    rep = curate(raw, tmp_path / "d.zip", 64, workers=0, progress=False)
+    full, _ = _report_files(rep)
+    assert rep["accepted"] == 1 and rep["total"] == 3
+    listed = sorted(e["path"] for reason, entries in full["files"].items() if reason != "accepted" for e in entries)
+    assert listed == ["sub/l1.png", "sub/l2.png"]
+
+
+def test_a_zip_with_windows_separators_keeps_its_classes_and_folder_order(tmp_path):
+    """PowerShell's Compress-Archive writes `\\` between folders: --labels folders found no class
+    folder in such a zip. And a zip's whole names sort ' ' and '-' before '/', so 'Summer 2/' came
+    before 'Summer/' there but not in the folder: a folder and a zip of it gave different datasets
+    (order, which duplicate is kept, what --max-images keeps)."""
+    raw = tmp_path / "raw"
+    pics = {"Summer/a.png": 1, "Summer 2/b.png": 2, "Summer 2/copy.png": 1, "2023/d.png": 4, "2023-trip/c.png": 3}
+    for rel, seed in pics.items():
+        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
+        (raw / rel).write_bytes(enc(picture(seed, 64, 64), "PNG"))
+    folder = curate(raw, tmp_path / "f.zip", 64, labels="folders", workers=0, progress=False)
+    for sep, name in (("/", "slash.zip"), ("\\", "backslash.zip")):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            for rel in sorted(pics):
+                z.writestr(rel.replace("/", sep), (raw / rel).read_bytes())
+        rep = curate(tmp_path / name, tmp_path / f"d-{name}", 64, labels="folders", workers=0, progress=False)
+        assert rep["counts"] == folder["counts"] == {"accepted": 4, "duplicate": 1}
+        assert _accepted(rep) == _accepted(folder) and rep["images_per_class"] == folder["images_per_class"]
+        assert (tmp_path / f"d-{name}").read_bytes() == (tmp_path / "f.zip").read_bytes()
+
+
+def test_a_class_max_images_did_not_reach_is_said_to_be_unread(tmp_path):
+    """The warning for a class with no image said none was kept and to remove the folder, when its
+    files had not been read at all (max_images was reached first)."""
+    raw = tmp_path / "raw"
+    for c, seeds in (("cats", (1, 2)), ("dogs", (3, 4))):
+        (raw / c).mkdir(parents=True)
+        for s in seeds:
+            (raw / c / f"{s}.png").write_bytes(enc(picture(s, 64, 64), "PNG"))
+    with pytest.warns(UserWarning, match=r"class 'dogs' .* max_images=2 images were kept before its files were "
+                                         r"reached .*raise max_images"):
+        rep = curate(raw, tmp_path / "d.zip", 64, labels="folders", max_images=2, workers=0, progress=False)
+    assert rep["images_per_class"] == {"cats": 2, "dogs": 0}
+
+
+def test_a_32_bit_bmp_with_an_unused_alpha_channel_is_opaque(tmp_path):
+    """BMP v4/v5 headers with an alpha mask and every alpha 0 (Windows and clipboard tools: 'unused',
+    shown opaque by browsers) were laid over the background: blank, then rejected as monochrome."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rgb = np.asarray(picture(5, 64, 64))
+    bgra = np.concatenate([rgb[..., ::-1], np.zeros((64, 64, 1), np.uint8)], -1)[::-1].tobytes()  # bottom-up
+    dib = struct.pack("<IiiHHIIiiII", 108, 64, 64, 1, 32, 3, len(bgra), 2835, 2835, 0, 0)  # BITMAPV4HEADER
+    dib += struct.pack("<IIII", 0xFF0000, 0xFF00, 0xFF, 0xFF000000) + b"sRGB"[::-1] + b"\0" * 48
+    off = 14 + len(dib)
+    (raw / "clip.bmp").write_bytes(b"BM" + struct.pack("<IHHI", off + len(bgra), 0, 0, off) + dib + bgra)
+    assert Image.open(raw / "clip.bmp").mode == "RGBA"  # Pillow reads the alpha mask
+    rep = curate(raw, tmp_path / "d.zip", 64, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 1} and rep["notes"].get("alpha_unused") == 1
+    ds = ImageDataset(tmp_path / "d.zip")
+    assert np.array_equal(ds.load_image(0).transpose(1, 2, 0), np.asarray(picture(5, 64, 64)))
+
+
+@pytest.mark.parametrize("mode", ["pad", "reflect"])
+def test_a_panorama_is_shrunk_before_it_is_squared(tmp_path, monkeypatch, mode):
+    """pad and reflect built the max(w, h)² canvas before the resize: a 12000 x 400 panorama took a
+    144 Mpx canvas (1 GB with reflect), a 40000 x 1000 one 5 GB in each worker (worker_crashed)."""
+    from sg3lib.data import images as im
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "pano.png").write_bytes(enc(picture(7, 2000, 100), "PNG"))
+    sides = []
+    real_new, real_pad = Image.new, np.pad
+    monkeypatch.setattr(Image, "new", lambda m, size, *a, **k: sides.append(max(size)) or real_new(m, size, *a, **k))
+    monkeypatch.setattr(np, "pad", lambda a, *x, **k: (lambda out: sides.append(max(out.shape[:2])) or out)(real_pad(a, *x, **k)))
+    rep = curate(raw, tmp_path / "d.zip", 64, square=mode, max_aspect=None, min_colors=None, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 1} and sides and max(sides) < 2000, sides  # (contact sheets: 240 px)
+    monkeypatch.undo()
+    a = ImageDataset(tmp_path / "d.zip").load_image(0).transpose(1, 2, 0)
+    band = np.asarray(picture(7, 2000, 100).resize((64, 3), Image.LANCZOS, reducing_gap=3.0))
+    mid = (64 - 3) // 2
+    assert np.abs(a[mid:mid + 3].astype(int) - band).max() <= 2  # the picture, shrunk, in the middle

@@ -161,14 +161,40 @@ def _walk(root, unlisted=None):
             return
         for e in entries:
             r = f"{rel}{e.name}"
-            if e.is_dir():
+            if _is_dir(e):
                 real = os.path.realpath(e.path)
                 if real not in chain:
                     yield from rec(e.path, r + "/", chain | {real})
                     continue
-            if e.is_file() or e.is_symlink():
+            if _is_file(e) or e.is_symlink():
                 yield r
     yield from rec(root, "", frozenset([os.path.realpath(root)]))
+
+
+def _is_dir(entry):
+    try:
+        return entry.is_dir()
+    except OSError:  # a link loop (l1 -> l2 -> l1), a link into a folder we may not enter: a file to report
+        return False
+
+
+def _is_file(entry):
+    try:
+        return entry.is_file()
+    except OSError:
+        return True  # reading it says what is wrong, in the report
+
+
+def _zip_names(z):
+    """{name with / between folders: name as stored}. Windows PowerShell's Compress-Archive writes
+    backslashes (the dataset reader takes both too), which would leave such a zip without sub-folders (classes)."""
+    return {n.replace("\\", "/"): n for n in z.namelist() if not n.endswith("/") and not n.endswith("\\")}
+
+
+def _in_folder_order(names):
+    """Sorted as a folder walk sorts them (folder by folder): 'Summer/x' before 'Summer 2/x', so that a
+    folder and a zip of it give the same dataset (' ' and '-' sort before '/' in whole names)."""
+    return sorted(names, key=lambda n: n.split("/"))
 
 
 def _is_labelled_image(rel):
@@ -190,7 +216,7 @@ def _list_source(src):
             raise CurateError(f"cannot read the source folder {src} ({e.strerror}); check its permissions")
         return count, (lambda unlisted=None: _walk(src, unlisted)), sorted(classes)
     with zipfile.ZipFile(src) as z:
-        names = sorted(n for n in z.namelist() if not n.endswith("/"))
+        names = _in_folder_order(_zip_names(z))
     classes = sorted({n.split("/", 1)[0] for n in names if _is_labelled_image(n)})
     return len(names), (lambda unlisted=None: iter(names)), classes
 
@@ -221,7 +247,8 @@ def _read(rel):
             return f.read()
     if _W["zip"] is None:
         _W["zip"] = zipfile.ZipFile(src)
-    return _W["zip"].read(rel)
+        _W["zip_names"] = _zip_names(_W["zip"])
+    return _W["zip"].read(_W["zip_names"].get(rel, rel))
 
 
 def _by_name(rel):
@@ -287,7 +314,7 @@ def _filter_and_pack(img, s, notes, size):
         if s["reject_grayscale"] and s["channels"] == 3 and im.is_grayscale(img):
             raise im.Reject("grayscale", "no colour in a colour dataset")
         digest = im.pixel_hash(img) if s["dedupe"] else None
-        img = im.square(img, s["square"], s["pad_color"])
+        img = im.square(img, s["square"], s["pad_color"], fit=R)
         if s["max_upscale"] and R / img.size[0] > s["max_upscale"]:
             raise im.Reject("upscale", f"{img.size[0]} px -> {R} px is x{R / img.size[0]:.2f} > max_upscale={s['max_upscale']}")
     except im.Reject as r:
@@ -470,6 +497,7 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
     from tqdm.auto import tqdm
     bar = tqdm(total=total, desc=f"curating {src.name}", unit="img", disable=not progress)
     unlisted = {}  # unreadable sub-folder -> the scan's reason
+    unread_classes = set()  # class folders with files after max_images was reached
     feed = _Feed(list_names(unlisted))
     try:
         with DatasetWriter(dest, overwrite=overwrite) as writer:
@@ -488,6 +516,8 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
             for rel in feed.rest():
                 bar.update(1)
                 _report_unread(rel, s, report, unlisted)
+                if "/" in rel:
+                    unread_classes.add(rel.split("/", 1)[0])
             accepted = writer.count
             per_class = collections.Counter(writer.labels)  # label index -> images kept
             if accepted:
@@ -513,7 +543,12 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(f"no image of {src} was accepted, so {dest} was not written; counts per reason: "
                           f"{summary['counts']}; see {summary['report_json']}")
     for c, n in (summary["images_per_class"] or {}).items():
-        if not n:  # its label stays (the classes are numbered as the folders): a class no image carries
+        if not n and c in unread_classes:  # not rejected: never read
+            warnings.warn(f"class {c!r} ({src / c}) has no image in {dest}: max_images={s['max_images']} images "
+                          "were kept before its files were reached (they are listed as over_max_images); a "
+                          "conditional run would have a class it cannot learn; raise max_images, or curate "
+                          "each class separately")
+        elif not n:  # its label stays (the classes are numbered as the folders): a class no image carries
             warnings.warn(f"class {c!r} ({src / c}) has no image in {dest}: none was kept (see "
                           f"{summary['report_json']}); a conditional run would have a class it cannot learn; "
                           "remove that folder and curate again to leave the class out")

@@ -258,6 +258,11 @@ def to_rgb_or_l(img, channels=3, background=(255, 255, 255), notes=None):
     """Any decoded image to mode 'RGB' (channels=3) or 'L' (channels=1), alpha composited
     over `background`; EXIF orientation and ICC profiles applied first."""
     notes = [] if notes is None else notes
+    if img.format == "BMP" and img.mode == "RGBA" and img.getchannel("A").getextrema() == (0, 0):
+        # A 32-bit BMP whose alpha is all 0 means "unused" (Windows, clipboard tools; browsers show it
+        # opaque): laid over the background it would be blank.
+        img = img.convert("RGB")
+        notes.append("alpha_unused")
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:
@@ -302,8 +307,10 @@ def is_grayscale(img, tol=8):
     return int((a.max(-1) - a.min(-1)).max()) <= tol
 
 
-def square(img, mode="crop", pad_color=(255, 255, 255)):
-    """Make the image square: 'crop' (centre), 'pad' (colour), 'reflect' (mirror the edges)."""
+def square(img, mode="crop", pad_color=(255, 255, 255), fit=None):
+    """Make the image square: 'crop' (centre), 'pad' (colour), 'reflect' (mirror the edges). With
+    `fit`, an image padded or reflected whose long side is above it is first resized to that long
+    side: the square of a 40000 x 1000 panorama's long side would take gigabytes, to be shrunk anyway."""
     w, h = img.size
     if w == h:
         return img
@@ -313,6 +320,10 @@ def square(img, mode="crop", pad_color=(255, 255, 255)):
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2
         return img.crop((left, top, left + s, top + s))
+    if fit and max(w, h) > fit and mode in ("pad", "reflect"):
+        k = fit / max(w, h)
+        img = img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.LANCZOS, reducing_gap=3.0)
+        w, h = img.size
     s = max(w, h)
     if mode == "pad":
         color = tuple(pad_color)
