@@ -4,12 +4,15 @@ ifneq ($(origin PYTHON),command line)
 PYTHON := $(shell sh tools/python.sh)
 endif
 TORCH_CPU := torch==2.13.0
+# Where torch comes from when the environment has none: pip's index (PyPI's Linux wheel is the CUDA
+# build); TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU-only build instead.
+TORCH_INDEX ?=
 
 .PHONY: install test test-fast demo system-deps compile-kernels
 
 install:
 	@test -n "$(PYTHON)" || { echo "make: no Python environment to use (see the message above)" >&2; exit 1; }
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(TORCH_CPU)
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_CPU)
 	$(PYTHON) -m pip install -q -e ".[notebooks,jupyter,dev]"
 	@$(PYTHON) -c "import torch, sg3lib; print('sg3lib', sg3lib.__version__, 'with torch', torch.__version__)"
 

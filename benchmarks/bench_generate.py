@@ -43,7 +43,8 @@ def images_per_second(arch, res, batch, precision, device, iters, compile_mode=N
         G.set_bf16(True)
     force_fp32 = precision == "fp32"
     z = torch.randn(batch, 512, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    # ('cuda:1' is a GPU too: an exact 'cuda' test left it unsynchronised, timing kernel launches only)
+    sync = (lambda: torch.cuda.synchronize(device)) if torch.device(device).type == "cuda" else (lambda: None)
     if compile_mode:
         torch._dynamo.reset()
         G = torch.compile(G, mode=compile_mode, fullgraph=True)  # kernels and reference ops: one graph each

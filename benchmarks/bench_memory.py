@@ -213,6 +213,10 @@ def main():
              and (args.res is None or res in args.res) and (args.batch_gpu is None or bg in args.batch_gpu)]
     if args.cfg and args.res and args.batch_gpu:  # an explicit case outside the preset list
         cases = cases or [(args.cfg[0], args.res[0], args.batch_gpu[0])]
+    if not cases:  # (a typo such as --cfg stylegan3t would append a dated section of empty tables)
+        ap.error("no case matches --cfg/--res/--batch-gpu; the cases are "
+                 + ", ".join(f"{c} {r} px batch-gpu {b}" for c, r, b in CASES)
+                 + " (or give all three for one case of your own)")
     rows = ["| config | res | batch-gpu | G main | G pl | D main | D R1 | G main: of which 2-bit masks "
             "| weights, Adam, G_ema | step peak (est.) |", "|---|---|---|---|---|---|---|---|---|---|"]
     work = ["| config | res | batch-gpu | " + " | ".join(PHASES) + " | PFLOP per kimg | s/kimg at H100 peak |",

@@ -59,7 +59,7 @@ def torch_device(device):
         raise ValueError(f"device {device!r} holds no data (shapes only); use cpu or cuda (--device)")
     try:
         torch.zeros(1).to(dev)
-    except (RuntimeError, AssertionError) as e:
+    except (RuntimeError, AssertionError, ImportError) as e:  # (hpu: ModuleNotFoundError 'torch.hpu')
         why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
         raise ValueError(f"device {device!r}: torch cannot use it here ({why}); use cpu or cuda (--device)") from None
     return dev
@@ -123,11 +123,11 @@ def main(argv=None):
             f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"sg3 {name}", description=COMMANDS[name][1])
-    getattr(module, f"add_{name}_arguments")(cmd_parser)
-    args = cmd_parser.parse_args(join_negative_values(cmd_parser, argv[1:]))
-    try:
+    try:  # importing the command's module loads torch (seconds): a Ctrl-C then is one line too
+        module = importlib.import_module(COMMANDS[name][0])
+        cmd_parser = argparse.ArgumentParser(prog=f"sg3 {name}", description=COMMANDS[name][1])
+        getattr(module, f"add_{name}_arguments")(cmd_parser)
+        args = cmd_parser.parse_args(join_negative_values(cmd_parser, argv[1:]))
         with warnings.catch_warnings():  # (restores Python's own on the way out)
             warnings.showwarning = functools.partial(_show_warning, name, warnings.showwarning)
             code = int(getattr(module, f"run_{name}")(args) or 0)

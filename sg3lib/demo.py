@@ -91,6 +91,9 @@ def _check_out(out):
     except ValueError as e:
         raise SystemExit(f"sg3lib.demo: {e}") from None
     run = out / "run"
+    if run.exists() and not run.is_dir():  # found only after rendering and curating, at the run's mkdir
+        raise SystemExit(f"sg3lib.demo: {run} is a file, where the demo trains its run; move it away or "
+                         "choose another --out")
     if run.is_dir() and any(run.iterdir()) and not _made_by_demo(out):
         raise SystemExit(
             f"sg3lib.demo: {run} holds a run the demo did not make; the demo starts a new run there each time "

@@ -85,3 +85,36 @@ def test_grouped_convolution_gradients_cost_what_the_forward_does():
         # transposed: 48 x 10x10 inputs, each spread over 5 x 3x3 outputs
         assert forward == (2 * 40 * 8 * 8 * 6 * 9 if not transposed else 2 * 48 * 10 * 10 * 5 * 9)
         assert fc.get_total_flops() == 3 * forward
+
+
+def test_a_filter_that_matches_no_case_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """bench_memory appended a dated section of two empty tables to RESULTS.md for --cfg stylegan3t."""
+    import results
+    appended = []
+    monkeypatch.setattr(results, "append_results", lambda text: appended.append(text))
+    monkeypatch.setattr(sys, "argv", ["bench_memory.py", "--cfg", "stylegan3t"])
+    with pytest.raises(SystemExit) as e:
+        bench_memory.main()
+    assert e.value.code == 2 and "no case matches" in capsys.readouterr().err and not appended
+
+
+def test_bench_generate_synchronises_a_numbered_gpu(monkeypatch):
+    """`--device cuda:0` was never synchronised (the test was device == 'cuda'): the timed loop
+    measured kernel launches, and RESULTS.md would get an inflated images/s."""
+    import bench_generate
+
+    class Fake(torch.nn.Module):
+        def to(self, *a, **k):
+            return self
+
+        def forward(self, z, c, **k):
+            return z
+    synced = []
+    real_randn = torch.randn
+    monkeypatch.setattr(bench_generate, "build_network", lambda *a, **k: Fake())
+    monkeypatch.setattr(torch, "randn", lambda *a, device=None, **k: real_randn(*a, **k))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(str(device)))
+    for device in ("cuda", "cuda:1"):
+        synced.clear()
+        bench_generate.images_per_second("sg3t", 64, 2, "fp32", device, iters=3)
+        assert synced and set(synced) == {device}

@@ -342,3 +342,34 @@ def test_a_weights_only_snapshot_is_a_source_of_weights_not_a_run_to_continue(tm
     assert code == 2 and "Traceback" not in err
     assert "gema.pt holds no G; transfer learning needs G, D and G_ema" in err, err
     assert not (tmp_path / "t").exists()
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
+    """The command's module (and torch with it, seconds on Colab) was imported before the try that
+    turns Ctrl-C into one line: an early Ctrl-C printed a 40-70 line traceback."""
+    from sg3lib import cli
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    assert cli.main(["train", "--data", "d.zip", "--outdir", "r"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["sg3 train: interrupted"]
+
+
+def test_sg3_video_without_the_video_packages_says_what_to_install(tmp_path, monkeypatch):
+    """moviepy and imageio-ffmpeg come with the [notebooks] extra: without them, sg3 video loaded the
+    network, then ended with ModuleNotFoundError (19 lines), leaving the output folder it had made."""
+    import importlib.util
+    from sg3lib.cli import main
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "moviepy" else real(name, *a))
+    with pytest.raises(SystemExit, match=r'needs moviepy .*pip install "sg3lib\[notebooks\]"'):
+        main(["video", "--network", str(tmp_path / "net.pt"), "--output", str(tmp_path / "new" / "v.mp4")])
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_device_whose_torch_module_is_missing_is_an_error_line():
+    """--device hpu failed with ModuleNotFoundError: No module named 'torch.hpu' (a traceback)."""
+    from sg3lib.cli import torch_device
+    with pytest.raises(ValueError, match="device 'hpu': torch cannot use it here"):
+        torch_device("hpu")

@@ -133,6 +133,10 @@ def test_demo_does_not_delete_a_run_it_did_not_make(tmp_path, monkeypatch):
         demo.main(["--out", str(tmp_path / "file")])
     with pytest.raises(SystemExit, match=r"--out: cannot create the folder .*file/demo \(.*file is a file\)"):
         demo.main(["--out", str(tmp_path / "file" / "demo")])  # was a NotADirectoryError traceback
+    (tmp_path / "withfile").mkdir()  # a file named run: refused before the data is rendered (was a
+    (tmp_path / "withfile" / "run").write_text("notes")  # FileExistsError after rendering and curating)
+    with pytest.raises(SystemExit, match=r"withfile/run is a file, where the demo trains its run"):
+        demo.main(["--out", str(tmp_path / "withfile")])
     (out / "run" / demo.RUN_MARK).write_text("")  # the demo's own run (marked): a rerun goes ahead
     with pytest.raises(_Started):
         demo.main(["--out", str(out)])

@@ -310,6 +310,11 @@ def _refuse_unused(args):
 
 def run_video(args):
     """Run `sg3 video` with parsed `args`: write the mp4; returns the exit status."""
+    import importlib.util
+    missing = [m for m in ("moviepy", "imageio_ffmpeg") if importlib.util.find_spec(m) is None]
+    if missing:  # they come with the [notebooks] extra, not with sg3lib itself: said before any work
+        raise SystemExit(f"error: sg3 video needs {' and '.join(missing)} (the mp4 encoder), which are not "
+                         "installed: pip install \"sg3lib[notebooks]\" (or pip install moviepy imageio-ffmpeg)")
     from . import video
     with _user_errors():
         video._mp4(args.output)  # before any work
