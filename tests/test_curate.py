@@ -1463,3 +1463,39 @@ def test_a_panorama_is_shrunk_before_it_is_squared(tmp_path, monkeypatch, mode):
     band = np.asarray(picture(7, 2000, 100).resize((64, 3), Image.LANCZOS, reducing_gap=3.0))
     mid = (64 - 3) // 2
     assert np.abs(a[mid:mid + 3].astype(int) - band).max() <= 2  # the picture, shrunk, in the middle
+
+
+def test_a_source_zip_member_zipfile_cannot_open_says_what_to_do(tmp_path):
+    """Deflate64/PPMd (Windows' and 7-Zip's large zips) or a password: each file was reported as
+    'NotImplementedError: That compression method is not supported' or a bare RuntimeError."""
+    for what, detail in (("method", "compression method Python's zipfile does not read.*re-zip the source"),
+                         ("password", "encrypted .*password.*unpack it")):
+        src = tmp_path / f"{what}.zip"
+        with zipfile.ZipFile(src, "w") as z:
+            z.writestr("a.png", enc(picture(1, 64, 64), "PNG"))
+            z.writestr("b.png", enc(picture(2, 64, 64), "PNG"))
+        b = bytearray(src.read_bytes())
+        local, central = b.rfind(b"PK\x03\x04"), b.rfind(b"PK\x01\x02")  # b.png's headers
+        if what == "method":
+            b[local + 8:local + 10] = b[central + 10:central + 12] = struct.pack("<H", 9)  # Deflate64
+        else:
+            b[local + 6] |= 1
+            b[central + 8] |= 1
+        src.write_bytes(bytes(b))
+        rep = curate(src, tmp_path / f"d-{what}.zip", 64, workers=0, progress=False)
+        full, _ = _report_files(rep)
+        assert rep["counts"] == {"accepted": 1, "error": 1}
+        assert re.search(detail, full["files"]["error"][0]["detail"]), full["files"]["error"]
+
+
+def test_a_named_pipe_in_the_source_is_reported_not_skipped_or_opened(tmp_path):
+    """FIFOs, sockets and devices named *.png were left out of the count and the report (every input
+    is filed under one reason); opening a FIFO would block the curation."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    os.mkfifo(raw / "pipe.png")
+    rep = curate(raw, tmp_path / "d.zip", 64, workers=0, progress=False)
+    full, _ = _report_files(rep)
+    assert rep["total"] == 2 and rep["counts"] == {"accepted": 1, "error": 1}
+    assert full["files"]["error"][0]["path"] == "pipe.png" and "named pipe (FIFO)" in full["files"]["error"][0]["detail"]

@@ -17,6 +17,7 @@ import itertools
 import numbers
 import os
 import signal
+import stat
 import sys
 import time
 import warnings
@@ -166,8 +167,7 @@ def _walk(root, unlisted=None):
                 if real not in chain:
                     yield from rec(e.path, r + "/", chain | {real})
                     continue
-            if _is_file(e) or e.is_symlink():
-                yield r
+            yield r  # a file, a link, or a FIFO, socket or device (reported, never opened: a FIFO would block)
     yield from rec(root, "", frozenset([os.path.realpath(root)]))
 
 
@@ -176,13 +176,6 @@ def _is_dir(entry):
         return entry.is_dir()
     except OSError:  # a link loop (l1 -> l2 -> l1), a link into a folder we may not enter: a file to report
         return False
-
-
-def _is_file(entry):
-    try:
-        return entry.is_file()
-    except OSError:
-        return True  # reading it says what is wrong, in the report
 
 
 def _zip_names(z):
@@ -243,12 +236,27 @@ def _init_pool_worker(init, src, settings):
 def _read(rel):
     src = _W["src"]
     if src.is_dir():
+        mode = os.stat(src / rel).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+                    "a folder that leads back into one being read (a loop)" if stat.S_ISDIR(mode) else "a device")
+            raise im.Reject("error", f"{kind}, not a file: not read")
         with open(src / rel, "rb") as f:
             return f.read()
     if _W["zip"] is None:
         _W["zip"] = zipfile.ZipFile(src)
         _W["zip_names"] = _zip_names(_W["zip"])
-    return _W["zip"].read(_W["zip_names"].get(rel, rel))
+    try:
+        return _W["zip"].read(_W["zip_names"].get(rel, rel))
+    except NotImplementedError:  # zipfile's words name neither the method nor a fix
+        raise im.Reject("error", "stored with a compression method Python's zipfile does not read (e.g. "
+                                 "Deflate64 or PPMd, as Windows and 7-Zip write large zips); re-zip the source "
+                                 "with Store or Deflate, or unpack it and curate the folder") from None
+    except RuntimeError as e:
+        if "encrypted" not in str(e):
+            raise
+        raise im.Reject("error", "encrypted (the zip has a password); unpack it and curate the folder, or "
+                                 "re-zip it without one") from None
 
 
 def _by_name(rel):
