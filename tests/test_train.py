@@ -547,6 +547,18 @@ def test_learning_rate_given_on_resume_is_used(tmp_path):
         assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.endswith("w_avg")), net
 
 
+def test_adam_eps_given_on_resume_is_used(tmp_path):
+    """lr and betas given on resume were applied after Adam's state was loaded; eps was not (the
+    snapshot's came back with load_state_dict)."""
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "r"
+    train(data, run, kimg=0.008, **TINY)
+    train(data, run, resume="latest", kimg=0.016, **dict(TINY, eps=1e-4))
+    b = load(run / "snapshot-000000016.pt")
+    for opt in ("opt_G", "opt_D"):
+        assert [g["eps"] for g in b["training_state"][opt]["param_groups"]] == [1e-4]
+
+
 def test_transfer_from_official_stylegan3_r_pkl(tmp_path):
     """An official config-R .pkl has a G with doubled feature maps and a D without: fine-tuning
     from it reads D's capacity from its D and loads."""
@@ -1211,3 +1223,10 @@ def test_flags_a_run_was_started_with_can_be_turned_off_when_continuing_it(tmp_p
         assert getattr(p.parse_args(base), flag) is None  # the run's own setting
         assert getattr(p.parse_args(base + [f"--{flag}"]), flag) is True
         assert getattr(p.parse_args(base + [f"--no-{flag}"]), flag) is False
+
+
+@pytest.mark.parametrize("key", ["mirror", "cond", "deterministic", "tf32", "tensorboard"])
+def test_switches_are_true_or_false(tmp_path, key):
+    """train(mirror="false") (a notebook setting typed as text) was taken as true."""
+    with pytest.raises(TrainError, match=f"{key.replace('_', '-')} 'false' must be True or False"):
+        train(make_zip(tmp_path / "d.zip"), tmp_path / "r", kimg=0.016, **dict(TINY, **{key: "false"}))

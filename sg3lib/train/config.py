@@ -112,6 +112,7 @@ def _check_numbers(c):
             (v >= lo if lo is not None else v > 0)  # (kimg and tick count images: kimg * 1000)
         if not ok:
             raise ValueError(f"{_name(key, v)} must be {what}")
+    _check_switches(c)
     seed = c["seed"]  # every random stream takes it as 32 bits: 2**32 would repeat --seed 0
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 32:
         raise ValueError(f"--seed {seed!r} must be a whole number from 0 to {2 ** 32 - 1}")
@@ -137,6 +138,15 @@ def known_options():
     return set(DEFAULTS) | {k for preset in PRESETS.values() for k in preset} | {"glr", "dlr"}
 
 
+_SWITCHES = ("mirror", "cond", "deterministic", "tf32", "tensorboard")
+
+
+def _check_switches(opts):
+    for key in _SWITCHES:  # train(mirror="false"), a setting typed as text, was on
+        if opts.get(key) is not None and not isinstance(opts[key], bool):
+            raise ValueError(f"{_name(key, opts[key])} must be True or False")
+
+
 def check_option_names(opts):
     """ValueError for a name no option has (keep_snapshot for keep_snapshots): it would be stored in
     the run's config and change nothing, silently."""
@@ -147,6 +157,7 @@ def check_option_names(opts):
                              else "") for k in unknown]
         raise ValueError(f"unknown training option(s) {', '.join(hints)}; the options are "
                          f"{', '.join(sorted(known_options()))}")
+    _check_switches(opts)  # before the dataset is opened (cond decides its labels)
 
 
 def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):

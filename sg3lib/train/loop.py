@@ -868,11 +868,11 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                           "that was never stopped (the dataset or --mirror changed)", stacklevel=3)
         opt_G.load_state_dict(ts["opt_G"])
         opt_D.load_state_dict(ts["opt_D"])
-        # load_state_dict also puts back the stored lr and betas: the run's config (options given
+        # load_state_dict also puts back the stored lr, betas and eps: the run's config (options given
         # now, e.g. a lower --glr) decides them; unchanged options give the stored values exactly.
         for opt, (lr, betas) in ((opt_G, hp_G), (opt_D, hp_D)):
             for group in opt.param_groups:
-                group.update(lr=lr, betas=betas)
+                group.update(lr=lr, betas=betas, eps=c["eps"])
         ada.load_state_dict(ts["ada"])
         if c["aug"] == "ada" and user.get("p") not in (None, (prev_cfg or {}).get("p")) and ada.p != c["p"]:
             # ADA's adapted p is part of the state; a new --p says where it goes on from (the run's
