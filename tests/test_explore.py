@@ -436,3 +436,11 @@ def test_grids_of_networks_with_alpha(channels):
     assert np.array_equal(grid, np.concatenate(list(colour), axis=0))
     assert X.psi_grid(Ga, [0, 1], [1, 0.5], progress=False).mode == "RGB"
     assert X.style_mix_grid(Ga, [0], [1, 2], progress=False).mode == "RGB"
+
+
+def test_image_grid_takes_labels_as_an_array():
+    """`if not row_labels` failed on a numpy array of labels ('truth value of an array is ambiguous')."""
+    imgs = np.zeros([4, 8, 8, 3], np.uint8)
+    a = X.image_grid(imgs, 2, 2, row_labels=np.array(["a", "b"]), col_labels=np.array([0.5, 1.0]))
+    b = X.image_grid(imgs, 2, 2, row_labels=["a", "b"], col_labels=["0.5", "1.0"])
+    assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))

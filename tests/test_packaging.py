@@ -98,3 +98,17 @@ def test_environment_yml_gets_a_torch_that_loads_safely():
     index = next(r.split()[1] for r in pip if r.startswith("--index-url"))
     cuda = next(d.split("=")[1] for d in conda if d.startswith("cuda-version="))
     assert index.rstrip("/").endswith("/cu" + cuda.replace(".", "")), (index, cuda)
+
+
+def test_the_pillow_floor_has_the_scalable_default_font_grids_need():
+    """Grid labels are placed with anchor='mm'/'rm' in ImageFont.load_default(size=), new in Pillow
+    10.1; the floor was 9.4, whose fixed bitmap font ignores anchors (labels ran over the images)."""
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    req = Requirement(re.search(r'"(pillow[^"]*)"', (ROOT / "pyproject.toml").read_text()).group(1))
+    assert not req.specifier.contains("10.0.1") and req.specifier.contains("10.1.0"), req
+    assert "pillow>=10.1" in (ROOT / "environment.yml").read_text()
+    import PIL
+    assert Version(PIL.__version__) >= Version("10.1")  # what this suite runs with meets it

@@ -391,3 +391,20 @@ def test_running_a_cell_again_stops_the_view_it_made_before(tmp_path):
                OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.stdout + r.stderr)[-3000:]
+
+
+def test_widgets_refuse_a_fractional_seed_and_a_bad_debounce(G):
+    """LatentExplorer(seed=7.9) showed seed 7 (the explore functions refuse 7.9); debounce=None killed
+    the worker thread at its first render with nothing shown in the widget."""
+    with pytest.raises(ValueError, match="seed 7.9 is not a whole number"):
+        LatentExplorer(G, seed=7.9, display_size=16)
+    with pytest.raises(ValueError, match="seed 1.5 is not a whole number"):
+        StyleMixer(G, style_seed=1.5, display_size=16)
+    for bad in (None, -1, float("nan")):
+        with pytest.raises(ValueError, match="debounce="):
+            LatentExplorer(G, display_size=16, debounce=bad)
+    view = LatentExplorer(G, seed=7.0, display_size=16)  # a whole float is that seed
+    try:
+        assert view.controls["seed"].value == 7
+    finally:
+        view.close()

@@ -12,10 +12,7 @@ __all__ = ["image_grid", "psi_grid", "style_mix_grid", "label_size"]
 
 
 def _font(size):
-    try:
-        return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable built-in font
-    except TypeError:
-        return ImageFont.load_default()
+    return ImageFont.load_default(size=size)  # Pillow >= 10.1 (the floor): a scalable built-in font
 
 
 def label_size(H, W):
@@ -35,6 +32,8 @@ def image_grid(images, rows, cols, row_labels=None, col_labels=None, corner_labe
     images = to_rgb(images)  # grey, grey + alpha and RGBA networks too
     H, W = images.shape[1:3]
     grid = images.reshape(rows, cols, H, W, 3).transpose(0, 2, 1, 3, 4).reshape(rows * H, cols * W, 3)
+    # as text: a numpy array of labels ('truth value of an array is ambiguous') or numbers work too
+    row_labels, col_labels = ([str(s) for s in x] if x is not None else None for x in (row_labels, col_labels))
     if not row_labels and not col_labels:
         return Image.fromarray(grid)
     size, band = label_size(H, W)

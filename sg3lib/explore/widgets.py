@@ -18,6 +18,7 @@ A seed is a slider (0..100000, for scrubbing) with a box beside it that takes an
 import atexit
 import html
 import io
+import numbers
 import sys
 import threading
 import time
@@ -43,6 +44,9 @@ class _LiveView:
     """Controls + image + caption, rendered by a worker thread. Subclasses define render(state)."""
 
     def __init__(self, G, controls, display_size=256, debounce=0.01):
+        if isinstance(debounce, bool) or not isinstance(debounce, numbers.Real) or not 0 <= debounce < float("inf"):
+            # (the worker thread sleeps it outside the try that shows errors: it died with nothing shown)
+            raise ValueError(f"debounce={debounce!r}: seconds to let slider events settle, a number >= 0")
         self.G, self.controls, self.display_size, self.debounce = G, controls, display_size, debounce
         self.image = W.Image(format="png")
         # shown at its own pixel size (a VBox would stretch it to the page width), never wider than the page
@@ -217,7 +221,7 @@ class _SeedControl(W.HBox):
         self.observe(self._to_parts, names="value")
         self._slider.observe(self._from_part, names="value")
         self._box.observe(self._from_part, names="value")
-        self.value = int(value)
+        self.value = L._whole_seed(value)  # (int() made seed=7.9 seed 7, which the explore functions refuse)
         self._to_parts()  # value 0 fires no change
 
     @traitlets.validate("value")
