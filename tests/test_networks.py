@@ -474,3 +474,45 @@ def test_update_emas_with_an_empty_batch_keeps_the_running_statistics(cls):
     assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
     G(torch.randn([2, 8]), None, update_emas=True)  # a real batch still moves them
     assert not torch.equal(G.mapping.w_avg, before["mapping.w_avg"])
+
+
+def test_a_zeroed_channel_gives_zeros_not_a_nan_image():
+    """Unit-RMS scaling before demodulation was 0 * inf = NaN for an all-zero weight row (a pruned or
+    ablated channel), and the NaN filled the whole StyleGAN2 image; eq. 3 gives that channel 0."""
+    from sg3lib.ops.conv import modulated_conv2d
+    torch.manual_seed(0)
+    x, w, s = torch.randn(2, 4, 8, 8), torch.randn(3, 4, 3, 3), torch.randn(2, 4)
+    w[1] = 0
+    y = modulated_conv2d(x, w, s, padding=1)
+    assert torch.isfinite(y).all() and (y[:, 1] == 0).all()
+    ref = modulated_conv2d(x, w[[0, 2]], s, padding=1)  # the other channels as without the zero row
+    torch.testing.assert_close(y[:, [0, 2]], ref)
+    G = build_network("training.networks_stylegan2.Generator",
+                      dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
+                           channel_max=8, mapping_kwargs={"num_layers": 1}))
+    with torch.no_grad():
+        G.synthesis.b8.conv0.weight[2] = 0
+    assert torch.isfinite(G(torch.randn(2, 8), None)).all()
+
+
+def test_discriminator_blocks_keep_long_filters_separable_as_the_official_state_does():
+    """DiscriminatorBlock stored every resample_filter as a 2-D outer product; official states (and
+    its own layers, and G's blocks) keep filters of 8 or more taps 1-D, so such a state did not load."""
+    taps = [1, 2, 3, 4, 4, 3, 2, 1]
+    D = build_network("training.networks_stylegan2.Discriminator",
+                      dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=64, channel_max=8,
+                           block_kwargs={"resample_filter": taps}))
+    state = D.state_dict()
+    assert state["b16.resample_filter"].shape == state["b16.conv1.resample_filter"].shape == (8,)
+    assert state["b8.resample_filter"].shape == (8,)
+    D.load_state_dict(state)
+    assert torch.isfinite(D(torch.randn(2, 3, 16, 16), None)).all()
+
+
+def test_stylegan2_synthesis_layers_take_bias_acts_gain_for_every_activation():
+    """act_gain was sqrt(2) for lrelu/relu and 1 otherwise; the official layer takes bias_act's default
+    gain, sqrt(2) for swish too (so swish layers came out 1/sqrt(2) too small)."""
+    import math
+    from sg3lib.networks.stylegan2 import SynthesisLayer
+    for act, gain in (("lrelu", math.sqrt(2)), ("swish", math.sqrt(2)), ("linear", 1.0), ("tanh", 1.0)):
+        assert SynthesisLayer(4, 4, 8, 8, activation=act).act_gain == gain, act

@@ -5,11 +5,11 @@ Also the discriminator StyleGAN3 trains with. The other architectures of StyleGA
 enters every resolution through its own fromRGB)."""
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
 from .. import ops
+from ..filters import setup_filter
 from .layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork, compute_dtype, jsonable, set_bf16
 
 
@@ -42,8 +42,8 @@ class DiscriminatorBlock(nn.Module):
         self.in_channels, self.resolution, self.img_channels = in_channels, resolution, img_channels
         self.first_layer_idx, self.architecture = first_layer_idx, architecture
         self.use_fp16, self.bf16 = use_fp16, False
-        self.register_buffer("resample_filter", torch.as_tensor(
-            np.outer(resample_filter, resample_filter) / np.sum(resample_filter) ** 2, dtype=torch.float32))
+        # as its layers and G's blocks store it: 8 or more taps stay 1-D (separable), as official states hold them
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.num_layers = 0
 
         def trainable():  # layers below freeze_layers are stored as buffers (frozen for fine-tuning)

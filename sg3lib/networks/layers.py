@@ -11,6 +11,7 @@ from torch import nn
 
 from .. import ops
 from ..filters import setup_filter
+from ..ops.bias_act import ACTIVATIONS
 from ..ops.conv import conv2d_resample
 
 
@@ -88,8 +89,9 @@ class Conv2dLayer(nn.Module):
 
 
 def _def_gain(act):
-    # Default gains of bias_act (He init for the rectifiers): sqrt(2) for relu/lrelu.
-    return {"relu": math.sqrt(2), "lrelu": math.sqrt(2), "swish": math.sqrt(2)}.get(act, 1.0)
+    """bias_act's default gain for `act` (He init for the rectifiers and swish: sqrt(2)): one table."""
+    spec = ACTIVATIONS.get(act)
+    return spec.def_gain if spec is not None else 1.0  # (an unknown name fails in bias_act, saying so)
 
 
 class MappingNetwork(nn.Module):

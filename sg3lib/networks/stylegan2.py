@@ -11,7 +11,7 @@ from torch import nn
 from .. import ops
 from ..filters import setup_filter
 from ..ops.conv import modulated_conv2d
-from .layers import FullyConnectedLayer, GeneratorBase, compute_dtype
+from .layers import FullyConnectedLayer, GeneratorBase, _def_gain, compute_dtype
 
 
 def upsample2d(x, f, up=2):
@@ -32,7 +32,7 @@ class SynthesisLayer(nn.Module):
         self.activation, self.conv_clamp = activation, conv_clamp
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.padding = kernel_size // 2
-        self.act_gain = math.sqrt(2) if activation in ("lrelu", "relu") else 1.0
+        self.act_gain = _def_gain(activation)  # bias_act's default, as the official layer (swish: sqrt(2) too)
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:

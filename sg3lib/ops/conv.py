@@ -152,8 +152,10 @@ def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, resamp
     if demodulate:
         # Scale weight rows and styles to unit RMS first: demodulation cancels it exactly, and it
         # keeps reduced-precision activations in range.
-        w32 = w32 * w32.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
-        s32 = s32 * s32.square().mean(dim=1, keepdim=True).rsqrt()
+        # (clamped: an all-zero row, a pruned channel, would be 0 * inf = NaN, and NaN the whole image;
+        # StyleGAN2 eq. 3 gives that channel 0)
+        w32 = w32 * w32.square().mean(dim=[1, 2, 3], keepdim=True).clamp_min(1e-30).rsqrt()
+        s32 = s32 * s32.square().mean(dim=1, keepdim=True).clamp_min(1e-30).rsqrt()
     scale_in = s32
     if input_gain is not None:
         scale_in = scale_in * torch.as_tensor(input_gain, dtype=torch.float32, device=x.device)
