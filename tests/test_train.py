@@ -1230,3 +1230,22 @@ def test_switches_are_true_or_false(tmp_path, key):
     """train(mirror="false") (a notebook setting typed as text) was taken as true."""
     with pytest.raises(TrainError, match=f"{key.replace('_', '-')} 'false' must be True or False"):
         train(make_zip(tmp_path / "d.zip"), tmp_path / "r", kimg=0.016, **dict(TINY, **{key: "false"}))
+
+
+def test_continuing_with_other_classes_does_not_suggest_a_transfer_that_is_refused_too(tmp_path):
+    """The different-architecture message suggested exporting a .pkl and starting from it, which the
+    transfer check then refuses for the same class mismatch."""
+    import json
+
+    def labelled(classes):
+        path = make_zip(tmp_path / "c.zip")
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr("dataset.json", json.dumps({"labels": [[f"00000/img{i:08d}.png", i % classes]
+                                                              for i in range(16)]}))
+        return path
+    run = tmp_path / "r"
+    train(labelled(2), run, kimg=0.008, **dict(TINY, cond=True))
+    with pytest.raises(TrainError) as e:
+        train(labelled(3), run, resume="latest", kimg=0.016, **dict(TINY, cond=True))
+    msg = str(e.value)
+    assert "c_dim: 2 -> 3" in msg and "labelled with its 2 classes" in msg and "write_official_pkl" not in msg

@@ -812,7 +812,12 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         diff = config_mod.arch_diff(prev_cfg, c)
         if diff:
             src = latest if resume == "latest" else resume
-            how = ("start a new run in another --outdir with --resume pointing at this snapshot"
+            was = prev_cfg.get("c_dim") or 0
+            classes = (f"continue it on a dataset labelled with its {was} classes" if was else
+                       "continue it unconditional (leave --cond off)")
+            how = (f"{classes}: the classes are part of G's and D's weights, so no new run can start from them "
+                   "with other classes either" if was != c["c_dim"] else
+                   "start a new run in another --outdir with --resume pointing at this snapshot"
                    if prev_cfg.get("data") != data else  # there it would continue again: same dataset
                    "to start a new run from its weights on this dataset (a snapshot of a run on the dataset it "
                    "trained on continues that run), export them and start from the .pkl: "
