@@ -30,7 +30,9 @@ from .loader import LoadError, read_head, short_of_memory
 FORMAT = "sg3lib-snapshot"
 VERSION = 1
 PATTERN = "snapshot-*.pt"
-_COUNTER = re.compile(r"-(\d+)$")  # snapshot-NNNNNNNNN: not a copy such as 'snapshot-000004000 (1)
+# The whole name: a copy ('snapshot-000004000 (1)', 'snapshot-000400000-20240101', 'snapshot-keep-...') has
+# no counter (its last digits, read as one, made a dated backup the newest snapshot, and prune deleted real ones)
+_COUNTER = re.compile(r"(?:network-)?snapshot-(\d+)")  # (network-: the official name)
 _LEAF_TYPES = (torch.Tensor, int, float, bool, complex, str, bytes, type(None), torch.dtype, torch.device)
 
 
@@ -198,7 +200,7 @@ def _looks_zip(path):
 
 def snapshot_counter(path):
     """The image counter in a snapshot's name (-1 if it has none)."""
-    m = _COUNTER.search(Path(path).stem)
+    m = _COUNTER.fullmatch(Path(path).stem)
     return int(m.group(1)) if m else -1
 
 

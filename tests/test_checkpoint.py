@@ -161,6 +161,18 @@ def test_copies_named_like_snapshots_are_neither_used_nor_deleted(tmp_path, fixt
     with pytest.warns(UserWarning, match=r"ignored 1 file.*\(1\)\.pt"):
         assert ck.prune(tmp_path, keep_last=1) == [tmp_path / ck.snapshot_name(8)]
     assert copy.exists()
+    # copies named with more digits or words: a dated backup read as counter 20240101 was the newest
+    # snapshot (resumed from, and the real ones pruned), '-1' the oldest (deleted)
+    backups = [tmp_path / n for n in ("snapshot-000000016-20240101.pt", "snapshot-000000016-1.pt",
+                                      "snapshot-keep-000000016.pt")]
+    for b in backups:
+        b.write_bytes((tmp_path / ck.snapshot_name(16)).read_bytes())
+    ck.save_snapshot(tmp_path / ck.snapshot_name(24), snap)
+    with pytest.warns(UserWarning, match=r"ignored 4 file"):
+        assert ck.find_latest(tmp_path) == tmp_path / ck.snapshot_name(24)
+    with pytest.warns(UserWarning, match=r"ignored 4 file"):
+        assert ck.prune(tmp_path, keep_last=1) == [tmp_path / ck.snapshot_name(16)]
+    assert all(b.exists() for b in backups)
 
 
 def test_load_snapshot_errors(tmp_path, fixtures_dir):

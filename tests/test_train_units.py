@@ -529,3 +529,14 @@ def test_ada_switched_on_at_a_resume_adapts_from_its_own_steps():
         ada.accumulate(torch.tensor(8.0), 8)  # r_t = 1 since the switch: raise p
         ada.update(step, 8)
     assert ada.rt == 1.0 and ada.p > 0.2
+
+
+def test_a_stats_line_that_is_json_but_no_record_is_dropped_not_a_crash(tmp_path, capsys):
+    """A damaged line reading as valid JSON ('0', 'null', a list) was kept as a record, and the resume's
+    truncate_after failed on it: AttributeError: 'int' object has no attribute 'get'."""
+    from sg3lib.train.stats import read_stats, truncate_after
+    (tmp_path / "stats.jsonl").write_text('{"kimg": 0.1}\n0\nnull\n[1]\n{"kimg": 0.2}\n')
+    assert read_stats(tmp_path) == ([{"kimg": 0.1}, {"kimg": 0.2}], 3)
+    truncate_after(tmp_path, 0.1)
+    assert "3 unreadable lines" in capsys.readouterr().out
+    assert read_stats(tmp_path) == ([{"kimg": 0.1}], 0)

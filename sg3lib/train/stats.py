@@ -49,8 +49,13 @@ def read_stats(run_dir):
     with open(path, encoding="utf-8", errors="replace") as f:  # damaged bytes: a bad line, not a crash
         for line in f:
             try:
-                recs.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
+                bad += 1
+                continue
+            if isinstance(rec, dict):
+                recs.append(rec)
+            else:  # valid JSON, but not a record ('0', 'null': damaged): truncate_after would fail on it
                 bad += 1
     return recs, bad
 
