@@ -62,6 +62,7 @@ def _pretend_gpu(monkeypatch, caps=((9, 0),), torch_archs=()):
 
 
 def test_no_gpu_falls_back_with_reason(fresh_loader, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")  # a CUDA torch, as here
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     start = time.monotonic()
     with pytest.warns(UserWarning, match="no CUDA GPU"):
@@ -238,6 +239,13 @@ def test_stamped_build_loads_without_building(fresh_loader, monkeypatch, tmp_pat
     ok, reason = _cuda.available()
     assert ok and "cached build" in reason and str(build_dir) in reason
     assert "building" not in capsys.readouterr().err
+    # ...and without ninja, which only a build needs (it was refused before the cache was looked at)
+    _cuda._reset()
+    from torch.utils import cpp_extension
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: False)
+    ok, reason = _cuda.available()
+    assert ok and "cached build" in reason, reason
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)  # (the builds below need it)
     assert _cuda._ext().__name__ == name
     assert not list((tmp_path / "cache").glob("*.lock")), "the build lock must be released"
 
@@ -1175,3 +1183,47 @@ def test_gpu_offsets_past_2_31_and_planes_past_65535():
     want = ops.filtered_lrelu(last, impl="ref", **kw)
     assert_close(y[-1:], want, _tol(half), "filtered_lrelu forward")
     assert_close(dx[-1:], torch.autograd.grad(want, last, dy[-1:].float())[0], _tol(half), "filtered_lrelu dx")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_simulated_unfused_filtered_lrelu_adds_the_bias_in_float32(simulated, dtype):
+    """The unfused passes added the bias in x's half dtype before the float32 passes, where the fused
+    kernel and the reference add it in float32: bfloat16 results moved by 5e-3 (relative) on that path only."""
+    torch.manual_seed(0)
+    x = (torch.randn(1, 4, 8, 8) * 3).to(dtype)
+    b = (torch.randn(4) * 5 + 0.37).to(dtype)
+    fu = torch.rand(6) + 0.1
+    fu = fu / fu.sum()
+    want = filtered_lrelu_ref(x, fu, fu, b, 2, 2, [3, 2, 3, 2], math.sqrt(2), 0.2, None, False).float()
+    for unfused in (False, True):
+        simulated.force_unfused = unfused
+        got = _call_flrelu("sim", x, fu, fu, b, 2, 2, [3, 2, 3, 2], math.sqrt(2), 0.2, None, False).float()
+        assert (got - want).abs().max() / want.abs().max() < 1e-4, ("unfused" if unfused else "fused")
+
+
+def test_a_cpu_only_torch_is_named_as_such(fresh_loader, monkeypatch):
+    """torch.cuda.is_available() was asked first, and a CPU-only torch always says False: a user with
+    a GPU but the CPU wheel was told 'no CUDA GPU visible' (drivers) rather than 'a CPU-only build'."""
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ok, reason = _cuda.available(warn=False)
+    assert not ok and "is a CPU-only build; install a CUDA build of torch" in reason
+
+
+@pytest.mark.parametrize("value", ["15m", "0", "-1", "nan"])
+def test_a_bad_build_timeout_is_named(fresh_loader, monkeypatch, tmp_path, value):
+    _fake_toolchain(monkeypatch, tmp_path)
+    monkeypatch.setenv("SG3LIB_BUILD_TIMEOUT", value)
+    with pytest.warns(UserWarning, match=f"SG3LIB_BUILD_TIMEOUT='{value}': give the build's time limit in seconds"):
+        assert not _cuda.available()[0]
+
+
+def test_the_ops_say_that_they_take_a_tensor():
+    """ops.upfirdn2d and ops.bias_act read x.is_cuda first: a numpy array failed with AttributeError."""
+    import numpy as np
+    from sg3lib import ops
+    a = np.zeros([1, 1, 4, 4], np.float32)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+        ops.upfirdn2d(a, torch.ones(2) / 2)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+        ops.bias_act(a)

@@ -8,6 +8,8 @@
 """
 import math
 
+import torch
+
 from .bias_act import bias_act_ref
 from .filtered_lrelu import check_args as check_filtered_lrelu_args, filtered_lrelu_ref
 from .upfirdn2d import parse_padding, parse_scaling, upfirdn2d_ref
@@ -18,6 +20,8 @@ __all__ = ["upfirdn2d", "filtered_lrelu", "bias_act", "report"]
 def _use_cuda(x, impl):
     if impl not in (None, "ref", "cuda"):
         raise ValueError(f"impl must be None, 'ref' or 'cuda', got {impl!r}")
+    if not isinstance(x, torch.Tensor):  # (x.is_cuda below: an AttributeError for a numpy array)
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__} (torch.from_numpy converts an array)")
     if impl == "ref" or (impl is None and not x.is_cuda):
         return None
     if not x.is_cuda:

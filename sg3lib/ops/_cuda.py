@@ -139,19 +139,17 @@ def _toolchain_problem():
     """Why the kernels cannot be built on this machine, or None. Cheap: runs no compiler."""
     if os.environ.get("SG3LIB_CUDA", "1") == "0":
         return "disabled by SG3LIB_CUDA=0"
+    if not torch.version.cuda:  # first: a CPU-only torch sees no GPU either, but the fix is another torch
+        return (f"torch {torch.__version__} is a CPU-only build; install a CUDA build of torch (see "
+                "environment.yml)")
     if not torch.cuda.is_available():
         return "no CUDA GPU visible to torch"
-    if not torch.version.cuda:
-        return f"torch {torch.__version__} is a CPU-only build"
     if kernel_dir() is None:
         return "kernel sources (kernels/*.cu) not found next to the sg3lib package"
     nvcc, why = find_nvcc()
     if nvcc is None:
         return why + f"; install the CUDA toolkit {torch.version.cuda} or set CUDA_HOME"
-    from torch.utils import cpp_extension
-    if not cpp_extension.is_ninja_available():
-        return "ninja not found; `pip install ninja`"
-    return None
+    return None  # (ninja is needed to build, not to load a finished build: _build_and_load checks it)
 
 
 def build_archs():
@@ -237,7 +235,14 @@ def _flags():
 
 
 def _build_timeout():
-    return float(os.environ.get("SG3LIB_BUILD_TIMEOUT", "900"))
+    text = os.environ.get("SG3LIB_BUILD_TIMEOUT", "900")
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):  # (the reason would have quoted float()'s words, not the variable)
+        raise ValueError(f"SG3LIB_BUILD_TIMEOUT={text!r}: give the build's time limit in seconds, e.g. 900")
+    return v
 
 
 def process_namespace():
@@ -459,6 +464,9 @@ def _build_and_load():
             except ImportError:  # a damaged copy, say: build it again, from an empty folder (ninja
                 shutil.rmtree(build_dir, ignore_errors=True)  # takes a library newer than its sources
                 build_dir.mkdir(parents=True, exist_ok=True)  # for up to date and would not relink)
+        from torch.utils import cpp_extension
+        if not cpp_extension.is_ninja_available():  # only a build needs it; a stamped build loaded above
+            raise RuntimeError("ninja not found; `pip install ninja`")
         torch_lock = build_dir / "lock"  # torch's own baton: stale whenever we hold our lock
         if torch_lock.exists():
             torch_lock.unlink()
@@ -811,7 +819,8 @@ def _unpack_codes(mask, tw):
 def _filtered_lrelu_unfused(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter):
     """Same result from separate CUDA passes (float32 intermediate); for filters too large for the
     fused kernel's shared memory. Returns (y, mask) with the fused kernel's packed mask."""
-    xb = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    # x + b in float32, as the fused kernel and the reference add it (in x's half dtype it was rounded)
+    xb = x if b is None else x.float() + b.to(x.dtype).float().reshape(1, -1, 1, 1)
     t = _upfirdn2d_raw(xb, fu, (up, up), (1, 1), padding, flip_filter, up ** 2, out_dtype=torch.float32)
     pos = t > 0
     v = torch.where(pos, t, t * slope) * gain
