@@ -134,6 +134,15 @@ def remove_stale(folder, pattern, stale_s=None):
     return removed
 
 
+def remove_leftovers(folder, pattern, stale_s, what):
+    """remove_stale, saying what it removed: a warning '<folder>: removed N <what> [names]'. Returns
+    the removed names."""
+    removed = [p.name for p in remove_stale(folder, pattern, stale_s)]
+    if removed:
+        warnings.warn(f"{folder}: removed {len(removed)} {what} {removed}")
+    return removed
+
+
 STALE_COPY_S = 600
 
 
@@ -146,9 +155,8 @@ def local_copy(src, folder, progress=True):
         raise FileNotFoundError(f"{src}: no such file to copy")
     # A copy killed midway (Colab's "Restart runtime" keeps /content) left a hidden temporary of up to
     # the dataset's size; one untouched for STALE_COPY_S is no copy still running (they write constantly).
-    removed = [p.name for p in remove_stale(dest.parent, f".{glob.escape(dest.name)}.tmp-*", STALE_COPY_S)]
-    if removed:
-        warnings.warn(f"{dest.parent}: removed {len(removed)} leftover(s) of interrupted copies of {src.name} {removed}")
+    remove_leftovers(dest.parent, f".{glob.escape(dest.name)}.tmp-*", STALE_COPY_S,
+                     f"leftover(s) of interrupted copies of {src.name}")
     st = src.stat()
     have = dest.stat() if dest.is_file() else None
     if have and (have.st_size, have.st_mtime_ns) == (st.st_size, st.st_mtime_ns):

@@ -21,7 +21,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from .files import cache_home, remove_stale, temp_file_beside
+from .files import cache_home, remove_leftovers, temp_file_beside
 
 
 class LoadError(ValueError):
@@ -31,13 +31,6 @@ class LoadError(ValueError):
 # torch reports a failed allocation as a RuntimeError ("DefaultCPUAllocator: can't allocate memory",
 # "not enough memory" on Windows, "CUDA out of memory"), not as MemoryError.
 _NO_MEMORY = re.compile(r"can't allocate memory|not enough memory|out of memory", re.I)
-
-
-def _kimg_text(kimg):
-    """25000.032 as such: format(kimg, 'g') keeps 6 digits (25000, 1.23457e+06)."""
-    if kimg is None:
-        return "unknown"
-    return f"{kimg:.3f}".rstrip("0").rstrip(".")
 
 
 def short_of_memory(path, e):
@@ -83,9 +76,8 @@ STALE_DOWNLOAD_S = 600  # a live download writes at least every 60 s (the read t
 def _remove_stale_downloads(dest):
     """Delete what killed downloads of `dest` left (a Colab disconnect leaves hundreds of MB in the
     cache otherwise); one still being written by another process is younger than STALE_DOWNLOAD_S."""
-    removed = [p.name for p in remove_stale(dest.parent, f".{glob.escape(dest.name)}.tmp-*", STALE_DOWNLOAD_S)]
-    if removed:
-        warnings.warn(f"{dest.parent}: removed {len(removed)} leftover file(s) of interrupted downloads {removed}")
+    remove_leftovers(dest.parent, f".{glob.escape(dest.name)}.tmp-*", STALE_DOWNLOAD_S,
+                     "leftover file(s) of interrupted downloads")
 
 
 def download(url, progress=True):
@@ -344,6 +336,13 @@ def add_info_arguments(parser):
     parser.add_argument("path", help="official .pkl, sg3lib snapshot .pt, a run folder (its newest snapshot), "
                                      "or an http(s) URL of a file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _kimg_text(kimg):
+    """25000.032 as such: format(kimg, 'g') keeps 6 digits (25000, 1.23457e+06)."""
+    if kimg is None:
+        return "unknown"
+    return f"{kimg:.3f}".rstrip("0").rstrip(".")
 
 
 def run_info(args):

@@ -179,9 +179,17 @@ def _is_dir(entry):
 
 
 def _zip_names(z):
-    """{name with / between folders: name as stored}. Windows PowerShell's Compress-Archive writes
-    backslashes (the dataset reader takes both too), which would leave such a zip without sub-folders (classes)."""
-    return {n.replace("\\", "/"): n for n in z.namelist() if not n.endswith("/") and not n.endswith("\\")}
+    """(file names with / between folders, {such a name: the name as stored} for those that differ).
+    Windows PowerShell's Compress-Archive writes backslashes (the dataset reader takes both too), which
+    would leave such a zip without sub-folders (classes)."""
+    names, stored = [], {}
+    for n in z.namelist():
+        posix = n.replace("\\", "/")
+        if not posix.endswith("/"):
+            names.append(posix)
+            if posix != n:
+                stored[posix] = n
+    return names, stored
 
 
 def _in_folder_order(names):
@@ -209,7 +217,7 @@ def _list_source(src):
             raise CurateError(f"cannot read the source folder {src} ({e.strerror}); check its permissions")
         return count, (lambda unlisted=None: _walk(src, unlisted)), sorted(classes)
     with zipfile.ZipFile(src) as z:
-        names = _in_folder_order(_zip_names(z))
+        names = _in_folder_order(_zip_names(z)[0])
     classes = sorted({n.split("/", 1)[0] for n in names if _is_labelled_image(n)})
     return len(names), (lambda unlisted=None: iter(names)), classes
 
@@ -245,7 +253,7 @@ def _read(rel):
             return f.read()
     if _W["zip"] is None:
         _W["zip"] = zipfile.ZipFile(src)
-        _W["zip_names"] = _zip_names(_W["zip"])
+        _W["zip_names"] = _zip_names(_W["zip"])[1]
     try:
         return _W["zip"].read(_W["zip_names"].get(rel, rel))
     except NotImplementedError:  # zipfile's words name neither the method nor a fix

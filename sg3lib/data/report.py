@@ -12,13 +12,12 @@ import random
 import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from ..files import atomic_write, remove_stale
+from ..files import atomic_write, remove_leftovers
 
 SHEET_MARK = "sg3lib contact sheet"  # a PNG text chunk: tells our sheets from a user's files
 _SHEET_NAME = re.compile(r"(accepted_sample|rejected_[A-Za-z0-9_]+)\.png")
@@ -112,9 +111,7 @@ STALE_PARTIAL_S = 3600  # a curation in progress appends to its lists far more o
 def _remove_stale_partials(out_dir):
     """The per-reason lists a killed curation left (.report-*.partial/, one line per file: large for
     a big folder). One untouched for STALE_PARTIAL_S belongs to no curation still running."""
-    removed = [d.name for d in remove_stale(out_dir, ".report-*.partial", STALE_PARTIAL_S)]
-    if removed:
-        warnings.warn(f"{out_dir}: removed {len(removed)} leftover folder(s) of interrupted curations {removed}")
+    remove_leftovers(out_dir, ".report-*.partial", STALE_PARTIAL_S, "leftover folder(s) of interrupted curations")
 
 
 def _previous_sheets(path):

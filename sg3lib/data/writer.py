@@ -7,12 +7,11 @@ import json
 import os
 import re
 import shutil
-import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from .. import files
-from ..files import fsync_dir, move_into_place, remove_stale, temp_dir_beside, temp_file_beside
+from ..files import fsync_dir, move_into_place, remove_leftovers, temp_dir_beside, temp_file_beside
 
 
 def image_name(index):
@@ -102,9 +101,8 @@ STALE_PARTIAL_S = 3600  # a write in progress adds an image far more often than 
 def _remove_stale_partials(dest):
     """The temporaries killed writes of `dest` left beside it (a dataset's size each: a Colab disconnect
     or an out-of-memory kill during `sg3 curate` leaves one per try)."""
-    removed = [p.name for p in remove_stale(dest.parent, f".{glob.escape(dest.name)}.tmp-*.partial", STALE_PARTIAL_S)]
-    if removed:
-        warnings.warn(f"{dest.parent}: removed {len(removed)} leftover(s) of interrupted writes of {dest.name} {removed}")
+    remove_leftovers(dest.parent, f".{glob.escape(dest.name)}.tmp-*.partial", STALE_PARTIAL_S,
+                     f"leftover(s) of interrupted writes of {dest.name}")
 
 
 def _flush_to_disk(paths):

@@ -133,9 +133,8 @@ def _check_numbers(c):
         raise ValueError(f"--keep-every-kimg {k!r} must be a finite number of kimg (0: no milestones)")
 
 
-def known_options():
-    """The option names make_config (and train()) take."""
-    return set(DEFAULTS) | {k for preset in PRESETS.values() for k in preset} | {"glr", "dlr"}
+# The option names make_config (and train()) take.
+OPTIONS = frozenset(DEFAULTS) | {k for preset in PRESETS.values() for k in preset}
 
 
 _SWITCHES = ("mirror", "cond", "deterministic", "tf32", "tensorboard")
@@ -151,12 +150,12 @@ def check_option_names(opts):
     """ValueError for a name no option has (keep_snapshot for keep_snapshots): it would be stored in
     the run's config and change nothing, silently."""
     import difflib
-    unknown = sorted(set(opts) - known_options())
+    unknown = sorted(set(opts) - OPTIONS)
     if unknown:
-        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known_options(), 1))
+        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, OPTIONS, 1))
                              else "") for k in unknown]
         raise ValueError(f"unknown training option(s) {', '.join(hints)}; the options are "
-                         f"{', '.join(sorted(known_options()))}")
+                         f"{', '.join(sorted(OPTIONS))}")
     _check_switches(opts)  # before the dataset is opened (cond decides its labels)
 
 
