@@ -4,6 +4,7 @@ Tiny networks on 16 px images, deterministic mode, a few steps each (seconds on 
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,6 +349,14 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         train(tmp_path / "nope.zip", tmp_path / "r4", kimg=0.008, **TINY)
     with pytest.raises(TrainError, match="unknown --compile 'fast'; choose one of none, default, reduce-overhead"):
         train(good, tmp_path / "r5", kimg=0.008, **dict(TINY, compile="fast"))
+    folder = tmp_path / "rfolder"  # a folder dataset: a run inside it would put its grids among the images
+    (folder / "a").mkdir(parents=True)
+    with zipfile.ZipFile(good) as z:
+        z.extractall(folder / "a")
+    with pytest.raises(TrainError, match=r"--outdir .*rfolder.a.runs.x is inside the dataset folder .*rfolder"):
+        train(folder, folder / "a" / "runs" / "x", kimg=0.008, **TINY)
+    assert not (folder / "a" / "runs").exists()
+    shutil.rmtree(folder)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("r")]  # refused runs leave no empty folders
 
 

@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -146,9 +147,13 @@ def set_rng_state(s):
 # Setup helpers
 
 
-def _check_outdir(outdir):
+def _check_outdir(outdir, data):
     """Before any work, without creating anything (a run refused for its options leaves no empty
-    folder): a file in the way, or a folder this process cannot write into."""
+    folder): a file in the way, a folder this process cannot write into, or a folder inside a folder
+    dataset (its grids would be read as images of the dataset the next time it opens)."""
+    if os.path.isdir(data) and Path(outdir).resolve().is_relative_to(Path(data).resolve()):
+        raise TrainError(f"--outdir {outdir} is inside the dataset folder {data}: its image grids "
+                         "(fakes*.png) would be taken for images of the dataset; choose a folder outside it")
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise TrainError(f"--outdir {outdir} is a file, not a folder; choose a folder for the run")
     existing = outdir
@@ -729,7 +734,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     outdir = os.path.abspath(str(outdir))
     data = os.path.abspath(str(data))
     if rank == 0:
-        _check_outdir(outdir)
+        _check_outdir(outdir, data)
         if resume != "latest":  # ('latest' cleans as it looks for the newest snapshot)
             _remove_leftovers(outdir)
 
