@@ -167,6 +167,43 @@ def test_pixels_training_cannot_use_are_refused_when_the_dataset_opens(tmp_path)
     assert ds[1][0].dtype == np.uint8 and ds[1][0].shape == (3, 8, 8) and not ds[1][0].any()
 
 
+def test_grey_alpha_16_bit_and_transparent_palette_images_are_refused(tmp_path):
+    """Pillow opens a 16-bit grey+alpha PNG as RGBA: it trained as 4 channels where its 8-bit twin
+    gives 2. A palette image with a transparent colour was read as RGB, its transparent pixels
+    trained as whatever colour the palette held there; curate converts both properly."""
+    paletted = io.BytesIO()
+    Image.fromarray(pictures(1)[0]).convert("P").save(paletted, format="PNG", transparency=0)
+    for odd, kind in ((raw_png(8, 16, 4), r"16-bit grey\+alpha PNG"), (paletted.getvalue(), "palette image with transparency")):
+        path = tmp_path / f"{len(kind)}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("00000/img00000000.png", png(pictures(1, channels=4)[0]))
+            z.writestr("00000/img00000001.png", odd)
+        with pytest.raises(DatasetError, match=rf"img00000001\.png of .*{path.name} is a {kind}.*sg3 curate"):
+            ImageDataset(path)
+        ds = ImageDataset(path, check=False)  # unchecked headers: found when the image is read
+        if "palette" in kind:
+            with pytest.raises(DatasetError, match="img00000001.png of .* is a palette image with transparency"):
+                ds[1]
+    opaque = io.BytesIO()  # a palette image without transparency is RGB, as before
+    Image.fromarray(pictures(1)[0]).convert("P").save(opaque, format="PNG")
+    with zipfile.ZipFile(tmp_path / "p.zip", "w") as z:
+        z.writestr("00000/img00000000.png", opaque.getvalue())
+    assert ImageDataset(tmp_path / "p.zip")[0][0].shape == (3, 8, 8)
+
+
+def test_labels_match_names_in_either_unicode_form(tmp_path):
+    """A Mac's file system writes names decomposed (NFD), a hand-made dataset.json is composed (NFC):
+    the labels were refused as 'no label for café.png', naming a file that looked the same."""
+    import unicodedata
+    root = tmp_path / "ds"
+    root.mkdir()
+    for i, a in enumerate(pictures(2)):
+        (root / unicodedata.normalize("NFD", f"café{i}.png")).write_bytes(png(a))
+    (root / "dataset.json").write_text(json.dumps({"labels": [[f"café{i}.png", i] for i in range(2)]}))
+    ds = ImageDataset(root, use_labels=True)
+    assert [ds.get_label(i).tolist() for i in range(2)] == [[1, 0], [0, 1]]
+
+
 def test_a_damaged_image_is_named_when_it_is_read(tmp_path):
     """Data broken behind a good header (a truncated file) is found only when the image is read:
     the error used to be Pillow's 'image file is truncated' alone, inside a loader worker's

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import struct
+import unicodedata
 import warnings
 import zipfile
 import zlib
@@ -49,6 +50,9 @@ def _header_shape(head, fname, open_full):
         w, h, depth, ctype = struct.unpack(">IIBB", head[16:26])
         if depth == 8 and ctype in _PNG_CHANNELS:
             return _PNG_CHANNELS[ctype], h, w
+        if depth == 16 and ctype == 4:  # Pillow opens it as RGBA: grey+alpha would train as 4 channels
+            raise DatasetError(f"image {fname} is a 16-bit grey+alpha PNG; a dataset holds 8-bit grey, RGB "
+                               "or RGBA images: re-run `sg3 curate` on the source images (it converts them)")
     with open_full() as f:
         try:
             img = Image.open(f)
@@ -60,7 +64,17 @@ def _header_shape(head, fname, open_full):
             raise DatasetError(f"image {fname} is a {kind} image (Pillow mode {img.mode}); a dataset holds "
                                "8-bit grey, RGB or RGBA images: re-run `sg3 curate` on the source images "
                                "(it converts 16-bit, 1-bit, float and CMYK images)")
+        _check_palette(img, fname)
         return _MODE_CHANNELS[img.mode], img.size[1], img.size[0]
+
+
+def _check_palette(img, fname):
+    """A palette image with a transparent colour is refused: read as RGB, its transparent pixels
+    would train as whatever colour the palette holds there (curate lays them over a background)."""
+    if img.mode == "P" and "transparency" in img.info:
+        raise DatasetError(f"image {fname} is a palette image with transparency; a dataset holds 8-bit "
+                           "grey, RGB or RGBA images: re-run `sg3 curate` on the source images (it "
+                           "converts palette images and their transparency)")
 
 
 def _folder_files(root):
@@ -216,11 +230,12 @@ class ImageDataset(_Base):
             raise DatasetError(f"{self.path}: class_names in dataset.json must be a list of names (class "
                                f"index -> name), not {type(class_names).__name__} {class_names!r:.40}")
         try:
-            table = dict((str(k), v) for k, v in labels)
+            # NFC: names from a Mac's file system are decomposed, a hand-made dataset.json composed
+            table = dict((unicodedata.normalize("NFC", str(k)), v) for k, v in labels)
         except (TypeError, ValueError):
             raise DatasetError(f"{self.path}: 'labels' in dataset.json must be a list of [image name, label] "
                                "pairs, as the official dataset tool writes it")
-        keys = [n[len(folder):] for n in self._names]
+        keys = [unicodedata.normalize("NFC", n[len(folder):]) for n in self._names]
         missing = [n for n, k in zip(self._names, keys) if k not in table]
         if missing:
             raise DatasetError(f"{self.path}: dataset.json has no label for {missing[0]} "
@@ -292,6 +307,7 @@ class ImageDataset(_Base):
             with self._open(name) as f:
                 img = Image.open(f)
                 if img.mode == "P":
+                    _check_palette(img, f"{name} of {self.path}")
                     img = img.convert("RGB")
                 a = np.asarray(img)
         except (MemoryError, DatasetError):  # (a DatasetError of _open names the file and the fix)
