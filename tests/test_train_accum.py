@@ -48,12 +48,13 @@ def _close_stats(a, b, rtol=1e-4):
 
 
 def test_grad_accumulation_4x2_equals_1x8(tmp_path):
-    """StyleGAN3-T, R1 and ADA on, style mixing on: 2 steps at batch 8 as 1 round of 8 and as
-    4 rounds of 2 (minibatch-stddev group 2) end with the same weights and Adam moments."""
+    """StyleGAN3-T, R1, path length and ADA on, style mixing on: 2 steps at batch 8 as 1 round of 8
+    and as 4 rounds of 2 (minibatch-stddev group 2) end with the same weights and Adam moments (the
+    path-length noise was drawn per round: the weights differed by 4e-3)."""
     data = make_zip(tmp_path / "d.zip")
     opts = dict(cfg="stylegan3-t", batch=8, kimg=0.016, tick=0.008, cbase=128, cmax=8, map=2,
                 z_dim=8, w_dim=8, workers=0, gamma=1.0, p=0.3, D_reg_interval=1, mbstd_group=2, snap=1,
-                style_mixing=0.5, progress=False)
+                style_mixing=0.5, pl_weight=2.0, progress=False)
     train(data, tmp_path / "a", batch_gpu=8, **opts)
     train(data, tmp_path / "b", batch_gpu=2, **opts)
     sa, wa = _weights(tmp_path / "a" / "snapshot-000000016.pt")
@@ -68,6 +69,8 @@ def test_grad_accumulation_4x2_equals_1x8(tmp_path):
         for i in ma:
             torch.testing.assert_close(ma[i]["exp_avg"], mb[i]["exp_avg"], rtol=1e-3, atol=1e-7)
             torch.testing.assert_close(ma[i]["exp_avg_sq"], mb[i]["exp_avg_sq"], rtol=1e-3, atol=1e-12)
+    pl = [sx["training_state"]["pl_mean"] for sx in (sa, sb)]
+    assert float(pl[0]) > 0 and abs(float(pl[0]) - float(pl[1])) < 1e-4 * float(pl[0]), pl
 
 
 @pytest.mark.slow

@@ -68,6 +68,14 @@ def generator(*parts):
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
+def _pl_noise(c, step, a, b):
+    """Path-length noise y of images a..b of the step's global batch, each drawn from its own seed so
+    that an image gets the same y whichever round or process handles it (split invariance)."""
+    shape = [c["img_channels"], c["resolution"], c["resolution"]]
+    return torch.stack([torch.randn(shape, generator=generator(c["seed"], step, PHASE_IDS["Greg"], 0, i))
+                        for i in range(a, b)])
+
+
 def epoch_order(seed, epoch, n):
     return torch.randperm(n, generator=generator(seed, PHASE_IDS["data"], epoch))
 
@@ -1087,9 +1095,7 @@ class _Run:
             pl_len = torch.zeros([], device=dev)
             for a, b in self._rounds(nb):
                 self._seed_global(step, "Greg", a)
-                noise_gen = generator(c["seed"], step, PHASE_IDS["Greg"], a + 1)
-                res = c["resolution"]
-                pl_noise = torch.randn([b - a, c["img_channels"], res, res], generator=noise_gen)
+                pl_noise = _pl_noise(c, step, a, b)
                 loss, st = self.phases.G_pl(slice_step(r, a, b, dev), self.G_interval, pl_noise.to(dev))
                 (loss / nb).backward()
                 pl_len = pl_len + st.pop("_pl_len")

@@ -17,10 +17,11 @@
 
 Split invariance (exact gradient accumulation and multi-process equality). Every random
 number that belongs to an image (z, the second z of style mixing, the mixing cutoff, the
-fake's label, the augmentation parameters) is drawn once per step for the whole global batch
-and then sliced, so a sample gets the same numbers whichever round or process handles it.
-Each loss is summed over its slice and divided by the global batch, so summing gradients
-over rounds and processes gives the gradient of the global mean. Minibatch standard deviation
+fake's label, the augmentation parameters, the path-length noise y) is drawn once per step for
+the whole global batch and then sliced (y from a seed of its own per image), so a sample
+gets the same numbers whichever round or process handles it. Each loss is summed over its
+slice and divided by the global batch, so summing gradients over rounds and processes gives
+the gradient of the global mean. Minibatch standard deviation
 in D is the one cross-sample coupling: D groups the samples of its input strided
 (sample i with i + N/G, ...); `mbstd_order` reorders each round so that the groups are always
 consecutive runs of G samples of the global batch, independent of how it is split (this needs
