@@ -227,6 +227,8 @@ def test_an_output_folder_without_write_permission_is_named(tmp_path, monkeypatc
     (dict(cbase=0), "--cbase 0 must be a whole number >= 1"),
     (dict(cbase=8), "--cbase 8 and --cmax 512 leave G's 16 px layers without channels; give --cbase 16"),
     (dict(cfg="stylegan3-r", cbase=16), "leave D's 16 px layers without channels; give --cbase 32 or more"),
+    # D's capacity given itself: raising --cbase (the old advice) could not help.
+    (dict(dcbase=8), "dcbase=8 and dcmax=512 leave D's 16 px layers without channels; give dcbase=16 or more"),
     (dict(keep_every_kimg=float("nan")), "--keep-every-kimg nan must be a finite number"),
     # train() options without a flag are named as train() takes them.
     (dict(ada_interval=0), "ada_interval=0 must be a whole number >= 1"),  # ZeroDivisionError in the first steps

@@ -177,9 +177,14 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
     # D's capacity: config R doubles G's feature maps only (the official configs keep D at
     # cbase 32768 / cmax 512 in every config), so D defaults to half of R's G.
     half = 2 if cfg_name == "stylegan3-r" else 1
+    given_d = [k for k in ("dcbase", "dcmax") if c[k]]  # D's own capacity, given: its message names it
     c["dcbase"] = c["dcbase"] or c["cbase"] // half
     c["dcmax"] = c["dcmax"] or c["cmax"] // half
     for key, net in (("cbase", "G"), ("dcbase", "D")):  # channels at the top resolution: base // res
+        if net == "D" and given_d and (c["dcbase"] < resolution or c["dcmax"] < 1):
+            raise ValueError(f"dcbase={c['dcbase']} and dcmax={c['dcmax']} leave D's {resolution} px layers "
+                             f"without channels; give dcbase={resolution} or more and dcmax=1 or more "
+                             f"(or leave them out: D then follows --cbase and --cmax)")
         if c[key] < resolution or (net == "D" and c["dcmax"] < 1):
             raise ValueError(f"--cbase {c['cbase']} and --cmax {c['cmax']} leave {net}'s {resolution} px layers "
                              f"without channels; give --cbase {resolution * half} or more and --cmax {half} "

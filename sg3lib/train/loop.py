@@ -1046,7 +1046,7 @@ class _Run:
         if params:
             flat = torch.cat([p.grad.flatten() for p in params])
             dist_mod.all_reduce_sum(flat)
-            # As the official training: NaN -> 0, and every element (inf too) clamped to +-1e5.
+            # NaN -> 0 and +-inf -> +-1e5 as the official training; finite elements are clamped too.
             torch.nan_to_num_(flat, nan=0.0).clamp_(-1e5, 1e5)
             i = 0
             for p in params:
