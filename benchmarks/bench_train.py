@@ -74,8 +74,8 @@ class TickProfiler:
             self.prof.start()
             self.t0 = time.perf_counter()
         elif self.wall_s is None:  # the tick's statistics were just read: its work has finished
+            self.wall_s = time.perf_counter() - self.t0  # before stop(), which gathers every event (s)
             self.prof.stop()
-            self.wall_s = time.perf_counter() - self.t0
 
 
 def run_case(case, workdir, precision, sync_debug=False, compile_mode="none", tf32=False, profile=False):

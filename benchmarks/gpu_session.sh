@@ -161,8 +161,8 @@ train256)  # the figures first (SG3-T 256 px, batch-gpu 16, leads), the diagnost
     within python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t stylegan2 --precision fp16 \
         2>&1 | tee -a "$log"
     # host syncs per source line over 16 steps (the loop should sync only per tick and ADA interval)
-    within python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --precision fp16 --sync-debug \
-        2>&1 | tail -3 | tee -a "$log"
+    within python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-t --batch-gpu 16 --precision fp16 \
+        --sync-debug 2>&1 | tee -a "$log"
     ;;
 train256-r)  # five cases in one call (T, R at batch-gpu 16 and 8, SG2) would be ~7-11 minutes
     within python3 benchmarks/bench_train.py --preset gpu --res 256 --cfg stylegan3-r --precision fp16 2>&1 | tee -a "$log"

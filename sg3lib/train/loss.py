@@ -148,9 +148,11 @@ class Phases:
         return loss, {"pl_penalty": penalty.detach().sum(), "_pl_len": lengths.detach().sum()}
 
     def update_pl_mean(self, lengths_sum, count):
-        from .distributed import all_reduce_sum
-        t = all_reduce_sum(torch.stack([lengths_sum.float(), torch.tensor(float(count), device=self.device)]))
-        self.pl_mean.copy_(self.pl_mean.lerp(t[0] / t[1], self.cfg["pl_decay"]))
+        """a <- a + decay (mean length - a), from this rank's sum of `count` lengths (the same count
+        on every rank: no count tensor copied to the GPU, a host sync at every path-length step)."""
+        from .distributed import all_reduce_sum, world_size
+        total = all_reduce_sum(lengths_sum.float().reshape(1).clone())[0]
+        self.pl_mean.copy_(self.pl_mean.lerp(total / (count * world_size()), self.cfg["pl_decay"]))
 
     @torch.no_grad()
     def update_stats(self, r, n):
