@@ -197,9 +197,28 @@ def build(spec, source="<file>", device="cpu"):
 
     with torch.device("meta"):
         _check_fits(make(), spec, source)
+    _check_backed(spec["state_dict"], source)
     module = make()
     module.load_state_dict(spec["state_dict"], strict=True)
     return module.to(device).eval()
+
+
+_UNBACKED_SLACK = 64 << 20  # weights may share a storage (a tied buffer); crafted views need more
+
+
+def _check_backed(state, source):
+    """The weights' sizes are the file's only if its bytes hold them: many views of one storage, or
+    a zero stride (torch.load takes expand()ed tensors), would state a network of any size in kB."""
+    declared = sum(t.numel() * t.element_size() for t in state.values())
+    storages = {}
+    for t in state.values():
+        s = t.untyped_storage()
+        storages[(s.data_ptr(), s.nbytes())] = s.nbytes()
+    held = sum(storages.values())
+    if declared > held + _UNBACKED_SLACK:
+        raise LoadError(f"{source}: the weights state {declared:,} bytes but the file holds {held:,} bytes of "
+                        "them (tensors that are views of one another or have zero strides): the file is "
+                        "corrupt or crafted")
 
 
 def _check_fits(module, spec, source):

@@ -442,6 +442,50 @@ def test_pickles_that_build_far_more_than_their_size_are_refused(tmp_path, case)
     assert str(path) in str(e.value)
 
 
+def test_a_deeply_nested_dict_key_is_refused_not_a_crash(tmp_path):
+    """A 300 kB pickle of a tuple nested 300,000 levels used as a dict key: hashing it recursed in C
+    without a guard and the process died (SIGSEGV; a notebook's kernel crashed)."""
+    path = tmp_path / "nested.pkl"
+    path.write_bytes(b"\x80\x04}" + b")" + b"\x85" * 300_000 + b"K\x01s.")  # {((((),),)...): 1}
+    with pytest.raises(LoadError, match=r"nested\.pkl: the pickle nests tuples more than 100 levels deep"):
+        load(path)
+    shallow = {((((1,),),), frozenset([(2, (3,))])): 4}  # a few levels, as snapshots have: read
+    assert op.unpickle_restricted(io.BytesIO(pickle.dumps(shallow, protocol=4))) == shallow
+
+
+def _module(modules=None, params=None, class_name="Module"):
+    state = op._module_state({})
+    state["_modules"].update(modules or {})
+    state["_parameters"].update(params or {})
+    return op.PersistentObject({"type": "class", "version": 6, "module_src": "", "class_name": class_name,
+                                "state": state})
+
+
+@pytest.mark.parametrize("shared", ["sub-modules", "kwargs"])
+def test_a_network_that_refers_to_one_object_on_many_paths_is_refused(tmp_path, shared):
+    """The memo lets a 4 kB file name one object twice at each of 20 levels: the state dict walk
+    (sub-modules a and b the same module) or the copy of the kwargs ([x, x]) went through 2**20
+    paths (70 s, 830 MB); 30 levels would be a day and hundreds of GB."""
+    if shared == "sub-modules":
+        node = _module(params={"weight": torch.nn.Parameter(torch.zeros(1), requires_grad=False)})
+        for _ in range(12):
+            node = _module({"a": node, "b": node})
+        data = {"D": _module({"b0": node}, class_name="Discriminator")}
+        message = r"sub-module b0\.a\.[ab.]* appears twice in the network"
+    else:
+        x = [0]
+        for _ in range(18):
+            x = [x, x]
+        data = {"D": op.persistent_from_state_dict("training.networks_stylegan2.Discriminator", {}, {}),
+                "training_set_kwargs": op.EasyDict(path=x)}
+        message = r"training_set_kwargs hold more than 100,000 values"
+    path = tmp_path / "shared.pkl"
+    with open(path, "wb") as f:
+        op.dump_official(data, f)
+    with pytest.raises(LoadError, match=rf"shared\.pkl: {message}, which no StyleGAN snapshot does"):
+        op.read_official_pkl(path)
+
+
 def test_official_pickles_build_far_less_than_the_memory_limit(tmp_path, fixtures_dir):
     from sg3lib.compat import restricted
     for protocol in (2, 4):
@@ -1017,6 +1061,16 @@ def test_sizes_a_file_states_are_checked_before_anything_is_allocated(monkeypatc
     with pytest.raises(LoadError, match="the weights do not fit"):
         loader.build(crafted)
     assert devices == ["meta"]
+    # Weights that fit by shape but not by bytes: views of one storage, or zero strides (torch.load
+    # takes expand()ed tensors), state a network of any size in a few kB (64 MiB allowed: 0 here).
+    monkeypatch.setattr(loader, "_UNBACKED_SLACK", 0)
+    one, storage = torch.zeros(()), torch.zeros(max(v.numel() for v in spec["state_dict"].values()))
+    for state in ({k: one.expand(v.shape) for k, v in spec["state_dict"].items()},
+                  {k: storage[:v.numel()].view(v.shape) for k, v in spec["state_dict"].items()}):
+        devices.clear()
+        with pytest.raises(LoadError, match=r"the weights state [\d,]+ bytes but the file holds [\d,]+ bytes"):
+            loader.build(dict(spec, state_dict=state))
+        assert devices == ["meta"]
 
 
 def test_an_export_without_all_three_networks_warns_that_the_official_loader_needs_them(tmp_path):

@@ -212,8 +212,15 @@ def official_class_of(obj, source="<pickle>"):
                     "supported: StyleGAN3 / StyleGAN2(-ADA) Generator and Discriminator")
 
 
-def flatten_state(obj, prefix="", source="<pickle>"):
-    """Walk _parameters, _buffers and _modules into a flat state dict (names as in state_dict())."""
+def flatten_state(obj, prefix="", source="<pickle>", seen=None):
+    """Walk _parameters, _buffers and _modules into a flat state dict (names as in state_dict()).
+    Each sub-module is pickled once in a real snapshot: one met twice (a crafted file's 20 levels
+    of two children that are the same object would be walked 2**20 times) is refused."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        raise LoadError(f"{source}: sub-module {prefix.rstrip('.') or 'the network'} appears twice in the "
+                        "network, which no StyleGAN snapshot does: the file is corrupt or crafted")
+    seen.add(id(obj))
     out = collections.OrderedDict()
     skip = set(_field(obj, "_non_persistent_buffers_set", source, prefix))
     for group in ("_parameters", "_buffers"):
@@ -229,20 +236,33 @@ def flatten_state(obj, prefix="", source="<pickle>"):
         if not isinstance(name, str) or not isinstance(child, PersistentObject):
             raise LoadError(f"{source}: sub-module {prefix}{name} is a {type(child).__name__}, "
                             "not a StyleGAN persistent module")
-        out.update(flatten_state(child, f"{prefix}{name}.", source))
+        out.update(flatten_state(child, f"{prefix}{name}.", source, seen))
     return out
+
+
+# Constructor arguments and training_set_kwargs hold tens to hundreds of values.
+MAX_PLAIN_NODES = 100_000
+
+
+def plain(obj, what, source):
+    """jsonable(obj) for data from a file: LoadError past MAX_PLAIN_NODES (shared references)."""
+    try:
+        return jsonable(obj, max_nodes=MAX_PLAIN_NODES)
+    except ValueError:
+        raise LoadError(f"{source}: {what} hold more than {MAX_PLAIN_NODES:,} values, which no StyleGAN "
+                        "snapshot does: the file is corrupt or crafted") from None
 
 
 def init_kwargs_of(obj, source="<pickle>"):
     """The constructor kwargs from `_init_args` + `_init_kwargs`, as a plain dict."""
-    kwargs = jsonable(_field(obj, "_init_kwargs", source))
+    kwargs = plain(_field(obj, "_init_kwargs", source), f"the constructor arguments of {obj.class_name}", source)
     args = list(_field(obj, "_init_args", source))
     if args:
         names = _POSITIONAL.get(obj.class_name, ())
         if len(args) > len(names):
             raise LoadError(f"{source}: {obj.class_name} has {len(args)} positional constructor "
                             "arguments; sg3lib cannot map them to names")
-        kwargs.update(zip(names, jsonable(args)))
+        kwargs.update(zip(names, plain(args, f"the constructor arguments of {obj.class_name}", source)))
     return kwargs
 
 
@@ -314,7 +334,7 @@ def _snapshot_contents(data, path):
     tsk = data.get("training_set_kwargs")
     ignored = sorted(str(k) for k in data if k not in NETWORK_KEYS + ("training_set_kwargs",))
     return {"networks": networks,
-            "training_set_kwargs": jsonable(tsk) if isinstance(tsk, dict) else None,
+            "training_set_kwargs": plain(tsk, "training_set_kwargs", path) if isinstance(tsk, dict) else None,
             "ignored": ignored}
 
 

@@ -256,6 +256,10 @@ MEMORY_SLACK = 64 << 20  # for small files, whose dicts and tuples outweigh thei
 _SLOT = 8  # a reference on the stack or in a container
 _TENSOR_IMPL = 512  # a tensor's C++ part, which sys.getsizeof does not see
 _MEMO_KEY = 32  # the int key of a memo entry
+# Tuples and frozensets nested deeper than this are refused: hashing one (a dict key, a set
+# member) recurses in C without a guard, and 300,000 levels (a 300 kB file) crash the process.
+# Official snapshots nest a few levels.
+MAX_NESTING = 100
 
 
 def _footprint(obj):
@@ -275,7 +279,10 @@ def _pushes(load):
     """An opcode that pushes a new object (a number, text, a container, a call's result)."""
     def run(self):
         load(self)
-        self.charge(_SLOT + _footprint(self.stack[-1]))
+        obj = self.stack[-1]
+        self.charge(_SLOT + _footprint(obj))
+        if isinstance(obj, (tuple, frozenset)):
+            self.check_nesting(obj)
     return run
 
 
@@ -337,8 +344,22 @@ class RestrictedUnpickler(pickle._Unpickler):
     def __init__(self, file, source):
         self.size_limit = file_size(file)
         self.memory_limit, self.charged = MEMORY_FACTOR * self.size_limit + MEMORY_SLACK, 0
+        self._nesting = {}
         super().__init__(_CappedReader(file))
         self.source = source
+
+    def check_nesting(self, obj):
+        """Record how deeply the new tuple or frozenset `obj` nests; LoadError past MAX_NESTING."""
+        depth = 1
+        for v in obj:
+            seen = self._nesting.get(id(v))
+            if seen is not None and seen[0] is v:
+                depth = max(depth, seen[1] + 1)
+        if depth > MAX_NESTING:
+            raise LoadError(f"{self.source}: the pickle nests tuples more than {MAX_NESTING} levels deep, "
+                            "which no StyleGAN snapshot does: the file is corrupt or crafted")
+        if depth > 1 or obj:
+            self._nesting[id(obj)] = (obj, depth)  # (obj kept: its id is not reused while loading)
 
     def charge(self, nbytes):
         """Count `nbytes` more built from the file; LoadError past memory_limit."""

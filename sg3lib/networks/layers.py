@@ -201,15 +201,24 @@ def set_bf16(module, enabled=True):
     return module
 
 
-def jsonable(obj):
+def jsonable(obj, max_nodes=None):
     """A JSON-able deep copy: dict subclasses (EasyDict) become dicts, tuples lists, numpy
-    scalars and arrays numbers and lists."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
+    scalars and arrays numbers and lists. `max_nodes`: a ValueError past that many objects (for
+    data read from a file: an object referred to twice is copied twice, so 20 levels of [x, x]
+    would be 2**20 copies)."""
+    left = [math.inf if max_nodes is None else max_nodes]
+
+    def copy(o):
+        left[0] -= 1
+        if left[0] < 0:
+            raise ValueError(f"more than {max_nodes} objects")
+        if isinstance(o, dict):
+            return {str(k): copy(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [copy(v) for v in o]
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return o
+    return copy(obj)
