@@ -134,7 +134,8 @@ def main(argv=None):
             sys.stdout.flush()  # here, so that a reader gone (below) is not Python's error at exit
             return code
     except KeyboardInterrupt as e:  # Ctrl-C: one line (train's says how to continue), not a traceback
-        print(f"sg3 {name}: {str(e) or 'interrupted'}", file=sys.stderr)
+        if not getattr(e, "quiet", False):  # (every process of a torchrun run is interrupted)
+            print(f"sg3 {name}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130  # as a shell reports a command ended by SIGINT
     except BrokenPipeError:  # `sg3 info net.pt | head -1`: the reader has gone; the rest goes nowhere
         if not _stdout_is_a_pipe():  # another pipe broke (a helper process's): not the reader's leaving

@@ -1001,6 +1001,26 @@ def test_ctrl_c_in_sg3_train_ends_it_with_one_line(tmp_path):
         os.killpg(proc.pid, 0)
 
 
+def test_ctrl_c_under_torchrun_is_said_once(tmp_path, monkeypatch, capsys):
+    """torchrun passes Ctrl-C to every process: each printed the same 'training interrupted' line
+    (8 copies on 8 GPUs). Rank 0's interrupt says it; the others' are quiet, as setup errors are."""
+    from sg3lib.cli import main
+    from sg3lib.train import loop
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_train", interrupted)
+    for rank in (0, 1):
+        monkeypatch.setattr(loop.dist_mod, "init", lambda device, rank=rank: (rank, 2, torch.device("cpu")))
+        with pytest.raises(loop.TrainingInterrupted, match="training interrupted while setting up") as e:
+            train(tmp_path / "d.zip", tmp_path / "run", **TINY)
+        assert e.value.quiet == (rank == 1)
+        capsys.readouterr()
+        assert main(["train", "--data", str(tmp_path / "d.zip"), "--outdir", str(tmp_path / "run")]) == 130
+        err = capsys.readouterr().err
+        assert ("sg3 train: training interrupted while setting up" in err) == (rank == 0), err
+
+
 def test_resume_latest_refuses_when_every_snapshot_is_cut_off(tmp_path, capsys):
     """Drive after a disconnect left only a truncated and an empty snapshot: resuming said 'no
     snapshot yet: starting a new run', cut stats.jsonl and overwrote the run's snapshot files. It

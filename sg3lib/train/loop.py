@@ -51,7 +51,9 @@ class TrainError(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """train() stopped by an interrupt (Ctrl-C, a notebook's "Interrupt kernel"); the message says
-    where it stopped and how to continue. A KeyboardInterrupt, so code that catches those still does."""
+    where it stopped and how to continue. A KeyboardInterrupt, so code that catches those still does.
+    `quiet`: under torchrun every process is interrupted; rank 0's says it (sg3 train prints it once)."""
+    quiet = False
 
 
 # ----------------------------------------------------------------------------------------
@@ -652,6 +654,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
                           closing, progress_of)
     except KeyboardInterrupt as e:
         stopped = _interruption(e, outdir, progress_of)
+        stopped.quiet = rank != 0
     except Exception as e:
         gate.fail(e)
         from ..data.dataset import DatasetError
