@@ -148,6 +148,24 @@ def test_one_process_snapshot_continues_on_two_processes(tmp_path):
     _close_stats(stats_lines(tmp_path / "two"), stats_lines(tmp_path / "one"))
 
 
+@pytest.mark.slow
+def test_two_processes_resumed_in_an_open_tick_log_what_a_run_never_stopped_logs(tmp_path):
+    """A 2-process run that ends inside a tick and is continued by 2 processes: its stats.jsonl is
+    that of a run never stopped, to the last digit (rank 0 had taken the all-ranks totals, rounded
+    to float32, so the tick's sums were added in another order: loss_D 1.5680094957 vs 1.5680093765)."""
+    data = make_zip(tmp_path / "d.zip")
+    args = ["--data", data] + TINY_ARGS + ["--batch-gpu", "4", "--tick", "0.016", "--deterministic"]
+    for out, stops in (("straight", ["0.032"]), ("stopped", ["0.024", "0.032"])):
+        for kimg in stops:
+            r = _torchrun(["--outdir", tmp_path / out, "--kimg", kimg, "--resume", "latest"] + args)
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ts = torch.load(tmp_path / "stopped" / "snapshot-000000024.pt", weights_only=True)["training_state"]
+    assert [len(v["per_rank"]["count"]) for v in ts["tick_sums"].values()] == [2] * len(ts["tick_sums"])
+    stopped = stats_lines(tmp_path / "stopped")  # (the open tick's line at 0.024 replaced by the tick's)
+    assert [line["kimg"] for line in stopped] == [0.016, 0.032]
+    assert stopped == stats_lines(tmp_path / "straight")
+
+
 def _processes_naming(text):
     """Pids of the processes whose command line contains `text` (Linux /proc)."""
     pids = []

@@ -1141,15 +1141,36 @@ class _Run:
         self.D.requires_grad_(False)
 
     def tick_sums(self):
-        """The open tick's running sums (empty after a tick's end), for the snapshot."""
+        """The open tick's running sums (empty after a tick's end), for the snapshot: all ranks'
+        totals, and with several ranks each rank's own (`per_rank`, gathered by tick_stats)."""
+        if self.world > 1 and self.sums:
+            sums, counts, per_rank = self._open_tick
+            return {k: {"sum": sums[k].detach().cpu().clone(), "count": counts[k], "per_rank": per_rank[k]}
+                    for k in sums}
         return {k: {"sum": v.detach().cpu().clone(), "count": self.counts[k]} for k, v in self.sums.items()}
 
     def load_tick_sums(self, sums, device):
-        # The snapshot holds the sums of all ranks: rank 0 takes them, the others start from zero
-        # with the same keys (tick_stats adds the ranks' sums key by key).
-        own = self.rank == 0
-        self.sums = {k: (v["sum"] if own else torch.zeros_like(v["sum"])).to(device) for k, v in sums.items()}
-        self.counts = {k: int(v["count"]) if own else 0 for k, v in sums.items()}
+        # Each rank takes its own sums where the snapshot has them for this many ranks: the tick then
+        # ends with the sums (and float rounding) of a run never stopped. Otherwise rank 0 takes the
+        # totals and the others start from zero with the same keys (tick_stats adds them key by key).
+        def own(v):
+            per_rank = v.get("per_rank")
+            if per_rank is not None and len(per_rank["count"]) == self.world:
+                return per_rank["sum"][self.rank].to(v["sum"].dtype), int(per_rank["count"][self.rank])
+            return (v["sum"], int(v["count"])) if self.rank == 0 else (torch.zeros_like(v["sum"]), 0)
+        taken = {k: own(v) for k, v in sums.items()}
+        self.sums = {k: t.to(device) for k, (t, _) in taken.items()}
+        self.counts = {k: n for k, (_, n) in taken.items()}
+
+    def _gather_sums(self):
+        """Every rank's own sums and counts, {key: {'sum': float64 [world], 'count': [world]}}."""
+        keys = sorted(self.sums)
+        rows = torch.zeros([self.world, 2 * len(keys)], device=self.device, dtype=torch.float64)
+        rows[self.rank] = torch.stack([self.sums[k].double() for k in keys] + [
+            torch.tensor(float(self.counts[k]), device=self.device, dtype=torch.float64) for k in keys])
+        rows = dist_mod.all_reduce_sum(rows).cpu()
+        return {k: {"sum": rows[:, i].clone(), "count": [int(n) for n in rows[:, len(keys) + i]]}
+                for i, k in enumerate(keys)}
 
     def _global_sums(self):
         """The tick's sums and counts over all ranks (each rank has those of its own images)."""
@@ -1186,8 +1207,6 @@ class _Run:
         rec["time"] = time.time()
         if tick_done:
             self.sums, self.counts = {}, {}
-        elif self.world > 1:  # the open tick goes into rank 0's snapshot: all ranks' sums there
-            own = self.rank == 0
-            self.sums = {k: v if own else torch.zeros_like(v) for k, v in sums.items()}
-            self.counts = {k: n if own else 0 for k, n in counts.items()}
+        elif self.world > 1 and self.sums:  # the open tick goes into rank 0's snapshot: every rank's sums
+            self._open_tick = (sums, counts, self._gather_sums())
         return rec
