@@ -26,6 +26,8 @@
 # (../shared does not travel to the GPU machine; both folders are git-ignored, ~30 MB together).
 # Several stages in one call share its budget, in order (a call costs a machine start when the last
 # one has gone back): bash benchmarks/gpu_session.sh check train256 generate
+# A later call may be given less than 600 s (its limit_s: the session's device time left): set
+# SG3_STAGE_S=<that limit - 60> in the command, or the call is killed before the stage's budget ends.
 # At the budget (SG3_STAGE_S, default 540 s, inside the call's 600) the running command gets SIGTERM
 # (every bench_*.py a stage runs then writes the cases it finished), the rest is skipped, and the
 # logs and RESULTS.md still come back.
@@ -84,6 +86,7 @@ within() {
     if [ "$left" -lt 5 ]; then echo "skipped, the stage budget ($budget s, SG3_STAGE_S) is spent: $*"; return 124; fi
     timeout -k 10 "$left" "$@"
     rc=$?
+    cp benchmarks/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null  # now, too: a call killed at its limit runs no trap
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "stopped at the stage budget ($budget s, SG3_STAGE_S): $*"; fi
     return "$rc"
 }

@@ -953,6 +953,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         # End of a tick, or of the run: stats, maybe a snapshot. A tick cut short by the end of
         # the run stays open in the snapshot (start, count, sums): a run extended later (--kimg)
         # finishes it and keeps the ticks and snapshots of a run that had the larger --kimg.
+        if device.type == "cuda":  # the tick's time includes the GPU work still queued at its end
+            torch.cuda.synchronize(device)
         dt = time.time() - t_tick
         rec = run.tick_stats(state, dt, tick_imgs, tick_done)
         if tick_done:
