@@ -101,8 +101,9 @@ def _check_out(out):
 
 
 def _made_by_demo(out):
-    """A run folder the demo marked, or (from before the mark) one beside the demo's own dataset."""
-    return (out / "run" / RUN_MARK).exists() or any((out / "data").glob("emoji-*.zip"))
+    """A run folder the demo marked. (Not any run beside the demo's dataset: a user's own run trained
+    into out/demo/run on the demo's data would be deleted.)"""
+    return (out / "run" / RUN_MARK).exists()
 
 
 def _train(dataset, run_dir, kimg, on_gpu):

@@ -141,10 +141,11 @@ def test_demo_does_not_delete_a_run_it_did_not_make(tmp_path, monkeypatch):
     with pytest.raises(_Started):
         demo.main(["--out", str(out)])
     (out / "run" / demo.RUN_MARK).unlink()
-    (out / "data").mkdir()
-    (out / "data" / "emoji-32.zip").write_bytes(b"")  # an earlier demo's folder, from before the mark
-    with pytest.raises(_Started):
+    (out / "data").mkdir()  # a run of one's own on the demo's data, in out/demo/run: not the demo's
+    (out / "data" / "emoji-32.zip").write_bytes(b"")  # (it was taken for a demo run from before the mark)
+    with pytest.raises(SystemExit, match=r"runs/run holds a run the demo did not make"):
         demo.main(["--out", str(out)])
+    assert (out / "run" / "snapshot-000400000.pt").read_bytes() == b"weeks of training"
 
 
 def test_demo_marks_its_run_folder_and_replaces_the_old_run(tmp_path, monkeypatch):
