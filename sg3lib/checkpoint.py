@@ -20,6 +20,7 @@ import re
 import struct
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -164,6 +165,10 @@ def load_snapshot(path, map_location="cpu"):
         if not any(n.endswith("data.pkl") for n in names):
             raise LoadError(f"{path}: a ZIP archive, but not a PyTorch file (a dataset? datasets go to "
                             "`sg3 train`); expected an sg3lib snapshot .pt or an official .pkl")
+        bad = _failed_crc(path)
+        if bad:  # torch.load reads no checksum: a copy damaged inside would load as other weights
+            raise LoadError(f"{path}: damaged contents, corrupt ({bad} fails its CRC check): a damaged copy. "
+                            "Use an earlier snapshot or copy it again.")
     try:
         snapshot = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -212,6 +217,15 @@ def snapshot_files(folder, pattern=PATTERN):
     """Every file in `folder` named like a snapshot, complete or not (Drive's copies too), oldest
     first: what says that a folder holds a run."""
     return sorted(Path(folder).glob(pattern), key=_in_counter_order) if Path(folder).is_dir() else []
+
+
+def _failed_crc(path):
+    """The first member of a ZIP file whose bytes do not match their stored CRC-32, or None."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error, zlib.error) as e:
+        return f"reading it ({type(e).__name__}: {e})"
 
 
 def _zip_names(path):

@@ -378,6 +378,27 @@ def test_damaged_contents_are_reported_as_corrupt_not_as_pickled_objects(tmp_pat
         ck.load_snapshot(tmp_path / "objects.pt")
 
 
+def test_weights_damaged_inside_a_whole_zip_are_found_by_their_crc(tmp_path, fixtures_dir):
+    """torch.load reads no checksum: a copy whose tensor bytes were zeroed (a tool that preallocates
+    the file and writes pieces out of order, then stopped) resumed with other weights, without a word."""
+    import zipfile
+    older = ck.save_snapshot(tmp_path / ck.snapshot_name(4000), small_snapshot(fixtures_dir))
+    newer = ck.save_snapshot(tmp_path / ck.snapshot_name(8000), small_snapshot(fixtures_dir, 8000))
+    with zipfile.ZipFile(newer) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)  # the largest tensor, stored uncompressed
+    b = bytearray(newer.read_bytes())
+    start = b.index(b"PK\x03\x04", info.header_offset)  # its local header: the data follows name and extra
+    name_len, extra_len = int.from_bytes(b[start + 26:start + 28], "little"), int.from_bytes(b[start + 28:start + 30], "little")
+    data = start + 30 + name_len + extra_len
+    b[data + 64:data + 192] = bytes(128)
+    newer.write_bytes(bytes(b))
+    with pytest.raises(LoadError, match=rf"{newer.name}: damaged contents, corrupt \(.*{info.filename.split('/')[-1]} "
+                                        r"fails its CRC check\)"):
+        ck.load_snapshot(newer)
+    path, snap, skipped = ck.find_resumable(tmp_path)
+    assert path == older and [p for p, _ in skipped] == [newer]
+
+
 def test_a_snapshot_that_cannot_be_opened_is_not_called_truncated(tmp_path, fixtures_dir, monkeypatch):
     """A complete snapshot without read permission (another user's, a Drive file not yet fetched) was
     skipped as 'truncated or damaged', and resuming told the user to copy it again or move it away."""

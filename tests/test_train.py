@@ -1178,6 +1178,32 @@ def test_a_full_disk_when_writing_the_grid_or_the_stats_says_what_to_do(tmp_path
     monkeypatch.setattr(stats.StatsWriter, "write", no_space)
     with pytest.raises(TrainError, match=r"could not write .*stats.jsonl: No space left on device"):
         train(data, tmp_path / "b", kimg=0.016, **TINY)
+    monkeypatch.undo()  # resuming rewrites stats.jsonl up to the snapshot: a raw OSError had no file name
+    train(data, tmp_path / "c", kimg=0.008, **TINY)
+    from sg3lib.train import loop
+    monkeypatch.setattr(loop, "truncate_after", no_space)
+    with pytest.raises(TrainError, match=r"could not write .*c.stats.jsonl: No space left on device.*free disk space"):
+        train(data, tmp_path / "c", kimg=0.016, resume="latest", **TINY)
+    monkeypatch.undo()  # a snapshot refused for another reason is not blamed on the disk
+    from sg3lib import checkpoint
+
+    def refused(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(checkpoint, "save_snapshot", refused)
+    with pytest.raises(TrainError, match=r"could not write snapshot .*: Permission denied\. The previous snapshot "
+                                         r"is kept; fix that and resume"):
+        train(data, tmp_path / "c", kimg=0.016, resume="latest", **TINY)
+
+
+def test_a_run_folder_reached_through_a_link_continues_from_its_own_newest_snapshot(tmp_path):
+    """--outdir link/run with --resume real/run/<its newest snapshot> (a Drive folder through a link):
+    refused as 'holds snapshot-..., which is not older than' itself (the paths were compared as text)."""
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "real" / "run", kimg=0.008, **TINY)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    out = train(data, tmp_path / "link" / "run", resume=str(tmp_path / "real" / "run" / "snapshot-000000008.pt"),
+                kimg=0.016, **TINY)
+    assert out["cur_nimg"] == 16 and snaps(tmp_path / "real" / "run")[-1] == "snapshot-000000016.pt"
 
 
 def test_misspelt_options_are_refused_not_stored(tmp_path):

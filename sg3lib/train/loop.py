@@ -15,6 +15,7 @@ re-seeded from (seed, step, phase, round) before each round).
 """
 import contextlib
 import copy
+import errno
 import functools
 import math
 import os
@@ -181,9 +182,12 @@ def _make_outdir(outdir):
     try:
         os.makedirs(outdir, exist_ok=True)
         probe = os.path.join(outdir, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        try:
+            with open(probe, "w") as f:
+                f.write("ok")
+        finally:  # (a full disk fails the write, after the file was made)
+            if os.path.exists(probe):
+                os.remove(probe)
     except OSError as e:
         raise TrainError(f"cannot write to the output folder {outdir}: {e.strerror or e}. "
                          "Choose a folder you can write to (--outdir).") from None
@@ -379,6 +383,9 @@ def _load_weights(module, state, what, source, resized=()):
 # Snapshots
 
 
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
     from .. import checkpoint as ck
     path = os.path.join(run_dir, ck.snapshot_name(state["cur_nimg"]))
@@ -387,8 +394,9 @@ def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
     try:
         ck.save_snapshot(path, snap)
     except OSError as e:
+        fix = "free disk space and resume" if e.errno in _DISK_FULL else "fix that and resume"
         raise TrainError(f"could not write snapshot {path}: {e.strerror or e}. The previous snapshot "
-                         "is kept; free disk space and resume with --resume latest.") from e
+                         f"is kept; {fix} with --resume latest.") from e
     if keep:
         ck.prune(run_dir, keep, keep_every_kimg=cfg.get("keep_every_kimg"), keep=[path])
     return path
@@ -443,7 +451,7 @@ def _check_continues_newest(outdir, src):
     pruning would keep them and delete the new ones)."""
     from .. import checkpoint as ck
     latest = ck.find_latest(outdir, clean=False)
-    if latest is None or os.path.abspath(latest) == os.path.abspath(src):
+    if latest is None or os.path.samefile(latest, src):  # (samefile: the folder through a link too)
         return
     if ck.snapshot_counter(latest) >= ck.snapshot_counter(src):
         raise TrainError(f"{outdir} holds {os.path.basename(latest)}, which is not older than {src}: "
@@ -927,7 +935,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     if writer:
         closing.callback(writer.close)
     if rank == 0:
-        truncate_after(outdir, state["cur_nimg"] / 1000)
+        with _writing(os.path.join(outdir, "stats.jsonl")):  # (a full disk: a TrainError, no traceback)
+            truncate_after(outdir, state["cur_nimg"] / 1000)
         if state["cur_nimg"] == 0:
             save_grid(G_ema, c, labels, os.path.join(outdir, "fakes-init.png"), device)
         elif not os.path.exists(os.path.join(outdir, grid_name(state["cur_nimg"]))):
