@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import errno
 import glob
+import hashlib
 import os
 import secrets
 import shutil
@@ -147,10 +148,14 @@ STALE_COPY_S = 600
 
 
 def local_copy(src, folder, progress=True):
-    """`folder`/<src's name>, a copy of the file `src` (e.g. a dataset zip on a mounted Google Drive,
-    which reads slowly every epoch), made whole with a progress bar, or the copy made before while
-    `src` keeps its size and modification time (the copy has both)."""
-    src, dest = Path(src), Path(folder) / Path(src).name
+    """`folder`/<src's folder>-<hash of src's path>/<src's name>, a copy of the file `src` (e.g. a
+    dataset zip on a mounted Google Drive, which reads slowly every epoch), made whole with a progress
+    bar, or the copy made before while `src` keeps its size and modification time (the copy has both).
+    The sub-folder is src's own: cats/dataset-64.zip and dogs/dataset-64.zip are two copies (training
+    tells a run's own dataset from another by its path, and would continue a cats run on dogs)."""
+    src = Path(src)
+    where = hashlib.sha1(str(src.expanduser().resolve()).encode()).hexdigest()[:8]
+    dest = Path(folder) / f"{src.parent.name or 'root'}-{where}" / src.name
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file to copy")
     # A copy killed midway (Colab's "Restart runtime" keeps /content) left a hidden temporary of up to
