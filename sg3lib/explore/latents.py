@@ -166,9 +166,14 @@ def map_z(G, z, class_idx=None, psi=1.0, cutoff=None, centre="global"):
     ws = G.mapping(z, c, truncation_psi=1)
     if psi == 1:
         return ws
-    if isinstance(centre, str):  # (checked above)
-        centre = class_center(G, class_idx) if centre == "class" and G.c_dim else G.mapping.w_avg
-    return truncate(ws, centre.to(ws.device), psi, cutoff)
+    return truncate(ws, _centre_of(G, class_idx, centre).to(ws.device), psi, cutoff)
+
+
+def _centre_of(G, class_idx, centre):
+    """The truncation centre `centre` stands for: w_avg, the class's mean, or the tensor given."""
+    if isinstance(centre, str):
+        return class_center(G, class_idx) if centre == "class" and G.c_dim else G.mapping.w_avg
+    return torch.as_tensor(centre)
 
 
 def _truncation_args(psi, cutoff):
@@ -323,7 +328,8 @@ def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, clas
                 cutoff=None, centre="global"):
     """A seamless random loop: white noise over n_frames smoothed by a wrapping Gaussian of width
     sigma frames (default n_frames/8). space='z' smooths z (marginally N(0, I), like a seed);
-    space='w' smooths the mapped (truncated) ws' deviations from their mean over the video.
+    space='w' smooths the mapped (truncated) ws' deviations from their mean over the walk (each
+    frame keeps the spread of real ws).
     endpoint=True appends frame n, computed from the periodic path (it equals frame 0). sigma=0 is
     unsmoothed noise: a new image each frame."""
     n_frames = _frames(n_frames)
@@ -339,11 +345,28 @@ def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, clas
     z = torch.from_numpy(z[idx]).float()
     if space == "z":
         return map_z(G, z, class_idx, psi, cutoff, centre)
-    # W: smooth the mapped noise, which keeps each frame near the distribution of real ws.
+    # W: the mapped ws' mean over the walk plus their smoothed deviations from it, each frame then
+    # distributed as the (truncated) ws are.
     w = map_z(G, torch.from_numpy(rnd.randn(n_frames, G.z_dim)).float(), class_idx, psi, cutoff, centre).cpu().numpy()
     mean = w.mean(0, keepdims=True)
-    w = mean + smooth_wrap(w - mean, sigma)  # smooth_wrap keeps the samples' spread
+    w = mean + _smooth_deviations(w - mean, sigma)
     return torch.from_numpy(w[idx]).float().to(_device(G))
+
+
+def _smooth_deviations(d, sigma):
+    """smooth_wrap for deviations from the samples' own mean, keeping their spread. Taking the mean
+    out takes the zero frequency out, which holds a share 1 / (n sum g^2) of smoothed noise (about
+    3.5 sigma / n): rescaled as for white noise the frames had 0.73 of the spread of real ws at the
+    default sigma and 0.18 at sigma n/2, an extra truncation. Per frame: mean var/n + deviations
+    var (1 - 1/n) = var."""
+    n = d.shape[0]
+    if sigma <= 0 or n < 2:
+        return np.asarray(d, dtype=np.float64).copy()
+    dist = np.minimum(np.arange(n), n - np.arange(n))
+    g = np.exp(-0.5 * (dist / sigma) ** 2)
+    g /= g.sum()
+    smoothed = smooth_wrap(d, sigma) * np.sqrt((g ** 2).sum())  # the plain convolution
+    return smoothed * np.sqrt((1 - 1 / n) / max((g ** 2).sum() - 1 / n, 1e-12))
 
 
 def circular_loop(G, n_frames, seeds=(0, 1), endpoint=False, class_idx=None, psi=1.0, cutoff=None,
