@@ -268,6 +268,25 @@ def test_layer_ranges():
         X.layer_range((3, 30), 18)
 
 
+def test_stylegan2_layer_ranges_are_the_papers_resolution_bands():
+    """A StyleGAN2 ws index feeds the same resolution at every output size (ws 0-3: 4-8 px, 4-7:
+    16-32 px, 8 up: 64 px up). Scaled from 18 ws, 64 px's 'fine' (ws 5-9) changed 16 and 32 px
+    structure and notebook 03's 'coarse' cutoff missed ws 3. StyleGAN3 keeps the proportions."""
+    G2 = make_G("sg2", resolution=64)
+    assert G2.num_ws == 10
+    assert X.layer_ranges(G2) == {"coarse": (0, 4), "middle": (4, 8), "fine": (8, 10)}
+    assert X.layer_range("fine", G2) == (8, 10) and X.layer_range("2-9", G2) == (2, 10)
+    with pytest.raises(ValueError, match="0..9"):
+        X.layer_range((3, 11), G2)
+    G3 = make_G("sg3")
+    assert X.layer_ranges(G3) == X.layer_ranges(G3.num_ws)
+    grid = np.asarray(X.style_mix_grid(G2, [1], [2], layers="fine", labels=False, progress=False))
+    ws = X.map_z(G2, X.seeds_to_z([1, 2], G2.z_dim))
+    ws[:1, 8:] = ws[1:, 8:]  # row seed 1 with seed 2's ws 8-9: the grid's mixed cell
+    res = G2.img_resolution
+    assert (grid[res:, res:] == X.synthesize(G2, ws[:1])[0]).all()
+
+
 def test_translate_and_rotate_use_the_input_transform(G):
     base = X.generate_arrays(G, [0], progress=False)
     before = G.synthesis.input.transform.clone()

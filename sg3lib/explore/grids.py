@@ -115,7 +115,7 @@ def style_mix_grid(G, row_seeds, col_seeds, layers="coarse", psi=1.0, cutoff=Non
     row shows the column seeds, the first column the row seeds, the corner names the layers."""
     row_seeds, col_seeds = L.parse_seeds(row_seeds), L.parse_seeds(col_seeds)
     _not_empty(row_seeds=row_seeds, col_seeds=col_seeds)
-    lo, hi = L.layer_range(layers, G.num_ws)
+    lo, hi = L.layer_range(layers, G)
     w_row = L.map_z(G, L.seeds_to_z(row_seeds, G.z_dim), class_idx, psi, cutoff, centre)
     w_col = L.map_z(G, L.seeds_to_z(col_seeds, G.z_dim), class_idx, psi, cutoff, centre)
     mixed = w_row[:, None].repeat(1, len(col_seeds), 1, 1)

@@ -247,18 +247,27 @@ def _ease(t, easing):
 # ----------------------------------------------------------------------------- layer ranges
 
 def layer_ranges(num_ws):
-    """Coarse / middle / fine ws ranges as [lo, hi) pairs. For 18 ws (1024 px StyleGAN2) these
-    are the papers' 0-3, 4-7, 8-17; other depths keep the same proportions (2/9 and 4/9)."""
+    """Coarse / middle / fine ws ranges as [lo, hi) pairs, for a generator G or a number of ws.
+    StyleGAN2 (given G, 64 px and up): the papers' resolution bands, 4-8 px, 16-32 px and 64 px up,
+    which are ws 0-3, 4-7 and 8 up at every output size (a ws index feeds the same resolution).
+    Otherwise (StyleGAN3, whose ws are not tied to resolutions, or a number) the proportions of
+    1024 px StyleGAN2's 18 ws: 2/9 and 4/9."""
+    if not isinstance(num_ws, numbers.Integral):  # a generator
+        G, num_ws = num_ws, int(num_ws.num_ws)
+        if not is_stylegan3(G) and num_ws >= 10:
+            return {"coarse": (0, 4), "middle": (4, 8), "fine": (8, num_ws)}
     a = max(1, min(num_ws - 2, math.ceil(num_ws * 2 / 9)))
     b = max(a + 1, min(num_ws - 1, math.ceil(num_ws * 4 / 9)))
     return {"coarse": (0, a), "middle": (a, b), "fine": (b, num_ws)}
 
 
 def layer_range(layers, num_ws):
-    """'coarse' | 'middle' | 'fine' | 'coarse+middle' | (lo, hi) | 'lo-hi' (inclusive) -> (lo, hi)."""
+    """'coarse' | 'middle' | 'fine' | 'coarse+middle' | (lo, hi) | 'lo-hi' (inclusive) -> (lo, hi),
+    for a generator G (named ranges as layer_ranges(G)) or a number of ws."""
     usage = f"layers={layers!r}: use coarse, middle, fine, 'lo-hi' or (lo, hi)"
+    named = layer_ranges(num_ws)
+    num_ws = named["fine"][1]
     if isinstance(layers, str):
-        named = layer_ranges(num_ws)
         if all(p in named for p in layers.split("+")):
             parts = sorted(named[p] for p in layers.split("+"))
             if any(a[1] < b[0] for a, b in zip(parts, parts[1:])):  # e.g. coarse+fine: middle in between
@@ -387,7 +396,7 @@ def style_mix_walk(G, base_seed, n_frames, layers="fine", walk="loop", seed=0, e
                    class_idx=None, psi=1.0, cutoff=None, centre="global", **walk_kwargs):
     """Hold the base seed's ws on all layers except `layers`, which follow a periodic walk:
     layers='fine' keeps pose and shape and animates colour and texture; 'coarse' the opposite."""
-    n_frames, (lo, hi) = _frames(n_frames), layer_range(layers, G.num_ws)
+    n_frames, (lo, hi) = _frames(n_frames), layer_range(layers, G)
     if walk == "loop" and walk_kwargs:  # a loop has no sigma or space: refused, not ignored
         raise ValueError(f"{', '.join(walk_kwargs)} given for walk='loop': they shape walk='random' only")
     if walk == "loop":

@@ -332,8 +332,8 @@ class StyleMixer(_LiveView):
     chosen layer range (presets coarse / middle / fine set the range slider)."""
 
     def __init__(self, G, base_seed=0, style_seed=1, layers="coarse", psi=0.7, display_size=256, debounce=0.01):
-        lo, hi = L.layer_range(layers, G.num_ws)
-        self._presets = {k: (a, b - 1) for k, (a, b) in L.layer_ranges(G.num_ws).items()}
+        lo, hi = L.layer_range(layers, G)
+        self._presets = {k: (a, b - 1) for k, (a, b) in L.layer_ranges(G).items()}
         c = {"base": _seed("base seed", base_seed), "style": _seed("style seed", style_seed),
              "preset": W.Dropdown(options=list(self._presets) + ["custom"],
                                   value=layers if isinstance(layers, str) and layers in self._presets
