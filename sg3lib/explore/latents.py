@@ -122,7 +122,7 @@ def _device(G):
 
 # ----------------------------------------------------------------------------- truncation
 
-_centres = weakref.WeakKeyDictionary()  # G -> {(class_idx, n, seed): w centre}; freed with G
+_centres = weakref.WeakKeyDictionary()  # G -> (weights' version, {(class_idx, n, seed): w centre}); freed with G
 
 
 @torch.no_grad()
@@ -132,7 +132,10 @@ def class_center(G, class_idx, n=1000, seed=0):
     The official w_avg is one centre for all classes, so psi -> 0 pulls every class to the same
     image; truncating towards the class's own mean keeps the class (cached per network)."""
     key = (int(class_idx), int(n), int(seed))
-    cache = _centres.setdefault(G, {})
+    version = tuple(p._version for p in G.mapping.parameters())  # new weights (load_state_dict): new means
+    if _centres.get(G, (None,))[0] != version:
+        _centres[G] = (version, {})
+    cache = _centres[G][1]
     if key not in cache:
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn([n, G.z_dim], generator=gen).to(_device(G))
@@ -149,7 +152,8 @@ def truncate(ws, centre, psi=1.0, cutoff=None):
     ws = ws.clone()
     cutoff = ws.shape[1] if cutoff is None else int(cutoff)
     c = centre if centre.ndim == 1 else centre[:cutoff]  # one centre, or one per layer
-    ws[:, :cutoff] = c + psi * (ws[:, :cutoff] - c)
+    # lerp, as the official mapping computes it (c + psi (w - c) differs by an ulp: now and then a pixel)
+    ws[:, :cutoff] = c.to(ws.dtype).expand_as(ws[:, :cutoff]).lerp(ws[:, :cutoff], psi)
     return ws
 
 
