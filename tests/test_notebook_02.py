@@ -72,6 +72,14 @@ def test_notebook_02_runs_and_resumes(tmp_path):
     assert len(kept) == 6
     kept.close()
     del env["SG3_TRAIN_DROP_BOTTOM"]
+    # Back after a restart to look at the finished run: Setup, Settings, Resume, then Result and Rank
+    # without training again (they had failed with NameError: IPImage, loss_figure came from Train).
+    whole = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    path = tmp_path / "no-train.ipynb"
+    whole.cells = [whole.cells[i] for i in (1, 3, 5, 9, 11)]
+    nbformat.write(whole, path)
+    text = _text(_run(path, env))
+    assert "resuming from" in text and "snapshot-000000012.pt ->" in text and "lowest scores:" in text
 
     # Transfer learning: a new run folder on another dataset starts from that run's weights...
     env.update({"SG3_TRAIN_DATA": json.dumps(make_zip(tmp_path / "d2.zip", n=8, seed=5)),

@@ -174,9 +174,13 @@ def test_a_mistyped_network_is_named_not_replaced_by_the_demo(name, network_file
 @pytest.mark.parametrize("name", ["03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"])
 def test_without_the_demo_the_run_02_trained_locally_is_found(name, network_file, tmp_path, monkeypatch):
     """Run locally, 02 trains into out/runs/demo-stylegan3-t; 03/04 looked only under out/demo and fell
-    back to a random network, with a note telling the user to train one with 02."""
+    back to a random network, with a note telling the user to train one with 02. A demo stopped
+    before its first snapshot leaves out/demo/run (marked, empty): that default folder hid 02's run
+    ('out/demo/run: no snapshot-*.pt in this folder')."""
     import shutil
     (tmp_path / "notebooks").mkdir()
+    (tmp_path / "out" / "demo" / "run").mkdir(parents=True)
+    (tmp_path / "out" / "demo" / "run" / ".sg3lib-demo-run").write_text("")
     run = tmp_path / "out" / "runs" / "demo-stylegan3-t"
     run.mkdir(parents=True)
     shutil.copy(network_file, run / "snapshot-000000004.pt")
