@@ -1047,6 +1047,49 @@ def test_32_bit_integer_tiff_is_scaled_from_its_range():
     assert (a[0] == [0, 1, 255]).all()  # (values in 16 bits: as before)
 
 
+
+def _tiff(values, bits, sample_format):
+    """An uncompressed one-row grey TIFF with the given BitsPerSample and SampleFormat (Pillow writes
+    32-bit grey only as signed, 16-bit only as unsigned)."""
+    import struct
+    pix = np.asarray(values).astype({(32, 1): "<u4", (16, 2): "<i2"}[bits, sample_format]).tobytes()
+    tags = [(256, 4, len(values)), (257, 4, 1), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 8),
+            (277, 3, 1), (278, 4, 1), (279, 4, len(pix)), (339, 3, sample_format)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHI", t, k, 1) + (struct.pack("<HH", v, 0) if k == 3 else struct.pack("<I", v)) for t, k, v in tags)
+    return b"II*\0" + struct.pack("<I", 8 + len(pix)) + pix + ifd + struct.pack("<I", 0)
+
+
+def test_unsigned_32_bit_and_signed_16_bit_tiffs_use_their_whole_range():
+    """Pillow reads both as signed 32-bit 'I': an unsigned 32-bit ramp came out [0, 65, 130, 194, 0, 0,
+    0, 0] (the bright half negative, clipped to black), a signed 16-bit one at most 127 (/ 257)."""
+    ramp = [0, 2 ** 30, 2 ** 31, 3 * 2 ** 30, 2 ** 32 - 1]
+    a, _ = to_rgb(_tiff(ramp, 32, 1), channels=1)
+    assert a[0].tolist() == [0, 64, 128, 191, 255]
+    a, _ = to_rgb(_tiff([-32768, -1, 0, 16384, 32767], 16, 2), channels=1)
+    assert a[0].tolist() == [0, 0, 0, 128, 255]
+
+
+
+def test_a_tiff_pillow_cannot_decode_is_an_unsupported_format_not_a_non_image():
+    """A 32-bit float RGB TIFF (an HDR merge) is a TIFF Pillow cannot identify: it was filed as
+    not_an_image, 'not a format Pillow can identify', where the README's reason is unsupported_format."""
+    from sg3lib.data import images as im
+    float_rgb = bytearray(_tiff([0, 1, 2, 3], 32, 1))
+    ifd = struct.unpack("<I", float_rgb[4:8])[0] + 2
+    for tag_at in range(ifd, len(float_rgb) - 12, 12):  # (Pillow has no float RGB mode: refuse at open)
+        if float_rgb[tag_at:tag_at + 2] == struct.pack("<H", 339):
+            float_rgb[tag_at + 8:tag_at + 10] = struct.pack("<H", 3)  # float samples...
+        if float_rgb[tag_at:tag_at + 2] == struct.pack("<H", 262):
+            float_rgb[tag_at + 8:tag_at + 10] = struct.pack("<H", 2)  # ...in RGB
+    with pytest.raises(im.Reject) as e:
+        im.decode(bytes(float_rgb))
+    assert e.value.reason == "unsupported_format" and "convert it to 8- or 16-bit RGB" in e.value.detail
+    with pytest.raises(im.Reject) as e:
+        im.decode(b"just some text, not an image")
+    assert e.value.reason == "not_an_image"
+
+
 def test_float_tiff_is_rounded_not_truncated():
     """0.999 of white is 254.7: 255, not 254 (the float path truncated, a half level darker on average)."""
     a, _ = to_rgb(enc(Image.fromarray(np.full((4, 4), 0.999, np.float32)), "TIFF"), channels=1)

@@ -123,6 +123,9 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None, notes=None):
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise Reject("decompression_bomb", f"{e} {_BOMB_ADVICE}")
         except Image.UnidentifiedImageError:
+            if data[:4] in (b"II*\0", b"MM\0*"):  # a TIFF whose sample layout Pillow cannot decode
+                raise Reject("unsupported_format", "a TIFF whose pixel layout Pillow cannot read (e.g. 32-bit "
+                             "float RGB, an HDR merge): convert it to 8- or 16-bit RGB first")
             raise Reject("not_an_image", "not a format Pillow can identify")
         except Exception as e:  # bad header checksums etc.
             raise Reject("corrupt", f"{type(e).__name__}: {e}")
@@ -230,13 +233,19 @@ def _transform(icc, mode):
     return ImageCms.buildTransform(src, _SRGB, in_mode, out_mode), in_mode
 
 
-def _high_bit_depth_to_8(img):
+def _high_bit_depth_to_8(img, samples=(None, None)):
     """16-bit and float modes to 8-bit by scaling (Pillow's convert('L') would clip at 255);
     the ICC profile stays with the pixels, a transparent grey value becomes an alpha channel."""
-    a = np.asarray(img).astype(np.float64)
+    bits, sample_format = samples  # (_tiff_samples of the file as opened)
+    a = np.asarray(img)
+    if img.mode == "I" and bits == 32 and sample_format == 1:  # unsigned: Pillow reads them as signed,
+        a = a.view(np.uint32)  # so the bright half (from 2**31) came out negative, clipped to black
+    a = a.astype(np.float64)
     top = a.max(initial=0)
-    if img.mode == "I" and top > 65535:  # 32-bit samples (Pillow reads them as signed): all white at / 257
-        a = a * (255.0 / (2 ** 31 - 1 if top < 2 ** 31 else 2 ** 32 - 1))
+    if img.mode == "I" and bits == 16 and sample_format == 2:  # signed 16-bit (Pillow: 'I'): 0..32767
+        a = a * (255.0 / 32767)  # (/ 257 gave at most 127; negative samples clip to 0)
+    elif img.mode == "I" and top > 65535:  # 32-bit samples: all white at / 257
+        a = a * (255.0 / (2 ** 31 - 1 if top < 2 ** 31 and sample_format != 1 else 2 ** 32 - 1))
     elif img.mode.startswith("I;16") or (img.mode == "I" and top > 255):  # 16-bit (a PNG's grey is 'I')
         a = a / 257.0
     elif img.mode == "F" and a.max(initial=0) <= 1.0:
@@ -248,6 +257,15 @@ def _high_bit_depth_to_8(img):
         out = Image.merge("LA", (out, Image.fromarray(np.where(np.asarray(img) == trns, 0, 255).astype(np.uint8))))
     out.info = info
     return out
+
+
+def _tiff_samples(img):
+    """(bits per sample, sample format: 1 unsigned, 2 signed, 3 float) from a TIFF's tags, else (None, None)."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return None, None
+    first = lambda v: v[0] if isinstance(v, tuple) and v else v  # noqa: E731 (one value per channel)
+    return first(tags.get(258)), first(tags.get(339, 1))
 
 
 def _has_alpha(img):
@@ -263,12 +281,13 @@ def to_rgb_or_l(img, channels=3, background=(255, 255, 255), notes=None):
         # opaque): laid over the background it would be blank.
         img = img.convert("RGB")
         notes.append("alpha_unused")
+    samples = _tiff_samples(img)  # (exif_transpose's copy has no TIFF tags)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:
         notes.append("exif_ignored")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        img = _high_bit_depth_to_8(img)
+        img = _high_bit_depth_to_8(img, samples)
     if img.mode == "1":
         img = img.convert("L")
     img = _to_srgb(img, notes)
