@@ -1206,6 +1206,37 @@ def test_a_run_folder_reached_through_a_link_continues_from_its_own_newest_snaps
     assert out["cur_nimg"] == 16 and snaps(tmp_path / "real" / "run")[-1] == "snapshot-000000016.pt"
 
 
+def test_a_folder_another_process_trains_in_is_refused(tmp_path):
+    """A second notebook (or Colab tab) on the same run folder deleted the first one's snapshot while
+    it was being written ('could not write snapshot ... free disk space'), truncated its stats, and
+    both wrote the same snapshot names. A live process's lock refuses the second run; a lock left by
+    a process that is gone, or whose pid is now another process's, is replaced."""
+    import json
+    import socket
+    from sg3lib.train import loop
+    data, run = make_zip(tmp_path / "d.zip"), tmp_path / "run"
+    train(data, run, kimg=0.008, **TINY)
+    assert not (run / loop.RUN_LOCK).exists()  # released when train() returns
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"host": socket.gethostname(), "pid": other.pid, "start": loop._process_start(other.pid)}
+        (run / loop.RUN_LOCK).write_text(json.dumps(lock))
+        partial = run / ".snapshot-000000016.pt.tmp-0badf00d"  # the other process's save in progress
+        partial.write_bytes(b"PK being written")
+        with pytest.raises(TrainError, match=rf"run is being trained in by another process on this machine "
+                                             rf"\(pid {other.pid}\).*Stop it first, or choose another --outdir"):
+            train(data, run, kimg=0.016, resume="latest", **TINY)
+        assert partial.exists() and snaps(run) == ["snapshot-000000008.pt"]  # nothing of it touched
+        (run / loop.RUN_LOCK).write_text(json.dumps(dict(lock, start=(lock["start"] or 0) + 1)))  # a reused pid
+        train(data, run, kimg=0.016, resume="latest", **TINY)
+    finally:
+        other.kill()
+        other.wait()
+    (run / loop.RUN_LOCK).write_text(json.dumps(lock))  # the process is gone: its lock is stale
+    train(data, run, kimg=0.024, resume="latest", **TINY)
+    assert snaps(run)[-1] == "snapshot-000000024.pt" and not (run / loop.RUN_LOCK).exists()
+
+
 def test_misspelt_options_are_refused_not_stored(tmp_path):
     """make_config took any key: keep_snapshot=1 trained with the default and went into every snapshot."""
     data = make_zip(tmp_path / "d.zip")

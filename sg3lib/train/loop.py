@@ -177,6 +177,72 @@ def _check_outdir(outdir, data):
                          "Choose a folder you can write to (--outdir).")
 
 
+RUN_LOCK = ".sg3lib-training"  # in the run folder while a process trains there: {host, pid, start}
+
+
+def _process_start(pid):
+    """A process's start time in clock ticks since boot (Linux), so that a reused pid is not taken for
+    the process that wrote a lock; None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid):
+    if os.name != "posix":  # (Windows' os.kill would end the process)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        pass
+    return True
+
+
+def _take_run_lock(outdir, closing):
+    """Refuse a run folder another process on this machine is training in (a second notebook or
+    Colab tab on the same folder: each would delete the other's snapshot while it is written and
+    truncate its stats), then mark it as this process's until train() returns. A lock of a process
+    gone (killed, a disconnected runtime) is replaced; one of another machine cannot be checked and
+    is replaced with a warning."""
+    import json
+    import socket
+    path = os.path.join(outdir, RUN_LOCK)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    try:
+        with open(path) as f:
+            other = json.load(f)
+        other = other if isinstance(other, dict) else {}
+    except (OSError, ValueError):
+        other = {}
+    pid = other.get("pid")
+    if isinstance(pid, int) and other.get("host") == me["host"]:
+        same = other.get("start") is None or other.get("start") == _process_start(pid)
+        if (_alive(pid) or pid == me["pid"]) and same:
+            raise TrainError(f"{outdir} is being trained in by another process on this machine (pid {pid}"
+                             f"{', this one' if pid == me['pid'] else ''}): two runs in one folder overwrite each "
+                             "other's snapshots and stats. Stop it first, or choose another --outdir. (If no such "
+                             f"training runs, delete {path}.)")
+    elif isinstance(pid, int):
+        warnings.warn(f"{outdir}: {path} says host {other.get('host')!r} (pid {pid}) trains here; if that "
+                      "session still runs, stop it: two runs in one folder overwrite each other's snapshots")
+    with atomic_write(path, "w") as f:
+        json.dump(me, f)
+
+    def release():
+        try:
+            with open(path) as f:
+                mine = json.load(f) == me
+        except (OSError, ValueError):
+            mine = False
+        if mine:
+            os.remove(path)
+    closing.callback(release)
+
+
 def _make_outdir(outdir):
     """Create the run folder and prove it takes a file (os.access does not know every file system)."""
     try:
@@ -754,6 +820,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     data = os.path.abspath(str(data))
     if rank == 0:
         _check_outdir(outdir, data)
+        if os.path.isdir(outdir):  # before anything in it is cleaned up (another process's save)
+            _take_run_lock(outdir, closing)
         if resume != "latest":  # ('latest' cleans as it looks for the newest snapshot)
             _remove_leftovers(outdir)
 
@@ -871,7 +939,10 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         for name, net in (("G", G), ("D", D), ("G_ema", G_ema)):
             _load_weights(net, payload[name].state_dict(), name, resume, resized)
     if rank == 0:  # after the weights load: a source that does not fit leaves no empty run folder
+        new_folder = not os.path.isdir(outdir)
         _make_outdir(outdir)
+        if new_folder:
+            _take_run_lock(outdir, closing)
     gate.check()  # the first collective: every rank's setup is done, or all end here
     dist_mod.broadcast_module(G)
     dist_mod.broadcast_module(D)
