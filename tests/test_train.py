@@ -667,7 +667,7 @@ def test_continuing_a_finished_run_says_there_is_nothing_to_train(tmp_path, caps
     train(data, tmp_path / "r", kimg=0.008, **TINY)
     capsys.readouterr()
     out = train(data, tmp_path / "r", resume="latest", **TINY)
-    assert out["cur_nimg"] == 8 and out["snapshot"] is None
+    assert out["cur_nimg"] == 8 and out["snapshot"] == str(tmp_path / "r" / "snapshot-000000008.pt")  # (was None)
     said = capsys.readouterr().out
     assert "nothing to train" in said and "already at 8 images" in said and "larger --kimg" in said
 

@@ -1013,9 +1013,13 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         elif not os.path.exists(os.path.join(outdir, grid_name(state["cur_nimg"]))):
             # killed between the snapshot and its grid: the grid is a function of G_ema alone
             save_grid(G_ema, c, labels, os.path.join(outdir, grid_name(state["cur_nimg"])), device)
-    if rank == 0 and state["cur_nimg"] >= total:  # a finished run continued at its own length
-        print(f"nothing to train: {outdir} is already at {state['cur_nimg']} images (--kimg {c['kimg']:g}); "
-              "pass a larger --kimg to continue it")
+    if state["cur_nimg"] >= total:  # a finished run continued at its own length
+        from .. import checkpoint as ck
+        newest = ck.find_latest(outdir, clean=False)  # the run's own (None: continued in a new folder)
+        last_snap = str(newest) if newest else None
+        if rank == 0:
+            print(f"nothing to train: {outdir} is already at {state['cur_nimg']} images (--kimg "
+                  f"{c['kimg']:g}; kimg= in train()); pass a larger --kimg to continue it")
     bar = tqdm(total=total, initial=min(state["cur_nimg"], total), unit="img", desc="training",
                disable=not progress or rank != 0)
     closing.callback(bar.close)
