@@ -35,6 +35,51 @@ def test_write_video_pads_odd_sizes_and_takes_a_callable(tmp_path):
     assert X.read_video_info(path)[:2] == (6, (22, 16))  # H.264 needs even sizes
 
 
+def test_a_failed_encode_keeps_the_old_video_and_is_an_error(tmp_path, monkeypatch):
+    """moviepy never looks at ffmpeg's exit status: a full disk while ffmpeg wrote the mp4 index (or
+    ffmpeg failing once the frames fitted in its pipe) left an empty or cut file, which replaced the
+    good video and was reported written. The file is read back before it takes the name."""
+    import moviepy
+    frames = np.zeros([4, 16, 16, 3], np.uint8)
+    short = X.write_video(tmp_path / "short.mp4", frames[:2], fps=10, progress=False).read_bytes()
+    good = X.write_video(tmp_path / "v.mp4", frames, fps=10, progress=False)
+    before = good.read_bytes()
+    for written, message in ((b"", "no readable video"), (short, "2 of 4 frames")):
+        def encode(self, filename, written=written, **kwargs):  # what ffmpeg left, reported as done
+            with open(filename, "wb") as f:
+                f.write(written)
+        monkeypatch.setattr(moviepy.VideoClip, "write_videofile", encode)
+        with pytest.raises(OSError, match=rf"v\.mp4: ffmpeg wrote {message}"):
+            X.write_video(good, frames, fps=10, progress=False)
+        monkeypatch.undo()
+        assert good.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["short.mp4", "v.mp4"]
+
+
+def test_write_video_refuses_what_it_would_write_wrong(tmp_path):
+    """Each was written without a word: fps 0.125 as 0.12 (moviepy keeps 2 decimals: 4% too long;
+    0.004 as 0, an empty file), a frame of another size garbled into its neighbours, float frames
+    black, n_frames ignored for a list; a generator failed with an AttributeError, a crf of 99 in ffmpeg."""
+    frames = np.zeros([3, 16, 16, 3], np.uint8)
+    out = tmp_path / "x.mp4"
+    for kwargs, message in ((dict(fps=0.125), r"fps=0\.125: the video writer keeps 2 decimals \(0\.12"),
+                            (dict(fps=0.004), r"fps=0\.004: the video writer keeps 2 decimals"),
+                            (dict(crf=99), r"crf=99: the H\.264 quality"), (dict(crf=1.5), "crf=1.5"),
+                            (dict(n_frames=2), r"n_frames=2, but 3 frames were given")):
+        with pytest.raises(ValueError, match=message):
+            X.write_video(out, frames, progress=False, **dict(dict(fps=10), **kwargs))
+    mixed = [frames[0], np.zeros([20, 20, 3], np.uint8), frames[2]]
+    with pytest.raises(ValueError, match=r"frame 1 is 20x20 with 3 channel\(s\), frame 0 16x16 with 3"):
+        X.write_video(out, mixed, fps=10, progress=False)
+    with pytest.raises(ValueError, match="frame 0 is float64; frames are uint8"):
+        X.write_video(out, np.full([3, 16, 16, 3], 0.8), fps=10, progress=False)
+    with pytest.raises(TypeError, match="frames: a list or array of images, or a callable"):
+        X.write_video(out, (f for f in frames), fps=10, progress=False)
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary left
+    with pytest.raises(FileNotFoundError, match=r"x\.mp4: no such video file"):
+        X.read_video_info(out)
+    assert X.read_video_info(X.write_video(out, frames, fps=23.98, progress=False))[0] == 3  # 2 decimals: fine
+
+
 def test_two_videos_written_to_one_name_at_once_both_finish_whole(tmp_path):
     """Two threads (say two notebook cells' background renders) writing the same file used to share
     one temporary name: one's ffmpeg wrote over the other's, and the slower failed or renamed a

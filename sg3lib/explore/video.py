@@ -68,11 +68,23 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
 
     path = _mp4(path)
     _above_zero("fps", fps, "frames per second")
-    get = frames if callable(frames) else frames.__getitem__
+    if abs(round(fps, 2) - fps) > 1e-3 * fps:  # moviepy passes ffmpeg '%.02f': 0.125 became 0.12, 0.004 zero
+        raise ValueError(f"fps={fps!r}: the video writer keeps 2 decimals ({round(fps, 2):g}, which would make "
+                         f"the video {abs(fps / max(round(fps, 2), 1e-9) - 1):.0%} longer or shorter); give a rate "
+                         "of at least 0.01 with at most 2 decimals")
+    _whole("crf", crf, "the H.264 quality, a whole number from 0 (lossless) to 51", lo=0)
+    if crf > 51:
+        raise ValueError(f"crf={crf!r}: the H.264 quality, a whole number from 0 (lossless) to 51")
     if callable(frames):  # a callable has no length: its count is n_frames
+        get = frames
         n = _whole("n_frames", n_frames, "the number of frames, a whole number of at least 1 (a callable needs it)")
+    elif hasattr(frames, "__getitem__") and hasattr(frames, "__len__"):
+        get, n = frames.__getitem__, len(frames)
+        if n_frames is not None and n_frames != n:  # (it was ignored)
+            raise ValueError(f"n_frames={n_frames!r}, but {n} frames were given (n_frames is for a callable)")
     else:
-        n = len(frames)
+        raise TypeError(f"frames: a list or array of images, or a callable i -> image with n_frames, "
+                        f"not a {type(frames).__name__}")
     if not n:
         raise ValueError(f"{path}: no frames to write")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +92,7 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
     os.close(fd)  # ffmpeg writes it over
     tmp = Path(tmp)
     bar = tqdm(total=n, desc=desc, unit="frame", disable=not progress)
-    seen = set()
+    seen, first = set(), {}
 
     def frame_at(t):
         i = min(n - 1, int(round(t * fps)))
@@ -88,26 +100,51 @@ def write_video(path, frames, fps=30, n_frames=None, progress=True, crf=18, desc
             seen.add(i)
             bar.update(1)
         f = np.asarray(get(i))
+        if f.dtype != np.uint8:  # (a float frame was cast by moviepy: 0.8 came out black)
+            raise ValueError(f"frame {i} is {f.dtype}; frames are uint8 images (0-255)")
         if f.ndim == 2:
             f = f[:, :, None]
+        first.setdefault("shape", (i, f.shape))
+        if f.shape != first["shape"][1]:  # ffmpeg reads raw bytes of frame 0's size: it would be garbled
+            j, shape = first["shape"]
+            raise ValueError(f"frame {i} is {f.shape[1]}x{f.shape[0]} with {f.shape[2]} channel(s), frame {j} "
+                             f"{shape[1]}x{shape[0]} with {shape[2]}: all frames of a video must be one size")
         return _even(to_rgb(f))  # 2 channels (grey + alpha) were encoded as if RGB
 
     # moviepy emits int(duration * fps) frames; half a frame of slack avoids float round-off.
-    clip = VideoClip(frame_function=frame_at, duration=(n + 0.5) / fps)
-    try:
+    clip = None
+    try:  # (VideoClip draws frame 0 to learn the size: a bad first frame fails here, temporary removed)
+        clip = VideoClip(frame_function=frame_at, duration=(n + 0.5) / fps)
         clip.write_videofile(str(tmp), fps=fps, codec="libx264", audio=False, logger=None,
-                             ffmpeg_params=["-crf", str(crf)])
+                             ffmpeg_params=["-crf", str(int(crf))])
+        _check_written(tmp, n, path)
         move_into_place(tmp, path)
     finally:
         bar.close()
-        clip.close()
+        if clip is not None:
+            clip.close()
         if tmp.exists():
             tmp.unlink()
     return path
 
 
+def _check_written(tmp, n, path):
+    """moviepy does not look at ffmpeg's exit status: a full disk while ffmpeg writes the mp4 index,
+    or ffmpeg failing after the frames fit in its pipe, gave an empty or cut file that replaced a good
+    one and was reported written. The file is read back before it takes `path`'s place."""
+    try:
+        count, _, _ = read_video_info(tmp)
+    except OSError as e:
+        raise OSError(f"{path}: ffmpeg wrote no readable video (a full disk?): "
+                      f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    if count != n:
+        raise OSError(f"{path}: ffmpeg wrote {count} of {n} frames (a full disk?); the earlier file, if any, is kept")
+
+
 def read_video_info(path):
     """(frame_count, (width, height), fps) of a video, decoded with imageio-ffmpeg."""
+    if not Path(path).is_file():  # (imageio's error is 30 lines of ffmpeg banner)
+        raise FileNotFoundError(f"{path}: no such video file")
     import imageio_ffmpeg
     reader = imageio_ffmpeg.read_frames(str(path))
     meta = next(reader)
