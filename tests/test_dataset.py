@@ -3,8 +3,10 @@ import io
 import json
 import os
 import re
+import shutil
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -651,6 +653,10 @@ def test_rank_drop_bottom_rounds_half_up_and_refuses_dropping_none(tmp_path):
     assert not (tmp_path / "r" / "ten-top96.zip").exists()  # a copy of everything was written
     res = rank(tiny_d(), ds_path, tmp_path / "r", passes=1, drop_bottom=0.05, progress=False)
     assert len(res["dropped"]) == 1  # the least the message names: half an image, rounded up
+    seven = official_zip(tmp_path / "seven.zip", pictures(7), None)  # 50/7 = 7.142857...%: 7.14% drops none
+    with pytest.raises(ValueError, match=r"drop at least 7\.15%"):
+        rank(tiny_d(), seven, tmp_path / "r7", passes=1, drop_bottom=0.0714, progress=False)
+    assert len(rank(tiny_d(), seven, tmp_path / "r7", passes=1, drop_bottom=0.0715, progress=False)["dropped"]) == 1
 
 
 def test_rank_refuses_bad_batch_device_and_size_clearly(tmp_path, capsys, monkeypatch):
@@ -786,9 +792,19 @@ def test_rank_default_out_folder_for_the_current_folder(tmp_path, monkeypatch, c
             w.add(png(a))
         w.close()
     monkeypatch.chdir(tmp_path / "faces")
-    assert main(["rank", "--network", str(snap), "--data", ".", "--passes", "1"]) == 0
+    assert main(["rank", "--network", str(snap), "--data", ".", "--passes", "1", "--drop-bottom", "25"]) == 0
     assert (tmp_path / "faces_rank" / "rank.csv").exists()
     assert sorted(os.listdir(tmp_path / "faces")) == ["00000", "dataset.json"]
+    assert os.listdir(tmp_path / "faces_rank" ).count("faces-top75.zip") == 1  # (was the hidden .-top75.zip)
+    # A folder named with a dot keeps its whole name: faces.v2 and faces.v3 ranked into one
+    # faces_rank/ and faces-top75.zip, the second refused or replacing the first's copy.
+    for version in ("v2", "v3"):
+        (tmp_path / "faces").rename(tmp_path / f"faces.{version}") if version == "v2" else \
+            shutil.copytree(tmp_path / "faces.v2", tmp_path / "faces.v3")
+        monkeypatch.chdir(tmp_path)
+        assert main(["rank", "--network", str(snap), "--data", f"faces.{version}", "--passes", "1",
+                     "--drop-bottom", "25"]) == 0
+        assert (tmp_path / f"faces.{version}_rank" / f"faces.{version}-top75.zip").is_file()
 
 
 def test_a_local_copy_of_a_dataset_is_made_once_and_renewed_when_it_changes(tmp_path, capsys):
@@ -919,6 +935,34 @@ def test_rank_copy_keeps_the_number_of_classes_when_the_last_class_is_dropped(tm
     res = rank(D, other, tmp_path / "q", passes=1, drop_bottom=0.17, progress=False)
     copy = ImageDataset(res["dest"], use_labels=True)
     assert copy.label_dim == 3 and copy.class_names is None
+
+
+def test_rank_csv_is_utf8_on_every_system_and_holds_vector_labels(tmp_path, monkeypatch):
+    """rank.csv was written in the locale's encoding: on Windows (cp1252) a name like 猫.png failed
+    after all the scoring, with nothing written; vector labels left the label column empty."""
+    import csv
+    import subprocess
+    import sys
+    root = tmp_path / "ds.zip"  # (a zip: its names are UTF-8 whatever the locale, as Windows' file names are)
+    names = ["猫.png", "café.png", "b,c.png"]
+    with zipfile.ZipFile(root, "w") as z:
+        for name, a in zip(names, pictures(3)):
+            z.writestr(name, png(a))
+        z.writestr("dataset.json", json.dumps({"labels": [[n, [0.5, i]] for i, n in enumerate(names)]}))
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    snap = save_snapshot(tmp_path / "snapshot-000000004.pt", snapshot_from_networks({"D": tiny_d(c_dim=2)}))
+    # A system whose locale encoding cannot write these names (ASCII here, as cp1252 for 猫 on Windows)
+    code = (f"from sg3lib.data.rank import rank; rank({str(snap)!r}, {str(root)!r}, {str(tmp_path / 'r')!r}, "
+            "passes=1, progress=False)")
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-X", "utf8=0", "-c", code], env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "r" / "rank.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["name"] for r in rows) == sorted(names)
+    assert {r["name"]: json.loads(r["label"]) for r in rows} == {n: [0.5, i] for i, n in enumerate(names)}
 
 
 def test_rank_copy_keeps_vector_labels_as_written(tmp_path):

@@ -353,7 +353,10 @@ class ImageDataset(_Base):
     # -- properties ---------------------------------------------------------------------
     @property
     def name(self):
-        return os.path.splitext(os.path.basename(self.path.rstrip("/\\")))[0]
+        """The dataset's file name without .zip, or its folder's own name (a dot in it stays: faces.v2;
+        '.' is the folder it stands for)."""
+        base = os.path.basename(os.path.abspath(self.path))
+        return base[:-4] if self._type == "zip" and base.lower().endswith(".zip") else base
 
     @property
     def image_shape(self):

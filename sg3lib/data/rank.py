@@ -15,6 +15,7 @@ import argparse
 import copy
 import csv
 import io
+import json
 import math
 import os
 import sys
@@ -74,8 +75,8 @@ def _count_to_drop(drop_bottom, n):
     n_drop = math.floor(drop_bottom * n + 0.5 + 1e-9)  # 1e-9: 0.29 * 50 is 14.499999999999998
     if drop_bottom > 0 and n_drop == 0:
         raise ValueError(f"drop_bottom={drop_bottom:g} ({drop_bottom * 100:g}%) of {n} images is less than half an "
-                         f"image, so the copy would drop none; drop at least {50 / n:.3g}% (half an image, "
-                         "rounded up to one) or none")
+                         f"image, so the copy would drop none; drop at least {math.ceil(5000 / n) / 100:g}% (half "
+                         "an image, rounded up to one) or none")
     if n_drop >= n:  # checked before scoring: the copy would be an empty dataset
         raise ValueError(f"drop_bottom={drop_bottom:g} ({drop_bottom * 100:g}%) of {n} images would drop all of "
                          "them; keep some")
@@ -150,11 +151,13 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
     order = np.argsort(-mean, kind="stable")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "rank.csv"
-    with atomic_write(csv_path, "w", newline="") as f:  # a temporary of its own: two rankings do not collide
+    # UTF-8 on every system (Windows' cp1252 failed on a name like 猫.png, after all the scoring)
+    with atomic_write(csv_path, "w", newline="", encoding="utf-8") as f:  # a temporary of its own
         w = csv.writer(f)
         w.writerow(["rank", "name", "score", "std", "label"])
         for r, i in enumerate(order):
-            lab = ds._raw_labels[i] if ds.has_labels and ds._raw_labels.ndim == 1 else ""
+            lab = "" if not ds.has_labels else ds._raw_labels[i] if ds._raw_labels.ndim == 1 else \
+                json.dumps(ds._raw_labels[i].tolist())  # a vector label as JSON
             w.writerow([r + 1, ds.image_names[i], f"{mean[i]:.6f}", f"{std[i]:.6f}", lab])
     sheets = {}
     for which, idxs in (("top", order[:32]), ("bottom", order[::-1][:32])):
@@ -307,7 +310,7 @@ def add_rank_arguments(p):
 
 def run_rank(args):
     data = Path(os.path.abspath(args.data))  # '.' or '..' has no name of its own to put _rank after
-    out = args.out or str(data.with_suffix("")) + "_rank"
+    out = args.out or (str(data)[:-4] if data.suffix.lower() == ".zip" else str(data)) + "_rank"  # (faces.v2 is a folder's name)
     try:
         res = rank(args.network, args.data, out, passes=args.passes, batch_size=args.batch,
                    drop_bottom=args.drop_bottom / 100.0, dest=args.dest, device=args.device,
