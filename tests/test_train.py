@@ -1237,6 +1237,31 @@ def test_a_folder_another_process_trains_in_is_refused(tmp_path):
     assert snaps(run)[-1] == "snapshot-000000024.pt" and not (run / loop.RUN_LOCK).exists()
 
 
+def test_the_progress_bar_ends_where_training_does(tmp_path, monkeypatch):
+    """Training runs whole steps: --kimg 0.010 at batch 8 trains 16 images, and the bar (total 10) lost
+    its percentage and ETA at 8 of 10, a bare counter for the rest of the run."""
+    import tqdm.auto
+    bars = []
+
+    class Bar(tqdm.auto.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **dict(k, disable=True))
+            self.asked = k
+            bars.append(self)
+
+        def update(self, n=1):
+            self.done = getattr(self, "done", self.asked.get("initial", 0)) + n
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "r", kimg=0.010, **TINY)
+    (bar,) = [b for b in bars if b.asked.get("desc") == "training"]
+    assert bar.asked["total"] == 16 and bar.done == 16
+    bars.clear()
+    train(data, tmp_path / "r", kimg=0.030, resume="latest", **TINY)  # from 16: 2 steps to 32
+    (bar,) = [b for b in bars if b.asked.get("desc") == "training"]
+    assert (bar.asked["initial"], bar.asked["total"], bar.done) == (16, 32, 32)
+
+
 def test_misspelt_options_are_refused_not_stored(tmp_path):
     """make_config took any key: keep_snapshot=1 trained with the default and went into every snapshot."""
     data = make_zip(tmp_path / "d.zip")

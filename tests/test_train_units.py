@@ -463,8 +463,8 @@ def test_tensorboard_step_is_the_image_count(monkeypatch, tmp_path):
             pass
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
-    StatsWriter(tmp_path, tensorboard=True).write({"kimg": 4.004, "loss_G": 1.0})
-    assert steps == [("loss_G", 4004)]
+    StatsWriter(tmp_path, tensorboard=True).write({"kimg": 4.004, "loss_G": 1.0, "time": 1796310992.4})
+    assert steps == [("loss_G", 4004)]  # (the time, a float32 scalar, moved in steps of 128 s: events carry it)
 
 
 def test_an_unreadable_stats_line_is_skipped_counted_and_reported(tmp_path, capsys):

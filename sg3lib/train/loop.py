@@ -1020,7 +1020,9 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         if rank == 0:
             print(f"nothing to train: {outdir} is already at {state['cur_nimg']} images (--kimg "
                   f"{c['kimg']:g}; kimg= in train()); pass a larger --kimg to continue it")
-    bar = tqdm(total=total, initial=min(state["cur_nimg"], total), unit="img", desc="training",
+    # The bar ends where training does: at the first whole step past kimg (a bare counter past total)
+    end = state["cur_nimg"] + max(0, -(-(total - state["cur_nimg"]) // c["batch"])) * c["batch"]
+    bar = tqdm(total=end, initial=state["cur_nimg"], unit="img", desc="training",
                disable=not progress or rank != 0)
     closing.callback(bar.close)
     t_tick = time.time()

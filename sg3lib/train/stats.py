@@ -30,8 +30,8 @@ class StatsWriter:
             f.flush()
             os.fsync(f.fileno())
         if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "kimg":
+            for k, v in record.items():  # (not the Unix time: a float32 scalar keeps it to 128 s)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("kimg", "time"):
                     self.tb.add_scalar(k, v, global_step=round(record.get("kimg", 0) * 1000))
             self.tb.flush()
 
