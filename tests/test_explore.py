@@ -145,6 +145,12 @@ def test_slerp_endpoints_and_norms():
     # parallel inputs fall back to lerp instead of dividing by zero
     assert torch.isfinite(X.slerp(a, 2 * a, 0.5)).all()
     torch.testing.assert_close(X.slerp(a, 2 * a, 0.5), 1.5 * a)
+    # nearly opposite (1e-5 rad off): on the great circle, norm kept (acos in float32 took them as opposite,
+    # and the middle came out at 0.02 of the norm); exactly opposite has no circle: the documented 0
+    near = -a + 1e-5 * torch.randn(5, 512, generator=g)
+    near = near / near.norm(dim=-1, keepdim=True) * a.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(X.slerp(a, near, 0.5).norm(dim=-1), a.norm(dim=-1), rtol=1e-2, atol=0)
+    assert X.slerp(a, -a, 0.5).norm() == 0
 
 
 def test_keyframe_path_passes_through_the_seeds(G):

@@ -204,14 +204,16 @@ def lerp(a, b, t):
 def slerp(a, b, t, eps=1e-7):
     """Spherical interpolation along the last dimension (Shoemake 1985): follows the great
     circle between a and b, so equal-norm endpoints keep that norm all the way. Norms that
-    differ are interpolated linearly. Falls back to lerp for (anti)parallel vectors."""
+    differ are interpolated linearly. Falls back to lerp for parallel vectors, and for exactly
+    opposite ones (no great circle is the one between them: the middle is then 0)."""
     t = _as_t(t, a)
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
     ua, ub = a / na.clamp_min(eps), b / nb.clamp_min(eps)
-    cos = (ua * ub).sum(-1, keepdim=True).clamp(-1, 1)
-    omega = torch.acos(cos)
+    # The angle from the chords (accurate near 0 and pi; acos of the dot product is not: in float32,
+    # vectors 1e-5 rad from opposite were taken as opposite and their middle came out near 0)
+    omega = 2 * torch.atan2((ua - ub).norm(dim=-1, keepdim=True), (ua + ub).norm(dim=-1, keepdim=True))
     so = torch.sin(omega)
-    safe = so.abs() > 1e-4
+    safe = so.abs() > 1e-6
     so_ = torch.where(safe, so, torch.ones_like(so))
     u = torch.where(safe, (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so_, lerp(ua, ub, t))
     return u * lerp(na, nb, t)
