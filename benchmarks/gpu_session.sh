@@ -114,15 +114,17 @@ trap 'cp benchmarks/RESULTS.md "$OUT/RESULTS.md"' EXIT
 
 case "$stage" in
 check)
+    # (-v: each test's result is in the log as it finishes; the summary of -q would be lost to the
+    # stage budget's SIGTERM, which pytest does not catch)
     # 1. the compiled kernels against the reference (fwd, bwd, 2nd order, fp32/fp16, every layer geometry)
-    within python3 -m pytest -q -m gpu -p no:cacheprovider -o faulthandler_timeout=180 tests/test_ops_cuda.py 2>&1 | tee -a "$log"
+    within python3 -m pytest -v -m gpu -p no:cacheprovider -o faulthandler_timeout=180 tests/test_ops_cuda.py 2>&1 | tee -a "$log"
     # 2. fp32 network outputs on the GPU (no TF32) against the official ones (1e-4; issue 7 asks 1e-3),
     #    and every training phase with the kernels against the reference ops on the GPU
-    within python3 -m pytest -q -m gpu -p no:cacheprovider -o faulthandler_timeout=180 tests/test_networks.py \
+    within python3 -m pytest -v -m gpu -p no:cacheprovider -o faulthandler_timeout=180 tests/test_networks.py \
         tests/test_ops_reference.py tests/test_cuda_path_training.py 2>&1 | tee -a "$log"
     # 3. StyleMixer rendering on the GPU (apart: without the carried wheels the module cannot be collected)
     if python3 -c "import ipywidgets" 2>/dev/null; then
-        within python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_widgets.py 2>&1 | tee -a "$log"
+        within python3 -m pytest -v -m gpu -p no:cacheprovider tests/test_widgets.py 2>&1 | tee -a "$log"
     else
         echo "no ipywidgets (carry .whl): tests/test_widgets.py's GPU test not run" | tee -a "$log"
     fi
