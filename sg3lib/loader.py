@@ -8,12 +8,14 @@ Nothing in a file is executed: official pickles go through a restricted unpickle
 (`sg3lib.checkpoint`). Every failure is a `LoadError` (a ValueError) naming the file and the
 problem. Also the `sg3 info PATH` command (`add_info_arguments`, `run_info`).
 """
+import errno
 import glob
 import hashlib
 import http.client
 import json
 import os
 import re
+import shutil
 import sys
 import urllib.error
 import urllib.parse
@@ -80,6 +82,25 @@ def _remove_stale_downloads(dest):
                      "leftover file(s) of interrupted downloads")
 
 
+_PRIVATE = ("the file is not public: share it publicly, or download it in a browser and pass the local path")
+_LFS_POINTER = b"version https://git-lfs"
+
+
+def _check_first_bytes(url, chunk):
+    """What a server sends with HTTP 200 that is no network file, refused before it is cached (cached,
+    every later load failed on it, and 'delete the cached file' brought the same back)."""
+    if chunk.startswith(_LFS_POINTER):
+        raise LoadError(f"{url}: the server sent a Git LFS pointer, not the file: use the address of the file "
+                        "itself (GitHub: media.githubusercontent.com/media/..., Hugging Face: .../resolve/...)")
+    head = chunk[:256]
+    if _looks_html(head) or head.lstrip().startswith(b"<!--"):
+        raise LoadError(f"{url}: the download is an HTML page, not a network file. {_HTML_ADVICE}")
+    if not (head.startswith(b"\x80") or head.startswith(b"PK")):  # a pickle, or a torch zip
+        shown = head[:60].decode("utf-8", "replace").replace("\n", " ")
+        raise LoadError(f"{url}: the download is not a network file (it starts with {shown!r}): an error page "
+                        "or a quota message? Check the address in a browser")
+
+
 def download(url, progress=True):
     """Download `url` once into the cache (temporary name, then rename); returns the local Path."""
     from tqdm.auto import tqdm
@@ -89,28 +110,36 @@ def download(url, progress=True):
     dest = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}"
     if dest.is_file() and dest.stat().st_size > 0:
         return dest
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_downloads(dest)
-    fd, tmp = temp_file_beside(dest)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_downloads(dest)
+        fd, tmp = temp_file_beside(dest)
+    except OSError as e:  # (a raw traceback before: a read-only home, a file in the way)
+        raise LoadError(f"{url}: cannot write to the download cache {folder} ({e.strerror or e}); set "
+                        "SG3LIB_CACHE to a folder you can write to") from None
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "sg3lib"})
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(req, timeout=60) as resp:
             ctype = resp.headers.get("Content-Type", "")
             if "text/html" in ctype.lower():
                 raise LoadError(f"{url}: got an HTML page (Content-Type {ctype}), not a network file. {_HTML_ADVICE}")
-            total = int(resp.headers.get("Content-Length") or 0) or None
+            total = resp.length or None  # (parsed by http.client: a malformed Content-Length is None)
+            if total is not None and total > shutil.disk_usage(folder).free:
+                raise LoadError(f"{url}: the file ({total:,} bytes) does not fit in {folder} "
+                                f"({shutil.disk_usage(folder).free:,} bytes free); free space there or set "
+                                "SG3LIB_CACHE to a bigger disk")
             done = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=base, disable=not progress) as bar:
                 while True:
-                    try:
-                        chunk = resp.read(1 << 20)
+                    try:  # read1: what has arrived (read(n) waits for all n: a slow link wrote nothing for
+                        chunk = resp.read1(1 << 20)  # minutes, and another process took it for dead)
                     except http.client.IncompleteRead as e:  # chunked transfer: the connection closed early
                         raise LoadError(f"{url}: the download was cut off ({done + len(e.partial):,} bytes, then the "
                                         "connection closed). Check the connection, then try again.") from None
                     if not chunk:
                         break
-                    if done == 0 and _looks_html(chunk[:256]):
-                        raise LoadError(f"{url}: the download is an HTML page, not a network file. {_HTML_ADVICE}")
+                    if done == 0:
+                        _check_first_bytes(url, chunk)
                     f.write(chunk)
                     done += len(chunk)
                     bar.update(len(chunk))
@@ -123,10 +152,19 @@ def download(url, progress=True):
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except urllib.error.HTTPError as e:
-        raise LoadError(f"{url}: the server answered HTTP {e.code} {e.reason}") from None
+        reason = str(e.reason).splitlines()[0] if str(e.reason).strip() else ""
+        if "infinite loop" in str(e) or "redirect" in str(e.msg).lower():
+            raise LoadError(f"{url}: too many redirects (HTTP {e.code}); the address does not lead to a file") from None
+        advice = {404: "check the address", 410: "check the address", 401: _PRIVATE, 403: _PRIVATE,
+                  429: "the server is busy: try again later"}.get(e.code, "try again later" if e.code >= 500 else "")
+        raise LoadError(f"{url}: the server answered HTTP {e.code} {reason}" + (f"; {advice}" if advice else "")) from None
     except urllib.error.URLError as e:
-        raise LoadError(f"{url}: could not download ({e.reason}); check the address and the connection") from None
+        raise LoadError(f"{url}: could not download ({e.reason}); check the address, the connection and any "
+                        "proxy (http_proxy, https_proxy)") from None
     except (http.client.HTTPException, OSError) as e:
+        if getattr(e, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
+            raise LoadError(f"{url}: not enough space in {folder} for the download; free space there or set "
+                            "SG3LIB_CACHE to a bigger disk") from None
         raise LoadError(f"{url}: the download failed ({type(e).__name__}: {e}); try again") from None
     finally:
         if os.path.exists(tmp):
@@ -261,8 +299,9 @@ def load(path_or_url, device="cpu", progress=True):
     path = download(source, progress=progress)
     try:
         out = _load_file(path, source, device)
-    except LoadError as e:
-        raise type(e)(f"{e} (downloaded from {source}; delete that cached file to download again)") from None
+    except LoadError as e:  # (the cached copy named: the message names the file by its URL)
+        again = "" if "do not fit" in str(e) or "cannot build" in str(e) else "; delete it to download again"
+        raise type(e)(f"{e} (downloaded from {source} to {path}{again})") from None
     out["meta"]["local_path"] = str(path)
     return out
 

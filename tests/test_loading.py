@@ -648,6 +648,9 @@ class _Server:
                     self.send_error(404)
                     return
                 body, ctype, length = server.routes[self.path]
+                if isinstance(ctype, int):  # an HTTP error status
+                    self.send_error(ctype)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
                 if length == "chunked-cut":  # chunked transfer encoding; the connection drops halfway
@@ -683,6 +686,12 @@ def server(tmp_path, fixtures_dir, monkeypatch):
         "/sneaky.pkl": (b"\n<!DOCTYPE html><html>quota exceeded</html>", "application/octet-stream", None),
         "/cut.pkl": (body[:1000], "application/octet-stream", len(body)),
         "/cut-chunked.pkl": (body, "application/octet-stream", "chunked-cut"),
+        # sent with HTTP 200, but no network file: they were cached, and every later load failed on them
+        "/lfs.pkl": (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab12\nsize 363971\n", "text/plain", None),
+        "/quota.pkl": (b'{"error": "download quota exceeded"}', "application/json", None),
+        "/commented.pkl": (b"<!-- cdn --><html><body>Sign in</body></html>", "application/octet-stream", None),
+        "/private.pkl": (b"", 403, None),
+        "/two-lengths.pkl": (body, "application/octet-stream", f"{len(body)}, {len(body)}"),  # (some proxies)
     })
     yield s
     s.close()
@@ -734,6 +743,17 @@ def test_a_killed_download_leaves_nothing_behind_for_long(server, tmp_path):
     assert sorted(p.name for p in dest.parent.iterdir()) == sorted([dest.name, fresh.name])
 
 
+def test_a_malformed_length_or_an_unwritable_cache_is_a_load_error(server, tmp_path, monkeypatch):
+    """A doubled Content-Length (some proxies) was a bare ValueError from int(); a cache folder that
+    cannot be made (a file in the way, a read-only home) a raw NotADirectoryError traceback."""
+    url = server.url + "/two-lengths.pkl"
+    assert load(url, progress=False)["D"].img_resolution == 64  # read to the end, as http.client does
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("SG3LIB_CACHE", str(tmp_path / "afile" / "cache"))
+    with pytest.raises(LoadError, match=r"cannot write to the download cache .*afile.*set SG3LIB_CACHE"):
+        load(server.url + "/network-snapshot-000040.pkl", progress=False)
+
+
 def test_url_with_a_query_keeps_the_kimg_of_its_file_name(server):
     nets = load(server.url + "/network-snapshot-000040.pkl?dl=1", progress=False)
     assert nets["meta"]["kimg"] == 40.0
@@ -742,7 +762,11 @@ def test_url_with_a_query_keeps_the_kimg_of_its_file_name(server):
 
 @pytest.mark.parametrize("route,expect", [("/page.pkl", "HTML"), ("/sneaky.pkl", "HTML"),
                                           ("/cut.pkl", "cut off"), ("/cut-chunked.pkl", "cut off"),
-                                          ("/nothing.pkl", "HTTP 404")])
+                                          ("/nothing.pkl", "HTTP 404 .*; check the address"),
+                                          ("/lfs.pkl", "a Git LFS pointer, not the file"),
+                                          ("/quota.pkl", "not a network file .*'{\"error\": \"download quota"),
+                                          ("/commented.pkl", "HTML page"),
+                                          ("/private.pkl", "HTTP 403 .*the file is not public")])
 def test_url_errors(server, tmp_path, route, expect):
     url = server.url + route
     with pytest.raises(LoadError, match=expect) as e:
