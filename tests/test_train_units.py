@@ -1,5 +1,6 @@
 """Unit checks of the training pieces: ADA augmentation, its controller, mbstd ordering, EMA, config."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -540,3 +541,15 @@ def test_a_stats_line_that_is_json_but_no_record_is_dropped_not_a_crash(tmp_path
     truncate_after(tmp_path, 0.1)
     assert "3 unreadable lines" in capsys.readouterr().out
     assert read_stats(tmp_path) == ([{"kimg": 0.1}], 0)
+
+
+def test_derived_seeds_are_python_ints_and_unchanged():
+    """numpy 1.x (pyproject allows 1.23) refused `np.uint64 & int` in derive_seed: every training run
+    failed at its first step. The seeds are now made from Python ints, the same numbers as before
+    (snapshots resume with the same streams)."""
+    from sg3lib.train.loop import derive_seed
+    for parts in [(0, 0, 0), (7, 123456, 3, 17), (2 ** 32 - 1, 5, 1), (42,)]:
+        state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32)
+        before = int(state.astype(np.uint64).dot(np.array([1 << 32, 1], dtype=np.uint64))) & ((1 << 63) - 1)
+        got = derive_seed(*parts)
+        assert type(got) is int and got == before and 0 <= got < 2 ** 63

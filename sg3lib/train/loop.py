@@ -63,8 +63,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def derive_seed(*parts):
     """A 63-bit seed from integers (seed, step, phase, ...), stable across runs and machines."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32)
-               .astype(np.uint64).dot(np.array([1 << 32, 1], dtype=np.uint64)) & ((1 << 63) - 1))
+    hi, lo = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32)
+    return ((int(hi) << 32) | int(lo)) & ((1 << 63) - 1)  # (Python ints: numpy 1.x refused uint64 & int)
 
 
 def generator(*parts):
