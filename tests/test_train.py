@@ -516,6 +516,21 @@ def test_numerics_flags_are_set_for_the_run_and_restored(tmp_path, monkeypatch):
          torch.backends.cudnn.benchmark) = saved[:3]
 
 
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9: one TF32 API")
+def test_tf32_set_with_torchs_newer_api_is_kept_to_and_restored(tmp_path):
+    """torch >= 2.9 recommends fp32_precision; reading the legacy allow_tf32 after it raises ('mix of
+    the legacy and new APIs'), so train() failed before any work in a notebook that set TF32 that way."""
+    new = lambda: (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)  # noqa: E731
+    saved = new()
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    try:
+        before, seen = new(), []
+        train(make_zip(tmp_path / "d.zip"), tmp_path / "a", kimg=0.008, callback=lambda *a: seen.append(new()), **TINY)
+        assert seen[0] == ("ieee", "ieee") and new() == before  # full float32 for the run, then the caller's
+    finally:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+
+
 def test_data_loader_workers_do_not_change_the_result(tmp_path):
     """The data order is a function of (seed, image number): 2 loader processes == none."""
     data = make_zip(tmp_path / "d.zip")

@@ -655,22 +655,42 @@ def _keeps_torch_flags(fn):
     def wrapper(*args, **kwargs):
         deterministic = (torch.are_deterministic_algorithms_enabled(),
                          torch.is_deterministic_algorithms_warn_only_enabled())
-        flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-                 torch.backends.cuda.matmul.allow_tf32)
+        benchmark, tf32 = torch.backends.cudnn.benchmark, _tf32_flags()
         try:
             return fn(*args, **kwargs)
         finally:
             torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
-            (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-             torch.backends.cuda.matmul.allow_tf32) = flags
+            torch.backends.cudnn.benchmark = benchmark
+            _set_tf32_flags(tf32)
     return wrapper
+
+
+def _tf32_flags():
+    """('legacy', (cudnn, matmul allow_tf32)) or, where the caller set torch's newer fp32_precision
+    API (torch >= 2.9; reading the legacy flags then raises 'mix of the legacy and new APIs'),
+    ('new', (cudnn conv, matmul fp32_precision))."""
+    try:
+        return "legacy", (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    except RuntimeError:
+        return "new", (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+
+
+def _set_tf32_flags(flags):
+    api, (conv, matmul) = flags
+    if api == "legacy":
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+    else:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = conv, matmul
 
 
 def _set_numerics(c):
     """As the official training: float32 layers in full float32 (TF32 only with c['tf32']), and
     cuDNN's autotuner for training's fixed shapes, unless c['deterministic'], which also asks for
     deterministic algorithms."""
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(c["tf32"])
+    if _tf32_flags()[0] == "legacy":  # (in the API the caller uses: mixing the two raises)
+        _set_tf32_flags(("legacy", (bool(c["tf32"]),) * 2))
+    else:
+        _set_tf32_flags(("new", ("tf32" if c["tf32"] else "ieee",) * 2))
     torch.backends.cudnn.benchmark = not c["deterministic"]
     if c["deterministic"]:
         torch.use_deterministic_algorithms(True)
