@@ -34,6 +34,25 @@ def test_p_zero_is_identity_and_draws_split_invariant():
     torch.testing.assert_close(y[2:6], y2)  # an image's augmentation does not depend on its batch
 
 
+def test_augmentation_pads_without_reflect_padding(monkeypatch):
+    """--deterministic on a GPU failed at the first augmented step: reflect padding's CUDA backward
+    has no deterministic kernel (torch raises under use_deterministic_algorithms). The padding is
+    index gathers now, whose backward is deterministic there; the values are those of reflect."""
+    import torch.nn.functional as F
+    x = _img(8).requires_grad_(True)
+    r = aug.draw(8, torch.Generator().manual_seed(3))
+    want = aug.augment(x, 0.9, r)
+    real_pad = F.pad
+
+    def pad(t, p, mode="constant", value=None):
+        assert mode != "reflect", "reflect padding in the augmentation"
+        return real_pad(t, p, mode=mode) if value is None else real_pad(t, p, mode=mode, value=value)
+    monkeypatch.setattr(F, "pad", pad)
+    got = aug.augment(x, 0.9, r)
+    got.sum().backward()
+    assert torch.equal(got, want) and x.grad.isfinite().all()
+
+
 def test_pixel_blitting_is_exact():
     x = _img()
     flip = aug.augment(x, 0.5, _rnd(4, xflip=0.0, xflip_bit=0.0))

@@ -147,6 +147,18 @@ _SHIFT = _TAPS // 2 - 1  # fine sample 2i + 1/2 (between 2i and 2i+1) is the fil
 _DELAY = sum(k * v for k, v in enumerate(SYM6)) / sum(SYM6) - (_SHIFT + 0.5)  # in fine samples: -0.402
 
 
+def _reflect_pad(x, left, right, top=0, bottom=0):
+    """F.pad(x, (left, right, top, bottom), mode='reflect') as index gathers, the same values: the
+    CUDA backward of reflect padding has no deterministic kernel, so with --deterministic on a GPU
+    training failed at the first augmented step (index_select's backward is deterministic there)."""
+    H, W = x.shape[-2:]
+    if left or right:
+        x = x.index_select(-1, _reflect(torch.arange(-left, W + right, device=x.device), W))
+    if top or bottom:
+        x = x.index_select(-2, _reflect(torch.arange(-top, H + bottom, device=x.device), H))
+    return x
+
+
 def _along_last(x, fn):
     """Apply a 1-D op on the last axis of x [N,C,H,W] to rows, then (transposed) to columns."""
     x = fn(x)
@@ -157,7 +169,7 @@ def _up2(x, h):
     """2x upsampling along the last axis: y[j] = sqrt(2) * sum_i x[i] h[j - 2i + SHIFT]."""
     N, C, H, W = x.shape
     pad = (_TAPS - _SHIFT) // 2  # coarse pixels each side that the first/last fine samples reach
-    xp = F.pad(x.reshape(N * C, H, W), (pad, pad), mode="reflect").reshape(N * C * H, 1, W + 2 * pad)
+    xp = _reflect_pad(x.reshape(N * C, H, W), pad, pad).reshape(N * C * H, 1, W + 2 * pad)
     u = F.conv_transpose1d(xp, (h * math.sqrt(2)).view(1, 1, -1), stride=2)  # u[m] = sum x[i] w[m - 2i]
     start = _SHIFT + 2 * pad
     return u[..., start:start + 2 * W].reshape(N, C, H, 2 * W)
@@ -166,7 +178,7 @@ def _up2(x, h):
 def _down2(y, h):
     """2x downsampling along the last axis, the adjoint of _up2: x[i] = sum_j y[j] h[j - 2i + SHIFT] / sqrt(2)."""
     N, C, H, W = y.shape
-    yp = F.pad(y.reshape(N * C, H, W), (_SHIFT, _TAPS - 2 - _SHIFT), mode="reflect")
+    yp = _reflect_pad(y.reshape(N * C, H, W), _SHIFT, _TAPS - 2 - _SHIFT)
     out = F.conv1d(yp.reshape(N * C * H, 1, -1), (h / math.sqrt(2)).view(1, 1, -1), stride=2)
     return out.reshape(N, C, H, W // 2)
 
@@ -195,7 +207,7 @@ def resample_antialiased(x, M):
     M = M.clone()  # turned about the filters' centre, where the doubled image is (see _DELAY)
     M[:, :2, 2] += (torch.eye(2, dtype=M.dtype, device=M.device) - M[:, :2, :2]) @ M.new_full([2], _DELAY / 2)
     mx, my = _margin(M, H, W)
-    xp = F.pad(x, (mx, mx, my, my), mode="reflect")  # symmetric: the centre stays where it was
+    xp = _reflect_pad(x, mx, mx, my, my)  # symmetric: the centre stays where it was
     M2 = M.clone()
     M2[:, :2, 2] *= 2  # the same map in the doubled grid's (centred) pixel units
     size = (2 * (H + 2 * _REACH), 2 * (W + 2 * _REACH))  # the output and what _down2 reads around it
