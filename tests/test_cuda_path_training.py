@@ -170,6 +170,7 @@ def test_training_phases_on_cuda_queue_without_host_syncs(cfg):
         try:
             run_phases()
             phases.update_pl_mean(torch.ones([], device=cuda), 4)  # once per path-length step
+            phases.update_stats(draw_step(c, 0, "Gmain", 4, G.z_dim, None, CPU), 4)  # once per step (CPU draws)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     sites = sorted({f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)})

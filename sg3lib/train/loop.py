@@ -1207,7 +1207,8 @@ class _Run:
             for a, b in self._rounds(nb):
                 self._seed_global(step, "Greg", a)
                 pl_noise = _pl_noise(c, step, a, b)
-                loss, st = self.phases.G_pl(slice_step(r, a, b, dev), self.G_interval, pl_noise.to(dev))
+                loss, st = self.phases.G_pl(slice_step(r, a, b, dev), self.G_interval,
+                                            dist_mod.to_device(pl_noise, dev))  # (pinned: no host wait)
                 (loss / nb).backward()
                 pl_len = pl_len + st.pop("_pl_len")
                 self._add(st, b - a)

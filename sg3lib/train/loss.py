@@ -161,7 +161,8 @@ class Phases:
         batch split (updating them per round would make the result depend on batch-gpu)."""
         self.run_G(to_device(r["z"][:n], self.device), to_device(r["c"][:n], self.device),
                    to_device(r["z2"][:n], self.device),
-                   r["mix_u"][:n], r["cut_u"][:n], update_emas=True)
+                   to_device(r["mix_u"][:n], self.device), to_device(r["cut_u"][:n], self.device),
+                   update_emas=True)  # (each through to_device: a pageable copy waits for the GPU)
 
     def D_main(self, r, real, real_c, sigma, p):
         with torch.no_grad():
