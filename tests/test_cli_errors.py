@@ -299,6 +299,7 @@ def test_train_device_cuda_means_this_process_gpu(monkeypatch):
             raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{d}")
         chosen.append(d)
     monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # (a machine with one GPU)
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert distributed.init("cuda")[2] == torch.device("cuda", 0) and chosen == [torch.device("cuda", 0)]
 

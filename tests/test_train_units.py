@@ -572,3 +572,21 @@ def test_derived_seeds_are_python_ints_and_unchanged():
         before = int(state.astype(np.uint64).dot(np.array([1 << 32, 1], dtype=np.uint64))) & ((1 << 63) - 1)
         got = derive_seed(*parts)
         assert type(got) is int and got == before and 0 <= got < 2 ** 63
+
+
+def test_torchrun_refuses_a_gpu_a_process_cannot_have(monkeypatch):
+    """--device cuda:0 under torchrun put every rank on GPU 0 (NCCL then fails with 'Duplicate GPU
+    detected'); more processes than GPUs gave rank 1 torch's raw 'invalid device ordinal'."""
+    from sg3lib.train import distributed as dist_mod
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pytest.fail("set_device reached"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"--device cuda:0 under torchrun would put every process on GPU 0.*--device cuda"):
+        dist_mod.init("cuda:0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for device in ("cuda", None):
+        with pytest.raises(ValueError, match=r"process 1 \(LOCAL_RANK 1\) needs GPU 1, but torch sees 1 GPU"):
+            dist_mod.init(device)

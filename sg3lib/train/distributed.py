@@ -30,8 +30,17 @@ def init(device=None):
     if device is None:
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    if device.type == "cuda" and world > 1 and device.index is not None and device.index != local:
+        raise ValueError(f"--device {device} under torchrun would put every process on GPU {device.index} "
+                         "(NCCL refuses two processes on one GPU); give --device cuda: each process takes its "
+                         "own GPU (LOCAL_RANK), and CUDA_VISIBLE_DEVICES chooses which GPUs")
     if device.type == "cuda" and device.index is None:  # 'cuda': this process's GPU (set_device needs an index)
         device = torch.device("cuda", local)
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ValueError(f"process {rank} (LOCAL_RANK {local}) needs GPU {device.index}, but torch sees "
+                         f"{torch.cuda.device_count()} GPU(s) (CUDA_VISIBLE_DEVICES="
+                         f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): start at most that many processes "
+                         "per machine (torchrun --nproc_per_node)")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():

@@ -738,7 +738,10 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
             torch_device(device)
         except ValueError as e:
             raise TrainError(str(e)) from None
-    rank, world, device = dist_mod.init(device)
+    try:
+        rank, world, device = dist_mod.init(device)
+    except ValueError as e:  # a GPU this process cannot have (before the process group: each rank says it)
+        raise TrainError(str(e)) from None
     gate = _SetupGate(rank)
     progress_of = {}  # the run's counters, for the message of an interrupt
     try:
