@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def fixtures_dir():
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES}; set SG3_FIXTURES")
+        pytest.fail(f"reference fixtures not found at {FIXTURES}; set SG3_FIXTURES to the folder of the "
+                    "reference fixtures (the official networks' outputs, shared/fixtures/reference beside the "
+                    "checkout; see README)")
     return FIXTURES
 
 

@@ -60,7 +60,8 @@ def _header_shape(head, fname, open_full):
             raise DatasetError(f"image {fname} cannot be read ({type(e).__name__}: {e}); remove it "
                                "or re-run `sg3 curate` on the source images")
         if img.mode not in _MODE_CHANNELS:
-            kind = _MODE_WORDS.get(img.mode, img.mode)
+            # (Pillow before 11 opens a 16-bit grey PNG as 'I', which is 32-bit grey elsewhere)
+            kind = "16-bit grey" if img.mode == "I" and img.format == "PNG" else _MODE_WORDS.get(img.mode, img.mode)
             raise DatasetError(f"image {fname} is a {kind} image (Pillow mode {img.mode}); a dataset holds "
                                "8-bit grey, RGB or RGBA images: re-run `sg3 curate` on the source images "
                                "(it converts 16-bit, 1-bit, float and CMYK images)")
