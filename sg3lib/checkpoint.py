@@ -219,12 +219,16 @@ def snapshot_files(folder, pattern=PATTERN):
     return sorted(Path(folder).glob(pattern), key=_in_counter_order) if Path(folder).is_dir() else []
 
 
+# What zipfile raises for damaged archives: bad magic, bad UTF-8 names, odd versions, short fields.
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error)
+
+
 def _failed_crc(path):
     """The first member of a ZIP file whose bytes do not match their stored CRC-32, or None."""
     try:
         with zipfile.ZipFile(path) as z:
             return z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error, zlib.error) as e:
+    except _ZIP_ERRORS + (zlib.error,) as e:
         return f"reading it ({type(e).__name__}: {e})"
 
 
@@ -233,8 +237,7 @@ def _zip_names(path):
     try:
         with zipfile.ZipFile(path) as z:
             return z.namelist()
-    # what zipfile raises for damaged directories: bad magic, bad UTF-8 names, odd versions, short fields
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error):
+    except _ZIP_ERRORS:
         return None
 
 

@@ -116,6 +116,14 @@ def exchange(a, b):
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+def is_disk_full(e):
+    """Whether the OSError `e` says the disk (or a quota, or the file size limit) is full."""
+    return getattr(e, "errno", None) in _DISK_FULL
+
+
 def remove_stale(folder, pattern, stale_s=None):
     """Remove what killed writes left: the files, or folders with their contents, matching `pattern`
     in `folder` and untouched for more than `stale_s` seconds (None: of any age). A younger one may

@@ -8,7 +8,6 @@ Nothing in a file is executed: official pickles go through a restricted unpickle
 (`sg3lib.checkpoint`). Every failure is a `LoadError` (a ValueError) naming the file and the
 problem. Also the `sg3 info PATH` command (`add_info_arguments`, `run_info`).
 """
-import errno
 import glob
 import hashlib
 import http.client
@@ -23,7 +22,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from .files import cache_home, remove_leftovers, temp_file_beside
+from .files import cache_home, is_disk_full, remove_leftovers, temp_file_beside
 
 
 class LoadError(ValueError):
@@ -124,10 +123,10 @@ def download(url, progress=True):
             if "text/html" in ctype.lower():
                 raise LoadError(f"{url}: got an HTML page (Content-Type {ctype}), not a network file. {_HTML_ADVICE}")
             total = resp.length or None  # (parsed by http.client: a malformed Content-Length is None)
-            if total is not None and total > shutil.disk_usage(folder).free:
-                raise LoadError(f"{url}: the file ({total:,} bytes) does not fit in {folder} "
-                                f"({shutil.disk_usage(folder).free:,} bytes free); free space there or set "
-                                "SG3LIB_CACHE to a bigger disk")
+            free = shutil.disk_usage(folder).free
+            if total is not None and total > free:
+                raise LoadError(f"{url}: the file ({total:,} bytes) does not fit in {folder} ({free:,} bytes "
+                                "free); free space there or set SG3LIB_CACHE to a bigger disk")
             done = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=base, disable=not progress) as bar:
                 while True:
@@ -162,7 +161,7 @@ def download(url, progress=True):
         raise LoadError(f"{url}: could not download ({e.reason}); check the address, the connection and any "
                         "proxy (http_proxy, https_proxy)") from None
     except (http.client.HTTPException, OSError) as e:
-        if getattr(e, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
+        if is_disk_full(e):
             raise LoadError(f"{url}: not enough space in {folder} for the download; free space there or set "
                             "SG3LIB_CACHE to a bigger disk") from None
         raise LoadError(f"{url}: the download failed ({type(e).__name__}: {e}); try again") from None
@@ -248,11 +247,8 @@ def _check_backed(state, source):
     """The weights' sizes are the file's only if its bytes hold them: many views of one storage, or
     a zero stride (torch.load takes expand()ed tensors), would state a network of any size in kB."""
     declared = sum(t.numel() * t.element_size() for t in state.values())
-    storages = {}
-    for t in state.values():
-        s = t.untyped_storage()
-        storages[(s.data_ptr(), s.nbytes())] = s.nbytes()
-    held = sum(storages.values())
+    storages = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) for t in state.values()}
+    held = sum(nbytes for _, nbytes in storages)
     if declared > held + _UNBACKED_SLACK:
         raise LoadError(f"{source}: the weights state {declared:,} bytes but the file holds {held:,} bytes of "
                         "them (tensors that are views of one another or have zero strides): the file is "

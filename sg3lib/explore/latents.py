@@ -328,15 +328,23 @@ def smooth_wrap(x, sigma):
     """Gaussian smoothing along axis 0 that wraps around (circular convolution, via FFT), so the
     result is periodic with no seam. Rescaled so white noise of unit variance stays unit variance."""
     x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
     if sigma <= 0:
         return x.copy()
+    g = _wrapped_gaussian(x.shape[0], sigma)
+    return _convolve_wrapped(x, g) / np.sqrt((g ** 2).sum())
+
+
+def _wrapped_gaussian(n, sigma):
+    """The Gaussian of width sigma over n samples that wrap around, summing to 1."""
     d = np.minimum(np.arange(n), n - np.arange(n))  # circular distance to index 0
     g = np.exp(-0.5 * (d / sigma) ** 2)
-    g /= g.sum()
-    shape = [n] + [1] * (x.ndim - 1)
-    y = np.fft.ifft(np.fft.fft(x, axis=0) * np.fft.fft(g).reshape(shape), axis=0).real
-    return y / np.sqrt((g ** 2).sum())
+    return g / g.sum()
+
+
+def _convolve_wrapped(x, g):
+    """Circular convolution of x with g along axis 0, via FFT."""
+    shape = [len(g)] + [1] * (x.ndim - 1)
+    return np.fft.ifft(np.fft.fft(x, axis=0) * np.fft.fft(g).reshape(shape), axis=0).real
 
 
 def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, class_idx=None, psi=1.0,
@@ -374,14 +382,12 @@ def _smooth_deviations(d, sigma):
     3.5 sigma / n): rescaled as for white noise the frames had 0.73 of the spread of real ws at the
     default sigma and 0.18 at sigma n/2, an extra truncation. Per frame: mean var/n + deviations
     var (1 - 1/n) = var."""
+    d = np.asarray(d, dtype=np.float64)
     n = d.shape[0]
     if sigma <= 0 or n < 2:
-        return np.asarray(d, dtype=np.float64).copy()
-    dist = np.minimum(np.arange(n), n - np.arange(n))
-    g = np.exp(-0.5 * (dist / sigma) ** 2)
-    g /= g.sum()
-    smoothed = smooth_wrap(d, sigma) * np.sqrt((g ** 2).sum())  # the plain convolution
-    return smoothed * np.sqrt((1 - 1 / n) / max((g ** 2).sum() - 1 / n, 1e-12))
+        return d.copy()
+    g = _wrapped_gaussian(n, sigma)
+    return _convolve_wrapped(d, g) * np.sqrt((1 - 1 / n) / max((g ** 2).sum() - 1 / n, 1e-12))
 
 
 def circular_loop(G, n_frames, seeds=(0, 1), endpoint=False, class_idx=None, psi=1.0, cutoff=None,

@@ -15,7 +15,6 @@ re-seeded from (seed, step, phase, round) before each round).
 """
 import contextlib
 import copy
-import errno
 import functools
 import math
 import os
@@ -34,7 +33,7 @@ from . import config as config_mod
 from . import distributed as dist_mod
 from .ema import ema_beta, update_ema
 from .loss import Phases
-from ..files import atomic_write, remove_stale
+from ..files import atomic_write, is_disk_full, remove_stale
 from .stats import StatsWriter, divergence_warning, tick_line, truncate_after
 
 # Temporaries of killed writes. A run folder has one writer (this run), so any seen when it
@@ -449,9 +448,6 @@ def _load_weights(module, state, what, source, resized=()):
 # Snapshots
 
 
-_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
 def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
     from .. import checkpoint as ck
     path = os.path.join(run_dir, ck.snapshot_name(state["cur_nimg"]))
@@ -460,7 +456,7 @@ def _save_snapshot(run_dir, G, D, G_ema, cfg, state, keep):
     try:
         ck.save_snapshot(path, snap)
     except OSError as e:
-        fix = "free disk space and resume" if e.errno in _DISK_FULL else "fix that and resume"
+        fix = "free disk space and resume" if is_disk_full(e) else "fix that and resume"
         raise TrainError(f"could not write snapshot {path}: {e.strerror or e}. The previous snapshot "
                          f"is kept; {fix} with --resume latest.") from e
     if keep:
@@ -1256,9 +1252,8 @@ class _Run:
         """The open tick's running sums (empty after a tick's end), for the snapshot: all ranks'
         totals, and with several ranks each rank's own (`per_rank`, gathered by tick_stats)."""
         if self.world > 1 and self.sums:
-            sums, counts, per_rank = self._open_tick
-            return {k: {"sum": sums[k].detach().cpu().clone(), "count": counts[k], "per_rank": per_rank[k]}
-                    for k in sums}
+            return {k: {"sum": p["sum"].sum().to(self.sums[k].dtype), "count": sum(p["count"]), "per_rank": p}
+                    for k, p in self._open_tick.items()}
         return {k: {"sum": v.detach().cpu().clone(), "count": self.counts[k]} for k, v in self.sums.items()}
 
     def load_tick_sums(self, sums, device):
@@ -1320,5 +1315,5 @@ class _Run:
         if tick_done:
             self.sums, self.counts = {}, {}
         elif self.world > 1 and self.sums:  # the open tick goes into rank 0's snapshot: every rank's sums
-            self._open_tick = (sums, counts, self._gather_sums())
+            self._open_tick = self._gather_sums()
         return rec
