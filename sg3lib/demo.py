@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from sg3lib.cli import finite_number
-from sg3lib.files import check_folder_writable
+from sg3lib.files import check_folder_writable, user_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUILDER = ROOT / "data" / "build_demo.py"  # the repository's script that renders the demo dataset
@@ -138,7 +138,7 @@ def _explore(snapshot, out, seconds):
 def main(argv=None):
     on_gpu = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="out/demo", help="where everything is written (default: out/demo)")
+    ap.add_argument("--out", default="out/demo", type=user_path, help="where everything is written (default: out/demo)")
     ap.add_argument("--kimg", type=_kimg, default=20.0 if on_gpu else 0.096,
                     help=f"thousands of real images shown to D, at least {MIN_KIMG:g} (default: 0.096 on a CPU, "
                          "about 3 minutes on 2 cores; 20 on a GPU)")

@@ -1,7 +1,7 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
 the folder fsync that makes such a rename survive a crash, `atomic_write`, which does both, and
 `remove_stale` for what killed writes left behind, `check_folder_writable` for output folders,
-`exchange`, which swaps two folders in one step where the system can, `local_copy` (a file copied
+`user_path` (a command line's `~`), `exchange`, which swaps two folders in one step where the system can, `local_copy` (a file copied
 once to a fast disk) and `cache_home`, sg3lib's cache folder.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
@@ -192,6 +192,12 @@ def cache_home():
     if base:  # '~/x' set from Python (os.environ) reaches here unexpanded, as TORCH_HOME may
         return Path(base).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "sg3lib"
+
+
+def user_path(text):
+    """A path given on the command line, with a leading ~ read as the home folder: the shell leaves
+    `--out=~/x` and a quoted '~/x' as they are, and a folder named '~' would be made here."""
+    return os.path.expanduser(text)
 
 
 def check_folder_writable(folder, what):

@@ -22,7 +22,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from .files import cache_home, is_disk_full, remove_leftovers, temp_file_beside
+from .files import cache_home, is_disk_full, remove_leftovers, temp_file_beside, user_path
 
 
 class LoadError(ValueError):
@@ -387,7 +387,7 @@ def describe(nets):
 
 def add_info_arguments(parser):
     """Add `sg3 info`'s options to argparse parser `parser`."""
-    parser.add_argument("path", help="official .pkl, sg3lib snapshot .pt, a run folder (its newest snapshot), "
+    parser.add_argument("path", type=user_path, help="official .pkl, sg3lib snapshot .pt, a run folder (its newest snapshot), "
                                      "or an http(s) URL of a file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 

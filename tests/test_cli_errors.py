@@ -184,6 +184,24 @@ def test_an_output_folder_with_a_file_in_the_way_is_named(tmp_path, capsys, snap
     assert not (tmp_path / "r").exists() and not (tmp_path / "c.zip").exists()
 
 
+def test_curate_and_rank_read_a_leading_tilde_as_the_home_folder(tmp_path, monkeypatch, capsys, snapshot):
+    """'--report-dir=~/rep' or a quoted '~/ds.zip' (left as they are by the shell) made a folder named
+    '~' here, or was 'dataset not found'."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    (home / "raw").mkdir(parents=True), here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    from PIL import Image
+    for i, img in enumerate(pictures(3)):
+        Image.fromarray(img).save(home / "raw" / f"{i}.png")
+    assert sg3(["curate", "~/raw", "~/ds.zip", "--resolution", "8", "--min-size", "0", "--min-colors", "0",
+                "--near-dup", "-1", "--workers", "0", "--report-dir=~/rep"]) == 0
+    assert (home / "ds.zip").is_file() and (home / "rep" / "curation_report.json").is_file()
+    assert sg3(["rank", "--network", str(snapshot), "--data", "~/ds.zip", "--out=~/rank", "--passes", "1"]) == 0
+    assert (home / "rank" / "rank.csv").is_file() and not list(here.iterdir())  # nothing under ./~
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("command,flag", [
     (["generate", "--network", "{net}", "--seeds", "0", "--outdir", "{ro}"], "--outdir"),
     (["video", "--network", "{net}", "--frames", "1", "--output", "{ro}/v.mp4"], "--output"),
@@ -311,6 +329,14 @@ def test_a_seed_range_past_2_32_is_refused_before_it_is_listed():
     with pytest.raises(ValueError, match=r"seed 4294967296 is out of range"):  # '0-10000000000': a MemoryError
         parse_seeds("4294967290-4294967296")
     assert parse_seeds("4294967294-4294967295") == [4294967294, 4294967295]
+    # In range but 2**32 seeds: a list of over 100 GB (swapping, or the OOM killer), not an 'error:' line.
+    with pytest.raises(ValueError, match=r"4294967296 seeds, more than 10000000: generate them in parts"):
+        parse_seeds("0-4294967295")
+    with pytest.raises(ValueError, match=r"more than 10000000"):  # counted over the parts
+        parse_seeds("0-5999999,10000000-15999999")
+    # A negative end is out of range, not 'runs backwards: write ... like '-3-1'' (itself unreadable).
+    with pytest.raises(ValueError, match=r"seed -3 is out of range"):
+        parse_seeds("1--3")
 
 
 def test_a_video_too_long_to_count_is_refused(tmp_path):

@@ -210,6 +210,9 @@ def test_paths_take_seeds_as_the_other_explore_functions_do(G):
     torch.testing.assert_close(X.keyframe_path(G, "0-2", 6), X.keyframe_path(G, [0, 1, 2], 6))
     torch.testing.assert_close(X.keyframe_path(G, np.arange(3), 6), X.keyframe_path(G, [0, 1, 2], 6))
     torch.testing.assert_close(X.circular_loop(G, 6, seeds="5-6"), X.circular_loop(G, 6, seeds=(5, 6)))
+    for method in (None, "lerp", "slerp"):  # space 'W' with a method was the z path, unmapped: [n, z_dim]
+        with pytest.raises(ValueError, match="space='W': use 'z' or 'w'"):
+            X.keyframe_path(G, [0, 1], 4, method=method, space="W")
     for seeds in ((5,), (5, 6, 7)):  # a third seed was silently dropped
         with pytest.raises(ValueError, match="two seeds"):
             X.circular_loop(G, 6, seeds=seeds)

@@ -268,6 +268,23 @@ def test_cli_montage_keeps_its_frame_rate(tmp_path):
     assert X.read_video_info(tmp_path / "m.mp4") == (3, (16, 16), 4.0)  # training_montage's 4 fps, not 30
 
 
+def test_cli_paths_read_a_leading_tilde_as_the_home_folder(tmp_path, monkeypatch):
+    """The shell leaves '--network=~/net.pt' and a quoted '~/...' as they are: --network was refused as
+    'no such file' (sg3 info read it), and --output/--outdir made a folder named '~' here."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir(), here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    save_snapshot(home / "net.pt", snapshot_from_networks({"G_ema": make_G()}))
+    assert sg3(["generate", "--network=~/net.pt", "--seeds", "0", "--outdir=~/gen", "--device", "cpu"]) == 0
+    assert (home / "gen" / "seed0000.png").is_file()
+    assert sg3(["video", "--network=~/net.pt", "--kind", "translate", "--frames", "2", "--fps", "2",
+                "--output=~/v.mp4", "--device", "cpu"]) == 0
+    assert (home / "v.mp4").is_file() and not list(here.iterdir())  # nothing under ./~
+    assert X.write_video("~/w.mp4", np.zeros([2, 16, 16, 3], np.uint8), fps=2, progress=False) == home / "w.mp4"
+
+
 def test_cli_errors_name_the_problem(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         sg3(["generate", "--network", str(tmp_path / "missing.pt")])

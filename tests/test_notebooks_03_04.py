@@ -192,3 +192,17 @@ def test_without_the_demo_the_run_02_trained_locally_is_found(name, network_file
                    resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
     text = "".join(o.get("text", "") for o in nb.cells[2].outputs)
     assert f"loaded the newest snapshot of 02_train.ipynb's run, {run}" in text and "RANDOMLY" not in text
+
+
+@pytest.mark.parametrize("name", ["03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"])
+def test_sg3_out_with_a_tilde_is_in_the_home_folder(name, tmp_path, monkeypatch):
+    """SG3_OUT='~/pics' (as `%env` sets it) made a folder named '~' beside the notebook."""
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SG3_OUT", "~/pics")
+    monkeypatch.setenv("SG3_NETWORK", "https://example.org/network.pkl")  # not loaded: settings cells only
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb.cells = nb.cells[1:3]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
+    assert (tmp_path / "home" / "pics").is_dir() and not list((tmp_path / "notebooks").iterdir())

@@ -29,7 +29,7 @@ from pathlib import Path
 from PIL import Image, ImageColor
 
 from ..cpus import usable_cpus
-from ..files import check_folder_writable
+from ..files import check_folder_writable, user_path
 from . import images as im
 from .writer import DatasetWriter, check_dest_name, check_replaceable, why_not_a_dataset
 from .dedupe import ExactIndex, NearIndex
@@ -481,7 +481,7 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
             check_replaceable(src, dest)
         except ValueError as e:
             raise CurateError(str(e)) from None
-    report_dir = Path(report_dir) if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
+    report_dir = Path(report_dir).expanduser() if report_dir else dest.with_name(dest.stem + "_report" if dest.suffix.lower() == ".zip" else dest.name + "_report")
     for what, path in (("destination", dest), ("report folder", report_dir)):
         if src.is_dir() and path.resolve().is_relative_to(src.resolve()):  # it would be read back as input
             raise CurateError(f"the {what} {path} is inside the source folder {src}; curation would read "
@@ -642,8 +642,8 @@ def _handle(rel, r, s, writer, report, exact, near, kept, class_index):
 # -- command line -------------------------------------------------------------------------
 
 def add_curate_arguments(p):
-    p.add_argument("src", help="folder of images (searched recursively) or a .zip")
-    p.add_argument("dest", help="output: NAME.zip (official dataset zip) or a folder")
+    p.add_argument("src", type=user_path, help="folder of images (searched recursively) or a .zip")
+    p.add_argument("dest", type=user_path, help="output: NAME.zip (official dataset zip) or a folder")
     p.add_argument("--resolution", type=int, required=True, help="output size in px, a power of two")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 = grayscale, 3 = RGB (default 3)")
     p.add_argument("--square", choices=("crop", "pad", "reflect", "none"), default="crop",
@@ -670,7 +670,7 @@ def add_curate_arguments(p):
     p.add_argument("--png-compress-level", type=int, default=0, choices=range(10),
                    help="0 (default, fast to read, as the official tool) to 9 (smallest)")
     p.add_argument("--workers", type=int, default=None, help="processes (default min(4, cpus)); 0 = in-process")
-    p.add_argument("--report-dir", default=None, help="default: <dest>_report beside the dataset")
+    p.add_argument("--report-dir", default=None, type=user_path, help="default: <dest>_report beside the dataset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dest")
 
 

@@ -122,7 +122,7 @@ class ImageDataset(_Base):
     """
 
     def __init__(self, path, resolution=None, use_labels=False, xflip=False, check=True, as_tensor=False):
-        self.path = str(path)
+        self.path = os.path.expanduser(str(path))  # '~/data.zip' is in the home folder
         self._use_labels, self._xflip, self._as_tensor = bool(use_labels), bool(xflip), bool(as_tensor)
         self._zip, self._zip_pid, self._zip_names = None, None, {}
         if os.path.isdir(self.path):

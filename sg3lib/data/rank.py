@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..files import atomic_write, check_folder_writable
+from ..files import atomic_write, check_folder_writable, user_path
 from .dataset import ImageDataset
 from .images import thumbnail
 from .report import _atomic_save, contact_sheet
@@ -128,9 +128,9 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
         raise ValueError(f"passes must be >= 1 (each image is scored once per pass), got {passes}")
     n = len(ds.image_names)
     n_drop = _count_to_drop(drop_bottom, n)
-    out_dir = check_folder_writable(out_dir, "out_dir (sg3 rank --out)")  # before scoring, as below
+    out_dir = check_folder_writable(Path(out_dir).expanduser(), "out_dir (sg3 rank --out)")  # before scoring, as below
     if drop_bottom > 0:
-        dest = Path(dest) if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
+        dest = Path(dest).expanduser() if dest else out_dir / f"{ds.name}-top{100 - drop_bottom * 100:g}.zip"
         check_dest_name(dest)
         check_folder_writable(dest.parent, "dest (sg3 rank --dest)")
         if dest.exists() and not overwrite:  # checked before scoring, which can take long
@@ -291,10 +291,10 @@ def _percent(text):
 
 
 def add_rank_arguments(p):
-    p.add_argument("--network", required=True,
+    p.add_argument("--network", required=True, type=user_path,
                    help="snapshot .pt, run folder (its newest snapshot) or official .pkl (path or URL) holding D")
-    p.add_argument("--data", required=True, help="dataset zip or folder (official format)")
-    p.add_argument("--out", default=None, help="output folder (default: <data>_rank/)")
+    p.add_argument("--data", required=True, type=user_path, help="dataset zip or folder (official format)")
+    p.add_argument("--out", default=None, type=user_path, help="output folder (default: <data>_rank/)")
     p.add_argument("--passes", type=int, default=4, help="shuffled passes averaged per image")
     p.add_argument("--batch", type=int, default=32,
                    help="images per D call (rounded down to a multiple of D's minibatch-stddev group; "
@@ -302,7 +302,7 @@ def add_rank_arguments(p):
     p.add_argument("--drop-bottom", type=_percent, default=0.0,
                    help="percent below 100: write a copy without the bottom X%% (rounded half up to whole images; "
                         "one that rounds to none is refused)")
-    p.add_argument("--dest", default=None,
+    p.add_argument("--dest", default=None, type=user_path,
                    help="where the filtered copy goes (.zip or folder; default: <out>/<data>-top<100-X>.zip)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")

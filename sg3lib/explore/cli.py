@@ -12,7 +12,7 @@ import contextlib
 from pathlib import Path
 
 from ..cli import finite_number, torch_device
-from ..files import atomic_write, check_folder_writable
+from ..files import atomic_write, check_folder_writable, user_path
 from . import latents as L
 
 __all__ = ["add_generate_arguments", "run_generate", "add_video_arguments", "run_video"]
@@ -76,7 +76,7 @@ def _pair(text):
 
 
 def _common(p):
-    p.add_argument("--network", help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
+    p.add_argument("--network", type=user_path, help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
     p.add_argument("--seeds", type=_seeds, default="0-3", help="seeds, e.g. '0-3,7' (default 0-3)")
     p.add_argument("--psi", type=finite_number, default=1.0, help="truncation psi (default 1: none)")
     p.add_argument("--cutoff", type=_at_least(0), default=None, help="truncate only the first N ws (default all)")
@@ -93,7 +93,7 @@ def add_generate_arguments(p):
     """Add `sg3 generate`'s options to argparse parser `p`."""
     _common(p)
     p.add_argument("--kind", choices=["images", "psi-grid", "mix-grid"], default="images")
-    p.add_argument("--outdir", default="out/generate", help="folder for the PNGs (created)")
+    p.add_argument("--outdir", default="out/generate", type=user_path, help="folder for the PNGs (created)")
     p.add_argument("--psis", type=_floats, default=None, metavar="P,P,...",
                    help="psi-grid columns (default 1,0.7,0.5,0)")
     p.add_argument("--col-seeds", type=_seeds, default=None, help="mix-grid column (style) seeds (default 10-13)")
@@ -258,7 +258,7 @@ def add_video_arguments(p):
     p.add_argument("--kind", choices=list(VIDEO_KINDS) + ["montage"], default="keyframes",
                    help="keyframes (through the seeds), walk, loop, mix (style-mixing walk), translate, "
                         "rotate (StyleGAN3), montage (a training run's fakes*.png)")
-    p.add_argument("--output", default="out/video.mp4", help="mp4 path")
+    p.add_argument("--output", default="out/video.mp4", type=user_path, help="mp4 path")
     p.add_argument("--grid", type=_at_least(1), default=1, help="number of cells (videos side by side)")
     p.add_argument("--fps", type=_positive, default=None, help="frames per second (default 30; montage 4)")
     p.add_argument("--duration", type=_positive, default=4.0, help="seconds (default 4)")
@@ -277,7 +277,7 @@ def add_video_arguments(p):
     p.add_argument("--sigma", type=_at_least(0.0, float), default=None,
                    help="walk: the width of its smoothing in frames (default frames/8); smaller moves faster, "
                         "0 is a new image every frame")
-    p.add_argument("--run-dir", help="montage: the training run folder")
+    p.add_argument("--run-dir", type=user_path, help="montage: the training run folder")
     p.set_defaults(network_defaults={k: p.get_default(k) for k in _NETWORK_OPTIONS},
                    **{k: None for k in _NETWORK_OPTIONS})  # see _NETWORK_OPTIONS
 

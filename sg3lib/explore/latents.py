@@ -38,6 +38,9 @@ def seeds_to_z(seeds, z_dim, device="cpu"):
     return torch.from_numpy(z).to(device=device, dtype=torch.float32)
 
 
+MAX_SEEDS = 10_000_000  # in one text: 50k (an FID set) is usual; a list of ten million takes ~400 MB
+
+
 def parse_seeds(text):
     """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]; a number, list, range or numpy/torch array of whole
     numbers passes through as a list. Ranges include both ends."""
@@ -54,11 +57,14 @@ def parse_seeds(text):
             lo, hi = (int(v) for v in part.split("-", 1)) if "-" in part[1:] else (int(part),) * 2
         except ValueError:
             raise ValueError(f"cannot read seeds {text!r}: write them like '0-3,7,10'") from None
-        if hi < lo:
-            raise ValueError(f"seed range {part!r} runs backwards: write the smaller seed first, like '{hi}-{lo}'")
         for s in (lo, hi):  # before the range is listed: '0-10000000000' would fill the memory first
             if not 0 <= s < 2 ** 32:
                 raise ValueError(f"seed {s} is out of range: seeds are integers in [0, 2**32)")
+        if hi < lo:
+            raise ValueError(f"seed range {part!r} runs backwards: write the smaller seed first, like '{hi}-{lo}'")
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:  # a list of 2**32 seeds takes over 100 GB
+            raise ValueError(f"seeds {text!r} are {len(seeds) + hi - lo + 1} seeds, more than {MAX_SEEDS}: "
+                             "generate them in parts, e.g. '0-999999' then '1000000-1999999'")
         seeds.extend(range(lo, hi + 1))
     return seeds
 
@@ -311,7 +317,8 @@ def keyframe_path(G, seeds, n_frames, method=None, space="z", loop=True, easing=
     n_frames, seeds = _frames(n_frames), parse_seeds(seeds)  # seeds: '0-3,7', a list, a range or an array
     if len(seeds) < 2:
         raise ValueError("a key-frame path needs at least two seeds")
-    method = default_method(space) if method is None else method
+    usual = default_method(space)  # also refuses a space other than 'z' and 'w' (as 'W'), whatever the method
+    method = usual if method is None else method
     keys = list(seeds) + ([seeds[0]] if loop else [])
     k = len(keys) - 1  # segments
     count = n_frames + 1 if (loop and endpoint) else n_frames

@@ -35,7 +35,7 @@ def _even(frame):
 def _mp4(path):
     """The Path, if it names an .mp4: the file is always H.264 in an mp4 container, and one named
     .gif or .webm would hold an mp4 under a name that promises another format."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"{path}: videos are written as H.264 mp4; give the file the suffix .mp4")
     return path
@@ -265,7 +265,7 @@ def training_montage(run_dir, path, fps=4, max_side=1080, label=True, progress=T
     then by training progress; sg3lib's and the official names). Unreadable images are skipped
     and reported; grids are scaled to the first one's size, at most max_side pixels. Returns
     (Path, number of frames, skipped files)."""
-    run_dir, path = Path(run_dir), _mp4(path)
+    run_dir, path = Path(run_dir).expanduser(), _mp4(path)
     _above_zero("fps", fps, "frames per second")
     max_side = _whole("max_side", max_side, "the longest side in pixels, a whole number of at least 2", lo=2)
     if not run_dir.is_dir():

@@ -10,6 +10,7 @@ the values stored in its snapshot.
 import argparse
 import sys
 
+from ..files import user_path
 from .config import AUG_MODES, COMPILE_MODES
 
 
@@ -23,8 +24,8 @@ def _bool(s):
 
 def add_train_arguments(p):
     a = p.add_argument
-    a("--data", required=True, help="dataset zip or folder (official format, e.g. from sg3 curate)")
-    a("--outdir", required=True, help="run folder: snapshots, fakes grids, stats.jsonl (a Drive folder on Colab)")
+    a("--data", required=True, type=user_path, help="dataset zip or folder (official format, e.g. from sg3 curate)")
+    a("--outdir", required=True, type=user_path, help="run folder: snapshots, fakes grids, stats.jsonl (a Drive folder on Colab)")
     a("--cfg", choices=["stylegan3-t", "stylegan3-r", "stylegan2"], default=None,
       help="base configuration (default stylegan3-t)")
     a("--batch", type=int, help="total batch size over all processes (default 32)")
@@ -44,7 +45,7 @@ def add_train_arguments(p):
                            "adapted p goes on from), fixed's constant one")
     a("--ada-kimg", type=float, help="ADA speed: kimg for p to go from 0 to 1 (default 500; 100 when "
                                      "starting from another network's weights, as the official --resume)")
-    a("--resume", help="'latest' (newest snapshot in --outdir), a snapshot path, a run folder (its newest "
+    a("--resume", type=user_path, help="'latest' (newest snapshot in --outdir), a snapshot path, a run folder (its newest "
                      "snapshot), an official .pkl or a URL")
     a("--freezed", type=int, help="freeze the first N layers of D (transfer learning)")
     a("--cbase", type=int, help="capacity multiplier: G's channel_base (default 32768; stylegan3-r 65536, whose "
