@@ -424,11 +424,12 @@ def _memo_reuse(call, arg, times):
 
 def _crafted_memory_hogs():
     n = 1_000_000  # empty sets: 1 byte each in the file, 216 bytes in memory
-    ints = b"(" + b"".join(b"J" + i.to_bytes(4, "little") for i in range(200_000)) + b"l"  # a list, 1 MB
+    # a list of 200,000 names, 1.6 MB (text: ints past MAX_HASHED_KEYS in one set are refused first)
+    names = b"(" + b"".join(b"\x8c\x06" + f"{i:06d}".encode() for i in range(200_000)) + b"l"
     return {"empty-sets": b"\x80\x04](" + b"\x8f" * n + b"e.",
             "bytearray-of-one-memo": _memo_reuse(("builtins", "bytearray"), b"B" + (1 << 20).to_bytes(4, "little")
                                                  + bytes(1 << 20), 100),
-            "set-of-one-memo": _memo_reuse(("builtins", "set"), ints, 20)}
+            "set-of-one-memo": _memo_reuse(("builtins", "set"), names, 20)}
 
 
 @pytest.mark.parametrize("case", ["empty-sets", "bytearray-of-one-memo", "set-of-one-memo"])
@@ -1095,6 +1096,88 @@ def test_sizes_a_file_states_are_checked_before_anything_is_allocated(monkeypatc
         with pytest.raises(LoadError, match=r"the weights state [\d,]+ bytes but the file holds [\d,]+ bytes"):
             loader.build(dict(spec, state_dict=state))
         assert devices == ["meta"]
+
+
+class _TensorView:
+    """Pickles as an official .pkl's tensor: a view (size, stride, offset) of a 4-element storage."""
+    def __init__(self, size, stride, offset):
+        self.view = size, stride, offset
+
+    def __reduce__(self):
+        size, stride, offset = self.view
+        storage = torch.storage.TypedStorage(wrap_storage=torch.arange(4.0).untyped_storage(), dtype=torch.float32,
+                                             _internal=True)
+        return torch._utils._rebuild_tensor_v2, (storage, offset, size, stride, False, OrderedDict())
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused():
+    """torch's set_ grows a storage read from bytes to reach an offset or stride past its end: a tensor
+    of a 4-element storage with stride 1000 loaded memory the file never held, one with offset 2**33 in
+    a fixture .pkl was 'not enough memory (...); the file itself may well be whole', and one such view
+    let 1 MB of weights pass _check_backed as a 1 GB network."""
+    unpickle_restricted = op.unpickle_restricted
+    ok = unpickle_restricted(io.BytesIO(pickle.dumps(_TensorView((2, 2), (1, 2), 0), protocol=4)))
+    assert torch.equal(ok, torch.tensor([[0.0, 2.0], [1.0, 3.0]]))  # a transposed view inside it loads
+    assert unpickle_restricted(io.BytesIO(pickle.dumps(_TensorView((0,), (1,), 4), protocol=4))).numel() == 0
+    for view, match in [(((4,), (1000,), 0), "reaches past the end of its storage of 4 elements"),
+                        (((2,), (1,), 3), r"shape \(2,\) \(offset 3, strides \(1,\)\) reaches past"),
+                        (((2,), (1 << 28,), 0), "reaches past the end"),
+                        (((1,), (1,), 1 << 33), "reaches past the end"),
+                        (((3,), (1,), -2), "offset -2 and strides"),
+                        (((2,), (1, 1), 0), "offset 0 and strides")]:
+        with pytest.raises(LoadError, match=match):
+            unpickle_restricted(io.BytesIO(pickle.dumps(_TensorView(*view), protocol=4)))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_keys_of_one_hash_are_refused_before_they_cost_quadratic_time(protocol):
+    """Ints that are multiples of 2**61 - 1 all hash to 0: a 500 kB pickle of one dict of 50,000 of
+    them took 25 s to insert. Keys other than text are refused past MAX_HASHED_KEYS per dict or set
+    (counted over pickle's batches of 1000 and one SETITEM at a time); text keys are not limited."""
+    from sg3lib.compat.restricted import MAX_HASHED_KEYS
+    colliding = [i * ((1 << 61) - 1) for i in range(1, MAX_HASHED_KEYS + 2)]
+    for container in (dict.fromkeys, set, frozenset, lambda keys: OrderedDict((k, 0) for k in keys)):
+        ok = container(colliding[:-1])
+        assert op.unpickle_restricted(io.BytesIO(pickle.dumps(ok, protocol=protocol))) == ok
+        with pytest.raises(LoadError, match=f"more than {MAX_HASHED_KEYS} keys that are not text"):
+            op.unpickle_restricted(io.BytesIO(pickle.dumps(container(colliding), protocol=protocol)))
+    names = {f"layer{i}": i for i in range(3 * MAX_HASHED_KEYS)}
+    assert op.unpickle_restricted(io.BytesIO(pickle.dumps(names, protocol=protocol))) == names
+
+
+def test_a_layer_count_above_the_weights_is_refused_before_the_network_is_built(monkeypatch):
+    """A 925-byte G stating mapping num_layers=100000 took 107 s and 600 MB in the meta build (one
+    module per layer) before 'the weights do not fit'."""
+    import sg3lib.networks as nets
+    built = []
+    monkeypatch.setattr(nets, "build_network", lambda *a, **k: built.append(a))
+    kwargs = dict(z_dim=8, w_dim=8, c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=8)
+    for claim in ({"mapping_kwargs": {"num_layers": 100000}}, {"num_layers": 3000}):
+        spec = {"official_class": "training.networks_stylegan3.Generator", "init_kwargs": dict(kwargs, **claim),
+                "state_dict": {"mapping.fc0.weight": torch.zeros(8, 8)}}
+        with pytest.raises(LoadError, match=r"states num_layers=\d+, but the file holds only 1 weights"):
+            loader.build(spec)
+    assert built == []
+
+
+def test_exported_stylegan2_and_d_blocks_have_the_attributes_their_official_forward_reads(tmp_path):
+    """The official SynthesisBlock and DiscriminatorBlock forward read self.channels_last, which
+    sg3lib's blocks did not store: an exported SG2 G or any D failed with AttributeError there."""
+    G = build_network("training.networks_stylegan2.Generator", dict(
+        z_dim=8, w_dim=8, c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=8,
+        num_fp16_res=1, mapping_kwargs={"num_layers": 1}))
+    D = build_network("training.networks_stylegan2.Discriminator", dict(
+        c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=8, num_fp16_res=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        op.write_official_pkl(tmp_path / "x.pkl", {"G": G, "D": D, "G_ema": G})
+    with open(tmp_path / "x.pkl", "rb") as f:
+        root = op.unpickle_restricted(f)
+    blocks = [(root["G_ema"].state["_modules"]["synthesis"].state["_modules"][f"b{r}"], r) for r in (4, 8, 16)]
+    blocks += [(root["D"].state["_modules"][f"b{r}"], r) for r in (16, 8)]
+    for block, res in blocks:
+        assert block.state["channels_last"] is False, (block.class_name, res)  # fp16 only, as official
+        assert block.state["use_fp16"] == (res == 16)
 
 
 def test_an_export_without_all_three_networks_warns_that_the_official_loader_needs_them(tmp_path):

@@ -21,6 +21,7 @@ It is the pure-Python `pickle._Unpickler`, because the C one cannot be changed o
 - numpy dtypes are plain numbers only: numpy's own dtype.__setstate__ crashes the process on
   some malformed datetime states.
 """
+import collections
 import io
 import math
 import pickle
@@ -129,11 +130,30 @@ def check_listed(name, args, kinds=(list, tuple)):
         raise LoadError(f"{name} of a {type(args[0]).__name__}; pickles build it from a list")
 
 
+# Keys other than text (whose hash is salted per process) that one dict or set may take: ints, floats
+# and tuples hash predictably, and n keys of one hash cost n**2 / 2 comparisons to insert (50,000
+# in a 500 kB file: 25 s). Official snapshots key their dicts by name.
+MAX_HASHED_KEYS = 1000
+
+
+def check_hashed_keys(keys, already=0):
+    """already + the keys in `keys` that are not text; LoadError past MAX_HASHED_KEYS."""
+    n = already + sum(type(k) is not str for k in keys)
+    if n > MAX_HASHED_KEYS:
+        raise LoadError(f"a dict or set with more than {MAX_HASHED_KEYS} keys that are not text, which no StyleGAN "
+                        "snapshot has: the file is corrupt or crafted")
+    return n
+
+
 def _only_listed(fn):
     """`fn` for the allow-list, called only on a list or tuple written in the file (set, frozenset,
     torch.Size, OrderedDict; see check_listed)."""
     def checked(*args):
         check_listed(fn.__name__, args)
+        if args and fn in (set, frozenset):
+            check_hashed_keys(args[0])
+        elif args and fn is collections.OrderedDict:
+            check_hashed_keys(p[0] for p in args[0] if isinstance(p, (tuple, list)) and p)
         return fn(*args)
     checked.__qualname__ = fn.__qualname__
     return checked
@@ -181,6 +201,19 @@ def _count(shape, what):
     return math.prod(shape)
 
 
+def _check_within(storage, offset, size, stride):
+    """A tensor's elements must lie in its storage: torch's set_ grows a storage (from bytes, resizable)
+    to reach an offset or stride past its end, which would fill the weights with memory the file never
+    held, gigabytes of it for a few bytes of offset."""
+    if not (isinstance(offset, int) and offset >= 0 and isinstance(stride, (tuple, list))
+            and len(stride) == len(size) and all(isinstance(n, int) and n >= 0 for n in stride)):
+        raise LoadError(f"a tensor with offset {offset!r} and strides {stride!r} for shape {tuple(size)}; "
+                        "expected sizes of its storage: the file is corrupt or crafted")
+    if math.prod(size) and offset + sum((n - 1) * st for n, st in zip(size, stride)) >= storage.size():
+        raise LoadError(f"a tensor of shape {tuple(size)} (offset {offset}, strides {tuple(stride)}) reaches past "
+                        f"the end of its storage of {storage.size()} elements: the file is corrupt or crafted")
+
+
 def _numpy_core():
     return getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
 
@@ -206,6 +239,7 @@ def size_checked_globals(limit):
             nbytes = _count(size, "a tensor") * storage.dtype.itemsize
             if nbytes > limit:  # a zero stride could make a tiny storage look huge
                 raise _too_big("a tensor", nbytes, limit)
+            _check_within(storage, storage_offset, size, stride)
             return rebuild(storage, storage_offset, size, stride, *rest)
         rebuild_checked.__qualname__ = rebuild.__qualname__
         return rebuild_checked
@@ -299,6 +333,18 @@ def _grows(load, target):
     return run
 
 
+def _keyed(load, container_and_keys):
+    """An opcode that hashes keys into a dict or set: they are counted before they go in."""
+    def run(self):
+        try:
+            container, keys = container_and_keys(self)
+        except IndexError:  # a malformed stack: the opcode itself says so
+            container, keys = None, ()
+        self.count_keys(container, keys)
+        load(self)
+    return run
+
+
 def _memoizes(load):
     def run(self):
         before = sys.getsizeof(self.memo)
@@ -324,6 +370,9 @@ _GROWS = {"APPEND": lambda u: u.stack[-2], "SETITEM": lambda u: u.stack[-3], "BU
           "APPENDS": lambda u: u.metastack[-1][-1], "SETITEMS": lambda u: u.metastack[-1][-1],
           "ADDITEMS": lambda u: u.metastack[-1][-1]}
 _MEMOIZES = ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE")
+_KEYED = {"SETITEM": lambda u: (u.stack[-3], u.stack[-2:-1]), "SETITEMS": lambda u: (u.metastack[-1][-1], u.stack[::2]),
+          "ADDITEMS": lambda u: (u.metastack[-1][-1], u.stack), "DICT": lambda u: (None, u.stack[::2]),
+          "FROZENSET": lambda u: (None, u.stack)}  # DICT, FROZENSET: a new container, of the items after MARK
 
 
 def _metered(dispatch):
@@ -344,7 +393,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     def __init__(self, file, source):
         self.size_limit = file_size(file)
         self.memory_limit, self.charged = MEMORY_FACTOR * self.size_limit + MEMORY_SLACK, 0
-        self._nesting = {}
+        self._nesting, self._keys = {}, {}
         super().__init__(_CappedReader(file))
         self.source = source
 
@@ -360,6 +409,13 @@ class RestrictedUnpickler(pickle._Unpickler):
                             "which no StyleGAN snapshot does: the file is corrupt or crafted")
         if depth > 1 or obj:
             self._nesting[id(obj)] = (obj, depth)  # (obj kept: its id is not reused while loading)
+
+    def count_keys(self, container, keys):
+        """Count the keys going into `container` (None: a new one) that are not text (MAX_HASHED_KEYS)."""
+        seen = self._keys.get(id(container))
+        n = check_hashed_keys(keys, seen[1] if seen is not None and seen[0] is container else 0)
+        if container is not None and n:
+            self._keys[id(container)] = (container, n)  # (kept: its id is not reused while loading)
 
     def charge(self, nbytes):
         """Count `nbytes` more built from the file; LoadError past memory_limit."""
@@ -395,7 +451,9 @@ class RestrictedUnpickler(pickle._Unpickler):
         dispatch[_op[0]] = _refuse_extension
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
     dispatch[pickle.BUILD[0]] = _load_build
-    del _op
+    for _name, _what in _KEYED.items():
+        dispatch[getattr(pickle, _name)[0]] = _keyed(dispatch[getattr(pickle, _name)[0]], _what)
+    del _op, _name, _what
     dispatch = _metered(dispatch)
 
     def persistent_load(self, pid):

@@ -42,6 +42,7 @@ class DiscriminatorBlock(nn.Module):
         self.in_channels, self.resolution, self.img_channels = in_channels, resolution, img_channels
         self.first_layer_idx, self.architecture = first_layer_idx, architecture
         self.use_fp16, self.bf16 = use_fp16, False
+        self.channels_last = use_fp16 and fp16_channels_last  # unused here; an exported block's official forward reads it
         # as its layers and G's blocks store it: 8 or more taps stay 1-D (separable), as official states hold them
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.num_layers = 0

@@ -84,6 +84,7 @@ class SynthesisBlock(nn.Module):
         self.in_channels, self.w_dim, self.resolution = in_channels, w_dim, resolution
         self.img_channels, self.is_last, self.architecture = img_channels, is_last, architecture
         self.use_fp16, self.bf16 = use_fp16, False
+        self.channels_last = use_fp16 and fp16_channels_last  # unused here; an exported block's official forward reads it
         self.fused_modconv_default = fused_modconv_default
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.num_conv = self.num_torgb = 0
