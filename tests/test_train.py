@@ -1375,3 +1375,74 @@ def test_continuing_with_other_classes_does_not_suggest_a_transfer_that_is_refus
         train(labelled(3), run, resume="latest", kimg=0.016, **dict(TINY, cond=True))
     msg = str(e.value)
     assert "c_dim: 2 -> 3" in msg and "labelled with its 2 classes" in msg and "write_official_pkl" not in msg
+
+
+def _damage_inside(path):
+    """Zero bytes of the largest tensor of a snapshot: its ZIP directory stays whole, its CRC fails."""
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    b = bytearray(path.read_bytes())
+    start = b.index(b"PK\x03\x04", info.header_offset)
+    data = start + 30 + int.from_bytes(b[start + 26:start + 28], "little") + int.from_bytes(b[start + 28:start + 30], "little")
+    b[data:data + 64] = bytes(64)
+    path.write_bytes(bytes(b))
+
+
+def test_with_the_newest_snapshot_damaged_inside_the_one_resumed_is_named(tmp_path, capsys):
+    """The newest snapshot fails its CRC check, so resume='latest' goes on from the one before; yet a
+    finished run returned (and `sg3 train` printed) the damaged file as its snapshot, and an interrupt
+    said 'continue from snapshot-000000032.pt', which resume='latest' skips."""
+    from sg3lib.train import loop
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "r"
+    train(data, run, kimg=0.032, **TINY)  # snapshots at 16 and 32 images
+    _damage_inside(run / "snapshot-000000032.pt")
+    out = train(data, run, resume="latest", kimg=0.016, **TINY)
+    assert out["cur_nimg"] == 16 and out["snapshot"] == str(run / "snapshot-000000016.pt")
+    assert "fails its CRC check" in capsys.readouterr().out
+
+    def stop(event, info):
+        raise KeyboardInterrupt
+    with pytest.raises(loop.TrainingInterrupted, match=r"the newest snapshot is snapshot-000000016.pt \(0.016 kimg\)"):
+        train(data, run, resume="latest", kimg=0.048, callback=stop, **TINY)
+
+
+def test_a_new_image_size_on_resume_says_which_dataset_the_run_needs(tmp_path):
+    """The advice was to start a new run from the snapshot in another --outdir (or from an exported
+    .pkl), which is refused in turn: the image size is part of the weights."""
+    run = tmp_path / "r"
+    train(make_zip(tmp_path / "d16.zip"), run, kimg=0.016, **TINY)
+    with pytest.raises(TrainError) as e:
+        train(make_zip(tmp_path / "d32.zip", res=32), run, resume="latest", kimg=0.032, **TINY)
+    msg = str(e.value)
+    assert "resolution: 16 -> 32" in msg and "continue it on a 16 px dataset with 3 channel(s)" in msg
+    assert "--resume pointing" not in msg and "start.pkl" not in msg
+
+
+def test_resume_latest_on_another_dataset_warns_and_a_link_is_the_same_dataset(tmp_path, capsys):
+    """resume='latest' with another --data continued silently (and the new snapshots recorded the
+    other dataset); a snapshot continued through a link to its own dataset was taken for another
+    dataset: a new run from its weights, counters from 0."""
+    d, x = make_zip(tmp_path / "d.zip"), make_zip(tmp_path / "x.zip", seed=5)
+    run = tmp_path / "r"
+    train(d, run, kimg=0.016, **TINY)
+    with pytest.warns(UserWarning, match=rf"this run trained on {re.escape(str(d))}; it continues on "
+                                         rf"{re.escape(str(x))}\. If that is another dataset"):
+        assert train(x, run, resume="latest", kimg=0.032, **TINY)["cur_nimg"] == 32
+    link = tmp_path / "link.zip"
+    link.symlink_to(d)
+    capsys.readouterr()
+    out = train(link, tmp_path / "r2", resume=str(run / "snapshot-000000016.pt"), kimg=0.032, **TINY)
+    assert out["cur_nimg"] == 32 and "continuing the run of" in capsys.readouterr().out
+
+
+def test_a_kill_while_a_run_starts_leaves_no_hidden_file_for_good(tmp_path):
+    """The write probe and the run lock's temporary (a kill between their write and rename or removal)
+    were not among the leftovers that every start removes."""
+    data = make_zip(tmp_path / "d.zip")
+    run = tmp_path / "r"
+    train(data, run, kimg=0.016, **TINY)
+    (run / ".write-test-123").write_text("ok")
+    (run / "..sg3lib-training.tmp-8e0b2437").write_text("{}")
+    train(data, run, resume="latest", kimg=0.032, **TINY)
+    assert not list(run.glob(".write-test-*")) and not list(run.glob("..sg3lib-training.tmp-*"))

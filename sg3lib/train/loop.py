@@ -39,7 +39,7 @@ from .stats import StatsWriter, divergence_warning, tick_line, truncate_after
 # Temporaries of killed writes. A run folder has one writer (this run), so any seen when it
 # starts is dead, however young. (fakes-*.png.tmp.png and stats.jsonl.tmp: those of older versions.)
 LEFTOVERS = (".snapshot-*.pt.tmp-*", ".fakes-*.png.tmp-*", "fakes-*.png.tmp.png", ".stats.jsonl.tmp-*",
-             "stats.jsonl.tmp")
+             "stats.jsonl.tmp", ".write-test-*", "..sg3lib-training.tmp-*")  # (the write probe, the run lock's)
 PHASE_IDS = {"Gmain": 1, "Greg": 2, "Dmain": 3, "Dreg": 4, "data": 5, "grid": 6}
 
 
@@ -497,6 +497,17 @@ def _find_latest(run_dir, clean=True):
     return (str(path), snap) if path else (None, None)
 
 
+def _same_dataset(a, b):
+    """Whether dataset paths a and b are one file or folder (also through a link): a run's stored
+    path, the one given now."""
+    if a == b:
+        return True
+    try:
+        return bool(a and b) and os.path.samefile(a, b)
+    except OSError:  # one of them no longer exists (moved)
+        return False
+
+
 def _check_no_other_run(outdir):
     """A new run (from scratch or from other weights) starts its counters at 0: in a folder that
     holds another run's snapshots it would cut that run's stats.jsonl and overwrite its snapshots."""
@@ -752,7 +763,7 @@ def train(data, outdir, cfg=None, resume=None, device=None, progress=True, callb
         gate.fail(e)
         from ..data.dataset import DatasetError
         if isinstance(e, DatasetError):  # an image found damaged when read: one line, and how to go on
-            raise TrainError(f"{_last_line(e)}; {_how_to_continue(outdir)}") from e
+            raise TrainError(f"{_last_line(e)}; {_how_to_continue(outdir, progress_of)}") from e
         raise
     raise stopped  # (outside the except: it holds no reference to the interrupt's frames)
 
@@ -774,14 +785,18 @@ def _interruption(error, outdir, progress_of):
         e = e.__context__
     state = progress_of.get("state")
     where = "while setting up" if state is None else f"at {state['cur_nimg'] / 1000:g} kimg"
-    return TrainingInterrupted(f"training interrupted {where}; {_how_to_continue(outdir)}")
+    return TrainingInterrupted(f"training interrupted {where}; {_how_to_continue(outdir, progress_of)}")
 
 
-def _how_to_continue(outdir):
+def _how_to_continue(outdir, progress_of):
+    """Where resume='latest' goes on from: the newest snapshot this run read or wrote in outdir (a newer
+    one damaged inside is skipped by it), else the newest whole-looking one there."""
     from .. import checkpoint as ck
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # (the resumed run warns about what it finds)
-        latest = ck.find_latest(os.path.abspath(str(outdir)), clean=False)
+    latest = progress_of.get("snapshot")
+    if latest is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the resumed run warns about what it finds)
+            latest = ck.find_latest(os.path.abspath(str(outdir)), clean=False)
     if latest:
         return (f"the newest snapshot is {os.path.basename(latest)} ({ck.snapshot_counter(latest) / 1000:g} kimg): "
                 "continue from it with train(..., resume='latest') (sg3 train --resume latest)")
@@ -866,8 +881,12 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         prev_cfg = _snap_config(payload)
         if prev_cfg:  # snapshots older than D's own keys (dcbase, dcmax, darch): from D's arguments
             prev_cfg = dict(_d_arch(payload["networks"].get("D", {}).get("init_kwargs")), **prev_cfg)
-        if prev_cfg and prev_cfg.get("data") != data and resume != "latest":
+        if prev_cfg and not _same_dataset(prev_cfg.get("data"), data) and resume != "latest":
             resume_kind = "transfer"  # another run's snapshot on another dataset: weights only
+        elif prev_cfg and not _same_dataset(prev_cfg.get("data"), data) and rank == 0:
+            warnings.warn(f"this run trained on {prev_cfg.get('data')}; it continues on {data}. If that is another "
+                          "dataset (not the same one moved), stop and start a new run from its weights instead: "
+                          f"--resume {latest} in another --outdir", stacklevel=3)
     if rank == 0 and resume_kind and resume != "latest":  # what the source is taken for, said once
         print(f"continuing the run of {resume} (a snapshot of a run on this dataset) in {outdir}"
               if resume_kind == "snapshot" else
@@ -926,10 +945,14 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             was = prev_cfg.get("c_dim") or 0
             classes = (f"continue it on a dataset labelled with its {was} classes" if was else
                        "continue it unconditional (leave --cond off)")
-            how = (f"{classes}: the classes are part of G's and D's weights, so no new run can start from them "
+            size = (prev_cfg.get("resolution"), prev_cfg.get("img_channels"))
+            how = (f"continue it on a {size[0]} px dataset with {size[1]} channel(s) (sg3 curate --resolution "
+                   f"{size[0]}): the image size is part of G's and D's weights, so no new run can start from them "
+                   "on other images either" if size != (c["resolution"], c["img_channels"]) else
+                   f"{classes}: the classes are part of G's and D's weights, so no new run can start from them "
                    "with other classes either" if was != c["c_dim"] else
                    "start a new run in another --outdir with --resume pointing at this snapshot"
-                   if prev_cfg.get("data") != data else  # there it would continue again: same dataset
+                   if not _same_dataset(prev_cfg.get("data"), data) else  # there it would continue again
                    "to start a new run from its weights on this dataset (a snapshot of a run on the dataset it "
                    "trained on continues that run), export them and start from the .pkl: "
                    f"sg3lib.compat.official_pkl.write_official_pkl('start.pkl', sg3lib.load('{src}')), "
@@ -1032,10 +1055,11 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         elif not os.path.exists(os.path.join(outdir, grid_name(state["cur_nimg"]))):
             # killed between the snapshot and its grid: the grid is a function of G_ema alone
             save_grid(G_ema, c, labels, os.path.join(outdir, grid_name(state["cur_nimg"])), device)
+    resumed_here = (latest if resume == "latest" else resume) if resume_kind == "snapshot" else None
+    if resumed_here and os.path.samefile(os.path.dirname(os.path.abspath(resumed_here)), outdir):
+        # the run's newest snapshot that reads (a newer one damaged inside was skipped), not a copy elsewhere
+        progress_of["snapshot"] = last_snap = resumed_here
     if state["cur_nimg"] >= total:  # a finished run continued at its own length
-        from .. import checkpoint as ck
-        newest = ck.find_latest(outdir, clean=False)  # the run's own (None: continued in a new folder)
-        last_snap = str(newest) if newest else None
         if rank == 0:
             print(f"nothing to train: {outdir} is already at {state['cur_nimg']} images (--kimg "
                   f"{c['kimg']:g}; kimg= in train()); pass a larger --kimg to continue it")
@@ -1087,7 +1111,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                       pl_mean=phases.pl_mean.detach().cpu().clone(), rng=rng_state(),
                       data={"seed": c["seed"], "position": state["cur_nimg"],
                             "epoch": state["cur_nimg"] // len(ds), "dataset_len": len(ds)})
-            last_snap = _save_snapshot(outdir, G, D, G_ema, c, ts, c["keep_snapshots"])
+            progress_of["snapshot"] = last_snap = _save_snapshot(outdir, G, D, G_ema, c, ts, c["keep_snapshots"])
             grid = os.path.join(outdir, grid_name(state["cur_nimg"]))
             save_grid(G_ema, c, labels, grid, device)
             if callback:
