@@ -40,15 +40,15 @@ def enc(img, fmt, **kw):
     return buf.getvalue()
 
 
-def linear_rgb_icc(grey=False):
+def linear_rgb_icc(grey=False, name="linear test RGB"):
     """A minimal ICC v2 RGB profile: sRGB primaries (D50) with a linear (gamma 1.0) curve
-    (grey=True: a grey profile with that curve)."""
+    (grey=True: a grey profile with that curve), described as `name`."""
     def s15(v):
         return struct.pack(">i", int(round(v * 65536)))
 
     def xyz(*v):
         return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
-    desc_txt = b"linear test RGB\0"
+    desc_txt = name.encode() + b"\0"
     desc = (b"desc\0\0\0\0" + struct.pack(">I", len(desc_txt)) + desc_txt + b"\0" * 8 + b"\0\0\0" + b"\0" * 67)
     curv = b"curv\0\0\0\0" + struct.pack(">IH", 1, 256) + b"\0\0"
     tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
@@ -954,6 +954,44 @@ def test_palette_and_16bit_grey_images_get_their_icc_profile_converted():
     grey16 = Image.fromarray((np.repeat(levels, 8)[None].repeat(4, 0) * 257).astype(np.uint16))
     a, notes = to_rgb(enc(grey16, "PNG", icc_profile=linear_rgb_icc(grey=True)), channels=1)
     assert np.abs(a[0, ::8] - srgb_of_linear(levels)).max() <= 2 and "icc_converted" in notes
+
+
+def test_a_profile_is_taken_for_srgb_by_its_colours_not_its_name():
+    """A profile whose description starts with 'sRGB' was kept as stored, whatever its curve: a linear
+    one with sRGB primaries ('sRGB-elle-V2-g10', as Krita ships) gave no conversion and no note. The
+    real sRGB profile still converts nothing."""
+    from PIL import ImageCms
+    levels = np.array([40, 90, 128, 200, 250])
+    img = Image.fromarray(np.repeat(levels, 8)[None].repeat(4, 0).astype(np.uint8)).convert("RGB")
+    a, notes = to_rgb(enc(img, "PNG", icc_profile=linear_rgb_icc(name="sRGB-elle-V2-g10")))
+    assert np.abs(a[0, ::8, 0] - srgb_of_linear(levels)).max() <= 2 and "icc_converted" in notes
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = picture(3, 32, 32)
+    for mode in ("RGB", "RGBA"):
+        a, notes = to_rgb(enc(pixels.convert(mode), "PNG", icc_profile=srgb))
+        assert "icc_converted" not in notes and (a == np.asarray(pixels)).all(), mode
+
+
+def test_a_cut_off_exif_block_is_noted():
+    """A cut-off EXIF block gives no tag: Pillow keeps the image as stored, and there was no exif_ignored note."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    a, notes = to_rgb(enc(picture(4, 20, 10), "JPEG", exif=exif.tobytes()[:12]))
+    assert a.shape[:2] == (10, 20) and "exif_ignored" in notes  # as stored
+    a, notes = to_rgb(enc(picture(4, 20, 10), "JPEG", exif=exif.tobytes()))
+    assert a.shape[:2] == (20, 10) and "exif_ignored" not in notes
+
+
+def test_a_bomb_past_twice_the_limit_is_named_with_our_limit():
+    """Pillow's own error (past twice its MAX_IMAGE_PIXELS) named its doubled threshold, neither the
+    --max-pixels given nor the default."""
+    from sg3lib.data import images as im
+    for max_pixels in (None, 50_000_000, 200_000_000):
+        kw = {} if max_pixels is None else {"max_pixels": max_pixels}
+        with pytest.raises(im.Reject) as e:
+            im.decode(png_bomb(100_000), **kw)
+        assert e.value.reason == "decompression_bomb"
+        assert f"10000000000 pixels > limit {max_pixels or im.DEFAULT_MAX_PIXELS}. " in str(e.value), str(e.value)
 
 
 def test_a_transparent_colour_survives_the_icc_conversion():

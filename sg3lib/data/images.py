@@ -10,6 +10,7 @@ square -> Lanczos resize.
 import contextlib
 import hashlib
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -121,7 +122,10 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None, notes=None):
         try:
             img = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Reject("decompression_bomb", f"{e} {_BOMB_ADVICE}")
+            # (Pillow's text names its own limit, twice max_pixels for an error: say ours)
+            claimed = re.search(r"\((\d+) pixels\)", str(e))
+            raise Reject("decompression_bomb", f"{claimed[1] + ' pixels' if claimed else 'more pixels'} > limit "
+                                               f"{max_pixels}. {_BOMB_ADVICE}")
         except Image.UnidentifiedImageError:
             if data[:4] in (b"II*\0", b"MM\0*"):  # a TIFF whose sample layout Pillow cannot decode
                 raise Reject("unsupported_format", "a TIFF whose pixel layout Pillow cannot read (e.g. 32-bit "
@@ -181,7 +185,7 @@ def _png_transparency_in_8_bits(img):
     if isinstance(t, int) and top is not None and 0 <= t <= top:
         img.info["transparency"] = t * 255 // top
     elif rawmode == "RGB;16B" and isinstance(t, tuple) and len(t) == 3:
-        img.info["transparency"] = tuple(v >> 8 for v in t)  # (a colour within 1/65535 of it goes clear too)
+        img.info["transparency"] = tuple(v >> 8 for v in t)  # (so do colours with the same high bytes)
 
 
 _SRGB = None
@@ -224,13 +228,23 @@ def _transform(icc, mode):
     src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     if src.profile.xcolor_space.strip() == "RGB" and mode in ("L", "LA"):
         mode = "RGB" if mode == "L" else "RGBA"  # grey with a colour profile (convert('L') keeps it): v is (v, v, v)
-    desc = (ImageCms.getProfileDescription(src) or "").strip()
-    if desc.lower().startswith("srgb") and mode in ("RGB", "RGBA"):
-        return None, mode
     _SRGB = _SRGB or ImageCms.createProfile("sRGB")
     in_mode = {"LA": "L"}.get(mode, mode)
     out_mode = "RGBA" if in_mode == "RGBA" else "RGB"
-    return ImageCms.buildTransform(src, _SRGB, in_mode, out_mode), in_mode
+    transform = ImageCms.buildTransform(src, _SRGB, in_mode, out_mode)
+    if in_mode in ("RGB", "RGBA") and _is_identity(transform, in_mode):
+        return None, mode  # sRGB already, by what it does to colours (a name such as 'sRGB-linear' is no proof)
+    return transform, in_mode
+
+
+def _is_identity(transform, mode):
+    """Whether `transform` moves no colour of a 9x9x9 grid by more than one level."""
+    levels = np.linspace(0, 255, 9).round().astype(np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+    if mode == "RGBA":
+        grid = np.concatenate([grid, np.full(grid.shape[:2] + (1,), 255, np.uint8)], -1)
+    out = np.asarray(ImageCms.applyTransform(Image.fromarray(grid, mode), transform))
+    return int(np.abs(out[..., :3].astype(int) - grid[..., :3]).max()) <= 1
 
 
 def _high_bit_depth_to_8(img, samples=(None, None)):
@@ -268,6 +282,16 @@ def _tiff_samples(img):
     return first(tags.get(258)), first(tags.get(339, 1))
 
 
+def _unreadable_exif(img):
+    """An EXIF block that gives no tag at all (cut off, garbage): Pillow then keeps the image as stored,
+    without a word, whatever orientation the camera wrote."""
+    raw = img.info.get("exif") or b""
+    raw = raw[6:] if raw.startswith(b"Exif\0\0") else raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(raw) and len(img.getexif()) == 0
+
+
 def _has_alpha(img):
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
 
@@ -283,8 +307,13 @@ def to_rgb_or_l(img, channels=3, background=(255, 255, 255), notes=None):
         notes.append("alpha_unused")
     samples = _tiff_samples(img)  # (exif_transpose's copy has no TIFF tags)
     try:
-        img = ImageOps.exif_transpose(img)
+        unreadable = _unreadable_exif(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ('Corrupt EXIF data' where the orientation still reads)
+            img = ImageOps.exif_transpose(img)
     except Exception:
+        unreadable = True
+    if unreadable:
         notes.append("exif_ignored")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         img = _high_bit_depth_to_8(img, samples)
