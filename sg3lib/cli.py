@@ -119,9 +119,14 @@ def main(argv=None):
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     if not argv or argv[0] not in COMMANDS:
-        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.error(
-            f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        if argv and argv[0] in ("-h", "--help"):
+            parser.print_help()
+            return 0
+        # (no command is a usage error too: a script's `sg3 "$CMD"` with an empty $CMD must not succeed)
+        parser.print_help(sys.stderr)
+        print("sg3: error: " + (f"unknown command {argv[0]!r}; " if argv else "no command given; ")
+              + f"choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
     name = argv[0]
     try:  # importing the command's module loads torch (seconds): a Ctrl-C then is one line too
         module = importlib.import_module(COMMANDS[name][0])

@@ -402,3 +402,28 @@ def test_a_device_whose_torch_module_is_missing_is_an_error_line():
     from sg3lib.cli import torch_device
     with pytest.raises(ValueError, match="device 'hpu': torch cannot use it here"):
         torch_device("hpu")
+
+
+def test_sg3_without_a_command_is_a_usage_error(capsys):
+    """`sg3` alone printed the help and exited 0: a script's `sg3 "$CMD"` with an empty $CMD succeeded."""
+    assert sg3([]) == 2
+    err = capsys.readouterr().err
+    assert "no command given; choose one of curate" in err and "usage: sg3" in err
+    assert sg3(["--help"]) == 0 and "usage: sg3" in capsys.readouterr().out
+    assert sg3(["bogus"]) == 2 and "unknown command 'bogus'" in capsys.readouterr().err
+
+
+def test_walk_seeds_are_checked_also_where_a_grid_moves_them():
+    """random_walk passed its seed to numpy unchecked ('Seed must be between 0 and 2**32 - 1', a
+    TypeError for 1.5), and a grid cell's shifted seeds (valid ones given) ended the same way."""
+    from sg3lib.explore import latent_path, random_walk
+    G = make_G()
+    for bad in (-1, 2 ** 32, 1.5):
+        with pytest.raises(ValueError, match=rf"seed {bad} is out of range: seeds are integers in \[0, 2\*\*32\)"):
+            random_walk(G, 4, seed=bad)
+    with pytest.raises(ValueError, match=r"kind='walk' draws seeds up to 4294967298 \(cell 8 of the grid moves the "
+                                         r"seeds by 8 x 1\), past the last seed 2\*\*32 - 1"):
+        latent_path(G, "walk", 2, seeds=[4294967290], cell=8)
+    with pytest.raises(ValueError, match=r"kind='loop' draws seeds up to 4294967296, past"):
+        latent_path(G, "loop", 2, seeds=[4294967295])
+    assert latent_path(G, "loop", 2, seeds=[4294967294])[0].shape[0] == 2

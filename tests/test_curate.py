@@ -831,7 +831,7 @@ def test_max_images_stops_reading_and_keeps_the_same_selection(tmp_path, monkeyp
 
 def test_max_images_must_be_positive(tmp_path):
     capped_source(tmp_path / "raw")
-    with pytest.raises(CurateError, match="max_images must be a whole number >= 1"):
+    with pytest.raises(CurateError, match=r"max_images \(--max-images\) must be a whole number >= 1"):
         curate(tmp_path / "raw", tmp_path / "o.zip", 64, workers=0, progress=False, max_images=0)
 
 
@@ -924,7 +924,7 @@ def test_max_images_takes_any_whole_number_but_not_a_bool(tmp_path):
     capped_source(tmp_path / "raw")
     rep = curate(tmp_path / "raw", tmp_path / "np.zip", 64, workers=0, progress=False, max_images=np.int64(3))
     assert rep["accepted"] == 3
-    with pytest.raises(CurateError, match="max_images must be a whole number >= 1"):
+    with pytest.raises(CurateError, match=r"max_images \(--max-images\) must be a whole number >= 1"):
         curate(tmp_path / "raw", tmp_path / "b.zip", 64, workers=0, progress=False, max_images=True)
 
 

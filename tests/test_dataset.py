@@ -384,6 +384,9 @@ def test_rank_refuses_an_empty_copy_and_zero_passes(tmp_path):
     assert not (tmp_path / "r" / "ds-top10.zip").exists()
     with pytest.raises(ValueError, match="passes must be >= 1"):
         rank(tiny_d(), ds_path, tmp_path / "r", passes=0, progress=False)
+    # named by its flag, and before the network is loaded (a missing one is not what is said)
+    with pytest.raises(ValueError, match=r"passes must be >= 1 \(sg3 rank --passes"):
+        rank(tmp_path / "missing.pt", ds_path, tmp_path / "r", passes=0, progress=False)
 
 
 def test_rank_takes_a_run_folder_and_refuses_dest_without_drop_bottom(tmp_path, capsys):

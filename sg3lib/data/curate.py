@@ -78,7 +78,8 @@ def _settings(resolution, options):
         raise CurateError(f"labels must be None or 'folders', got {s['labels']!r}")
     m = s["max_images"]  # any whole number (numpy's too, as workers takes), not True
     if m is not None and (isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1):
-        raise CurateError(f"max_images must be a whole number >= 1 (or None for all), got {s['max_images']!r}")
+        raise CurateError(f"max_images (--max-images) must be a whole number >= 1 (None, or leaving the option out: "
+                          f"all), got {s['max_images']!r}")
     s["max_images"] = None if m is None else int(m)  # (the report is JSON)
     for key in ("max_aspect", "max_upscale"):  # ratios: a nan compared False and turned the filter off
         v = s[key]

@@ -98,6 +98,8 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
                          "(sg3 rank --drop-bottom PERCENT)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (sg3 rank --batch), got {batch_size}")
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1 (sg3 rank --passes; each image is scored once per pass), got {passes}")
     D, device = _discriminator(network, device)
     ds = data if isinstance(data, ImageDataset) else ImageDataset(data, use_labels=D.c_dim > 0)
     try:
@@ -124,8 +126,6 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
         raise ValueError(f"the discriminator is conditional ({D.c_dim} classes), but {ds.path} has {found}: "
                          f"rank a dataset labelled with the same {D.c_dim} classes as its training data "
                          "(sg3 curate --labels folders labels one class per sub-folder), or an unconditional network")
-    if passes < 1:
-        raise ValueError(f"passes must be >= 1 (each image is scored once per pass), got {passes}")
     n = len(ds.image_names)
     n_drop = _count_to_drop(drop_bottom, n)
     out_dir = check_folder_writable(Path(out_dir).expanduser(), "out_dir (sg3 rank --out)")  # before scoring, as below

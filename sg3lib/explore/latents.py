@@ -27,9 +27,14 @@ __all__ = [
 
 def seed_to_z(seed, z_dim):
     """The official tools' latent for a seed: RandomState(seed).randn(z_dim), float64 numpy."""
+    return np.random.RandomState(checked_seed(seed)).randn(z_dim)
+
+
+def checked_seed(seed):
+    """`seed` as an int, or a ValueError naming it: seeds are whole numbers in [0, 2**32)."""
     if not _is_whole(seed) or not 0 <= int(seed) < 2 ** 32:  # 1.5 and "1" were silently seed 1
         raise ValueError(f"seed {seed} is out of range: seeds are integers in [0, 2**32)")
-    return np.random.RandomState(int(seed)).randn(z_dim)
+    return int(seed)
 
 
 def seeds_to_z(seeds, z_dim, device="cpu"):
@@ -367,7 +372,7 @@ def random_walk(G, n_frames, seed=0, sigma=None, space="z", endpoint=False, clas
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
         raise ValueError(f"sigma={sigma!r}: the walk's smoothing width in frames, a finite number of at least 0 "
                          "(None: n_frames/8)")  # nan smoothed every frame into nan, a grey video
-    rnd = np.random.RandomState(seed)
+    rnd = np.random.RandomState(checked_seed(seed))  # (numpy's own error names no seed; 1.5 was a TypeError)
     if space not in ("z", "w"):
         raise ValueError(f"space={space!r}: use 'z' or 'w'")
     z = smooth_wrap(rnd.randn(n_frames, G.z_dim), sigma)
