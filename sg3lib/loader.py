@@ -300,6 +300,11 @@ def load(path_or_url, device="cpu", progress=True):
     """
     _warn_if_weights_only_is_unsafe()
     source = str(path_or_url)
+    from .cli import torch_device
+    try:  # before the file is read and built: 'cuda' without a GPU was torch's AssertionError at the end
+        torch_device(device)
+    except ValueError as e:
+        raise LoadError(f"cannot load {source}: {e}") from None
     if not _is_url(source):
         path = Path(path_or_url).expanduser()
         if path.is_dir():  # a run folder, as the command line and notebooks take one: its newest snapshot

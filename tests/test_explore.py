@@ -477,3 +477,16 @@ def test_image_grid_takes_labels_as_an_array():
     a = X.image_grid(imgs, 2, 2, row_labels=np.array(["a", "b"]), col_labels=np.array([0.5, 1.0]))
     b = X.image_grid(imgs, 2, 2, row_labels=["a", "b"], col_labels=["0.5", "1.0"])
     assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_seeds_to_z_takes_seeds_as_the_other_explore_functions_do():
+    """seeds_to_z('0-3', ...) was 'seed 0 is out of range' and seeds_to_z(5, ...) a TypeError; a seed
+    that is no whole number was called out of range too."""
+    torch.testing.assert_close(X.seeds_to_z("0-2", 4), X.seeds_to_z([0, 1, 2], 4))
+    torch.testing.assert_close(X.seeds_to_z(5, 4), X.seeds_to_z([5], 4))
+    torch.testing.assert_close(X.seeds_to_z(torch.arange(2), 4), X.seeds_to_z(range(2), 4))
+    for bad in (1.5, "7"):
+        with pytest.raises(ValueError, match=rf"seed {bad!r} is not a whole number"):
+            X.seed_to_z(bad, 4)
+    with pytest.raises(ValueError, match=r"seed 4294967296 is out of range"):
+        X.seed_to_z(2 ** 32, 4)

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import pickletools
+import re
 import subprocess
 import sys
 import threading
@@ -1194,3 +1195,27 @@ def test_an_export_without_all_three_networks_warns_that_the_official_loader_nee
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         op.write_official_pkl(tmp_path / "all.pkl", {"G": G, "D": D, "G_ema": G})
+
+
+def test_loading_an_official_pkl_warns_nothing(tmp_path, fixtures_dir):
+    """The storage bounds check called TypedStorage.size(), whose deprecation warning every .pkl load
+    then printed (sg3 info showed it as its own warning)."""
+    path = official_pkl(tmp_path, fixtures_dir, g="sg3t_64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(path)
+
+
+def test_a_device_torch_cannot_use_is_a_load_error_before_the_file_is_read(tmp_path, monkeypatch):
+    """sg3lib.load(..., device='cuda') without a GPU was torch's 'Torch not compiled with CUDA enabled'
+    (an AssertionError naming no file) after the whole file was read and built; 'gpu' a RuntimeError."""
+    from sg3lib.explore import tiny_generator
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    read = []
+    monkeypatch.setattr(loader, "_load_file", lambda *a: read.append(a))
+    for device, why in (("cuda", "torch sees no CUDA GPU here; use cpu"), ("gpu", "'gpu' is not a torch device")):
+        with pytest.raises(LoadError, match=f"cannot load {re.escape(str(tmp_path))}: device .*{why}"):
+            load(tmp_path, device=device)
+        with pytest.raises(ValueError, match=why):
+            tiny_generator(device=device)
+    assert read == []

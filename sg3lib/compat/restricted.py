@@ -209,9 +209,10 @@ def _check_within(storage, offset, size, stride):
             and len(stride) == len(size) and all(isinstance(n, int) and n >= 0 for n in stride)):
         raise LoadError(f"a tensor with offset {offset!r} and strides {stride!r} for shape {tuple(size)}; "
                         "expected sizes of its storage: the file is corrupt or crafted")
-    if math.prod(size) and offset + sum((n - 1) * st for n, st in zip(size, stride)) >= storage.size():
+    elements = storage._untyped_storage.nbytes() // storage.dtype.itemsize  # (storage.size() warns: deprecated)
+    if math.prod(size) and offset + sum((n - 1) * st for n, st in zip(size, stride)) >= elements:
         raise LoadError(f"a tensor of shape {tuple(size)} (offset {offset}, strides {tuple(stride)}) reaches past "
-                        f"the end of its storage of {storage.size()} elements: the file is corrupt or crafted")
+                        f"the end of its storage of {elements} elements: the file is corrupt or crafted")
 
 
 def _numpy_core():

@@ -137,7 +137,9 @@ def tiny_generator(resolution=16, seed=0, c_dim=0, arch="sg3", num_layers=4, per
     initialisation (where every seed gives nearly the same flat image) so seeds differ visibly;
     StyleGAN3 gets num_layers synthesis layers (official default 14) to stay fast on a CPU;
     the images are abstract colour fields, not a trained model's. w_avg is set from 256 samples."""
+    from sg3lib.cli import torch_device
     from sg3lib.networks import build_network
+    torch_device(device)  # a ValueError saying why, before the network is built
     torch.manual_seed(seed)
     kwargs = dict(z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=img_channels,
                   channel_base=256 if arch == "sg3" else 128, channel_max=16, mapping_kwargs=dict(num_layers=2))

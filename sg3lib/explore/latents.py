@@ -32,13 +32,19 @@ def seed_to_z(seed, z_dim):
 
 def checked_seed(seed):
     """`seed` as an int, or a ValueError naming it: seeds are whole numbers in [0, 2**32)."""
-    if not _is_whole(seed) or not 0 <= int(seed) < 2 ** 32:  # 1.5 and "1" were silently seed 1
+    if not _is_whole(seed):  # 1.5 and "1" were silently seed 1
+        raise ValueError(f"seed {seed!r} is not a whole number: seeds are integers in [0, 2**32)")
+    if not 0 <= int(seed) < 2 ** 32:
         raise ValueError(f"seed {seed} is out of range: seeds are integers in [0, 2**32)")
     return int(seed)
 
 
 def seeds_to_z(seeds, z_dim, device="cpu"):
-    """Stack the latents of several seeds into a float32 tensor [len(seeds), z_dim]."""
+    """Stack the latents of several seeds ('0-3,7', one seed, a list, range or array) into a float32
+    tensor [len(seeds), z_dim]."""
+    if isinstance(seeds, (str, bytes, numbers.Integral)) or getattr(seeds, "ndim", None) == 0:
+        seeds = parse_seeds(seeds)  # (a list keeps its own check: a seed '1' in it is refused)
+    seeds = list(seeds.tolist() if hasattr(seeds, "tolist") else seeds)
     z = np.stack([seed_to_z(s, z_dim) for s in seeds]) if len(seeds) else np.zeros([0, z_dim])
     return torch.from_numpy(z).to(device=device, dtype=torch.float32)
 
