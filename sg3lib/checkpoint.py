@@ -126,15 +126,16 @@ def save_snapshot(path, snapshot):
         try:
             torch.save(snapshot, out)
         except RuntimeError:  # torch's zip writer turns a failed write into "unexpected pos ..."
-            if out.error is not None:
-                raise out.error from None  # the OSError (disk full, quota) that callers report
+            if out.error is not None:  # the OSError (disk full, quota) that callers report, or the
+                raise out.error from None  # KeyboardInterrupt (Ctrl-C, a notebook's Stop) during the write
             raise
     return path
 
 
 class _WriteErrors:
-    """A file for torch.save that keeps the OSError of a failed write (disk full, a Drive quota),
-    which torch would report as a RuntimeError that names neither the file nor the cause."""
+    """A file for torch.save that keeps the OSError of a failed write (disk full, a Drive quota) or the
+    interrupt that stopped it, which torch would report as a RuntimeError ('unexpected pos ...') that
+    names neither the file nor the cause."""
 
     def __init__(self, f):
         self.f, self.error = f, None
@@ -142,7 +143,7 @@ class _WriteErrors:
     def write(self, data):
         try:
             return self.f.write(data)
-        except OSError as e:
+        except (OSError, KeyboardInterrupt) as e:
             self.error = e
             raise
 

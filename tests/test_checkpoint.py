@@ -442,3 +442,25 @@ def test_a_network_under_torch_compile_is_saved_and_exported_as_the_network(tmp_
             assert type(loaded).__name__ == "Generator"
             got = loaded.state_dict()
             assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want), (name, suffix)
+
+
+def test_an_interrupt_while_a_snapshot_is_written_stays_an_interrupt(tmp_path, fixtures_dir, monkeypatch):
+    """Ctrl-C (a notebook's Stop) inside torch.save's write came out as torch's RuntimeError 'unexpected
+    pos N vs 0', so train() could not say where it stopped and sg3 train printed a traceback."""
+    class Interrupted:  # the open file, whose third write is where Ctrl-C lands
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+    real_init = ck._WriteErrors.__init__
+    monkeypatch.setattr(ck._WriteErrors, "__init__", lambda self, f: real_init(self, Interrupted(f)))
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
+    assert os.listdir(tmp_path) == []  # no partial file under either name

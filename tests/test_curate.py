@@ -1580,3 +1580,41 @@ def test_a_named_pipe_in_the_source_is_reported_not_skipped_or_opened(tmp_path):
     full, _ = _report_files(rep)
     assert rep["total"] == 2 and rep["counts"] == {"accepted": 1, "error": 1}
     assert full["files"]["error"][0]["path"] == "pipe.png" and "named pipe (FIFO)" in full["files"]["error"][0]["detail"]
+
+
+class _FlaglessUtf8(zipfile.ZipInfo):
+    def _encodeFilenameFlags(self):  # (zipfile itself flags every non-ASCII name as UTF-8)
+        return self.filename.encode("utf-8"), self.flag_bits & ~0x800
+
+
+def _info_zip(path, files):
+    """A zip as Info-ZIP's `zip -r` writes one (Linux, Colab): UTF-8 names without the UTF-8 flag."""
+    with zipfile.ZipFile(path, "w") as z:
+        for rel, data in files.items():
+            z.writestr(_FlaglessUtf8(rel, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    with zipfile.ZipFile(path) as z:
+        assert not any(i.flag_bits & 0x800 for i in z.infolist())
+    return path
+
+
+def test_a_zip_of_utf8_names_without_the_flag_keeps_its_class_names(tmp_path):
+    """zipfile read such names as cp437: the class 'é class' came out as '├⌐ class', so a folder and a
+    zip of it gave different datasets. A real cp437 name (not UTF-8 bytes) stays as zipfile reads it."""
+    raw = tmp_path / "raw"
+    pics = {"cats/a.png": 1, "é class/b.png": 2, "猫/c.png": 3}
+    for rel, seed in pics.items():
+        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
+        (raw / rel).write_bytes(enc(picture(seed, 64, 64), "PNG"))
+    folder = curate(raw, tmp_path / "f.zip", 64, labels="folders", workers=0, progress=False)
+    src = _info_zip(tmp_path / "src.zip", {rel: (raw / rel).read_bytes() for rel in sorted(pics)})
+    rep = curate(src, tmp_path / "z.zip", 64, labels="folders", workers=0, progress=False)
+    assert rep["images_per_class"] == folder["images_per_class"] and "猫" in rep["images_per_class"]
+    assert (tmp_path / "z.zip").read_bytes() == (tmp_path / "f.zip").read_bytes()
+    class Cp437(zipfile.ZipInfo):  # as DOS-era tools wrote names: cp437 bytes, no flag
+        def _encodeFilenameFlags(self):
+            return self.filename.encode("cp437"), self.flag_bits & ~0x800
+    with zipfile.ZipFile(tmp_path / "dos.zip", "w") as z:
+        z.writestr(Cp437("café.png"), (raw / "cats/a.png").read_bytes())  # b'caf\x82.png'
+    from sg3lib.data.writer import zip_file_names
+    with zipfile.ZipFile(tmp_path / "dos.zip") as z:
+        assert zip_file_names(z) == (["café.png"], {})

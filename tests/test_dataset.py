@@ -1028,3 +1028,73 @@ def test_a_folder_dataset_is_on_disk_before_it_replaces_the_old_one(tmp_path, mo
         w.add(png(pictures(1)[0]))
         w.close()
     assert len(synced) == 4  # two images and dataset.json, then the folder that holds the dataset
+
+
+def test_a_dataset_zipped_by_info_zip_keeps_its_labels(tmp_path):
+    """Info-ZIP's `zip -r` of a labelled folder with a non-ASCII name: 'dataset.json has no label for
+    τî½/a.png' (zipfile's cp437 reading of the UTF-8 bytes of 猫/a.png)."""
+    from test_curate import _info_zip
+    imgs = pictures(2)
+    names = ["猫/a.png", "b.png"]
+    files = {n: png(a) for n, a in zip(names, imgs)}
+    files["dataset.json"] = json.dumps({"labels": [[n, i] for i, n in enumerate(names)]}).encode()
+    ds = ImageDataset(_info_zip(tmp_path / "ds.zip", files), use_labels=True)
+    assert ds.image_names == ["b.png", "猫/a.png"] and [int(ds.get_label(i).argmax()) for i in range(2)] == [1, 0]
+    assert np.array_equal(ds[1][0], imgs[0].transpose(2, 0, 1))
+
+
+def test_rank_copy_into_a_folder_can_be_replaced_by_the_same_command(tmp_path):
+    """The folder copy keeps the dataset's licence beside its images, and that licence made the copy
+    'a folder that is not a dataset': the same command with overwrite was refused."""
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    zpath = official_zip(tmp_path / "ds.zip", pictures(8), None)
+    with zipfile.ZipFile(zpath, "a") as z:
+        z.writestr("LICENSE.txt", "CC-BY 4.0")
+    for _ in range(2):
+        res = rank(tiny_d(), zpath, tmp_path / "r", passes=1, drop_bottom=0.25, dest=tmp_path / "clean",
+                   overwrite=True, progress=False)
+        assert res["other_files"] == ["LICENSE.txt"] and len(ImageDataset(tmp_path / "clean")) == 6
+    (tmp_path / "clean" / "photos").mkdir()  # a sub-folder of other files is still refused
+    with pytest.raises(ValueError, match="not a dataset .*'photos'"):
+        rank(tiny_d(), zpath, tmp_path / "r", passes=1, drop_bottom=0.25, dest=tmp_path / "clean",
+             overwrite=True, progress=False)
+
+
+def test_a_broken_dataset_json_is_not_dropped_by_a_ranked_copy(tmp_path):
+    """An unconditional D opens the data without labels, so a dataset.json fault only warned and the
+    copy was written with labels and class_names null: cleaned in place, the labels were gone."""
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    zpath = official_zip(tmp_path / "ds.zip", pictures(4), [0, 1, 0, 1])
+    with zipfile.ZipFile(zpath) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(files["dataset.json"])
+    meta["labels"] = meta["labels"][:3]  # one image without a label
+    files["dataset.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(zpath, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    before = zpath.read_bytes()
+    with pytest.warns(UserWarning, match="no label for"):
+        with pytest.raises(ValueError, match="no label for 00000/img00000003.png .*would lose the labels; fix "
+                                             "dataset.json"):
+            rank(tiny_d(), zpath, tmp_path / "r", passes=1, drop_bottom=0.25, dest=zpath, overwrite=True,
+                 progress=False)
+    assert zpath.read_bytes() == before
+
+
+def test_a_damaged_dataset_json_entry_is_named(tmp_path):
+    """A bit flipped inside dataset.json's stored bytes (a bad copy) was zipfile's BadZipFile traceback,
+    also with use_labels=False, where a broken dataset.json only warns."""
+    zpath = official_zip(tmp_path / "ds.zip", pictures(3), [0, 1, 0])
+    with zipfile.ZipFile(zpath) as z:
+        info = z.getinfo("dataset.json")
+    b = bytearray(zpath.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    b[start + 3] ^= 0x01
+    zpath.write_bytes(bytes(b))
+    with pytest.raises(DatasetError, match=r"its dataset.json cannot be read \(BadZipFile: .*copy the dataset again"):
+        ImageDataset(zpath, use_labels=True)
+    with pytest.warns(UserWarning, match="dataset.json cannot be read"):
+        assert len(ImageDataset(zpath)) == 3

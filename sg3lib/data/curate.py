@@ -31,7 +31,7 @@ from PIL import Image, ImageColor
 from ..cpus import usable_cpus
 from ..files import check_folder_writable, user_path
 from . import images as im
-from .writer import DatasetWriter, check_dest_name, check_replaceable, why_not_a_dataset
+from .writer import DatasetWriter, check_dest_name, check_replaceable, why_not_a_dataset, zip_file_names
 from .dedupe import ExactIndex, NearIndex
 from .report import Report
 
@@ -179,20 +179,6 @@ def _is_dir(entry):
         return False
 
 
-def _zip_names(z):
-    """(file names with / between folders, {such a name: the name as stored} for those that differ).
-    Windows PowerShell's Compress-Archive writes backslashes (the dataset reader takes both too), which
-    would leave such a zip without sub-folders (classes)."""
-    names, stored = [], {}
-    for n in z.namelist():
-        posix = n.replace("\\", "/")
-        if not posix.endswith("/"):
-            names.append(posix)
-            if posix != n:
-                stored[posix] = n
-    return names, stored
-
-
 def _in_folder_order(names):
     """Sorted as a folder walk sorts them (folder by folder): 'Summer/x' before 'Summer 2/x', so that a
     folder and a zip of it give the same dataset (' ' and '-' sort before '/' in whole names)."""
@@ -218,7 +204,7 @@ def _list_source(src):
             raise CurateError(f"cannot read the source folder {src} ({e.strerror}); check its permissions")
         return count, (lambda unlisted=None: _walk(src, unlisted)), sorted(classes)
     with zipfile.ZipFile(src) as z:
-        names = _in_folder_order(_zip_names(z)[0])
+        names = _in_folder_order(zip_file_names(z)[0])
     classes = sorted({n.split("/", 1)[0] for n in names if _is_labelled_image(n)})
     return len(names), (lambda unlisted=None: iter(names)), classes
 
@@ -254,7 +240,7 @@ def _read(rel):
             return f.read()
     if _W["zip"] is None:
         _W["zip"] = zipfile.ZipFile(src)
-        _W["zip_names"] = _zip_names(_W["zip"])[1]
+        _W["zip_names"] = zip_file_names(_W["zip"])[1]
     try:
         return _W["zip"].read(_W["zip_names"].get(rel, rel))
     except NotImplementedError:  # zipfile's words name neither the method nor a fix

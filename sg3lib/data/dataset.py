@@ -22,7 +22,7 @@ from PIL import Image
 
 from .images import IMAGE_EXTS, is_macos_metadata
 from .writer import DatasetWriter, image_name  # noqa: F401 (re-exported: the format's two halves)
-from .writer import looks_like_a_network, why_not_a_dataset
+from .writer import looks_like_a_network, why_not_a_dataset, zip_file_names
 
 try:
     import torch
@@ -125,6 +125,7 @@ class ImageDataset(_Base):
         self.path = os.path.expanduser(str(path))  # '~/data.zip' is in the home folder
         self._use_labels, self._xflip, self._as_tensor = bool(use_labels), bool(xflip), bool(as_tensor)
         self._zip, self._zip_pid, self._zip_names = None, None, {}
+        self.labels_problem = None  # why dataset.json was not used, when it only warned (use_labels=False)
         if os.path.isdir(self.path):
             self._type = "dir"
             names = _folder_files(self.path)
@@ -157,15 +158,8 @@ class ImageDataset(_Base):
         return self._zip
 
     def _zip_members(self):
-        """The zip's file names with `/` between folders. Windows PowerShell's Compress-Archive writes
-        `\\`, which zipfile turns into `/` on Windows only (the official reader takes both too)."""
-        names = []
-        for n in self._get_zip().namelist():
-            posix = n.replace("\\", "/")
-            if posix != n:
-                self._zip_names[posix] = n
-            if not posix.endswith("/"):
-                names.append(posix)
+        """The zip's file names with `/` between folders, UTF-8 where Info-ZIP stored it (zip_file_names)."""
+        names, self._zip_names = zip_file_names(self._get_zip())
         return names
 
     def _open(self, name):
@@ -201,6 +195,7 @@ class ImageDataset(_Base):
             if self._use_labels:
                 raise
             warnings.warn(f"{e}; labels ignored (use_labels=False)", stacklevel=3)
+            self.labels_problem = str(e)
             return None, None
 
     def _labels_file(self, all_names):
@@ -217,11 +212,14 @@ class ImageDataset(_Base):
         labels_file, folder = self._labels_file(all_names)
         if labels_file is None:
             return None, None
-        with self._open(labels_file) as f:
-            try:
+        try:
+            with self._open(labels_file) as f:
                 meta = json.load(f)
-            except ValueError as e:
-                raise DatasetError(f"{self.path}: dataset.json is not valid JSON ({e})")
+        except ValueError as e:
+            raise DatasetError(f"{self.path}: dataset.json is not valid JSON ({e})")
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:  # (damaged by a copy: a CRC failure)
+            raise DatasetError(f"{self.path}: its dataset.json cannot be read ({type(e).__name__}: {e}); the "
+                               "file is damaged: copy the dataset again")
         labels = meta.get("labels") if isinstance(meta, dict) else None
         if labels is None:
             return None, None

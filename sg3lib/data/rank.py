@@ -102,6 +102,11 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
         raise ValueError(f"passes must be >= 1 (sg3 rank --passes; each image is scored once per pass), got {passes}")
     D, device = _discriminator(network, device)
     ds = data if isinstance(data, ImageDataset) else ImageDataset(data, use_labels=D.c_dim > 0)
+    if drop_bottom > 0 and getattr(ds, "labels_problem", None):  # the copy would be written without them
+        if ds is not data:
+            ds.close()
+        raise ValueError(f"{ds.labels_problem}: a copy without the lowest images would lose the labels; fix "
+                         "dataset.json (or remove it for an unlabelled dataset) first")
     try:
         return _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, progress, overwrite)
     except KeyboardInterrupt as e:

@@ -61,6 +61,28 @@ def why_not_a_dataset(path):
     return "is neither a folder nor a zip file; give a dataset .zip or folder"
 
 
+def zip_file_names(z):
+    """(the file names of zip `z` as the dataset format reads them, {such a name: the name as stored}
+    for those that differ). Folders are separated by `/`: Windows PowerShell's Compress-Archive writes
+    `\\` (the official reader takes both). A name without the UTF-8 flag is decoded by zipfile as
+    cp437, the format's old code page, but Info-ZIP's `zip` (Linux, Colab's `!zip -r`) stores UTF-8
+    there without the flag: read as UTF-8 where its bytes are that ('猫/a.png', not 'τî½/a.png')."""
+    names, stored = [], {}
+    for info in z.infolist():
+        name = info.filename
+        if not info.flag_bits & 0x800 and not name.isascii():
+            try:
+                name = name.encode("cp437").decode("utf-8")
+            except UnicodeError:  # a real cp437 name ('\x82' alone is no UTF-8)
+                pass
+        name = name.replace("\\", "/")
+        if not name.endswith("/"):
+            names.append(name)
+            if name != info.filename:
+                stored[name] = info.filename
+    return names, stored
+
+
 def looks_like_a_network(names):
     """Whether the names in a zip are a PyTorch file's (an sg3lib snapshot .pt is a zip)."""
     return any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
@@ -87,8 +109,11 @@ def check_replaceable(src, dest):
         return
     if not dest.is_dir():
         raise ValueError(f"destination {dest} is a file, not a dataset folder; remove it or choose another name")
-    others = sorted(n for n in os.listdir(dest) if n not in _DATASET_FILES
-                    and not (re.fullmatch(r"\d{5}", n) and (dest / n).is_dir()))
+    names = os.listdir(dest)
+    others = sorted(n for n in names if n not in _DATASET_FILES and not (re.fullmatch(r"\d{5}", n) and (dest / n).is_dir()))
+    if "dataset.json" in names and any(re.fullmatch(r"\d{5}", n) for n in names):
+        # a dataset as sg3lib writes one, with the other files a copy keeps beside its images (a licence)
+        others = [n for n in others if (dest / n).is_dir()]
     if others:
         raise ValueError(f"destination {dest} is a folder that is not a dataset (it holds "
                          f"{', '.join(map(repr, others[:3]))}{', ...' if len(others) > 3 else ''}); overwrite "
