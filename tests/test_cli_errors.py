@@ -418,8 +418,8 @@ def test_walk_seeds_are_checked_also_where_a_grid_moves_them():
     TypeError for 1.5), and a grid cell's shifted seeds (valid ones given) ended the same way."""
     from sg3lib.explore import latent_path, random_walk
     G = make_G()
-    for bad in (-1, 2 ** 32, 1.5):
-        with pytest.raises(ValueError, match=rf"seed {bad} is out of range: seeds are integers in \[0, 2\*\*32\)"):
+    for bad, why in ((-1, "is out of range"), (2 ** 32, "is out of range"), (1.5, "is not a whole number")):
+        with pytest.raises(ValueError, match=rf"seed {bad} {why}: seeds are integers in \[0, 2\*\*32\)"):
             random_walk(G, 4, seed=bad)
     with pytest.raises(ValueError, match=r"kind='walk' draws seeds up to 4294967298 \(cell 8 of the grid moves the "
                                          r"seeds by 8 x 1\), past the last seed 2\*\*32 - 1"):

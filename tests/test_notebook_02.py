@@ -227,3 +227,18 @@ def test_notebook_02_train_cell_run_again_after_a_transfer_continues_it(tmp_path
     assert "(transfer learning)" in first and "images shown: 4" in first
     assert not [o for o in nb.cells[4].outputs if o.output_type == "error"], again
     assert "resuming from" in again and "nothing to train" in again
+
+
+def test_notebook_02_settings_from_the_environment_may_be_plain_text(tmp_path, monkeypatch):
+    """SG3_TRAIN_CFG=stylegan3-r (a shell's export) was a bare JSONDecodeError naming no variable:
+    values are JSON where they read as JSON, else the text as it is."""
+    nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "settings = dict(" in c.source)
+    monkeypatch.setenv("SG3_TRAIN_DATA", str(make_zip(tmp_path / "d.zip", n=1)))  # no JSON quotes
+    monkeypatch.setenv("SG3_TRAIN_OUTDIR", str(tmp_path / "run"))
+    monkeypatch.setenv("SG3_TRAIN_CFG", "stylegan3-r")
+    monkeypatch.setenv("SG3_TRAIN_KIMG", "0.5")
+    ns = {"os": os, "RUNS": str(tmp_path), "DATASET": "unused", "IN_COLAB": False}
+    exec(cell, ns)
+    assert ns["settings"]["cfg"] == "stylegan3-r" and ns["settings"]["kimg"] == 0.5
+    assert ns["DATA"] == str(tmp_path / "d.zip")

@@ -1446,3 +1446,19 @@ def test_a_kill_while_a_run_starts_leaves_no_hidden_file_for_good(tmp_path):
     (run / "..sg3lib-training.tmp-8e0b2437").write_text("{}")
     train(data, run, resume="latest", kimg=0.032, **TINY)
     assert not list(run.glob(".write-test-*")) and not list(run.glob("..sg3lib-training.tmp-*"))
+
+
+def test_a_mbstd_group_above_batch_gpu_is_refused_and_d_adam_is_lazy_also_without_r1(tmp_path, monkeypatch):
+    """--mbstd-group 4 with --batch-gpu 2 silently became a group of 2 (another D statistic; the help
+    says it must divide --batch-gpu; the official training refuses it). And --gamma 0 gave D the
+    plain lr 0.002, where the official training keeps lazy R1's 0.002 x 16/17 and beta2 0.99^(16/17)."""
+    data = make_zip(tmp_path / "d.zip")
+    with pytest.raises(TrainError, match=r"--mbstd-group 4 is larger than --batch-gpu 2"):
+        train(data, tmp_path / "r", kimg=0.008, **dict(TINY, batch_gpu=2, mbstd_group=4))
+    assert not (tmp_path / "r").exists()
+    created = []
+    real = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, **kw: created.append(kw) or real(params, **kw))
+    train(data, tmp_path / "g0", kimg=0.008, **dict(TINY, gamma=0, D_reg_interval=16, dlr=0.002))
+    d = created[1]
+    assert d["lr"] == pytest.approx(0.002 * 16 / 17) and d["betas"][1] == pytest.approx(0.99 ** (16 / 17))

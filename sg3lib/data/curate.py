@@ -491,7 +491,8 @@ def curate(src, dest, resolution, workers=None, report_dir=None, overwrite=False
         raise CurateError(
             f"labels='folders' takes one sub-folder of {src} per class, but it has "
             + (f"only one, {classes[0]!r} (a zip of a folder looks like this)" if classes else "none")
-            + "; point at the folder that holds the class folders (re-zip its contents), or curate without labels")
+            + "; point at the folder that holds the class folders (re-zip its contents), or curate without "
+              "labels (no --labels; labels=None, 01's LABELS = None)")
     class_index = {c: i for i, c in enumerate(classes)}
     t0 = time.time()
     report = Report(report_dir)

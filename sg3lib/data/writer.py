@@ -110,7 +110,8 @@ def check_replaceable(src, dest):
     if not dest.is_dir():
         raise ValueError(f"destination {dest} is a file, not a dataset folder; remove it or choose another name")
     names = os.listdir(dest)
-    others = sorted(n for n in names if n not in _DATASET_FILES and not (re.fullmatch(r"\d{5}", n) and (dest / n).is_dir()))
+    others = sorted(n for n in names if n not in _DATASET_FILES
+                    and not (re.fullmatch(r"\d{5}", n) and (dest / n).is_dir()))
     if "dataset.json" in names and any(re.fullmatch(r"\d{5}", n) for n in names):
         # a dataset as sg3lib writes one, with the other files a copy keeps beside its images (a licence)
         others = [n for n in others if (dest / n).is_dir()]

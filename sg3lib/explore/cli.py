@@ -76,7 +76,8 @@ def _pair(text):
 
 
 def _common(p):
-    p.add_argument("--network", type=user_path, help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
+    p.add_argument("--network", type=user_path,
+                   help="sg3lib snapshot (.pt), run folder (its newest snapshot) or official .pkl")
     p.add_argument("--seeds", type=_seeds, default="0-3", help="seeds, e.g. '0-3,7' (default 0-3)")
     p.add_argument("--psi", type=finite_number, default=1.0, help="truncation psi (default 1: none)")
     p.add_argument("--cutoff", type=_at_least(0), default=None, help="truncate only the first N ws (default all)")

@@ -1,9 +1,9 @@
 """ADA: adaptive discriminator augmentation (Karras et al. 2020, "Training GANs with limited data").
 
 Every image shown to D (real or fake) passes through the same random, differentiable pipeline;
-each transform is applied with probability p. D then never sees un-augmented images and cannot
-learn the augmentations as part of the data distribution, as long as p stays below ~0.8
-(paper sec. 2). p is tuned during training towards a target of the overfitting heuristic
+each transform is applied with probability p, so a fraction of about (1 - p)^k of the images
+(k transforms) reach D as they are. Real and fake images are augmented alike, so the augmentations
+do not leak into the generated images as long as p stays below ~0.8 (paper sec. 2). p is tuned during training towards a target of the overfitting heuristic
 r_t = E[sign(D(real))] (paper eq. 1 and sec. 3): see `AdaController`.
 
 The pipeline here is 'bgc' of the paper (its recommended one):

@@ -58,7 +58,8 @@ def add_train_arguments(p):
     a("--w-dim", type=int, help="intermediate latent size (default 512)")
     a("--glr", type=float, help="G learning rate")
     a("--dlr", type=float, help="D learning rate")
-    a("--mbstd-group", type=int, help="minibatch-stddev group size (default 4; must divide --batch-gpu)")
+    a("--mbstd-group", type=int, help="minibatch-stddev group size (default 4, or --batch-gpu when smaller, which changes D's "
+                                       "statistic; must divide --batch-gpu)")
     a("--seed", type=int, help="random seed (weights, latents, data order)")
     a("--precision", choices=["fp32", "fp16", "bf16"],
       help="fp16 (default, as the official training): the 4 highest resolutions in float16 on CUDA "

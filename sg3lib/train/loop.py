@@ -277,7 +277,8 @@ def _open_dataset(data, mirror, cond, need_labels):
     if need_labels and not ds.has_labels:
         # never a silent skip: the user asked for a conditional model
         raise TrainError(f"dataset {data} has no labels (dataset.json with \"labels\"), so it cannot "
-                         "train a conditional model; add labels or leave --cond off")
+                         "train a conditional model; add labels (sg3 curate --labels folders) or leave --cond "
+                         "off (cond=None)")
     if res < 4 or res & (res - 1):
         raise TrainError(f"dataset {data}: image resolution {res} is not a power of two; "
                          "curate it to 16, 32, ..., 1024 px (sg3 curate --resolution)")
@@ -399,7 +400,7 @@ def _check_transfer_fits(source, generator, c, ds, data):
                         "unconditional network")
     elif c["c_dim"] and not c_dim:
         problems.append(f"classes: the network is unconditional, the run has --cond ({c['c_dim']} classes): "
-                        "leave --cond off, or start from a conditional network")
+                        "leave --cond off (cond=None), or start from a conditional network")
     elif c_dim != c["c_dim"]:
         problems.append(f"classes: the network has {c_dim} classes, the dataset's labels {c['c_dim']}: "
                         f"label the dataset with {c_dim} classes")
@@ -932,6 +933,10 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         base.pop(k, None)
     try:
         c = config_mod.make_config(ds.resolution, ds.num_channels, ds.label_dim, world=world, **base)
+        if user.get("mbstd_group") not in (None, c["mbstd_group"]):  # (the default follows a smaller batch_gpu)
+            raise ValueError(f"--mbstd-group {user['mbstd_group']} is larger than --batch-gpu {c['batch_gpu']}: D's "
+                             "statistic cannot take more images than a round has; give a --batch-gpu of at least "
+                             f"{user['mbstd_group']}, or a smaller --mbstd-group")
         rounds = config_mod.check_batch(c, world, group_fixed=resume_kind == "snapshot" and bool(prev_cfg)
                                         and prev_cfg.get("mbstd_group") == c["mbstd_group"])
     except ValueError as e:
@@ -944,7 +949,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
             src = latest if resume == "latest" else resume
             was = prev_cfg.get("c_dim") or 0
             classes = (f"continue it on a dataset labelled with its {was} classes" if was else
-                       "continue it unconditional (leave --cond off)")
+                       "continue it unconditional (leave --cond off; cond=None)")
             size = (prev_cfg.get("resolution"), prev_cfg.get("img_channels"))
             how = (f"continue it on a {size[0]} px dataset with {size[1]} channel(s) (sg3 curate --resolution "
                    f"{size[0]}): the image size is part of G's and D's weights, so no new run can start from them "
@@ -994,7 +999,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     D_interval = c["D_reg_interval"] if c["gamma"] > 0 else None
     hp_G = config_mod.scaled_adam(c["glr"], c["betas"], G_interval)
     opt_G = torch.optim.Adam(G.parameters(), lr=hp_G[0], betas=hp_G[1], eps=c["eps"])
-    hp_D = config_mod.scaled_adam(c["dlr"], c["betas"], D_interval)
+    # D's Adam is set for lazy R1 also with gamma 0 (no R1 steps then), as the official training sets it
+    hp_D = config_mod.scaled_adam(c["dlr"], c["betas"], c["D_reg_interval"])
     opt_D = torch.optim.Adam([p for n, p in D.named_parameters() if n not in frozen], lr=hp_D[0],
                              betas=hp_D[1], eps=c["eps"])
     phases = Phases(G, D, c, device)
