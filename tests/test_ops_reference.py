@@ -407,3 +407,17 @@ def test_modulated_conv_grouped_on_an_empty_batch(up):
     assert y.shape == (0, 5, 6 * up, 6 * up)
     dx, dw = torch.autograd.grad(y.sum(), [x, weight])
     assert dx.shape == x.shape and not bool(dw.any())
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_grouped_modulated_conv_gradients_in_float64(pad):
+    """The grouped convolution's backward summed the weight and factor gradients in float32 whatever
+    the inputs: float64 gradcheck/gradgradcheck failed ('Jacobian mismatch for output 1')."""
+    from sg3lib.ops.conv import _GroupedModConv
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    f = torch.randn(2, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    fn = lambda x, w, f: _GroupedModConv.apply(x, w, f, pad)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, f))
+    assert torch.autograd.gradgradcheck(fn, (x, w, f))

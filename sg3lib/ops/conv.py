@@ -16,6 +16,8 @@ forms the per-sample weights again in the backward, and a convolution whose weig
 (the frozen discriminator while the generator trains) keeps only the weight. benchmarks/bench_memory.py,
 StyleGAN3-T 256 px, batch 16, generator phase: 12.0 GiB batched -> 6.0 GiB.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
@@ -99,9 +101,10 @@ class _GroupedModConv(torch.autograd.Function):
             (1, 1), _pair(ctx.padding), (1, 1), False, (0, 0), n, (need_x, need_w or need_f, False))
         dw = dfactor = None
         if need_w or need_f:
-            dws = dws.float().reshape(n, o, i, *w.shape[2:])
-            dw = torch.einsum("noikl,noi->oikl", dws, factor.float()).to(w.dtype) if need_w else None
-            dfactor = torch.einsum("noikl,oikl->noi", dws, w.float()).to(factor.dtype) if need_f else None
+            acc = functools.reduce(torch.promote_types, (dws.dtype, w.dtype, factor.dtype, torch.float32))  # (fp16: fp32)
+            dws = dws.to(acc).reshape(n, o, i, *w.shape[2:])
+            dw = torch.einsum("noikl,noi->oikl", dws, factor.to(acc)).to(w.dtype) if need_w else None
+            dfactor = torch.einsum("noikl,oikl->noi", dws, w.to(acc)).to(factor.dtype) if need_f else None
         return (dx.reshape(x.shape) if need_x else None), dw, dfactor, None
 
 
