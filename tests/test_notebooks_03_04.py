@@ -198,6 +198,7 @@ def test_without_the_demo_the_run_02_trained_locally_is_found(name, network_file
 def test_sg3_out_with_a_tilde_is_in_the_home_folder(name, tmp_path, monkeypatch):
     """SG3_OUT='~/pics' (as `%env` sets it) made a folder named '~' beside the notebook."""
     (tmp_path / "notebooks").mkdir()
+    (tmp_path / "home").mkdir()  # (IPython keeps its profile there)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SG3_OUT", "~/pics")
     monkeypatch.setenv("SG3_NETWORK", "https://example.org/network.pkl")  # not loaded: settings cells only

@@ -616,7 +616,8 @@ def test_new_run_refuses_a_folder_holding_another_run(tmp_path):
     with pytest.raises(TrainError, match="already holds a run"):
         train(moved, run, resume=str(run / "snapshot-000000016.pt"), kimg=0.024, **TINY)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".pt", ".jsonl")} == before
-    assert train(moved, run, resume="latest", kimg=0.024, **TINY)["cur_nimg"] == 24
+    with pytest.warns(UserWarning, match="this run trained on .*d.zip; it continues on .*moved.zip"):
+        assert train(moved, run, resume="latest", kimg=0.024, **TINY)["cur_nimg"] == 24
 
 
 def test_switching_to_noaug_or_fixed_on_resume_uses_the_new_p(tmp_path):
@@ -1412,7 +1413,7 @@ def test_a_new_image_size_on_resume_says_which_dataset_the_run_needs(tmp_path):
     .pkl), which is refused in turn: the image size is part of the weights."""
     run = tmp_path / "r"
     train(make_zip(tmp_path / "d16.zip"), run, kimg=0.016, **TINY)
-    with pytest.raises(TrainError) as e:
+    with pytest.raises(TrainError) as e, pytest.warns(UserWarning, match="it continues on .*d32.zip"):
         train(make_zip(tmp_path / "d32.zip", res=32), run, resume="latest", kimg=0.032, **TINY)
     msg = str(e.value)
     assert "resolution: 16 -> 32" in msg and "continue it on a 16 px dataset with 3 channel(s)" in msg

@@ -243,7 +243,7 @@ def _is_identity(transform, mode):
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
     if mode == "RGBA":
         grid = np.concatenate([grid, np.full(grid.shape[:2] + (1,), 255, np.uint8)], -1)
-    out = np.asarray(ImageCms.applyTransform(Image.fromarray(grid, mode), transform))
+    out = np.asarray(ImageCms.applyTransform(Image.fromarray(grid), transform))  # (RGB or RGBA by its channels)
     return int(np.abs(out[..., :3].astype(int) - grid[..., :3]).max()) <= 1
 
 
