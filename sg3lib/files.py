@@ -1,8 +1,8 @@
 """Temporary names beside a destination, for files that are written whole and renamed into place,
 the folder fsync that makes such a rename survive a crash, `atomic_write`, which does both, and
 `remove_stale` for what killed writes left behind, `check_folder_writable` for output folders,
-`user_path` (a command line's `~`), `exchange`, which swaps two folders in one step where the system can, `local_copy` (a file copied
-once to a fast disk) and `cache_home`, sg3lib's cache folder.
+`user_path` (a command line's `~`), `exchange`, which swaps two folders in one step where the system
+can, `local_copy` (a file copied once to a fast disk) and `cache_home`, sg3lib's cache folder.
 
 `tempfile.mkstemp` / `mkdtemp` create private files (0600 / 0700), and a rename keeps the mode:
 a snapshot, dataset or download written that way could not be read by a colleague on a shared

@@ -102,11 +102,6 @@ def rank(network, data, out_dir, passes=4, batch_size=32, drop_bottom=0.0, dest=
         raise ValueError(f"passes must be >= 1 (sg3 rank --passes; each image is scored once per pass), got {passes}")
     D, device = _discriminator(network, device)
     ds = data if isinstance(data, ImageDataset) else ImageDataset(data, use_labels=D.c_dim > 0)
-    if drop_bottom > 0 and getattr(ds, "labels_problem", None):  # the copy would be written without them
-        if ds is not data:
-            ds.close()
-        raise ValueError(f"{ds.labels_problem}: a copy without the lowest images would lose the labels; fix "
-                         "dataset.json (or remove it for an unlabelled dataset) first")
     try:
         return _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, progress, overwrite)
     except KeyboardInterrupt as e:
@@ -131,6 +126,9 @@ def _rank(D, ds, out_dir, passes, batch_size, drop_bottom, dest, device, seed, p
         raise ValueError(f"the discriminator is conditional ({D.c_dim} classes), but {ds.path} has {found}: "
                          f"rank a dataset labelled with the same {D.c_dim} classes as its training data "
                          "(sg3 curate --labels folders labels one class per sub-folder), or an unconditional network")
+    if drop_bottom > 0 and ds.labels_problem:  # the copy would be written without them
+        raise ValueError(f"{ds.labels_problem}: a copy without the lowest images would lose the labels; fix "
+                         "dataset.json (or remove it for an unlabelled dataset) first")
     n = len(ds.image_names)
     n_drop = _count_to_drop(drop_bottom, n)
     out_dir = check_folder_writable(Path(out_dir).expanduser(), "out_dir (sg3 rank --out)")  # before scoring, as below

@@ -190,9 +190,10 @@ def latent_path(G, kind, n_frames, seeds=(0, 1, 2), cell=0, psi=1.0, cutoff=None
                          "this network has none")
     # Cell k moves every seed it draws by k x (the width of the seeds one cell draws), so no two cells
     # share a seed: loop draws s0 and s0 + 1 and mix s0..s0 + 2 even from a single seed.
-    width = max(max(seeds) - min(seeds) + 1, _SEEDS_PER_CELL.get(kind, 1))
+    per_cell = _SEEDS_PER_CELL.get(kind, 1)
+    width = max(max(seeds) - min(seeds) + 1, per_cell)
     shift = cell * width
-    top = max(seeds) + shift + _SEEDS_PER_CELL.get(kind, 1) - 1
+    top = max(seeds) + shift + per_cell - 1
     if top >= 2 ** 32:
         moved = f" (cell {cell} of the grid moves the seeds by {cell} x {width})" if cell else ""
         raise ValueError(f"kind={kind!r} draws seeds up to {top}{moved}, past the last seed 2**32 - 1: "

@@ -882,9 +882,10 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         prev_cfg = _snap_config(payload)
         if prev_cfg:  # snapshots older than D's own keys (dcbase, dcmax, darch): from D's arguments
             prev_cfg = dict(_d_arch(payload["networks"].get("D", {}).get("init_kwargs")), **prev_cfg)
-        if prev_cfg and not _same_dataset(prev_cfg.get("data"), data) and resume != "latest":
+        same_data = bool(prev_cfg) and _same_dataset(prev_cfg.get("data"), data)
+        if prev_cfg and not same_data and resume != "latest":
             resume_kind = "transfer"  # another run's snapshot on another dataset: weights only
-        elif prev_cfg and not _same_dataset(prev_cfg.get("data"), data) and rank == 0:
+        elif prev_cfg and not same_data and rank == 0:
             warnings.warn(f"this run trained on {prev_cfg.get('data')}; it continues on {data}. If that is another "
                           "dataset (not the same one moved), stop and start a new run from its weights instead: "
                           f"--resume {latest} in another --outdir", stacklevel=3)
@@ -957,7 +958,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                    f"{classes}: the classes are part of G's and D's weights, so no new run can start from them "
                    "with other classes either" if was != c["c_dim"] else
                    "start a new run in another --outdir with --resume pointing at this snapshot"
-                   if not _same_dataset(prev_cfg.get("data"), data) else  # there it would continue again
+                   if not same_data else  # there it would continue again: same dataset
                    "to start a new run from its weights on this dataset (a snapshot of a run on the dataset it "
                    "trained on continues that run), export them and start from the .pkl: "
                    f"sg3lib.compat.official_pkl.write_official_pkl('start.pkl', sg3lib.load('{src}')), "
@@ -1045,7 +1046,6 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     run.load_tick_sums(tick_sums, device)
     total = kimg_images(c["kimg"])
     tick_len = kimg_images(c["tick"])
-    last_snap = None
     # The stats line of a tick cut short by the end of a run is replaced by the whole tick's.
     open_tick = state["tick_start_nimg"] if state["tick_start_nimg"] < state["cur_nimg"] else None
     kept = open_tick if open_tick is not None else state["cur_nimg"]  # the stats before this resume's
@@ -1064,7 +1064,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     resumed_here = (latest if resume == "latest" else resume) if resume_kind == "snapshot" else None
     if resumed_here and os.path.samefile(os.path.dirname(os.path.abspath(resumed_here)), outdir):
         # the run's newest snapshot that reads (a newer one damaged inside was skipped), not a copy elsewhere
-        progress_of["snapshot"] = last_snap = resumed_here
+        progress_of["snapshot"] = resumed_here  # (what train() returns, and what an interrupt names)
     if state["cur_nimg"] >= total:  # a finished run continued at its own length
         if rank == 0:
             print(f"nothing to train: {outdir} is already at {state['cur_nimg']} images (--kimg "
@@ -1117,14 +1117,14 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
                       pl_mean=phases.pl_mean.detach().cpu().clone(), rng=rng_state(),
                       data={"seed": c["seed"], "position": state["cur_nimg"],
                             "epoch": state["cur_nimg"] // len(ds), "dataset_len": len(ds)})
-            progress_of["snapshot"] = last_snap = _save_snapshot(outdir, G, D, G_ema, c, ts, c["keep_snapshots"])
+            progress_of["snapshot"] = _save_snapshot(outdir, G, D, G_ema, c, ts, c["keep_snapshots"])
             grid = os.path.join(outdir, grid_name(state["cur_nimg"]))
             save_grid(G_ema, c, labels, grid, device)
             if callback:
-                callback("snapshot", {"path": last_snap, "grid": grid})
+                callback("snapshot", {"path": progress_of["snapshot"], "grid": grid})
         dist_mod.barrier()
         t_tick, tick_imgs = time.time(), 0  # the next tick's time is training only, not the snapshot's
-    return {"run_dir": outdir, "snapshot": last_snap, "cur_nimg": state["cur_nimg"], "step": state["step"],
+    return {"run_dir": outdir, "snapshot": progress_of.get("snapshot"), "cur_nimg": state["cur_nimg"], "step": state["step"],
             "ada_p": ada.p, "G": G, "D": D, "G_ema": G_ema}
 
 
