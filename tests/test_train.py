@@ -676,6 +676,26 @@ def test_another_batch_on_resume_moves_the_defaults_that_follow_it(tmp_path, cap
     assert c["gamma"] == 1.0 and c["ema_kimg"] == 5
 
 
+def test_a_continued_run_may_change_precision(tmp_path, capsys):
+    """--precision sets numerics, not the weights' shapes: a run whose fp16 training diverged goes on
+    in fp32 (as the official --resume allows) instead of being refused as another architecture. The
+    clamp that fp16 brought (256) goes with it; a --conv-clamp the run was given stays."""
+    data = make_zip(tmp_path / "d.zip")
+    train(data, tmp_path / "a", kimg=0.008, **TINY)  # fp16 (the default): clamped at 256
+    capsys.readouterr()
+    train(data, tmp_path / "a", resume="latest", kimg=0.016, **dict(TINY, precision="fp32"))
+    said = capsys.readouterr().out
+    snap = load(tmp_path / "a" / "snapshot-000000016.pt")
+    c, g = snap["meta"]["config"], snap["networks"]["G"]["init_kwargs"]
+    assert (c["precision"], c["conv_clamp"]) == ("fp32", None)
+    assert g["conv_clamp"] is None and g["num_fp16_res"] == 0
+    assert "--precision fp32 (the run had fp16): conv_clamp 256 -> None" in said
+    train(data, tmp_path / "g", kimg=0.008, **dict(TINY, conv_clamp=64))
+    train(data, tmp_path / "g", resume="latest", kimg=0.016, **dict(TINY, precision="bf16"))
+    c = load(tmp_path / "g" / "snapshot-000000016.pt")["meta"]["config"]
+    assert (c["precision"], c["conv_clamp"]) == ("bf16", 64)
+
+
 def test_continuing_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
     """`--resume latest` on a run that has reached its --kimg (stored in the snapshot) used to end
     silently with exit 0; it says why nothing happened and what to pass."""

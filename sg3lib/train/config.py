@@ -35,9 +35,11 @@ PRESETS = {
 # dataset), as the official training treats --resume: ADA adapts 5x faster, G_ema follows G without
 # the ramp-up meant for random initial weights, and the images are not blurred at the start.
 TRANSFER = dict(ada_kimg=100, ema_rampup=0.0, blur_sigma=0.0)
-# Architecture keys that a transfer does not take from its source: they set numerics and freezing,
-# not the shapes of the weights, so they are the new run's own choice.
-NOT_TRANSFERRED = ("freezed", "precision", "conv_clamp")
+# Architecture keys that set numerics, not the shapes of the weights: a continued run may change
+# them (an fp16 run that diverged goes on in fp32), and a transfer does not take them from its
+# source; nor does it take the freezing, which is the new run's own choice.
+NUMERICS = ("precision", "conv_clamp")
+NOT_TRANSFERRED = ("freezed",) + NUMERICS
 
 DEFAULTS = dict(
     cfg="stylegan3-t", batch=32, batch_gpu=None, gamma=None, kimg=25000, tick=4, snap=50,
@@ -59,6 +61,11 @@ ARCH_KEYS = ("cfg", "resolution", "img_channels", "c_dim", "cbase", "cmax", "dcb
 def default_gamma(resolution, batch):
     """R1 weight heuristic of the ADA paper (its 'auto' config): gamma = 0.0002 * res^2 / batch."""
     return 0.0002 * resolution ** 2 / batch
+
+
+def default_conv_clamp(precision):
+    """Activations clamped at 256 with reduced precision, a float16 range guard; fp32 does not clamp."""
+    return None if precision == "fp32" else 256
 
 
 def batch_derived(resolution, batch):
@@ -189,8 +196,8 @@ def make_config(resolution, img_channels=3, c_dim=0, world=1, **opts):
             raise ValueError(f"--cbase {c['cbase']} and --cmax {c['cmax']} leave {net}'s {resolution} px layers "
                              f"without channels; give --cbase {resolution * half} or more and --cmax {half} "
                              "or more" + (" (stylegan3-r's D takes half of each)" if half > 1 else ""))
-    if c["conv_clamp"] is None and c["precision"] != "fp32":
-        c["conv_clamp"] = 256  # float16 range guard (None: no clamping, the fp32 default)
+    if c["conv_clamp"] is None:
+        c["conv_clamp"] = default_conv_clamp(c["precision"])
     c["mbstd_group"] = min(c["mbstd_group"], c["batch_gpu"])
     for key, v in batch_derived(resolution, c["batch"]).items():
         if c[key] is None:
@@ -264,10 +271,10 @@ def network_kwargs(c):
     return (G_class, G), ("training.networks_stylegan2.Discriminator", D)
 
 
-def arch_diff(old, new):
-    """List 'key: old -> new' for architecture keys that differ (total kimg etc. may change)."""
+def arch_diff(old, new, allowed=()):
+    """List 'key: old -> new' for the architecture keys not `allowed` to differ that do (total kimg etc. may)."""
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}{_DIFF_NOTES.get(k, '').format(old=old.get(k))}"
-            for k in ARCH_KEYS if old.get(k) != new.get(k)]
+            for k in ARCH_KEYS if k not in allowed and old.get(k) != new.get(k)]
 
 
 # A key that follows from other options, said with what the run takes.
@@ -286,4 +293,4 @@ def scaled_adam(lr, betas, interval):
 
 
 __all__ = ["PRESETS", "DEFAULTS", "make_config", "network_kwargs", "arch_diff", "check_batch",
-           "default_gamma", "batch_derived", "scaled_adam"]
+           "default_gamma", "default_conv_clamp", "batch_derived", "scaled_adam"]

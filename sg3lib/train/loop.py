@@ -820,6 +820,19 @@ def _follow_new_batch(base, prev_cfg, user, resolution, rank):
               + f" (defaults that follow the batch{keep})")
 
 
+def _follow_new_precision(base, prev_cfg, user, rank):
+    """A run continued with another --precision: the clamp the old precision brought by default goes
+    with it (fp16's 256 is not fp32's none); a conv_clamp given to the run, or now, stays."""
+    old, new = prev_cfg["precision"], user["precision"]
+    was, now = config_mod.default_conv_clamp(old), config_mod.default_conv_clamp(new)
+    if user.get("conv_clamp") is None and base.get("conv_clamp") == was != now:
+        base.pop("conv_clamp")
+        if rank == 0:
+            keep = f"; conv_clamp={was} in train() keeps the run's" if was is not None else ""
+            print(f"--precision {new} (the run had {old}): conv_clamp {was} -> {now} (the default that follows "
+                  f"the precision{keep})")
+
+
 class _SetupGate:
     """Setup errors (options, dataset, outdir, resume source) end every rank together, with one
     message: before their first collective the ranks agree whether any of them failed. Otherwise a
@@ -920,6 +933,8 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
         base["workers"] = min(base["workers"], _cpus())  # 12 stored on a workstation, resumed on Colab's 2
     if resume_kind == "snapshot" and prev_cfg and user.get("batch") not in (None, prev_cfg.get("batch")):
         _follow_new_batch(base, prev_cfg, user, ds.resolution, rank)
+    if resume_kind == "snapshot" and prev_cfg and user.get("precision") not in (None, prev_cfg.get("precision")):
+        _follow_new_precision(base, prev_cfg, user, rank)
     base.update({k: v for k, v in user.items() if v is not None})
     if (resume_kind == "snapshot" and user.get("batch_gpu") is None and base.get("batch_gpu")
             and base["batch"] % (base["batch_gpu"] * world)):
@@ -945,7 +960,7 @@ def _train(data, outdir, cfg, resume, device, progress, callback, opts, rank, wo
     if generator:
         _check_transfer_fits(resume, generator, c, ds, data)
     if resume_kind == "snapshot" and prev_cfg:
-        diff = config_mod.arch_diff(prev_cfg, c)
+        diff = config_mod.arch_diff(prev_cfg, c, allowed=config_mod.NUMERICS)
         if diff:
             src = latest if resume == "latest" else resume
             was = prev_cfg.get("c_dim") or 0
