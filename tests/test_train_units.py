@@ -1,5 +1,7 @@
 """Unit checks of the training pieces: ADA augmentation, its controller, mbstd ordering, EMA, config."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -199,6 +201,58 @@ def test_augment_twice_differentiable():
     g, = torch.autograd.grad(y, x, create_graph=True)
     g.square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_augmentations_draw_the_papers_distributions():
+    """ADA app. B, bgc: each transform on with probability p (rotations p_rot = 1 - sqrt(1 - p) each, so
+    that some rotation has p); scales log-normal with log2 std 0.2, integer translation uniform in
+    +-0.125 of the size, fractional translation normal with std 0.125 of it, brightness std 0.2,
+    contrast log2 std 0.5, saturation log2 std 1, hue and rotation angles uniform in (-pi, pi). M maps
+    output pixels to input ones (the inverse transform): these distributions are symmetric, so alike."""
+    n, size = 40000, 64
+    u_std = math.pi / math.sqrt(3)  # of U(-pi, pi)
+
+    def geo(**gates):
+        return aug.geometric_matrix(_rnd(n, **gates), 1.0, size)
+
+    def col(**gates):
+        return aug.colour_matrix(_rnd(n, **gates), 1.0)
+
+    r = aug.draw(n, torch.Generator().manual_seed(2))
+    for key in ("xflip", "iso", "bright", "sat"):
+        assert (r[key] < 0.3).float().mean().item() == pytest.approx(0.3, abs=0.01)
+    rotated = (aug.geometric_matrix(dict(_rnd(n), prerot=r["prerot"], postrot=r["postrot"]), 0.3, size)
+               - torch.eye(3)).abs().amax((1, 2)) > 1e-6
+    assert rotated.float().mean().item() == pytest.approx(0.3, abs=0.01)
+    M = geo(xflip=0.0)
+    assert (M[:, 0, 0] == -1).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    k = torch.round(torch.atan2(geo(rot90=0.0)[:, 1, 0], geo(rot90=0.0)[:, 0, 0]) / (math.pi / 2)) % 4
+    assert torch.bincount(k.long(), minlength=4).div(n).sub(0.25).abs().max() < 0.01
+    t = geo(itrans=0.0)[:, :2, 2]
+    assert torch.equal(t, t.round()) and t.abs().max() == size * 0.125
+    assert t.float().std().item() == pytest.approx(size * 0.25 / math.sqrt(12), rel=0.03)
+    assert geo(ftrans=0.0)[:, :2, 2].std().item() == pytest.approx(size * 0.125, rel=0.03)
+    M = geo(iso=0.0)
+    assert torch.equal(M[:, 0, 0], M[:, 1, 1]) and M[:, 0, 0].log2().std().item() == pytest.approx(0.2, rel=0.03)
+    M = geo(aniso=0.0)
+    torch.testing.assert_close(M[:, 0, 0] * M[:, 1, 1], torch.ones(n))
+    assert M[:, 0, 0].log2().std().item() == pytest.approx(0.2, rel=0.03)
+    for gate in ("prerot", "postrot"):
+        M = geo(**{gate: 0.0})
+        assert torch.atan2(M[:, 1, 0], M[:, 0, 0]).std().item() == pytest.approx(u_std, rel=0.03)
+    assert col(bright=0.0)[:, 0, 3].std().item() == pytest.approx(0.2, rel=0.03)
+    assert col(contrast=0.0)[:, 0, 0].log2().std().item() == pytest.approx(0.5, rel=0.03)
+    flipped = col(lumaflip=0.0) @ torch.tensor([1.0, 1, 1, 1])
+    assert (flipped[:, 0] < 0).float().mean().item() == pytest.approx(0.5, abs=0.01)  # grey (1,1,1) -> -1
+    red = col(hue=0.0)[:, :3, 0]  # red's hue turned about the grey axis: its angle from red
+    grey = torch.full([3], 1 / math.sqrt(3))
+    a, b = red - (red @ grey)[:, None] * grey, torch.tensor([1.0, 0, 0]) - grey / math.sqrt(3)
+    cos = (a @ b) / (a.norm(dim=1) * b.norm())
+    sin = torch.linalg.cross(b.expand(n, 3), a) @ grey / (a.norm(dim=1) * b.norm())
+    assert torch.atan2(sin, cos).std().item() == pytest.approx(u_std, rel=0.03)
+    S = col(sat=0.0)  # chroma (red minus its grey) scaled by s
+    chroma = S[:, :3, :3] @ torch.tensor([2 / 3, -1 / 3, -1 / 3])
+    assert (chroma[:, 0] / (2 / 3)).log2().std().item() == pytest.approx(1.0, rel=0.03)
 
 
 def test_ada_controller():
