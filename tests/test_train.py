@@ -319,6 +319,49 @@ def test_disk_full_during_snapshot_keeps_previous(tmp_path, monkeypatch):
     assert not list(run.glob(".snapshot-*"))
 
 
+def test_a_step_runs_its_phases_on_the_papers_schedule(tmp_path, monkeypatch):
+    """Lazy regularisation (StyleGAN2 sec. 3.1): path length on the steps 0, G_reg_interval, ... and R1 on
+    0, D_reg_interval, ..., each weighted by its interval; ADA's r_t is the mean sign(D(real)) of its
+    interval's images; G's running statistics come from stats_batch images once per step; G_ema is a
+    copy of G after the first step (the ramp-up's half-life is images seen before it: 0)."""
+    from sg3lib.train import loss as loss_mod
+    calls = {"G_pl": [], "D_r1": [], "stats": [], "signs": []}  # (step, gain): the step from update_stats' count
+    orig = {k: getattr(loss_mod.Phases, k) for k in ("G_pl", "D_r1", "update_stats", "D_main")}
+
+    def G_pl(self, r, gain, pl_noise):
+        calls["G_pl"].append((len(calls["stats"]), gain))
+        return orig["G_pl"](self, r, gain, pl_noise)
+
+    def D_r1(self, r, real, real_c, sigma, p, gain):
+        calls["D_r1"].append((len(calls["stats"]) - 1, gain))  # (after this step's update_stats)
+        return orig["D_r1"](self, r, real, real_c, sigma, p, gain)
+
+    def update_stats(self, r, n):
+        calls["stats"].append(n)
+        return orig["update_stats"](self, r, n)
+
+    def D_main(self, r, real, real_c, sigma, p):
+        loss, st = orig["D_main"](self, r, real, real_c, sigma, p)
+        calls["signs"].append((st["real_sign"].item(), real.shape[0]))
+        return loss, st
+
+    for name, fn in (("G_pl", G_pl), ("D_r1", D_r1), ("update_stats", update_stats), ("D_main", D_main)):
+        monkeypatch.setattr(loss_mod.Phases, name, fn)
+    data = make_zip(tmp_path / "d.zip")
+    opts = dict(TINY, tick=0.008, snap=1, pl_weight=2.0, stats_batch=3, ada_interval=3)
+    train(data, tmp_path / "r", kimg=0.040, **opts)  # 5 steps of 8, 2 rounds of 4 each
+    assert calls["stats"] == [3] * 5
+    assert calls["G_pl"] == [(s, 2) for s in (0, 0, 2, 2, 4, 4)]  # (each step's 2 rounds)
+    assert calls["D_r1"] == [(s, 4) for s in (0, 0, 4, 4)]
+    signs = calls["signs"][:6]  # ADA's first update, after step 2: 3 steps of 2 rounds
+    assert sum(n for _, n in signs) == 24
+    ada = load(tmp_path / "r" / "snapshot-000000024.pt")["training_state"]["ada"]
+    assert ada["rt"] == pytest.approx(sum(v for v, _ in signs) / 24)
+    first = load(tmp_path / "r" / "snapshot-000000008.pt")["networks"]
+    for k, v in first["G"]["state_dict"].items():
+        assert torch.equal(first["G_ema"]["state_dict"][k], v), k
+
+
 def test_changed_architecture_on_resume_is_a_clear_error(tmp_path):
     data = make_zip(tmp_path / "d.zip")
     train(data, tmp_path / "r", kimg=0.016, **TINY)

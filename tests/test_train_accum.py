@@ -97,6 +97,8 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     assert _max_diff(w1["G"], w2["G"]) < 5e-5, _max_diff(w1["G"], w2["G"])
     assert _max_diff(w1["D"], w2["D"]) < 5e-5, _max_diff(w1["D"], w2["D"])
     assert s1["training_state"]["ada"] == s2["training_state"]["ada"]
+    pl = [s["training_state"]["pl_mean"] for s in (s1, s2)]  # path length's mean of all ranks' images
+    assert pl[0] > 0 and torch.allclose(pl[0], pl[1], rtol=1e-4), pl
     for opt in ("opt_G", "opt_D"):
         ma, mb = s1["training_state"][opt]["state"], s2["training_state"][opt]["state"]
         for i in ma:
