@@ -168,6 +168,18 @@ def test_keyframe_path_passes_through_the_seeds(G):
         torch.testing.assert_close(loop[12], loop[0], rtol=1e-5, atol=1e-5)
 
 
+def test_keyframe_easing(G):
+    """easing='smooth' (the default) times each segment by smoothstep 3t^2 - 2t^3, still at every key
+    frame; 'linear' evenly."""
+    keys = X.map_z(G, X.seeds_to_z([3, 5], G.z_dim))
+    for easing, t in (("smooth", 0.15625), ("linear", 0.25), (None, 0.15625)):  # frame 1 of 5: s = 1/4
+        kw = {} if easing is None else dict(easing=easing)
+        path = X.keyframe_path(G, [3, 5], 5, space="w", loop=False, **kw)
+        torch.testing.assert_close(path[1], X.lerp(keys[0], keys[1], t), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="easing='cubic'"):
+        X.keyframe_path(G, [3, 5], 5, easing="cubic")
+
+
 def test_loops_close(G):
     """Frame n of each periodic path (computed at phase 1, not copied) equals frame 0."""
     n = 10
@@ -271,8 +283,7 @@ def test_style_mix_walk_moves_only_its_layers(G):
 
 def test_layer_ranges():
     assert X.layer_ranges(18) == {"coarse": (0, 4), "middle": (4, 8), "fine": (8, 18)}
-    r = X.layer_ranges(16)
-    assert r["coarse"][0] == 0 and r["fine"][1] == 16 and r["coarse"][1] == r["middle"][0]
+    assert X.layer_ranges(16) == {"coarse": (0, 4), "middle": (4, 8), "fine": (8, 16)}  # 2/9 and 4/9 of 16, up
     assert X.layer_range("coarse+middle", 18) == (0, 8)
     assert X.layer_range("2-5", 18) == (2, 6)
     assert X.layer_range("fine+middle", 18) == (4, 18)
@@ -280,6 +291,9 @@ def test_layer_ranges():
         X.layer_range("coarse+fine", 18)
     with pytest.raises(ValueError, match="0..17"):
         X.layer_range((3, 30), 18)
+    for empty in ((5, 5), "5-4"):  # no layer at all: mixing or moving it would silently do nothing
+        with pytest.raises(ValueError, match="outside"):
+            X.layer_range(empty, 18)
 
 
 def test_stylegan2_layer_ranges_are_the_papers_resolution_bands():
