@@ -504,3 +504,105 @@ def test_seeds_to_z_takes_seeds_as_the_other_explore_functions_do():
             X.seed_to_z(bad, 4)
     with pytest.raises(ValueError, match=r"seed 4294967296 is out of range"):
         X.seed_to_z(2 ** 32, 4)
+
+
+def test_to_uint8_is_the_official_conversion():
+    """uint8 = clamp(x * 127.5 + 128, 0, 255), truncated: 0 is 128 (not 127.5 -> 127), -1 is 0, 0.996 is
+    254, 1 and above 255; NCHW in, NHWC out."""
+    x = torch.tensor([-1.5, -1.0, 0.0, 0.5, 0.996, 1.0, 2.0]).reshape(1, 1, 1, 7).repeat(1, 3, 1, 1)
+    out = X.to_uint8(x)
+    assert out.shape == (1, 1, 7, 3) and out.dtype == np.uint8
+    assert out[0, 0, :, 0].tolist() == [0, 0, 128, 191, 254, 255, 255]
+
+
+def test_parse_seeds_allows_exactly_max_seeds(monkeypatch):
+    from sg3lib.explore import latents
+    monkeypatch.setattr(latents, "MAX_SEEDS", 5)
+    assert X.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert X.parse_seeds("0-2,7-8") == [0, 1, 2, 7, 8]
+    for over in ("0-5", "0-2,7-9"):
+        with pytest.raises(ValueError, match="more than 5"):
+            X.parse_seeds(over)
+
+
+def test_truncate_towards_a_centre_per_layer(G):
+    """A centre [num_ws, w_dim] (one w per layer) truncates each of the first `cutoff` layers towards
+    its own row; psi 0 gives those rows exactly, later layers keep their ws."""
+    z = X.seeds_to_z([0, 1], G.z_dim)
+    ws = X.map_z(G, z)
+    centre = torch.randn(G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(1))
+    cut = 3
+    out = X.map_z(G, z, psi=0.0, cutoff=cut, centre=centre)
+    assert torch.equal(out[:, :cut], centre[:cut].expand(2, -1, -1))
+    assert torch.equal(out[:, cut:], ws[:, cut:])
+    half = X.truncate(ws, centre, 0.5, cut)
+    torch.testing.assert_close(half[:, :cut], (centre[:cut] + ws[:, :cut]) / 2)
+
+
+def test_smooth_wrap_is_centred_on_each_frame():
+    """The wrapping Gaussian reaches both ways: a pulse stays where it was and spreads evenly to
+    both sides, across the seam too (a one-sided kernel moved the walk late by about sigma frames)."""
+    for at in (20, 1):  # (at 1 the pulse's left side wraps to the end)
+        x = np.zeros([64, 1])
+        x[at] = 1
+        y = X.smooth_wrap(x, sigma=4)[:, 0]
+        assert y.argmax() == at
+        for d in (1, 3, 6):
+            assert y[(at - d) % 64] == pytest.approx(y[(at + d) % 64], rel=1e-9)
+
+
+def test_a_style_mix_loop_starts_on_the_style_mix_of_its_seeds(G):
+    """Frame 0 of a style-mixing loop is the base seed with `seed`'s ws on the layers (the cell of
+    style_mix_grid for those seeds); the other layers are the base's in every frame."""
+    for layers in ("coarse", "middle"):
+        lo, hi = X.layer_range(layers, G)
+        ws = X.style_mix_walk(G, 4, 6, layers=layers, seed=9)
+        base = X.map_z(G, X.seeds_to_z([4], G.z_dim))[0]
+        style = X.map_z(G, X.seeds_to_z([9], G.z_dim))[0]
+        torch.testing.assert_close(ws[0, lo:hi], style[lo:hi], rtol=1e-5, atol=1e-5)
+        for frame in ws:
+            assert torch.equal(frame[:lo], base[:lo]) and torch.equal(frame[hi:], base[hi:])
+
+
+def test_a_translate_sweep_starts_on_the_unmoved_image():
+    """Frame 0 of every sweep is the identity (the video starts on the image as generated); the
+    translate circle passes `amount` from it at most twice that, and comes back."""
+    for kind in ("translate", "rotate"):
+        tf = X.transform_sweep(8, kind, endpoint=True)
+        torch.testing.assert_close(tf[0], torch.eye(3), rtol=0, atol=1e-6)
+        torch.testing.assert_close(tf[-1], torch.eye(3), rtol=0, atol=1e-5)
+    moves = [torch.linalg.inv(t)[:2, 2].norm().item() for t in X.transform_sweep(8, "translate", 0.25)]
+    assert moves[0] == pytest.approx(0, abs=1e-6) and max(moves) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_style_mix_grid_names_the_layers_it_mixes(G, monkeypatch):
+    from sg3lib.explore import grids
+    seen = {}
+    real = grids.image_grid
+    monkeypatch.setattr(grids, "image_grid", lambda *a, **k: seen.setdefault("rows", a[3]) and real(*a, **k))
+    X.style_mix_grid(G, [0, 1], [2], layers=(2, 5), progress=False)
+    assert seen["rows"] == ["styles 2-4", "seed 0", "seed 1"]  # (lo, hi) is hi exclusive: ws 2, 3 and 4
+
+
+def test_tiny_generator_truncates_towards_its_mean_w():
+    """w_avg of the tiny networks is their mapping's mean (at 0 it would truncate towards a w no seed
+    comes near): the mean of fresh samples is close to it."""
+    G = X.tiny_generator(resolution=16, seed=3)
+    w = G.mapping(torch.randn(4000, G.z_dim, generator=torch.Generator().manual_seed(5)), torch.zeros(4000, 0))[:, 0]
+    spread = w.std(0).mean()
+    assert (G.mapping.w_avg - w.mean(0)).norm() < 0.15 * spread * G.w_dim ** 0.5
+    assert G.mapping.w_avg.norm() > 0.5 * w.mean(0).norm()
+
+
+def test_load_generator_takes_the_ema_generator_and_else_g(tmp_path):
+    """A training snapshot holds G and G_ema: exploring shows G_ema (the smoothed weights the papers
+    show), in eval mode without gradients; a file with only G gives G."""
+    from sg3lib.checkpoint import save_snapshot, snapshot_from_networks
+    G, G_ema = make_G(seed=1), make_G(seed=2)
+    both = save_snapshot(tmp_path / "both.pt", snapshot_from_networks({"G": G, "G_ema": G_ema}))
+    only_g = save_snapshot(tmp_path / "g.pt", snapshot_from_networks({"G": G}))
+    z = X.seeds_to_z([0], G.z_dim)
+    for path, want in ((both, G_ema), (only_g, G)):
+        loaded = X.load_generator(path)
+        assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+        assert torch.equal(loaded.mapping(z, None), want.mapping(z, None))

@@ -41,10 +41,10 @@ def test_a_failed_encode_keeps_the_old_video_and_is_an_error(tmp_path, monkeypat
     good video and was reported written. The file is read back before it takes the name."""
     import moviepy
     frames = np.zeros([4, 16, 16, 3], np.uint8)
-    short = X.write_video(tmp_path / "short.mp4", frames[:2], fps=10, progress=False).read_bytes()
+    short = X.write_video(tmp_path / "short.mp4", frames[:3], fps=10, progress=False).read_bytes()  # one short
     good = X.write_video(tmp_path / "v.mp4", frames, fps=10, progress=False)
     before = good.read_bytes()
-    for written, message in ((b"", "no readable video"), (short, "2 of 4 frames")):
+    for written, message in ((b"", "no readable video"), (short, "3 of 4 frames")):
         def encode(self, filename, written=written, **kwargs):  # what ffmpeg left, reported as done
             with open(filename, "wb") as f:
                 f.write(written)
@@ -793,3 +793,49 @@ def test_a_style_mix_loop_refuses_walk_options_it_ignores(G):
         X.style_mix_walk(G, 0, 4, walk="loop", sigma=4)
     assert not torch.allclose(X.style_mix_walk(G, 0, 8, walk="random", sigma=1),
                               X.style_mix_walk(G, 0, 8, walk="random", sigma=4))
+
+
+def _decoded(path):
+    import imageio_ffmpeg
+    gen = imageio_ffmpeg.read_frames(str(path))
+    meta = next(gen)
+    return [np.frombuffer(f, np.uint8).reshape(meta["size"][1], meta["size"][0], 3).astype(int) for f in gen]
+
+
+@pytest.mark.parametrize("fps,n", [(25, 58), (29.97, 64), (23.976, 64)])
+def test_each_frame_is_written_once_in_order(tmp_path, fps, n):
+    """Frame i of the video is image i: none doubled or dropped where the encoder's time i / fps,
+    times fps, falls just below i (at 25 fps frame 29 is asked for at t = 1.16, and 1.16 * 25 is
+    28.999999999999996; at 29.97 frame 61, at 23.976 frame 29). The encoder emits int(duration * fps)
+    frames, and 58 / 25 * 25 is below 58 too: the last frame is not lost."""
+    levels = np.arange(n) * 3 + 20  # (a doubled frame is 3 off)
+    path = X.write_video(tmp_path / "v.mp4", lambda i: np.full([16, 16, 3], levels[i], np.uint8), fps=fps,
+                         n_frames=n, progress=False)
+    means = [f.mean() for f in _decoded(path)]
+    assert len(means) == n
+    assert np.abs(np.array(means) - levels).max() < 1.5, np.round(means).astype(int).tolist()
+
+
+def test_write_video_pads_an_odd_height_of_a_wide_frame(tmp_path):
+    path = X.write_video(tmp_path / "wide.mp4", np.full([3, 15, 20, 3], 99, np.uint8), fps=5, progress=False)
+    assert X.read_video_info(path)[:2] == (3, (20, 16))
+    path = X.write_video(tmp_path / "tall.mp4", np.full([3, 20, 15, 3], 99, np.uint8), fps=5, progress=False)
+    assert X.read_video_info(path)[:2] == (3, (16, 20))
+
+
+def test_a_loop_from_the_last_seed_names_the_seed_it_would_draw(G):
+    """loop draws s0 and s0 + 1, mix s0..s0 + 2: from 2**32 - 1 these pass the last seed, and the
+    error names the kind and the seed (not an anonymous seed range error from deep inside)."""
+    for kind, top in (("loop", 2 ** 32), ("mix", 2 ** 32 + 1)):
+        with pytest.raises(ValueError, match=f"kind='{kind}' draws seeds up to {top}"):
+            X.latent_path(G, kind, 4, [2 ** 32 - 1])
+
+
+def test_video_frames_are_rendered_in_batches(G, tmp_path, monkeypatch):
+    """batch_size frames of every cell per forward pass, each frame once."""
+    from sg3lib.explore import video
+    calls = []
+    real = video.synthesize
+    monkeypatch.setattr(video, "synthesize", lambda G, ws, *a, **k: calls.append(len(ws)) or real(G, ws, *a, **k))
+    X.interpolation_video(G, tmp_path / "b.mp4", kind="loop", grid=2, n_frames=10, batch_size=4, progress=False)
+    assert calls == [4, 4, 4, 4, 2, 2]  # two cells x frames 0-3, 4-7, 8-9

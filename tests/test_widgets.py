@@ -21,7 +21,8 @@ def shown(view):
 
 
 @pytest.mark.parametrize("cls,control,value", [(LatentExplorer, "seed", 7), (LatentExplorer, "psi", -0.5),
-                                               (LatentExplorer, "rotate", 90.0), (Interpolator, "t", 0.0),
+                                               (LatentExplorer, "rotate", 90.0), (LatentExplorer, "cutoff", 1),
+                                               (Interpolator, "t", 0.0),
                                                (StyleMixer, "style", 9)])
 def test_moving_a_control_changes_the_image(G, cls, control, value):
     view = cls(G, display_size=64)
@@ -204,6 +205,11 @@ def test_conditional_and_stylegan2_controls():
     view = LatentExplorer(Gc, display_size=16)
     try:
         assert "class" in view.controls and view.wait(60)
+        # a conditional network truncates towards its class's own mean by default (w_avg would pull
+        # every class to one image as psi goes to 0)
+        assert view.controls["centre"].value == "class" and "centre class" in view.caption.value
+        assert np.array_equal(np.asarray(view.render_sync()),
+                              X.generate_arrays(Gc, [0], psi=0.7, class_idx=0, centre="class", progress=False)[0])
         view.controls["class"].value = 2
         assert view.wait(60) and "class 2" in view.caption.value
     finally:
