@@ -996,6 +996,34 @@ def test_peak_memory_on_the_cpu_is_in_gib_on_macos_too(monkeypatch):
         assert rec["mem_peak_gb"] == 3.0, platform
 
 
+def test_a_tick_record_holds_the_means_and_the_speed_of_its_tick():
+    """Each statistic is its tick's mean (sum over count), the internal sums (the ADA sign sum and
+    names starting with "_") stay out of the record, and sec_per_kimg is the tick's seconds per
+    thousand images: 32 images in 2 s is 62.5 s/kimg."""
+    import types
+    from sg3lib.train import loop
+    run = object.__new__(loop._Run)
+    run.world, run.rank, run.device = 1, 0, torch.device("cpu")
+    run.sums = {"loss_G": torch.tensor(6.0), "loss_D": torch.tensor(1.5), "real_sign": torch.tensor(8.0),
+                "_pl_mean": torch.tensor(3.0)}
+    run.counts = {"loss_G": 4, "loss_D": 3, "real_sign": 32, "_pl_mean": 1}
+    run.ada = types.SimpleNamespace(p=0.25, rt=0.5)
+    rec = run.tick_stats({"cur_nimg": 64, "cur_tick": 1, "step": 4}, 2.0, 32)
+    assert rec["loss_G"] == 1.5 and rec["loss_D"] == 0.5
+    assert "real_sign" not in rec and "_pl_mean" not in rec
+    assert rec["sec_per_tick"] == 2.0 and rec["sec_per_kimg"] == 62.5
+    assert (rec["kimg"], rec["tick"], rec["step"], rec["ada_p"], rec["ada_rt"]) == (0.064, 2, 4, 0.25, 0.5)
+    assert run.sums == {} and run.counts == {}  # the next tick starts from nothing
+
+
+def test_an_infinite_loss_is_flagged_as_well_as_nan():
+    """A loss that overflowed to inf is as diverged as NaN; finite values and non-floats pass."""
+    from sg3lib.train.stats import divergence_warning
+    assert "loss_G is inf" in divergence_warning({"kimg": 1.0, "loss_G": float("inf")})
+    assert "loss_D is -inf" in divergence_warning({"kimg": 1.0, "loss_D": float("-inf"), "loss_G": 0.5})
+    assert divergence_warning({"kimg": 1.0, "loss_G": 1e30, "tick": 3}) is None
+
+
 
 
 def test_interrupt_frees_the_run_and_a_rerun_continues(tmp_path, monkeypatch):
