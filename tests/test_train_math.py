@@ -63,6 +63,33 @@ def test_non_saturating_logistic_losses():
     torch.testing.assert_close(g_loss, F.softplus(-d_fake).sum())
     torch.testing.assert_close(d_loss, F.softplus(d_fake).sum() + F.softplus(-d_real).sum())
     assert st["real_sign"] == d_real.sign().sum()
+    torch.testing.assert_close(st["real_score"], d_real.sum())
+    torch.testing.assert_close(st["fake_score"], d_fake.sum())
+
+
+def test_d_returns_each_images_logit_in_the_order_given():
+    """With minibatch-stddev groups of 2, D sees the batch reordered (its groups are consecutive
+    images); each logit comes back to its own image: a batch's logits are those of its halves."""
+    ph, G, D, r = _phases(mbstd_group=2)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    c = torch.zeros(4, 0)
+    with torch.no_grad():
+        whole = ph.run_D(x, c, 0.0, 0.0, r["aug"])
+        halves = torch.cat([ph.run_D(x[:2], c[:2], 0.0, 0.0, r["aug"]), ph.run_D(x[2:], c[2:], 0.0, 0.0, r["aug"])])
+    assert not torch.allclose(halves[1], halves[2])  # a swap would show
+    torch.testing.assert_close(whole, halves)
+
+
+def test_only_the_first_latent_moves_w_avg_under_style_mixing():
+    """w_avg is the mean of the mapping of z; the second latent of style mixing leaves it alone."""
+    import copy
+    ph, G, D, r = _phases(style_mixing=1.0)
+    alone, before = copy.deepcopy(G.mapping), G.mapping.w_avg.clone()
+    with torch.no_grad():
+        ph.run_G(r["z"], r["c"], r["z2"], torch.zeros(4), torch.full([4], 0.5), update_emas=True)
+        alone(r["z"], r["c"], update_emas=True)
+    assert not torch.equal(G.mapping.w_avg, before)  # it moved
+    torch.testing.assert_close(G.mapping.w_avg, alone.w_avg)
 
 
 def test_style_mixing_takes_the_second_ws_from_a_random_layer_on():
