@@ -273,6 +273,14 @@ def test_ada_controller():
     assert ada2.state_dict() == state
 
 
+def test_ada_p_stays_between_0_and_1():
+    """p is a probability: a step down from near 0 stops at 0, a step up from near 1 stops at 1."""
+    for p, sign_sum, expected in ((0.0001, -8.0, 0.0), (0.9999, 8.0, 1.0)):
+        ada = aug.AdaController(p=p, target=0.6, interval=1, speed_kimg=1)
+        ada.accumulate(sign_sum, 8)
+        assert ada.update(0, 8) == expected, p
+
+
 def test_mbstd_order_groups_consecutive_samples():
     for n, g in ((8, 4), (8, 2), (4, 4), (2, 4), (6, 2)):
         perm, pos = mbstd_order(n, g)
