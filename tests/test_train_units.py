@@ -374,6 +374,23 @@ def test_default_precision_is_the_official_mixed_precision_and_free_on_the_cpu()
         assert torch.equal(D(img, cond), D32(img, cond))
 
 
+def test_presets_are_the_papers_training_settings():
+    """The recommended configurations (StyleGAN3 appendix, StyleGAN2 sec. 2-3, ADA sec. 3): learning
+    rates, mapping depth, style mixing and path length per preset; Adam, lazy regularisation, ADA
+    and G_ema's ramp-up shared; a transfer adapts ADA 5x faster, follows G at once, does not blur."""
+    want = {"stylegan3-t": (0.0025, 0.002, 2, 0.0, 0.0), "stylegan3-r": (0.0025, 0.002, 2, 0.0, 0.0),
+            "stylegan2": (0.002, 0.002, 8, 0.9, 2.0)}
+    for cfg, numbers in want.items():
+        c = C.make_config(256, cfg=cfg, batch=32)
+        assert (c["glr"], c["dlr"], c["map"], c["style_mixing"], c["pl_weight"]) == numbers, cfg
+        assert (tuple(c["betas"]), c["eps"], c["D_reg_interval"], c["G_reg_interval"], c["pl_batch_shrink"],
+                c["pl_decay"]) == ((0.0, 0.99), 1e-8, 16, 4, 2, 0.01), cfg
+        assert (c["aug"], c["target"], c["ada_interval"], c["ada_kimg"], c["ema_rampup"], c["mbstd_group"]) == \
+            ("ada", 0.6, 4, 500, 0.05, 4), cfg
+        assert c["stats_batch"] == 4  # G's running statistics from 4 images a step (loss.update_stats)
+    assert C.TRANSFER == dict(ada_kimg=100, ema_rampup=0.0, blur_sigma=0.0)
+
+
 def test_official_config_r_only_blurs_and_doubles_only_g():
     """Official configs: only StyleGAN3-R blurs D's images (sigma 10 over batch*200/32 kimg) and
     it doubles G's feature maps only; D keeps cbase 32768 / cmax 512 in every config."""
