@@ -391,6 +391,23 @@ def test_presets_are_the_papers_training_settings():
     assert C.TRANSFER == dict(ada_kimg=100, ema_rampup=0.0, blur_sigma=0.0)
 
 
+def test_networks_of_a_config_train_every_layer_and_keep_the_official_magnitude_half_life():
+    """A new run's D trains all its layers (freezing is --freezed's, applied by the run); StyleGAN3's
+    magnitude EMA has a half-life of 20 kimg at any batch; the mbstd group shrinks to a smaller
+    --batch-gpu by default."""
+    from sg3lib.networks import build_network
+    for batch in (32, 8):
+        c = C.make_config(16, cfg="stylegan3-t", batch=batch, cbase=256, cmax=16, z_dim=8, w_dim=8)
+        (gc, gk), (dc, dk) = C.network_kwargs(c)
+        G, D = build_network(gc, gk), build_network(dc, dk)
+        assert G.synthesis.layer_names and all(
+            getattr(G.synthesis, n).magnitude_ema_beta ** (20000 / batch) == pytest.approx(0.5)
+            for n in G.synthesis.layer_names)
+        weights = [n for n, _ in D.named_buffers() if n.endswith(".weight")]
+        assert not weights and "b16.fromrgb.weight" in dict(D.named_parameters())
+    assert C.make_config(16, batch=8, batch_gpu=2)["mbstd_group"] == 2
+
+
 def test_official_config_r_only_blurs_and_doubles_only_g():
     """Official configs: only StyleGAN3-R blurs D's images (sigma 10 over batch*200/32 kimg) and
     it doubles G's feature maps only; D keeps cbase 32768 / cmax 512 in every config."""
