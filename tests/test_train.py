@@ -980,19 +980,25 @@ def test_training_where_there_is_no_resource_module(tmp_path, monkeypatch):
     assert lines and all("mem_peak_gb" not in r and "sec_per_kimg" in r for r in lines)
 
 
+def _stand_in_run(sums=None, counts=None, p=0.0, rt=None):
+    """A training run with only what tick_stats reads: one CPU process, its tick's sums, ADA's p."""
+    import types
+    from sg3lib.train import loop
+    run = object.__new__(loop._Run)
+    run.sums, run.counts, run.world, run.rank, run.device = sums or {}, counts or {}, 1, 0, torch.device("cpu")
+    run.ada = types.SimpleNamespace(p=p, rt=rt)
+    return run
+
+
 def test_peak_memory_on_the_cpu_is_in_gib_on_macos_too(monkeypatch):
     """ru_maxrss is in KiB on Linux and in bytes on macOS: a 3 GiB process is 3.0 on both."""
     import types
-    from sg3lib.train import loop
     for platform, maxrss in (("linux", 3 * 2 ** 20), ("darwin", 3 * 2 ** 30)):
         usage = types.SimpleNamespace(ru_maxrss=maxrss)
         fake = types.SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who, usage=usage: usage)
         monkeypatch.setitem(sys.modules, "resource", fake)
         monkeypatch.setattr(sys, "platform", platform)
-        run = object.__new__(loop._Run)
-        run.sums, run.counts, run.world, run.rank, run.device = {}, {}, 1, 0, torch.device("cpu")
-        run.ada = types.SimpleNamespace(p=0.0, rt=None)
-        rec = run.tick_stats({"cur_nimg": 16, "cur_tick": 0, "step": 2}, 1.0, 16)
+        rec = _stand_in_run().tick_stats({"cur_nimg": 16, "cur_tick": 0, "step": 2}, 1.0, 16)
         assert rec["mem_peak_gb"] == 3.0, platform
 
 
@@ -1000,14 +1006,9 @@ def test_a_tick_record_holds_the_means_and_the_speed_of_its_tick():
     """Each statistic is its tick's mean (sum over count), the internal sums (the ADA sign sum and
     names starting with "_") stay out of the record, and sec_per_kimg is the tick's seconds per
     thousand images: 32 images in 2 s is 62.5 s/kimg."""
-    import types
-    from sg3lib.train import loop
-    run = object.__new__(loop._Run)
-    run.world, run.rank, run.device = 1, 0, torch.device("cpu")
-    run.sums = {"loss_G": torch.tensor(6.0), "loss_D": torch.tensor(1.5), "real_sign": torch.tensor(8.0),
-                "_pl_mean": torch.tensor(3.0)}
-    run.counts = {"loss_G": 4, "loss_D": 3, "real_sign": 32, "_pl_mean": 1}
-    run.ada = types.SimpleNamespace(p=0.25, rt=0.5)
+    sums = {"loss_G": torch.tensor(6.0), "loss_D": torch.tensor(1.5), "real_sign": torch.tensor(8.0),
+            "_pl_mean": torch.tensor(3.0)}
+    run = _stand_in_run(sums, {"loss_G": 4, "loss_D": 3, "real_sign": 32, "_pl_mean": 1}, p=0.25, rt=0.5)
     rec = run.tick_stats({"cur_nimg": 64, "cur_tick": 1, "step": 4}, 2.0, 32)
     assert rec["loss_G"] == 1.5 and rec["loss_D"] == 0.5
     assert "real_sign" not in rec and "_pl_mean" not in rec
