@@ -339,8 +339,9 @@ def test_clear_errors(tmp_path):
         curate(tmp_path / "nowhere", tmp_path / "o.zip", 64)
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
-    with pytest.raises(CurateError, match="power of two"):
-        curate(tmp_path / "raw", tmp_path / "o.zip", 100)
+    for resolution in (100, 2, 1, 64.0):
+        with pytest.raises(CurateError, match="power of two >= 4"):
+            curate(tmp_path / "raw", tmp_path / "o.zip", resolution)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(CurateError, match="afile"):
         curate(tmp_path / "raw", tmp_path / "afile" / "o.zip", 64)
@@ -522,6 +523,98 @@ def test_size_filters_judge_the_file_not_the_jpeg_draft(tmp_path):
     full, where = _report_files(rep)
     assert where["200.jpg"] == "too_small" and full["files"]["too_small"][0]["detail"].startswith("200x200")
     assert sorted(e["size"] for e in full["files"]["accepted"]) == [[300, 300], [1024, 1024]]
+
+
+def stripes(n_colours, side=64):
+    """A picture of exactly `n_colours` distinct colours (vertical stripes)."""
+    cols = np.random.default_rng(n_colours).integers(0, 256, (n_colours, 3))
+    cols[:, 0] = np.arange(n_colours) * 7  # distinct whatever the draw
+    return Image.fromarray(cols[np.arange(side) * n_colours // side][None].repeat(side, 0).astype(np.uint8))
+
+
+def test_each_filter_accepts_its_limit_and_rejects_one_past_it(tmp_path):
+    """The limits are the last value kept: a shorter side of min_size, a ratio of max_aspect, an
+    enlargement of max_upscale, min_colors colours and a file of min_bytes bytes are accepted."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "edge.png").write_bytes(enc(picture(1, 32, 64), "PNG"))  # side 32, ratio 2, 32 px -> 64 px: x2
+    (raw / "short.png").write_bytes(enc(picture(2, 31, 62), "PNG"))
+    (raw / "tall.png").write_bytes(enc(picture(3, 20, 100), "PNG"))  # the shorter side decides, not the longer
+    (raw / "colours8.png").write_bytes(enc(stripes(8), "PNG"))
+    (raw / "colours7.png").write_bytes(enc(stripes(7), "PNG"))
+    rep = curate(raw, tmp_path / "a.zip", 64, workers=0, progress=False)  # min_size 32, ratios 2, 8 colours
+    _, where = _report_files(rep)
+    assert where == {"edge.png": "accepted", "short.png": "too_small", "tall.png": "too_small",
+                     "colours8.png": "accepted", "colours7.png": "monochrome"}
+    edge = (raw / "edge.png").stat().st_size
+    rep = curate(raw, tmp_path / "b.zip", 64, min_size=None, max_aspect=None, min_bytes=edge, workers=0,
+                 progress=False)
+    _, where = _report_files(rep)
+    assert where["edge.png"] == "accepted" and where["short.png"] == "upscale"  # 31 px -> 64 px: x2.06
+    assert where["colours7.png"] == "file_too_small" and (raw / "colours7.png").stat().st_size < edge
+    with pytest.raises(CurateError, match="no image .* was accepted"):  # edge.png was the largest file kept
+        curate(raw, tmp_path / "c.zip", 64, min_bytes=edge + 1, workers=0, progress=False)
+    with open(tmp_path / "c_report" / "curation_report.json") as f:
+        assert "edge.png" in {e["path"] for e in json.load(f)["files"]["file_too_small"]}
+
+
+def test_filtered_images_are_pictured_on_their_contact_sheet_undecodable_ones_crossed_out(tmp_path, monkeypatch):
+    from sg3lib.data import report as report_module
+    drawn, real = {}, report_module.contact_sheet
+
+    def recording_sheet(tiles, tile, title):
+        drawn[title.split(":")[0]] = tiles
+        return real(tiles, tile, title)
+    monkeypatch.setattr(report_module, "contact_sheet", recording_sheet)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "ok.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    (raw / "small.png").write_bytes(enc(Image.new("RGB", (16, 16), (200, 30, 90)), "PNG"))
+    (raw / "wide.png").write_bytes(enc(picture(5, 150, 50), "PNG"))
+    (raw / "broken.png").write_bytes(enc(picture(6, 64, 64), "PNG")[:200])
+    rep = curate(raw, tmp_path / "o.zip", 32, min_colors=None, min_bytes=None, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 1, "too_small": 1, "aspect_ratio": 1, "corrupt": 1}
+    (small, cap), = drawn["too_small"]
+    assert cap == "small.png" and small.getpixel((8, 8)) == (200, 30, 90)
+    (wide, _), = drawn["aspect_ratio"]
+    assert wide.size == (64, 21)  # the file's own shape, shrunk to the tile
+    assert drawn["corrupt"] == [(None, "broken.png")]
+
+
+def test_the_reported_size_is_the_upright_files(tmp_path):
+    """A photo stored sideways (EXIF orientation 6) is reported at the size it is seen at."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (raw / "sideways.jpg").write_bytes(enc(picture(1, 96, 64), "JPEG", quality=90, exif=exif.tobytes()))
+    rep = curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
+    assert [e["size"] for e in _report_files(rep)[0]["files"]["accepted"]] == [[64, 96]]
+
+
+def test_fast_jpeg_decodes_at_twice_the_target_or_more(tmp_path, monkeypatch):
+    """fast_jpeg's reduced DCT scale stops at 2x the resolution, so that the final Lanczos resize still
+    filters (the DCT scale alone, straight to the target, aliases)."""
+    from sg3lib.data import images
+    seen, real = [], images.resize
+    monkeypatch.setattr(images, "resize", lambda img, r: seen.append(img.size) or real(img, r))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "big.jpg").write_bytes(enc(picture(1, 512, 512), "JPEG", quality=90))
+    curate(raw, tmp_path / "fast.zip", 64, workers=0, progress=False)
+    curate(raw, tmp_path / "full.zip", 64, fast_jpeg=False, workers=0, progress=False)
+    assert seen == [(128, 128), (512, 512)]
+
+
+@pytest.mark.parametrize("colour", ["#0ac81e", "#0ac81eff", "rgb(10, 200, 30)", (10, 200, 30), (10, 200, 30, 128)])
+def test_a_background_may_be_named_in_any_form_and_its_alpha_is_ignored(tmp_path, colour):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    a = np.asarray(picture(1, 64, 64).convert("RGBA")).copy()
+    a[:, :16, 3] = 0  # a transparent left quarter
+    (raw / "a.png").write_bytes(enc(Image.fromarray(a), "PNG"))
+    curate(raw, tmp_path / "o.zip", 32, background=colour, workers=0, progress=False)
+    assert tuple(ImageDataset(tmp_path / "o.zip").load_image(0)[:, 16, 2]) == BG
 
 
 def test_linked_folders_and_dangling_links_are_listed(tmp_path):
@@ -1284,7 +1377,9 @@ def test_options_that_would_do_nothing_are_refused(tmp_path, capsys, options, fl
 @pytest.mark.parametrize("options, flags, said", [
     (dict(max_pixels=0), ["--max-pixels", "0"], "max_pixels .* >= 1"),
     (dict(png_compress_level=12), None, "png_compress_level .* 0 to 9"),
+    (dict(png_compress_level=10), None, "png_compress_level .* 0 to 9"),
     (dict(near_dup_threshold=100), ["--near-dup", "100"], "near_dup_threshold .* 0 to 32"),
+    (dict(near_dup_threshold=33), ["--near-dup", "33"], "near_dup_threshold .* 0 to 32"),
 ])
 def test_numbers_that_reject_every_image_are_refused_before_the_work(tmp_path, options, flags, said):
     """max_pixels=0 called every image a decompression bomb, png_compress_level=12 made each an 'error',

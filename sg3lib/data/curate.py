@@ -314,7 +314,7 @@ def _filter_and_pack(img, s, notes, size):
             n = im.count_colors(img)
             if n < s["min_colors"]:
                 raise im.Reject("monochrome", f"{n} distinct colour(s) < min_colors={s['min_colors']}")
-        if s["reject_grayscale"] and s["channels"] == 3 and im.is_grayscale(img):
+        if s["reject_grayscale"] and im.is_grayscale(img):  # (with channels=3: _check_combinations)
             raise im.Reject("grayscale", "no colour in a colour dataset")
         digest = im.pixel_hash(img) if s["dedupe"] else None
         img = im.square(img, s["square"], s["pad_color"], fit=R)
