@@ -19,13 +19,6 @@ class ExactIndex:
     def add(self, digest, ident):
         self._seen.setdefault(digest, ident)
 
-    def check_add(self, digest, ident):
-        """Return the id of an earlier identical image, or None (and remember this one)."""
-        first = self.check(digest)
-        if first is None:
-            self.add(digest, ident)
-        return first
-
 
 class NearIndex:
     def __init__(self, threshold=4, bits=64):
@@ -54,7 +47,3 @@ class NearIndex:
                 entry[0].append(h)
                 entry[1].append(ident)
         return best
-
-
-def hamming(a, b):
-    return bin(a ^ b).count("1")
