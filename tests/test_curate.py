@@ -617,6 +617,57 @@ def test_a_background_may_be_named_in_any_form_and_its_alpha_is_ignored(tmp_path
     assert tuple(ImageDataset(tmp_path / "o.zip").load_image(0)[:, 16, 2]) == BG
 
 
+def test_a_perceptual_hash_survives_a_resize_and_a_jpeg_but_tells_pictures_apart():
+    from sg3lib.data import images as im
+    rng = np.random.default_rng(0)
+    hashes, copies = [], []
+    for seed in range(12):
+        noisy = np.asarray(picture(seed, 256, 256)) + rng.normal(0, 25, (256, 256, 3))  # detail a thumbnail can alias
+        p = Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+        hashes.append(im.phash(p))
+        copies.append(im.phash(Image.open(io.BytesIO(enc(p.resize((200, 200), Image.LANCZOS), "JPEG", quality=80)))))
+    distance = lambda a, b: bin(a ^ b).count("1")
+    assert max(distance(a, b) for a, b in zip(hashes, copies)) <= 4  # the default --near-dup
+    assert min(distance(a, b) for i, a in enumerate(hashes) for b in hashes[:i]) > 8
+
+
+def test_images_that_share_their_bytes_but_not_their_shape_are_not_duplicates(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    a = np.asarray(picture(1, 48, 64))
+    (raw / "tall.png").write_bytes(enc(Image.fromarray(a), "PNG"))
+    (raw / "wide.png").write_bytes(enc(Image.fromarray(a.reshape(48, 64, 3)), "PNG"))  # the same bytes
+    rep = curate(raw, tmp_path / "o.zip", 32, near_dup_threshold=None, workers=0, progress=False)
+    assert rep["counts"] == {"accepted": 2}
+
+
+def test_colours_are_counted_on_a_thumbnail_that_mixes_none():
+    """A big two-colour image is still two colours: a blending resize would invent the mixtures."""
+    from sg3lib.data import images as im
+    two = np.where(np.random.default_rng(0).random((500, 700, 1)) < 0.5, [200, 20, 20], [20, 20, 200])
+    assert im.count_colors(Image.fromarray(two.astype(np.uint8))) == 2
+
+
+def test_a_tint_of_8_levels_is_grey_and_of_9_is_colour():
+    from sg3lib.data import images as im
+    grey = np.linspace(0, 240, 64)[None, :, None].repeat(64, 0).repeat(3, 2)
+    for tint, is_grey in ((8, True), (9, False)):
+        tinted = grey + [0, tint / 2, tint]
+        assert im.is_grayscale(Image.fromarray(np.round(tinted).astype(np.uint8))) == is_grey, tint
+
+
+def test_crop_keeps_the_centre(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    a = np.asarray(picture(1, 96, 64))
+    (raw / "wide.png").write_bytes(enc(Image.fromarray(a), "PNG"))
+    (raw / "tall.png").write_bytes(enc(Image.fromarray(np.ascontiguousarray(a.transpose(1, 0, 2))), "PNG"))
+    rep = curate(raw, tmp_path / "o.zip", 64, workers=0, progress=False)
+    ds, names = ImageDataset(tmp_path / "o.zip"), _accepted(rep)
+    wide, tall = (ds.load_image(ds.image_names.index(names[n])).transpose(1, 2, 0) for n in ("wide.png", "tall.png"))
+    assert (wide == a[:, 16:80]).all() and (tall == a[:, 16:80].transpose(1, 0, 2)).all()
+
+
 def test_linked_folders_and_dangling_links_are_listed(tmp_path):
     raw, other = tmp_path / "raw", tmp_path / "other"
     raw.mkdir()
