@@ -40,9 +40,9 @@ def enc(img, fmt, **kw):
     return buf.getvalue()
 
 
-def linear_rgb_icc(grey=False, name="linear test RGB"):
-    """A minimal ICC v2 RGB profile: sRGB primaries (D50) with a linear (gamma 1.0) curve
-    (grey=True: a grey profile with that curve), described as `name`."""
+def linear_rgb_icc(grey=False, name="linear test RGB", gamma=1.0):
+    """A minimal ICC v2 RGB profile: sRGB primaries (D50) with a linear (gamma 1.0) curve, or a
+    `gamma` one (grey=True: a grey profile with that curve), described as `name`."""
     def s15(v):
         return struct.pack(">i", int(round(v * 65536)))
 
@@ -50,7 +50,7 @@ def linear_rgb_icc(grey=False, name="linear test RGB"):
         return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
     desc_txt = name.encode() + b"\0"
     desc = (b"desc\0\0\0\0" + struct.pack(">I", len(desc_txt)) + desc_txt + b"\0" * 8 + b"\0\0\0" + b"\0" * 67)
-    curv = b"curv\0\0\0\0" + struct.pack(">IH", 1, 256) + b"\0\0"
+    curv = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
     tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
             (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
             (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv)]
@@ -1116,6 +1116,36 @@ def test_a_profile_is_taken_for_srgb_by_its_colours_not_its_name():
         assert "icc_converted" not in notes and (a == np.asarray(pixels)).all(), mode
 
 
+def test_a_profile_a_few_levels_from_srgb_is_still_converted():
+    """Gamma 2.2 is sRGB but for the darks (up to 9 levels): "the same" means within one level."""
+    levels = np.array([8, 15, 30, 128, 250])
+    img = Image.fromarray(np.repeat(levels, 8)[None].repeat(4, 0).astype(np.uint8)).convert("RGB")
+    a, notes = to_rgb(enc(img, "PNG", icc_profile=linear_rgb_icc(gamma=2.2)))
+    want = srgb_of_linear(255 * (levels / 255) ** (563 / 256))  # (the curve's 8.8 fixed-point gamma)
+    assert "icc_converted" in notes and np.abs(a[0, ::8, 0] - want).max() <= 2
+    assert np.abs(want - levels).max() >= 5  # (a change the old pixels would fail)
+
+
+def test_half_transparent_pixels_are_blended_with_the_background():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 128  # half-clear red
+    a, notes = to_rgb(enc(Image.fromarray(rgba), "PNG"), background=(0, 0, 255))
+    assert "alpha_composited" in notes and np.abs(a - [128, 0, 127]).max() <= 1
+
+
+def test_a_float_image_of_0_to_1_reaches_white():
+    a, _ = to_rgb(enc(Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)), "TIFF"), channels=1)
+    assert a.tolist() == [[0, 128, 255]]
+
+
+def test_the_pixel_limit_itself_is_allowed():
+    from sg3lib.data import images as im
+    data = enc(picture(1, 64, 48), "PNG")
+    assert im.decode(data, max_pixels=64 * 48)[1] == (64, 48)
+    with pytest.raises(im.Reject, match="decompression_bomb"):
+        im.decode(data, max_pixels=64 * 48 - 1)
+
+
 def test_a_cut_off_exif_block_is_noted():
     """A cut-off EXIF block gives no tag: Pillow keeps the image as stored, and there was no exif_ignored note."""
     exif = Image.Exif()
@@ -1464,8 +1494,10 @@ def test_animations_and_multi_page_files_are_noted_as_first_frame_only(tmp_path)
         f0, f1 = picture(82 + 2 * i, 64, 64), picture(83 + 2 * i, 64, 64)
         (raw / name).write_bytes(enc(f0, fmt, save_all=True, append_images=[f1]))
     (raw / "e_still.gif").write_bytes(enc(frames[0], "GIF"))
+    # a camera's MPO: the second picture is a preview (or depth map), not more of the image
+    (raw / "f_camera.jpg").write_bytes(enc(picture(95, 64, 64), "MPO", save_all=True, append_images=[frames[1]]))
     rep = curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
-    assert rep["counts"] == {"accepted": 5} and rep["notes"]["first_frame_only"] == 4
+    assert rep["counts"] == {"accepted": 6} and rep["notes"]["first_frame_only"] == 4
     full, _ = _report_files(rep)
     noted = {e["path"] for e in full["files"]["accepted"] if "first_frame_only" in e.get("notes", [])}
     assert noted == {"a.gif", "b.webp", "c.png", "d.tiff"}
