@@ -53,6 +53,10 @@ def test_official_zip_with_labels_and_xflip(tmp_path):
     assert label.tolist() == [0, 0, 1] and label.dtype == np.float32
     flipped, label2 = ds[6]  # second half: mirrored copies of the first half
     assert (flipped == imgs[1].transpose(2, 0, 1)[:, :, ::-1]).all() and label2.tolist() == [0, 0, 1]
+    assert (ds[-1][0] == ds[9][0]).all() and (ds[-10][0] == ds[0][0]).all()  # as a list counts from the end
+    for past in (10, -11):
+        with pytest.raises(IndexError):
+            ds[past]
     no_labels = ImageDataset(tmp_path / "ds.zip")
     assert no_labels.label_dim == 0 and no_labels[0][1].shape == (0,)
     t, lt = ImageDataset(tmp_path / "ds.zip", as_tensor=True, use_labels=True)[3]
@@ -205,6 +209,14 @@ def test_labels_match_names_in_either_unicode_form(tmp_path):
     (root / "dataset.json").write_text(json.dumps({"labels": [[f"café{i}.png", i] for i in range(2)]}))
     ds = ImageDataset(root, use_labels=True)
     assert [ds.get_label(i).tolist() for i in range(2)] == [[1, 0], [0, 1]]
+    # and the other way: names composed on disk, a dataset.json written on a Mac from its listing
+    other = tmp_path / "nfc"
+    other.mkdir()
+    for i, a in enumerate(pictures(2)):
+        (other / f"café{i}.png").write_bytes(png(a))
+    (other / "dataset.json").write_text(json.dumps({"labels": [[unicodedata.normalize("NFD", f"café{i}.png"), 1 - i]
+                                                               for i in range(2)]}))
+    assert [ImageDataset(other, use_labels=True).get_label(i).tolist() for i in range(2)] == [[0, 1], [1, 0]]
 
 
 def test_a_damaged_image_is_named_when_it_is_read(tmp_path):
@@ -487,6 +499,44 @@ def test_labels_of_a_dataset_folder_zipped_as_a_folder(tmp_path):
         ds = ImageDataset(tmp_path / "ds.zip", use_labels=True)
     assert ds.has_labels and ds.class_names == ["cats", "dogs"]
     assert [ds.get_label(i).tolist() for i in range(3)] == [[1, 0], [0, 1], [1, 0]]
+
+
+def test_a_sub_folders_dataset_json_is_not_the_labels_of_images_outside_it(tmp_path):
+    imgs = pictures(3)
+    with zipfile.ZipFile(tmp_path / "ds.zip", "w") as z:
+        for i, a in enumerate(imgs[:2]):
+            z.writestr(f"a/img{i}.png", png(a))
+        z.writestr("a/dataset.json", json.dumps({"labels": [[f"img{i}.png", i] for i in range(2)]}))
+        z.writestr("b/img2.png", png(imgs[2]))  # not under a/: a/dataset.json is some other dataset's
+    ds = ImageDataset(tmp_path / "ds.zip")
+    assert not ds.has_labels and len(ds) == 3 and ds.labels_problem is None
+
+
+def test_a_copy_never_gives_two_other_files_one_name(tmp_path):
+    """A dataset folder zipped as a folder keeps its files' short names in a copy, unless one is taken."""
+    with zipfile.ZipFile(tmp_path / "ds.zip", "w") as z:
+        z.writestr("ds/00000/img00000000.png", png(pictures(1)[0]))
+        z.writestr("ds/dataset.json", json.dumps({"labels": None}))
+        z.writestr("ds/LICENSE.txt", "the images' licence")
+        z.writestr("LICENSE.txt", "the zip's own")
+        z.writestr("ds/notes.md", "notes")
+    assert ImageDataset(tmp_path / "ds.zip").other_files() == {
+        "LICENSE.txt": "LICENSE.txt", "ds/LICENSE.txt": "ds/LICENSE.txt", "ds/notes.md": "notes.md"}
+
+
+def test_images_are_named_as_the_official_tool_names_them_a_thousand_to_a_folder():
+    from sg3lib.data.writer import image_name
+    assert [image_name(i) for i in (0, 999, 1000, 123456)] == [
+        "00000/img00000000.png", "00000/img00000999.png", "00001/img00001000.png", "00123/img00123456.png"]
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "C:/x.txt", "dataset.json", ""])
+def test_a_file_beside_the_images_must_be_a_relative_path_inside_the_dataset(tmp_path, name):
+    from sg3lib.data.writer import DatasetWriter
+    w = DatasetWriter(tmp_path / "ds.zip")
+    with pytest.raises(ValueError, match="cannot be a file of a dataset"):
+        w.add_file(name, io.BytesIO(b"x"))
+    w.abort()
 
 
 def test_a_zip_with_windows_separators_keeps_its_labels(tmp_path):
