@@ -202,7 +202,7 @@ def test_a_partial_rotation_still_loops():
     n = 8
     def angles(tf):  # the sweep stores the inverse of the rotation it shows
         return np.degrees(np.unwrap([np.arctan2(m[0, 1], m[0, 0]) for m in np.linalg.inv(tf.numpy())]))
-    for amount in (90, -30, 45.5):
+    for amount in (90, -30, 45.5, 180):  # (a half turn too: turned evenly it would end upside down)
         tf = X.transform_sweep(n, "rotate", amount, endpoint=True)
         a = angles(tf)
         torch.testing.assert_close(tf[n], tf[0], rtol=1e-5, atol=1e-5)
