@@ -309,10 +309,12 @@ def test_find_resumable_falls_back_past_unreadable_snapshots_and_names_them(tmp_
     (tmp_path / ck.snapshot_name(24)).write_bytes(full[: len(full) // 2])
     (tmp_path / ck.snapshot_name(32)).write_bytes(b"")
     _unreadable_but_complete(tmp_path / ck.snapshot_name(40))
-    with pytest.warns(UserWarning, match="skipped 2 incomplete"):
+    (tmp_path / ck.snapshot_name(4)).write_bytes(b"")  # older than the one resumed from: not skipped by it
+    with pytest.warns(UserWarning, match="skipped 3 incomplete"):
         path, loaded, skipped = ck.find_resumable(tmp_path)
     assert path == tmp_path / ck.snapshot_name(16) and loaded["format"] == ck.FORMAT
     assert [p.name for p, _ in skipped] == [ck.snapshot_name(n) for n in (40, 32, 24)]
+    (tmp_path / ck.snapshot_name(4)).unlink()
     reasons = dict((p.name, why) for p, why in skipped)
     assert "empty" in reasons[ck.snapshot_name(32)]
     assert "truncated" in reasons[ck.snapshot_name(24)]
@@ -464,3 +466,40 @@ def test_an_interrupt_while_a_snapshot_is_written_stays_an_interrupt(tmp_path, f
     with pytest.raises(KeyboardInterrupt):
         ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
     assert os.listdir(tmp_path) == []  # no partial file under either name
+
+
+def test_the_newest_snapshot_is_the_highest_counter_past_nine_digits_too(tmp_path, fixtures_dir):
+    """Past 999,999 kimg a counter takes ten digits, and sorts before nine-digit names as text."""
+    ck.save_snapshot(tmp_path / ck.snapshot_name(999_000_000), small_snapshot(fixtures_dir))
+    ck.save_snapshot(tmp_path / ck.snapshot_name(1_000_000_000), small_snapshot(fixtures_dir))
+    newest = tmp_path / "snapshot-1000000000.pt"
+    assert ck.find_latest(tmp_path) == newest and ck.newest_if_folder(tmp_path) == newest
+    assert ck.find_resumable(tmp_path)[0] == newest
+    assert ck.prune(tmp_path, keep_last=1) == [tmp_path / ck.snapshot_name(999_000_000)]
+
+
+def test_a_snapshot_holds_copies_of_the_weights_not_the_training_networks_own(fixtures_dir):
+    """Training goes on (in place) while a snapshot is saved: the snapshot must not change with it."""
+    D, _ = net(fixtures_dir, "d_64")
+    snap = ck.snapshot_from_networks({"D": D})
+    before = {k: v.clone() for k, v in snap["networks"]["D"]["state_dict"].items()}
+    with torch.no_grad():
+        for p in D.parameters():
+            p.add_(1)
+    assert all(torch.equal(v, before[k]) for k, v in snap["networks"]["D"]["state_dict"].items())
+
+
+def test_a_snapshot_without_networks_is_refused_on_save_and_load(tmp_path, fixtures_dir):
+    snap = dict(small_snapshot(fixtures_dir), networks={})
+    with pytest.raises(LoadError, match="holds no networks"):
+        ck.save_snapshot(tmp_path / "a.pt", snap)
+    torch.save(snap, tmp_path / "b.pt")
+    with pytest.raises(LoadError, match="b.pt: the snapshot holds no networks"):
+        ck.load_snapshot(tmp_path / "b.pt")
+
+
+def test_training_state_may_hold_sets_tuples_and_int_keys(tmp_path, fixtures_dir):
+    state = {"seen": {1, 2, 3}, "shape": (4, 5), 7: [torch.zeros(2), "x", None]}
+    snap = ck.snapshot_from_networks({"D": net(fixtures_dir, "d_64")[0]}, training_state=state)
+    loaded = ck.load_snapshot(ck.save_snapshot(tmp_path / ck.snapshot_name(8), snap))["training_state"]
+    assert loaded["seen"] == {1, 2, 3} and loaded["shape"] == (4, 5) and loaded[7][1:] == ["x", None]
