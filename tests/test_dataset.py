@@ -311,6 +311,40 @@ def test_rank_scores_sort_and_drop_bottom(tmp_path):
         assert (img == imgs[i].transpose(2, 0, 1)).all() and onehot.argmax() == labels[i]
 
 
+def test_rank_shuffles_minibatch_std_groups_and_rounds_the_batch_to_them(tmp_path, monkeypatch):
+    """With minibatch std a score depends on the image's group: each pass shuffles the groups (the same
+    groups every pass would report no spread), and --batch 6 with groups of 4 is scored 4 at a time
+    (a batch of 6 cannot be split into groups of 4). The bottom sheet starts with the worst image."""
+    from sg3lib.data import rank as rank_module
+    drawn = {}
+
+    def recording_sheet(tiles, tile, title):
+        drawn[title.split()[0]] = [caption for _, caption in tiles]
+        return Image.new("RGB", (8, 8))
+    monkeypatch.setattr(rank_module, "contact_sheet", recording_sheet)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(8, seed=5), None)
+    res = rank_module.rank(tiny_d(), ds_path, tmp_path / "r", passes=4, batch_size=6, progress=False)
+    assert (res["stds"] > 1e-6).sum() >= 6, res["stds"]
+    scores = [f"{v:.2f}" for v in res["scores"]]
+    assert drawn["top"] == scores and drawn["bottom"] == scores[::-1]
+
+
+def test_rank_copies_a_folder_of_jpegs_as_pngs(tmp_path):
+    """The official format's images are PNGs named .png: a JPEG's bytes under that name are no PNG."""
+    from sg3lib.data.rank import rank
+    root = tmp_path / "ds"
+    root.mkdir()
+    for i, a in enumerate(pictures(4, seed=6)):
+        Image.fromarray(a).save(root / f"{i}.jpg", quality=95)
+    res = rank(tiny_d(mbstd=False), root, tmp_path / "r", passes=1, drop_bottom=0.25, progress=False)
+    with zipfile.ZipFile(res["dest"]) as z:
+        pngs = [n for n in z.namelist() if n.endswith(".png")]
+        assert len(pngs) == 3 and all(z.read(n).startswith(b"\x89PNG") for n in pngs)
+    kept = ImageDataset(res["dest"])
+    originals = {n: np.asarray(Image.open(root / n)).transpose(2, 0, 1) for n in os.listdir(root)}
+    for j, name in enumerate(sorted(set(originals) - set(res["dropped"]))):  # the decoded pixels, unchanged
+        assert (kept[j][0] == originals[name]).all()
+
 def test_rank_copy_shows_progress(tmp_path, capsys):
     """Writing the filtered copy of a large dataset takes as long as scoring it: it gets a bar too."""
     from sg3lib.data.rank import rank
