@@ -177,6 +177,18 @@ def test_colour_transforms():
     assert g.shape == (2, 1, 16, 16)
 
 
+def test_colour_steps_compose_in_the_papers_order():
+    """ADA app. B: brightness, then contrast, luma flip, hue rotation and saturation, each acting on the
+    last one's result (contrast scales the brightness offset, hue turns the flipped colours)."""
+    x = _img(2)
+    steps = [dict(bright=0.0), dict(contrast=0.0), dict(lumaflip=0.0, lumaflip_bit=0.0),
+             dict(hue=0.0, hue_a=0.8), dict(sat=0.0)]
+    one_by_one = x
+    for gate in steps:
+        one_by_one = aug.augment(one_by_one, 0.5, _rnd(2, **gate))
+    at_once = aug.augment(x, 0.5, _rnd(2, **{k: v for gate in steps for k, v in gate.items()}))
+    torch.testing.assert_close(at_once, one_by_one, atol=1e-5, rtol=0)
+
 def test_colour_transforms_grayscale_and_alpha():
     """L images get the colour pipeline of their (l, l, l) RGB image averaged back, luma flip
     included (ADA app. B); channels past RGB (alpha) only move with the geometry."""
