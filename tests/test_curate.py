@@ -1062,6 +1062,28 @@ def test_contact_sheet_captions_name_unreadable_folders(tmp_path, monkeypatch):
     assert [c for _, c in drawn["unreadable_folder"]] == ["locked/"] and [c for _, c in drawn["corrupt"]] == ["x.png"]
 
 
+def test_contact_sheets_show_the_first_rejects_and_a_uniform_sample_of_the_accepted(tmp_path, monkeypatch):
+    from sg3lib.data import report as report_module
+    drawn, real = {}, report_module.contact_sheet
+
+    def recording_sheet(tiles, tile, title):
+        drawn[title.split(":")[0]] = (title, [c for _, c in tiles])
+        return real(tiles, tile, title)
+    monkeypatch.setattr(report_module, "contact_sheet", recording_sheet)
+    picked = []
+    for seed in range(50):
+        rep = report_module.Report(tmp_path / str(seed), max_tiles=4, seed=seed)
+        for i in range(20):
+            rep.add("accepted", dict(path=f"{i}.png"))
+            rep.add("corrupt", dict(path=f"bad{i}.png", detail=""))
+        rep.finish({})
+        assert drawn["corrupt"] == ("corrupt: 20 image(s), 4 shown", ["bad0.png", "bad1.png", "bad2.png", "bad3.png"])
+        title, captions = drawn["accepted"]
+        assert title == "accepted: 20 image(s), 4 shown" and len(set(captions)) == 4
+        picked += captions
+    counts = [picked.count(f"{i}.png") for i in range(20)]  # 10 each on average
+    assert min(counts) >= 3 and max(counts) <= 20, counts
+
 def test_max_images_takes_any_whole_number_but_not_a_bool(tmp_path):
     """A numpy integer (a count computed with numpy) is a whole number, as workers= takes one; True is not 1."""
     import numpy as np
