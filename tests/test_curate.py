@@ -558,14 +558,20 @@ def test_each_filter_accepts_its_limit_and_rejects_one_past_it(tmp_path):
         assert "edge.png" in {e["path"] for e in json.load(f)["files"]["file_too_small"]}
 
 
-def test_filtered_images_are_pictured_on_their_contact_sheet_undecodable_ones_crossed_out(tmp_path, monkeypatch):
+def record_sheets(monkeypatch):
+    """{reason: (title, [(thumbnail or None, caption)])} of every contact sheet drawn from here on."""
     from sg3lib.data import report as report_module
     drawn, real = {}, report_module.contact_sheet
 
     def recording_sheet(tiles, tile, title):
-        drawn[title.split(":")[0]] = tiles
+        drawn[title.split(":")[0]] = (title, tiles)
         return real(tiles, tile, title)
     monkeypatch.setattr(report_module, "contact_sheet", recording_sheet)
+    return drawn
+
+
+def test_filtered_images_are_pictured_on_their_contact_sheet_undecodable_ones_crossed_out(tmp_path, monkeypatch):
+    drawn = record_sheets(monkeypatch)
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "ok.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
@@ -574,11 +580,11 @@ def test_filtered_images_are_pictured_on_their_contact_sheet_undecodable_ones_cr
     (raw / "broken.png").write_bytes(enc(picture(6, 64, 64), "PNG")[:200])
     rep = curate(raw, tmp_path / "o.zip", 32, min_colors=None, min_bytes=None, workers=0, progress=False)
     assert rep["counts"] == {"accepted": 1, "too_small": 1, "aspect_ratio": 1, "corrupt": 1}
-    (small, cap), = drawn["too_small"]
+    (small, cap), = drawn["too_small"][1]
     assert cap == "small.png" and small.getpixel((8, 8)) == (200, 30, 90)
-    (wide, _), = drawn["aspect_ratio"]
+    (wide, _), = drawn["aspect_ratio"][1]
     assert wide.size == (64, 21)  # the file's own shape, shrunk to the tile
-    assert drawn["corrupt"] == [(None, "broken.png")]
+    assert drawn["corrupt"][1] == [(None, "broken.png")]
 
 
 def test_the_reported_size_is_the_upright_files(tmp_path):
@@ -1049,27 +1055,17 @@ def test_gif_frame_bombs():
 
 def test_contact_sheet_captions_name_unreadable_folders(tmp_path, monkeypatch):
     from sg3lib.data import report as report_module
-    drawn, real = {}, report_module.contact_sheet
-
-    def recording_sheet(tiles, tile, title):
-        drawn[title.split(":")[0]] = tiles
-        return real(tiles, tile, title)
-    monkeypatch.setattr(report_module, "contact_sheet", recording_sheet)
+    drawn = record_sheets(monkeypatch)
     rep = report_module.Report(tmp_path / "r")
     rep.add("unreadable_folder", dict(path="cats/locked/", detail=""))
     rep.add("corrupt", dict(path="cats/x.png", detail=""))
     rep.finish({})
-    assert [c for _, c in drawn["unreadable_folder"]] == ["locked/"] and [c for _, c in drawn["corrupt"]] == ["x.png"]
+    assert [c for _, c in drawn["unreadable_folder"][1]] == ["locked/"] and [c for _, c in drawn["corrupt"][1]] == ["x.png"]
 
 
 def test_contact_sheets_show_the_first_rejects_and_a_uniform_sample_of_the_accepted(tmp_path, monkeypatch):
     from sg3lib.data import report as report_module
-    drawn, real = {}, report_module.contact_sheet
-
-    def recording_sheet(tiles, tile, title):
-        drawn[title.split(":")[0]] = (title, [c for _, c in tiles])
-        return real(tiles, tile, title)
-    monkeypatch.setattr(report_module, "contact_sheet", recording_sheet)
+    drawn = record_sheets(monkeypatch)
     picked = []
     for seed in range(50):
         rep = report_module.Report(tmp_path / str(seed), max_tiles=4, seed=seed)
@@ -1077,8 +1073,10 @@ def test_contact_sheets_show_the_first_rejects_and_a_uniform_sample_of_the_accep
             rep.add("accepted", dict(path=f"{i}.png"))
             rep.add("corrupt", dict(path=f"bad{i}.png", detail=""))
         rep.finish({})
-        assert drawn["corrupt"] == ("corrupt: 20 image(s), 4 shown", ["bad0.png", "bad1.png", "bad2.png", "bad3.png"])
-        title, captions = drawn["accepted"]
+        title, tiles = drawn["corrupt"]
+        assert title == "corrupt: 20 image(s), 4 shown" and [c for _, c in tiles] == [f"bad{i}.png" for i in range(4)]
+        title, tiles = drawn["accepted"]
+        captions = [c for _, c in tiles]
         assert title == "accepted: 20 image(s), 4 shown" and len(set(captions)) == 4
         picked += captions
     counts = [picked.count(f"{i}.png") for i in range(20)]  # 10 each on average
