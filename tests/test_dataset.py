@@ -329,6 +329,25 @@ def test_rank_shuffles_minibatch_std_groups_and_rounds_the_batch_to_them(tmp_pat
     assert drawn["top"] == scores and drawn["bottom"] == scores[::-1]
 
 
+class _PositionD(torch.nn.Module):
+    """A stand-in D whose score of an image is its mean plus 1000 x its place in the batch."""
+    c_dim, img_channels, img_resolution = 0, 3, 8
+
+    def forward(self, imgs, c=None):
+        return imgs.mean((1, 2, 3)) + 1000 * torch.arange(len(imgs))
+
+
+def test_rank_counts_no_score_of_the_images_that_fill_the_last_batch(tmp_path):
+    """5 images in batches of 4: the last batch is filled up with 3 others, whose scores (at other
+    places, so other scores here) are not counted: each image has its one score of the pass."""
+    from sg3lib.data.rank import rank
+    imgs = pictures(5, seed=7)
+    res = rank(_PositionD(), official_zip(tmp_path / "ds.zip", imgs, None), tmp_path / "r", passes=1,
+               batch_size=4, progress=False, device="cpu")
+    means = {f"00000/img{i:08d}.png": a.astype(np.float64).mean() / 127.5 - 1 for i, a in enumerate(imgs)}
+    places = sorted(np.round((s - means[n]) / 1000).astype(int) for n, s in zip(res["names"], res["scores"]))
+    assert places == [0, 0, 1, 2, 3] and np.allclose(res["stds"], 0, atol=1e-3)
+
 def test_rank_copies_a_folder_of_jpegs_as_pngs(tmp_path):
     """The official format's images are PNGs named .png: a JPEG's bytes under that name are no PNG."""
     from sg3lib.data.rank import rank
