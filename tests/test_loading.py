@@ -1219,3 +1219,39 @@ def test_a_device_torch_cannot_use_is_a_load_error_before_the_file_is_read(tmp_p
         with pytest.raises(ValueError, match=why):
             tiny_generator(device=device)
     assert read == []
+
+
+def test_a_stylegan3_is_r_when_it_has_radial_filters_or_1x1_convolutions():
+    from sg3lib.loader import arch_of
+    g3 = "training.networks_stylegan3.Generator"
+    assert [arch_of(g3, kw) for kw in ({}, {"use_radial_filters": True}, {"conv_kernel": 1}, {"conv_kernel": 3})] == [
+        "stylegan3-t", "stylegan3-r", "stylegan3-r", "stylegan3-t"]
+    assert arch_of("training.networks_stylegan2.Generator", {"conv_kernel": 1}) == "stylegan2"
+    assert arch_of("training.networks_stylegan3.Discriminator", {}) == "discriminator"
+
+
+def test_the_file_must_hold_a_weight_per_layer_and_the_bytes_it_states(monkeypatch):
+    """The limits of the two checks of a file's sizes: one layer more than the file has weights for,
+    and one weight more than its bytes hold (with no slack), are refused; the network as saved is not."""
+    G = build_network("training.networks_stylegan2.Generator", dict(
+        z_dim=8, w_dim=8, c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=8,
+        mapping_kwargs={"num_layers": 1}))
+    state = G.state_dict()
+    spec = {"official_class": G.official_class, "init_kwargs": G.init_kwargs, "state_dict": state}
+    too_deep = dict(spec, init_kwargs=dict(G.init_kwargs, mapping_kwargs={"num_layers": len(state) + 1}))
+    with pytest.raises(LoadError, match=rf"states num_layers={len(state) + 1}, but the file holds only {len(state)}"):
+        loader.build(too_deep)
+    monkeypatch.setattr(loader, "_UNBACKED_SLACK", 0)
+    loader.build(spec)  # every weight its own bytes
+    a, b = next((a, b) for a in state for b in state if a < b and state[a].shape == state[b].shape
+                and state[a].numel() > 1)
+    shared = dict(state, **{b: state[a]})  # one weight the bytes of another: the file holds one fewer
+    with pytest.raises(LoadError, match="the weights state"):
+        loader.build(dict(spec, state_dict=shared))
+
+
+def test_an_empty_zip_is_named_a_zip_that_is_no_network(tmp_path):
+    import zipfile
+    zipfile.ZipFile(tmp_path / "empty.pt", "w").close()  # only the end-of-directory record: PK\5\6
+    with pytest.raises(LoadError, match="a ZIP archive, but not a PyTorch file"):
+        sg3lib.load(tmp_path / "empty.pt")
