@@ -835,6 +835,7 @@ def init(src, settings):
     images.decode = decode
     real_init(src, settings)
 
+
 def dead_on_arrival(src, settings):
     os._exit(3)
 '''
@@ -1081,6 +1082,7 @@ def test_contact_sheets_show_the_first_rejects_and_a_uniform_sample_of_the_accep
         picked += captions
     counts = [picked.count(f"{i}.png") for i in range(20)]  # 10 each on average
     assert min(counts) >= 3 and max(counts) <= 20, counts
+
 
 def test_max_images_takes_any_whole_number_but_not_a_bool(tmp_path):
     """A numpy integer (a count computed with numpy) is a whole number, as workers= takes one; True is not 1."""

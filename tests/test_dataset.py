@@ -348,6 +348,7 @@ def test_rank_counts_no_score_of_the_images_that_fill_the_last_batch(tmp_path):
     places = sorted(np.round((s - means[n]) / 1000).astype(int) for n, s in zip(res["names"], res["scores"]))
     assert places == [0, 0, 1, 2, 3] and np.allclose(res["stds"], 0, atol=1e-3)
 
+
 def test_rank_copies_a_folder_of_jpegs_as_pngs(tmp_path):
     """The official format's images are PNGs named .png: a JPEG's bytes under that name are no PNG."""
     from sg3lib.data.rank import rank
@@ -363,6 +364,7 @@ def test_rank_copies_a_folder_of_jpegs_as_pngs(tmp_path):
     originals = {n: np.asarray(Image.open(root / n)).transpose(2, 0, 1) for n in os.listdir(root)}
     for j, name in enumerate(sorted(set(originals) - set(res["dropped"]))):  # the decoded pixels, unchanged
         assert (kept[j][0] == originals[name]).all()
+
 
 def test_rank_copy_shows_progress(tmp_path, capsys):
     """Writing the filtered copy of a large dataset takes as long as scoring it: it gets a bar too."""

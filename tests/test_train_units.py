@@ -189,6 +189,7 @@ def test_colour_steps_compose_in_the_papers_order():
     at_once = aug.augment(x, 0.5, _rnd(2, **{k: v for gate in steps for k, v in gate.items()}))
     torch.testing.assert_close(at_once, one_by_one, atol=1e-5, rtol=0)
 
+
 def test_colour_transforms_grayscale_and_alpha():
     """L images get the colour pipeline of their (l, l, l) RGB image averaged back, luma flip
     included (ADA app. B); channels past RGB (alpha) only move with the geometry."""

@@ -326,7 +326,7 @@ def to_rgb_or_l(img, channels=3, background=(255, 255, 255), notes=None):
         img = Image.alpha_composite(bg, rgba).convert("RGB")
         notes.append("alpha_composited")
     if channels == 1:
-        return img if img.mode == "L" else img.convert("L")
+        return img if img.mode == "L" else img.convert("RGB").convert("L")
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
