@@ -300,6 +300,17 @@ def test_bad_shapes_give_clear_errors():
         D(torch.zeros([6, 3, 16, 16]))
 
 
+def test_a_stylegan3_needs_more_layers_than_its_critically_sampled_ones():
+    """num_layers=2 (as many as num_critical) failed deep in __init__ with 'cannot convert float NaN to
+    integer'; 3 layers is the fewest that build."""
+    for n in (1, 2):
+        with pytest.raises(ValueError, match=f"num_layers={n}: .* more synthesis layers than its num_critical=2"):
+            StyleGAN3Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, num_layers=n)
+    G = StyleGAN3Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8, num_layers=3)
+    assert G.num_ws == 5 and G.synthesis(torch.zeros([1, 5, 8])).shape == (1, 3, 16, 16)
+
+
 def test_bf16_mode_runs_reduced_layers_in_bfloat16_and_stays_close(fixtures_dir):
     meta, arrays = _load(fixtures_dir, "sg3t_256_cond")
     G = build_network(meta["official_class"], meta["init_kwargs"])

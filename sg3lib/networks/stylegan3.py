@@ -30,6 +30,9 @@ def layer_schedule(img_resolution, img_channels, channel_base=32768, channel_max
     (none on the last two layers) and channels are inversely proportional to f_c.
     Returns a dict of numpy arrays with num_layers + 1 entries (the last is ToRGB).
     """
+    if num_layers <= num_critical:  # else the exponents divide by zero (a NaN size deep in __init__)
+        raise ValueError(f"num_layers={num_layers}: a StyleGAN3 needs more synthesis layers than its "
+                         f"num_critical={num_critical} critically sampled ones (the official default is 14)")
     last_cutoff = img_resolution / 2
     last_stopband = last_cutoff * last_stopband_rel
     exponents = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
