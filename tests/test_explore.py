@@ -429,7 +429,8 @@ def test_psi_grid_corner_names_the_cutoff(G, monkeypatch):
     X.psi_grid(G, [0, 1], [1.0, 0.5], cutoff=2, progress=False)
     X.psi_grid(G, [0, 1], [1.0, 0.5], centre="class", progress=False)  # unconditional: w_avg is the centre
     X.psi_grid(make_G(c_dim=3), [0], [0.5], class_idx=1, centre="class", progress=False)
-    assert corners == [None, "cutoff 2", None, "class 1, class centre"]
+    X.psi_grid(make_G(c_dim=3), [0], [0.5], class_idx=0, cutoff=0, progress=False)  # zeros are named too
+    assert corners == [None, "cutoff 2", None, "class 1, class centre", "class 0, cutoff 0"]
 
 
 def test_style_mix_grid(G):
@@ -444,6 +445,14 @@ def test_style_mix_grid(G):
     c2 = lambda r, c: coarse[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]  # noqa: E731
     assert np.abs(c2(1, 1) - c2(1, 0)).mean() > 0.5 and np.abs(c2(1, 1) - c2(0, 1)).mean() > 0.5
     assert np.array_equal(c2(1, 0), X.generate_arrays(G, [0], progress=False)[0])  # row seed image
+    assert (c2(0, 0) == 255).all()  # the corner cell is blank white
+    # a cell is the row seed's ws with exactly ws lo..hi-1 taken from the column seed
+    lo, hi = 1, 3
+    part = np.asarray(X.style_mix_grid(G, rows, cols, layers=(lo, hi), labels=False, progress=False))
+    w_row, w_col = (X.map_z(G, X.seeds_to_z([s], G.z_dim)) for s in (rows[1], cols[0]))
+    w = w_row.clone()
+    w[:, lo:hi] = w_col[:, lo:hi]
+    assert np.array_equal(part[2 * 16:3 * 16, 16:32], X.synthesize(G, w)[0])
 
 
 def test_translate_moves_the_content_by_image_widths():
@@ -469,6 +478,8 @@ def test_to_pil_takes_one_uint8_image_and_says_what_it_got():
         X.to_pil(rgba[..., :3].astype(np.float32))
     with pytest.raises(ValueError, match=r"uint8 \[2, 6, 5, 4\]: index a batch, e.g. images\[0\]"):
         X.to_pil(np.stack([rgba, rgba]))
+    with pytest.raises(ValueError, match=r"uint8 \[6, 5, 5\]"):
+        X.to_pil(np.concatenate([rgba, rgba[..., :1]], axis=-1))
 
 
 @pytest.mark.parametrize("channels", [2, 4])
@@ -491,6 +502,39 @@ def test_image_grid_takes_labels_as_an_array():
     a = X.image_grid(imgs, 2, 2, row_labels=np.array(["a", "b"]), col_labels=np.array([0.5, 1.0]))
     b = X.image_grid(imgs, 2, 2, row_labels=["a", "b"], col_labels=["0.5", "1.0"])
     assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_image_grid_puts_each_label_by_its_cell_and_inside_the_picture():
+    """Column labels are centred over their cells and shrink until they fit them; row labels are
+    centred on their rows and end just left of the images; the left band is wide enough for the
+    longest of the row labels and the (grey) corner label, whose text is not cut at the edge."""
+    H = W = 32
+    imgs = np.full([4, H, W, 3], 200, np.uint8)
+    g = np.asarray(X.image_grid(imgs, 2, 2, ["a", "bbbb"], ["psi=0.75", "psi=1"], "corner label long")).min(-1)
+    top, left = g.shape[0] - 2 * H, g.shape[1] - 2 * W
+    assert top > 0 and left > 0
+    for j in range(2):  # 'psi=0.75' is wider than 30 px at the starting size
+        ys, xs = np.nonzero(g[:top, left + j * W:left + (j + 1) * W] < 160)
+        assert abs(xs.mean() - W / 2) < 3 and xs.min() >= 1 and xs.max() <= W - 2
+    assert (g[:top, left:] < 160).sum() == sum((g[:top, left + j * W:left + (j + 1) * W] < 160).sum() for j in range(2))
+    for i in range(2):
+        ys, xs = np.nonzero(g[top + i * H:top + (i + 1) * H, :left] < 160)
+        assert abs(ys.mean() - H / 2) < 3 and left - 10 <= xs.max() < left
+        assert g[top + i * H:top + (i + 1) * H, :left].min() < 60  # black
+    corner = g[:top, :left]
+    assert 100 < corner.min() < 200 and np.nonzero(corner < 250)[1].min() >= 2  # grey, all of it inside
+
+
+def test_image_grid_draws_a_corner_label_only_with_both_bands():
+    """Without column labels there is no top band: the corner label is not drawn over the first row's
+    label; and the bands are sized by the images' shorter side (wide images get no taller band)."""
+    imgs = np.full([4, 32, 32, 3], 200, np.uint8)
+    plain = X.image_grid(imgs, 2, 2, row_labels=["a", "b"])
+    assert np.array_equal(np.asarray(X.image_grid(imgs, 2, 2, row_labels=["a", "b"], corner_label="c")),
+                          np.asarray(plain))
+    wide = np.full([4, 32, 256, 3], 200, np.uint8)
+    assert X.image_grid(wide, 2, 2, col_labels=["a", "b"]).size[1] - 64 == \
+        X.image_grid(imgs, 2, 2, col_labels=["a", "b"]).size[1] - 64 > 0
 
 
 def test_seeds_to_z_takes_seeds_as_the_other_explore_functions_do():
@@ -582,6 +626,20 @@ def test_style_mix_grid_names_the_layers_it_mixes(G, monkeypatch):
     monkeypatch.setattr(grids, "image_grid", lambda *a, **k: seen.setdefault("rows", a[3]) and real(*a, **k))
     X.style_mix_grid(G, [0, 1], [2], layers=(2, 5), progress=False)
     assert seen["rows"] == ["styles 2-4", "seed 0", "seed 1"]  # (lo, hi) is hi exclusive: ws 2, 3 and 4
+
+
+def test_synthesize_of_no_ws_has_the_networks_shape_and_batch_size_is_a_count():
+    """No ws give no images of the network's own channels (an RGBA network's empty batch is
+    [0, H, W, 4], as its full ones); batch_size=True is refused, not read as 1."""
+    Ga = make_G(img_channels=4)
+    assert X.synthesize(Ga, torch.zeros([0, Ga.num_ws, Ga.w_dim])).shape == (0, 16, 16, 4)
+    assert X.synthesize(Ga, X.map_z(Ga, X.seeds_to_z([0], Ga.z_dim))).shape == (1, 16, 16, 4)
+    with pytest.raises(ValueError, match="batch_size=True"):
+        X.generate_arrays(Ga, [0], batch_size=True, progress=False)
+
+
+def test_tiny_generator_has_the_synthesis_layers_asked_for():
+    assert X.tiny_generator(num_layers=3).num_ws == 5 and X.tiny_generator(num_layers=6).num_ws == 8
 
 
 def test_tiny_generator_truncates_towards_its_mean_w():
