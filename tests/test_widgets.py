@@ -176,6 +176,7 @@ def test_style_mixer_renders_only_what_changed_and_shows_the_right_mix(G, monkey
         n = len(batches)
         img = np.asarray(view.render_sync())   # same state again: all three from the cache
         assert len(batches) == n
+        assert "layers 2-5" in view.caption.value  # the range as the slider shows it
     finally:
         view.close()
     wb, ws_ = X.map_z(G, X.seeds_to_z([11, 4], G.z_dim), None, 0.7)
@@ -183,6 +184,50 @@ def test_style_mixer_renders_only_what_changed_and_shows_the_right_mix(G, monkey
     mix[2:6] = ws_[2:6]
     ref = real(G, torch.stack([wb, ws_, mix]), "const")
     assert np.abs(img.astype(int) - np.concatenate(list(ref), axis=1).astype(int)).max() <= 1
+
+
+def test_style_mixer_remembers_the_eight_images_used_last(G, monkeypatch):
+    """One seed as base and style is rendered once; the cache keeps the 8 images used most recently,
+    not the 8 made last: a base seed kept while the style seed moves on is not rendered again."""
+    from sg3lib.explore import widgets
+    batches = []
+    real = widgets.synthesize
+    monkeypatch.setattr(widgets, "synthesize", lambda G, ws, *a, **k: batches.append(len(ws)) or real(G, ws, *a, **k))
+    view = StyleMixer(G, base_seed=3, style_seed=3, layers=(0, 2), display_size=16)
+    try:
+        assert view.wait(60) and batches == [1]  # base, style and mix are one ws
+        for seed in range(10, 16):  # each a new style image and a new mix: 12 images made since base 3
+            view.controls["style"].value = seed
+            assert view.wait(60)
+        assert batches[1:] == [2] * 6
+        view.controls["style"].value = 14  # its two images are among the last 8
+        assert view.wait(60) and len(batches) == 7
+    finally:
+        view.close()
+
+
+def test_small_images_are_enlarged_with_visible_pixels_and_latency_is_measured(G):
+    view = LatentExplorer(G, seed=3, display_size=64)
+    try:
+        assert view.wait(60)
+        img = X.generate_arrays(G, [3], psi=0.7, progress=False)[0]
+        assert np.array_equal(shown(view), np.kron(img, np.ones([4, 4, 1], np.uint8)))  # nearest, x4
+        assert view.last_latency_s >= view.last_render_s > 0  # from the request, render included
+        assert (view.controls["rotate"].min, view.controls["rotate"].max) == (-180, 180)  # a full turn
+    finally:
+        view.close()
+
+
+def test_interpolator_in_z_truncates_towards_the_class_centre(G):
+    Gc = make_G(c_dim=3)
+    view = Interpolator(Gc, seed_a=2, seed_b=5, space="z", display_size=16)
+    try:
+        view.controls["t"].value = 0.0
+        assert view.controls["centre"].value == "class"
+        want = X.generate_arrays(Gc, [2], psi=0.7, class_idx=0, centre="class", progress=False)[0]
+        assert np.abs(np.asarray(view.render_sync()).astype(int) - want).max() <= 1
+    finally:
+        view.close()
 
 
 def test_bursts_are_debounced_and_the_last_state_wins(G):
@@ -406,7 +451,7 @@ def test_widgets_refuse_a_fractional_seed_and_a_bad_debounce(G):
         LatentExplorer(G, seed=7.9, display_size=16)
     with pytest.raises(ValueError, match="seed 1.5 is not a whole number"):
         StyleMixer(G, style_seed=1.5, display_size=16)
-    for bad in (None, -1, float("nan")):
+    for bad in (None, -1, float("nan"), float("inf")):  # inf: a worker asleep for ever
         with pytest.raises(ValueError, match="debounce="):
             LatentExplorer(G, display_size=16, debounce=bad)
     view = LatentExplorer(G, seed=7.0, display_size=16)  # a whole float is that seed
