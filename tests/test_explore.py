@@ -513,10 +513,11 @@ def test_image_grid_puts_each_label_by_its_cell_and_inside_the_picture():
     g = np.asarray(X.image_grid(imgs, 2, 2, ["a", "bbbb"], ["psi=0.75", "psi=1"], "corner label long")).min(-1)
     top, left = g.shape[0] - 2 * H, g.shape[1] - 2 * W
     assert top > 0 and left > 0
+    ink_above = lambda j: g[:top, left + j * W:left + (j + 1) * W] < 160  # noqa: E731  (column j's label)
     for j in range(2):  # 'psi=0.75' is wider than 30 px at the starting size
-        ys, xs = np.nonzero(g[:top, left + j * W:left + (j + 1) * W] < 160)
+        ys, xs = np.nonzero(ink_above(j))
         assert abs(xs.mean() - W / 2) < 3 and xs.min() >= 1 and xs.max() <= W - 2
-    assert (g[:top, left:] < 160).sum() == sum((g[:top, left + j * W:left + (j + 1) * W] < 160).sum() for j in range(2))
+    assert (g[:top, left:] < 160).sum() == sum(ink_above(j).sum() for j in range(2))
     for i in range(2):
         ys, xs = np.nonzero(g[top + i * H:top + (i + 1) * H, :left] < 160)
         assert abs(ys.mean() - H / 2) < 3 and left - 10 <= xs.max() < left

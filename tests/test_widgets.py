@@ -160,11 +160,16 @@ def test_style_mixer_takes_a_layer_range_as_a_list_and_names_its_preset(G):
             view.close()
 
 
-def test_style_mixer_renders_only_what_changed_and_shows_the_right_mix(G, monkeypatch):
+def count_renders(monkeypatch):
+    """(list of the ws count of every synthesize call the widgets make from here on, the real synthesize)."""
     from sg3lib.explore import widgets
-    batches = []
-    real = widgets.synthesize
+    batches, real = [], widgets.synthesize
     monkeypatch.setattr(widgets, "synthesize", lambda G, ws, *a, **k: batches.append(len(ws)) or real(G, ws, *a, **k))
+    return batches, real
+
+
+def test_style_mixer_renders_only_what_changed_and_shows_the_right_mix(G, monkeypatch):
+    batches, real = count_renders(monkeypatch)
     view = StyleMixer(G, base_seed=3, style_seed=4, display_size=16)
     try:
         view.wait()
@@ -189,10 +194,7 @@ def test_style_mixer_renders_only_what_changed_and_shows_the_right_mix(G, monkey
 def test_style_mixer_remembers_the_eight_images_used_last(G, monkeypatch):
     """One seed as base and style is rendered once; the cache keeps the 8 images used most recently,
     not the 8 made last: a base seed kept while the style seed moves on is not rendered again."""
-    from sg3lib.explore import widgets
-    batches = []
-    real = widgets.synthesize
-    monkeypatch.setattr(widgets, "synthesize", lambda G, ws, *a, **k: batches.append(len(ws)) or real(G, ws, *a, **k))
+    batches, _ = count_renders(monkeypatch)
     view = StyleMixer(G, base_seed=3, style_seed=3, layers=(0, 2), display_size=16)
     try:
         assert view.wait(60) and batches == [1]  # base, style and mix are one ws
