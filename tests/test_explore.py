@@ -42,6 +42,9 @@ def test_parse_seeds():
     assert X.parse_seeds("5-5") == [5]
     with pytest.raises(ValueError, match="backwards.*'3-7'"):  # not silently no seeds at all
         X.parse_seeds("7-3")
+    assert X.parse_seeds("4294967294-4294967295") == [2 ** 32 - 2, 2 ** 32 - 1]  # the last seeds there are
+    with pytest.raises(ValueError, match="seed 4294967296 is out of range"):
+        X.parse_seeds("4294967295-4294967296")
 
 
 def test_seeds_as_arrays_and_whole_numbers_only():
@@ -115,8 +118,13 @@ def test_class_centre_truncation():
     assert not torch.allclose(other, ws0)  # each class keeps its own centre
     with pytest.raises(ValueError, match="conditional"):
         X.map_z(Gc, z)
-    with pytest.raises(ValueError, match="0..2"):
-        X.class_labels(Gc, 5)
+    for past_the_last in (3, 5):  # (3 was an IndexError from the one-hot row)
+        with pytest.raises(ValueError, match="out of range: this network has classes 0..2"):
+            X.class_labels(Gc, past_the_last)
+    unconditional = make_G()
+    assert X.class_labels(unconditional, 0).shape == X.class_labels(unconditional, None).shape == (1, 0)
+    with pytest.raises(ValueError, match="class_idx=1 given but this network is unconditional"):
+        X.class_labels(unconditional, 1)
     # New weights in the same G (a newer snapshot loaded into it): the class's mean of the new network,
     # not the cached one of the old
     Gc.load_state_dict({k: v * 1.5 for k, v in Gc.state_dict().items()})
@@ -162,6 +170,8 @@ def test_keyframe_path_passes_through_the_seeds(G):
         torch.testing.assert_close(open_path[0], keys[0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(open_path[4], keys[1], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(open_path[8], keys[2], rtol=1e-5, atol=1e-5)
+        # endpoint adds the loop's closing frame; a path that does not loop already ends on its last seed
+        assert torch.equal(X.keyframe_path(G, seeds, 9, space=space, loop=False, psi=0.7, endpoint=True), open_path)
         loop = X.keyframe_path(G, seeds, 12, space=space, psi=0.7, endpoint=True)
         assert len(loop) == 13
         torch.testing.assert_close(loop[4], keys[1], rtol=1e-5, atol=1e-5)
@@ -611,12 +621,13 @@ def test_a_style_mix_loop_starts_on_the_style_mix_of_its_seeds(G):
 
 def test_a_translate_sweep_starts_on_the_unmoved_image():
     """Frame 0 of every sweep is the identity (the video starts on the image as generated); the
-    translate circle passes `amount` from it at most twice that, and comes back."""
+    translate circle (of radius `amount`, 0.25 image widths by default) goes at most twice that from it,
+    and comes back."""
     for kind in ("translate", "rotate"):
         tf = X.transform_sweep(8, kind, endpoint=True)
         torch.testing.assert_close(tf[0], torch.eye(3), rtol=0, atol=1e-6)
         torch.testing.assert_close(tf[-1], torch.eye(3), rtol=0, atol=1e-5)
-    moves = [torch.linalg.inv(t)[:2, 2].norm().item() for t in X.transform_sweep(8, "translate", 0.25)]
+    moves = [torch.linalg.inv(t)[:2, 2].norm().item() for t in X.transform_sweep(8, "translate")]
     assert moves[0] == pytest.approx(0, abs=1e-6) and max(moves) == pytest.approx(0.5, abs=1e-6)
 
 

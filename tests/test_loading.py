@@ -1255,3 +1255,97 @@ def test_an_empty_zip_is_named_a_zip_that_is_no_network(tmp_path):
     zipfile.ZipFile(tmp_path / "empty.pt", "w").close()  # only the end-of-directory record: PK\5\6
     with pytest.raises(LoadError, match="a ZIP archive, but not a PyTorch file"):
         sg3lib.load(tmp_path / "empty.pt")
+
+
+def test_the_kind_of_generator_comes_from_its_state_and_else_from_its_source_text():
+    """A StyleGAN3 synthesis network has an `input` layer and StyleGAN2's a `b4` block; only where the
+    state shows neither does the embedded source (searched as text, never run) decide."""
+    def generator(synthesis_modules, src=""):
+        G = _module({"synthesis": _module(synthesis_modules)}, class_name="Generator")
+        G.meta["module_src"] = src
+        return G
+    assert op.official_class_of(generator({"input": _module()})) == op.SG3_CLASS
+    assert op.official_class_of(generator({"b4": _module()}, "class SynthesisInput:")) == op.SG2_CLASS
+    assert op.official_class_of(generator({}, "class SynthesisInput(torch.nn.Module):")) == op.SG3_CLASS
+    assert op.official_class_of(generator({}, "class SynthesisBlock(torch.nn.Module):")) == op.SG2_CLASS
+    with pytest.raises(LoadError, match="class 'Generator' that sg3lib does not know"):
+        op.official_class_of(generator({}))
+
+
+class _WithScratch(torch.nn.Module):
+    """A module with what torch's state_dict() leaves out: a non-persistent buffer, empty slots."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2, bias=False)
+        self.register_buffer("kept", torch.ones(1))
+        self.register_buffer("scratch", torch.zeros(3), persistent=False)
+        self.register_buffer("gone", None)
+        self.register_module("unused", None)
+        self.in_size = np.array([36, 36])  # numbers are kept as attributes; objects are not
+        self.objects = np.array([None], dtype=object)
+
+
+def test_an_exported_module_reads_back_as_its_state_dict_and_keeps_its_training_flags():
+    m = _WithScratch().train()
+    m.layer.eval()
+    exported = op.persistent_from_module(m)
+    assert exported.state["_non_persistent_buffers_set"] == {"scratch"}
+    flat = op.flatten_state(exported)
+    assert list(flat) == list(m.state_dict()) == ["kept", "layer.weight"]
+    assert all(torch.equal(flat[k], v) for k, v in m.state_dict().items())
+    assert exported.state["training"] is True and exported.state["_modules"]["layer"].state["training"] is False
+    assert np.array_equal(exported.state["in_size"], [36, 36]) and "objects" not in exported.state
+
+
+def test_a_state_dict_export_puts_the_named_buffers_in_buffers():
+    """The official loader trains what is in _parameters: w_avg there would be learned."""
+    obj = op.persistent_from_state_dict(op.SG2_CLASS, {}, {"mapping.w_avg": torch.zeros(4),
+                                                           "mapping.fc0.weight": torch.ones(4, 4)}, {"w_avg"})
+    mapping = obj.state["_modules"]["mapping"].state
+    assert list(mapping["_buffers"]) == ["w_avg"] and not mapping["_parameters"]
+    weight = mapping["_modules"]["fc0"].state["_parameters"]["weight"]
+    assert isinstance(weight, torch.nn.Parameter) and torch.equal(weight, torch.ones(4, 4))
+
+
+def test_more_positional_arguments_than_the_official_constructor_takes_is_a_load_error(tmp_path):
+    path = op.write_official_pkl(tmp_path / "d.pkl", {"D": _tiny_d(_init_args=tuple(range(13)))})
+    with pytest.raises(LoadError, match=r"d\.pkl: Discriminator has 13 positional constructor arguments"):
+        load(path)
+
+
+def test_a_bare_pickled_network_is_read_as_g_ema_or_d(tmp_path, fixtures_dir):
+    """pickle.dump(G) instead of the snapshot dict: a Generator is G_ema, a Discriminator D."""
+    for name, key in (("sg3t_64", "G_ema"), ("d_64", "D")):
+        path = tmp_path / f"{name}.pkl"
+        with open(path, "wb") as f:
+            op.dump_official(persistent(fixtures_dir, name), f)
+        assert list(op.read_official_pkl(path)["networks"]) == [key]
+
+
+def test_an_unknown_persistence_version_is_read_with_a_warning(tmp_path):
+    d = _tiny_d()
+    d.meta["version"] = 5
+    path = op.write_official_pkl(tmp_path / "v5.pkl", {"D": d})
+    with pytest.warns(UserWarning, match=r"v5\.pkl: D uses persistence format version 5 \(sg3lib knows 6\)"):
+        assert op.read_official_pkl(path)["networks"]["D"]["persistence_version"] == 5
+
+
+def test_an_empty_dict_is_not_taken_for_a_state_dict(tmp_path):
+    with pytest.raises(LoadError, match=r"\(found \[\]; expected a dict with G, D and/or G_ema networks\)$"):
+        op.read_official_pkl(_write(tmp_path / "empty.pkl", {}))
+
+
+def test_a_protocol_2_export_uses_only_protocol_2_opcodes(tmp_path, fixtures_dir):
+    """Protocol 2 is for loaders of its age, which know no STACK_GLOBAL (protocol 4)."""
+    path = op.write_official_pkl(tmp_path / "p2.pkl", {"D": persistent(fixtures_dir, "d_64")}, protocol=2)
+    assert {code.name for code, _, _ in pickletools.genops(path.read_bytes()) if code.proto > 2} == set()
+    assert set(load(path)["D"].state_dict()) == set(fixture(fixtures_dir, "d_64")[1])
+
+
+@pytest.mark.parametrize("name,kimg", [("network-snapshot-001000.pkl", 1000.0),
+                                       ("runs/00003/network-snapshot-000120.pkl", 120.0),
+                                       ("stylegan3-t-ffhq-1024.pkl", None), ("network-snapshot-final.pkl", None)])
+def test_the_kimg_is_read_only_from_snapshot_names(name, kimg):
+    """A released model's name ends in its resolution, not a training counter."""
+    assert op.kimg_from_name(name) == kimg
