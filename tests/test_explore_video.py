@@ -1,4 +1,5 @@
 """Videos (moviepy -> H.264 mp4, read back with imageio-ffmpeg and moviepy) and the sg3 CLI."""
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -172,6 +173,8 @@ def test_training_montage(tmp_path):
     path, n, skipped = X.training_montage(run, tmp_path / "montage.mp4", fps=2, label=False, progress=False)
     assert n == 4 and len(skipped) == 1 and "fakes000080.png" in skipped[0]
     assert X.read_video_info(path) == (4, (48, 32), 2.0)
+    levels = [f.mean() for f in _decoded(path)]  # the initial grid first, then fakes000000.png (both kimg 0)
+    assert np.abs(np.array(levels) - [0, 40, 80, 160]).max() < 3, levels
     with pytest.raises(FileNotFoundError, match="no such folder"):
         X.training_montage(tmp_path / "nowhere", tmp_path / "x.mp4")
     (tmp_path / "empty").mkdir()
@@ -839,3 +842,138 @@ def test_video_frames_are_rendered_in_batches(G, tmp_path, monkeypatch):
     monkeypatch.setattr(video, "synthesize", lambda G, ws, *a, **k: calls.append(len(ws)) or real(G, ws, *a, **k))
     X.interpolation_video(G, tmp_path / "b.mp4", kind="loop", grid=2, n_frames=10, batch_size=4, progress=False)
     assert calls == [4, 4, 4, 4, 2, 2]  # two cells x frames 0-3, 4-7, 8-9
+
+
+def test_an_odd_frame_is_padded_with_its_edge_colour(tmp_path):
+    """The pixel row and column added for H.264's even sizes repeat the edge, not a black line."""
+    path = X.write_video(tmp_path / "odd.mp4", np.full([2, 15, 21, 3], 230, np.uint8), fps=5, progress=False)
+    first = _decoded(path)[0]
+    assert first.shape == (16, 22, 3) and first[-1].min() > 200 and first[:, -1].min() > 200
+
+
+def test_write_video_checks_its_own_rate_quality_and_frames(tmp_path):
+    """write_video is public: its fps, crf and frames are checked there too, not only by the callers."""
+    frames = np.zeros([2, 8, 8, 3], np.uint8)
+    for kwargs, match in ((dict(fps=True), "fps=True"), (dict(fps=float("inf")), "fps=inf"),
+                          (dict(crf=52), "crf=52"), (dict(frames=[]), "no frames to write")):
+        with pytest.raises(ValueError, match=match):
+            X.write_video(tmp_path / "w.mp4", **{"frames": frames, "fps": 10, **kwargs}, progress=False)
+    assert not list(tmp_path.iterdir())
+    assert X.read_video_info(X.write_video(tmp_path / "w.mp4", frames, fps=10, crf=51, progress=False))[0] == 2
+
+
+def test_the_quality_reaches_the_encoder(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, [4, 32, 32, 3], dtype=np.uint8)
+    lossless = X.write_video(tmp_path / "q0.mp4", noise, fps=10, crf=0, progress=False).stat().st_size
+    rough = X.write_video(tmp_path / "q51.mp4", noise, fps=10, crf=51, progress=False).stat().st_size
+    assert rough * 4 < lossless
+
+
+def test_grey_frames_of_two_sizes_are_named_in_the_error(tmp_path):
+    """A 2-D (grey) frame counts as 1 channel in the size check (its message read a third axis it lacks)."""
+    with pytest.raises(ValueError, match=r"frame 1 is 10x10 with 1 channel\(s\), frame 0 8x8 with 1"):
+        X.write_video(tmp_path / "g.mp4", [np.zeros([8, 8], np.uint8), np.zeros([10, 10], np.uint8)], fps=10,
+                      progress=False)
+
+
+def test_the_progress_bar_counts_each_frame_once(tmp_path, monkeypatch):
+    """moviepy draws frame 0 once more to learn the size: the bar still ends at n of n."""
+    from sg3lib.explore import video
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            pass
+    monkeypatch.setattr(video, "tqdm", Bar)
+    X.write_video(tmp_path / "b.mp4", np.zeros([5, 8, 8, 3], np.uint8), fps=10)
+    assert [(b.n, b.total) for b in bars] == [(5, 5)]
+
+
+@pytest.mark.parametrize("kind,option", [("walk", {"amount": 0.3}), ("loop", {"amount": 0.3})])
+def test_amount_is_for_the_transform_videos_only(G, kind, option):
+    with pytest.raises(ValueError, match=f"amount=0.3 applies to kind 'translate' and 'rotate' only, not '{kind}'"):
+        X.latent_path(G, kind, 4, **option)
+
+
+def test_an_unknown_kind_is_named_before_its_options(G):
+    with pytest.raises(ValueError, match="kind='spin': use one of keyframes, walk"):
+        X.latent_path(G, "spin", 4, amount=0.3)
+
+
+def test_empty_layers_for_a_mix_video_are_refused_not_read_as_fine(G):
+    for layers in ("", ()):
+        with pytest.raises(ValueError, match=re.escape(f"layers={layers!r}: use coarse, middle, fine")):
+            X.latent_path(G, "mix", 4, layers=layers)
+
+
+def test_a_video_named_other_than_mp4_is_refused_before_any_path_is_drawn(G, tmp_path, monkeypatch):
+    from sg3lib.explore import video
+    monkeypatch.setattr(video, "latent_path", lambda *a, **k: pytest.fail("drew a path for a .gif"))
+    with pytest.raises(ValueError, match=r"v\.gif: videos are written as H\.264 mp4"):
+        X.interpolation_video(G, tmp_path / "v.gif", n_frames=3, progress=False)
+
+
+def test_the_frame_count_is_fps_times_duration_rounded(G, tmp_path):
+    path = X.interpolation_video(G, tmp_path / "r.mp4", kind="loop", fps=10, duration=0.36, progress=False)
+    assert X.read_video_info(path)[0] == 4  # 3.6 frames: 4, not 3
+
+
+def test_only_the_batch_being_encoded_is_kept_in_memory(G, tmp_path, monkeypatch):
+    """A long video holds one batch of rendered frames, not every frame so far: a frame asked for again
+    after its batch was passed is rendered again."""
+    from sg3lib.explore import video
+    calls, captured = [], {}
+    real = video.synthesize
+    monkeypatch.setattr(video, "synthesize", lambda G, ws, *a, **k: calls.append(len(ws)) or real(G, ws, *a, **k))
+    monkeypatch.setattr(video, "write_video", lambda path, frame, *a, **k: captured.setdefault("frame", frame))
+    X.interpolation_video(G, tmp_path / "m.mp4", kind="loop", n_frames=8, batch_size=4, progress=False)
+    frame = captured["frame"]
+    first = frame(0)
+    frame(1), frame(4), frame(5)
+    assert calls == [4, 4]
+    assert np.array_equal(frame(0), first) and calls == [4, 4, 4]
+
+
+def test_a_montage_scales_every_grid_to_the_first_and_keeps_two_pixels(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.fromarray(np.full([3, 400, 3], 50, np.uint8)).save(run / "fakes000000.png")
+    Image.fromarray(np.full([6, 800, 3], 90, np.uint8)).save(run / "fakes000040.png")  # a larger grid
+    path, n, _ = X.training_montage(run, tmp_path / "m.mp4", max_side=100, label=False, progress=False)
+    assert n == 2 and X.read_video_info(path)[:2] == (2, (100, 2))
+    with pytest.raises(ValueError, match="max_side=1"):
+        X.training_montage(run, tmp_path / "m.mp4", max_side=1)
+
+
+def test_montage_frames_are_labelled_with_kimg_or_the_grid_name(tmp_path, monkeypatch):
+    from PIL import ImageDraw
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("fakes_init.png", "fakes000040.png", "fakes-000000048.png", "fakes-init.png"):
+        Image.fromarray(np.zeros([64, 64, 3], np.uint8)).save(run / name)
+    texts = []
+    real = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda self, xy, text, *a, **k: texts.append(text)
+                        or real(self, xy, text, *a, **k))
+    X.training_montage(run, tmp_path / "m.mp4", progress=False)
+    assert texts == ["fakes-init", "fakes_init", "kimg 0.048", "kimg 40"]
+
+
+def test_a_montage_reports_what_it_skipped_and_refuses_a_run_of_damaged_grids(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.fromarray(np.zeros([16, 16, 3], np.uint8)).save(run / "fakes000000.png")
+    (run / "fakes000040.png").write_bytes(b"not a png")
+    X.training_montage(run, tmp_path / "m.mp4", progress=False)
+    assert "training_montage: skipped 1 unreadable file(s): fakes000040.png (UnidentifiedImageError)" \
+        in capsys.readouterr().out
+    (run / "fakes000000.png").write_bytes(b"cut")
+    with pytest.raises(ValueError, match=r"none of the 2 fakes\*\.png files could be read"):
+        X.training_montage(run, tmp_path / "n.mp4", progress=False)
