@@ -12,6 +12,7 @@ import torch
 from nbclient import NotebookClient
 
 from test_train import make_zip
+from test_notebook_01 import printed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def _settings_only(name, cells, env_prefix):
 
 def test_notebook_02_default_dataset_is_notebook_01s_output():
     nb01 = _settings_only("01_curate_dataset.ipynb", [1], "SG3_NB_")
-    dest = nb01.cells[0].outputs[0]["text"].split("destination:")[1].strip()
+    dest = printed(nb01.cells[0]).split("destination:")[1].strip()
     nb02 = _settings_only("02_train.ipynb", [1, 3], "SG3_TRAIN_")
     outs = [o for c in nb02.cells for o in c.get("outputs", [])]
     if Path(dest).exists():
@@ -193,7 +194,7 @@ def test_notebook_02_paths_from_a_kernel_started_at_the_top_of_the_checkout(tmp_
     nb = nbformat.read(ROOT / "notebooks" / "02_train.ipynb", as_version=4)
     nb.cells = [nb.cells[1], nbformat.v4.new_code_cell("print(RUNS, DATASET, sys.path[0])")]
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    runs, dataset, first = nb.cells[1].outputs[0]["text"].split()
+    runs, dataset, first = printed(nb.cells[1]).split()
     assert (runs, dataset, first) == (str(ROOT / "out" / "runs"), str(ROOT / "out" / "01_curate" / "dataset-64.zip"),
                                       str(ROOT))
 

@@ -6,6 +6,7 @@ import pytest
 from nbclient import NotebookClient
 
 from test_explore_helpers import make_G
+from test_notebook_01 import printed
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -116,7 +117,7 @@ def colab_setup_calls(name, sg3lib_missing, reruns=1):
     fake = nbformat.v4.new_code_cell(f"SG3LIB_MISSING = {sg3lib_missing}\n" + FAKE_COLAB)
     nb.cells = [fake] + [nb.cells[1]] * reruns + [nb.cells[2], nbformat.v4.new_code_cell("print(colab_calls)")]
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    return ast.literal_eval(nb.cells[-1].outputs[0]["text"])
+    return ast.literal_eval(printed(nb.cells[-1]))
 
 
 @pytest.mark.parametrize("name", ["03_truncation_psi.ipynb", "04_interpolation_widgets.ipynb"])
