@@ -932,6 +932,7 @@ def test_fakes_grid_of_a_conditional_run_shows_its_classes(tmp_path):
     from sg3lib.explore.generate import tiny_generator
     from sg3lib.train.loop import save_grid
     for n_classes, expected in ((3, [[0] * 8, [1] * 8, [2] * 8, [0] * 8]),
+                                (4, [[0] * 8, [1] * 8, [2] * 8, [3] * 8]),
                                 (6, [[(r * 8 + i) % 6 for i in range(8)] for r in range(4)])):
         G = tiny_generator(resolution=16, c_dim=n_classes)
         seen, forward = [], G.forward
@@ -940,6 +941,61 @@ def test_fakes_grid_of_a_conditional_run_shows_its_classes(tmp_path):
         save_grid(G, {"resolution": 16, "seed": 0}, labels, tmp_path / "fakes.png", "cpu")
         assert torch.cat(seen).view(4, 8).tolist() == expected
         assert (tmp_path / "fakes.png").is_file()
+
+
+class _CodedGenerator:
+    """A stand-in G_ema whose image k of the grid says which it is: channel 0 holds 7k, channel 1
+    the pixel's place in its image, channel 2 the constant `last`; stored so that x * 127.5 + 128 lands
+    half way between two whole numbers (the uint8 cast truncates)."""
+    z_dim = 4
+
+    def __init__(self, res, channels=3, last=200):
+        self.res, self.channels, self.last, self.made = res, channels, last, 0
+
+    def __call__(self, z, c, noise_mode):
+        assert noise_mode == "const"
+        r = self.res
+        k = torch.arange(self.made, self.made + len(z)).view(-1, 1, 1).expand(-1, r, r)
+        self.made += len(z)
+        place = (torch.arange(r * r).view(1, r, r) % 16).expand(len(z), -1, -1)
+        codes = torch.stack([k * 7, place * 16, torch.full_like(k, self.last)], 1)[:, :self.channels]
+        return (codes.float() - 127.5) / 127.5
+
+
+@pytest.mark.parametrize("res, cols, rows", [(4, 8, 4), (256, 8, 4), (512, 4, 2)])
+def test_fakes_grid_lays_out_its_images_row_by_row(tmp_path, res, cols, rows):
+    """The fakes grid is 8 x 4 images up to 256 px and 4 x 2 above, image k in row k // cols and
+    column k % cols, each image upright and whole."""
+    from PIL import Image
+    from sg3lib.train.loop import save_grid
+    G = _CodedGenerator(res)
+    save_grid(G, {"resolution": res, "seed": 0}, None, tmp_path / "fakes.png", "cpu")
+    img = np.asarray(Image.open(tmp_path / "fakes.png"))
+    assert G.made == cols * rows and img.shape == (rows * res, cols * res, 3)
+    for k in range(cols * rows):
+        cell = img[k // cols * res:(k // cols + 1) * res, k % cols * res:(k % cols + 1) * res]
+        assert (cell[..., 0] == 7 * k).all(), k
+        assert np.array_equal(cell[..., 1], np.arange(res * res).reshape(res, res) % 16 * 16), k
+        assert (cell[..., 2] == 200).all()
+
+
+def test_fakes_grid_maps_minus_one_to_black_and_one_to_white(tmp_path):
+    """Pixels are x * 127.5 + 128 cut to 0..255: -1 is 0, 0 is 128, 1 is 255, beyond is clamped;
+    a one-channel generator's grid is a greyscale PNG."""
+    from PIL import Image
+    from sg3lib.train.loop import save_grid
+
+    class Constant:
+        z_dim = 4
+
+        def __call__(self, z, c, noise_mode):
+            v = torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0, 0.5, -0.5, 0.0])
+            return v.view(-1, 1, 1, 1).expand(len(z), 1, 4, 4).clone()
+    save_grid(Constant(), {"resolution": 4, "seed": 0}, None, tmp_path / "fakes.png", "cpu")
+    grid = Image.open(tmp_path / "fakes.png")
+    assert grid.mode == "L" and grid.size == (32, 16)
+    top_left = np.asarray(grid)[::4, ::4]
+    assert top_left.tolist() == [[0, 0, 128, 255, 255, 191, 64, 128]] * 4
 
 
 def test_resumed_tensorboard_purges_from_the_snapshot_on(tmp_path, monkeypatch):
