@@ -1,5 +1,6 @@
 """Unit checks of the training pieces: ADA augmentation, its controller, mbstd ordering, EMA, config."""
 
+import json
 import math
 
 import numpy as np
@@ -502,7 +503,6 @@ def test_snapshot_retention_options_are_checked():
 def test_truncating_the_stats_log_is_durable_and_leaves_no_temporary(tmp_path, monkeypatch):
     """A resume rewrites stats.jsonl without the lines after its snapshot: fsynced before the rename
     (a crash could otherwise leave an empty log in place of the run's history), then the folder."""
-    import json
     import os
     from sg3lib.train.stats import read_stats, truncate_after
     (tmp_path / "stats.jsonl").write_text("".join(json.dumps({"kimg": k}) + "\n" for k in (0.1, 0.2, 0.3)))
@@ -594,6 +594,74 @@ def test_tensorboard_step_is_the_image_count(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
     StatsWriter(tmp_path, tensorboard=True).write({"kimg": 4.004, "loss_G": 1.0, "time": 1796310992.4})
     assert steps == [("loss_G", 4004)]  # (the time, a float32 scalar, moved in steps of 128 s: events carry it)
+
+
+def test_stats_writer_sends_numbers_not_flags_to_tensorboard_flushing_each_tick(monkeypatch, tmp_path):
+    """Each record is one whole line of stats.jsonl; TensorBoard gets its numbers (a flag such as
+    'diverged' is no scalar to plot), flushed every tick (a notebook's TensorBoard reads a live run),
+    and is closed by close()."""
+    import sys
+    import types
+    from sg3lib.train.stats import StatsWriter, read_stats
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, log_dir, purge_step=None):
+            pass
+
+        def add_scalar(self, key, value, global_step):
+            calls.append(("add", key, value))
+
+        def flush(self):
+            calls.append(("flush",))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    w = StatsWriter(tmp_path, tensorboard=True)
+    w.write({"kimg": 1.0, "loss_G": 0.5, "diverged": True, "tick": 1, "note": "x"})
+    w.write({"kimg": 2.0, "loss_D": 0.25})
+    assert calls == [("add", "loss_G", 0.5), ("add", "tick", 1), ("flush",), ("add", "loss_D", 0.25), ("flush",)]
+    w.close()
+    assert calls[-1] == ("close",)
+    text = (tmp_path / "stats.jsonl").read_text()
+    assert text.endswith("\n") and text.count("\n") == 2
+    assert read_stats(tmp_path) == ([{"kimg": 1.0, "loss_G": 0.5, "diverged": True, "tick": 1, "note": "x"},
+                                     {"kimg": 2.0, "loss_D": 0.25}], 0)
+    StatsWriter(tmp_path).close()  # (without TensorBoard: nothing to close)
+
+
+def test_truncating_keeps_the_snapshot_tick_and_drops_the_next_even_an_image_later(tmp_path, capsys):
+    """kimg is a count of images / 1000: the record one image after the snapshot is lost work."""
+    from sg3lib.train.stats import truncate_after
+    (tmp_path / "stats.jsonl").write_text("".join(json.dumps({"kimg": k}) + "\n" for k in (4.0, 4.004, 4.005)))
+    truncate_after(tmp_path, 4.004)
+    assert [json.loads(l)["kimg"] for l in (tmp_path / "stats.jsonl").read_text().splitlines()] == [4.0, 4.004]
+    (tmp_path / "stats.jsonl").write_text('{"kimg": 1.0}\n{"kim\n0\n')
+    truncate_after(tmp_path, 1.0)
+    assert "dropped 2 unreadable lines (cut short or damaged)" in capsys.readouterr().out
+    (tmp_path / "stats.jsonl").write_text('{"kimg": 1.0}\n{"kim\n')
+    truncate_after(tmp_path, 1.0)
+    assert "dropped 1 unreadable line (cut short or damaged)" in capsys.readouterr().out
+    truncate_after(tmp_path / "nowhere", 1.0)  # (a run without a log yet: nothing to do)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_tick_line_reads_as_a_log_line():
+    from sg3lib.train.stats import tick_line
+    rec = {"tick": 3, "kimg": 4.004, "loss_G": 1.23456, "loss_D": 0.5, "ada_p": 0.0125, "sec_per_kimg": 12.3456,
+           "mem_peak_gb": 9.87654, "time": 1796310992.4}
+    assert tick_line(rec) == ("tick 3  kimg 4.004  loss_G 1.235  loss_D 0.5  ada_p 0.0125  sec_per_kimg 12.35  "
+                              "mem_peak_gb 9.877")
+    assert tick_line({"tick": 0, "kimg": 0.0}) == "tick 0  kimg 0"  # (the first tick: no losses yet)
+
+
+def test_a_diverged_record_is_named_whatever_the_infinity():
+    from sg3lib.train.stats import divergence_warning
+    said = divergence_warning({"kimg": 2.5, "loss_G": float("nan"), "loss_D": float("inf"), "tick": 4})
+    assert said.startswith("warning: loss_G is nan, loss_D is inf at kimg 2.5: training has diverged")
+    assert divergence_warning({"kimg": 2.5, "loss_G": 0.5, "diverged": False}) is None
 
 
 def test_an_unreadable_stats_line_is_skipped_counted_and_reported(tmp_path, capsys):
