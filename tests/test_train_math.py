@@ -115,3 +115,68 @@ def test_ada_goes_from_0_to_1_in_ada_kimg_and_ema_halves_in_ema_kimg():
     beta = ema_beta(10 ** 9, 32, 10, 0.05)
     assert 32 * math.log(0.5) / math.log(beta) == pytest.approx(10_000)  # half-life ema_kimg
     assert ema_beta(20_000, 32, 10, 0.05) == pytest.approx(0.5 ** (32 / 1000))  # ramp-up: 0.05 * seen
+
+
+def test_blur_is_a_gaussian_of_sigma_cut_at_3_sigma_with_zero_padding():
+    """StyleGAN3-R's blur of D's inputs, summed by hand: each pixel the Gaussian-weighted mean of its
+    neighbours within ceil(3 sigma), weights exp(-d^2 / 2 sigma^2) normalised, outside the image 0."""
+    sigma = 1.3
+    x = torch.randn(2, 3, 7, 11, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    r = math.ceil(3 * sigma)
+    w = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-r, r + 1)]
+    w = [v / sum(w) for v in w]
+    want = torch.zeros_like(x)
+    H, W = x.shape[2:]
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            shifted = torch.zeros_like(x)  # shifted[y, x] = x[y + dy, x + dx], 0 outside
+            shifted[:, :, max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)] = \
+                x[:, :, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)]
+            want += w[dy + r] * w[dx + r] * shifted
+    torch.testing.assert_close(blur(x, sigma), want)
+
+
+def test_without_style_mixing_the_mapping_runs_once():
+    """style_mixing 0 (a transfer, or a config without mixing): no second latent through the mapping."""
+    ph, G, D, r = _phases(style_mixing=0.0)
+    calls = []
+    G.mapping.register_forward_hook(lambda *a: calls.append(1))
+    _, ws = ph.run_G(r["z"], r["c"], r["z2"], torch.zeros(4), torch.full([4], 0.5))
+    assert len(calls) == 1
+    torch.testing.assert_close(ws, G.mapping(r["z"], r["c"]))
+
+
+def test_a_conditional_d_sees_each_image_with_its_own_label():
+    """D's input is reordered for its minibatch-stddev groups; the labels go with their images."""
+    ph, G, D, r = _phases(mbstd_group=2, c_dim=3)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    c = torch.eye(3)[[0, 1, 2, 0]]
+    with torch.no_grad():
+        whole = ph.run_D(x, c, 0.0, 0.0, r["aug"])
+        halves = torch.cat([ph.run_D(x[:2], c[:2], 0.0, 0.0, r["aug"]), ph.run_D(x[2:], c[2:], 0.0, 0.0, r["aug"])])
+        relabelled = ph.run_D(x, c[[1, 0, 0, 2]], 0.0, 0.0, r["aug"])
+    torch.testing.assert_close(whole, halves)
+    assert not torch.allclose(whole, relabelled)  # the label matters to this D
+
+
+def test_update_stats_runs_the_first_n_images_with_their_mixing_and_moves_the_averages():
+    """Once per step, G's running statistics (w_avg, StyleGAN3's input magnitude EMAs) move by the
+    first n images as G_main makes them: z through the mapping, the second latent from the cutoff on."""
+    import copy
+    ph, G, D, r = _phases(style_mixing=1.0)
+    r["cut_u"] = torch.tensor([0.0, 0.5, 0.999, 0.5])
+    by_hand = copy.deepcopy(G)
+    ph.update_stats(r, 2)
+    with torch.no_grad():
+        ws = by_hand.mapping(r["z"][:2], r["c"][:2], update_emas=True)
+        ws2 = by_hand.mapping(r["z2"][:2], r["c"][:2])
+        n = ws.shape[1]
+        for i, cut in ((0, 1), (1, 1 + math.floor(0.5 * (n - 1)))):
+            ws[i, cut:] = ws2[i, cut:]
+        by_hand.synthesis(ws, update_emas=True)
+    before = dict(_phases()[1].named_buffers())  # the same G, untouched
+    moved = [name for name, b in G.named_buffers() if not torch.equal(b, before[name])]
+    assert "mapping.w_avg" in moved and any(name.startswith("synthesis.") for name in moved), moved
+    for (name, b), want in zip(G.named_buffers(), by_hand.buffers()):
+        # compared by how far each moved: an EMA of decay 0.999 moves by ~1e-4 a step
+        torch.testing.assert_close(b - before[name], want - before[name], rtol=1e-3, atol=1e-10, msg=name)
