@@ -1544,6 +1544,10 @@ def test_overwrite_never_replaces_the_source_or_a_folder_that_is_not_a_dataset(t
     with pytest.raises(CurateError, match="not a dataset .*thesis.pdf"):
         curate(raw, tmp_path / "mine", 32, workers=0, progress=False, overwrite=True)
     assert (tmp_path / "mine" / "thesis.pdf").exists()
+    (tmp_path / "notes").write_bytes(b"my notes")  # a file named like a folder dataset: not replaced
+    with pytest.raises(CurateError, match="notes is a file, not a dataset folder"):
+        curate(raw, tmp_path / "notes", 32, workers=0, progress=False, overwrite=True)
+    assert (tmp_path / "notes").read_bytes() == b"my notes"
     (tmp_path / "d.zip").mkdir()
     with pytest.raises(CurateError, match="d.zip is a folder"):  # was an IsADirectoryError after the work
         curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False, overwrite=True)
@@ -1568,6 +1572,15 @@ def test_a_refused_call_creates_no_destination_folder(tmp_path):
     with pytest.raises(CurateError, match="labels='folders'"):
         curate(raw, tmp_path / "new" / "sub" / "d.zip", 32, labels="folders", workers=0, progress=False)
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("name", ["d.zip", "d"])
+def test_a_dataset_is_written_into_folders_that_do_not_exist_yet(tmp_path, name):
+    dest = tmp_path / "new" / "sub" / name
+    with DatasetWriter(dest) as w:
+        w.add(enc(picture(73, 8, 8), "PNG"))
+    assert w.close() == dest and len(ImageDataset(dest)) == 1
+    assert sorted(p.name for p in dest.parent.iterdir()) == [name]  # no temporary left beside it
 
 
 def old_and_new(tmp_path):
