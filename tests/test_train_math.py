@@ -1,6 +1,7 @@
 """The training losses against the papers' formulas, computed here by hand (StyleGAN2 sec. 2-3,
 ADA sec. 3, StyleGAN3 appendix): R1 with lazy gain, path length with the sqrt(H*W) noise scale,
 the non-saturating logistic losses, style mixing's crossover, ADA's speed and EMA's half-life."""
+import copy
 import math
 
 import pytest
@@ -82,7 +83,6 @@ def test_d_returns_each_images_logit_in_the_order_given():
 
 def test_only_the_first_latent_moves_w_avg_under_style_mixing():
     """w_avg is the mean of the mapping of z; the second latent of style mixing leaves it alone."""
-    import copy
     ph, G, D, r = _phases(style_mixing=1.0)
     alone, before = copy.deepcopy(G.mapping), G.mapping.w_avg.clone()
     with torch.no_grad():
@@ -125,14 +125,10 @@ def test_blur_is_a_gaussian_of_sigma_cut_at_3_sigma_with_zero_padding():
     r = math.ceil(3 * sigma)
     w = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-r, r + 1)]
     w = [v / sum(w) for v in w]
-    want = torch.zeros_like(x)
     H, W = x.shape[2:]
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            shifted = torch.zeros_like(x)  # shifted[y, x] = x[y + dy, x + dx], 0 outside
-            shifted[:, :, max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)] = \
-                x[:, :, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)]
-            want += w[dy + r] * w[dx + r] * shifted
+    padded = F.pad(x, [r, r, r, r])  # zeros outside the image
+    want = sum(w[dy + r] * w[dx + r] * padded[:, :, r + dy:r + dy + H, r + dx:r + dx + W]
+               for dy in range(-r, r + 1) for dx in range(-r, r + 1))
     torch.testing.assert_close(blur(x, sigma), want)
 
 
@@ -162,10 +158,10 @@ def test_a_conditional_d_sees_each_image_with_its_own_label():
 def test_update_stats_runs_the_first_n_images_with_their_mixing_and_moves_the_averages():
     """Once per step, G's running statistics (w_avg, StyleGAN3's input magnitude EMAs) move by the
     first n images as G_main makes them: z through the mapping, the second latent from the cutoff on."""
-    import copy
     ph, G, D, r = _phases(style_mixing=1.0)
     r["cut_u"] = torch.tensor([0.0, 0.5, 0.999, 0.5])
     by_hand = copy.deepcopy(G)
+    before = {name: b.clone() for name, b in G.named_buffers()}
     ph.update_stats(r, 2)
     with torch.no_grad():
         ws = by_hand.mapping(r["z"][:2], r["c"][:2], update_emas=True)
@@ -174,7 +170,6 @@ def test_update_stats_runs_the_first_n_images_with_their_mixing_and_moves_the_av
         for i, cut in ((0, 1), (1, 1 + math.floor(0.5 * (n - 1)))):
             ws[i, cut:] = ws2[i, cut:]
         by_hand.synthesis(ws, update_emas=True)
-    before = dict(_phases()[1].named_buffers())  # the same G, untouched
     moved = [name for name, b in G.named_buffers() if not torch.equal(b, before[name])]
     assert "mapping.w_avg" in moved and any(name.startswith("synthesis.") for name in moved), moved
     for (name, b), want in zip(G.named_buffers(), by_hand.buffers()):
