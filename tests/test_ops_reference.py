@@ -50,17 +50,35 @@ def test_every_fixture_case_matches(fixtures_dir):
 
 
 def _upfirdn_by_definition(x, f, up, down, padding, flip_filter, gain):
-    """upfirdn2d spelled out literally (zero-stuff, pad, full 2-D conv, subsample): a second truth."""
+    """upfirdn2d spelled out literally (zero-stuff, pad, full 2-D conv, subsample): a second truth.
+    up and down are ints or [x, y] pairs."""
+    (upx, upy), (downx, downy) = [(v, v) if isinstance(v, int) else tuple(v) for v in (up, down)]
     px0, px1, py0, py1 = padding
     n, c, h, w = x.shape
-    u = torch.zeros(n, c, h * up, w * up, dtype=x.dtype)
-    u[:, :, ::up, ::up] = x
+    u = torch.zeros(n, c, h * upy, w * upx, dtype=x.dtype)
+    u[:, :, ::upy, ::upx] = x
     u = torch.nn.functional.pad(u, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     u = u[:, :, max(-py0, 0):u.shape[2] - max(-py1, 0), max(-px0, 0):u.shape[3] - max(-px1, 0)]
     f2 = (f[:, None] * f[None, :] if f.ndim == 1 else f) * gain
     k = f2 if flip_filter else f2.flip([0, 1])
     y = torch.nn.functional.conv2d(u.reshape(n * c, 1, *u.shape[2:]), k[None, None].to(x.dtype))
-    return y[:, :, ::down, ::down].reshape(n, c, *y[:, :, ::down, ::down].shape[2:])
+    y = y[:, :, ::downy, ::downx]
+    return y.reshape(n, c, *y.shape[2:])
+
+
+@pytest.mark.parametrize("fshape", [(5,), (4, 3), (1, 1)], ids=["separable", "2-D", "1x1"])
+@pytest.mark.parametrize("up,down", [([2, 1], 1), ([1, 3], 1), (1, [1, 2]), (1, [3, 1]), ([2, 1], [1, 2]),
+                                     ([1, 2], [2, 1])])
+def test_upfirdn2d_with_different_x_and_y_factors(up, down, fshape):
+    """up/down as [x, y]: each axis is stuffed and subsampled by its own factor, not the other's."""
+    g = torch.Generator().manual_seed(int(len(fshape) * 7 + np.sum(up) + 3 * np.sum(down)))
+    x = torch.randn(2, 1, 9, 13, generator=g, dtype=torch.float64)
+    f = torch.rand(fshape, generator=g, dtype=torch.float64)
+    padding = (2, 1, 3, 0)
+    y = ops.upfirdn2d(x, f, up=up, down=down, padding=list(padding), impl="ref")
+    ref = _upfirdn_by_definition(x, f, up, down, padding, False, 1)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("up,down,padding,taps,flip,sep", [
@@ -178,6 +196,14 @@ def test_bad_arguments_are_explained():
         ops.upfirdn2d(x, torch.ones(3), padding=[1, 2, 3])
     with pytest.raises(ValueError, match="empty"):
         ops.upfirdn2d(x, torch.ones(9))
+    with pytest.raises(ValueError, match="empty"):  # wide enough in y, too narrow in x
+        ops.upfirdn2d(torch.zeros(1, 1, 8, 2), torch.ones(3, 3))
+    with pytest.raises(ValueError, match="up factors must be >= 1"):
+        ops.upfirdn2d(x, torch.ones(3), up=[2, 0], padding=1)
+    with pytest.raises(ValueError, match="down factors must be >= 1"):
+        ops.upfirdn2d(x, torch.ones(3), down=[1, 0], padding=1)
+    with pytest.raises(ValueError, match=r"1-D \(separable\) or 2-D, got shape \(2, 2, 2\)"):
+        ops.upfirdn2d(x, torch.ones(2, 2, 2))
     with pytest.raises(ValueError, match="unknown activation"):
         ops.bias_act(x, act="gelu-ish")
     with pytest.raises(ValueError, match="impl"):
@@ -306,6 +332,33 @@ def test_band_plan_cached_under_inference_mode_serves_autograd_later():
     xd = x.clone().requires_grad_(True)
     (want,) = torch.autograd.grad(_upfirdn_by_definition(xd, f, 2, 1, (3, 3, 3, 3), False, 1).square().sum(), xd)
     torch.testing.assert_close(dx, want, rtol=1e-10, atol=1e-10)
+
+
+def test_band_plan_cache_tells_apart_plans_that_differ_only_in_the_far_padding():
+    """Same length, taps, factors and leading padding, a different trailing padding: a different
+    number of output rows, so a different plan (a stale one would give the wrong shape or values)."""
+    g = torch.Generator().manual_seed(12)
+    f = torch.rand(5, generator=g, dtype=torch.float64)  # taps no other test uses: fresh plans
+    x = torch.randn(1, 2, 10, 10, generator=g, dtype=torch.float64)
+    for padding in [(2, 0, 2, 0), (2, 3, 2, 3), (2, -2, 2, -2)]:
+        y = ops.upfirdn2d(x, f, up=2, padding=list(padding), impl="ref")
+        torch.testing.assert_close(y, _upfirdn_by_definition(x, f, 2, 1, padding, False, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_filter_gradient_is_taken_through_each_call_not_a_cached_plan():
+    """A filter that needs a grad bypasses the plan cache: a second filter tensor with the same taps
+    gets its own gradient (a cached plan would tie the graph to the first tensor)."""
+    g = torch.Generator().manual_seed(13)
+    taps = torch.rand(6, generator=g, dtype=torch.float64)
+    x = torch.randn(1, 1, 7, 9, generator=g, dtype=torch.float64)
+    for _ in range(2):
+        f = taps.clone().requires_grad_(True)
+        (df,) = torch.autograd.grad(ops.upfirdn2d(x, f, up=2, padding=2, impl="ref").square().sum(), f)
+        fd = taps.clone().requires_grad_(True)
+        (want,) = torch.autograd.grad(_upfirdn_by_definition(x, fd, 2, 1, (2,) * 4, False, 1).square().sum(), fd)
+        torch.testing.assert_close(df, want, rtol=1e-10, atol=1e-10)
+    fn = lambda f: ops.upfirdn2d(x, f, down=2, padding=1, impl="ref")
+    assert torch.autograd.gradcheck(fn, (taps.clone().requires_grad_(True),))
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 5, 4), (2, 0, 5, 4)], ids=["batch0", "channels0"])
