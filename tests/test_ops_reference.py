@@ -51,7 +51,7 @@ def test_every_fixture_case_matches(fixtures_dir):
 
 def _upfirdn_by_definition(x, f, up, down, padding, flip_filter, gain):
     """upfirdn2d spelled out literally (zero-stuff, pad, full 2-D conv, subsample): a second truth.
-    up and down are ints or [x, y] pairs."""
+    up and down are ints or [x, y] pairs, read here rather than by parse_scaling, the code under test."""
     (upx, upy), (downx, downy) = [(v, v) if isinstance(v, int) else tuple(v) for v in (up, down)]
     px0, px1, py0, py1 = padding
     n, c, h, w = x.shape
@@ -351,11 +351,11 @@ def test_filter_gradient_is_taken_through_each_call_not_a_cached_plan():
     g = torch.Generator().manual_seed(13)
     taps = torch.rand(6, generator=g, dtype=torch.float64)
     x = torch.randn(1, 1, 7, 9, generator=g, dtype=torch.float64)
+    fd = taps.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(_upfirdn_by_definition(x, fd, 2, 1, (2,) * 4, False, 1).square().sum(), fd)
     for _ in range(2):
         f = taps.clone().requires_grad_(True)
         (df,) = torch.autograd.grad(ops.upfirdn2d(x, f, up=2, padding=2, impl="ref").square().sum(), f)
-        fd = taps.clone().requires_grad_(True)
-        (want,) = torch.autograd.grad(_upfirdn_by_definition(x, fd, 2, 1, (2,) * 4, False, 1).square().sum(), fd)
         torch.testing.assert_close(df, want, rtol=1e-10, atol=1e-10)
     fn = lambda f: ops.upfirdn2d(x, f, down=2, padding=1, impl="ref")
     assert torch.autograd.gradcheck(fn, (taps.clone().requires_grad_(True),))
