@@ -474,3 +474,132 @@ def test_grouped_modulated_conv_gradients_in_float64(pad):
     fn = lambda x, w, f: _GroupedModConv.apply(x, w, f, pad)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w, f))
     assert torch.autograd.gradgradcheck(fn, (x, w, f))
+
+
+def _conv2d_resample_by_definition(x, w, f, up, down, padding, groups):
+    """StyleGAN2's resampling convolution spelled out on the fine grid: upsampling zero-stuffs, blurs
+    (gain up^2) and convolves with w (a transposed convolution's orientation); downsampling blurs,
+    cross-correlates with w and keeps every down-th sample. The blur pads the layer's own padding plus
+    (fw + up - 1) // 2 before and (fw - up) // 2 after (upsampling), (fw - down + 1) // 2 and
+    (fw - down) // 2 (downsampling): the grid alignment of the official layers."""
+    fw = f.shape[-1]
+    if up > 1:
+        a, b = padding + (fw + up - 1) // 2, padding + (fw - up) // 2
+        z = _upfirdn_by_definition(x, f, up, 1, [a, b, a, b], False, up * up)
+        return torch.nn.functional.conv2d(z, w.flip([2, 3]), groups=groups)
+    a, b = padding + (fw - down + 1) // 2, padding + (fw - down) // 2
+    z = _upfirdn_by_definition(x, f, 1, 1, [a, b, a, b], False, 1)
+    return torch.nn.functional.conv2d(z, w, groups=groups)[:, :, ::down, ::down]
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("fw", [2, 3, 4, 5])
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2)], ids=["up", "down"])
+def test_conv2d_resample_against_definition(up, down, fw, k, groups):
+    """Odd and even, asymmetric filters (an odd [1, 2, 1] aligns differently from [1, 3, 3, 1]), 1x1
+    and 3x3 kernels, grouped convolutions (StyleGAN2's grouped modulated upsampling)."""
+    from sg3lib.ops.conv import conv2d_resample
+    g = torch.Generator().manual_seed(fw * 10 + k + groups)
+    x = torch.randn(2, 4, 7, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(6, 4 // groups, k, k, generator=g, dtype=torch.float64)
+    f = torch.rand(fw, generator=g, dtype=torch.float64) + 0.25
+    y = conv2d_resample(x, w, f=f, up=up, down=down, padding=k // 2, groups=groups)
+    want = _conv2d_resample_by_definition(x, w, f, up, down, k // 2, groups)
+    assert y.shape == want.shape == (2, 6, 7 * up // down, 6 * up // down)
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+
+
+def test_conv2d_resample_refuses_up_and_down_at_once():
+    from sg3lib.ops.conv import conv2d_resample
+    with pytest.raises(ValueError, match="either up- or downsampling"):
+        conv2d_resample(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), f=torch.ones(2), up=2, down=2, padding=1)
+
+
+def _modulated_conv_by_definition(x, weight, styles, demodulate, padding):
+    """StyleGAN2 eq. 1-3 literally, per sample, in float64: w' = s w, w'' = w' / sqrt(sum w'^2 + 1e-8)."""
+    out = []
+    for xn, sn in zip(x.double(), styles.double()):
+        wn = weight.double() * sn.reshape(1, -1, 1, 1)
+        if demodulate:
+            wn = wn / (wn.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        out.append(torch.nn.functional.conv2d(xn[None], wn, padding=padding)[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["batched", "grouped"])
+def test_modulated_conv_of_a_zero_weight_row_or_zero_styles_is_zero_not_nan(grouped):
+    """A pruned output channel (all-zero weight row) and a sample whose styles are all zero give 0
+    there (eq. 3), not 0 * inf = NaN; the other channels and samples are unaffected."""
+    from sg3lib.ops.conv import modulated_conv2d
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 6, 6, generator=g)
+    weight = torch.randn(5, 4, 3, 3, generator=g)
+    weight[2] = 0
+    styles = torch.randn(3, 4, generator=g)
+    styles[1] = 0
+    y = modulated_conv2d(x, weight, styles, padding=1, grouped=grouped)
+    assert bool(torch.isfinite(y).all())
+    assert not bool(y[:, 2].any()) and not bool(y[1].any())
+    torch.testing.assert_close(y.double(), _modulated_conv_by_definition(x, weight, styles, True, 1),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("style_scale,weight_scale", [(1e4, 1.0), (1.0, 1e4)], ids=["styles", "weight"])
+def test_modulated_conv_in_float16_stays_in_range_for_large_styles_or_weights(style_scale, weight_scale):
+    """Demodulation cancels any scale of the weight rows and the styles, so they are brought to unit
+    RMS before x (float16) meets them: s w x summed over 4 x 9 taps would pass float16's 65504.
+    Noise in float32 is added without promoting the float16 result."""
+    from sg3lib.ops.conv import modulated_conv2d
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, 6, 6, generator=g)
+    weight = torch.randn(5, 4, 3, 3, generator=g) * weight_scale
+    styles = (torch.rand(2, 4, generator=g) + 0.5) * style_scale
+    noise = torch.randn(2, 1, 6, 6, generator=g)
+    y = modulated_conv2d(x.half(), weight, styles, padding=1, noise=noise, grouped=False)
+    assert y.dtype == torch.float16 and bool(torch.isfinite(y).all())
+    want = _modulated_conv_by_definition(x, weight, styles, True, 1) + noise.double()
+    assert float((y.double() - want).abs().max()) <= 1e-2 * float(want.abs().max())
+
+
+def test_modulated_conv_takes_the_grouped_form_only_off_the_cpu_while_autograd_records(monkeypatch):
+    """grouped=None: the grouped form (memory) where a device other than the CPU trains, whichever input
+    takes the gradient; the batched form on the CPU and for inference. ('meta' stands in for a GPU:
+    the choice is the device's type, and meta tensors run the shapes through.)"""
+    from sg3lib.ops import conv
+    calls = []
+    real = conv._GroupedModConv.apply
+    monkeypatch.setattr(conv._GroupedModConv, "apply", lambda *a: calls.append(1) or real(*a))
+
+    def form(device, grad, needs):
+        leaves = [torch.randn(2, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(2, 4)]
+        leaves = [t.to(device).requires_grad_(name in needs) for t, name in zip(leaves, "xws")]
+        calls.clear()
+        with torch.set_grad_enabled(grad):
+            y = conv.modulated_conv2d(*leaves, padding=1)
+        assert y.shape == (2, 5, 6, 6)
+        return "grouped" if calls else "batched"
+    for needs in ("x", "w", "s"):
+        assert form("meta", True, needs) == "grouped", needs
+        assert form("meta", False, needs) == "batched", needs
+        assert form("cpu", True, needs) == "batched", needs
+    assert form("meta", True, "") == "batched"
+
+
+@pytest.mark.parametrize("needs", ["x", "w", "s", "ws"])
+def test_grouped_modulated_conv_gradient_of_each_input_alone(needs):
+    """Where only some inputs take a gradient (a frozen layer whose styles still train; x alone for
+    path length regularization) the grouped backward computes just those and equals the batched one."""
+    from sg3lib.ops.conv import modulated_conv2d
+    g = torch.Generator().manual_seed(5)
+    base = [torch.randn(2, 4, 6, 6, generator=g, dtype=torch.float64),
+            torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64),
+            torch.randn(2, 4, generator=g, dtype=torch.float64)]
+    dy = torch.randn(2, 5, 6, 6, generator=g, dtype=torch.float64)
+    grads = []
+    for grouped in (False, True):
+        leaves = [t.clone().requires_grad_(name in needs) for t, name in zip(base, "xws")]
+        y = modulated_conv2d(*leaves, padding=1, grouped=grouped)
+        grads.append(torch.autograd.grad(y, [t for t in leaves if t.requires_grad], dy))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

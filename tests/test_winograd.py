@@ -9,7 +9,8 @@ from sg3lib.ops.winograd import conv3x3_winograd, winograd_applicable
 
 
 @pytest.mark.parametrize("n,c,o,h,w,padding", [(2, 5, 7, 9, 12, 1), (1, 3, 4, 13, 13, 2), (2, 8, 6, 10, 7, 0),
-                                               (1, 2, 3, 3, 3, 0), (3, 4, 4, 6, 5, 2)])
+                                               (1, 2, 3, 3, 3, 0), (3, 4, 4, 6, 5, 2),
+                                               (1, 3, 2, 5, 17, 1), (2, 3, 4, 14, 3, 0)])
 def test_equals_conv2d_in_float64(n, c, o, h, w, padding):
     g = torch.Generator().manual_seed(h * w + c)
     x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
@@ -31,10 +32,14 @@ def test_used_only_where_it_is_exact_enough_and_worth_it():
     with torch.no_grad():
         assert winograd_applicable(x, k)
         assert not winograd_applicable(x, k[:, :, :1, :1])               # 1x1
+        assert not winograd_applicable(x, k[:, :, :1, :])                # 1x3
         assert not winograd_applicable(x[:, :128], k[:128, :128])        # fewer channels: direct is as fast
         assert not winograd_applicable(x.half(), k.half())               # reduced precision
         assert not winograd_applicable(x, k, stride=2)
-    assert not winograd_applicable(x.requires_grad_(), k)                # training keeps torch's conv
+        assert not winograd_applicable(x, torch.randn(512, 128, 3, 3), groups=2)  # grouped, however wide
+        assert winograd_applicable(x.clone().requires_grad_(), k.clone().requires_grad_())  # no graph: no grad
+    assert not winograd_applicable(x.clone().requires_grad_(), k)        # training keeps torch's conv
+    assert not winograd_applicable(x, k.clone().requires_grad_())
 
 
 def test_wide_generator_gives_the_same_image_with_and_without_it(monkeypatch):
