@@ -13,6 +13,7 @@ def test_kaiser_formulas_known_values():
     assert kaiser_attenuation(211, 0.0375) == pytest.approx(64.48099630593983, rel=1e-12)
     assert kaiser_beta(65) == pytest.approx(6.20426, rel=1e-6)
     assert kaiser_beta(30) == pytest.approx(0.5842 * 9 ** 0.4 + 0.07886 * 9, rel=1e-12)
+    assert kaiser_beta(23) == pytest.approx(0.5842 * 2 ** 0.4 + 0.07886 * 2, rel=1e-12)  # just past 21 dB
     assert kaiser_beta(10) == 0.0
 
 
@@ -82,6 +83,10 @@ def test_radial_filter_is_symmetric_unit_gain_and_nearly_isotropic():
 def test_radial_filter_with_odd_taps_has_finite_centre():
     h = design_lowpass(7, 4, 8, 32, radial=True)
     assert np.isfinite(h).all() and h[3, 3] == h.max()
+    # J1(2 pi c r) / (pi r) -> c as r -> 0: the centre tap is the limit, continuous with its neighbourhood
+    from sg3lib.filters import _jinc
+    near = _jinc(np.array([0.0, 1e-6, 1e-3]), 4.0)
+    assert near[0] == 4.0 and near[1:] == pytest.approx([4.0, 4.0], rel=1e-3)
 
 
 def test_identity_and_setup_filter():
@@ -91,6 +96,14 @@ def test_identity_and_setup_filter():
     f = setup_filter([1, 3, 3, 1])
     assert f.shape == (4, 4) and torch.allclose(f, torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64)
     assert setup_filter([1, 3, 3, 1], gain=4).sum().item() == pytest.approx(4)
+    t = torch.tensor([1., 2, 1])
+    assert torch.equal(setup_filter([1, 2, 1], normalize=False), torch.outer(t, t))
+    # 8 taps or more stay 1-D, applied along both axes: each axis carries sqrt(gain)
+    long = setup_filter([1] * 8, gain=4)
+    assert long.shape == (8,) and long.sum().item() ** 2 == pytest.approx(4)
+    assert setup_filter(np.array([1.0, 3, 3, 1])).dtype == torch.float32  # whatever the input's dtype
+    for identity in (None, 2.0):  # no filter, or a scalar: the 1x1 identity
+        assert torch.equal(setup_filter(identity), torch.ones(1, 1))
 
 
 @pytest.mark.parametrize("cutoff,fs", [(8, 16), (10, 16), (0, 16), (-1, 16), (2, 0)])
@@ -98,5 +111,5 @@ def test_cutoff_outside_zero_to_nyquist_is_refused(cutoff, fs):
     """A cutoff at or above fs/2 (or a non-positive one) is no low-pass: refuse it instead of
     returning a filter that passes aliases (sinc(c m) with c >= 1)."""
     for radial in (False, True):
-        with pytest.raises(ValueError, match="cutoff|fs"):
+        with pytest.raises(ValueError, match="cutoff" if fs > 0 else "fs \\(sampling rate\\) must be > 0"):
             design_lowpass(6, cutoff, 2, fs, radial=radial)
