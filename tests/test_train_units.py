@@ -295,6 +295,119 @@ def test_ada_p_stays_between_0_and_1():
         assert ada.update(0, 8) == expected, p
 
 
+def test_each_geometric_step_reads_its_own_random_numbers():
+    """The pre- and post-rotation angles, and the x and y fractional translations, are independent
+    draws: each step reads its own key of draw()'s numbers."""
+    size = 64
+    M = aug.geometric_matrix(_rnd(1, prerot=0.0, prerot_a=0.75), 1.0, size)  # (0.75 * 2 - 1) pi = pi / 2
+    torch.testing.assert_close(M[0, :2, :2], torch.tensor([[0.0, -1], [1, 0]]), atol=1e-6, rtol=0)
+    M = aug.geometric_matrix(_rnd(1, postrot=0.0, postrot_a=0.25), 1.0, size)  # -pi / 2
+    torch.testing.assert_close(M[0, :2, :2], torch.tensor([[0.0, 1], [-1, 0]]), atol=1e-6, rtol=0)
+    r = _rnd(1, ftrans=0.0)
+    r["ftx"], r["fty"] = torch.tensor([1.0]), torch.tensor([-2.0])
+    torch.testing.assert_close(aug.geometric_matrix(r, 1.0, size)[0, :2, 2], torch.tensor([8.0, -16.0]))
+
+
+def test_reflected_indices_are_torchs_reflect_padding():
+    import torch.nn.functional as F
+    for n in (2, 3, 5):
+        i = torch.arange(-(n - 1), 2 * n - 1)
+        want = F.pad(torch.arange(n, dtype=torch.float64).view(1, 1, n), (n - 1, n - 1), mode="reflect").flatten()
+        assert torch.equal(aug._reflect(i, n), want.long()), n
+    assert torch.equal(aug._reflect(torch.tensor([-2.0, 0.0, 3.0]), 1), torch.zeros(3))  # a single pixel
+
+
+def _up2_by_definition(x, h):
+    """y[j] = sqrt(2) sum_i x[i] h[j - 2i + SHIFT] along the last axis, x extended by reflection."""
+    W = x.shape[-1]
+    y = torch.zeros(*x.shape[:-1], 2 * W, dtype=x.dtype)
+    for j in range(2 * W):
+        for i in range(-W + 1, 2 * W - 1):
+            k = j - 2 * i + aug._SHIFT
+            if 0 <= k < len(h):
+                y[..., j] += math.sqrt(2) * x[..., aug._reflect(torch.tensor(i), W)] * h[k]
+    return y
+
+
+def _down2_by_definition(y, h):
+    """x[i] = sum_j y[j] h[j - 2i + SHIFT] / sqrt(2) along the last axis, y extended by reflection."""
+    W2 = y.shape[-1]
+    x = torch.zeros(*y.shape[:-1], W2 // 2, dtype=y.dtype)
+    for i in range(W2 // 2):
+        for k in range(len(h)):
+            j = 2 * i - aug._SHIFT + k
+            x[..., i] += y[..., aug._reflect(torch.tensor(j), W2)] * h[k] / math.sqrt(2)
+    return x
+
+
+@pytest.mark.parametrize("w", [6, 9])
+def test_wavelet_up_and_down_sampling_are_their_formulas(w):
+    h = torch.tensor(aug.SYM6, dtype=torch.float64)
+    x = torch.randn(1, 2, 3, w, generator=torch.Generator().manual_seed(w), dtype=torch.float64)
+    torch.testing.assert_close(aug._up2(x, h), _up2_by_definition(x, h), rtol=0, atol=1e-12)
+    y = torch.randn(1, 2, 3, 2 * w, generator=torch.Generator().manual_seed(w + 1), dtype=torch.float64)
+    torch.testing.assert_close(aug._down2(y, h), _down2_by_definition(y, h), rtol=0, atol=1e-12)
+
+
+def _turn(a=0.0, flip=1.0, scale=1.0, tx=0.0, ty=0.0):
+    c, s = math.cos(a) * scale, math.sin(a) * scale
+    return torch.tensor([[c * flip, -s, tx], [s * flip, c, ty], [0, 0, 1]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (12, 21)])
+def test_sub_pixel_moves_pad_as_far_as_they_read(h, w):
+    """The reflect padding is enough: the resampled image is what it would be from an image padded
+    as far as reflection goes (size - 1 a side) beforehand, cropped back, for square and oblong images."""
+    import torch.nn.functional as F
+    x = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(h + w), dtype=torch.float64)
+    big = F.pad(x, (w - 1, w - 1, h - 1, h - 1), mode="reflect")
+    moves = (_turn(tx=0.3, ty=-6.6), _turn(0.2), _turn(-0.4, flip=-1), _turn(scale=1.1), _turn(0.1, scale=0.9, tx=2.5))
+    for M in moves:
+        M = M[None].float()  # (positions in float32, as geometric_matrix makes them: ~1e-6 apart)
+        got = aug.resample_antialiased(x, M)
+        want = aug.resample_antialiased(big, M)[..., h - 1:2 * h - 1, w - 1:2 * w - 1]
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_only_whole_pixel_moves_are_copied():
+    """Pixel blitting is told apart from the slightest fractional step: a copy where M maps pixel
+    centres onto pixel centres, resampling otherwise (a quarter turn of an image whose sides differ
+    by an odd count puts the centres between pixels)."""
+    whole = [_turn(), _turn(math.pi / 2).round(), _turn(flip=-1), _turn(tx=3, ty=-2), _turn(math.pi).round()]
+    about_corner = _turn(1e-3)  # a slight turn about pixel (0, 0): that one corner stays on its pixel
+    about_corner[:2, 2] = about_corner[:2, :2] @ torch.full([2], 7.5, dtype=torch.float64) - 7.5
+    fractional = [_turn(1e-3), _turn(scale=1.001), _turn(tx=0.01), _turn(ty=-0.02), about_corner]
+    got = aug._moves_whole_pixels(torch.stack(whole + fractional).float(), 16, 16)
+    assert got.tolist() == [True] * len(whole) + [False] * len(fractional)
+    quarter = _turn(math.pi / 2).round()[None].float()
+    assert aug._moves_whole_pixels(quarter, 16, 14).tolist() == [True]
+    assert aug._moves_whole_pixels(quarter, 16, 15).tolist() == [False]
+
+
+def test_hue_rotation_is_rodrigues_about_the_grey_axis():
+    """ADA app. B: hue rotation turns colours about the luma axis v = (1, 1, 1) / sqrt(3) by theta:
+    R r = cos(theta) r + sin(theta) v x r + (1 - cos(theta)) (v . r) v. The matrix is homogeneous
+    (last row 0, 0, 0, 1) whatever the steps."""
+    theta = math.pi / 2 * 0.6
+    M = aug.colour_matrix(_rnd(1, hue=0.0, hue_a=0.5 + 0.3 / 2), 1.0)[0].double()  # (hue_a * 2 - 1) pi
+    v = torch.full([3], 1 / math.sqrt(3), dtype=torch.float64)
+    for r in torch.eye(3, dtype=torch.float64):
+        want = math.cos(theta) * r + math.sin(theta) * torch.linalg.cross(v, r) + (1 - math.cos(theta)) * (v @ r) * v
+        torch.testing.assert_close(M[:3, :3] @ r, want, atol=1e-6, rtol=0)
+    every = aug.colour_matrix(aug.draw(64, torch.Generator().manual_seed(0)), 1.0)
+    assert torch.equal(every[:, 3], torch.tensor([0.0, 0, 0, 1]).expand(64, 4))
+
+
+def test_ada_update_without_images_or_adaptation_keeps_p():
+    """An update step with nothing accumulated since the last (no real logits yet) has no r_t to take:
+    p and r_t stay. A fixed p stays fixed through updates even with an adapting run's sums loaded."""
+    ada = aug.AdaController(p=0.25, interval=2)
+    assert ada.update(1, 32) == 0.25 and ada.rt is None
+    fixed = aug.AdaController(p=0.3, interval=2, enabled=False)
+    fixed.load_state_dict({"p": 0.9, "sign_sum": 8.0, "count": 8.0, "rt": 1.0})
+    assert [fixed.update(s, 32) for s in range(4)] == [0.3] * 4 and fixed.rt is None
+
+
 def test_mbstd_order_groups_consecutive_samples():
     for n, g in ((8, 4), (8, 2), (4, 4), (2, 4), (6, 2)):
         perm, pos = mbstd_order(n, g)
@@ -554,63 +667,20 @@ def test_blur_is_a_true_gaussian_of_standard_deviation_sigma():
     assert 0.97 * sigma < std < sigma  # (truncated at 3 sigma); the official kernel's is ~8.4
 
 
-def test_tensorboard_hides_the_events_of_work_lost_after_the_snapshot(monkeypatch, tmp_path):
-    """A resumed run redoes the ticks after its snapshot: their TensorBoard events are purged
-    (SummaryWriter's purge_step), as their stats.jsonl lines are dropped. TensorBoard itself is not
-    installed here, so a stand-in records what the writer is asked for."""
+@pytest.fixture
+def tensorboard_calls(monkeypatch):
+    """TensorBoard is not installed here: a stand-in SummaryWriter records what it is asked for, as
+    ("init", log_dir, purge_step), ("add", key, value, step), ("flush",) and ("close",)."""
     import sys
     import types
-    from sg3lib.train.stats import StatsWriter
-    made = []
-
-    class FakeWriter:
-        def __init__(self, log_dir, purge_step=None):
-            made.append((log_dir, purge_step))
-
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
-    StatsWriter(tmp_path, tensorboard=True, purge_step=4001)
-    StatsWriter(tmp_path, tensorboard=True)
-    assert made == [(tmp_path, 4001), (tmp_path, None)]
-
-
-def test_tensorboard_step_is_the_image_count(monkeypatch, tmp_path):
-    """The events' step is the image count: int(kimg * 1000) made 4004 images step 4003 (4.004 * 1000
-    is 4003.9999...), off by one from the purge step a resume gives in images."""
-    import sys
-    import types
-    from sg3lib.train.stats import StatsWriter
-    steps = []
-
-    class FakeWriter:
-        def __init__(self, log_dir, purge_step=None):
-            pass
-
-        def add_scalar(self, key, value, global_step):
-            steps.append((key, global_step))
-
-        def flush(self):
-            pass
-
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
-    StatsWriter(tmp_path, tensorboard=True).write({"kimg": 4.004, "loss_G": 1.0, "time": 1796310992.4})
-    assert steps == [("loss_G", 4004)]  # (the time, a float32 scalar, moved in steps of 128 s: events carry it)
-
-
-def test_stats_writer_sends_numbers_not_flags_to_tensorboard_flushing_each_tick(monkeypatch, tmp_path):
-    """Each record is one whole line of stats.jsonl; TensorBoard gets its numbers (a flag such as
-    'diverged' is no scalar to plot), flushed every tick (a notebook's TensorBoard reads a live run),
-    and is closed by close()."""
-    import sys
-    import types
-    from sg3lib.train.stats import StatsWriter, read_stats
     calls = []
 
-    class FakeWriter:
+    class RecordingWriter:
         def __init__(self, log_dir, purge_step=None):
-            pass
+            calls.append(("init", log_dir, purge_step))
 
         def add_scalar(self, key, value, global_step):
-            calls.append(("add", key, value))
+            calls.append(("add", key, value, global_step))
 
         def flush(self):
             calls.append(("flush",))
@@ -618,13 +688,40 @@ def test_stats_writer_sends_numbers_not_flags_to_tensorboard_flushing_each_tick(
         def close(self):
             calls.append(("close",))
 
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=RecordingWriter))
+    return calls
+
+
+def test_tensorboard_hides_the_events_of_work_lost_after_the_snapshot(tensorboard_calls, tmp_path):
+    """A resumed run redoes the ticks after its snapshot: their TensorBoard events are purged
+    (SummaryWriter's purge_step), as their stats.jsonl lines are dropped."""
+    from sg3lib.train.stats import StatsWriter
+    StatsWriter(tmp_path, tensorboard=True, purge_step=4001)
+    StatsWriter(tmp_path, tensorboard=True)
+    assert tensorboard_calls == [("init", tmp_path, 4001), ("init", tmp_path, None)]
+
+
+def test_tensorboard_step_is_the_image_count(tensorboard_calls, tmp_path):
+    """The events' step is the image count: int(kimg * 1000) made 4004 images step 4003 (4.004 * 1000
+    is 4003.9999...), off by one from the purge step a resume gives in images."""
+    from sg3lib.train.stats import StatsWriter
+    StatsWriter(tmp_path, tensorboard=True).write({"kimg": 4.004, "loss_G": 1.0, "time": 1796310992.4})
+    # (the time, a float32 scalar, moved in steps of 128 s: events carry it)
+    assert [c[1:] for c in tensorboard_calls if c[0] == "add"] == [("loss_G", 1.0, 4004)]
+
+
+def test_stats_writer_sends_numbers_not_flags_to_tensorboard_flushing_each_tick(tensorboard_calls, tmp_path):
+    """Each record is one whole line of stats.jsonl; TensorBoard gets its numbers (a flag such as
+    'diverged' is no scalar to plot), flushed every tick (a notebook's TensorBoard reads a live run),
+    and is closed by close()."""
+    from sg3lib.train.stats import StatsWriter, read_stats
     w = StatsWriter(tmp_path, tensorboard=True)
     w.write({"kimg": 1.0, "loss_G": 0.5, "diverged": True, "tick": 1, "note": "x"})
     w.write({"kimg": 2.0, "loss_D": 0.25})
-    assert calls == [("add", "loss_G", 0.5), ("add", "tick", 1), ("flush",), ("add", "loss_D", 0.25), ("flush",)]
+    assert tensorboard_calls[1:] == [("add", "loss_G", 0.5, 1000), ("add", "tick", 1, 1000), ("flush",),
+                                     ("add", "loss_D", 0.25, 2000), ("flush",)]
     w.close()
-    assert calls[-1] == ("close",)
+    assert tensorboard_calls[-1] == ("close",)
     text = (tmp_path / "stats.jsonl").read_text()
     assert text.endswith("\n") and text.count("\n") == 2
     assert read_stats(tmp_path) == ([{"kimg": 1.0, "loss_G": 0.5, "diverged": True, "tick": 1, "note": "x"},
