@@ -208,7 +208,7 @@ def test_bad_arguments_are_explained():
         ops.bias_act(x, act="gelu-ish")
     with pytest.raises(ValueError, match="impl"):
         ops.bias_act(x, impl="triton")
-    with pytest.raises(RuntimeError, match="CPU"):
+    with pytest.raises(RuntimeError, match="needs a tensor on a CUDA device; this one is on the CPU"):
         ops.bias_act(x, impl="cuda")
     with pytest.raises(ValueError, match="dim 6 is out of range"):
         ops.bias_act(x, torch.zeros(1), dim=6)
@@ -603,3 +603,24 @@ def test_grouped_modulated_conv_gradient_of_each_input_alone(needs):
         grads.append(torch.autograd.grad(y, [t for t in leaves if t.requires_grad], dy))
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_bias_act_clamp_bias_shape_and_dtype():
+    """A negative clamp means none (as the official op); a clamp of 0 clamps to 0. The bias is one
+    value per channel, a [C] vector: a [C, 1] one is refused, not broadcast. A float32 bias on a
+    float16 x keeps the result float16."""
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(6)) * 10
+    assert torch.equal(ops.bias_act(x, act="lrelu", clamp=-1), ops.bias_act(x, act="lrelu"))
+    assert not bool(ops.bias_act(x, act="lrelu", clamp=0).any())
+    with pytest.raises(ValueError, match=r"bias of shape \(3, 1\) does not match"):
+        ops.bias_act(x, torch.zeros(3, 1))
+    y = ops.bias_act(x.half(), torch.ones(3), act="lrelu")
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y, ops.bias_act(x + 1, act="lrelu").half(), rtol=1e-3, atol=1e-2)
+
+
+def test_filtered_lrelu_refuses_factors_below_one():
+    x = torch.zeros(1, 1, 4, 4)
+    for kw in (dict(up=0), dict(down=0)):
+        with pytest.raises(ValueError, match="factors must be >= 1"):
+            ops.filtered_lrelu(x, **kw)
