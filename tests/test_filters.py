@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sg3lib.filters import design_lowpass, design_lowpass_filter, kaiser_attenuation, kaiser_beta, setup_filter
+from sg3lib.filters import _jinc, design_lowpass, design_lowpass_filter, kaiser_attenuation, kaiser_beta, setup_filter
 
 
 def test_kaiser_formulas_known_values():
@@ -84,7 +84,6 @@ def test_radial_filter_with_odd_taps_has_finite_centre():
     h = design_lowpass(7, 4, 8, 32, radial=True)
     assert np.isfinite(h).all() and h[3, 3] == h.max()
     # J1(2 pi c r) / (pi r) -> c as r -> 0: the centre tap is the limit, continuous with its neighbourhood
-    from sg3lib.filters import _jinc
     near = _jinc(np.array([0.0, 1e-6, 1e-3]), 4.0)
     assert near[0] == 4.0 and near[1:] == pytest.approx([4.0, 4.0], rel=1e-3)
 

@@ -516,13 +516,12 @@ def test_conv2d_resample_refuses_up_and_down_at_once():
         conv2d_resample(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), f=torch.ones(2), up=2, down=2, padding=1)
 
 
-def _modulated_conv_by_definition(x, weight, styles, demodulate, padding):
+def _modulated_conv_by_definition(x, weight, styles, padding):
     """StyleGAN2 eq. 1-3 literally, per sample, in float64: w' = s w, w'' = w' / sqrt(sum w'^2 + 1e-8)."""
     out = []
     for xn, sn in zip(x.double(), styles.double()):
         wn = weight.double() * sn.reshape(1, -1, 1, 1)
-        if demodulate:
-            wn = wn / (wn.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        wn = wn / (wn.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
         out.append(torch.nn.functional.conv2d(xn[None], wn, padding=padding)[0])
     return torch.stack(out)
 
@@ -541,7 +540,7 @@ def test_modulated_conv_of_a_zero_weight_row_or_zero_styles_is_zero_not_nan(grou
     y = modulated_conv2d(x, weight, styles, padding=1, grouped=grouped)
     assert bool(torch.isfinite(y).all())
     assert not bool(y[:, 2].any()) and not bool(y[1].any())
-    torch.testing.assert_close(y.double(), _modulated_conv_by_definition(x, weight, styles, True, 1),
+    torch.testing.assert_close(y.double(), _modulated_conv_by_definition(x, weight, styles, 1),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -558,7 +557,7 @@ def test_modulated_conv_in_float16_stays_in_range_for_large_styles_or_weights(st
     noise = torch.randn(2, 1, 6, 6, generator=g)
     y = modulated_conv2d(x.half(), weight, styles, padding=1, noise=noise, grouped=False)
     assert y.dtype == torch.float16 and bool(torch.isfinite(y).all())
-    want = _modulated_conv_by_definition(x, weight, styles, True, 1) + noise.double()
+    want = _modulated_conv_by_definition(x, weight, styles, 1) + noise.double()
     assert float((y.double() - want).abs().max()) <= 1e-2 * float(want.abs().max())
 
 

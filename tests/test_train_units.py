@@ -27,6 +27,13 @@ def _rnd(n, **gates):
     return r
 
 
+def _turn(a=0.0, flip=1.0, scale=1.0, tx=0.0, ty=0.0):
+    """One geometric matrix [1, 3, 3]: x flipped, scaled, turned by a, shifted; in float32, as
+    geometric_matrix makes them."""
+    c, s = math.cos(a) * scale, math.sin(a) * scale
+    return torch.tensor([[[c * flip, -s, tx], [s * flip, c, ty], [0, 0, 1]]], dtype=torch.float64).float()
+
+
 def test_p_zero_is_identity_and_draws_split_invariant():
     x = _img(8)
     r = aug.draw(8, torch.Generator().manual_seed(3))
@@ -129,19 +136,14 @@ def test_flips_and_rotations_with_a_fraction_land_where_their_matrix_says():
     ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
     smooth = lambda x, y: torch.cos(2 * math.pi * 0.07 * x + 0.3) * torch.cos(2 * math.pi * 0.05 * y - 0.2)  # noqa: E731
     img = smooth(xs, ys).view(1, 1, n, n).float()
-
-    def turn(a, flip=1.0, tx=0.0):
-        return torch.tensor([[math.cos(a) * flip, -math.sin(a), tx], [math.sin(a) * flip, math.cos(a), 0],
-                             [0, 0, 1]]).unsqueeze(0)
-
     c = (n - 1) / 2
-    for M in (turn(0, -1, 0.3), turn(math.pi / 6), turn(math.pi + 1e-4), turn(math.pi / 2 + 1e-5)):
+    for M in (_turn(0, flip=-1, tx=0.3), _turn(math.pi / 6), _turn(math.pi + 1e-4), _turn(math.pi / 2 + 1e-5)):
         src = M[0].double() @ torch.stack([xs.flatten() - c, ys.flatten() - c, torch.ones(n * n, dtype=torch.float64)])
         truth = smooth(src[0] + c, src[1] + c).view(n, n).float()  # the image truly moved as M says
         err = (aug.resample_antialiased(img, M)[0, 0] - truth)[16:-16, 16:-16].abs().max()
         assert err < 0.01, (M, err)  # was 0.06-0.18 for these
-    exact = aug.transform(img, turn(math.pi / 2).round())
-    near = aug.transform(img, turn(math.pi / 2 + 1e-5))
+    exact = aug.transform(img, _turn(math.pi / 2).round())
+    near = aug.transform(img, _turn(math.pi / 2 + 1e-5))
     assert (exact - near)[..., 8:-8, 8:-8].abs().max() < 0.01
 
 
@@ -349,11 +351,6 @@ def test_wavelet_up_and_down_sampling_are_their_formulas(w):
     torch.testing.assert_close(aug._down2(y, h), _down2_by_definition(y, h), rtol=0, atol=1e-12)
 
 
-def _turn(a=0.0, flip=1.0, scale=1.0, tx=0.0, ty=0.0):
-    c, s = math.cos(a) * scale, math.sin(a) * scale
-    return torch.tensor([[c * flip, -s, tx], [s * flip, c, ty], [0, 0, 1]], dtype=torch.float64)
-
-
 @pytest.mark.parametrize("h,w", [(16, 16), (12, 21)])
 def test_sub_pixel_moves_pad_as_far_as_they_read(h, w):
     """The reflect padding is enough: the resampled image is what it would be from an image padded
@@ -362,8 +359,7 @@ def test_sub_pixel_moves_pad_as_far_as_they_read(h, w):
     x = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(h + w), dtype=torch.float64)
     big = F.pad(x, (w - 1, w - 1, h - 1, h - 1), mode="reflect")
     moves = (_turn(tx=0.3, ty=-6.6), _turn(0.2), _turn(-0.4, flip=-1), _turn(scale=1.1), _turn(0.1, scale=0.9, tx=2.5))
-    for M in moves:
-        M = M[None].float()  # (positions in float32, as geometric_matrix makes them: ~1e-6 apart)
+    for M in moves:  # (positions in float32: the two grids' are ~1e-6 apart)
         got = aug.resample_antialiased(x, M)
         want = aug.resample_antialiased(big, M)[..., h - 1:2 * h - 1, w - 1:2 * w - 1]
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
@@ -375,11 +371,11 @@ def test_only_whole_pixel_moves_are_copied():
     by an odd count puts the centres between pixels)."""
     whole = [_turn(), _turn(math.pi / 2).round(), _turn(flip=-1), _turn(tx=3, ty=-2), _turn(math.pi).round()]
     about_corner = _turn(1e-3)  # a slight turn about pixel (0, 0): that one corner stays on its pixel
-    about_corner[:2, 2] = about_corner[:2, :2] @ torch.full([2], 7.5, dtype=torch.float64) - 7.5
+    about_corner[0, :2, 2] = about_corner[0, :2, :2] @ torch.full([2], 7.5) - 7.5
     fractional = [_turn(1e-3), _turn(scale=1.001), _turn(tx=0.01), _turn(ty=-0.02), about_corner]
-    got = aug._moves_whole_pixels(torch.stack(whole + fractional).float(), 16, 16)
+    got = aug._moves_whole_pixels(torch.cat(whole + fractional), 16, 16)
     assert got.tolist() == [True] * len(whole) + [False] * len(fractional)
-    quarter = _turn(math.pi / 2).round()[None].float()
+    quarter = _turn(math.pi / 2).round()
     assert aug._moves_whole_pixels(quarter, 16, 14).tolist() == [True]
     assert aug._moves_whole_pixels(quarter, 16, 15).tolist() == [False]
 
