@@ -527,3 +527,138 @@ def test_stylegan2_synthesis_layers_take_bias_acts_gain_for_every_activation():
     from sg3lib.networks.stylegan2 import SynthesisLayer
     for act, gain in (("lrelu", math.sqrt(2)), ("swish", math.sqrt(2)), ("linear", 1.0), ("tanh", 1.0)):
         assert SynthesisLayer(4, 4, 8, 8, activation=act).act_gain == gain, act
+
+
+def test_equalized_learning_rate_scales_weights_and_biases_at_run_time():
+    """Stored parameters are N(0, 1) / lr_multiplier and bias_init / lr_multiplier; the run-time gains
+    (lr_multiplier / sqrt(fan_in) and lr_multiplier) give the He-initialised layer with the given bias,
+    while the gradient of each stored parameter is lr_multiplier times smaller (the slower learning)."""
+    from sg3lib.networks.layers import FullyConnectedLayer
+    torch.manual_seed(0)
+    fc = FullyConnectedLayer(400, 300, lr_multiplier=0.01, bias_init=[1, 2, 3] * 100)
+    w = fc.weight * fc.weight_gain
+    assert abs(w.std().item() * 20 - 1) < 0.02  # std 1 / sqrt(400) whatever lr_multiplier
+    assert abs(fc.weight.std().item() - 100) < 2  # stored at 1 / lr_multiplier
+    out = fc(torch.zeros([2, 400]))
+    torch.testing.assert_close(out, torch.tensor([1.0, 2.0, 3.0] * 100).expand(2, 300))
+    fc.bias.grad = None
+    fc(torch.zeros([1, 400])).sum().backward()
+    torch.testing.assert_close(fc.bias.grad, torch.full([300], 0.01))
+    x = torch.randn([5, 400])
+    torch.testing.assert_close(fc(x), x @ w.t() + fc.bias * 0.01)
+
+
+def test_conv_clamp_scales_with_the_layers_gain():
+    """A layer called with gain g clamps at conv_clamp * g (the clamp follows the signal it scales)."""
+    from sg3lib.networks.layers import Conv2dLayer
+    torch.manual_seed(0)
+    conv = Conv2dLayer(2, 3, 3, activation="linear", conv_clamp=0.5)
+    x = torch.randn([1, 2, 6, 6]) * 100
+    assert conv(x).abs().max().item() == pytest.approx(0.5)
+    assert conv(x, gain=4).abs().max().item() == pytest.approx(2.0)
+    free = Conv2dLayer(2, 3, 3, activation="linear")
+    free.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(free(x, gain=4), free(x) * 4)
+
+
+def test_compute_dtype_force_fp32_overrides_reduced_precision():
+    from sg3lib.networks.layers import compute_dtype
+    x = torch.zeros(1)
+    assert compute_dtype(True, x, bf16=True) == torch.bfloat16
+    assert compute_dtype(True, x, force_fp32=True, bf16=True) == torch.float32
+    assert compute_dtype(False, x, bf16=True) == torch.float32
+    assert compute_dtype(True, torch.zeros(1, device="meta"), force_fp32=True) == torch.float32
+
+
+def test_mapping_layer_features_and_each_generators_default_depth():
+    from sg3lib.networks.layers import MappingNetwork
+    m = MappingNetwork(z_dim=8, c_dim=0, w_dim=6, num_ws=3, num_layers=3, layer_features=16)
+    assert [(getattr(m, f"fc{i}").in_features, getattr(m, f"fc{i}").out_features) for i in range(3)] \
+        == [(8, 16), (16, 16), (16, 6)]
+    kw = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128, channel_max=8)
+    assert StyleGAN3Generator(**kw).mapping.num_layers == 2  # the official StyleGAN3 default
+    assert StyleGAN2Generator(**kw).mapping.num_layers == 8
+
+
+def test_w_avg_and_magnitude_ema_move_by_one_minus_beta_towards_the_batch():
+    """w_avg <- mean w + beta (w_avg - mean w) (beta 0.998: a slow average); the same for StyleGAN3's
+    magnitude EMA of each layer's input (mean square, beta 0.999)."""
+    from sg3lib.networks.layers import MappingNetwork
+    torch.manual_seed(0)
+    m = MappingNetwork(z_dim=8, c_dim=0, w_dim=8, num_ws=2, num_layers=2)
+    z = torch.randn([5, 8])
+    mean = m(z)[:, 0].mean(0)
+    m(z, update_emas=True)
+    torch.testing.assert_close(m.w_avg, mean * (1 - 0.998))
+    G = StyleGAN3Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8)
+    layer = getattr(G.synthesis, G.synthesis.layer_names[0])
+    x = torch.full([2, layer.in_channels, int(layer.in_size[1]), int(layer.in_size[0])], 2.0)
+    layer(x, torch.randn([2, 8]), update_emas=True)
+    assert layer.magnitude_ema.item() == pytest.approx(1 + (1 - 0.999) * (4 - 1))
+
+
+def test_latents_of_the_wrong_rank_or_width_are_refused_by_name():
+    G = StyleGAN3Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8)
+    with pytest.raises(ValueError, match=r"z must have shape \[N, 8\], got \[2, 8, 1\]"):
+        G.mapping(torch.randn([2, 8, 1]), None)
+    with pytest.raises(ValueError, match=r"ws must have shape \[N, 16, 8\], got \[2, 16, 7\]"):
+        G.synthesis(torch.zeros([2, 16, 7]))
+
+
+def test_synthesis_takes_ws_of_any_float_dtype_and_computes_in_float32():
+    torch.manual_seed(0)
+    G = StyleGAN3Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=128,
+                           channel_max=8)
+    ws = G.mapping(torch.randn([2, 8]), None)
+    img = G.synthesis(ws)
+    for dtype in (torch.float64, torch.bfloat16):
+        out = G.synthesis(ws.to(dtype))
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, G.synthesis(ws.to(dtype).float()))
+    torch.testing.assert_close(G.synthesis(ws.double()), img)
+
+
+def test_jsonable_copies_keys_arrays_and_counts_nodes():
+    from sg3lib.networks.layers import jsonable
+    out = jsonable({1: np.arange(3), "a": (np.float32(0.5), [np.int64(2)])})
+    assert out == {"1": [0, 1, 2], "a": [0.5, [2]]}
+    assert type(out["1"]) is list and type(out["a"][1][0]) is int
+    assert jsonable([1, 2], max_nodes=3) == [1, 2]  # the list and its two items
+    with pytest.raises(ValueError, match="more than 2 objects"):
+        jsonable([1, 2], max_nodes=2)
+
+
+def test_fourier_features_fill_the_disc_uniformly_with_centred_phases():
+    """Frequencies: uniform over the disc of radius `bandwidth` (|f|^2 / bandwidth^2 is uniform on
+    [0, 1], the angle uniform); phases uniform on [-0.5, 0.5)."""
+    torch.manual_seed(0)
+    inp = stylegan3.SynthesisInput(w_dim=4, channels=2000, size=8, sampling_rate=16, bandwidth=2)
+    r2 = inp.freqs.square().sum(1) / 4
+    assert r2.max() <= 1 and abs(r2.mean().item() - 0.5) < 0.03 and abs(r2.square().mean().item() - 1 / 3) < 0.03
+    angle = torch.atan2(inp.freqs[:, 1], inp.freqs[:, 0])
+    assert abs(torch.cos(angle).mean().item()) < 0.05 and abs(torch.sin(angle).mean().item()) < 0.05
+    assert inp.phases.min() >= -0.5 and inp.phases.max() < 0.5 and abs(inp.phases.mean().item()) < 0.03
+
+
+def test_fourier_features_are_sinusoids_at_the_pixel_centres_faded_towards_nyquist():
+    """Channel c at pixel (x, y) of a W x H map: amp_c sin(2 pi (f_c . p + phase_c)), p the pixel centre
+    ((x + 0.5 - W/2) / s, (y + 0.5 - H/2) / s); amp 1 up to the bandwidth, falling linearly to 0 at s/2
+    and 0 beyond it (not negative)."""
+    bw, s, W, H = 2.0, 16.0, 12, 8
+    inp = stylegan3.SynthesisInput(w_dim=4, channels=4, size=[W, H], sampling_rate=s, bandwidth=bw)
+    freqs = torch.tensor([[1.5, 0.0], [0.0, 1.0], [5.0, 0.0], [0.0, 12.0]])
+    amps = torch.tensor([1.0, 1.0, 1 - (5 - bw) / (s / 2 - bw), 0.0])
+    phases = torch.tensor([0.1, -0.2, 0.3, 0.25])
+    with torch.no_grad():
+        inp.freqs.copy_(freqs)
+        inp.phases.copy_(phases)
+        inp.weight.copy_(torch.eye(4) * 2)  # (the mix divides by sqrt(channels)): channels unmixed
+    out = inp(torch.randn([1, 4]))  # the affine starts as the identity, whatever w
+    px = (torch.arange(W) + 0.5 - W / 2) / s
+    py = (torch.arange(H) + 0.5 - H / 2) / s
+    arg = freqs[:, 0, None, None] * px[None, None, :] + freqs[:, 1, None, None] * py[None, :, None]
+    want = amps[:, None, None] * torch.sin(2 * np.pi * (arg + phases[:, None, None]))
+    assert out.shape == (1, 4, H, W)
+    torch.testing.assert_close(out[0], want, atol=1e-5, rtol=1e-5)
