@@ -175,3 +175,31 @@ def test_update_stats_runs_the_first_n_images_with_their_mixing_and_moves_the_av
     for (name, b), want in zip(G.named_buffers(), by_hand.buffers()):
         # compared by how far each moved: an EMA of decay 0.999 moves by ~1e-4 a step
         torch.testing.assert_close(b - before[name], want - before[name], rtol=1e-3, atol=1e-10, msg=name)
+
+
+def test_d_scores_each_image_with_its_consecutive_group_and_returns_them_in_input_order():
+    """run_D reorders the batch so that D's strided minibatch-std groups are consecutive runs of the
+    global batch, then puts the scores back: with 6 images in groups of 2 (a reordering that is not
+    its own inverse) image i's score is D's score of it beside its pair alone."""
+    torch.manual_seed(0)
+    c = C.make_config(16, cfg="stylegan3-t", batch=6, mbstd_group=2, cbase=256, cmax=16, z_dim=8, w_dim=8,
+                      precision="fp32")
+    (gc, gk), (dc, dk) = C.network_kwargs(c)
+    G, D = build_network(gc, gk), build_network(dc, dk)
+    ph = Phases(G, D, c, "cpu")
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got = ph.run_D(x, torch.zeros(6, 0), 0, 0, None)
+        want = torch.cat([D(x[k:k + 2]) for k in range(0, 6, 2)])
+    torch.testing.assert_close(got, want)
+
+
+def test_path_length_mean_averages_the_lengths_of_every_rank(monkeypatch):
+    """Two ranks of 4 lengths each: the summed lengths over 8, not over one rank's 4."""
+    from sg3lib.train import distributed
+    ph, G, D, r = _phases(pl_weight=2.0)
+    ph.pl_mean.fill_(0.3)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "all_reduce_sum", lambda t: t + torch.tensor([5.0]))  # the other rank: 5
+    ph.update_pl_mean(torch.tensor(3.0), 4)
+    torch.testing.assert_close(ph.pl_mean, torch.tensor(0.3 + 0.01 * ((3.0 + 5.0) / 8 - 0.3)))

@@ -867,3 +867,52 @@ def test_a_length_in_kimg_is_the_next_whole_image_count(kimg, images):
     """--kimg 0.0041 asks for 4.1 images: the run takes 5 (at least what was asked), not 4."""
     from sg3lib.train.loop import kimg_images
     assert kimg_images(kimg) == images
+
+
+def test_config_edges_and_batch_derived_defaults():
+    """The last accepted value of each range and the first refused one; the defaults that follow the batch."""
+    c = C.make_config(16, batch=64)
+    assert (c["ema_kimg"], c["blur_fade_kimg"], c["gamma"]) == (20, 400, 0.0002 * 16 ** 2 / 64)
+    assert C.make_config(16, seed=2 ** 32 - 1)["seed"] == 2 ** 32 - 1
+    with pytest.raises(ValueError, match=r"--seed 4294967296 must be a whole number from 0 to 4294967295"):
+        C.make_config(16, seed=2 ** 32)
+    with pytest.raises(ValueError, match=r"must be two numbers in \[0, 1\)"):
+        C.make_config(16, betas=(0.0, 0.9, 0.9))
+    assert C.make_config(16, betas=(0.0, 0.9))["betas"] == [0.0, 0.9]  # a list, as JSON gives it back
+    assert C.make_config(16, keep_every_kimg=0.001)["keep_every_kimg"] == 0.001  # one image
+    with pytest.raises(ValueError, match="not a power of two >= 4"):
+        C.make_config(2)
+    # stylegan3-r's D takes half of cmax: 1 leaves it none, though G has its one channel.
+    with pytest.raises(ValueError, match=r"leave D's 16 px layers without channels; give --cbase 32 or more and "
+                                         r"--cmax 2 or more \(stylegan3-r's D takes half of each\)"):
+        C.make_config(16, cfg="stylegan3-r", cmax=1)
+
+
+def test_check_batch_names_a_continued_runs_group_and_lazy_ratios_without_an_interval():
+    c = C.make_config(16, batch=8, batch_gpu=6, mbstd_group=4)
+    c["batch"], c["mbstd_group"] = 12, 4
+    with pytest.raises(ValueError, match="multiple of this run's minibatch-std group 4"):
+        C.check_batch(c, 1, group_fixed=True)
+    with pytest.raises(ValueError, match=r"multiple of the minibatch-stddev group 4 \(set --mbstd-group\)"):
+        C.check_batch(c, 1)
+    assert C.scaled_adam(0.002, (0.0, 0.99), 0) == (0.002, (0.0, 0.99))  # interval 0 / None: not lazy
+    assert C.scaled_adam(0.002, (0.0, 0.99), None) == (0.002, (0.0, 0.99))
+    lr, betas = C.scaled_adam(0.002, (0.5, 0.99), 16)
+    assert lr == pytest.approx(0.002 * 16 / 17) and betas == pytest.approx((0.5 ** (16 / 17), 0.99 ** (16 / 17)))
+
+
+def test_arch_diff_leaves_out_the_allowed_keys():
+    old, new = dict(map=2, cbase=256, kimg=1), dict(map=8, cbase=512, kimg=2)
+    assert C.arch_diff(old, new) == ["cbase: 256 -> 512", "map: 2 -> 8"]  # (ARCH_KEYS order; kimg may differ)
+    assert C.arch_diff(old, new, allowed=("cbase",)) == ["map: 2 -> 8"]
+
+
+def test_each_stats_line_is_flushed_and_synced_before_write_returns(tmp_path, monkeypatch):
+    """A run killed (or a Colab runtime lost) right after a tick keeps that tick's line."""
+    from sg3lib.train import stats
+    synced = []
+    monkeypatch.setattr(stats.os, "fsync", lambda fd: synced.append(open(tmp_path / "stats.jsonl").read()))
+    w = stats.StatsWriter(tmp_path)
+    w.write({"kimg": 1.0})
+    w.write({"kimg": 2.0})
+    assert synced == ['{"kimg": 1.0}\n', '{"kimg": 1.0}\n{"kimg": 2.0}\n']  # flushed before each sync
