@@ -662,3 +662,23 @@ def test_fourier_features_are_sinusoids_at_the_pixel_centres_faded_towards_nyqui
     want = amps[:, None, None] * torch.sin(2 * np.pi * (arg + phases[:, None, None]))
     assert out.shape == (1, 4, H, W)
     torch.testing.assert_close(out[0], want, atol=1e-5, rtol=1e-5)
+
+
+def test_discriminator_edges_odd_filters_reduced_precision_and_its_own_cmap_dim():
+    from sg3lib.filters import setup_filter
+    from sg3lib.networks.discriminator import MinibatchStdLayer, downsample2d
+    # An odd filter pads one more on the low side: 8 px -> 4, as for the 4-tap default.
+    for taps in ([1, 2, 1], [1, 3, 3, 1], [1, 1, 1, 1, 1]):
+        y = downsample2d(torch.ones(1, 1, 8, 8), setup_filter(taps))
+        assert y.shape == (1, 1, 4, 4), taps
+        assert y[0, 0, 1:3, 1:3].allclose(torch.ones(2, 2)), taps  # interior: the normalised filter sums to 1
+    # The std feature keeps the features' dtype; D's logits are float32 whatever its blocks compute in.
+    x = torch.randn(4, 6, 4, 4).bfloat16()
+    assert MinibatchStdLayer(2)(x).dtype == torch.bfloat16
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=8, num_fp16_res=4)
+    assert D.set_bf16(True)(torch.randn(2, 3, 16, 16)).dtype == torch.float32
+    with pytest.raises(ValueError, match="img_resolution must be a power of two >= 8, got 4"):
+        Discriminator(c_dim=0, img_resolution=4, img_channels=3)
+    D = Discriminator(c_dim=2, img_resolution=16, img_channels=3, channel_base=128, channel_max=8, cmap_dim=5)
+    assert D.mapping.w_dim == 5 and D.b4.out.out_features == 5
+    assert D(torch.randn(2, 3, 16, 16), torch.eye(2)).shape == (2, 1)
