@@ -19,8 +19,8 @@ from sg3lib.train.loss import Phases, blur
 def _phases(**opts):
     """Tiny StyleGAN3-T G and D at 16 px (no noise inputs: every forward is deterministic)."""
     torch.manual_seed(0)
-    c = C.make_config(16, cfg="stylegan3-t", batch=4, cbase=256, cmax=16, z_dim=8, w_dim=8, precision="fp32",
-                      gamma=3.0, **opts)
+    c = C.make_config(16, **dict(dict(cfg="stylegan3-t", batch=4, cbase=256, cmax=16, z_dim=8, w_dim=8,
+                                      precision="fp32", gamma=3.0), **opts))
     (gc, gk), (dc, dk) = C.network_kwargs(c)
     G, D = build_network(gc, gk), build_network(dc, dk)
     r = slice_step(draw_step(c, 0, "Gmain", 4, 8, None, "cpu"), 0, 4, "cpu")
@@ -181,12 +181,7 @@ def test_d_scores_each_image_with_its_consecutive_group_and_returns_them_in_inpu
     """run_D reorders the batch so that D's strided minibatch-std groups are consecutive runs of the
     global batch, then puts the scores back: with 6 images in groups of 2 (a reordering that is not
     its own inverse) image i's score is D's score of it beside its pair alone."""
-    torch.manual_seed(0)
-    c = C.make_config(16, cfg="stylegan3-t", batch=6, mbstd_group=2, cbase=256, cmax=16, z_dim=8, w_dim=8,
-                      precision="fp32")
-    (gc, gk), (dc, dk) = C.network_kwargs(c)
-    G, D = build_network(gc, gk), build_network(dc, dk)
-    ph = Phases(G, D, c, "cpu")
+    ph, G, D, _ = _phases(batch=6, mbstd_group=2)
     x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         got = ph.run_D(x, torch.zeros(6, 0), 0, 0, None)

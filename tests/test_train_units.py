@@ -889,8 +889,7 @@ def test_config_edges_and_batch_derived_defaults():
 
 
 def test_check_batch_names_a_continued_runs_group_and_lazy_ratios_without_an_interval():
-    c = C.make_config(16, batch=8, batch_gpu=6, mbstd_group=4)
-    c["batch"], c["mbstd_group"] = 12, 4
+    c = C.make_config(16, batch=12, batch_gpu=6, mbstd_group=4)
     with pytest.raises(ValueError, match="multiple of this run's minibatch-std group 4"):
         C.check_batch(c, 1, group_fixed=True)
     with pytest.raises(ValueError, match=r"multiple of the minibatch-stddev group 4 \(set --mbstd-group\)"):
