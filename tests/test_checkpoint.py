@@ -503,3 +503,113 @@ def test_training_state_may_hold_sets_tuples_and_int_keys(tmp_path, fixtures_dir
     snap = ck.snapshot_from_networks({"D": net(fixtures_dir, "d_64")[0]}, training_state=state)
     loaded = ck.load_snapshot(ck.save_snapshot(tmp_path / ck.snapshot_name(8), snap))["training_state"]
     assert loaded["seen"] == {1, 2, 3} and loaded["shape"] == (4, 5) and loaded[7][1:] == ["x", None]
+
+
+def test_load_snapshot_refuses_each_malformed_part_by_name(tmp_path, fixtures_dir):
+    """The structure the module docstring gives, part by part: each refusal names what is wrong."""
+    snap = small_snapshot(fixtures_dir)
+    int_key = copy.deepcopy(snap)
+    int_key["networks"]["D"]["state_dict"][0] = torch.zeros(1)  # torch.save writes it; weights_only reads it
+    cases = [(dict(snap, version=ck.VERSION + 1), rf"snapshot version {ck.VERSION + 1} is newer"),
+             (dict(snap, meta=[1]), r"'meta' must be a dict"),
+             (dict(snap, training_state=[1]), r"'training_state' must be a dict"),
+             (int_key, r"network 'D' has state_dict entries that are not named tensors \(\[0\]\)")]
+    for i, (bad, message) in enumerate(cases):
+        torch.save(bad, tmp_path / f"bad{i}.pt")
+        with pytest.raises(LoadError, match=message):
+            ck.load_snapshot(tmp_path / f"bad{i}.pt")
+    torch.save(dict(snap, version=ck.VERSION), tmp_path / "current.pt")
+    assert ck.load_snapshot(tmp_path / "current.pt")["version"] == ck.VERSION
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(LoadError, match=r"the file is empty \(0 bytes\)"):
+        ck.load_snapshot(tmp_path / "empty.pt")
+    # cut off before its ZIP directory: zipfile does not call it a zip, its first bytes still do
+    full = ck.save_snapshot(tmp_path / "full.pt", snap).read_bytes()
+    (tmp_path / "cut.pt").write_bytes(full[: len(full) // 2])
+    with pytest.raises(LoadError, match="its ZIP directory is missing"):
+        ck.load_snapshot(tmp_path / "cut.pt")
+
+
+def test_a_deflated_member_damaged_inside_is_reported_as_damaged(tmp_path, fixtures_dir):
+    """A .pt re-zipped with Deflate (torch writes Store) whose compressed bytes are damaged: zipfile
+    raises zlib.error, which came out of load_snapshot as itself, naming no file."""
+    import zipfile
+    src = ck.save_snapshot(tmp_path / "s.pt", small_snapshot(fixtures_dir))
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info) if not info.filename.endswith("data.pkl")
+                          else zin.read(info) * 50)  # compressible: a long deflate stream to damage
+    data = bytearray(deflated.read_bytes())
+    with zipfile.ZipFile(deflated) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("data.pkl"))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + 2: start + 12] = b"\xff" * 10  # the compressed stream, not the directory
+    deflated.write_bytes(bytes(data))
+    with pytest.raises(LoadError, match="damaged contents") as e:
+        ck.load_snapshot(deflated)
+    assert str(deflated) in str(e.value)
+
+
+def test_snapshot_from_networks_skips_none_and_unwraps_ddp(tmp_path):
+    """A run without D (None) saves the others; DistributedDataParallel, which forwards no attributes,
+    is saved as the network inside it."""
+    import torch.distributed as dist
+    from test_explore_helpers import make_G
+    G = make_G().requires_grad_(True)  # (DDP wraps only a network that trains)
+    snap = ck.snapshot_from_networks({"G": G, "D": None})
+    assert list(snap["networks"]) == ["G"]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(G)
+        snap = ck.snapshot_from_networks({"G_ema": wrapped})
+    finally:
+        dist.destroy_process_group()
+    net = snap["networks"]["G_ema"]
+    assert net["official_class"] == G.official_class and net["init_kwargs"] == G.init_kwargs
+    assert sorted(net["state_dict"]) == sorted(G.state_dict())
+
+
+def test_reading_a_run_folder_deletes_nothing_and_names_what_it_cannot_use(tmp_path, fixtures_dir, monkeypatch):
+    """newest_if_folder (sg3 generate / rank / info on a run folder) and prune leave a save's temporary
+    file alone, however old: another process may be writing it. A folder holding only a copy says so,
+    without the resume advice about --outdir."""
+    snap = small_snapshot(fixtures_dir)
+    tmp = tmp_path / f".{ck.snapshot_name(8000)}.tmp-abc123"
+    tmp.write_bytes(b"partial")
+    old = time.time() - 3600
+    os.utime(tmp, (old, old))
+    copy_ = tmp_path / ck.snapshot_name(4000).replace(".pt", " (1).pt")
+    copy_.write_bytes(ck.save_snapshot(tmp_path / "elsewhere.pt", snap).read_bytes())
+    with pytest.warns(UserWarning, match="ignored 1 file"):
+        with pytest.raises(FileNotFoundError, match=r"snapshot-000004000 \(1\)\.pt: a copy") as e:
+            ck.newest_if_folder(tmp_path)
+    assert "--outdir" not in str(e.value)
+    for nimg in (4000, 12000):
+        ck.save_snapshot(tmp_path / ck.snapshot_name(nimg), snap)
+    with pytest.warns(UserWarning, match="ignored 1 file"):
+        assert ck.newest_if_folder(tmp_path) == tmp_path / ck.snapshot_name(12000)
+    with pytest.warns(UserWarning, match="ignored 1 file"):
+        assert ck.prune(tmp_path, keep_last=1) == [tmp_path / ck.snapshot_name(4000)]
+    assert tmp.exists()
+    # a folder named like a snapshot is no snapshot, and nothing to warn about
+    (tmp_path / ck.snapshot_name(16000)).mkdir()
+    copy_.unlink()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ck.find_latest(tmp_path, clean=False) == tmp_path / ck.snapshot_name(12000)
+
+
+def test_an_unreadable_snapshot_says_to_check_its_permissions(tmp_path, fixtures_dir, monkeypatch):
+    path = ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
+    real_open = open
+
+    def refuses(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuses)
+    with pytest.warns(UserWarning, match=r"cannot be read \(Permission denied\); check its permissions"):
+        assert ck.find_latest(tmp_path) is None

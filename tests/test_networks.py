@@ -592,17 +592,21 @@ def test_w_avg_and_magnitude_ema_move_by_one_minus_beta_towards_the_batch():
     assert layer.magnitude_ema.item() == pytest.approx(1 + (1 - 0.999) * (4 - 1))
 
 
-def test_latents_of_the_wrong_rank_or_width_are_refused_by_name():
-    G = StyleGAN3Generator(**TINY_G)
+@pytest.mark.parametrize("generator", [StyleGAN3Generator, StyleGAN2Generator])
+def test_latents_of_the_wrong_rank_or_width_are_refused_by_name(generator):
+    G = generator(**TINY_G)
+    n = G.synthesis.num_ws  # 16 for StyleGAN3's, 6 for StyleGAN2's (1 + 2 + 2 convs, the last ToRGB)
+    assert n == (16 if generator is StyleGAN3Generator else 6)
     with pytest.raises(ValueError, match=r"z must have shape \[N, 8\], got \[2, 8, 1\]"):
         G.mapping(torch.randn([2, 8, 1]), None)
-    with pytest.raises(ValueError, match=r"ws must have shape \[N, 16, 8\], got \[2, 16, 7\]"):
-        G.synthesis(torch.zeros([2, 16, 7]))
+    with pytest.raises(ValueError, match=rf"ws must have shape \[N, {n}, 8\], got \[2, {n}, 7\]"):
+        G.synthesis(torch.zeros([2, n, 7]))
 
 
-def test_synthesis_takes_ws_of_any_float_dtype_and_computes_in_float32():
+@pytest.mark.parametrize("generator", [StyleGAN3Generator, StyleGAN2Generator])
+def test_synthesis_takes_ws_of_any_float_dtype_and_computes_in_float32(generator):
     torch.manual_seed(0)
-    G = StyleGAN3Generator(**TINY_G)
+    G = generator(**TINY_G)  # (StyleGAN2's noise strengths start at 0: its output is deterministic)
     ws = G.mapping(torch.randn([2, 8]), None)
     img = G.synthesis(ws)
     for dtype in (torch.float64, torch.bfloat16):
@@ -662,13 +666,54 @@ def test_discriminator_edges_odd_filters_reduced_precision_and_its_own_cmap_dim(
         y = downsample2d(torch.ones(1, 1, 8, 8), setup_filter(taps))
         assert y.shape == (1, 1, 4, 4), taps
         assert y[0, 0, 1:3, 1:3].allclose(torch.ones(2, 2)), taps  # interior: the normalised filter sums to 1
+    # ... so output pixel i is centred on input pixel 2i: an impulse at (0, 0) meets the middle tap
+    # (2/4 per axis) of [1, 2, 1]; padded on the high side instead, it would meet an outer one (1/4).
+    impulse = torch.zeros(1, 1, 8, 8)
+    impulse[0, 0, 0, 0] = 1
+    assert downsample2d(impulse, setup_filter([1, 2, 1]))[0, 0, 0, 0].item() == pytest.approx(0.25)
     # The std feature keeps the features' dtype; D's logits are float32 whatever its blocks compute in.
     x = torch.randn(4, 6, 4, 4).bfloat16()
     assert MinibatchStdLayer(2)(x).dtype == torch.bfloat16
     D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=8, num_fp16_res=4)
-    assert D.set_bf16(True)(torch.randn(2, 3, 16, 16)).dtype == torch.float32
+    img = torch.randn(2, 3, 16, 16)
+    full = D(img)
+    D.set_bf16(True)
+    assert D(img).dtype == torch.float32 and not torch.equal(D(img), full)
+    assert torch.equal(D(img, force_fp32=True), full)  # force_fp32 reaches every block
+    assert D.b16(None, img)[0].dtype == torch.bfloat16  # the image enters fromRGB in the block's dtype
     with pytest.raises(ValueError, match="img_resolution must be a power of two >= 8, got 4"):
         Discriminator(c_dim=0, img_resolution=4, img_channels=3)
     D = Discriminator(c_dim=2, img_resolution=16, img_channels=3, channel_base=128, channel_max=8, cmap_dim=5)
     assert D.mapping.w_dim == 5 and D.b4.out.out_features == 5
     assert D(torch.randn(2, 3, 16, 16), torch.eye(2)).shape == (2, 1)
+
+
+def test_stylegan2_layers_start_from_the_papers_init_and_scale_with_gain():
+    """StyleGAN (Karras et al. 2019, appendix C) starts every style at 1 (the affine layers' biases)
+    and every noise strength at 0; the official rule keeps 4 px in float32 whatever num_fp16_res says."""
+    from sg3lib.networks.stylegan2 import SynthesisLayer, ToRGBLayer
+    G = StyleGAN2Generator(**TINY_G, num_fp16_res=4)
+    layers = [m for m in G.synthesis.modules() if isinstance(m, (SynthesisLayer, ToRGBLayer))]
+    assert len(layers) == 8  # b4: conv1, torgb; b8 and b16: conv0, conv1, torgb
+    assert all(torch.equal(m.affine.bias, torch.ones_like(m.affine.bias)) for m in layers)
+    assert all(m.noise_strength.item() == 0 for m in layers if isinstance(m, SynthesisLayer))
+    assert [G.synthesis.b4.use_fp16, G.synthesis.b8.use_fp16, G.synthesis.b16.use_fp16] == [False, True, True]
+    with pytest.raises(ValueError, match="power of two >= 4, got 2"):
+        StyleGAN2Generator(**dict(TINY_G, img_resolution=2))
+    # gain (the official layer's argument) scales the activation and its clamp together
+    torch.manual_seed(0)
+    layer = SynthesisLayer(4, 4, w_dim=8, resolution=8, conv_clamp=0.5)
+    x, w = torch.randn(2, 4, 8, 8) * 10, torch.randn(2, 8)
+    out1, out2 = (layer(x, w, noise_mode="none", gain=g) for g in (1, 2))
+    layer.conv_clamp = None
+    free = layer(x, w, noise_mode="none")
+    assert (free.abs() > 1).any() and (free.abs() < 0.5).any()  # both sides of both clamps
+    torch.testing.assert_close(out1, free.clamp(-0.5, 0.5))
+    torch.testing.assert_close(out2, (2 * free).clamp(-1, 1))
+    # ToRGB clamps its output at conv_clamp too
+    rgb = ToRGBLayer(4, 3, w_dim=8, conv_clamp=0.5)
+    clamped = rgb(x, w)
+    rgb.conv_clamp = None
+    free = rgb(x, w)
+    assert (free.abs() > 0.5).any()
+    torch.testing.assert_close(clamped, free.clamp(-0.5, 0.5))

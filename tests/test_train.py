@@ -448,6 +448,14 @@ def test_transfer_learning_from_other_run_and_freezed(tmp_path):
             assert same, k
         elif k.startswith("b16.conv1.weight"):
             assert not same, k
+    # A run started from the frozen run's weights freezes nothing unless told: --freezed is a way of
+    # training, not part of the architecture a transfer takes over (a continued run keeps it).
+    frz_snap = tmp_path / "frz" / "snapshot-000000008.pt"
+    assert load(frz_snap)["meta"]["config"]["freezed"] == 2
+    train(d1, tmp_path / "after", resume=str(frz_snap), kimg=0.008, **TINY)
+    after = load(tmp_path / "after" / "snapshot-000000008.pt")
+    assert after["meta"]["config"]["freezed"] == 0
+    assert not torch.equal(frz["b16.fromrgb.weight"], after["networks"]["D"]["state_dict"]["b16.fromrgb.weight"])
 
 
 def test_cli_train_and_error_exit(tmp_path, capsys):
