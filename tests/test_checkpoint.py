@@ -4,6 +4,8 @@ import json
 import os
 import random
 import time
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -293,7 +295,6 @@ def test_a_full_disk_while_saving_is_an_os_error_naming_the_cause(tmp_path, fixt
 def _unreadable_but_complete(path):
     """A file whose ZIP directory is whole (so it passes as complete) but whose pickle is garbage:
     what a copy with damaged contents looks like."""
-    import zipfile
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("archive/data.pkl", b"not a pickle at all")
         z.writestr("archive/version", b"3\n")
@@ -383,7 +384,6 @@ def test_damaged_contents_are_reported_as_corrupt_not_as_pickled_objects(tmp_pat
 def test_weights_damaged_inside_a_whole_zip_are_found_by_their_crc(tmp_path, fixtures_dir):
     """torch.load reads no checksum: a copy whose tensor bytes were zeroed (a tool that preallocates
     the file and writes pieces out of order, then stopped) resumed with other weights, without a word."""
-    import zipfile
     older = ck.save_snapshot(tmp_path / ck.snapshot_name(4000), small_snapshot(fixtures_dir))
     newer = ck.save_snapshot(tmp_path / ck.snapshot_name(8000), small_snapshot(fixtures_dir, 8000))
     with zipfile.ZipFile(newer) as z:
@@ -533,7 +533,6 @@ def test_load_snapshot_refuses_each_malformed_part_by_name(tmp_path, fixtures_di
 def test_a_deflated_member_damaged_inside_is_reported_as_damaged(tmp_path, fixtures_dir):
     """A .pt re-zipped with Deflate (torch writes Store) whose compressed bytes are damaged: zipfile
     raises zlib.error, which came out of load_snapshot as itself, naming no file."""
-    import zipfile
     src = ck.save_snapshot(tmp_path / "s.pt", small_snapshot(fixtures_dir))
     deflated = tmp_path / "deflated.pt"
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zout:
@@ -570,7 +569,7 @@ def test_snapshot_from_networks_skips_none_and_unwraps_ddp(tmp_path):
     assert sorted(net["state_dict"]) == sorted(G.state_dict())
 
 
-def test_reading_a_run_folder_deletes_nothing_and_names_what_it_cannot_use(tmp_path, fixtures_dir, monkeypatch):
+def test_reading_a_run_folder_deletes_nothing_and_names_what_it_cannot_use(tmp_path, fixtures_dir):
     """newest_if_folder (sg3 generate / rank / info on a run folder) and prune leave a save's temporary
     file alone, however old: another process may be writing it. A folder holding only a copy says so,
     without the resume advice about --outdir."""
@@ -595,7 +594,6 @@ def test_reading_a_run_folder_deletes_nothing_and_names_what_it_cannot_use(tmp_p
     # a folder named like a snapshot is no snapshot, and nothing to warn about
     (tmp_path / ck.snapshot_name(16000)).mkdir()
     copy_.unlink()
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ck.find_latest(tmp_path, clean=False) == tmp_path / ck.snapshot_name(12000)
@@ -613,3 +611,37 @@ def test_an_unreadable_snapshot_says_to_check_its_permissions(tmp_path, fixtures
     monkeypatch.setattr("builtins.open", refuses)
     with pytest.warns(UserWarning, match=r"cannot be read \(Permission denied\); check its permissions"):
         assert ck.find_latest(tmp_path) is None
+
+
+def test_a_garbled_global_is_reported_in_printable_words(tmp_path):
+    """Damaged pickle bytes that read as a GLOBAL of garbage: torch's message carries the raw bytes
+    (control characters, a terminal's escape codes); the error shows them as '?', is no 'pickled
+    objects' refusal, and stays one short line."""
+    path = tmp_path / "garbled.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02c\x07\x1b[2J" + b"x" * 1000 + b"\nname\n.")
+        z.writestr("archive/version", b"3\n")
+    with pytest.raises(LoadError, match="truncated or corrupt") as e:
+        ck.load_snapshot(path)
+    words = str(e.value)
+    assert "pickled Python objects" not in words and all(ch.isprintable() for ch in words), words
+    assert "?" in words and len(words) < len(str(path)) + 500
+    # the older torch wording names the class at the end of its line, with more lines after it
+    assert ck._names_a_class("Weights only load failed.\nUnsupported class argparse.Namespace\n\nCheck the docs")
+    assert not ck._names_a_class("Weights only load failed.\nUnsupported class \x07garbage\x01\nmore")
+
+
+def test_snapshots_of_one_counter_and_cut_files_come_in_a_fixed_order(tmp_path, fixtures_dir, monkeypatch):
+    """The folder's listing order is the file system's: snapshots of the same counter are ordered by
+    name, and the cut-off files in the warning newest first, whatever order the listing gives."""
+    snap = small_snapshot(fixtures_dir)
+    for name in ("snapshot-16.pt", "snapshot-000000016.pt"):
+        ck.save_snapshot(tmp_path / name, snap)
+    for nimg in (8000, 16000):
+        (tmp_path / ck.snapshot_name(nimg)).write_bytes(b"PK\x03\x04 cut off")
+    glob = type(tmp_path).glob
+    for order in (sorted, lambda paths: sorted(paths, reverse=True)):
+        monkeypatch.setattr(type(tmp_path), "glob", lambda self, p, order=order: order(glob(self, p)))
+        assert [p.name for p in ck.snapshot_files(tmp_path)][:2] == ["snapshot-000000016.pt", "snapshot-16.pt"]
+        with pytest.warns(UserWarning, match=r"\[snapshot-000016000\.pt: .*, snapshot-000008000\.pt: "):
+            assert ck.find_latest(tmp_path).name == "snapshot-16.pt"

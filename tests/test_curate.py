@@ -345,6 +345,8 @@ def test_clear_errors(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(CurateError, match="afile"):
         curate(tmp_path / "raw", tmp_path / "afile" / "o.zip", 64)
+    with pytest.raises(CurateError, match="source .*afile is neither a folder nor a zip file"):
+        curate(tmp_path / "afile", tmp_path / "o.zip", 64)
     (tmp_path / "exists.zip").write_bytes(b"old")
     with pytest.raises(CurateError, match="already exists"):
         curate(tmp_path / "raw", tmp_path / "exists.zip", 64)
@@ -451,11 +453,16 @@ def test_command_line(tmp_path, capsys):
     (raw / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 200)
     assert main(["curate", str(raw), str(tmp_path / "o.zip"), "--resolution", "32", "--workers", "0"]) == 0
     out = capsys.readouterr().out
-    assert "3 of 4 images written" in out and "not_an_image" in out
+    assert "3 of 4 images written" in out and "not_an_image" in out and "accepted" not in out
     assert len(ImageDataset(tmp_path / "o.zip", resolution=32)) == 3
     assert main(["curate", str(raw), str(tmp_path / "p.zip"), "--resolution", "48"]) == 2
     said = capsys.readouterr()
     assert "power of two" in said.err and "power of two" not in said.out  # errors go to stderr
+    # 0 turns the size, aspect and upscale filters off (the library takes None; 0 is no valid ratio)
+    (raw / "wide.png").write_bytes(enc(picture(9, 128, 16), "PNG"))  # 8:1, 16 px high
+    zeros = ["--max-aspect", "0", "--max-upscale", "0", "--min-size", "0", "--min-colors", "0"]
+    assert main(["curate", str(raw), str(tmp_path / "q.zip"), "--resolution", "32", "--workers", "0"] + zeros) == 0
+    assert "4 of 5 images written" in capsys.readouterr().out
 
 
 def test_truncated_is_caught_even_if_pillow_was_told_to_be_lenient(tmp_path, monkeypatch):
@@ -1831,3 +1838,22 @@ def test_a_zip_of_utf8_names_without_the_flag_keeps_its_class_names(tmp_path):
     from sg3lib.data.writer import zip_file_names
     with zipfile.ZipFile(tmp_path / "dos.zip") as z:
         assert zip_file_names(z) == (["café.png"], {})
+
+
+def test_colours_of_two_values_and_counts_given_as_booleans_are_refused():
+    """(1, 2) is no colour (it failed on every image, each reported as an error); True is no count
+    (max_pixels=True refused every image as a decompression bomb, min_size=True kept only 1 px)."""
+    from sg3lib.data.curate import _settings
+    with pytest.raises(CurateError, match=r"background must be a colour name, .* got \(1, 2\)"):
+        _settings(64, dict(background=(1, 2)))
+    for key in ("max_pixels", "png_compress_level", "near_dup_threshold", "min_size"):
+        with pytest.raises(CurateError, match=rf"{key} \(--"):
+            _settings(64, {key: True})
+
+
+def test_a_folder_datasets_report_goes_beside_it_under_its_whole_name(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
+    rep = curate(raw, tmp_path / "faces.v2", 32, workers=0, progress=False)
+    assert Path(rep["report_json"]).parent == tmp_path / "faces.v2_report"

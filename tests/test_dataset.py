@@ -1211,3 +1211,169 @@ def test_a_damaged_dataset_json_entry_is_named(tmp_path):
         ImageDataset(zpath, use_labels=True)
     with pytest.warns(UserWarning, match="dataset.json cannot be read"):
         assert len(ImageDataset(zpath)) == 3
+
+
+def test_grey_alpha_pngs_are_two_channel_images(tmp_path):
+    imgs = pictures(2, channels=2)
+    ds = ImageDataset(official_zip(tmp_path / "la.zip", imgs, None))
+    assert ds.num_channels == 2 and (ds[1][0] == imgs[1].transpose(2, 0, 1)).all()
+
+
+def test_a_home_relative_path_and_a_non_square_resolution_mismatch(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    official_zip(tmp_path / "ds.zip", pictures(1), None)
+    assert ImageDataset("~/ds.zip").path == str(tmp_path / "ds.zip")
+    wide = [np.zeros((8, 16, 3), np.uint8)]
+    with pytest.raises(DatasetError, match="images are 16x8, but resolution=8 was asked for"):
+        ImageDataset(official_zip(tmp_path / "wide.zip", wide, None), resolution=8)
+
+
+def test_a_torch_file_given_as_a_dataset_is_named_as_one(tmp_path):
+    with zipfile.ZipFile(tmp_path / "net.zip", "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/version", b"3\n")
+    with pytest.raises(DatasetError, match="is a PyTorch file"):
+        ImageDataset(tmp_path / "net.zip")
+
+
+def test_a_forked_process_opens_its_own_zip_handle(tmp_path):
+    """DataLoader workers are forked with the parent's dataset: one shared file offset would mix their
+    reads, so a process that is not the one that opened the zip opens it again."""
+    ds = ImageDataset(official_zip(tmp_path / "ds.zip", pictures(2), None))
+    first = ds._get_zip()
+    assert ds._get_zip() is first
+    ds._zip_pid = -1  # as a forked child sees it: opened by another process
+    assert ds._get_zip() is not first and ds._zip_pid == os.getpid()
+
+
+def _deflated_and_damaged(path, damaged):
+    """A dataset zip whose member `damaged` is deflated with its compressed bytes broken."""
+    imgs = pictures(2, size=32)
+    with zipfile.ZipFile(path, "w") as z:
+        for i, a in enumerate(imgs):
+            z.writestr(f"00000/img{i:08d}.png", png(a), compress_type=zipfile.ZIP_DEFLATED)
+        labels = [["00000/img00000000.png", 0], ["00000/img00000001.png", 1]]
+        z.writestr("dataset.json", json.dumps({"labels": labels, "notes": "x" * 2000}),  # a long stream
+                   compress_type=zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(damaged)
+    b = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    b[start + 2:start + 12] = b"\xff" * 10
+    path.write_bytes(bytes(b))
+    return path
+
+
+def test_deflated_members_damaged_inside_are_named(tmp_path):
+    """zipfile raises zlib.error for a damaged Deflate stream (not BadZipFile): it came out bare."""
+    with pytest.raises(DatasetError, match="its dataset.json cannot be read"):
+        ImageDataset(_deflated_and_damaged(tmp_path / "a.zip", "dataset.json"), use_labels=True)
+    with pytest.raises(DatasetError, match=r"image 00000/img00000001\.png of .* cannot be read \(error"):
+        ImageDataset(_deflated_and_damaged(tmp_path / "b.zip", "00000/img00000001.png"))
+
+
+def test_dataset_json_that_is_no_labels_object_or_has_odd_class_names(tmp_path):
+    listed = tmp_path / "list"
+    listed.mkdir()
+    for i, a in enumerate(pictures(2)):
+        (listed / f"img{i}.png").write_bytes(png(a))
+    (listed / "dataset.json").write_text("[1, 2]")  # valid JSON, but no {"labels": ...}
+    assert not ImageDataset(listed, use_labels=True).has_labels
+    (listed / "dataset.json").write_text(json.dumps({"labels": [["img0.png", 0], ["img1.png", 1]],
+                                                      "class_names": [1, 2]}))
+    with pytest.raises(DatasetError, match="class_names in dataset.json must be a list of names"):
+        ImageDataset(listed, use_labels=True)
+    (listed / "dataset.json").write_text(json.dumps({"labels": [["img0.png", True], ["img1.png", False]]}))
+    with pytest.raises(DatasetError, match="must be class indices >= 0; img0.png has True"):
+        ImageDataset(listed, use_labels=True)
+
+
+def test_an_image_unlike_the_first_is_refused_when_it_is_drawn(tmp_path):
+    """check=False reads only the first header: an image of another size, or 16-bit, is refused by name
+    when training draws it, not passed on."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "b.png")
+    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(folder / "c.png")
+    ds = ImageDataset(folder, check=False)
+    with pytest.raises(DatasetError, match=r"image b\.png has shape \(1, 16, 16\), expected \(1, 8, 8\)"):
+        ds.load_image(1)
+    with pytest.raises(DatasetError, match=r"image c\.png has uint16 pixels; expected 8-bit"):
+        ds.load_image(2)
+
+
+def test_a_dataset_error_of_a_member_is_raised_as_it_is(tmp_path):
+    """An encrypted image drawn later says so, not 'cannot be read (DatasetError: ...)' around it."""
+    path = tmp_path / "enc.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i, a in enumerate(pictures(2)):
+            z.writestr(f"00000/img{i:08d}.png", png(a))
+    b = bytearray(path.read_bytes())
+    local, central = b.rfind(b"PK\x03\x04"), b.rfind(b"PK\x01\x02")
+    b[local + 6] |= 1
+    b[central + 8] |= 1
+    path.write_bytes(bytes(b))
+    ds = ImageDataset(path, check=False)
+    with pytest.raises(DatasetError, match="is encrypted") as e:
+        ds.load_image(1)
+    assert "cannot be read" not in str(e.value)
+
+
+def test_names_and_vector_labels_of_mirrored_copies(tmp_path):
+    """A zip not named .zip keeps its whole name; a mirrored copy has its original's vector label; a
+    file stored with Windows separators is found by its '/' name."""
+    path = tmp_path / "faces.v2"
+    names = [f"00000/img{i:08d}.png" for i in range(2)]
+    with zipfile.ZipFile(path, "w") as z:
+        for name, a in zip(names, pictures(2)):
+            z.writestr(name, png(a))
+        z.writestr("docs\\LICENSE", b"mine")
+        z.writestr("dataset.json", json.dumps({"labels": [[names[0], [0.5, 1.0]], [names[1], [2.0, -1.0]]]}))
+    ds = ImageDataset(path, use_labels=True, xflip=True)
+    assert ds.name == "faces.v2"
+    assert [ds[i][1].tolist() for i in range(4)] == [[0.5, 1.0], [2.0, -1.0], [0.5, 1.0], [2.0, -1.0]]
+    assert ds.other_files() == {"docs/LICENSE": "docs/LICENSE"} and ds._file_size("docs/LICENSE") == 4
+
+
+def test_rank_counts_the_images_to_drop_half_up_despite_float_error():
+    from sg3lib.data.rank import _count_to_drop
+    assert 0.29 * 50 == 14.499999999999998  # 14.5 images: half up is 15
+    assert _count_to_drop(0.29, 50) == 15 and _count_to_drop(0.27, 50) == 14 and _count_to_drop(0.5, 3) == 2
+    with pytest.raises(ValueError, match=r"drop_bottom is a fraction in \[0, 1\)"):
+        _count_to_drop(1.0, 10)  # (not "would drop all of them": 100% is no fraction to keep)
+
+
+def test_rank_gives_an_eval_mode_discriminator_back_as_it_was_and_ranks_from_1(tmp_path):
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    ds_path = official_zip(tmp_path / "ds.zip", pictures(4), None)
+    D = tiny_d(mbstd=False).eval()
+    rank(D, ds_path, tmp_path / "r", passes=1, progress=False)
+    assert not D.training
+    rows = (tmp_path / "r" / "rank.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_rank_copy_keeps_the_class_names_it_was_given(tmp_path):
+    from sg3lib.data.rank import rank
+    torch.set_num_threads(1)
+    path = official_zip(tmp_path / "ds.zip", pictures(4, seed=2), None)
+    names = [f"00000/img{i:08d}.png" for i in range(4)]
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in names}
+    with zipfile.ZipFile(path, "w") as z:  # the same images, labelled as sg3 curate --labels folders writes
+        for n in names:
+            z.writestr(n, members[n])
+        z.writestr("dataset.json", json.dumps({"labels": [[n, i % 2] for i, n in enumerate(names)],
+                                               "class_names": ["cat", "dog"]}))
+    res = rank(tiny_d(mbstd=False), path, tmp_path / "r", passes=1, drop_bottom=0.25, progress=False)
+    copy = ImageDataset(res["dest"], use_labels=True)
+    assert len(copy) == 3 and copy.class_names == ["cat", "dog"]
+
+
+def test_rank_says_a_network_of_other_channels_is_none_curate_makes():
+    from types import SimpleNamespace
+    from sg3lib.data.rank import _mismatch_fix
+    fix = _mismatch_fix(SimpleNamespace(resolution=8, num_channels=3), SimpleNamespace(img_resolution=8, img_channels=4))
+    assert fix.startswith("rank with a network trained on 3-channel images (4-channel datasets are not made")

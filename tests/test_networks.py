@@ -12,6 +12,7 @@ from sg3lib.networks import (SUPPORTED_CLASSES, Discriminator, StyleGAN2Generato
                              FullyConnectedLayer, MappingNetwork, build_network, stylegan3)
 from sg3lib.networks.discriminator import MinibatchStdLayer, downsample2d
 from sg3lib.networks.layers import Conv2dLayer, compute_dtype, jsonable
+from sg3lib.networks.stylegan2 import SynthesisLayer, ToRGBLayer
 
 GENERATORS = ["sg3t_64", "sg3r_64", "sg3t_256_cond", "sg2_64"]
 SG3 = ["sg3t_64", "sg3r_64", "sg3t_256_cond"]
@@ -525,7 +526,6 @@ def test_stylegan2_synthesis_layers_take_bias_acts_gain_for_every_activation():
     """act_gain was sqrt(2) for lrelu/relu and 1 otherwise; the official layer takes bias_act's default
     gain, sqrt(2) for swish too (so swish layers came out 1/sqrt(2) too small)."""
     import math
-    from sg3lib.networks.stylegan2 import SynthesisLayer
     for act, gain in (("lrelu", math.sqrt(2)), ("swish", math.sqrt(2)), ("linear", 1.0), ("tanh", 1.0)):
         assert SynthesisLayer(4, 4, 8, 8, activation=act).act_gain == gain, act
 
@@ -592,7 +592,7 @@ def test_w_avg_and_magnitude_ema_move_by_one_minus_beta_towards_the_batch():
     assert layer.magnitude_ema.item() == pytest.approx(1 + (1 - 0.999) * (4 - 1))
 
 
-@pytest.mark.parametrize("generator", [StyleGAN3Generator, StyleGAN2Generator])
+@pytest.mark.parametrize("generator", [StyleGAN3Generator, StyleGAN2Generator], ids=["sg3", "sg2"])
 def test_latents_of_the_wrong_rank_or_width_are_refused_by_name(generator):
     G = generator(**TINY_G)
     n = G.synthesis.num_ws  # 16 for StyleGAN3's, 6 for StyleGAN2's (1 + 2 + 2 convs, the last ToRGB)
@@ -603,7 +603,7 @@ def test_latents_of_the_wrong_rank_or_width_are_refused_by_name(generator):
         G.synthesis(torch.zeros([2, n, 7]))
 
 
-@pytest.mark.parametrize("generator", [StyleGAN3Generator, StyleGAN2Generator])
+@pytest.mark.parametrize("generator", [StyleGAN3Generator, StyleGAN2Generator], ids=["sg3", "sg2"])
 def test_synthesis_takes_ws_of_any_float_dtype_and_computes_in_float32(generator):
     torch.manual_seed(0)
     G = generator(**TINY_G)  # (StyleGAN2's noise strengths start at 0: its output is deterministic)
@@ -691,7 +691,6 @@ def test_discriminator_edges_odd_filters_reduced_precision_and_its_own_cmap_dim(
 def test_stylegan2_layers_start_from_the_papers_init_and_scale_with_gain():
     """StyleGAN (Karras et al. 2019, appendix C) starts every style at 1 (the affine layers' biases)
     and every noise strength at 0; the official rule keeps 4 px in float32 whatever num_fp16_res says."""
-    from sg3lib.networks.stylegan2 import SynthesisLayer, ToRGBLayer
     G = StyleGAN2Generator(**TINY_G, num_fp16_res=4)
     layers = [m for m in G.synthesis.modules() if isinstance(m, (SynthesisLayer, ToRGBLayer))]
     assert len(layers) == 8  # b4: conv1, torgb; b8 and b16: conv0, conv1, torgb

@@ -93,8 +93,12 @@ def _dataset_folder(path, *extra):
 def test_what_overwrite_may_replace(tmp_path):
     src = tmp_path / "src.zip"
     src.write_bytes(b"")
-    # what a file browser leaves in a dataset folder is no reason to refuse it
-    check_replaceable(src, _dataset_folder(tmp_path / "a", ".DS_Store", "Thumbs.db", "desktop.ini"))
+    # what a file browser leaves in a dataset folder is no reason to refuse it, with or without its
+    # dataset.json (which would excuse any file beside the image folders)
+    a = _dataset_folder(tmp_path / "a", ".DS_Store", "Thumbs.db", "desktop.ini")
+    check_replaceable(src, a)
+    (a / "dataset.json").unlink()
+    check_replaceable(src, a)
     # a file named like an image folder is not one
     b = tmp_path / "b"
     b.mkdir()
