@@ -913,6 +913,12 @@ def test_rank_default_out_folder_for_the_current_folder(tmp_path, monkeypatch, c
         assert main(["rank", "--network", str(snap), "--data", f"faces.{version}", "--passes", "1",
                      "--drop-bottom", "25"]) == 0
         assert (tmp_path / f"faces.{version}_rank" / f"faces.{version}-top75.zip").is_file()
+    # a zip's ranking is named without its .zip; one image dropped is said in the singular
+    official_zip(tmp_path / "ds.zip", pictures(4), None)
+    capsys.readouterr()
+    assert main(["rank", "--network", str(snap), "--data", "ds.zip", "--passes", "1", "--drop-bottom", "25"]) == 0
+    assert (tmp_path / "ds_rank" / "ds-top75.zip").is_file()
+    assert "(1 image)" in capsys.readouterr().out
 
 
 def test_a_local_copy_of_a_dataset_is_made_once_and_renewed_when_it_changes(tmp_path, capsys):
@@ -1377,3 +1383,15 @@ def test_rank_says_a_network_of_other_channels_is_none_curate_makes():
     from sg3lib.data.rank import _mismatch_fix
     fix = _mismatch_fix(SimpleNamespace(resolution=8, num_channels=3), SimpleNamespace(img_resolution=8, img_channels=4))
     assert fix.startswith("rank with a network trained on 3-channel images (4-channel datasets are not made")
+
+
+def test_a_folder_dataset_names_the_entries_it_skips_that_are_no_files(tmp_path):
+    """A dangling link named like an image was left out without a word."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for i, a in enumerate(pictures(2)):
+        (folder / f"img{i}.png").write_bytes(png(a))
+    os.symlink(tmp_path / "gone.png", folder / "img2.png")
+    with pytest.warns(UserWarning, match=r"skipped 1 entry that is no file .*\['img2\.png'\]"):
+        ds = ImageDataset(folder)
+    assert ds.image_names == ["img0.png", "img1.png"]

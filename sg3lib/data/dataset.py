@@ -81,11 +81,13 @@ def _check_palette(img, fname):
 def _folder_files(root):
     """Relative posix paths of the files under root; an unreadable sub-folder is an error
     (pathlib's rglob would skip it silently, and its images would be missing from training).
-    Linked sub-folders are read too, as curate reads them (not a link to a folder above)."""
+    Linked sub-folders are read too, as curate reads them (not a link to a folder above). What is
+    no file (a dangling link, a pipe) is left out with a warning that counts and names it."""
     def fail(e):
         raise DatasetError(f"cannot read the folder {e.filename} of dataset {root} ({e.strerror}); "
                            "fix its permissions or move it out of the dataset")
-    names, chains = [], {root: frozenset([os.path.realpath(root)])}  # folder -> the real folders above
+    names, others = [], []
+    chains = {root: frozenset([os.path.realpath(root)])}  # folder -> the real folders above
     for d, dirs, files in os.walk(root, onerror=fail, followlinks=True):
         chain, kept = chains.pop(d), []
         for s in dirs:
@@ -96,8 +98,12 @@ def _folder_files(root):
         dirs[:] = kept
         rel = os.path.relpath(d, root)
         for f in files:
-            if os.path.isfile(os.path.join(d, f)):
-                names.append(f if rel == "." else f"{Path(rel).as_posix()}/{f}")
+            name = f if rel == "." else f"{Path(rel).as_posix()}/{f}"
+            (names if os.path.isfile(os.path.join(d, f)) else others).append(name)
+    if others:
+        warnings.warn(f"{root}: skipped {len(others)} entr{'y' if len(others) == 1 else 'ies'} that "
+                      f"{'is' if len(others) == 1 else 'are'} no file (a dangling link, a pipe): "
+                      f"{sorted(others)[:5]}", stacklevel=3)
     return names
 
 
