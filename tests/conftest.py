@@ -67,6 +67,18 @@ def open_in_this_process(path):
     return os.path.realpath(path) in targets
 
 
+def damage_compressed_bytes(path, member):
+    """Overwrite ten bytes inside the compressed data of zip `path`'s `member` (not its headers), as a
+    bad copy might: a deflated member then fails with zlib.error when read."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    b = bytearray(Path(path).read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # after the local header
+    b[start + 2:start + 12] = b"\xff" * 10
+    Path(path).write_bytes(bytes(b))
+
+
 def interrupt_group_when(proc, ready, what, wait_s, end_s):
     """Once `ready()` holds, send SIGINT to `proc`'s process group (started with start_new_session),
     as a terminal's Ctrl-C and Jupyter's interrupt send it; return its stderr once it has ended.

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import sg3lib
+from conftest import damage_compressed_bytes
 from sg3lib import checkpoint as ck
 from sg3lib.loader import LoadError
 from sg3lib.networks import build_network
@@ -401,20 +402,25 @@ def test_weights_damaged_inside_a_whole_zip_are_found_by_their_crc(tmp_path, fix
     assert path == older and [p for p, _ in skipped] == [newer]
 
 
-def test_a_snapshot_that_cannot_be_opened_is_not_called_truncated(tmp_path, fixtures_dir, monkeypatch):
-    """A complete snapshot without read permission (another user's, a Drive file not yet fetched) was
-    skipped as 'truncated or damaged', and resuming told the user to copy it again or move it away."""
-    path = ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
-    path.chmod(0)
+def _refuse_opening(monkeypatch, path):
+    """Opening `path` fails as chmod 0 makes it fail, also for root, who may read anyway."""
     real_open = open
 
-    def refuses(file, *args, **kwargs):  # what chmod 0 does, also for root, who may read anyway
+    def refuses(file, *args, **kwargs):
         if str(file) == str(path):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", refuses)
     monkeypatch.setattr("io.open", refuses)
+
+
+def test_a_snapshot_that_cannot_be_opened_is_not_called_truncated(tmp_path, fixtures_dir, monkeypatch):
+    """A complete snapshot without read permission (another user's, a Drive file not yet fetched) was
+    skipped as 'truncated or damaged', and resuming told the user to copy it again or move it away."""
+    path = ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
+    path.chmod(0)
+    _refuse_opening(monkeypatch, path)
     try:
         with pytest.warns(UserWarning, match="Permission denied"):
             with pytest.raises(LoadError) as e:
@@ -539,12 +545,8 @@ def test_a_deflated_member_damaged_inside_is_reported_as_damaged(tmp_path, fixtu
         for info in zin.infolist():
             zout.writestr(info.filename, zin.read(info) if not info.filename.endswith("data.pkl")
                           else zin.read(info) * 50)  # compressible: a long deflate stream to damage
-    data = bytearray(deflated.read_bytes())
     with zipfile.ZipFile(deflated) as z:
-        info = next(i for i in z.infolist() if i.filename.endswith("data.pkl"))
-    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-    data[start + 2: start + 12] = b"\xff" * 10  # the compressed stream, not the directory
-    deflated.write_bytes(bytes(data))
+        damage_compressed_bytes(deflated, next(n for n in z.namelist() if n.endswith("data.pkl")))
     with pytest.raises(LoadError, match="damaged contents") as e:
         ck.load_snapshot(deflated)
     assert str(deflated) in str(e.value)
@@ -601,14 +603,7 @@ def test_reading_a_run_folder_deletes_nothing_and_names_what_it_cannot_use(tmp_p
 
 def test_an_unreadable_snapshot_says_to_check_its_permissions(tmp_path, fixtures_dir, monkeypatch):
     path = ck.save_snapshot(tmp_path / ck.snapshot_name(8), small_snapshot(fixtures_dir))
-    real_open = open
-
-    def refuses(file, *args, **kwargs):
-        if str(file) == str(path):
-            raise PermissionError(13, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", refuses)
+    _refuse_opening(monkeypatch, path)
     with pytest.warns(UserWarning, match=r"cannot be read \(Permission denied\); check its permissions"):
         assert ck.find_latest(tmp_path) is None
 

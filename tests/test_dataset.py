@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import open_in_this_process
+from conftest import damage_compressed_bytes, open_in_this_process
 from sg3lib.data import DatasetError, ImageDataset
 
 
@@ -609,6 +609,15 @@ def test_a_zip_with_windows_separators_keeps_its_labels(tmp_path):
     assert (ds[2][0] == imgs[2].transpose(2, 0, 1)).all()
 
 
+def _mark_last_member_encrypted(path):
+    """Set flag bit 0 (encrypted) in both headers of the zip's last member, as a password would."""
+    b = bytearray(path.read_bytes())
+    local, central = b.rfind(b"PK\x03\x04"), b.rfind(b"PK\x01\x02")
+    b[local + 6] |= 1
+    b[central + 8] |= 1
+    path.write_bytes(bytes(b))
+
+
 def test_a_zip_member_that_zipfile_cannot_open_is_a_dataset_error(tmp_path):
     """A zip made with a password, or by 7-Zip with Deflate64/PPMd, stopped the dataset (and sg3 train)
     with a bare 'That compression method is not supported' or RuntimeError naming no fix."""
@@ -619,14 +628,13 @@ def test_a_zip_member_that_zipfile_cannot_open_is_a_dataset_error(tmp_path):
         with zipfile.ZipFile(path, "w") as z:
             for i, a in enumerate(pictures(2)):
                 z.writestr(f"00000/img{i:08d}.png", png(a))
-        b = bytearray(path.read_bytes())
-        local, central = b.rfind(b"PK\x03\x04"), b.rfind(b"PK\x01\x02")  # the last image's headers
         if what == "method":  # 9: Deflate64
+            b = bytearray(path.read_bytes())
+            local, central = b.rfind(b"PK\x03\x04"), b.rfind(b"PK\x01\x02")  # the last image's headers
             b[local + 8:local + 10] = b[central + 10:central + 12] = struct.pack("<H", 9)
-        else:  # flag bit 0: encrypted
-            b[local + 6] |= 1
-            b[central + 8] |= 1
-        path.write_bytes(bytes(b))
+            path.write_bytes(bytes(b))
+        else:
+            _mark_last_member_encrypted(path)
         with pytest.raises(DatasetError, match=message):
             ImageDataset(path)
 
@@ -1261,12 +1269,7 @@ def _deflated_and_damaged(path, damaged):
         labels = [["00000/img00000000.png", 0], ["00000/img00000001.png", 1]]
         z.writestr("dataset.json", json.dumps({"labels": labels, "notes": "x" * 2000}),  # a long stream
                    compress_type=zipfile.ZIP_DEFLATED)
-    with zipfile.ZipFile(path) as z:
-        info = z.getinfo(damaged)
-    b = bytearray(path.read_bytes())
-    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-    b[start + 2:start + 12] = b"\xff" * 10
-    path.write_bytes(bytes(b))
+    damage_compressed_bytes(path, damaged)
     return path
 
 
@@ -1315,11 +1318,7 @@ def test_a_dataset_error_of_a_member_is_raised_as_it_is(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         for i, a in enumerate(pictures(2)):
             z.writestr(f"00000/img{i:08d}.png", png(a))
-    b = bytearray(path.read_bytes())
-    local, central = b.rfind(b"PK\x03\x04"), b.rfind(b"PK\x01\x02")
-    b[local + 6] |= 1
-    b[central + 8] |= 1
-    path.write_bytes(bytes(b))
+    _mark_last_member_encrypted(path)
     ds = ImageDataset(path, check=False)
     with pytest.raises(DatasetError, match="is encrypted") as e:
         ds.load_image(1)
@@ -1364,13 +1363,11 @@ def test_rank_gives_an_eval_mode_discriminator_back_as_it_was_and_ranks_from_1(t
 def test_rank_copy_keeps_the_class_names_it_was_given(tmp_path):
     from sg3lib.data.rank import rank
     torch.set_num_threads(1)
-    path = official_zip(tmp_path / "ds.zip", pictures(4, seed=2), None)
+    path = tmp_path / "ds.zip"
     names = [f"00000/img{i:08d}.png" for i in range(4)]
-    with zipfile.ZipFile(path) as z:
-        members = {n: z.read(n) for n in names}
-    with zipfile.ZipFile(path, "w") as z:  # the same images, labelled as sg3 curate --labels folders writes
-        for n in names:
-            z.writestr(n, members[n])
+    with zipfile.ZipFile(path, "w") as z:  # labelled as sg3 curate --labels folders writes
+        for n, a in zip(names, pictures(4, seed=2)):
+            z.writestr(n, png(a))
         z.writestr("dataset.json", json.dumps({"labels": [[n, i % 2] for i, n in enumerate(names)],
                                                "class_names": ["cat", "dog"]}))
     res = rank(tiny_d(mbstd=False), path, tmp_path / "r", passes=1, drop_bottom=0.25, progress=False)
