@@ -746,28 +746,6 @@ def test_workers_must_be_a_count(tmp_path, workers):
     assert not (tmp_path / "o.zip").exists()
 
 
-def test_a_killed_curations_lists_are_removed_by_the_next_once_stale(tmp_path):
-    """A curation killed mid-way leaves .report-*.partial/ (a line per file so far); the next one
-    into that report folder removes it once untouched for an hour, and leaves a younger one be."""
-    import os
-    import time
-    from sg3lib.data import report as report_module
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "a.png").write_bytes(enc(picture(1, 64, 64), "PNG"))
-    rep_dir = tmp_path / "o_report"
-    stale, young = rep_dir / ".report-old.partial", rep_dir / ".report-new.partial"
-    for d in (stale, young):
-        d.mkdir(parents=True)
-        (d / "accepted.jsonl").write_text('{"path": "x.png"}\n')
-    old = time.time() - report_module.STALE_PARTIAL_S - 60
-    for p in (stale, stale / "accepted.jsonl"):
-        os.utime(p, (old, old))
-    with pytest.warns(UserWarning, match="removed 1 leftover folder"):
-        curate(raw, tmp_path / "o.zip", 32, workers=0, progress=False)
-    assert not stale.exists() and young.exists()
-
-
 def test_folders_without_images_are_no_class(tmp_path):
     """Jupyter leaves .ipynb_checkpoints/ beside the class folders; it must not become a class
     (one more label dimension, no image ever carrying it)."""
@@ -1061,36 +1039,6 @@ def test_gif_frame_bombs():
     assert size == (64, 64) and img.size == (64, 64)
 
 
-def test_contact_sheet_captions_name_unreadable_folders(tmp_path, monkeypatch):
-    from sg3lib.data import report as report_module
-    drawn = record_sheets(monkeypatch)
-    rep = report_module.Report(tmp_path / "r")
-    rep.add("unreadable_folder", dict(path="cats/locked/", detail=""))
-    rep.add("corrupt", dict(path="cats/x.png", detail=""))
-    rep.finish({})
-    assert [c for _, c in drawn["unreadable_folder"][1]] == ["locked/"] and [c for _, c in drawn["corrupt"][1]] == ["x.png"]
-
-
-def test_contact_sheets_show_the_first_rejects_and_a_uniform_sample_of_the_accepted(tmp_path, monkeypatch):
-    from sg3lib.data import report as report_module
-    drawn = record_sheets(monkeypatch)
-    picked = []
-    for seed in range(50):
-        rep = report_module.Report(tmp_path / str(seed), max_tiles=4, seed=seed)
-        for i in range(20):
-            rep.add("accepted", dict(path=f"{i}.png"))
-            rep.add("corrupt", dict(path=f"bad{i}.png", detail=""))
-        rep.finish({})
-        title, tiles = drawn["corrupt"]
-        assert title == "corrupt: 20 image(s), 4 shown" and [c for _, c in tiles] == [f"bad{i}.png" for i in range(4)]
-        title, tiles = drawn["accepted"]
-        captions = [c for _, c in tiles]
-        assert title == "accepted: 20 image(s), 4 shown" and len(set(captions)) == 4
-        picked += captions
-    counts = [picked.count(f"{i}.png") for i in range(20)]  # 10 each on average
-    assert min(counts) >= 3 and max(counts) <= 20, counts
-
-
 def test_max_images_takes_any_whole_number_but_not_a_bool(tmp_path):
     """A numpy integer (a count computed with numpy) is a whole number, as workers= takes one; True is not 1."""
     import numpy as np
@@ -1290,12 +1238,12 @@ def test_32_bit_integer_tiff_is_scaled_from_its_range():
 
 
 def _tiff(values, bits, sample_format):
-    """An uncompressed one-row grey TIFF with the given BitsPerSample and SampleFormat (Pillow writes
-    32-bit grey only as signed, 16-bit only as unsigned)."""
+    """An uncompressed one-row grey TIFF with the given BitsPerSample and SampleFormat (None: no such
+    tag; Pillow writes 32-bit grey only as signed, 16-bit only as unsigned)."""
     import struct
-    pix = np.asarray(values).astype({(32, 1): "<u4", (16, 2): "<i2"}[bits, sample_format]).tobytes()
+    pix = np.asarray(values).astype({(32, 1): "<u4", (16, 2): "<i2"}[bits, sample_format or 1]).tobytes()
     tags = [(256, 4, len(values)), (257, 4, 1), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 8),
-            (277, 3, 1), (278, 4, 1), (279, 4, len(pix)), (339, 3, sample_format)]
+            (277, 3, 1), (278, 4, 1), (279, 4, len(pix))] + ([(339, 3, sample_format)] if sample_format else [])
     ifd = struct.pack("<H", len(tags)) + b"".join(
         struct.pack("<HHI", t, k, 1) + (struct.pack("<HH", v, 0) if k == 3 else struct.pack("<I", v)) for t, k, v in tags)
     return b"II*\0" + struct.pack("<I", 8 + len(pix)) + pix + ifd + struct.pack("<I", 0)
@@ -1310,6 +1258,12 @@ def test_unsigned_32_bit_and_signed_16_bit_tiffs_use_their_whole_range():
     a, _ = to_rgb(_tiff([-32768, -1, 0, 16384, 32767], 16, 2), channels=1)
     assert a[0].tolist() == [0, 0, 0, 128, 255]
 
+
+
+def test_a_tiff_without_a_sample_format_tag_is_unsigned():
+    """The TIFF default (SampleFormat 1): a 32-bit ramp without the tag is read over the unsigned range."""
+    a, _ = to_rgb(_tiff([0, 2 ** 31, 2 ** 32 - 1], 32, None), channels=1)
+    assert a[0].tolist() == [0, 128, 255]
 
 
 def test_a_tiff_pillow_cannot_decode_is_an_unsupported_format_not_a_non_image():
@@ -1727,17 +1681,23 @@ def test_a_class_max_images_did_not_reach_is_said_to_be_unread(tmp_path):
     assert rep["images_per_class"] == {"cats": 2, "dogs": 0}
 
 
+def bmp_with_alpha(img, alpha):
+    """A 32-bit BMP (BITMAPV4HEADER with an alpha mask) of the RGB `img`, every alpha `alpha`."""
+    rgb = np.asarray(img)
+    h, w = rgb.shape[:2]
+    bgra = np.concatenate([rgb[..., ::-1], np.full((h, w, 1), alpha, np.uint8)], -1)[::-1].tobytes()  # bottom-up
+    dib = struct.pack("<IiiHHIIiiII", 108, w, h, 1, 32, 3, len(bgra), 2835, 2835, 0, 0)
+    dib += struct.pack("<IIII", 0xFF0000, 0xFF00, 0xFF, 0xFF000000) + b"sRGB"[::-1] + b"\0" * 48
+    off = 14 + len(dib)
+    return b"BM" + struct.pack("<IHHI", off + len(bgra), 0, 0, off) + dib + bgra
+
+
 def test_a_32_bit_bmp_with_an_unused_alpha_channel_is_opaque(tmp_path):
     """BMP v4/v5 headers with an alpha mask and every alpha 0 (Windows and clipboard tools: 'unused',
     shown opaque by browsers) were laid over the background: blank, then rejected as monochrome."""
     raw = tmp_path / "raw"
     raw.mkdir()
-    rgb = np.asarray(picture(5, 64, 64))
-    bgra = np.concatenate([rgb[..., ::-1], np.zeros((64, 64, 1), np.uint8)], -1)[::-1].tobytes()  # bottom-up
-    dib = struct.pack("<IiiHHIIiiII", 108, 64, 64, 1, 32, 3, len(bgra), 2835, 2835, 0, 0)  # BITMAPV4HEADER
-    dib += struct.pack("<IIII", 0xFF0000, 0xFF00, 0xFF, 0xFF000000) + b"sRGB"[::-1] + b"\0" * 48
-    off = 14 + len(dib)
-    (raw / "clip.bmp").write_bytes(b"BM" + struct.pack("<IHHI", off + len(bgra), 0, 0, off) + dib + bgra)
+    (raw / "clip.bmp").write_bytes(bmp_with_alpha(picture(5, 64, 64), 0))
     assert Image.open(raw / "clip.bmp").mode == "RGBA"  # Pillow reads the alpha mask
     rep = curate(raw, tmp_path / "d.zip", 64, workers=0, progress=False)
     assert rep["counts"] == {"accepted": 1} and rep["notes"].get("alpha_unused") == 1
@@ -1764,6 +1724,13 @@ def test_a_panorama_is_shrunk_before_it_is_squared(tmp_path, monkeypatch, mode):
     band = np.asarray(picture(7, 2000, 100).resize((64, 3), Image.LANCZOS, reducing_gap=3.0))
     mid = (64 - 3) // 2
     assert np.abs(a[mid:mid + 3].astype(int) - band).max() <= 2  # the picture, shrunk, in the middle
+
+
+def test_a_half_transparent_bmp_is_laid_over_the_background():
+    """Only an alpha of 0 everywhere means 'unused': a BMP drawn at half opacity (an overlay) is blended."""
+    data = bmp_with_alpha(Image.new("RGB", (8, 8), (200, 0, 0)), 128)
+    a, notes = to_rgb(data, background=(0, 0, 200))
+    assert (a == (100, 0, 100)).all() and "alpha_composited" in notes and "alpha_unused" not in notes
 
 
 def test_a_source_zip_member_zipfile_cannot_open_says_what_to_do(tmp_path):

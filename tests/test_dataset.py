@@ -942,9 +942,10 @@ def test_a_local_copy_of_a_dataset_is_made_once_and_renewed_when_it_changes(tmp_
     assert copy.parent.parent == tmp_path / "local" and re.fullmatch(r"drive-[0-9a-f]{8}", copy.parent.name)
     assert copy.name == "data.zip" and copy.read_bytes() == src.read_bytes()
     assert _count(copy) == 3 and os.listdir(copy.parent) == ["data.zip"]
-    mtime = copy.stat().st_mtime_ns
+    mtime, inode = copy.stat().st_mtime_ns, copy.stat().st_ino
     time.sleep(0.01)
     assert local_copy(src, tmp_path / "local", progress=False) == copy and copy.stat().st_mtime_ns == mtime
+    assert copy.stat().st_ino == inode  # not copied again (a copy renamed into place is a new file)
     official_zip(src, pictures(5), None)  # the user uploaded a new version under the same name
     os.utime(src, ns=(mtime + 10 ** 9, mtime + 10 ** 9))
     local_copy(src, tmp_path / "local", progress=False)
@@ -959,6 +960,8 @@ def test_a_local_copy_of_a_dataset_is_made_once_and_renewed_when_it_changes(tmp_
     assert copy.read_bytes() == src.read_bytes()
     with pytest.raises(FileNotFoundError, match="no-such.zip"):
         local_copy(tmp_path / "no-such.zip", tmp_path / "local", progress=False)
+    with pytest.raises(FileNotFoundError, match="drive: no such file to copy"):  # a folder dataset is read in place
+        local_copy(tmp_path / "drive", tmp_path / "local", progress=False)
     # Another dataset of the same name (notebook 01 names every zip dataset-<RES>.zip) is another copy:
     # one copy for both made a transfer from a cats run to dogs continue the cats run.
     other = tmp_path / "dogs" / "data.zip"
@@ -968,23 +971,24 @@ def test_a_local_copy_of_a_dataset_is_made_once_and_renewed_when_it_changes(tmp_
     assert dogs != copy and dogs.parent.name.startswith("dogs-") and _count(dogs) == 2 and _count(copy) == 5
 
 
-def test_a_killed_local_copy_leaves_nothing_the_next_call_keeps(tmp_path):
+@pytest.mark.parametrize("name", ["data.zip", "faces[64].zip"])
+def test_a_killed_local_copy_leaves_nothing_the_next_call_keeps(tmp_path, name):
     """Colab's "Restart runtime" during the copy keeps /content: the hidden temporary (up to the
-    dataset's size) stayed there, one per try."""
+    dataset's size) stayed there, one per try. (Brackets in a name are no glob pattern.)"""
     import time
     from sg3lib.files import local_copy
-    src = official_zip(tmp_path / "data.zip", pictures(2), None)
+    src = official_zip(tmp_path / name, pictures(2), None)
     here = local_copy(src, tmp_path / "local", progress=False).parent  # (the copy's folder)
-    (here / "data.zip").unlink()
-    killed = here / ".data.zip.tmp-0badf00d"
+    (here / name).unlink()
+    killed = here / f".{name}.tmp-0badf00d"
     killed.write_bytes(b"PK half")
     old = time.time() - 3600
     os.utime(killed, (old, old))
-    running = here / ".data.zip.tmp-0000cafe"  # another process copying now
+    running = here / f".{name}.tmp-0000cafe"  # another process copying now
     running.write_bytes(b"PK")
     with pytest.warns(UserWarning, match="removed 1 leftover"):
         local_copy(src, tmp_path / "local", progress=False)
-    assert sorted(os.listdir(here)) == [".data.zip.tmp-0000cafe", "data.zip"]
+    assert sorted(os.listdir(here)) == [f".{name}.tmp-0000cafe", name]
 
 
 def test_the_cache_folder_from_python_may_start_with_a_tilde(monkeypatch, tmp_path):

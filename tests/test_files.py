@@ -111,13 +111,16 @@ def test_atomic_write_syncs_the_file_then_its_folder_only_when_asked(tmp_path, m
     assert synced == []
 
 
-def test_move_into_place_renames_a_filled_temporary(tmp_path):
+def test_move_into_place_syncs_and_renames_a_filled_temporary(tmp_path, monkeypatch):
     fd, tmp = files.temp_file_beside(tmp_path / "video.mp4")
     os.write(fd, b"frames")
     os.close(fd)
     (tmp_path / "video.mp4").write_bytes(b"old")
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd))[1])
     files.move_into_place(tmp, tmp_path / "video.mp4")
     assert (tmp_path / "video.mp4").read_bytes() == b"frames" and os.listdir(tmp_path) == ["video.mp4"]
+    assert synced == [(tmp_path / "video.mp4").stat().st_ino, tmp_path.stat().st_ino]  # the file, then its folder
 
 
 def test_exchange_swaps_two_folders_or_says_it_cannot_with_nothing_changed(tmp_path, monkeypatch):
@@ -203,3 +206,21 @@ def test_an_output_folder_is_checked_before_long_work_and_nothing_is_created(tmp
     with pytest.raises(ValueError, match=rf"^--report-dir: cannot write to {tmp_path} \(permission denied\)"):
         files.check_folder_writable(tmp_path / "a" / "b", "--report-dir")
     assert asked == [(tmp_path, os.W_OK | os.X_OK)]
+
+
+def test_leftovers_are_removed_in_name_order_and_one_gone_meanwhile_is_passed_over(tmp_path, monkeypatch):
+    """glob gives names in the folder's own order; a leftover another process removes (or renames into
+    place) between glob and stat is no error."""
+    for name in (".a.tmp-1", ".a.tmp-2", ".a.tmp-3"):
+        (tmp_path / name).write_bytes(b"x")
+    real_glob = files.Path.glob
+    monkeypatch.setattr(files.Path, "glob", lambda self, pattern: iter(
+        [tmp_path / ".a.tmp-0"] + sorted(real_glob(self, pattern), reverse=True)))  # .a.tmp-0: gone already
+    assert remove_stale(tmp_path, ".a.tmp-*") == [tmp_path / n for n in (".a.tmp-1", ".a.tmp-2", ".a.tmp-3")]
+
+
+def test_of_any_age_includes_a_leftover_dated_in_the_future(tmp_path):
+    """A network drive's clock ahead of this machine's: stale_s=None still means every leftover."""
+    (tmp_path / ".a.tmp-1").write_bytes(b"x")
+    _age(tmp_path / ".a.tmp-1", -3600)
+    assert remove_stale(tmp_path, ".a.tmp-*") == [tmp_path / ".a.tmp-1"]
