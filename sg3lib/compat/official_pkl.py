@@ -277,8 +277,10 @@ def read_official_pkl(path):
     data = _unpickle_file(path)
     try:
         return _snapshot_contents(data, path)
-    except LoadError:
-        raise
+    except LoadError as e:  # (a check on use, e.g. PersistentObject.state, does not know the file)
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from None
     except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as e:
         # a case the checks above do not name; still the file's fault, not sg3lib's
         raise LoadError(f"{path}: not a well-formed StyleGAN snapshot ({type(e).__name__}: {str(e)[:200]}): the "
