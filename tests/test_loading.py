@@ -1617,3 +1617,39 @@ def test_weights_that_do_not_fit_are_listed_missing_unexpected_and_five_at_most(
         loader.build(dict(spec, state_dict={**{k: state[k] for k in names[1:]}, "extra.weight": torch.zeros(1)}))
     with pytest.raises(LoadError, match=re.escape(f"missing {names[:5]}..., unexpected []")):
         loader.build(dict(spec, state_dict={k: state[k] for k in names[6:]}))
+
+
+def test_sg3_info_of_a_renamed_snapshot_of_one_channel(tmp_path, capsys):
+    """Only sg3lib's own name 'snapshot-<images>.pt' gives the kimg (a copy renamed by hand may hold anything);
+    one channel is singular."""
+    from sg3lib import checkpoint as ck
+    from sg3lib.explore.generate import tiny_generator
+    path = ck.save_snapshot(tmp_path / "snapshot-000040-before-edit.pt",
+                            ck.snapshot_from_networks({"G_ema": tiny_generator(img_channels=1)}))
+    assert load(path)["meta"]["kimg"] is None
+    assert sg3_main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "kimg          unknown\n" in out and "resolution    16x16, 1 channel\n" in out
+
+
+def test_a_snapshot_says_whether_it_can_resume_and_keeps_its_runs_config(tmp_path):
+    from sg3lib import checkpoint as ck
+    from sg3lib.explore.generate import tiny_generator
+    G = tiny_generator()
+    bare = ck.save_snapshot(tmp_path / "a.pt", ck.snapshot_from_networks({"G_ema": G}))
+    meta = load(bare)["meta"]
+    assert meta["has_training_state"] is False and meta["config"] == meta["init_kwargs"]
+    run = ck.save_snapshot(tmp_path / "b.pt", ck.snapshot_from_networks(
+        {"G_ema": G}, meta={"config": {"batch": 4, "gamma": 2.0}}, training_state={"step": 3}))
+    meta = load(run)["meta"]
+    assert meta["has_training_state"] is True and meta["config"] == {"batch": 4, "gamma": 2.0}
+
+
+def test_g_ema_is_the_generator_a_file_is_described_by(tmp_path):
+    """Where G and G_ema differ (a crafted or mixed-up file), the one used for images is described."""
+    from sg3lib import checkpoint as ck
+    from sg3lib.explore.generate import tiny_generator
+    path = ck.save_snapshot(tmp_path / "a.pt", ck.snapshot_from_networks(
+        {"G": tiny_generator(resolution=16), "G_ema": tiny_generator(resolution=32)}))
+    nets = load(path)
+    assert nets["meta"]["init_kwargs"]["img_resolution"] == 32 and loader.describe(nets)["img_resolution"] == 32
