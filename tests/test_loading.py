@@ -1653,3 +1653,54 @@ def test_g_ema_is_the_generator_a_file_is_described_by(tmp_path):
         {"G": tiny_generator(resolution=16), "G_ema": tiny_generator(resolution=32)}))
     nets = load(path)
     assert nets["meta"]["init_kwargs"]["img_resolution"] == 32 and loader.describe(nets)["img_resolution"] == 32
+
+
+def test_an_ordereddict_of_more_int_keys_than_a_snapshot_has_is_refused():
+    """OrderedDict([(0, 0), (1, 0), ...]) called with its list: its keys are counted before it is built."""
+    pairs = b"".join(b"M" + i.to_bytes(2, "little") + b"K\x00\x86" for i in range(1001))
+    data = b"\x80\x02ccollections\nOrderedDict\n](" + pairs + b"e\x85R."
+    with pytest.raises(LoadError, match="more than 1000 keys that are not text"):
+        op.unpickle_restricted(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("data, expect", [
+    (b"\x80\x02c__builtin__\nbytes\nK\x05\x85R.", "bytes of a int; pickles write bytes as data"),
+    (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x06\x00\x00\x00utf-16\x86R.",
+     r"_codecs.encode\(str, 'utf-16'\); pickles use \(str, 'latin1'\)")], ids=["bytes-of-n", "codecs-utf16"])
+def test_bytes_are_made_only_as_pickle_writes_them(data, expect):
+    with pytest.raises(LoadError, match=expect):
+        op.unpickle_restricted(io.BytesIO(data))
+
+
+def test_array_and_tensor_rebuilds_take_only_what_pickles_give_them():
+    from sg3lib.compat import restricted
+    allowed = restricted.size_checked_globals(1 << 20)
+    reconstruct = allowed[("numpy._core.multiarray", "_reconstruct")]
+    for shape in ((-5,), (2, "3")):
+        with pytest.raises(LoadError, match=re.escape(f"a numpy array with shape {shape!r}; expected a tuple of sizes")):
+            reconstruct(restricted.NDARRAY, shape, "f4")
+    with pytest.raises(LoadError, match="numpy _reconstruct of type; expected numpy.ndarray"):
+        reconstruct(np.ndarray, (1,), "f4")
+    with pytest.raises(LoadError, match="a tensor on a bytes, not on a tensor storage"):
+        allowed[("torch._utils", "_rebuild_tensor_v2")](b"1234", 0, (1,), (1,), False, OrderedDict())
+
+
+@pytest.mark.parametrize("data", [b"\x80\x04N" + b"\x94" * 2_000_000 + b".", b"\x80\x04" + b"(" * 2_000_000 + b"N."],
+                         ids=["memo-entries", "marks"])
+def test_memo_entries_and_marks_count_as_what_they_build(tmp_path, data):
+    """One byte each in the file: a memo entry (a dict slot and its key) or a mark (a new list for the stack)."""
+    with pytest.raises(LoadError, match=r"builds more than [\d,]+ bytes of objects from a file of 2,000,00\d bytes"):
+        op.unpickle_restricted(io.BytesIO(data))
+
+
+def test_a_storage_is_exactly_the_elements_it_declares_and_holds():
+    """One float more than the data holds, or an element count in the id unlike the one before the data:
+    a storage of other sizes than the file states (read short, or past what the tensor expects)."""
+    from sg3lib.compat import restricted
+    assert restricted.load_storage_from_bytes(_legacy_storage_blob(6)).size() == 6
+    with pytest.raises(LoadError, match="an embedded tensor storage declares 28 bytes, more than"):
+        restricted.load_storage_from_bytes(_legacy_storage_blob(7))
+    blob = _legacy_storage_blob(6).replace(b"\x8a\x08" + (6).to_bytes(8, "little") + b"N",
+                                           b"\x8a\x08" + (5).to_bytes(8, "little") + b"N", 1)
+    with pytest.raises(LoadError, match="declares 5 elements but its data says 6"):
+        restricted.load_storage_from_bytes(blob)
