@@ -99,9 +99,15 @@ def test_atomic_write_replaces_the_file_whole_or_leaves_the_old_one(tmp_path, um
     assert (tmp_path / "fresh.bin").read_bytes() == b"\x00\x01" and _mode(tmp_path / "fresh.bin") == 0o644
 
 
-def test_atomic_write_syncs_the_file_then_its_folder_only_when_asked(tmp_path, monkeypatch):
-    synced, real_fsync = [], os.fsync
-    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd))[1])
+@pytest.fixture
+def synced(monkeypatch):
+    """The inode numbers os.fsync is called on, in order (the calls still go through)."""
+    inodes, real_fsync = [], os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (inodes.append(os.fstat(fd).st_ino), real_fsync(fd))[1])
+    return inodes
+
+
+def test_atomic_write_syncs_the_file_then_its_folder_only_when_asked(tmp_path, synced):
     with files.atomic_write(tmp_path / "a") as f:
         f.write(b"x")
     assert synced == [(tmp_path / "a").stat().st_ino, tmp_path.stat().st_ino]  # (a rename keeps the inode)
@@ -111,13 +117,11 @@ def test_atomic_write_syncs_the_file_then_its_folder_only_when_asked(tmp_path, m
     assert synced == []
 
 
-def test_move_into_place_syncs_and_renames_a_filled_temporary(tmp_path, monkeypatch):
+def test_move_into_place_syncs_and_renames_a_filled_temporary(tmp_path, synced):
     fd, tmp = files.temp_file_beside(tmp_path / "video.mp4")
     os.write(fd, b"frames")
     os.close(fd)
     (tmp_path / "video.mp4").write_bytes(b"old")
-    synced, real_fsync = [], os.fsync
-    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd))[1])
     files.move_into_place(tmp, tmp_path / "video.mp4")
     assert (tmp_path / "video.mp4").read_bytes() == b"frames" and os.listdir(tmp_path) == ["video.mp4"]
     assert synced == [(tmp_path / "video.mp4").stat().st_ino, tmp_path.stat().st_ino]  # the file, then its folder

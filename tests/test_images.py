@@ -61,7 +61,8 @@ def test_a_thumbnail_is_a_small_rgb_copy_of_the_same_shape():
 @pytest.mark.parametrize("mode, clear", [("RGBa", (0, 0, 0, 0)), ("PA", (0, 0))])
 def test_premultiplied_and_palette_alpha_are_laid_over_the_background(mode, clear):
     """RGBa is what Pillow decodes a TIFF with associated (premultiplied) alpha to."""
-    out = im.to_rgb_or_l(Image.new(mode, (4, 4), clear), background=(0, 128, 255), notes=(notes := []))
+    notes = []
+    out = im.to_rgb_or_l(Image.new(mode, (4, 4), clear), background=(0, 128, 255), notes=notes)
     assert out.mode == "RGB" and out.getpixel((1, 1)) == (0, 128, 255) and "alpha_composited" in notes
 
 

@@ -682,10 +682,23 @@ class _Server:
 
 
 @pytest.fixture
-def server(tmp_path, fixtures_dir, monkeypatch):
+def served(tmp_path, monkeypatch):
+    """A server for the routes a test gives ({path: (body, content type, length)}), the cache in tmp_path."""
     monkeypatch.setenv("SG3LIB_CACHE", str(tmp_path / "cache"))
+    servers = []
+
+    def serve(routes):
+        servers.append(_Server(routes))
+        return servers[-1]
+    yield serve
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def server(tmp_path, fixtures_dir, served):
     body = official_pkl(tmp_path, fixtures_dir, d="d_64", filename="network-snapshot-000040.pkl").read_bytes()
-    s = _Server({
+    return served({
         "/network-snapshot-000040.pkl": (body, "application/octet-stream", None),
         "/network-snapshot-000040.pkl?dl=1": (body, "application/octet-stream", None),  # as Dropbox links
         "/page.pkl": (b"<html><body>Sign in</body></html>", "text/html; charset=utf-8", None),
@@ -703,8 +716,6 @@ def server(tmp_path, fixtures_dir, monkeypatch):
         "/upper-html.pkl": (b"\x80 not really", "TEXT/HTML", None),
         "/two-lengths.pkl": (body, "application/octet-stream", f"{len(body)}, {len(body)}"),  # (some proxies)
     })
-    yield s
-    s.close()
 
 
 def test_url_download_and_cache(server, tmp_path, fixtures_dir):
@@ -1512,20 +1523,6 @@ def test_the_augment_pipe_given_is_written(tmp_path):
     path = op.write_official_pkl(tmp_path / "d.pkl", {"D": _tiny_d()}, augment_pipe=pipe)
     with open(path, "rb") as f:
         assert op.unpickle_restricted(f)["augment_pipe"].class_name == "AugmentPipe"
-
-
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    """A server for the routes a test gives ({path: (body, content type, length)}), the cache in tmp_path."""
-    monkeypatch.setenv("SG3LIB_CACHE", str(tmp_path / "cache"))
-    servers = []
-
-    def serve(routes):
-        servers.append(_Server(routes))
-        return servers[-1]
-    yield serve
-    for s in servers:
-        s.close()
 
 
 def test_an_sg3lib_snapshot_downloads_too_under_a_cache_name_of_plain_characters(tmp_path, served):

@@ -138,6 +138,12 @@ def _first_run(raw, zip_path):
     return zip_path.parent / f"{zip_path.stem}_report"
 
 
+def _second_run_without_the_corrupt_image(raw, zip_path):
+    """The same curation again, into the same report folder, without the image rejected_corrupt.png showed."""
+    (raw / "broken.png").unlink()
+    return curate(raw, zip_path, 32, workers=0, progress=False, overwrite=True)
+
+
 def test_sheets_of_a_run_whose_report_was_deleted_are_known_by_their_mark(tmp_path):
     """Without the earlier curation_report.json, the mark inside a sheet still tells it is sg3lib's;
     a sheet the user copied under a name of their own is theirs now."""
@@ -148,8 +154,7 @@ def test_sheets_of_a_run_whose_report_was_deleted_are_known_by_their_mark(tmp_pa
     for name in ("accepted_best.png", "keep.png"):
         shutil.copy(out / "rejected_corrupt.png", out / name)
     (out / "curation_report.json").unlink()
-    (raw / "broken.png").unlink()
-    curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False, overwrite=True)
+    _second_run_without_the_corrupt_image(raw, tmp_path / "d.zip")
     assert sorted(p.name for p in out.iterdir()) == ["accepted_best.png", "accepted_sample.png",
                                                       "curation_report.json", "keep.png"]
 
@@ -160,8 +165,7 @@ def test_a_folder_named_like_a_sheet_of_the_earlier_run_is_left_alone(tmp_path):
     (out / "rejected_corrupt.png").unlink()
     (out / "rejected_corrupt.png").mkdir()
     (out / "rejected_corrupt.png" / "mine.txt").write_text("mine")
-    (raw / "broken.png").unlink()
-    curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False, overwrite=True)
+    _second_run_without_the_corrupt_image(raw, tmp_path / "d.zip")
     assert (out / "rejected_corrupt.png" / "mine.txt").read_text() == "mine"
 
 
@@ -173,8 +177,7 @@ def test_an_earlier_report_with_odd_contact_sheets_is_read_as_listing_none(tmp_p
     out = _first_run(raw, tmp_path / "d.zip")
     (out / "curation_report.json").write_text('{\n "contact_sheets": ' + sheets + ',\n "files": {}\n}\n')
     assert report_module._previous_sheets(out / "curation_report.json") == set()
-    (raw / "broken.png").unlink()
-    rep = curate(raw, tmp_path / "d.zip", 32, workers=0, progress=False, overwrite=True)
+    rep = _second_run_without_the_corrupt_image(raw, tmp_path / "d.zip")
     assert rep["counts"] == {"accepted": 1} and not (out / "rejected_corrupt.png").exists()  # by its mark
 
 

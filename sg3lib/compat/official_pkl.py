@@ -278,13 +278,16 @@ def read_official_pkl(path):
     try:
         return _snapshot_contents(data, path)
     except LoadError as e:  # (a check on use, e.g. PersistentObject.state, does not know the file)
-        if str(path) in str(e):
-            raise
-        raise type(e)(f"{path}: {e}") from None
+        raise _naming(path, e) from None
     except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as e:
         # a case the checks above do not name; still the file's fault, not sg3lib's
         raise LoadError(f"{path}: not a well-formed StyleGAN snapshot ({type(e).__name__}: {str(e)[:200]}): the "
                         "file is corrupt or was not written by StyleGAN's training code") from None
+
+
+def _naming(path, e):
+    """The LoadError `e` if its message names the file `path`, else one of its kind that does."""
+    return e if str(path) in str(e) else type(e)(f"{path}: {e}")
 
 
 def _unpickle_file(path):
@@ -292,9 +295,7 @@ def _unpickle_file(path):
         with open(path, "rb") as f:
             return unpickle_restricted(f, source=path)
     except LoadError as e:
-        if str(path) in str(e):
-            raise
-        raise type(e)(f"{path}: {e}") from None
+        raise _naming(path, e) from None
     except (EOFError, pickle.UnpicklingError, struct.error, IndexError) as e:
         # (struct.error, IndexError: a file cut inside an opcode's argument, in its first bytes)
         detail = f" ({e})" if str(e) and isinstance(e, (EOFError, pickle.UnpicklingError)) else ""
