@@ -1619,3 +1619,123 @@ def test_a_mbstd_group_above_batch_gpu_is_refused_and_d_adam_is_lazy_also_withou
     train(data, tmp_path / "g0", kimg=0.008, **dict(TINY, gamma=0, D_reg_interval=16, dlr=0.002))
     d = created[1]
     assert d["lr"] == pytest.approx(0.002 * 16 / 17) and d["betas"][1] == pytest.approx(0.99 ** (16 / 17))
+
+
+def test_a_process_start_is_its_start_in_clock_ticks_since_boot():
+    """The lock tells a reused pid by /proc/<pid>/stat's field 22 (starttime): a process started now
+    started about /proc/uptime seconds after boot. (The field before it, itrealvalue, is always 0.)"""
+    from sg3lib.train import loop
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("no /proc on this system")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        ticks = loop._process_start(child.pid)
+        assert ticks is not None and abs(ticks / os.sysconf("SC_CLK_TCK") - uptime) < 10
+    finally:
+        child.kill()
+        child.wait()
+    assert loop._process_start(child.pid) is None  # gone: /proc does not say
+
+
+def test_a_run_lock_without_a_start_time_or_of_another_host(tmp_path):
+    """A live process's lock that does not give its start (/proc did not say) still refuses the run;
+    another machine's lock cannot be checked: it is replaced with a warning. A lock another process
+    wrote meanwhile is not removed when this run ends."""
+    import contextlib
+    import json
+    import socket
+    from sg3lib.train import loop
+    lock = tmp_path / loop.RUN_LOCK
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid, "start": None}))
+        with contextlib.ExitStack() as closing, pytest.raises(TrainError, match=f"pid {other.pid}"):
+            loop._take_run_lock(str(tmp_path), closing)
+        lock.write_text(json.dumps({"host": "another-machine", "pid": other.pid, "start": None}))
+        with contextlib.ExitStack() as closing:
+            with pytest.warns(UserWarning, match=f"host 'another-machine' \\(pid {other.pid}\\) trains here"):
+                loop._take_run_lock(str(tmp_path), closing)
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+            theirs = {"host": socket.gethostname(), "pid": other.pid, "start": loop._process_start(other.pid)}
+            lock.write_text(json.dumps(theirs))  # taken over meanwhile (its owner deleted ours)
+        assert json.loads(lock.read_text()) == theirs  # not ours to remove
+        with contextlib.ExitStack() as closing:
+            lock.unlink()
+            loop._take_run_lock(str(tmp_path), closing)
+        assert not lock.exists()  # ours: removed
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_dataset_path_not_recorded_is_no_dataset(tmp_path):
+    """A snapshot that stored no dataset path (None) is not the dataset given now, nor an error."""
+    from sg3lib.train import loop
+    d = make_zip(tmp_path / "d.zip")
+    assert not loop._same_dataset(None, str(d)) and not loop._same_dataset(str(d), None)
+    assert loop._same_dataset(None, None) and not loop._same_dataset("", str(d))
+    assert not loop._same_dataset(str(d), str(tmp_path / "moved.zip"))
+
+
+def test_continuing_into_a_folder_with_a_copy_of_the_same_snapshot_is_refused(tmp_path):
+    """A copy of the snapshot (same counter, another file) in the folder is not older than it: the two
+    histories would share one name."""
+    from sg3lib.train import loop
+    data, run, other = make_zip(tmp_path / "d.zip"), tmp_path / "run", tmp_path / "other"
+    train(data, run, kimg=0.008, **TINY)
+    src = run / "snapshot-000000008.pt"
+    loop._check_continues_newest(str(run), str(src))  # its own folder: fine
+    other.mkdir()
+    shutil.copy(src, other / src.name)
+    with pytest.raises(TrainError, match="holds snapshot-000000008.pt, which is not older than"):
+        loop._check_continues_newest(str(other), str(src))
+
+
+def test_resume_from_an_empty_folder_or_a_folder_of_unreadable_snapshots(tmp_path):
+    """An empty folder: 'latest' is suggested. A folder whose snapshots cannot be read says what to do
+    with them, and no more: its message ended '...out of the folder., or 'latest' for the newest
+    snapshot in --outdir' (the check looked for 'cannot be read', which that message never says)."""
+    from sg3lib.train import loop
+    (tmp_path / "run").mkdir()
+    with pytest.raises(TrainError, match=r"no snapshot-\*\.pt in this folder; pass a snapshot or \.pkl file, "
+                                         r"or 'latest' for the newest snapshot in --outdir$"):
+        loop._resume_file(tmp_path / "run")
+    (tmp_path / "run" / "snapshot-000000008.pt").write_bytes(b"PK cut off")
+    with pytest.warns(UserWarning), pytest.raises(TrainError, match="no snapshot there can be read") as e:
+        loop._resume_file(tmp_path / "run")
+    assert str(e.value).endswith("move these files out of the folder.") and "'latest'" not in str(e.value)
+
+
+def test_a_snapshot_without_its_run_config_is_a_source_of_weights(tmp_path):
+    """Training state without the run's config cannot be continued (the options are gone): its
+    networks start a new run, as an official .pkl's would."""
+    from sg3lib import checkpoint as ck
+    from sg3lib.train import loop
+    data, run = make_zip(tmp_path / "d.zip"), tmp_path / "run"
+    train(data, run, kimg=0.008, **TINY)
+    snap = ck.load_snapshot(str(run / "snapshot-000000008.pt"))
+    assert snap["meta"]["kimg"] == 0.008 and snap["meta"]["dataset"] == str(data)
+    assert loop._load_resume(str(run / "snapshot-000000008.pt"), "cpu")[0] == "snapshot"
+    snap["meta"].pop("config")
+    snap.pop("config", None)
+    ck.save_snapshot(str(tmp_path / "snapshot-000000008.pt"), snap)
+    kind, payload = loop._load_resume(str(tmp_path / "snapshot-000000008.pt"), "cpu")
+    assert kind == "networks" and {"G", "D", "G_ema"} <= set(payload)
+
+
+def test_only_the_writer_reports_the_newer_snapshots_it_skips(tmp_path, capsys):
+    """Rank 0 (clean) says which newer snapshots it skipped; the other ranks look without a word (the
+    message was printed once per process)."""
+    from sg3lib.train import loop
+    data, run = make_zip(tmp_path / "d.zip"), tmp_path / "run"
+    train(data, run, kimg=0.008, **TINY)
+    (run / "snapshot-000000016.pt").write_bytes(b"PK cut off")
+    capsys.readouterr()
+    path, snap = loop._find_latest(str(run), clean=False)
+    assert path.endswith("snapshot-000000008.pt") and snap is not None
+    assert "skipped" not in capsys.readouterr().out
+    with pytest.warns(UserWarning):
+        assert loop._find_latest(str(run), clean=True)[0] == path
+    assert "skipped 1 newer snapshot(s) that cannot be read" in capsys.readouterr().out
+    assert (run / "snapshot-000000016.pt").exists()  # left in place

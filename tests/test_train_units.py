@@ -862,7 +862,7 @@ def test_torchrun_refuses_a_gpu_a_process_cannot_have(monkeypatch):
             dist_mod.init(device)
 
 
-@pytest.mark.parametrize("kimg, images", [(4.03, 4030), (0.0041, 5), (0.0049, 5), (0.0001, 1), (1e-9, 1), (2, 2000)])
+@pytest.mark.parametrize("kimg, images", [(4.03, 4030), (0.0041, 5), (0.0049, 5), (0.0001, 1), (1e-9, 1), (1e-10, 1), (2, 2000)])
 def test_a_length_in_kimg_is_the_next_whole_image_count(kimg, images):
     """--kimg 0.0041 asks for 4.1 images: the run takes 5 (at least what was asked), not 4."""
     from sg3lib.train.loop import kimg_images

@@ -540,7 +540,8 @@ def _resume_file(src):
     try:
         return str(ck.newest_if_folder(str(src)))
     except FileNotFoundError as e:
-        raise TrainError(f"cannot resume from {e}" + ("" if "cannot be read" in str(e) else
+        # ('latest' for an empty folder; not for one whose snapshots are all damaged: it would fail too)
+        raise TrainError(f"cannot resume from {e}" + ("" if "no snapshot there can be read" in str(e) else
                          ", or 'latest' for the newest snapshot in --outdir")) from None
 
 
