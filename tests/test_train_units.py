@@ -915,3 +915,80 @@ def test_each_stats_line_is_flushed_and_synced_before_write_returns(tmp_path, mo
     w.write({"kimg": 1.0})
     w.write({"kimg": 2.0})
     assert synced == ['{"kimg": 1.0}\n', '{"kimg": 1.0}\n{"kimg": 2.0}\n']  # flushed before each sync
+
+
+def test_a_worker_error_is_its_last_line_without_the_traceback_before_it():
+    """DataLoader's workers put 'Caught ... Original Traceback' and the traceback before the message."""
+    from sg3lib.train.loop import _last_line
+    e = OSError("Caught OSError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                '  File "x.py", line 1, in f\nOSError: [Errno 5] Input/output error: \'d.zip\'\n  \n')
+    assert _last_line(e) == "[Errno 5] Input/output error: 'd.zip'"
+    assert _last_line(RuntimeError("")) == "RuntimeError"
+
+
+def test_an_interruption_frees_what_its_frames_held_and_says_how_to_continue(tmp_path):
+    """A notebook keeps the last traceback: its frames kept the networks and activations alive (twice
+    the GPU memory on a rerun). Also those of the error it interrupted (its __context__)."""
+    import gc
+    import weakref
+    import zipfile
+    from sg3lib.train.loop import _interruption
+
+    class Big:
+        pass
+
+    def inner(x):
+        raise ValueError("during")  # what the interrupt came during: only its traceback has this frame
+
+    def step(x):
+        try:
+            inner(x)
+        except ValueError:
+            raise KeyboardInterrupt
+
+    def held():
+        big = Big()
+        try:
+            step(big)
+        except KeyboardInterrupt as e:
+            return weakref.ref(big), e
+
+    ref, error = held()
+    gc.collect()
+    assert ref() is not None  # the traceback's frames hold it
+    out = _interruption(error, tmp_path, {})
+    gc.collect()
+    assert ref() is None
+    assert str(out) == "training interrupted while setting up; no snapshot was written yet: run it again to start over"
+    with zipfile.ZipFile(tmp_path / "snapshot-000000016.pt", "w") as z:  # what find_latest takes as whole
+        z.writestr("archive/data.pkl", b"")
+    assert str(_interruption(KeyboardInterrupt(), tmp_path, {"state": {"cur_nimg": 24}})) == (
+        "training interrupted at 0.024 kimg; the newest snapshot is snapshot-000000016.pt (0.016 kimg): continue "
+        "from it with train(..., resume='latest') (sg3 train --resume latest)")
+
+
+def test_another_batch_keeps_a_value_given_now_and_only_rank_0_says_so(capsys):
+    from sg3lib.train.loop import _follow_new_batch
+    was = C.batch_derived(64, 32)
+    base = dict(was, blur_sigma=0)
+    _follow_new_batch(base, dict(base, batch=32), {"batch": 64, "gamma": 1.5}, 64, rank=0)
+    assert base["gamma"] == was["gamma"] and "ema_kimg" not in base  # gamma: given now (it wins later)
+    said = capsys.readouterr().out
+    assert said.startswith("--batch 64 (the run had 32): ema_kimg 10 -> 20 (") and "gamma" not in said
+    base = dict(was)
+    _follow_new_batch(base, dict(base, batch=32, blur_sigma=0), {"batch": 64}, 64, rank=1)
+    assert "gamma" not in base and capsys.readouterr().out == ""
+
+
+def test_another_precision_keeps_a_conv_clamp_given_now_and_says_how_to_keep_the_old(capsys):
+    from sg3lib.train.loop import _follow_new_precision
+    base = {"conv_clamp": 256}
+    _follow_new_precision(base, {"precision": "fp16"}, {"precision": "fp32", "conv_clamp": 256}, rank=0)
+    assert base == {"conv_clamp": 256} and capsys.readouterr().out == ""
+    _follow_new_precision(base, {"precision": "fp16"}, {"precision": "fp32"}, rank=0)
+    assert base == {} and capsys.readouterr().out == (
+        "--precision fp32 (the run had fp16): conv_clamp 256 -> None (the default that follows the precision; "
+        "conv_clamp=256 in train() keeps the run's)\n")
+    base = {"conv_clamp": None}
+    _follow_new_precision(base, {"precision": "fp32"}, {"precision": "bf16"}, rank=1)
+    assert base == {} and capsys.readouterr().out == ""
