@@ -290,15 +290,20 @@ def _listing(problems):
     return "[" + ", ".join(f"{p.name}: {why}" for p, why in problems) + "]"
 
 
+class NoSnapshotInFolder(FileNotFoundError):
+    """A folder holds no snapshot-named file at all (as opposed to only ones that do not read)."""
+
+
 def newest_if_folder(path):
     """`path` itself, or for a run folder its newest complete snapshot (FileNotFoundError if none,
-    naming the snapshot-named files there that are cut off)."""
+    naming the snapshot-named files there that are cut off; NoSnapshotInFolder if there are none)."""
     if not Path(path).is_dir():
         return path
     good, _, skipped, odd = _scan(path, PATTERN, clean=False, stale_s=0)
+    if not good and (skipped or odd):
+        raise FileNotFoundError(_nothing_reads(path, skipped, odd, resuming=False))
     if not good:
-        raise FileNotFoundError(_nothing_reads(path, skipped, odd, resuming=False) if skipped or odd else
-                                f"{path}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
+        raise NoSnapshotInFolder(f"{path}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
     return good[-1]
 
 

@@ -344,8 +344,12 @@ def test_find_resumable_refuses_when_no_snapshot_reads(tmp_path, fixtures_dir):
         with pytest.raises(LoadError, match=r"\(1\)\.pt.*rename"):
             ck.find_resumable(copy_only)
     with pytest.warns(UserWarning):
-        with pytest.raises(FileNotFoundError, match=r"snapshot-000000016.pt: truncated"):
+        with pytest.raises(FileNotFoundError, match=r"snapshot-000000016.pt: truncated") as e:
             ck.newest_if_folder(tmp_path)  # sg3 info / generate / load of the run folder say it too
+    assert not isinstance(e.value, ck.NoSnapshotInFolder)  # snapshots are there; they do not read
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ck.NoSnapshotInFolder, match="no snapshot-"):
+        ck.newest_if_folder(tmp_path / "empty")
 
 
 def test_prune_keeps_the_snapshot_just_written(tmp_path, fixtures_dir):

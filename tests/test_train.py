@@ -199,6 +199,15 @@ def train_until_killed(tmp_path, data, run, script_text, what):
 
 
 @pytest.fixture
+def live_process():
+    """Another process that is alive for the test (killed at its end, if the test has not)."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield other
+    other.kill()
+    other.wait()
+
+
+@pytest.fixture
 def one_thread():
     """This process trains with one thread, as the subprocess does (OMP_NUM_THREADS=1), so their
     runs compare bit for bit outside pytest-xdist too (conftest sets its workers to one thread)."""
@@ -1378,7 +1387,7 @@ def test_a_run_folder_reached_through_a_link_continues_from_its_own_newest_snaps
     assert out["cur_nimg"] == 16 and snaps(tmp_path / "real" / "run")[-1] == "snapshot-000000016.pt"
 
 
-def test_a_folder_another_process_trains_in_is_refused(tmp_path):
+def test_a_folder_another_process_trains_in_is_refused(tmp_path, live_process):
     """A second notebook (or Colab tab) on the same run folder deleted the first one's snapshot while
     it was being written ('could not write snapshot ... free disk space'), truncated its stats, and
     both wrote the same snapshot names. A live process's lock refuses the second run; a lock left by
@@ -1389,21 +1398,19 @@ def test_a_folder_another_process_trains_in_is_refused(tmp_path):
     data, run = make_zip(tmp_path / "d.zip"), tmp_path / "run"
     train(data, run, kimg=0.008, **TINY)
     assert not (run / loop.RUN_LOCK).exists()  # released when train() returns
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        lock = {"host": socket.gethostname(), "pid": other.pid, "start": loop._process_start(other.pid)}
-        (run / loop.RUN_LOCK).write_text(json.dumps(lock))
-        partial = run / ".snapshot-000000016.pt.tmp-0badf00d"  # the other process's save in progress
-        partial.write_bytes(b"PK being written")
-        with pytest.raises(TrainError, match=rf"run is being trained in by another process on this machine "
-                                             rf"\(pid {other.pid}\).*Stop it first, or choose another --outdir"):
-            train(data, run, kimg=0.016, resume="latest", **TINY)
-        assert partial.exists() and snaps(run) == ["snapshot-000000008.pt"]  # nothing of it touched
-        (run / loop.RUN_LOCK).write_text(json.dumps(dict(lock, start=(lock["start"] or 0) + 1)))  # a reused pid
+    other = live_process
+    lock = {"host": socket.gethostname(), "pid": other.pid, "start": loop._process_start(other.pid)}
+    (run / loop.RUN_LOCK).write_text(json.dumps(lock))
+    partial = run / ".snapshot-000000016.pt.tmp-0badf00d"  # the other process's save in progress
+    partial.write_bytes(b"PK being written")
+    with pytest.raises(TrainError, match=rf"run is being trained in by another process on this machine "
+                                         rf"\(pid {other.pid}\).*Stop it first, or choose another --outdir"):
         train(data, run, kimg=0.016, resume="latest", **TINY)
-    finally:
-        other.kill()
-        other.wait()
+    assert partial.exists() and snaps(run) == ["snapshot-000000008.pt"]  # nothing of it touched
+    (run / loop.RUN_LOCK).write_text(json.dumps(dict(lock, start=(lock["start"] or 0) + 1)))  # a reused pid
+    train(data, run, kimg=0.016, resume="latest", **TINY)
+    other.kill()
+    other.wait()
     (run / loop.RUN_LOCK).write_text(json.dumps(lock))  # the process is gone: its lock is stale
     train(data, run, kimg=0.024, resume="latest", **TINY)
     assert snaps(run)[-1] == "snapshot-000000024.pt" and not (run / loop.RUN_LOCK).exists()
@@ -1621,24 +1628,22 @@ def test_a_mbstd_group_above_batch_gpu_is_refused_and_d_adam_is_lazy_also_withou
     assert d["lr"] == pytest.approx(0.002 * 16 / 17) and d["betas"][1] == pytest.approx(0.99 ** (16 / 17))
 
 
-def test_a_process_start_is_its_start_in_clock_ticks_since_boot():
+def test_a_process_start_is_its_start_in_clock_ticks_since_boot(live_process):
     """The lock tells a reused pid by /proc/<pid>/stat's field 22 (starttime): a process started now
     started about /proc/uptime seconds after boot. (The field before it, itrealvalue, is always 0.)"""
     from sg3lib.train import loop
     if not os.path.exists("/proc/self/stat"):
         pytest.skip("no /proc on this system")
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        ticks = loop._process_start(child.pid)
-        assert ticks is not None and abs(ticks / os.sysconf("SC_CLK_TCK") - uptime) < 10
-    finally:
-        child.kill()
-        child.wait()
+    child = live_process
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    ticks = loop._process_start(child.pid)
+    assert ticks is not None and abs(ticks / os.sysconf("SC_CLK_TCK") - uptime) < 10
+    child.kill()
+    child.wait()
     assert loop._process_start(child.pid) is None  # gone: /proc does not say
 
 
-def test_a_run_lock_without_a_start_time_or_of_another_host(tmp_path):
+def test_a_run_lock_without_a_start_time_or_of_another_host(tmp_path, live_process):
     """A live process's lock that does not give its start (/proc did not say) still refuses the run;
     another machine's lock cannot be checked: it is replaced with a warning. A lock another process
     wrote meanwhile is not removed when this run ends."""
@@ -1646,27 +1651,22 @@ def test_a_run_lock_without_a_start_time_or_of_another_host(tmp_path):
     import json
     import socket
     from sg3lib.train import loop
-    lock = tmp_path / loop.RUN_LOCK
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid, "start": None}))
-        with contextlib.ExitStack() as closing, pytest.raises(TrainError, match=f"pid {other.pid}"):
+    lock, other = tmp_path / loop.RUN_LOCK, live_process
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid, "start": None}))
+    with contextlib.ExitStack() as closing, pytest.raises(TrainError, match=f"pid {other.pid}"):
+        loop._take_run_lock(str(tmp_path), closing)
+    lock.write_text(json.dumps({"host": "another-machine", "pid": other.pid, "start": None}))
+    with contextlib.ExitStack() as closing:
+        with pytest.warns(UserWarning, match=f"host 'another-machine' \\(pid {other.pid}\\) trains here"):
             loop._take_run_lock(str(tmp_path), closing)
-        lock.write_text(json.dumps({"host": "another-machine", "pid": other.pid, "start": None}))
-        with contextlib.ExitStack() as closing:
-            with pytest.warns(UserWarning, match=f"host 'another-machine' \\(pid {other.pid}\\) trains here"):
-                loop._take_run_lock(str(tmp_path), closing)
-            assert json.loads(lock.read_text())["pid"] == os.getpid()
-            theirs = {"host": socket.gethostname(), "pid": other.pid, "start": loop._process_start(other.pid)}
-            lock.write_text(json.dumps(theirs))  # taken over meanwhile (its owner deleted ours)
-        assert json.loads(lock.read_text()) == theirs  # not ours to remove
-        with contextlib.ExitStack() as closing:
-            lock.unlink()
-            loop._take_run_lock(str(tmp_path), closing)
-        assert not lock.exists()  # ours: removed
-    finally:
-        other.kill()
-        other.wait()
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        theirs = {"host": socket.gethostname(), "pid": other.pid, "start": loop._process_start(other.pid)}
+        lock.write_text(json.dumps(theirs))  # taken over meanwhile (its owner deleted ours)
+    assert json.loads(lock.read_text()) == theirs  # not ours to remove
+    with contextlib.ExitStack() as closing:
+        lock.unlink()
+        loop._take_run_lock(str(tmp_path), closing)
+    assert not lock.exists()  # ours: removed
 
 
 def test_a_dataset_path_not_recorded_is_no_dataset(tmp_path):

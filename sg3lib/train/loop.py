@@ -539,10 +539,10 @@ def _resume_file(src):
     from .. import checkpoint as ck
     try:
         return str(ck.newest_if_folder(str(src)))
+    except ck.NoSnapshotInFolder as e:  # (not for a folder of damaged snapshots: 'latest' would fail too)
+        raise TrainError(f"cannot resume from {e}, or 'latest' for the newest snapshot in --outdir") from None
     except FileNotFoundError as e:
-        # ('latest' for an empty folder; not for one whose snapshots are all damaged: it would fail too)
-        raise TrainError(f"cannot resume from {e}" + ("" if "no snapshot there can be read" in str(e) else
-                         ", or 'latest' for the newest snapshot in --outdir")) from None
+        raise TrainError(f"cannot resume from {e}") from None
 
 
 def _load_resume(src, device, snap=None):
