@@ -95,6 +95,9 @@ def interrupt_group_when(proc, ready, what, wait_s, end_s):
     os.killpg(proc.pid, signal.SIGINT)
     try:
         return proc.communicate(timeout=end_s)[1].decode()
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:  # say which processes were left and what they were doing
+        left = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etimes,args", "-g", str(proc.pid)],
+                              capture_output=True, text=True).stdout
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"{what} did not end on SIGINT")
+        err = proc.communicate()[1].decode()
+        pytest.fail(f"{what} did not end on SIGINT; its processes then:\n{left}\nits stderr:\n{err}")
