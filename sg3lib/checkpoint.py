@@ -300,9 +300,9 @@ def newest_if_folder(path):
     if not Path(path).is_dir():
         return path
     good, _, skipped, odd = _scan(path, PATTERN, clean=False, stale_s=0)
-    if not good and (skipped or odd):
-        raise FileNotFoundError(_nothing_reads(path, skipped, odd, resuming=False))
     if not good:
+        if skipped or odd:
+            raise FileNotFoundError(_nothing_reads(path, skipped, odd, resuming=False))
         raise NoSnapshotInFolder(f"{path}: no snapshot-*.pt in this folder; pass a snapshot or .pkl file")
     return good[-1]
 

@@ -96,7 +96,7 @@ def interrupt_group_when(proc, ready, what, wait_s, end_s):
     try:
         return proc.communicate(timeout=end_s)[1].decode()
     except subprocess.TimeoutExpired:  # say which processes were left and what they were doing
-        left = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etimes,args", "-g", str(proc.pid)],
+        left = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etimes,args", "--sid", str(proc.pid)],
                               capture_output=True, text=True).stdout
         os.killpg(proc.pid, signal.SIGKILL)
         err = proc.communicate()[1].decode()
