@@ -79,8 +79,24 @@ def damage_compressed_bytes(path, member):
     Path(path).write_bytes(bytes(b))
 
 
+def start_in_a_session(cmd, **popen):
+    """subprocess.Popen(cmd) in a session (and process group) of its own, with SIGINT at its default,
+    as a terminal starts a command. A shell starts a background job (a script's `pytest ... &`) with
+    SIGINT ignored, and that passes on through exec: the child then never saw interrupt_group_when's
+    Ctrl-C and trained on (a handled SIGINT is at its default after exec, an ignored one stays ignored)."""
+    import signal
+    import subprocess
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        return subprocess.Popen(cmd, start_new_session=True, **popen)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        return subprocess.Popen(cmd, start_new_session=True, **popen)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def interrupt_group_when(proc, ready, what, wait_s, end_s):
-    """Once `ready()` holds, send SIGINT to `proc`'s process group (started with start_new_session),
+    """Once `ready()` holds, send SIGINT to `proc`'s process group (started with start_in_a_session),
     as a terminal's Ctrl-C and Jupyter's interrupt send it; return its stderr once it has ended.
     `what` names the process in the failure messages; the waits are hang guards, not speed checks."""
     import signal

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import interrupt_group_when
+from conftest import interrupt_group_when, start_in_a_session
 from sg3lib.data import CurateError, ImageDataset, curate
 from sg3lib.data.writer import DatasetWriter
 
@@ -1383,9 +1383,9 @@ def test_ctrl_c_stops_the_worker_pool_with_one_line(tmp_path):
     for s in range(40):
         (raw / f"{s:02d}.png").write_bytes(enc(picture(s, 64, 64), "PNG"))
     out, marker = tmp_path / "out", tmp_path / "writing"
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT, str(raw), str(out / "d.zip"), str(marker)],
-                            cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = start_in_a_session([sys.executable, "-c", INTERRUPT_SCRIPT, str(raw), str(out / "d.zip"), str(marker)],
+                              cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
     err = interrupt_group_when(proc, marker.exists, "curation (its third image)", 120, 60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "sg3 curate: interrupted", err

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import interrupt_group_when, open_in_this_process
+from conftest import interrupt_group_when, open_in_this_process, start_in_a_session
 from sg3lib.train import TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1170,8 +1170,8 @@ def test_ctrl_c_in_sg3_train_ends_it_with_one_line(tmp_path):
             "--batch-gpu", "4", "--kimg", "10", "--tick", "0.008", "--snap", "1", "--cbase", "256", "--cmax", "16",
             "--map", "2", "--z-dim", "16", "--w-dim", "16", "--workers", "2", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "sg3lib.cli"] + args, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = start_in_a_session([sys.executable, "-m", "sg3lib.cli"] + args, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
     err = interrupt_group_when(proc, lambda: bool(snaps(run)), "sg3 train (its first snapshot)", 300, 120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
@@ -1180,6 +1180,22 @@ def test_ctrl_c_in_sg3_train_ends_it_with_one_line(tmp_path):
     time.sleep(0.5)  # (a worker that outlived its parent would be reparented, still in the group)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
+
+
+def test_a_background_jobs_ctrl_c_test_still_interrupts_its_child():
+    """pytest run as a shell's background job (`... &`) ignores SIGINT, and a child inherits that:
+    the Ctrl-C test above then trained on until its 120 s hang guard. start_in_a_session gives the
+    child SIGINT at its default, as a terminal's command has it, and leaves the caller's as it was."""
+    import signal
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = start_in_a_session([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) "
+                                   "is signal.default_int_handler)"], stdout=subprocess.PIPE, text=True)
+        out = proc.communicate(timeout=60)[0]
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert out.strip() == "True"
 
 
 def test_ctrl_c_under_torchrun_is_said_once(tmp_path, monkeypatch, capsys):

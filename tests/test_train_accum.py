@@ -30,6 +30,14 @@ TINY_ARGS = ["--cfg", "stylegan2", "--batch", "8", "--tick", "0.008", "--snap", 
              "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _torchrun_temp_in_tmp_path(tmp_path, monkeypatch):
+    """torchrun keeps a torchelastic_* log folder in the temp dir and leaves it: put it in tmp_path
+    (each run of this file left a dozen in /tmp)."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+
+
 def _torchrun(args, **popen):
     """`torchrun --nproc_per_node=2 -m sg3lib.cli train ARGS` on the CPU (gloo); a Popen if asked."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -37,7 +45,7 @@ def _torchrun(args, **popen):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if popen:
         return subprocess.Popen(cmd, env=env, **popen)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # a hang guard
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)  # a hang guard
 
 
 def _close_stats(a, b, rtol=1e-4):
@@ -81,10 +89,7 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     args = ["--data", data, "--cfg", "stylegan2", "--batch", "8", "--batch-gpu", "4", "--kimg", "0.016",
             "--tick", "0.008", "--snap", "1", "--cbase", "256", "--cmax", "16", "--map", "2", "--z-dim", "16",
             "--w-dim", "16", "--workers", "0", "--gamma", "1", "--p", "0.3", "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "sg3lib.cli", "train", "--outdir", str(tmp_path / "two")] + args,
-                         env=env, capture_output=True, text=True, timeout=600)
+    two = _torchrun(["--outdir", tmp_path / "two"] + args)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     from sg3lib.cli import main
     assert main(["train", "--outdir", str(tmp_path / "one")] + args) == 0
@@ -118,10 +123,9 @@ def test_two_processes_without_batch_gpu(tmp_path):
     args = ["--data", data, "--cfg", "stylegan2", "--batch", "8", "--kimg", "0.008", "--tick", "0.008",
             "--cbase", "256", "--cmax", "16", "--map", "2", "--z-dim", "16", "--w-dim", "16", "--workers", "0",
             "--gamma", "1", "--no-progress", "--outdir", str(tmp_path / "two")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "sg3lib.cli", "train"] + args, env=env, capture_output=True, text=True, timeout=600)
+    two = _torchrun(args)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert any(p.name.startswith("torchelastic_") for p in (tmp_path / "tmp").iterdir())  # not in /tmp
     s = torch.load(tmp_path / "two" / "snapshot-000000008.pt", weights_only=True)
     assert s["meta"]["config"]["batch_gpu"] == 4
 
