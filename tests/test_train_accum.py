@@ -79,14 +79,16 @@ def test_grad_accumulation_4x2_equals_1x8(tmp_path):
             torch.testing.assert_close(ma[i]["exp_avg_sq"], mb[i]["exp_avg_sq"], rtol=1e-3, atol=1e-12)
     pl = [sx["training_state"]["pl_mean"] for sx in (sa, sb)]
     assert float(pl[0]) > 0 and abs(float(pl[0]) - float(pl[1])) < 1e-4 * float(pl[0]), pl
+    _close_stats(stats_lines(tmp_path / "a"), stats_lines(tmp_path / "b"))  # means per image, not per round
 
 
 @pytest.mark.slow
 def test_two_process_gloo_equals_one_process(tmp_path):
-    """torchrun --nproc_per_node=2 on the CPU (gloo), global batch 8 = 2 x 4, equals one process
-    with 2 rounds of 4."""
+    """torchrun --nproc_per_node=2 on the CPU (gloo), global batch 8 = 2 processes x 2 rounds of 2,
+    equals one process with 4 rounds of 2 (rank 1's two rounds take the batch's images 4..8: they
+    once took 2..6, which one round per process did not show)."""
     data = make_zip(tmp_path / "d.zip")
-    args = ["--data", data, "--cfg", "stylegan2", "--batch", "8", "--batch-gpu", "4", "--kimg", "0.016",
+    args = ["--data", data, "--cfg", "stylegan2", "--batch", "8", "--batch-gpu", "2", "--kimg", "0.016",
             "--tick", "0.008", "--snap", "1", "--cbase", "256", "--cmax", "16", "--map", "2", "--z-dim", "16",
             "--w-dim", "16", "--workers", "0", "--gamma", "1", "--p", "0.3", "--no-progress"]
     two = _torchrun(["--outdir", tmp_path / "two"] + args)
@@ -110,7 +112,7 @@ def test_two_process_gloo_equals_one_process(tmp_path):
             torch.testing.assert_close(ma[i]["exp_avg"], mb[i]["exp_avg"], rtol=1e-3, atol=1e-7)
     # stats.jsonl: the whole batch's means (rank 0 logged those of its own half).
     _close_stats(stats_lines(tmp_path / "two"), stats_lines(tmp_path / "one"))
-    # The 2-process snapshot continues in one process (2 rounds of 4) as the 1-process run.
+    # The 2-process snapshot continues in one process (4 rounds of 2) as the 1-process run.
     assert main(["train", "--outdir", str(tmp_path / "cont"), "--resume",
                  str(tmp_path / "two" / "snapshot-000000008.pt")] + args) == 0
     _, w3 = _weights(tmp_path / "cont" / "snapshot-000000016.pt")

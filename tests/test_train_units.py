@@ -10,7 +10,7 @@ import torch
 from sg3lib.train import augment as aug
 from sg3lib.train import config as C
 from sg3lib.train.ema import ema_beta, update_ema
-from sg3lib.train.loss import blur, mbstd_order
+from sg3lib.train.loss import blur, blur_sigma_at, mbstd_order
 
 
 def _img(n=4, c=3, r=16):
@@ -661,6 +661,16 @@ def test_blur_is_a_true_gaussian_of_standard_deviation_sigma():
     torch.testing.assert_close(y, torch.outer(f, f))
     std = float((y.sum(0) * t ** 2).sum().sqrt())
     assert 0.97 * sigma < std < sigma  # (truncated at 3 sigma); the official kernel's is ~8.4
+
+
+def test_blur_fades_linearly_to_zero_over_blur_fade_kimg():
+    """StyleGAN3-R's blur: 10 px at the start, 5 halfway, 0 from blur_fade_kimg on; a fade of 0 blurs nothing."""
+    assert blur_sigma_at(0, 10.0, 200) == 10.0
+    assert blur_sigma_at(100_000, 10.0, 200) == pytest.approx(5.0)
+    assert blur_sigma_at(200_000, 10.0, 200) == 0 and blur_sigma_at(10 ** 6, 10.0, 200) == 0
+    assert blur_sigma_at(0, 10.0, 0) == 0
+    c = C.make_config(256, cfg="stylegan3-r", batch=64)  # the preset's fade: 200 kimg at batch 32, 400 at 64
+    assert blur_sigma_at(200_000, c["blur_sigma"], c["blur_fade_kimg"]) == pytest.approx(5.0)
 
 
 @pytest.fixture

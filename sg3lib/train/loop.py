@@ -32,7 +32,7 @@ from . import augment as aug
 from . import config as config_mod
 from . import distributed as dist_mod
 from .ema import ema_beta, update_ema
-from .loss import Phases
+from .loss import Phases, blur_sigma_at
 from ..files import atomic_write, is_disk_full, remove_stale
 from .stats import StatsWriter, divergence_warning, tick_line, truncate_after
 
@@ -1222,7 +1222,7 @@ class _Run:
     def step(self, state, loader):
         c, dev, step, B = self.c, self.device, state["step"], self.c["batch"]
         cur = state["cur_nimg"]
-        sigma = max(1 - cur / (c["blur_fade_kimg"] * 1e3), 0) * c["blur_sigma"] if c["blur_fade_kimg"] > 0 else 0
+        sigma = blur_sigma_at(cur, c["blur_sigma"], c["blur_fade_kimg"])
         p = self.ada.p
         # This rank's real images, one batch_gpu chunk per round.
         reals = []

@@ -61,6 +61,14 @@ def mbstd_order(n, group, device=None):
     return perm, pos
 
 
+def blur_sigma_at(cur_nimg, blur_sigma, blur_fade_kimg):
+    """The blur's sigma after `cur_nimg` real images: `blur_sigma` fading linearly to 0 over the first
+    `blur_fade_kimg` (StyleGAN3-R); a fade of 0 is no blur at all, as in the official training."""
+    if blur_fade_kimg <= 0:
+        return 0
+    return max(1 - cur_nimg / (blur_fade_kimg * 1e3), 0) * blur_sigma
+
+
 def blur(img, sigma):
     """Separable Gaussian blur with zero padding (StyleGAN3's blur of D's inputs)."""
     if sigma <= 0:
