@@ -1182,7 +1182,7 @@ def test_ctrl_c_in_sg3_train_ends_it_with_one_line(tmp_path):
         os.killpg(proc.pid, 0)
 
 
-def test_a_background_jobs_ctrl_c_test_still_interrupts_its_child():
+def test_a_child_of_a_background_job_still_takes_ctrl_c():
     """pytest run as a shell's background job (`... &`) ignores SIGINT, and a child inherits that:
     the Ctrl-C test above then trained on until its 120 s hang guard. start_in_a_session gives the
     child SIGINT at its default, as a terminal's command has it, and leaves the caller's as it was."""
