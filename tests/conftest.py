@@ -86,13 +86,14 @@ def start_in_a_session(cmd, **popen):
     Ctrl-C and trained on (a handled SIGINT is at its default after exec, an ignored one stays ignored)."""
     import signal
     import subprocess
-    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
-        return subprocess.Popen(cmd, start_new_session=True, **popen)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         return subprocess.Popen(cmd, start_new_session=True, **popen)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def interrupt_group_when(proc, ready, what, wait_s, end_s):
