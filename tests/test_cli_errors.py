@@ -7,6 +7,7 @@ import builtins
 import io
 import os
 import pickle
+import sys
 import zipfile
 
 import pytest
@@ -427,3 +428,99 @@ def test_walk_seeds_are_checked_also_where_a_grid_moves_them():
     with pytest.raises(ValueError, match=r"kind='loop' draws seeds up to 4294967296, past"):
         latent_path(G, "loop", 2, seeds=[4294967295])
     assert latent_path(G, "loop", 2, seeds=[4294967294])[0].shape[0] == 2
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "1e999", "abc", ""])
+def test_a_number_option_refuses_what_is_no_finite_number(text):
+    import argparse
+    from sg3lib.cli import finite_number
+    with pytest.raises(argparse.ArgumentTypeError, match=f"expected a finite number, got {text!r}"):
+        finite_number(text)
+    assert finite_number("-0.5") == -0.5 and finite_number("1e-3") == 0.001
+
+
+def test_a_device_of_the_wrong_type_and_a_long_reason_are_one_short_line(monkeypatch):
+    """device=1.5 from a notebook: torch.device raises TypeError, not RuntimeError. A backend's reason
+    keeps its first sentence (the rest is a paragraph of build advice)."""
+    from sg3lib.cli import torch_device
+    with pytest.raises(ValueError, match=r"^device 1.5 is not a torch device; use cpu, cuda or cuda:N"):
+        torch_device(1.5)
+
+    def to(self, *args, **kwargs):
+        raise RuntimeError("XPU device not available. Install the XPU build of PyTorch. See the docs.")
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    with pytest.raises(ValueError) as e:
+        torch_device("xpu")
+    assert str(e.value) == "device 'xpu': torch cannot use it here (XPU device not available); use cpu or cuda (--device)"
+
+
+@pytest.fixture
+def fake_command(monkeypatch):
+    """An `sg3 fake` command whose run_fake is what the test sets."""
+    import types
+    from sg3lib import cli
+    module = types.SimpleNamespace(add_fake_arguments=lambda p: None, run_fake=None)
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("sg3lib_fake_command", "a test's command"))
+    monkeypatch.setitem(sys.modules, "sg3lib_fake_command", module)
+    return module
+
+
+def test_sg3_help_goes_to_stdout_with_either_spelling(capsys):
+    for flag in ("-h", "--help"):
+        assert sg3([flag]) == 0
+        out = capsys.readouterr()
+        assert "usage: sg3" in out.out and "train" in out.out and out.err == ""
+
+
+def test_an_interrupt_another_process_reports_is_not_said_twice(fake_command, capsys):
+    class Quiet(KeyboardInterrupt):
+        quiet = True
+
+    def run(args):
+        raise Quiet("stopped at kimg 4; rerun with --resume latest")
+    fake_command.run_fake = run
+    assert sg3(["fake"]) == 130 and capsys.readouterr().err == ""
+    Quiet.quiet = False
+    assert sg3(["fake"]) == 130
+    assert capsys.readouterr().err == "sg3 fake: stopped at kimg 4; rerun with --resume latest\n"
+
+
+def test_a_reader_gone_by_the_last_flush_is_exit_status_141(fake_command, monkeypatch):
+    """The output a command printed is flushed inside main: a reader that left meanwhile is then 141,
+    not Python's 'Exception ignored ... BrokenPipeError' at exit."""
+    from sg3lib import cli
+
+    class GoneReader(io.StringIO):
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return 99
+    redirected = []
+    monkeypatch.setattr(sys, "stdout", GoneReader())
+    monkeypatch.setattr(cli, "_stdout_is_a_pipe", lambda: True)
+    monkeypatch.setattr(cli.os, "open", lambda path, flags: -1)
+    monkeypatch.setattr(cli.os, "dup2", lambda fd, to: redirected.append(to))
+    fake_command.run_fake = lambda args: print("a line") or 0
+    assert sg3(["fake"]) == 141 and redirected == [99]
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_not_taken_for_a_reader_leaving(fake_command, monkeypatch):
+    from sg3lib import cli
+
+    def run(args):  # (a helper process's pipe, say ffmpeg's)
+        raise BrokenPipeError(32, "Broken pipe")
+    fake_command.run_fake = run
+    monkeypatch.setattr(cli, "_stdout_is_a_pipe", lambda: False)
+    with pytest.raises(BrokenPipeError):
+        sg3(["fake"])
+
+
+def test_only_sg3lib_warnings_are_shortened_to_one_line(capsys):
+    from sg3lib import cli
+    shown = []
+    show = lambda *a, **k: shown.append(a)  # noqa: E731
+    cli._show_warning("generate", show, "use --psi", UserWarning, os.path.join(cli._PACKAGE, "explore", "x.py"), 3)
+    assert capsys.readouterr().err == "sg3 generate: warning: use --psi\n" and shown == []
+    cli._show_warning("generate", show, "deprecated", FutureWarning, "/elsewhere/torch/nn.py", 7)
+    assert shown == [("deprecated", FutureWarning, "/elsewhere/torch/nn.py", 7)] and capsys.readouterr().err == ""

@@ -443,6 +443,7 @@ def test_join_negative_values_touches_only_option_values():
     p = argparse.ArgumentParser()
     p.add_argument("--translate")
     p.add_argument("--psi", type=float)
+    p.add_argument("--psis")
     p.add_argument("--flag", action="store_true")
     p.add_argument("--many", nargs="+")
     p.add_argument("rest", nargs="*")
@@ -452,6 +453,9 @@ def test_join_negative_values_touches_only_option_values():
     assert j("--psi", "-1e-3") == ["--psi=-1e-3"]
     assert j("--flag", "-1,2") == ["--flag", "-1,2"]           # a flag takes no value
     assert j("--translate", "-x") == ["--translate", "-x"]     # not a number
+    assert j("--translate", "-1,0x") == ["--translate", "-1,0x"]  # not numbers throughout
+    assert j("--trans", "-0.1,0") == ["--trans=-0.1,0"]        # argparse's abbreviation of --translate
+    assert j("--ps", "-1,0") == ["--ps", "-1,0"]               # --psi or --psis: argparse says it is ambiguous
     assert j("--many", "-1", "2") == ["--many", "-1", "2"]     # argparse reads these itself
     assert j("--", "--translate", "-1,0") == ["--", "--translate", "-1,0"]
     assert p.parse_args(j("--translate", "-0.1,0", "--many", "-1", "2")).many == ["-1", "2"]
@@ -581,7 +585,8 @@ def test_cli_montage_refuses_network_options(network_file, tmp_path):
             sg3(["video", "--kind", "montage", "--run-dir", str(run), *extra, "--output", str(tmp_path / "m.mp4")])
         msg = str(e.value.code)
         assert msg.startswith("error: ") and "--kind montage reads no network" in msg and "\n" not in msg
-        assert all(f in msg for f in extra if f.startswith("--")), (extra, msg)
+        named = re.findall(r"--[a-z-]+", msg.split(": ")[1])  # (--class, not the library's --class-idx)
+        assert sorted(named) == sorted(f for f in extra if f.startswith("--")), (extra, msg)
     assert not (tmp_path / "m.mp4").exists()
     assert sg3(["video", "--kind", "montage", "--run-dir", str(run), "--fps", "2",
                 "--output", str(tmp_path / "m.mp4")]) == 0
@@ -977,3 +982,37 @@ def test_a_montage_reports_what_it_skipped_and_refuses_a_run_of_damaged_grids(tm
     (run / "fakes000000.png").write_bytes(b"cut")
     with pytest.raises(ValueError, match=r"none of the 2 fakes\*\.png files could be read"):
         X.training_montage(run, tmp_path / "n.mp4", progress=False)
+
+
+def test_cli_video_hands_its_options_to_interpolation_video(network_file, tmp_path, monkeypatch, G):
+    from sg3lib.explore import video
+    seen = {}
+    monkeypatch.setattr(video, "interpolation_video", lambda G, path, **kw: seen.update(kw, G=G) or path)
+    assert sg3(["video", "--network", str(network_file), "--device", "cpu", "--kind", "walk", "--seeds", "3-5",
+                "--frames", "6", "--output", str(tmp_path / "v.mp4")]) == 0
+    assert seen["fps"] == 30 and seen["seeds"] == [3, 4, 5] and seen["n_frames"] == 6 and seen["kind"] == "walk"
+    assert seen["class_idx"] is None and all(torch.equal(a, b) for a, b in zip(seen["G"].state_dict().values(), G.state_dict().values()))
+    assert sg3(["video", "--network", str(network_file), "--device", "cpu", "--fps", "12", "--frames", "6",
+                "--output", str(tmp_path / "v.mp4")]) == 0 and seen["fps"] == 12
+
+
+def test_cli_refusals_come_before_the_work_they_would_waste(tmp_path):
+    """What the command line alone shows wrong is said first: not a network load, a folder made,
+    or a missing-file error for another option."""
+    with pytest.raises(SystemExit, match="^error: --network is required"):
+        sg3(["video", "--output", str(tmp_path / "v.mp4")])
+    with pytest.raises(SystemExit, match=r"v.gif: videos are written as H.264 mp4; give the file the suffix .mp4"):
+        sg3(["video", "--network", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "v.gif")])
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as e:  # the missing run folder, not the output folder it could not make
+        sg3(["video", "--kind", "montage", "--run-dir", str(tmp_path / "no-run"),
+             "--output", str(tmp_path / "afile" / "m.mp4")])
+    assert "no-run" in str(e.value.code) and "--output" not in str(e.value.code)
+
+
+def test_cli_class_must_be_one_of_the_networks():
+    from sg3lib.explore.cli import _check_class
+    G = SimpleNamespace(c_dim=3)
+    _check_class(G, 2)
+    with pytest.raises(SystemExit, match=r"--class 3 is out of range: this network has classes 0..2"):
+        _check_class(G, 3)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import zipfile
 from pathlib import Path
 
@@ -1755,3 +1756,58 @@ def test_only_the_writer_reports_the_newer_snapshots_it_skips(tmp_path, capsys):
         assert loop._find_latest(str(run), clean=True)[0] == path
     assert "skipped 1 newer snapshot(s) that cannot be read" in capsys.readouterr().out
     assert (run / "snapshot-000000016.pt").exists()  # left in place
+
+
+def test_sg3_train_switches_take_the_usual_words_and_refuse_others(capsys):
+    """--mirror true/false: type=bool would read 'false' (any non-empty text) as true."""
+    import argparse
+    from sg3lib.train.cli import add_train_arguments
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    base = ["--data", "d.zip", "--outdir", "r"]
+    for text, value in (("1", True), ("True", True), ("yes", True), ("on", True),
+                        ("0", False), ("false", False), ("NO", False), ("off", False)):
+        assert p.parse_args(base + ["--mirror", text]).mirror is value, text
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--cond", "maybe"])
+    assert "expected true/false, got 'maybe'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """sg3 train with train() and the process-group cleanup recorded instead of run."""
+    from sg3lib.train import distributed, loop
+    calls = types.SimpleNamespace(kwargs=None, cleanups=0, result={"snapshot": None, "cur_nimg": 0}, error=None)
+
+    def train(data, outdir, **kwargs):
+        calls.kwargs = dict(kwargs, data=data, outdir=outdir)
+        if calls.error:
+            raise calls.error
+        return calls.result
+    monkeypatch.setattr(loop, "train", train)
+    monkeypatch.setattr(distributed, "cleanup", lambda: setattr(calls, "cleanups", calls.cleanups + 1))
+    return calls
+
+
+def test_sg3_train_hands_its_options_to_train_and_says_where_it_ended(fake_train, capsys):
+    from sg3lib.train.cli import main
+    args = ["--data", "d.zip", "--outdir", "r", "--kimg", "2", "--mirror", "off"]
+    assert main(args) == 0 and fake_train.cleanups == 1
+    kw = fake_train.kwargs
+    assert kw["progress"] is True and kw["kimg"] == 2 and kw["mirror"] is False and kw["resume"] is None
+    assert "no_progress" not in kw and str(kw["data"]) == "d.zip"
+    assert capsys.readouterr().out == ""  # no snapshot written (nothing left to train): no 'done' line
+    fake_train.result = {"snapshot": "r/snapshot-000002000.pt", "cur_nimg": 2000}
+    assert main(args + ["--no-progress"]) == 0 and fake_train.kwargs["progress"] is False
+    assert capsys.readouterr().out == "done: 2000 images, last snapshot r/snapshot-000002000.pt\n"
+
+
+def test_sg3_train_errors_are_one_line_once_and_the_process_group_is_left(fake_train, capsys):
+    from sg3lib.train.cli import main
+    from sg3lib.train.loop import TrainError
+    fake_train.error = TrainError("the dataset is empty")
+    assert main(["--data", "d.zip", "--outdir", "r"]) == 2 and fake_train.cleanups == 1
+    assert capsys.readouterr().err == "error: the dataset is empty\n"
+    fake_train.error.quiet = True  # another process of the torchrun run says it
+    assert main(["--data", "d.zip", "--outdir", "r"]) == 2 and fake_train.cleanups == 2
+    assert capsys.readouterr().err == ""
