@@ -244,3 +244,54 @@ def test_setup_error_of_one_or_all_ranks_is_one_message(tmp_path):
         assert r.returncode != 0
         errors = [line for line in out.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and says in errors[0], out[-3000:]
+
+
+_THREE_RANKS = '''
+import json, sys
+import torch, torch.distributed as dist
+from sg3lib.train import distributed as D
+
+def rank_main(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=3)
+    m = torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(m.weight, rank)
+    m.register_buffer("ema", torch.full([2], float(rank)))
+    m.register_buffer("mean", torch.full([3], 10.0 * rank))
+    m.register_buffer("count", torch.tensor([rank]))
+    got = {"first_of_1_2": D.first_failed_rank(rank in (1, 2)), "first_of_none": D.first_failed_rank(False)}
+    D.average_buffers(m)
+    got.update(ema=m.ema.tolist(), mean=m.mean.tolist(), count=m.count.tolist())
+    m.ema.fill_(rank)
+    D.broadcast_module(m)
+    got.update(weight=m.weight.flatten().tolist(), ema_after_broadcast=m.ema.tolist())
+    D.cleanup()
+    got["still_in_a_group"] = dist.is_initialized()
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump(got, f)
+
+if __name__ == "__main__":
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(rank_main, args=(port, sys.argv[1]), nprocs=3)
+'''
+
+
+def test_the_collectives_of_three_ranks(tmp_path):
+    """Three gloo processes (the torchrun tests have two, where the lowest failing rank and the
+    highest are the same one, and where one failing rank is all there can be besides rank 0)."""
+    import json
+    from sg3lib.train import distributed as D
+    assert D.first_failed_rank(True) == 0 and D.first_failed_rank(False) is None  # one process
+    (tmp_path / "three_ranks.py").write_text(_THREE_RANKS)
+    r = subprocess.run([sys.executable, str(tmp_path / "three_ranks.py"), str(tmp_path)], capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for rank in range(3):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["first_of_1_2"] == 1 and got["first_of_none"] is None
+        assert got["ema"] == [1.0, 1.0] and got["mean"] == [10.0] * 3  # every float buffer: the mean of 0, 1, 2
+        assert got["count"] == [rank]                                    # an integer one is the rank's own
+        assert got["weight"] == [0.0, 0.0] and got["ema_after_broadcast"] == [0.0, 0.0]  # rank 0's, buffers too
+        assert got["still_in_a_group"] is False

@@ -10,7 +10,7 @@ import torch
 from sg3lib.train import augment as aug
 from sg3lib.train import config as C
 from sg3lib.train.ema import ema_beta, update_ema
-from sg3lib.train.loss import blur, blur_sigma_at, mbstd_order
+from sg3lib.train.loss import blur, blur_sigma_at, mbstd_order, path_length_batch
 
 
 def _img(n=4, c=3, r=16):
@@ -671,6 +671,14 @@ def test_blur_fades_linearly_to_zero_over_blur_fade_kimg():
     assert blur_sigma_at(0, 10.0, 0) == 0
     c = C.make_config(256, cfg="stylegan3-r", batch=64)  # the preset's fade: 200 kimg at batch 32, 400 at 64
     assert blur_sigma_at(200_000, c["blur_sigma"], c["blur_fade_kimg"]) == pytest.approx(5.0)
+
+
+def test_the_path_length_batch_is_shared_evenly_by_every_round_of_every_process():
+    """batch / pl_batch_shrink (2, as the official), in whole images per round of each process."""
+    assert path_length_batch(32, 2, 1, 1) == 16 and path_length_batch(32, 2, 2, 2) == 16
+    assert path_length_batch(32, 2, 2, 3) == 12    # 16 rounded down to 2 processes x 3 rounds
+    assert path_length_batch(8, 2, 2, 4) == 8      # --batch-gpu 1 on 2 processes: one image per round
+    assert path_length_batch(8, 2, 1, 4) == 4 and path_length_batch(4, 2, 1, 4) == 4
 
 
 @pytest.fixture

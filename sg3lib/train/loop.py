@@ -32,7 +32,7 @@ from . import augment as aug
 from . import config as config_mod
 from . import distributed as dist_mod
 from .ema import ema_beta, update_ema
-from .loss import Phases, blur_sigma_at
+from .loss import Phases, blur_sigma_at, path_length_batch
 from ..files import atomic_write, is_disk_full, remove_stale
 from .stats import StatsWriter, divergence_warning, tick_line, truncate_after
 
@@ -1245,8 +1245,7 @@ class _Run:
 
         # G path length (lazy).
         if self.G_interval and step % self.G_interval == 0:
-            k = self.world * self.rounds  # every round of every rank gets the same share
-            nb = max(B // c["pl_batch_shrink"] // k * k, k)
+            nb = path_length_batch(B, c["pl_batch_shrink"], self.world, self.rounds)
             r = draw_step(c, step, "Greg", nb, z_dim, self.labels, dev)
             pl_len = torch.zeros([], device=dev)
             for a, b in self._rounds(nb):

@@ -69,6 +69,15 @@ def blur_sigma_at(cur_nimg, blur_sigma, blur_fade_kimg):
     return max(1 - cur_nimg / (blur_fade_kimg * 1e3), 0) * blur_sigma
 
 
+def path_length_batch(batch, pl_batch_shrink, world, rounds):
+    """Images in the path-length phase: the batch divided by `pl_batch_shrink` (StyleGAN2's
+    "lazy" regularisation on a smaller batch), rounded down to a multiple of `world` processes
+    times `rounds` per process so that every round gets the same share, and at least one image
+    per round."""
+    k = world * rounds
+    return max(batch // pl_batch_shrink // k * k, k)
+
+
 def blur(img, sigma):
     """Separable Gaussian blur with zero padding (StyleGAN3's blur of D's inputs)."""
     if sigma <= 0:
