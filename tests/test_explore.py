@@ -615,6 +615,7 @@ def test_a_style_mix_loop_starts_on_the_style_mix_of_its_seeds(G):
         base = X.map_z(G, X.seeds_to_z([4], G.z_dim))[0]
         style = X.map_z(G, X.seeds_to_z([9], G.z_dim))[0]
         torch.testing.assert_close(ws[0, lo:hi], style[lo:hi], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ws[:, lo:hi], X.circular_loop(G, 6, seeds=(9, 10))[:, lo:hi])
         for frame in ws:
             assert torch.equal(frame[:lo], base[:lo]) and torch.equal(frame[hi:], base[hi:])
 
@@ -676,3 +677,34 @@ def test_load_generator_takes_the_ema_generator_and_else_g(tmp_path):
         loaded = X.load_generator(path)
         assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
         assert torch.equal(loaded.mapping(z, None), want.mapping(z, None))
+
+
+def test_a_random_walk_in_w_keeps_the_spread_of_its_ws():
+    """The walk's ws are their mean plus smoothed deviations: each frame varies as much as the ws it
+    was made from (smoothing noise and taking the mean out both shrink it; the rescale undoes both)."""
+    from sg3lib.explore.latents import _smooth_deviations
+    rnd = np.random.RandomState(0)
+    for n, sigma in ((64, 8), (64, 32), (16, 2)):
+        x = rnd.randn(n, 20000)
+        mean = x.mean(0, keepdims=True)
+        y = mean + _smooth_deviations(x - mean, sigma)
+        assert y.var() == pytest.approx(x.var(), rel=0.05), (n, sigma)
+        assert np.abs(np.diff(y, axis=0)).mean() < 0.5 * np.abs(np.diff(x, axis=0)).mean()  # and smoother
+
+
+def test_a_random_walks_smoothing_is_an_eighth_of_its_frames_by_default(G):
+    torch.testing.assert_close(X.random_walk(G, 16, seed=3), X.random_walk(G, 16, seed=3, sigma=2))
+    assert not torch.allclose(X.random_walk(G, 16, seed=3), X.random_walk(G, 16, seed=3, sigma=4))
+
+
+def test_a_partial_rotation_swings_out_and_back_on_a_cosine():
+    """Slowing at both ends: 0, 45, 90, 45 degrees over four frames of a 90 degree swing."""
+    want = torch.stack([X.make_transform((0, 0), a) for a in (0, 45, 90, 45)])
+    torch.testing.assert_close(X.transform_sweep(4, "rotate", 90), want)
+
+
+@pytest.mark.parametrize("n", [8, 10])
+def test_an_image_grid_takes_exactly_one_image_per_cell(n):
+    with pytest.raises(ValueError, match=f"image_grid: {n} images for a 3x3 grid"):
+        X.image_grid(np.zeros([n, 4, 4, 3], np.uint8), 3, 3)
+    assert X.image_grid(np.zeros([9, 4, 4, 3], np.uint8), 3, 3).size == (12, 12)

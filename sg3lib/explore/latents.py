@@ -425,7 +425,8 @@ def circular_loop(G, n_frames, seeds=(0, 1), endpoint=False, class_idx=None, psi
 def style_mix_walk(G, base_seed, n_frames, layers="fine", walk="loop", seed=0, endpoint=False,
                    class_idx=None, psi=1.0, cutoff=None, centre="global", **walk_kwargs):
     """Hold the base seed's ws on all layers except `layers`, which follow a periodic walk:
-    layers='fine' keeps pose and shape and animates colour and texture; 'coarse' the opposite."""
+    layers='fine' keeps pose and shape and animates colour and texture; 'coarse' the opposite.
+    walk='loop': the circular_loop through `seed` and `seed + 1`; 'random': the random_walk of `seed`."""
     n_frames, (lo, hi) = _frames(n_frames), layer_range(layers, G)
     if walk == "loop" and walk_kwargs:  # a loop has no sigma or space: refused, not ignored
         raise ValueError(f"{', '.join(walk_kwargs)} given for walk='loop': they shape walk='random' only")
