@@ -100,7 +100,6 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, snapshot):
     """`sg3 info net.pt | head -1`: once head had gone, the print (or Python's flush at exit) raised
     BrokenPipeError, a traceback or 'Exception ignored ... BrokenPipeError' under the lines head showed."""
     import subprocess
-    import sys
     read, write = os.pipe()
     os.close(read)  # the reader has gone before sg3 writes
     try:

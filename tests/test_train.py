@@ -1019,7 +1019,6 @@ def test_fakes_grid_maps_minus_one_to_black_and_one_to_white(tmp_path):
 def test_resumed_tensorboard_purges_from_the_snapshot_on(tmp_path, monkeypatch):
     """Killed after a snapshot, a run redoes its later ticks; TensorBoard is told to hide the events
     from the snapshot's image count on (a stand-in writer: TensorBoard is not installed here)."""
-    import types
     made = []
 
     class FakeWriter:
@@ -1056,7 +1055,6 @@ def test_training_where_there_is_no_resource_module(tmp_path, monkeypatch):
 
 def _stand_in_run(sums=None, counts=None, p=0.0, rt=None):
     """A training run with only what tick_stats reads: one CPU process, its tick's sums, ADA's p."""
-    import types
     from sg3lib.train import loop
     run = object.__new__(loop._Run)
     run.sums, run.counts, run.world, run.rank, run.device = sums or {}, counts or {}, 1, 0, torch.device("cpu")
@@ -1066,7 +1064,6 @@ def _stand_in_run(sums=None, counts=None, p=0.0, rt=None):
 
 def test_peak_memory_on_the_cpu_is_in_gib_on_macos_too(monkeypatch):
     """ru_maxrss is in KiB on Linux and in bytes on macOS: a 3 GiB process is 3.0 on both."""
-    import types
     for platform, maxrss in (("linux", 3 * 2 ** 20), ("darwin", 3 * 2 ** 30)):
         usage = types.SimpleNamespace(ru_maxrss=maxrss)
         fake = types.SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who, usage=usage: usage)
@@ -1294,7 +1291,6 @@ def test_a_tick_with_a_non_finite_loss_is_flagged_on_stderr(tmp_path, capsys, mo
 def test_snapshot_time_is_not_counted_in_the_next_tick(tmp_path, monkeypatch):
     """sec_per_tick and sec_per_kimg are training speed: the tick after a snapshot also counted the
     time of writing the snapshot and its grid. A stand-in clock moves only while the grid is drawn."""
-    import types
     from sg3lib.train import loop
     now = [1000.0]
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: now[0]))

@@ -251,8 +251,8 @@ import json, sys
 import torch, torch.distributed as dist
 from sg3lib.train import distributed as D
 
-def rank_main(rank, port, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=3)
+def rank_main(rank, out):  # (a file rendezvous: no port to pick, so none another test can take first)
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=3)
     m = torch.nn.Linear(2, 1)
     torch.nn.init.constant_(m.weight, rank)
     m.register_buffer("ema", torch.full([2], float(rank)))
@@ -270,11 +270,7 @@ def rank_main(rank, port, out):
         json.dump(got, f)
 
 if __name__ == "__main__":
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(rank_main, args=(port, sys.argv[1]), nprocs=3)
+    torch.multiprocessing.spawn(rank_main, args=(sys.argv[1],), nprocs=3)
 '''
 
 
